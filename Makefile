@@ -1,0 +1,52 @@
+# CDAP — one-command run and test. See README.md.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+UV_VERSION := 0.13.8
+PY := .venv/bin/python
+STACK := deploy/local/stack.sh
+export UV_LINK_MODE := copy
+
+.PHONY: setup up down status migrate run test test-fast bench lint format reset
+
+setup: ## install uv (from PyPI) and the locked workspace into .venv
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
+		python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	@$(UV) sync --all-packages --locked --quiet
+
+up: setup ## start Kafka, PostgreSQL and the SMTP sink (idempotent)
+	@bash $(STACK) up
+
+down: ## stop what `make up` started
+	@bash $(STACK) down
+
+status:
+	@bash $(STACK) status
+
+migrate: up ## apply every service's database migrations
+	@$(PY) -m cdap_shared.devrun migrate
+
+run: migrate ## the whole system in the foreground, logs prefixed by service; Ctrl-C stops it
+	@$(PY) -m cdap_shared.devrun run
+
+test: up ## every test, against the real Kafka and PostgreSQL
+	@$(PY) -m pytest
+
+test-fast: setup ## tests that need no running stack
+	@$(PY) -m pytest -m "not stack"
+
+bench: up ## benchmarks; results in bench/results/, summary in docs/benchmarks.md
+	@$(PY) -m bench
+
+lint: setup
+	@$(PY) -m ruff check .
+	@$(PY) -m ruff format --check .
+	@$(PY) -m mypy shared/src
+
+format: setup
+	@$(PY) -m ruff format .
+	@$(PY) -m ruff check --fix .
+
+reset: down ## forget all local data (Kafka log, service databases, mail)
+	@rm -rf .stack/kafka/data .stack/mail
+	@runuser -u postgres -- bash -c 'for d in identity access dossiers audit; do dropdb --if-exists --force cdap_$$d; done' 2>/dev/null || true
+	@echo "local data removed; 'make up' recreates it"

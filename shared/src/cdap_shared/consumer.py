@@ -1,0 +1,195 @@
+"""Kafka consumers that apply each event exactly once to the service's database.
+
+A batch is applied in one transaction together with its inbox claims; offsets are committed only
+after that transaction (FastStream `AckPolicy.NACK_ON_ERROR`: an exception rewinds the batch).
+An event that keeps failing is retried alone a bounded number of times, then sent to `<topic>.dlq`
+with the error in headers, and consumption goes on. An outage (database or broker unreachable) is
+not the event's fault: the batch is rewound and retried, never dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import structlog
+from aiokafka import ConsumerRecord
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from opentelemetry import propagate, trace
+from prometheus_client import Counter
+from pydantic import ValidationError
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cdap_shared import inbox
+from cdap_shared.envelope import CloudEvent
+from cdap_shared.events import dlq_for, parse_data
+
+log = structlog.get_logger(__name__)
+tracer = trace.get_tracer("cdap.consumer")
+
+Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
+
+APPLIED = Counter("cdap_events_applied_total", "Events applied", ["topic"])
+DUPLICATES = Counter("cdap_events_duplicate_total", "Redelivered events skipped by the inbox", ["topic"])
+DEAD_LETTERED = Counter("cdap_events_dead_lettered_total", "Events sent to a DLQ", ["topic"])
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when the failure is the infrastructure's (connection lost/refused), not the event's."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(
+            seen,
+            OSError | TimeoutError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError,
+        ):
+            return True
+        if isinstance(seen, sa_exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, sa_exc.InterfaceError | asyncpg.exceptions.CannotConnectNowError):
+            return True
+        seen = seen.__cause__ or getattr(seen, "orig", None)
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """A short error text without the offending values (they may hold a NIR or a phone number)."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)
+        )[:500]
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+class EventConsumer:
+    """Subscribes a handler to topics in a consumer group, with inbox, retries and DLQ."""
+
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        group_id: str,
+        handler: Handler,
+        max_attempts: int = 3,
+        retry_delay: float = 0.2,
+        outage_delay: float = 1.0,
+    ) -> None:
+        self.broker = broker
+        self.sessions = sessions
+        self.group_id = group_id
+        self.handler = handler
+        self.max_attempts = max_attempts
+        self.retry_delay = retry_delay
+        self.outage_delay = outage_delay
+
+    def subscribe(self, *topics: str, max_records: int = 500) -> None:
+        """Register the batch subscriber on the broker (before `broker.start()`)."""
+        subscriber = self.broker.subscriber(
+            *topics,
+            group_id=self.group_id,
+            batch=True,
+            max_records=max_records,
+            batch_timeout_ms=50,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+        )
+        subscriber(self.on_batch)
+
+    async def on_batch(self, body: list[Any], message: KafkaMessage) -> None:
+        """FastStream entrypoint: `message.raw_message` holds the batch's ConsumerRecords."""
+        raw = message.raw_message
+        records: tuple[ConsumerRecord[Any, Any], ...] = raw if isinstance(raw, tuple) else (raw,)
+        await self.handle_records(records)
+
+    async def handle_records(self, records: tuple[ConsumerRecord[Any, Any], ...]) -> None:
+        parsed: list[tuple[ConsumerRecord[Any, Any], CloudEvent]] = []
+        poison: list[tuple[ConsumerRecord[Any, Any], BaseException]] = []
+        for record in records:
+            try:
+                event = CloudEvent.from_bytes(record.value)
+                parse_data(event)
+                parsed.append((record, event))
+            except (ValidationError, ValueError) as exc:
+                poison.append((record, exc))
+        try:
+            await self._apply(parsed)
+        except Exception as exc:
+            if is_outage(exc):
+                log.warning(
+                    "consumer outage, batch will be retried", group=self.group_id, error=describe(exc)
+                )
+                await asyncio.sleep(self.outage_delay)
+                raise
+            # Something in the batch is bad: find it by applying the events one at a time.
+            for record, event in parsed:
+                await self._apply_alone(record, event)
+        for record, error in poison:
+            await self._dead_letter(record, error)
+
+    async def _apply(self, items: list[tuple[ConsumerRecord[Any, Any], CloudEvent]]) -> None:
+        if not items:
+            return
+        async with self.sessions() as session, session.begin():
+            fresh = await inbox.claim(session, [(e.id, r.topic) for r, e in items])
+            for record, event in items:
+                if event.id not in fresh:
+                    DUPLICATES.labels(record.topic).inc()
+                    continue
+                fresh.discard(event.id)  # the same id twice in one batch is applied once
+                with tracer.start_as_current_span(
+                    f"{event.type} process",
+                    context=propagate.extract(_headers(record)),
+                    kind=trace.SpanKind.CONSUMER,
+                    attributes={"messaging.message.id": event.id, "messaging.destination.name": record.topic},
+                ):
+                    await self.handler(session, event)
+        for record, _ in items:
+            APPLIED.labels(record.topic).inc()
+
+    async def _apply_alone(self, record: ConsumerRecord[Any, Any], event: CloudEvent) -> None:
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await self._apply([(record, event)])
+                return
+            except Exception as exc:
+                if is_outage(exc):
+                    await asyncio.sleep(self.outage_delay)
+                    raise
+                if attempt == self.max_attempts:
+                    await self._dead_letter(record, exc)
+                    return
+                await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
+
+    async def _dead_letter(self, record: ConsumerRecord[Any, Any], error: BaseException) -> None:
+        """Publish the untouched record to `<topic>.dlq` with why it failed (waits for the ack)."""
+        headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
+        headers.update(
+            {
+                "x-error": describe(error),
+                "x-error-type": type(error).__name__,
+                "x-original-topic": record.topic,
+                "x-original-partition": str(record.partition),
+                "x-original-offset": str(record.offset),
+                "x-consumer-group": self.group_id,
+            }
+        )
+        await self.broker.publish(
+            record.value or b"", topic=dlq_for(record.topic), key=record.key, headers=headers
+        )
+        DEAD_LETTERED.labels(record.topic).inc()
+        log.error(
+            "event dead-lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error_type=type(error).__name__,
+        )
+
+
+def _headers(record: ConsumerRecord[Any, Any]) -> dict[str, str]:
+    return {k: v.decode(errors="replace") for k, v in record.headers or ()}

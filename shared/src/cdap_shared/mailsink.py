@@ -1,0 +1,48 @@
+"""A local SMTP sink: every message received on 127.0.0.1:1025 becomes an `.eml` file in a folder.
+
+It stands in for the CAF's mail relay in the local stack; tests read activation links from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from cdap_shared.envelope import new_event_id
+
+
+class EmlWriter:
+    """aiosmtpd handler that writes each message to `<dir>/<uuid7>.eml` (names sort by arrival)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        tmp = self.folder / f".{new_event_id()}.tmp"
+        tmp.write_bytes(envelope.original_content or envelope.content)
+        tmp.rename(tmp.with_name(tmp.name[1:].replace(".tmp", ".eml")))
+        return "250 Message accepted for delivery"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--port", type=int, default=1025)
+    args = parser.parse_args()
+    args.dir.mkdir(parents=True, exist_ok=True)
+    controller = Controller(EmlWriter(args.dir), hostname="127.0.0.1", port=args.port)
+    controller.start()
+    try:
+        asyncio.run(asyncio.Event().wait())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        controller.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The parts every service process runs: database engine, Kafka broker, outbox relay, consumers.
+
+A service's composition root (`app.py`) builds one `ServiceRuntime`, registers its consumers, and
+passes `runtime.lifespan` to `create_app`. The broker connects in the background, so the HTTP side
+serves (and writes to its outbox) even while Kafka is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from faststream.kafka import KafkaBroker
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from sqlalchemy import text
+
+from cdap_shared.consumer import EventConsumer, Handler
+from cdap_shared.db import asyncpg_dsn, create_engine, session_factory
+from cdap_shared.relay import OutboxRelay
+from cdap_shared.settings import ServiceSettings
+from cdap_shared.telemetry import configure_logging, configure_tracing
+
+log = structlog.get_logger(__name__)
+
+
+class ServiceRuntime:
+    """Owns the long-lived resources of one service process."""
+
+    def __init__(self, settings: ServiceSettings, *, run_relay: bool = True) -> None:
+        self.settings = settings
+        configure_logging(settings.service_name, settings.log_level)
+        self.tracer_provider = configure_tracing(settings.service_name, settings.otlp_endpoint)
+        self.engine = create_engine(settings.database_url, settings.db_pool_size)
+        self.sessions = session_factory(self.engine)
+        self.broker = KafkaBroker(
+            settings.kafka_bootstrap,
+            client_id=settings.service_name,
+            enable_idempotence=True,
+            acks="all",
+            middlewares=[KafkaTelemetryMiddleware(tracer_provider=self.tracer_provider)],
+            logger=None,
+        )
+        self.relay = (
+            OutboxRelay(
+                asyncpg_dsn(settings.database_url),
+                settings.kafka_bootstrap,
+                batch_size=settings.outbox_batch_size,
+            )
+            if run_relay
+            else None
+        )
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.broker_started = asyncio.Event()
+
+    def consume(self, *topics: str, group_id: str, handler: Handler, max_records: int = 500) -> EventConsumer:
+        """Apply `handler` to every event on `topics`, exactly once, in consumer group `group_id`."""
+        consumer = EventConsumer(
+            self.broker,
+            self.sessions,
+            group_id=group_id,
+            handler=handler,
+            max_attempts=self.settings.consumer_max_attempts,
+        )
+        consumer.subscribe(*topics, max_records=max_records)
+        return consumer
+
+    async def _start_broker(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.broker.start()
+                self.broker_started.set()
+                log.info("kafka broker connected")
+                return
+            except Exception as exc:
+                log.warning("kafka unreachable, retrying", error=type(exc).__name__, retry_in=delay)
+                with contextlib.suppress(Exception):
+                    await self.broker.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._start_broker(), name="broker"))
+        if self.relay is not None:
+            self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+
+    async def stop(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+        for task in self._tasks:
+            if task.get_name() == "broker" and not task.done():
+                task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 10)
+        with contextlib.suppress(Exception):
+            await self.broker.stop()
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def lifespan(self, _app: Any) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def check_database(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def check_kafka(self) -> None:
+        if not self.broker_started.is_set():
+            raise ConnectionError("broker not connected")
+        if not await self.broker.ping(timeout=2.0):
+            raise ConnectionError("broker did not answer")

@@ -1,0 +1,25 @@
+"""Settings every service reads from the environment (prefix `CDAP_`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Common settings; each service subclasses it and sets its own defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="CDAP_", env_file=None, extra="ignore")
+
+    service_name: str = "cdap"
+    database_url: str = "postgresql+asyncpg://cdap:cdap@127.0.0.1:5432/cdap"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"
+    jwt_audience: str = "cdap"
+    jwt_issuer: str = "cdap-identity"
+    otlp_endpoint: str | None = None
+    log_level: str = "INFO"
+    smtp_url: str = "smtp://127.0.0.1:1025"
+    db_pool_size: int = Field(default=10, ge=1, le=100)
+    consumer_max_attempts: int = Field(default=3, ge=1, le=20)
+    outbox_batch_size: int = Field(default=500, ge=1, le=10_000)

@@ -1,0 +1,70 @@
+"""The app factory: readiness reflects dependencies; unexpected errors leak nothing."""
+
+from __future__ import annotations
+
+import json
+
+from cdap_shared.http import create_app
+from cdap_shared.telemetry import mask
+from httpx import ASGITransport, AsyncClient
+from pydantic import BaseModel
+
+
+async def test_ready_is_503_when_a_dependency_is_down() -> None:
+    async def db_ok() -> None:
+        return None
+
+    async def kafka_down() -> None:
+        raise ConnectionError("refused")
+
+    app = create_app(title="t", ready_checks={"database": db_ok, "kafka": kafka_down})
+    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as client:
+        r = await client.get("/ready")
+    assert r.status_code == 503
+    assert r.json()["failed"] == {"kafka": "ConnectionError"}
+
+
+class Body(BaseModel):
+    count: int
+
+
+async def test_validation_errors_and_crashes_are_problem_json_without_internals() -> None:
+    app = create_app(title="t")
+
+    @app.post("/things")
+    async def things(body: Body) -> dict[str, int]:
+        return {"count": body.count}
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internal detail at /srv/app.py line 12")
+
+    transport = ASGITransport(app=app, raise_app_exceptions=False)
+    async with AsyncClient(transport=transport, base_url="http://t") as client:
+        bad = await client.post("/things", json={"count": "many"})
+        assert bad.status_code == 422
+        assert bad.headers["content-type"] == "application/problem+json"
+        assert bad.json()["errors"][0]["loc"] == ["body", "count"]
+        crash = await client.get("/boom")
+        assert crash.status_code == 500
+        assert "secret" not in crash.text and "Traceback" not in crash.text
+        metrics = await client.get("/metrics")
+        assert metrics.status_code == 200 and "python_info" in metrics.text
+
+
+def test_nir_and_phone_numbers_are_masked_in_logs(capsys: object) -> None:
+    import structlog
+    from cdap_shared.telemetry import configure_logging
+
+    configure_logging("test")
+    structlog.get_logger().info(
+        "lookup by 1 85 05 78 006 084 36 and 185057800608436 from 06 12 34 56 78",
+        phone="+33612345678",
+        password="hunter2hunter2",
+    )
+    line = capsys.readouterr().out.strip().splitlines()[-1]  # type: ignore[attr-defined]
+    record = json.loads(line)
+    assert "185057800608436" not in line and "006 084" not in line
+    assert "12 34 56" not in line and "612345678" not in line and "hunter2" not in line
+    assert record["service"] == "test"
+    assert mask("dossier 1234567") == "dossier 1234567"  # a numero allocataire is not a NIR

@@ -1,0 +1,53 @@
+"""The trace of the request that wrote an outbox row continues in the consumer that applied it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+from cdap_shared import events as ev
+from cdap_shared.telemetry import configure_tracing
+from cdap_shared.testing import eventually
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from .pipeline import build_pipeline, close_pipeline
+from .samples import SAMPLES
+
+pytestmark = pytest.mark.stack
+
+
+async def test_consumer_span_is_a_child_of_the_request_span(
+    stack: dict[str, str],
+    make_database: Callable[[], Awaitable[str]],
+    make_topic: Callable[[str], Awaitable[str]],
+) -> None:
+    provider = configure_tracing("test")
+    assert isinstance(provider, TracerProvider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    p = await build_pipeline(stack, make_database, make_topic, tracer_provider=provider)
+    try:
+        event = ev.make_event(
+            "dossier.consulted", source="/t", subject="1234567", data=SAMPLES["dossier.consulted"]
+        )
+        with trace.get_tracer("test").start_as_current_span("GET /v1/dossiers/1234567") as request_span:
+            await p.write(event)
+        request = request_span.get_span_context()
+        p.start_relay()
+
+        def processed() -> list[object]:
+            return [s for s in exporter.get_finished_spans() if s.name == "dossier.consulted process"]
+
+        async def check() -> list[object]:
+            return processed()
+
+        spans = await eventually(check)
+        consumer_span = spans[0]
+        assert consumer_span.context.trace_id == request.trace_id  # type: ignore[attr-defined]
+        assert consumer_span.parent is not None  # type: ignore[attr-defined]
+        assert consumer_span.parent.span_id == request.span_id  # type: ignore[attr-defined]
+    finally:
+        await close_pipeline(p)
