@@ -7,16 +7,17 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from cdap_shared import outbox
-from cdap_shared.consumer import EventConsumer
-from cdap_shared.db import asyncpg_dsn, create_engine, create_tables, session_factory
-from cdap_shared.envelope import CloudEvent
-from cdap_shared.relay import OutboxRelay
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import Field, SQLModel
+
+from cdap_shared import outbox
+from cdap_shared.consumer import EventConsumer
+from cdap_shared.db import asyncpg_dsn, create_engine, create_tables, session_factory
+from cdap_shared.envelope import CloudEvent
+from cdap_shared.relay import OutboxRelay
 
 
 class Effect(SQLModel, table=True):

@@ -9,12 +9,13 @@ from typing import Any
 
 import jwt
 import pytest
-from cdap_shared.auth import CurrentPrincipal, TokenVerifier, require_roles
-from cdap_shared.http import create_app
-from cdap_shared.problems import Problem
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
+
+from cdap_shared.auth import CurrentPrincipal, TokenVerifier, require_roles
+from cdap_shared.http import create_app
+from cdap_shared.problems import Problem
 
 
 def public_jwk(key: Ed25519PrivateKey, kid: str) -> dict[str, Any]:

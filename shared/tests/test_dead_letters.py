@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from cdap_shared import events as ev
 from cdap_shared.relay import make_producer
 from cdap_shared.testing import eventually
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from .pipeline import Pipeline, build_pipeline, close_pipeline, record_effect
 from .samples import SAMPLES

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+
 from cdap_shared import events as ev
 from cdap_shared.db import asyncpg_dsn
 from cdap_shared.relay import OutboxRelay, make_producer

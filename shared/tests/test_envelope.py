@@ -6,9 +6,10 @@ import uuid
 from datetime import datetime
 
 import pytest
+from pydantic import ValidationError
+
 from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent
-from pydantic import ValidationError
 
 from .samples import SAMPLES
 

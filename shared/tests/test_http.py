@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-from cdap_shared.http import create_app
-from cdap_shared.telemetry import mask
 from httpx import ASGITransport, AsyncClient
 from pydantic import BaseModel
+
+from cdap_shared.http import create_app
+from cdap_shared.telemetry import mask
 
 
 async def test_ready_is_503_when_a_dependency_is_down() -> None:
@@ -54,6 +55,7 @@ async def test_validation_errors_and_crashes_are_problem_json_without_internals(
 
 def test_nir_and_phone_numbers_are_masked_in_logs(capsys: object) -> None:
     import structlog
+
     from cdap_shared.telemetry import configure_logging
 
     configure_logging("test")

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import pytest
-from cdap_shared import events as ev
-from cdap_shared.telemetry import configure_tracing
-from cdap_shared.testing import eventually
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from cdap_shared import events as ev
+from cdap_shared.telemetry import configure_tracing
+from cdap_shared.testing import eventually
 
 from .pipeline import build_pipeline, close_pipeline
 from .samples import SAMPLES

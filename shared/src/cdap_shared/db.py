@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Annotated
 
+from fastapi import Depends, Request
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel
@@ -34,3 +36,12 @@ async def create_tables(engine: AsyncEngine, metadata: MetaData | None = None) -
     target = metadata if metadata is not None else SQLModel.metadata
     async with engine.begin() as conn:
         await conn.run_sync(target.create_all)
+
+
+async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """FastAPI dependency: a session from the app's `state.sessions` factory, closed after the request."""
+    async with request.app.state.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(request_session)]

@@ -55,12 +55,14 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval: float = 1.0,
         retry_delay: float = 1.0,
+        connect_timeout: float = 10.0,
     ) -> None:
         self.dsn = dsn
         self.bootstrap = bootstrap
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.retry_delay = retry_delay
+        self.connect_timeout = connect_timeout
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -80,14 +82,17 @@ class OutboxRelay:
                 await self._sleep(self.retry_delay)
 
     async def _run_as_leader(self) -> None:
-        conn = await asyncpg.connect(self.dsn)
+        # Connect to Kafka before taking the lock: a relay that cannot reach the broker must not
+        # keep a replica that can from publishing.
         producer = make_producer(self.bootstrap)
+        conn: asyncpg.Connection | None = None
         try:
+            await asyncio.wait_for(producer.start(), self.connect_timeout)
+            conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
                 await self._sleep(self.poll_interval)  # another replica publishes; stand by
                 return
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-            await producer.start()
             log.info("outbox relay publishing")
             while not self._stopping.is_set():
                 self._wake.clear()
@@ -96,8 +101,9 @@ class OutboxRelay:
         finally:
             with contextlib.suppress(Exception):
                 await producer.stop()
-            with contextlib.suppress(Exception):
-                await conn.close()
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

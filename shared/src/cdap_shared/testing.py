@@ -113,17 +113,64 @@ async def make_topic(stack: dict[str, str]) -> Callable[[str], Awaitable[str]]:
     return make
 
 
-async def eventually(
-    check: Callable[[], Awaitable[Any]],
-    timeout: float = 20.0,
-    interval: float = 0.1,  # noqa: ASYNC109
-) -> Any:
-    """Poll `check` until it returns a truthy value; fail with the last value after `timeout` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
+async def eventually(check: Callable[[], Awaitable[Any]], within: float = 20.0, interval: float = 0.1) -> Any:
+    """Poll `check` until it returns a truthy value; fail with the last value after `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
     last: Any = None
     while asyncio.get_running_loop().time() < deadline:
         last = await check()
         if last:
             return last
         await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+    raise AssertionError(f"condition not met within {within}s (last value: {last!r})")
+
+
+class TokenMinter:
+    """Signs access tokens the way identity does, with a key of its own (tests of the other services)."""
+
+    def __init__(self, kid: str = "test-key") -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self.kid = kid
+        self.key = Ed25519PrivateKey.generate()
+
+    @property
+    def jwks(self) -> dict[str, Any]:
+        import json
+
+        import jwt
+
+        jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(self.key.public_key()))
+        return {"keys": [{**jwk, "kid": self.kid, "alg": "EdDSA", "use": "sig"}]}
+
+    def verifier(self) -> Any:
+        from cdap_shared.auth import TokenVerifier
+
+        return TokenVerifier(None, "cdap", "cdap-identity", keys=self.jwks)
+
+    def mint(
+        self,
+        sub: str,
+        *,
+        roles: list[str] | None = None,
+        grants: list[dict[str, str]] | None = None,
+        org: str | None = None,
+        ttl: int = 300,
+    ) -> str:
+        import time
+
+        import jwt
+
+        now = int(time.time())
+        claims = {
+            "sub": sub,
+            "org": org,
+            "roles": roles or ["partner_user"],
+            "grants": grants or [],
+            "aud": "cdap",
+            "iss": "cdap-identity",
+            "iat": now,
+            "exp": now + ttl,
+            "jti": new_event_id(),
+        }
+        return jwt.encode(claims, self.key, algorithm="EdDSA", headers={"kid": self.kid})

@@ -1,0 +1,42 @@
+"""Composition root of the dossiers service: `uvicorn --factory cdap_dossiers.app:build`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from cdap_dossiers import projections
+from cdap_dossiers.config import Settings
+from cdap_dossiers.policy import load_policy
+from cdap_dossiers.ratelimit import RateLimiter
+from cdap_dossiers.routes import router
+from cdap_shared.auth import TokenVerifier
+from cdap_shared.http import create_app
+from cdap_shared.runtime import ServiceRuntime
+
+
+def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = None) -> FastAPI:
+    """Wire settings, policy, database, broker, consumers and routes into one app."""
+    settings = settings or Settings()
+    policy = load_policy(settings.policy_path)  # a bad policy stops the service here, with its reason
+    runtime = ServiceRuntime(settings)
+    runtime.consume(
+        settings.caf_topic,
+        settings.identity_topic,
+        group_id=settings.consumer_group,
+        handler=projections.apply,
+    )
+    app = create_app(
+        title="CDAP dossiers",
+        lifespan=runtime.lifespan,
+        routers=[router],
+        ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
+    )
+    app.state.settings = settings
+    app.state.runtime = runtime
+    app.state.sessions = runtime.sessions
+    app.state.policy = policy
+    app.state.limiter = RateLimiter()
+    app.state.token_verifier = verifier or TokenVerifier(
+        settings.jwks_url, settings.jwt_audience, settings.jwt_issuer
+    )
+    return app

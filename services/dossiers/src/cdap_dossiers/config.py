@@ -1,0 +1,23 @@
+"""Settings of the dossiers service (environment variables prefixed `CDAP_`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from cdap_dossiers.policy import DEFAULT_POLICY
+from cdap_shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: str = "dossiers"
+    database_url: str = "postgresql+asyncpg://cdap_dossiers:cdap_dossiers@127.0.0.1:5432/cdap_dossiers"
+    policy_path: Path = DEFAULT_POLICY
+    rate_limit_user: float = Field(default=10.0, gt=0, description="lookups per second for a person")
+    rate_limit_client: float = Field(
+        default=50.0, gt=0, description="lookups per second for a partner system"
+    )
+    consumer_group: str = "dossiers"
+    caf_topic: str = "caf.dossiers"
+    identity_topic: str = "identity.events"

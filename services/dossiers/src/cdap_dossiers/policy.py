@@ -1,0 +1,72 @@
+"""The consultation policy, loaded from a TOML file and validated at start (no I/O beyond reading it)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SECTIONS = (
+    "identite",
+    "adresse",
+    "contact",
+    "foyer",
+    "ressources",
+    "droits",
+    "paiements",
+    "quotient_familial",
+    "logement",
+    "rsa",
+)
+DEFAULT_POLICY = Path(__file__).with_name("policy.toml")
+
+Scope = Literal["department", "landlord", "rsa", "match"]
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str
+    sections: tuple[str, ...] = Field(min_length=1)
+    motifs: tuple[str, ...] = Field(min_length=1)
+    scope: Scope
+    opposition: bool = True
+    searchable: bool = False
+
+    @field_validator("sections")
+    @classmethod
+    def _known_sections(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(SECTIONS))
+        if unknown:
+            raise ValueError(f"unknown sections {unknown}; known: {list(SECTIONS)}")
+        return value
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str = Field(min_length=1)
+    profiles: dict[str, Profile] = Field(min_length=1)
+
+
+class PolicyError(SystemExit):
+    """A policy file that cannot be used: the service refuses to start, saying why."""
+
+
+def load_policy(path: Path = DEFAULT_POLICY) -> Policy:
+    """Read and validate the policy; raise `PolicyError` with a readable message otherwise."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise PolicyError(f"policy file {path} not found: set CDAP_POLICY_PATH") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"policy file {path} is not valid TOML: {exc}") from exc
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)
+        )
+        raise PolicyError(f"policy file {path} is invalid: {problems}") from exc

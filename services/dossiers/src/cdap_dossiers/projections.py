@@ -1,0 +1,92 @@
+"""Event handlers that keep this service's read model and grant projection up to date.
+
+Each runs inside the consumer's transaction (with the inbox claim), so a redelivery changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cdap_dossiers.domain import name_key
+from cdap_dossiers.models import Dossier, GrantRecord, UserStatus
+from cdap_shared import events as ev
+from cdap_shared.envelope import CloudEvent
+
+
+def phone_key(phone: str | None) -> str | None:
+    """A French phone number reduced to its 10 national digits, for exact search."""
+    if not phone:
+        return None
+    digits = re.sub(r"\D", "", phone)
+    if digits.startswith("33") and len(digits) == 11:
+        digits = "0" + digits[2:]
+    return digits or None
+
+
+def dossier_row(data: ev.DossierUpserted) -> dict[str, Any]:
+    identite = data.sections.get("identite") or {}
+    birth = identite.get("birth_date")
+    return {
+        "numero": data.numero,
+        "department": data.department,
+        "version": data.version,
+        "opposition": data.opposition,
+        "landlord_siret": data.landlord_siret,
+        "rsa_referent_siret": data.rsa_referent_siret,
+        "nir": data.nir,
+        "family_name": str(identite.get("family_name", "")),
+        "given_name": str(identite.get("given_name", "")),
+        "family_name_key": name_key(str(identite.get("family_name", ""))),
+        "birth_date": date.fromisoformat(birth) if birth else None,
+        "phone_key": phone_key((data.sections.get("contact") or {}).get("telephone")),
+        "postal_code": (data.sections.get("adresse") or {}).get("postal_code"),
+        "sections": data.sections,
+    }
+
+
+async def upsert_dossiers(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert or replace dossiers; an older or equal version never overwrites a newer one."""
+    if not rows:
+        return
+    stmt = insert(Dossier).values(rows)
+    columns = {c: stmt.excluded[c] for c in rows[0] if c != "numero"}
+    table = Dossier.__table__  # type: ignore[attr-defined]
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["numero"], set_=columns, where=table.c.version < stmt.excluded.version
+        )
+    )
+
+
+async def apply(session: AsyncSession, event: CloudEvent) -> None:
+    """Route one event to its projection; other types on the subscribed topics are ignored."""
+    data = ev.parse_data(event)
+    if isinstance(data, ev.DossierUpserted):
+        await upsert_dossiers(session, [dossier_row(data)])
+    elif isinstance(data, ev.GrantIssued):
+        row = data.model_dump(include=set(GrantRecord.model_fields) - {"status"}) | {"status": "active"}
+        stmt = insert(GrantRecord).values(row)
+        await session.execute(
+            stmt.on_conflict_do_update(index_elements=["grant_id"], set_={"status": stmt.excluded.status})
+        )
+    elif isinstance(data, ev.GrantEnded):
+        status = "revoked" if event.type == "identity.grant.revoked" else "expired"
+        await session.execute(
+            update(GrantRecord).where(GrantRecord.grant_id == data.grant_id).values(status=status)  # type: ignore[arg-type]
+        )
+    elif event.type in ("identity.user.suspended", "identity.user.reinstated"):
+        assert isinstance(data, ev.UserRef)
+        stmt = insert(UserStatus).values(
+            user_id=data.user_id, suspended=event.type == "identity.user.suspended"
+        )
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["user_id"], set_={"suspended": stmt.excluded.suspended}
+            )
+        )

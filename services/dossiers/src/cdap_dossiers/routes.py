@@ -1,0 +1,136 @@
+"""HTTP entrypoints of the dossiers service: thin, they call `lookups` and shape the answer."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy.exc import SQLAlchemyError
+
+from cdap_dossiers import lookups
+from cdap_dossiers.lookups import Caller, SearchCriteria
+from cdap_shared.auth import CurrentPrincipal, Principal
+from cdap_shared.db import SessionDep
+from cdap_shared.problems import Problem
+
+router = APIRouter(prefix="/v1/dossiers", tags=["dossiers"])
+
+Numero = Annotated[str, Path(pattern=r"^\d{7}$", description="numéro allocataire (7 digits)")]
+Motif = Annotated[str, Query(pattern=r"^[a-z_]{1,50}$", description="purpose of the consultation")]
+
+DENIAL_TITLES = {
+    "unknown_numero": "Unknown dossier",
+    "suspended": "Account suspended",
+    "no_grant_for_department": "No habilitation for this department",
+    "outside_caseload": "Dossier outside your caseload",
+    "opposition": "The beneficiary objected to sharing",
+    "motif_not_allowed": "Purpose not allowed for your profile",
+    "identity_mismatch": "Family name does not match",
+}
+
+
+class DossierView(BaseModel):
+    numero: str
+    department: str
+    policy_version: str
+    sections: dict[str, Any]
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    motif: str = Field(pattern=r"^[a-z_]{1,50}$")
+    nir: str | None = Field(
+        default=None, pattern=r"^[12]\s?\d{2}\s?\d{2}\s?(\d{2}|2[AB])\s?\d{3}\s?\d{3}\s?\d{2}$"
+    )
+    family_name: str | None = Field(default=None, min_length=1, max_length=100)
+    birth_date: date | None = None
+    telephone: str | None = Field(default=None, pattern=r"^\+?[0-9 .\-]{9,20}$")
+    postal_code: str | None = Field(default=None, pattern=r"^\d{5}$")
+
+    @model_validator(mode="after")
+    def _one_identifying_criterion(self) -> SearchRequest:
+        if not (self.nir or self.family_name or self.telephone):
+            raise ValueError("give nir, family_name (+ birth_date) or telephone")
+        if self.birth_date and not self.family_name:
+            raise ValueError("birth_date goes with family_name")
+        return self
+
+
+class SearchResult(BaseModel):
+    items: list[dict[str, str]]
+    truncated: bool
+
+
+def _caller(request: Request, principal: Principal) -> Caller:
+    return Caller(principal, request.client.host if request.client else None)
+
+
+def _rate(request: Request, principal: Principal) -> float:
+    settings = request.app.state.settings
+    return float(
+        settings.rate_limit_client if principal.has_role("partner_system") else settings.rate_limit_user
+    )
+
+
+def _unavailable() -> Problem:
+    return Problem(
+        503, "Service unavailable", "The consultation could not be recorded; no data was returned."
+    )
+
+
+@router.get(
+    "/{numero}",
+    response_model=DossierView,
+    responses={403: {"description": "Denied (see `reason`)"}, 404: {}, 429: {}, 503: {}},
+)
+async def get_dossier(
+    numero: Numero,
+    motif: Motif,
+    request: Request,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    family_name: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+) -> JSONResponse:
+    """The profile-filtered view of one dossier; every call is recorded before it is answered."""
+    limiter = request.app.state.limiter
+    policy = request.app.state.policy
+    caller = _caller(request, principal)
+    allowed = limiter.check(principal.sub, _rate(request, principal))
+    headers = limiter.headers(allowed)
+    try:
+        if not allowed.allowed:
+            audit_id = await lookups.record_rate_limited(session, policy, caller, numero, motif)
+            raise Problem(
+                429, "Too many requests", headers=headers | {"X-Audit-Id": audit_id}, reason="rate_limited"
+            )
+        outcome = await lookups.lookup(session, policy, caller, numero, motif, family_name)
+    except (SQLAlchemyError, OSError) as exc:
+        raise _unavailable() from exc
+    headers["X-Audit-Id"] = outcome.audit_id
+    if outcome.status != 200:
+        reason = outcome.reason or "denied"
+        raise Problem(outcome.status, DENIAL_TITLES.get(reason, "Denied"), headers=headers, reason=reason)
+    return JSONResponse(outcome.body, headers=headers)
+
+
+@router.post("/search", response_model=SearchResult, responses={403: {}, 503: {}})
+async def search_dossiers(
+    body: SearchRequest, request: Request, principal: CurrentPrincipal, session: SessionDep
+) -> JSONResponse:
+    """Minimal matches inside the caller's scope; at most 20; recorded as `dossier.searched`."""
+    criteria = SearchCriteria(**body.model_dump())
+    try:
+        outcome = await lookups.search(
+            session, request.app.state.policy, _caller(request, principal), criteria
+        )
+    except (SQLAlchemyError, OSError) as exc:
+        raise _unavailable() from exc
+    headers = {"X-Audit-Id": outcome.audit_id}
+    if outcome.status != 200:
+        reason = outcome.reason or "denied"
+        raise Problem(outcome.status, DENIAL_TITLES.get(reason, "Denied"), headers=headers, reason=reason)
+    return JSONResponse(outcome.body, headers=headers)

@@ -1,0 +1,119 @@
+"""`make migrate` / `make run`: apply every service's migrations, then run them all in the foreground.
+
+Each service's output is prefixed with its name; Ctrl-C (or any service dying) stops them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+COLOURS = ("36", "33", "35", "32", "34")
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str  # folder under services/
+    module: str  # Python package
+    port: int
+    database: str | None  # local database and role name
+
+    @property
+    def folder(self) -> Path:
+        return ROOT / "services" / self.name
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ, CDAP_SERVICE_NAME=self.name)
+        if self.database:
+            env.setdefault(
+                "CDAP_DATABASE_URL",
+                f"postgresql+asyncpg://{self.database}:{self.database}@127.0.0.1:5432/{self.database}",
+            )
+        return env
+
+
+SERVICES = (
+    Service("identity", "cdap_identity", 8001, "cdap_identity"),
+    Service("access-requests", "cdap_access", 8002, "cdap_access"),
+    Service("dossiers", "cdap_dossiers", 8003, "cdap_dossiers"),
+    Service("audit", "cdap_audit", 8004, "cdap_audit"),
+    Service("portal", "cdap_portal", 8000, None),
+)
+
+
+def present() -> list[Service]:
+    """The services this checkout has (an issue's service appears when it is built)."""
+    return [s for s in SERVICES if (s.folder / "pyproject.toml").exists()]
+
+
+def migrate() -> None:
+    for service in present():
+        if not (service.folder / "alembic.ini").exists():
+            continue
+        print(f"[migrate] {service.name}", flush=True)
+        subprocess.run(  # noqa: S603
+            [sys.executable, "-m", "alembic", "-c", str(service.folder / "alembic.ini"), "upgrade", "head"],
+            check=True,
+            env=service.env(),
+            cwd=service.folder,
+        )
+
+
+def _pump(prefix: str, stream: object) -> None:
+    for line in iter(stream.readline, ""):  # type: ignore[attr-defined]
+        sys.stdout.write(f"{prefix} {line}")
+        sys.stdout.flush()
+
+
+def run() -> None:
+    services = present()
+    if not services:
+        sys.exit("no service is built yet: see the open issues")
+    width = max(len(s.name) for s in services)
+    procs: list[subprocess.Popen[str]] = []
+    for i, service in enumerate(services):
+        cmd = [sys.executable, "-m", "uvicorn", f"{service.module}.app:app", "--host", "127.0.0.1"]
+        proc = subprocess.Popen(  # noqa: S603
+            [*cmd, "--port", str(service.port), "--no-access-log"],
+            env=service.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        prefix = f"\033[{COLOURS[i % len(COLOURS)]}m{service.name:<{width}} |\033[0m"
+        threading.Thread(target=_pump, args=(prefix, proc.stdout), daemon=True).start()
+        procs.append(proc)
+        print(f"{prefix} http://127.0.0.1:{service.port}/docs", flush=True)
+    try:
+        while all(p.poll() is None for p in procs):
+            threading.Event().wait(0.5)
+        print("a service stopped; stopping the others", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("command", choices=["migrate", "run"])
+    args = parser.parse_args()
+    migrate() if args.command == "migrate" else run()
+
+
+if __name__ == "__main__":
+    main()
