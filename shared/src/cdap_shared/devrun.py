@@ -79,7 +79,15 @@ def run() -> None:
     width = max(len(s.name) for s in services)
     procs: list[subprocess.Popen[str]] = []
     for i, service in enumerate(services):
-        cmd = [sys.executable, "-m", "uvicorn", f"{service.module}.app:app", "--host", "127.0.0.1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            f"{service.module}.app:build",
+            "--host",
+            "127.0.0.1",
+        ]
         proc = subprocess.Popen(  # noqa: S603
             [*cmd, "--port", str(service.port), "--no-access-log"],
             env=service.env(),

@@ -7,6 +7,7 @@ the request that caused the event, however long the row waits.
 
 from __future__ import annotations
 
+import weakref
 from datetime import datetime
 
 from opentelemetry import propagate
@@ -19,6 +20,7 @@ from cdap_shared.envelope import CloudEvent
 from cdap_shared.events import topic_for
 
 NOTIFY_CHANNEL = "cdap_outbox"
+_NOTIFIED = "cdap_outbox_notified_transaction"
 
 
 class OutboxRecord(SQLModel, table=True):
@@ -64,5 +66,10 @@ async def add(
     )
     session.add(record)
     # Delivered at commit, and only then: the relay wakes at once instead of at its next poll.
-    await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+    # Once per transaction is enough (PostgreSQL folds identical notifications anyway).
+    transaction = session.get_transaction()
+    notified = session.info.get(_NOTIFIED)
+    if transaction is None or notified is None or notified() is not transaction:
+        await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+        session.info[_NOTIFIED] = weakref.ref(transaction) if transaction is not None else None
     return record

@@ -1,0 +1,1 @@
+"""CDAP benchmarks (`make bench`): each measures CDAP and a baseline in the same run."""

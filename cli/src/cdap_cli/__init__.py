@@ -1,0 +1,1 @@
+"""The `cdap` command line."""

@@ -1,0 +1,43 @@
+"""`cdap`: one command for operators and demos; each service contributes its own sub-commands."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import typer
+
+from cdap_dossiers.cli import app as dossiers_app
+
+app = typer.Typer(help="CDAP — the CAF partner portal.", no_args_is_help=True)
+stack_app = typer.Typer(help="The local stack: Kafka, PostgreSQL, SMTP sink.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(dossiers_app, name="dossiers")
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _stack(command: str) -> None:
+    script = ROOT / "deploy" / "local" / "stack.sh"
+    if not script.exists():
+        typer.secho(f"{script} not found: run cdap from a CDAP checkout", fg="red")
+        raise typer.Exit(2)
+    raise typer.Exit(subprocess.run(["bash", str(script), command], check=False).returncode)  # noqa: S603,S607
+
+
+@stack_app.command()
+def up() -> None:
+    """Install what is missing and start Kafka, PostgreSQL and the SMTP sink."""
+    _stack("up")
+
+
+@stack_app.command()
+def down() -> None:
+    """Stop what `up` started."""
+    _stack("down")
+
+
+@stack_app.command()
+def status() -> None:
+    """Say what answers."""
+    _stack("status")

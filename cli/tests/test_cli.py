@@ -1,0 +1,79 @@
+"""The `cdap` command as an operator runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from cdap_dossiers.generate import valid_nir
+from cdap_shared import events as ev
+
+CDAP = str(Path(sys.executable).with_name("cdap"))
+
+
+async def run(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        CDAP, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+@pytest.mark.stack
+async def test_generate_publishes_valid_dossiers_keyed_by_numero(
+    stack: dict[str, str], make_topic: Callable[[str], Awaitable[str]]
+) -> None:
+    topic = await make_topic("caf.dossiers")
+    code, out = await run(
+        "dossiers",
+        "generate",
+        "--count",
+        "300",
+        "--department",
+        "2A",
+        "--seed",
+        "4",
+        "--topic",
+        topic,
+        "--bootstrap",
+        stack["kafka"],
+    )
+    assert code == 0, out
+    assert "published 300 dossiers" in out
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack["kafka"], auto_offset_reset="earliest")
+    await consumer.start()
+    records = []
+    try:
+        for _ in range(50):
+            batch = await consumer.getmany(timeout_ms=200)
+            records += [r for rs in batch.values() for r in rs]
+            if len(records) >= 300:
+                break
+    finally:
+        await consumer.stop()
+    assert len(records) == 300
+    numeros = set()
+    for record in records:
+        event = ev.CloudEvent.from_bytes(record.value)
+        data = ev.parse_data(event)
+        assert isinstance(data, ev.DossierUpserted)
+        assert event.type == "caf.dossier.upserted" and record.key == data.numero.encode()
+        assert data.department == "2A" and valid_nir(data.nir) and data.nir[5:7] == "2A"
+        members = data.sections["foyer"]["members"]
+        assert members[0]["role"] == "allocataire" and data.sections["foyer"]["children"] == sum(
+            m["role"] == "enfant" for m in members
+        )
+        numeros.add(data.numero)
+    assert len(numeros) == 300
+
+
+async def test_errors_say_what_to_do() -> None:
+    code, out = await run("dossiers", "generate", "--count", "5", "--bootstrap", "127.0.0.1:1")
+    assert code == 1 and "make up" in out
+    code, out = await run("dossiers", "generate", "--count", "0")
+    assert code == 2

@@ -1,0 +1,1 @@
+"""CDAP audit: tamper-evident Merkle log of every event, queries, alerts."""

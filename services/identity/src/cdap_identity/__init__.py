@@ -1,0 +1,1 @@
+"""CDAP identity: organisations, accounts, login, tokens, habilitations."""
