@@ -28,6 +28,26 @@ SAMPLES: dict[str, ev.EventData] = {
         valid_from=date(2026, 1, 1),
         valid_until=date(2026, 12, 31),
     ),
+    "identity.organisation.registered": ev.OrganisationRegistered(
+        organisation_id="o1",
+        siret="73282932000074",
+        name="Logeo Seine",
+        kind="bailleur",
+        department="76",
+        convention_reference="CONV-76-001",
+        convention_valid_until=date(2027, 12, 31),
+        administrators=["pa1"],
+    ),
+    "identity.organisation.updated": ev.OrganisationRegistered(
+        organisation_id="o1",
+        siret="73282932000074",
+        name="Logeo Seine",
+        kind="bailleur",
+        department="76",
+        convention_reference="CONV-76-001",
+        convention_valid_until=date(2027, 12, 31),
+        delegation_withdrawn=True,
+    ),
     "identity.grant.revoked": ev.GrantEnded(grant_id="g1", user_id="u1", by="admin"),
     "identity.grant.expired": ev.GrantEnded(grant_id="g1", user_id="u1"),
     "access.request.submitted": ev.RequestSubmitted(
@@ -59,6 +79,10 @@ SAMPLES: dict[str, ev.EventData] = {
     "access.request.withdrawn": ev.RequestDecision(request_id="r1", by="pa1"),
     "access.request.expired": ev.RequestDecision(request_id="r1"),
     "access.request.escalated": ev.RequestDecision(request_id="r1", stage=1),
+    "access.request.reminded": ev.RequestDecision(request_id="r1", stage=1),
+    "access.grant.revocation_requested": ev.RevocationRequested(
+        request_id="r2", grant_id="g1", user_id="u1", by="pa1"
+    ),
     "dossier.consulted": ev.DossierConsulted(
         actor="u1", numero="1234567", motif="accompagnement_social", decision="granted", sections=["identite"]
     ),

@@ -8,10 +8,12 @@ from pathlib import Path
 import typer
 
 from cdap_dossiers.cli import app as dossiers_app
+from cdap_identity.cli import app as identity_app
 
 app = typer.Typer(help="CDAP — the CAF partner portal.", no_args_is_help=True)
 stack_app = typer.Typer(help="The local stack: Kafka, PostgreSQL, SMTP sink.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+app.add_typer(identity_app, name="identity")
 app.add_typer(dossiers_app, name="dossiers")
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -77,6 +77,10 @@ class TokenVerifier:
         keyset = jwt.PyJWKSet.from_dict(jwks)
         self._keys = {k.key_id: k for k in keyset.keys if k.key_id}
 
+    def use_keys(self, jwks: dict[str, Any]) -> None:
+        """Replace the key set of a verifier that is given its keys (identity verifying its own tokens)."""
+        self._load(jwks)
+
     async def _refresh(self, force: bool) -> None:
         if self.jwks_url is None:
             return

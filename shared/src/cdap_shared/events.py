@@ -76,6 +76,20 @@ class GrantEnded(EventData):
     request_id: str | None = None
 
 
+class OrganisationRegistered(EventData):
+    """A partner organisation as the CAF registered it (other services keep a projection of it)."""
+
+    organisation_id: str
+    siret: str
+    name: str
+    kind: str
+    department: Department
+    convention_reference: str
+    convention_valid_until: date
+    administrators: list[str] = Field(default_factory=list)  # user ids of its partner administrators
+    delegation_withdrawn: bool = False
+
+
 # ----------------------------------------------------------------- access.events
 class Applicant(EventData):
     family_name: str = Field(min_length=1, max_length=100)
@@ -112,6 +126,16 @@ class RequestApproved(EventData):
     department: Department
     valid_until: date
     by: str
+
+
+class RevocationRequested(EventData):
+    """A partner administrator asked (and the CAF accepted) that a grant be removed."""
+
+    request_id: str
+    grant_id: str
+    user_id: str
+    by: str
+    comment: str | None = None
 
 
 # ----------------------------------------------------------------- dossier.consultations
@@ -185,6 +209,8 @@ EVENT_DATA: dict[str, type[EventData]] = {
     "identity.user.locked": UserLocked,
     "identity.login.succeeded": LoginSucceeded,
     "identity.login.failed": LoginFailed,
+    "identity.organisation.registered": OrganisationRegistered,
+    "identity.organisation.updated": OrganisationRegistered,
     "identity.grant.issued": GrantIssued,
     "identity.grant.revoked": GrantEnded,
     "identity.grant.expired": GrantEnded,
@@ -197,6 +223,8 @@ EVENT_DATA: dict[str, type[EventData]] = {
     "access.request.withdrawn": RequestDecision,
     "access.request.expired": RequestDecision,
     "access.request.escalated": RequestDecision,
+    "access.request.reminded": RequestDecision,
+    "access.grant.revocation_requested": RevocationRequested,
     "dossier.consulted": DossierConsulted,
     "dossier.searched": DossierSearched,
     "caf.dossier.upserted": DossierUpserted,

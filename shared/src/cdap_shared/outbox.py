@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from cdap_shared.envelope import CloudEvent
-from cdap_shared.events import topic_for
+from cdap_shared.events import EventData, make_event, topic_for
 
 NOTIFY_CHANNEL = "cdap_outbox"
 _NOTIFIED = "cdap_outbox_notified_transaction"
@@ -73,3 +73,12 @@ async def add(
         await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
         session.info[_NOTIFIED] = weakref.ref(transaction) if transaction is not None else None
     return record
+
+
+async def emit(
+    session: AsyncSession, event_type: str, *, source: str, subject: str, data: EventData
+) -> CloudEvent:
+    """Build the event for `data` and stage it in the caller's transaction; returns the event."""
+    event = make_event(event_type, source=source, subject=subject, data=data)
+    await add(session, event)
+    return event

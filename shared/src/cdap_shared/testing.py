@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,6 +25,8 @@ from cdap_shared.topics import ensure_topics
 
 LOCAL_KAFKA = "127.0.0.1:9092"
 LOCAL_DATABASE = "postgresql+asyncpg://cdap:cdap@127.0.0.1:5432/postgres"
+# Where the local stack's SMTP sink stores mail (see deploy/local/stack.sh).
+MAIL_DIR = os.environ.get("CDAP_MAIL_DIR", str(Path(__file__).resolve().parents[3] / ".stack" / "mail"))
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -174,3 +177,16 @@ class TokenMinter:
             "jti": new_event_id(),
         }
         return jwt.encode(claims, self.key, algorithm="EdDSA", headers={"kid": self.kid})
+
+
+def mails_to(folder: str, address: str) -> list[str]:
+    """The raw text of every `.eml` the SMTP sink stored for `address`, oldest first."""
+    from email import message_from_bytes, policy
+
+    found = []
+    for path in sorted(Path(folder).glob("*.eml")):
+        message = message_from_bytes(path.read_bytes(), policy=policy.default)
+        if address.lower() in str(message.get("To", "")).lower():
+            body = message.get_body(preferencelist=("plain",))
+            found.append(f"Subject: {message['Subject']}\n\n{body.get_content() if body else ''}")
+    return found

@@ -1,0 +1,188 @@
+"""Organisations, CAF staff accounts, activation, `me`, and the CAF admin's account actions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+from sqlalchemy import select
+from sqlmodel import col
+
+from cdap_identity import accounts, domain
+from cdap_identity.models import Grant, Organisation, User
+from cdap_identity.notifications import activation_mail, reset_mail
+from cdap_identity.schemas import (
+    ActivationRequest,
+    ActivationResult,
+    GrantPublic,
+    Me,
+    OrganisationCreate,
+    OrganisationPublic,
+    Reason,
+    StaffCreate,
+    UserPublic,
+)
+from cdap_shared.auth import CurrentPrincipal, Principal, require_roles
+from cdap_shared.db import SessionDep
+from cdap_shared.mail import queue
+from cdap_shared.problems import Problem
+
+router = APIRouter(tags=["accounts"])
+CafAdmin = Annotated[Principal, require_roles(domain.CAF_ADMIN)]
+Id = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+def _public_org(org: Organisation, admins: list[str]) -> OrganisationPublic:
+    return OrganisationPublic(**org.model_dump(exclude={"created_at"}), administrators=admins)
+
+
+@router.post(
+    "/v1/organisations", status_code=201, response_model=OrganisationPublic, responses={409: {}, 422: {}}
+)
+async def create_organisation(
+    body: OrganisationCreate, request: Request, session: SessionDep, admin: CafAdmin
+) -> OrganisationPublic:
+    """Register a partner organisation and its administrators; each gets an activation mail."""
+    settings = request.app.state.settings
+    org = Organisation(
+        siret=body.siret,
+        name=body.name,
+        kind=body.kind,
+        department=body.department,
+        convention_reference=body.convention.reference,
+        convention_valid_until=body.convention.valid_until,
+    )
+    created = await accounts.register_organisation(
+        session,
+        org,
+        [(p.email, p.family_name, p.given_name) for p in body.administrators],
+        settings.activation_hours,
+    )
+    for account in created:
+        queue(
+            session,
+            activation_mail(
+                account.user, account.activation_token, settings.portal_url, settings.activation_hours
+            ),
+        )
+    await session.commit()
+    return _public_org(org, [a.user.id for a in created])
+
+
+@router.get(
+    "/v1/organisations/{organisation_id}", response_model=OrganisationPublic, responses={403: {}, 404: {}}
+)
+async def get_organisation(
+    organisation_id: Id, session: SessionDep, principal: CurrentPrincipal
+) -> OrganisationPublic:
+    """An organisation, for CAF staff and for its own members."""
+    if principal.org != organisation_id and not principal.has_role(*domain.CAF_ROLES, domain.AUDITOR):
+        raise Problem(403, "Forbidden", "Not your organisation.", reason="other_organisation")
+    org = await session.get(Organisation, organisation_id)
+    if org is None:
+        raise Problem(404, "Unknown organisation")
+    admins = (
+        (
+            await session.execute(
+                select(col(User.id)).where(
+                    col(User.organisation_id) == org.id, col(User.roles).contains([domain.PARTNER_ADMIN])
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return _public_org(org, sorted(admins))
+
+
+@router.post("/v1/organisations/{organisation_id}/withdraw-delegation", response_model=OrganisationPublic)
+async def withdraw_delegation(
+    organisation_id: Id, session: SessionDep, admin: CafAdmin
+) -> OrganisationPublic:
+    """The CAF takes back the organisation's delegated administration (its admins can no longer ask)."""
+    org = await session.get(Organisation, organisation_id, with_for_update=True)
+    if org is None:
+        raise Problem(404, "Unknown organisation")
+    org.delegation_withdrawn = True
+    await accounts.publish_organisation(session, org, "identity.organisation.updated")
+    await session.commit()
+    return await get_organisation(organisation_id, session, admin)
+
+
+@router.post("/v1/users", status_code=201, response_model=UserPublic, responses={409: {}, 422: {}})
+async def create_staff(
+    body: StaffCreate, request: Request, session: SessionDep, admin: CafAdmin
+) -> UserPublic:
+    """A CAF staff account (instructor, manager, admin, auditor) of a department; activation mail sent."""
+    settings = request.app.state.settings
+    created = await accounts.create_account(
+        session,
+        email=body.email,
+        family_name=body.family_name,
+        given_name=body.given_name,
+        roles=body.roles,
+        organisation_id=None,
+        department=body.department,
+        activation_hours=settings.activation_hours,
+    )
+    queue(
+        session,
+        activation_mail(
+            created.user, created.activation_token, settings.portal_url, settings.activation_hours
+        ),
+    )
+    await session.commit()
+    return UserPublic(**created.user.model_dump())
+
+
+@router.post("/v1/activations", response_model=ActivationResult, responses={400: {}, 422: {}})
+async def activate(body: ActivationRequest, request: Request, session: SessionDep) -> ActivationResult:
+    """Choose a password from an activation (or reset) link; returns the TOTP secret to enrol if needed."""
+    profiles = set(request.app.state.settings.totp_profiles)
+    result = await accounts.activate(session, body.token, body.password, profiles)
+    await session.commit()
+    return ActivationResult(**result.__dict__)
+
+
+@router.get("/v1/me", response_model=Me)
+async def me(session: SessionDep, principal: CurrentPrincipal) -> Me:
+    """The caller and its active grants (as the database has them now, not as the token says)."""
+    user = await session.get(User, principal.sub)
+    if user is None:
+        raise Problem(404, "Unknown account", "Partner systems have no account.")
+    grants = (
+        await session.execute(
+            select(Grant).where(col(Grant.user_id) == user.id, col(Grant.status) == "active")
+        )
+    ).scalars()
+    return Me(
+        id=user.id,
+        email=user.email,
+        organisation_id=user.organisation_id,
+        roles=user.roles,
+        grants=[GrantPublic(**g.model_dump()) for g in grants],
+    )
+
+
+@router.post("/v1/users/{user_id}/{action}", response_model=UserPublic, responses={404: {}})
+async def account_action(
+    user_id: Id,
+    action: Annotated[str, Path(pattern=r"^(suspend|reinstate|unlock|force-password-reset)$")],
+    request: Request,
+    session: SessionDep,
+    admin: CafAdmin,
+    body: Reason | None = None,
+) -> UserPublic:
+    """suspend | reinstate | unlock | force-password-reset (CAF admin)."""
+    reason = body.reason if body else None
+    if action == "force-password-reset":
+        settings = request.app.state.settings
+        user, token = await accounts.force_password_reset(
+            session, user_id, admin.sub, settings.activation_hours
+        )
+        queue(session, reset_mail(user, token, settings.portal_url, settings.activation_hours))
+        await session.commit()
+    else:
+        user = await accounts.set_status(session, user_id, action, by=admin.sub, reason=reason)
+        await session.commit()
+    return UserPublic(**user.model_dump())

@@ -1,0 +1,121 @@
+"""`POST /v1/token` (OAuth2, form-encoded) and `GET /.well-known/jwks.json`."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import FormData
+
+from cdap_identity import tokens
+from cdap_identity.tokens import OAuthError, TokenSettings
+from cdap_shared.db import SessionDep
+
+router = APIRouter(tags=["tokens"])
+MAX_FIELD = 512
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _field(form: FormData, name: str, required: bool = True) -> str | None:
+    value = form.get(name)
+    if value is None or value == "":
+        if required:
+            raise OAuthError("invalid_request", f"{name} is required")
+        return None
+    if not isinstance(value, str) or len(value) > MAX_FIELD:
+        raise OAuthError("invalid_request", f"{name} is malformed")
+    return value
+
+
+def _basic_auth(request: Request) -> tuple[str, str] | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        client_id, _, secret = base64.b64decode(value, validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OAuthError("invalid_client", "malformed Basic credentials", status=401) from exc
+    return client_id, secret
+
+
+@router.post(
+    "/v1/token",
+    responses={400: {"description": "RFC 6749 error"}, 401: {"description": "invalid_client"}},
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["grant_type"],
+                        "properties": {
+                            name: {"type": "string"}
+                            for name in (
+                                "grant_type",
+                                "username",
+                                "password",
+                                "totp",
+                                "organisation_id",
+                                "client_id",
+                                "client_secret",
+                                "refresh_token",
+                            )
+                        },
+                    }
+                }
+            }
+        }
+    },
+)
+async def token(request: Request, session: SessionDep) -> JSONResponse:
+    """Exchange credentials for a 5-minute access token (EdDSA JWT) and, for people, a refresh token."""
+    cfg: TokenSettings = TokenSettings(
+        ring=request.app.state.key_ring,
+        access_seconds=request.app.state.settings.access_token_seconds,
+        refresh_days=request.app.state.settings.refresh_token_days,
+    )
+    ip = request.client.host if request.client else None
+    try:
+        if "form" not in request.headers.get("content-type", ""):
+            raise OAuthError("invalid_request", "send application/x-www-form-urlencoded")
+        form = await request.form(max_files=0, max_fields=16)
+        grant_type = _field(form, "grant_type")
+        if grant_type == "password":
+            body = await tokens.password_grant(
+                session,
+                cfg,
+                _field(form, "username") or "",
+                _field(form, "password") or "",
+                _field(form, "totp", required=False),
+                _field(form, "organisation_id", required=False),
+                ip,
+            )
+        elif grant_type == "client_credentials":
+            basic = _basic_auth(request)
+            client_id, secret = basic or (
+                _field(form, "client_id") or "",
+                _field(form, "client_secret") or "",
+            )
+            body = await tokens.client_credentials_grant(session, cfg, client_id, secret, ip)
+        elif grant_type == "refresh_token":
+            body = await tokens.refresh_grant(session, cfg, _field(form, "refresh_token") or "")
+        else:
+            raise OAuthError("unsupported_grant_type", "use password, client_credentials or refresh_token")
+        await session.commit()
+        return JSONResponse(body, headers=NO_STORE)
+    except OAuthError as exc:
+        await session.commit()  # failed attempts, lockouts and their events are kept
+        return JSONResponse(
+            {"error": exc.error, "error_description": exc.description},
+            status_code=exc.status,
+            headers=NO_STORE,
+        )
+
+
+@router.get("/.well-known/jwks.json")
+async def jwks(request: Request) -> JSONResponse:
+    """The public keys that verify CDAP access tokens (current and recently retired)."""
+    ring = request.app.state.key_ring
+    return JSONResponse(ring.jwks(datetime.now(UTC)), headers={"Cache-Control": "public, max-age=60"})

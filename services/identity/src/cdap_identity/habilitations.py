@@ -1,0 +1,154 @@
+"""Grants (habilitations) and partner-system clients: issue, revoke, expire, each with its event."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from cdap_identity import domain
+from cdap_identity.accounts import SOURCE, NewAccount, create_account, find_user, set_status, utcnow
+from cdap_identity.models import Client, Grant, Organisation, User
+from cdap_identity.passwords import token_digest
+from cdap_shared import events as ev
+from cdap_shared.outbox import emit
+from cdap_shared.problems import Problem
+
+
+class UnknownOrganisation(LookupError):
+    """A provisioning event names an organisation this service does not know (goes to the DLQ)."""
+
+
+async def provision(
+    session: AsyncSession, approved: ev.RequestApproved, activation_hours: int, today: date
+) -> tuple[Grant, NewAccount | None]:
+    """Apply an approved access request: the account (if new) and its grant. Idempotent by request id."""
+    existing = (
+        (await session.execute(select(Grant).where(col(Grant.request_id) == approved.request_id)))
+        .scalars()
+        .first()
+    )
+    if existing is not None:
+        return existing, None
+    org = await session.get(Organisation, approved.organisation_id)
+    if org is None:
+        raise UnknownOrganisation(f"organisation {approved.organisation_id} is unknown to identity")
+    applicant = approved.applicant
+    user = await find_user(session, applicant.email, org.id)
+    new_account = None
+    if user is None:
+        new_account = await create_account(
+            session,
+            email=applicant.email,
+            family_name=applicant.family_name,
+            given_name=applicant.given_name,
+            roles=[domain.PARTNER_USER],
+            organisation_id=org.id,
+            department=org.department,
+            activation_hours=activation_hours,
+            job_title=applicant.job_title,
+            request_id=approved.request_id,
+        )
+        user = new_account.user
+    valid_from, valid_until = domain.grant_period(today, approved.valid_until, today)
+    grant = Grant(
+        user_id=user.id,
+        organisation_id=org.id,
+        profile=approved.profile,
+        department=approved.department,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        request_id=approved.request_id,
+    )
+    session.add(grant)
+    await session.flush()
+    await emit(
+        session,
+        "identity.grant.issued",
+        source=SOURCE,
+        subject=user.id,
+        data=ev.GrantIssued(
+            grant_id=grant.id,
+            user_id=user.id,
+            organisation_id=org.id,
+            organisation_siret=org.siret,
+            profile=grant.profile,
+            department=grant.department,
+            valid_from=valid_from,
+            valid_until=valid_until,
+            request_id=approved.request_id,
+        ),
+    )
+    return grant, new_account
+
+
+async def end_grant(
+    session: AsyncSession,
+    grant_id: str,
+    status: str,
+    by: str | None,
+    reason: str | None = None,
+    request_id: str | None = None,
+) -> Grant:
+    """Revoke or expire an active grant (a no-op on one already ended)."""
+    grant = await session.get(Grant, grant_id, with_for_update=True)
+    if grant is None:
+        raise Problem(404, "Unknown grant")
+    if grant.status == "active":
+        grant.status, grant.ended_at, grant.ended_by = status, utcnow(), by
+        await emit(
+            session,
+            f"identity.grant.{status}",
+            source=SOURCE,
+            subject=grant.user_id,
+            data=ev.GrantEnded(
+                grant_id=grant.id, user_id=grant.user_id, by=by, reason=reason, request_id=request_id
+            ),
+        )
+    return grant
+
+
+async def expire_due(session: AsyncSession, today: date) -> int:
+    """The scheduled sweep: every active grant whose last day has passed becomes expired."""
+    due = (
+        (
+            await session.execute(
+                select(col(Grant.id))
+                .where(col(Grant.status) == "active", col(Grant.valid_until) < today)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for grant_id in due:
+        await end_grant(session, grant_id, "expired", by=None, reason="end_of_validity")
+    return len(due)
+
+
+async def create_client(session: AsyncSession, grant: Grant, name: str, by: str) -> tuple[Client, str]:
+    """A client id and secret bound to `grant`. Secrets are 256-bit random, so SHA-256 is enough to store
+    them (nothing to brute-force), which keeps `client_credentials` fast."""
+    secret = secrets.token_urlsafe(32)
+    client = Client(
+        id=f"cdap-{secrets.token_hex(8)}",
+        secret_digest=token_digest(secret),
+        name=name,
+        organisation_id=grant.organisation_id,
+        grant_id=grant.id,
+        created_by=by,
+    )
+    session.add(client)
+    return client, secret
+
+
+async def suspend_on_alert(session: AsyncSession, alert: ev.AlertRaised) -> User | None:
+    """A critical alert suspends the account it names; the CAF then reviews it."""
+    if alert.severity != "critical" or not alert.actor:
+        return None
+    if await session.get(User, alert.actor) is None:
+        return None  # an alert about a partner system or an unknown actor: nothing to suspend here
+    return await set_status(session, alert.actor, "suspend", by="audit", reason=f"alert:{alert.rule}")

@@ -1,0 +1,227 @@
+"""The OAuth2 token endpoint's logic: password (+TOTP), client_credentials and rotating refresh tokens.
+
+Errors follow RFC 6749 (`invalid_grant` with a description). An unknown account costs the same
+password-hash verification as a wrong password, so timing does not reveal which e-mails exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from cdap_identity import domain
+from cdap_identity.accounts import SOURCE, grant_claims, utcnow
+from cdap_identity.keys import KeyRing, issue_access_token
+from cdap_identity.models import Client, Grant, RefreshToken, User
+from cdap_identity.passwords import DUMMY_HASH, new_token, token_digest, verify_password, verify_totp
+from cdap_shared import events as ev
+from cdap_shared.envelope import new_event_id
+from cdap_shared.outbox import emit
+
+
+class OAuthError(Exception):
+    """An RFC 6749 error answer (400 unless said otherwise)."""
+
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        super().__init__(description)
+        self.error, self.description, self.status = error, description, status
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    ring: KeyRing
+    access_seconds: int
+    refresh_days: int
+
+
+def _guard(user: User) -> domain.LoginGuard:
+    return domain.LoginGuard(
+        failures=tuple(datetime.fromisoformat(f) for f in user.failures),
+        temporary_locks=user.temporary_locks,
+        locked_until=user.locked_until,
+        permanently_locked=user.permanently_locked,
+    )
+
+
+def _store_guard(user: User, guard: domain.LoginGuard) -> None:
+    user.failures = [f.isoformat() for f in guard.failures]
+    user.temporary_locks, user.locked_until = guard.temporary_locks, guard.locked_until
+    user.permanently_locked = guard.permanently_locked
+
+
+async def _failed(
+    session: AsyncSession, user: User | None, reason: str, ip: str | None, now: datetime
+) -> None:
+    if user is not None:
+        guard, locks = domain.record_failure(_guard(user), now)
+        _store_guard(user, guard)
+        for lock in locks:
+            await emit(
+                session,
+                "identity.user.locked",
+                source=SOURCE,
+                subject=user.id,
+                data=ev.UserLocked(user_id=user.id, until=lock.until, permanent=lock.permanent),
+            )
+    await emit(
+        session,
+        "identity.login.failed",
+        source=SOURCE,
+        subject=user.id if user else "unknown",
+        data=ev.LoginFailed(
+            user_id=user.id if user else None, method="password", reason=reason, client_ip=ip
+        ),
+    )
+
+
+async def _issue(
+    session: AsyncSession, cfg: TokenSettings, user: User, now: datetime, family: str | None = None
+) -> dict[str, object]:
+    grants = (await session.execute(select(Grant).where(col(Grant.user_id) == user.id))).scalars().all()
+    extra = {"email": user.email, **({"department": user.department} if user.department else {})}
+    issued = issue_access_token(
+        cfg.ring,
+        sub=user.id,
+        org=user.organisation_id,
+        roles=user.roles,
+        grants=grant_claims(list(grants), now.date()),
+        now=now,
+        lifetime=cfg.access_seconds,
+        extra=extra,
+    )
+    refresh = new_token()
+    session.add(
+        RefreshToken(
+            digest=token_digest(refresh),
+            family_id=family or new_event_id(),
+            user_id=user.id,
+            expires_at=now + timedelta(days=cfg.refresh_days),
+        )
+    )
+    return {
+        "access_token": issued.token,
+        "token_type": "Bearer",
+        "expires_in": cfg.access_seconds,
+        "refresh_token": refresh,
+    }
+
+
+async def password_grant(
+    session: AsyncSession,
+    cfg: TokenSettings,
+    username: str,
+    password: str,
+    totp: str | None,
+    organisation_id: str | None,
+    ip: str | None,
+) -> dict[str, object]:
+    """Log a person in; every outcome is an event, failures count towards the lockout."""
+    now = utcnow()
+    # Exact, case-insensitive match (never LIKE: "%" in a username must not match every account).
+    stmt = select(User).where(func.lower(col(User.email)) == username.strip().lower()).with_for_update()
+    if organisation_id:
+        stmt = stmt.where(col(User.organisation_id) == organisation_id)
+    candidates = (await session.execute(stmt)).scalars().all()
+    user = candidates[0] if len(candidates) == 1 else None
+    if len(candidates) > 1:
+        verify_password(DUMMY_HASH, password)
+        raise OAuthError("invalid_request", "several accounts use this e-mail: give organisation_id")
+    status = domain.check(_guard(user), now) if user else domain.LockStatus(domain.LockState.OK)
+    password_ok = verify_password(user.password_hash if user and user.password_hash else DUMMY_HASH, password)
+    if user is None or user.password_hash is None:
+        await _failed(session, user, "bad_credentials", ip, now)
+        raise OAuthError("invalid_grant", "bad credentials")
+    if not status.allowed:
+        await _failed_locked(session, user, ip)
+        raise OAuthError(
+            "invalid_grant", f"account locked{' until ' + status.until.isoformat() if status.until else ''}"
+        )
+    if not password_ok:
+        await _failed(session, user, "bad_credentials", ip, now)
+        raise OAuthError("invalid_grant", "bad credentials")
+    if user.totp_secret is not None:
+        if not totp:
+            raise OAuthError("invalid_grant", "totp required")
+        step = verify_totp(user.totp_secret, totp, now, user.totp_last_step)
+        if step is None:
+            await _failed(session, user, "bad_totp", ip, now)
+            raise OAuthError("invalid_grant", "bad credentials")
+        user.totp_last_step = step
+    if user.status == "suspended":
+        await _failed_locked(session, user, ip, reason="suspended")
+        raise OAuthError("invalid_grant", "account suspended")
+    if user.must_reset_password:
+        raise OAuthError("invalid_grant", "password reset required")
+    _store_guard(user, domain.record_success(_guard(user), now))
+    await emit(
+        session,
+        "identity.login.succeeded",
+        source=SOURCE,
+        subject=user.id,
+        data=ev.LoginSucceeded(user_id=user.id, method="password", client_ip=ip),
+    )
+    return await _issue(session, cfg, user, now)
+
+
+async def _failed_locked(session: AsyncSession, user: User, ip: str | None, reason: str = "locked") -> None:
+    await emit(
+        session,
+        "identity.login.failed",
+        source=SOURCE,
+        subject=user.id,
+        data=ev.LoginFailed(user_id=user.id, method="password", reason=reason, client_ip=ip),
+    )
+
+
+async def client_credentials_grant(
+    session: AsyncSession, cfg: TokenSettings, client_id: str, secret: str, ip: str | None
+) -> dict[str, object]:
+    """A partner system's token: its organisation and its one grant, while that grant is active."""
+    now = utcnow()
+    client = await session.get(Client, client_id)
+    if client is None or client.disabled or client.secret_digest != token_digest(secret):
+        raise OAuthError("invalid_client", "unknown client or bad secret", status=401)
+    grant = await session.get(Grant, client.grant_id)
+    claims = grant_claims([grant], now.date()) if grant else []
+    if not claims:
+        raise OAuthError("invalid_grant", "the client's habilitation is no longer active")
+    issued = issue_access_token(
+        cfg.ring,
+        sub=client.id,
+        org=client.organisation_id,
+        roles=[domain.PARTNER_SYSTEM],
+        grants=claims,
+        now=now,
+        lifetime=cfg.access_seconds,
+    )
+    await emit(
+        session,
+        "identity.login.succeeded",
+        source=SOURCE,
+        subject=client.id,
+        data=ev.LoginSucceeded(user_id=client.id, method="client_credentials", client_ip=ip),
+    )
+    return {"access_token": issued.token, "token_type": "Bearer", "expires_in": cfg.access_seconds}
+
+
+async def refresh_grant(session: AsyncSession, cfg: TokenSettings, refresh: str) -> dict[str, object]:
+    """Rotate a refresh token; presenting one already used revokes its whole family (theft signal)."""
+    now = utcnow()
+    record = await session.get(RefreshToken, token_digest(refresh), with_for_update=True)
+    if record is None or record.expires_at <= now or record.revoked:
+        raise OAuthError("invalid_grant", "refresh token unknown, expired or revoked")
+    if record.used_at is not None:
+        await session.execute(
+            update(RefreshToken).where(col(RefreshToken.family_id) == record.family_id).values(revoked=True)
+        )
+        await session.commit()
+        raise OAuthError("invalid_grant", "refresh token reused: its family is revoked")
+    user = await session.get(User, record.user_id)
+    if user is None or user.status != "active" or user.must_reset_password:
+        raise OAuthError("invalid_grant", "account not active")
+    record.used_at = now
+    return await _issue(session, cfg, user, now, family=record.family_id)

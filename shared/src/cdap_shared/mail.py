@@ -1,0 +1,135 @@
+"""Outgoing e-mail over SMTP (`CDAP_SMTP_URL`, e.g. `smtp://127.0.0.1:1025`), shared by the services.
+
+Sending happens in a worker thread (smtplib is blocking). A failure is logged and reported to the
+caller. Mails decided inside a transaction go through the mail outbox (`queue` + `MailRelay`), so
+a mail is sent if and only if its transaction committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import smtplib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from urllib.parse import urlsplit
+
+import structlog
+from sqlalchemy import BigInteger, Column, DateTime, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import Field, SQLModel, col
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Mail:
+    to: str
+    subject: str
+    body: str
+
+
+class Mailer:
+    """Sends plain-text mails from `sender` through the SMTP server named by `url`."""
+
+    def __init__(self, url: str, sender: str = "CDAP <no-reply@cdap.caf.fr>", timeout: float = 10.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps"):
+            raise ValueError(f"CDAP_SMTP_URL must be smtp:// or smtps://, not {parts.scheme!r}")
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (465 if parts.scheme == "smtps" else 25)
+        self.tls = parts.scheme == "smtps"
+        self.username, self.password = parts.username, parts.password
+        self.sender = sender
+        self.timeout = timeout
+
+    def _send(self, mail: Mail) -> None:
+        message = EmailMessage()
+        message["From"] = self.sender
+        message["To"] = mail.to
+        message["Subject"] = mail.subject
+        message.set_content(mail.body)
+        smtp_class = smtplib.SMTP_SSL if self.tls else smtplib.SMTP
+        with smtp_class(self.host, self.port, timeout=self.timeout) as smtp:
+            if self.username and self.password:
+                smtp.login(self.username, self.password)
+            smtp.send_message(message)
+
+    async def send(self, mail: Mail) -> bool:
+        """Send one mail; returns False (and logs why, without the body) if the server refused it."""
+        try:
+            await asyncio.to_thread(self._send, mail)
+            return True
+        except (OSError, smtplib.SMTPException) as exc:
+            log.warning("mail not sent", subject=mail.subject, error=type(exc).__name__)
+            return False
+
+
+class QueuedMail(SQLModel, table=True):
+    """A mail decided inside a transaction and sent after it commits (a mail outbox)."""
+
+    __tablename__ = "mail_outbox"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    to: str = Field(max_length=254)
+    subject: str = Field(max_length=200)
+    body: str
+    attempts: int = 0
+    created_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+    )
+    sent_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+
+def queue(session: AsyncSession, mail: Mail) -> None:
+    """Send `mail` once the caller's transaction commits (never if it rolls back)."""
+    session.add(QueuedMail(to=mail.to, subject=mail.subject, body=mail.body))
+
+
+class MailRelay:
+    """Sends queued mails; a refused one is retried a few times, then left for an operator."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], mailer: Mailer, interval: float = 0.5
+    ) -> None:
+        self.sessions = sessions
+        self.mailer = mailer
+        self.interval = interval
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def send_pending(self, max_attempts: int = 5) -> int:
+        async with self.sessions() as session, session.begin():
+            rows = (
+                (
+                    await session.execute(
+                        select(QueuedMail)
+                        .where(col(QueuedMail.sent_at).is_(None), col(QueuedMail.attempts) < max_attempts)
+                        .order_by(col(QueuedMail.id))
+                        .limit(50)
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for row in rows:
+                if await self.mailer.send(Mail(row.to, row.subject, row.body)):
+                    row.sent_at = datetime.now(UTC)
+                else:
+                    row.attempts += 1
+            return len(rows)
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                sent = await self.send_pending()
+            except Exception as exc:  # database outage: try again later
+                log.warning("mail relay interrupted", error=type(exc).__name__)
+                sent = 0
+            if not sent:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.interval)
