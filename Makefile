@@ -28,11 +28,19 @@ migrate: up ## apply every service's database migrations
 run: migrate ## the whole system in the foreground, logs prefixed by service; Ctrl-C stops it
 	@$(PY) -m cdap_shared.devrun run
 
+# One pytest process per workspace member: each member's tests/ is its own package, and each
+# service's SQLModel metadata stays its own. The stack lifecycle tests (tests/) run last.
+TEST_DIRS := $(wildcard shared/tests cli/tests services/identity/tests services/access-requests/tests \
+	services/dossiers/tests services/audit/tests services/portal/tests) tests
+
 test: up ## every test, against the real Kafka and PostgreSQL
-	@$(PY) -m pytest
+	@failed=""; for d in $(TEST_DIRS); do \
+		echo "=== $$d"; $(PY) -m pytest $$d || failed="$$failed $$d"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "FAILED in:$$failed"; exit 1; fi
 
 test-fast: setup ## tests that need no running stack
-	@$(PY) -m pytest -m "not stack"
+	@for d in $(TEST_DIRS); do $(PY) -m pytest -q -m "not stack" $$d || exit 1; done
 
 bench: up ## benchmarks; results in bench/results/, summary in docs/benchmarks.md
 	@$(PY) -m bench

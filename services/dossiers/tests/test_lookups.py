@@ -238,3 +238,18 @@ async def _consumed(svc: Service) -> bool:
 
     async with svc.app.state.sessions() as s:
         return int((await s.execute(select(func.count()).select_from(InboxRecord))).scalar_one()) >= 5
+
+
+async def test_partner_systems_use_the_same_endpoint_with_their_own_limit(svc: Service) -> None:
+    await svc.add_dossier("1000008", opposition=False, landlord_siret=LANDLORD)
+    grant = await svc.grant("cdap-client-1", "T2", siret=LANDLORD)
+    await svc.wait_for_dossiers(1)
+    await svc.wait_for_grants(1)
+    r = await svc.client.get(
+        "/v1/dossiers/1000008",
+        params={"motif": "gestion_aide_logement"},
+        headers=svc.token("cdap-client-1", [grant], roles=["partner_system"]),
+    )
+    assert r.status_code == 200 and r.headers["RateLimit-Limit"] == "50"
+    [consulted] = await svc.consultations()
+    assert consulted.data["actor"] == "cdap-client-1" and consulted.data["decision"] == "granted"

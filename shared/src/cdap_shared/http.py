@@ -21,8 +21,10 @@ def create_app(
     lifespan: Any = None,
     routers: Sequence[APIRouter] = (),
     ready_checks: dict[str, ReadyCheck] | None = None,
+    public_paths: Sequence[str] = (),
 ) -> FastAPI:
-    """Build a service's app; `ready_checks` maps a dependency name to a coroutine that raises if down."""
+    """Build a service's app; `ready_checks` maps a dependency name to a coroutine that raises if down;
+    `public_paths` are the /v1 paths that need no bearer token (documented without 401/403)."""
     app = FastAPI(title=title, version=version, lifespan=lifespan)
     install_problem_handlers(app)
     checks = ready_checks or {}
@@ -52,4 +54,54 @@ def create_app(
     for router in routers:
         app.include_router(router)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready,metrics")
+    _document_problems(app, public_paths)
     return app
+
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "reason": {"type": "string", "description": "machine-readable cause, e.g. outside_caseload"},
+    },
+    "additionalProperties": True,
+}
+
+
+def _document_problems(app: FastAPI, public_paths: Sequence[str]) -> None:
+    """Make the OpenAPI document say what the handlers do: every 4xx/5xx is application/problem+json."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path, path_item in schema.get("paths", {}).items():
+            for operation in path_item.values():
+                responses = operation.get("responses", {})
+                for code, response in responses.items():
+                    content = response.get("content", {})
+                    is_error = code[0] in "45"
+                    default_422 = code == "422" and "HTTPValidationError" in str(content)
+                    if is_error and (not content or default_422):
+                        response["content"] = problem
+                if "requestBody" in operation:
+                    responses.setdefault("400", {"description": "Malformed body", "content": problem})
+                if path.startswith("/v1/") and path not in public_paths:
+                    responses.setdefault(
+                        "401", {"description": "Missing or invalid token", "content": problem}
+                    )
+                    responses.setdefault("403", {"description": "Not allowed", "content": problem})
+        schema["components"]["schemas"].pop("HTTPValidationError", None)
+        schema["components"]["schemas"].pop("ValidationError", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

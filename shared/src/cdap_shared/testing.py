@@ -190,3 +190,134 @@ def mails_to(folder: str, address: str) -> list[str]:
             body = message.get_body(preferencelist=("plain",))
             found.append(f"Subject: {message['Subject']}\n\n{body.get_content() if body else ''}")
     return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class JwksServer:
+    """Serves a JWKS on loopback, standing in for identity when a service runs as a real process."""
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        body = json.dumps(jwks).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ServiceProcess:
+    """A CDAP service run as users run it: `uvicorn --factory <module>.app:build` in its own process."""
+
+    def __init__(self, module: str, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
+        self.module = module
+        self.env = {**os.environ, **env}
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: float = 30.0) -> ServiceProcess:
+        import sys
+        import time
+        import urllib.request
+
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(  # noqa: S603
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                f"{self.module}.app:build",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.module} exited at start; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:  # noqa: S310
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.module} did not answer within {wait}s; see {self.log_path}")
+
+    def stop(self, sig: int = 15) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def migrate(service_dir: str, url: str) -> None:
+    """Apply a service's Alembic migrations to `url` in a subprocess (sync fixtures)."""
+    import sys
+
+    subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "alembic", "-c", f"{service_dir}/alembic.ini", "upgrade", "head"],
+        env={**os.environ, "CDAP_DATABASE_URL": url},
+        check=True,
+        capture_output=True,
+    )
+
+
+def create_database_sync(admin_url: str) -> str:
+    """A throw-away database for a sync (e.g. module-scoped) fixture; returns its SQLAlchemy URL."""
+
+    async def create() -> str:
+        name = f"cdap_test_{new_event_id().replace('-', '')[-16:]}"
+        conn = await asyncpg.connect(plain_dsn(admin_url))
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        return _with_database(admin_url, name)
+
+    return asyncio.run(create())
+
+
+def drop_database_sync(admin_url: str, url: str) -> None:
+    async def drop() -> None:
+        conn = await asyncpg.connect(plain_dsn(admin_url))
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path.lstrip("/")}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())

@@ -16,6 +16,17 @@ from cdap_shared.db import SessionDep
 router = APIRouter(tags=["tokens"])
 MAX_FIELD = 512
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+OAUTH_ERROR = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+            }
+        }
+    }
+}
 
 
 def _field(form: FormData, name: str, required: bool = True) -> str | None:
@@ -42,7 +53,10 @@ def _basic_auth(request: Request) -> tuple[str, str] | None:
 
 @router.post(
     "/v1/token",
-    responses={400: {"description": "RFC 6749 error"}, 401: {"description": "invalid_client"}},
+    responses={
+        400: {"description": "RFC 6749 error", **OAUTH_ERROR},
+        401: {"description": "invalid_client", **OAUTH_ERROR},
+    },
     openapi_extra={
         "requestBody": {
             "content": {
