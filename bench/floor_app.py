@@ -33,11 +33,17 @@ app = FastAPI(lifespan=lifespan)
 @app.get("/v1/dossiers/{numero}")
 async def lookup(numero: str, motif: str, request: Request) -> JSONResponse:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow("SELECT numero, department, sections FROM dossier WHERE numero = $1", numero)
+        row = await conn.fetchrow(
+            "SELECT numero, department, sections FROM dossier WHERE numero = $1", numero
+        )
         await conn.execute(
             "INSERT INTO floor_consultation (numero, actor, payload) VALUES ($1, $2, $3)",
-            numero, request.headers.get("authorization", "")[-16:], json.dumps({"motif": motif}),
+            numero,
+            request.headers.get("authorization", "")[-16:],
+            json.dumps({"motif": motif}),
         )
     if row is None:
         return JSONResponse({"detail": "not found"}, status_code=404)
-    return JSONResponse({"numero": row["numero"], "department": row["department"], "sections": json.loads(row["sections"])})
+    return JSONResponse(
+        {"numero": row["numero"], "department": row["department"], "sections": json.loads(row["sections"])}
+    )

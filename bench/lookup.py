@@ -31,8 +31,22 @@ DB = "cdap_bench_dossiers"
 ROOT = Path(__file__).resolve().parents[1]
 FIRST = 1_000_000
 USERS = 50
-COLUMNS = ("numero", "department", "version", "opposition", "landlord_siret", "rsa_referent_siret", "nir",
-           "family_name", "given_name", "family_name_key", "birth_date", "phone_key", "postal_code", "sections")
+COLUMNS = (
+    "numero",
+    "department",
+    "version",
+    "opposition",
+    "landlord_siret",
+    "rsa_referent_siret",
+    "nir",
+    "family_name",
+    "given_name",
+    "family_name_key",
+    "birth_date",
+    "phone_key",
+    "postal_code",
+    "sections",
+)
 
 
 def _url(driver: str = "postgresql+asyncpg") -> str:
@@ -64,7 +78,10 @@ async def load_dossiers(count: int, progress: Any) -> None:
         await conn.execute("DELETE FROM grant_projection")
         await conn.executemany(
             "INSERT INTO grant_projection VALUES ($1, $2, 'org-bench', '73282932000074', 'T1', '76', $3, $4, 'active')",
-            [(f"g-{i}", f"bench-user-{i}", today - timedelta(days=1), today + timedelta(days=300)) for i in range(USERS)],
+            [
+                (f"g-{i}", f"bench-user-{i}", today - timedelta(days=1), today + timedelta(days=300))
+                for i in range(USERS)
+            ],
         )
         await conn.execute("TRUNCATE outbox")
         await conn.execute("VACUUM ANALYZE dossier")
@@ -72,21 +89,23 @@ async def load_dossiers(count: int, progress: Any) -> None:
         await conn.close()
 
 
-def wrk(url: str, tokens: list[str], seconds: int, connections: int = 50) -> dict[str, float]:
+def wrk(url: str, tokens: list[str], seconds: int, count: int, connections: int = 50) -> dict[str, float]:
     script = Path(tempfile.mkdtemp()) / "lookup.lua"
     script.write_text(
         "local tokens = {" + ",".join(f'"{t}"' for t in tokens) + "}\n"
         "local i = 0\n"
         "request = function()\n"
         "  i = i + 1\n"
-        f"  local n = math.random({FIRST}, {FIRST + 999_999})\n"
+        f"  local n = math.random({FIRST}, {FIRST + count - 1})\n"
         "  return wrk.format('GET', '/v1/dossiers/' .. n .. '?motif=accompagnement_social',"
         " {['Authorization'] = 'Bearer ' .. tokens[(i % #tokens) + 1]})\n"
         "end\n"
     )
-    out = subprocess.run(  # noqa: S603
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],  # noqa: S607
-        capture_output=True, text=True, check=True,
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
 
     def latency(p: str) -> float:
@@ -97,8 +116,13 @@ def wrk(url: str, tokens: list[str], seconds: int, connections: int = 50) -> dic
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    return {"requests_per_s": rps, "p50_ms": latency("50"), "p99_ms": latency("99"),
-            "requests": total, "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+    return {
+        "requests_per_s": rps,
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "requests": total,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+    }
 
 
 async def run(progress: Any, quick: bool = False) -> dict[str, Any]:
@@ -109,18 +133,40 @@ async def run(progress: Any, quick: bool = False) -> dict[str, Any]:
     await load_dossiers(count, progress)
     minter = TokenMinter()
     jwks = JwksServer(minter.jwks)
-    tokens = [minter.mint(f"bench-user-{i}", grants=[{"id": f"g-{i}", "profile": "T1", "department": "76"}],
-                          ttl=3600) for i in range(USERS)]
+    tokens = [
+        minter.mint(
+            f"bench-user-{i}", grants=[{"id": f"g-{i}", "profile": "T1", "department": "76"}], ttl=3600
+        )
+        for i in range(USERS)
+    ]
     logs = RESULTS / "logs"
-    cdap = ServiceProcess("cdap_dossiers", {
-        "CDAP_DATABASE_URL": _url(), "CDAP_KAFKA_BOOTSTRAP": KAFKA, "CDAP_JWKS_URL": jwks.url,
-        "CDAP_RATE_LIMIT_USER": "1000000", "CDAP_DB_POOL_SIZE": "20", "CDAP_LOG_LEVEL": "WARNING",
-        "CDAP_CONSUMER_GROUP": "bench-dossiers",
-    }, logs / "lookup-cdap.log")
-    floor = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "uvicorn", "bench.floor_app:app", "--port", "18999", "--no-access-log",
-         "--log-level", "warning"],
-        env={**os.environ, "BENCH_FLOOR_DSN": _url("postgresql")}, cwd=ROOT,
+    cdap = ServiceProcess(
+        "cdap_dossiers",
+        {
+            "CDAP_DATABASE_URL": _url(),
+            "CDAP_KAFKA_BOOTSTRAP": KAFKA,
+            "CDAP_JWKS_URL": jwks.url,
+            "CDAP_RATE_LIMIT_USER": "1000000",
+            "CDAP_DB_POOL_SIZE": "20",
+            "CDAP_LOG_LEVEL": "WARNING",
+            "CDAP_CONSUMER_GROUP": "bench-dossiers",
+        },
+        logs / "lookup-cdap.log",
+    )
+    floor = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.floor_app:app",
+            "--port",
+            "18999",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, "BENCH_FLOOR_DSN": _url("postgresql")},
+        cwd=ROOT,
     )
     results: dict[str, list[dict[str, float]]] = {"cdap": [], "floor": []}
     try:
@@ -129,9 +175,9 @@ async def run(progress: Any, quick: bool = False) -> dict[str, Any]:
         rounds = 1 if quick else 2
         for r in range(rounds):
             progress("wrk: floor (SELECT + INSERT)", r / rounds)
-            results["floor"].append(wrk("http://127.0.0.1:18999", tokens, seconds))
+            results["floor"].append(wrk("http://127.0.0.1:18999", tokens, seconds, count))
             progress("wrk: CDAP lookup", r / rounds)
-            results["cdap"].append(wrk(cdap.url, tokens, seconds))
+            results["cdap"].append(wrk(cdap.url, tokens, seconds, count))
         progress("wrk: floor (SELECT + INSERT)", 1.0)
         progress("wrk: CDAP lookup", 1.0)
     finally:
@@ -153,7 +199,9 @@ async def run(progress: Any, quick: bool = False) -> dict[str, Any]:
         "cdap": summary["cdap"],
         "baseline": summary["floor"],
         "ratios": {
-            "requests_per_s": round(summary["cdap"]["requests_per_s"] / summary["floor"]["requests_per_s"], 3),
+            "requests_per_s": round(
+                summary["cdap"]["requests_per_s"] / summary["floor"]["requests_per_s"], 3
+            ),
             "p99_ms": round(summary["cdap"]["p99_ms"] / summary["floor"]["p99_ms"], 2),
         },
         "targets": {"requests_per_s": ">= 0.75 x floor", "p99_ms": "<= 1.5 x floor"},

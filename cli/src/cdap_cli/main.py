@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from cdap_audit.cli import app as audit_app
 from cdap_dossiers.cli import app as dossiers_app
 from cdap_identity.cli import app as identity_app
 
@@ -15,6 +16,7 @@ stack_app = typer.Typer(help="The local stack: Kafka, PostgreSQL, SMTP sink.", n
 app.add_typer(stack_app, name="stack")
 app.add_typer(identity_app, name="identity")
 app.add_typer(dossiers_app, name="dossiers")
+app.add_typer(audit_app, name="audit")
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -68,6 +68,9 @@ class TokenVerifier:
         self.min_refresh_interval = min_refresh_interval
         self._keys: dict[str, Any] = {}
         self._fetched_at = 0.0
+        # Verified tokens, until they expire: a lookup path verifies the same token many times over its
+        # 5 minutes. Only signatures are cached; revocation is checked elsewhere (grant projections).
+        self._verified: dict[str, Principal] = {}
         self._lock = asyncio.Lock()
         if keys is not None:
             self._load(keys)
@@ -80,6 +83,7 @@ class TokenVerifier:
     def use_keys(self, jwks: dict[str, Any]) -> None:
         """Replace the key set of a verifier that is given its keys (identity verifying its own tokens)."""
         self._load(jwks)
+        self._verified.clear()
 
     async def _refresh(self, force: bool) -> None:
         if self.jwks_url is None:
@@ -108,6 +112,18 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> Principal:
         """Check signature, algorithm, audience, issuer and expiry; raise a 401 Problem otherwise."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached.exp > time.time():
+                return cached
+            del self._verified[token]
+        principal = await self._verify(token)
+        if len(self._verified) >= 10_000:
+            self._verified.clear()  # bounded: a burst of distinct tokens only costs re-verification
+        self._verified[token] = principal
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:

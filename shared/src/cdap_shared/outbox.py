@@ -7,9 +7,10 @@ the request that caused the event, however long the row waits.
 
 from __future__ import annotations
 
-import weakref
+import json
 from datetime import datetime
 
+import asyncpg
 from opentelemetry import propagate
 from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, func, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -20,7 +21,6 @@ from cdap_shared.envelope import CloudEvent
 from cdap_shared.events import EventData, make_event, topic_for
 
 NOTIFY_CHANNEL = "cdap_outbox"
-_NOTIFIED = "cdap_outbox_notified_transaction"
 
 
 class OutboxRecord(SQLModel, table=True):
@@ -49,30 +49,52 @@ def current_trace_headers() -> dict[str, str]:
     return carrier
 
 
+# One round trip stages the row and its notification (delivered at commit, and only then: the relay
+# wakes at once instead of at its next poll; PostgreSQL folds identical notifications).
+_COLUMNS = ("event_id", "event_type", "topic", "key", "payload", "headers")
+_STAGE_TEMPLATE = (
+    "WITH staged AS (INSERT INTO outbox (event_id, event_type, topic, key, payload, headers) "
+    "VALUES ({}, {}, {}, {}, {}, CAST({} AS jsonb)) RETURNING 1) "
+    f"SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM staged"
+)
+_STAGE_SQL = _STAGE_TEMPLATE.format(*(f"${i}" for i in range(1, 7)))
+_STAGE = text(_STAGE_TEMPLATE.format(*(f":{c}" for c in _COLUMNS)))  # SQLAlchemy
+
+
+def _row(event: CloudEvent, key: str | None, topic: str | None) -> tuple[str, str, str, str, bytes, str]:
+    return (
+        event.id,
+        event.type,
+        topic or topic_for(event.type),
+        key or event.subject,
+        event.to_bytes(),
+        json.dumps(current_trace_headers()),
+    )
+
+
 async def add(
     session: AsyncSession, event: CloudEvent, *, key: str | None = None, topic: str | None = None
-) -> OutboxRecord:
+) -> str:
     """Stage `event` in the caller's transaction; it is published only if that transaction commits.
 
-    The key defaults to the event's subject and the topic to the one its type belongs to.
+    The key defaults to the event's subject and the topic to the one its type belongs to. A plain SQL
+    statement rather than an ORM object: this runs on every lookup, and the unit of work costs more
+    than the insert itself. Returns the event id.
     """
-    record = OutboxRecord(
-        event_id=event.id,
-        event_type=event.type,
-        topic=topic or topic_for(event.type),
-        key=key or event.subject,
-        payload=event.to_bytes(),
-        headers=current_trace_headers(),
-    )
-    session.add(record)
-    # Delivered at commit, and only then: the relay wakes at once instead of at its next poll.
-    # Once per transaction is enough (PostgreSQL folds identical notifications anyway).
-    transaction = session.get_transaction()
-    notified = session.info.get(_NOTIFIED)
-    if transaction is None or notified is None or notified() is not transaction:
-        await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
-        session.info[_NOTIFIED] = weakref.ref(transaction) if transaction is not None else None
-    return record
+    await session.execute(_STAGE, dict(zip(_COLUMNS, _row(event, key, topic), strict=True)))
+    return event.id
+
+
+async def add_pg(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,  # type: ignore[type-arg]
+    event: CloudEvent,
+    *,
+    key: str | None = None,
+    topic: str | None = None,
+) -> str:
+    """`add` for a raw asyncpg connection inside its transaction (the lookup hot path uses one)."""
+    await conn.execute(_STAGE_SQL, *_row(event, key, topic))
+    return event.id
 
 
 async def emit(

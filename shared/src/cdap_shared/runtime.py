@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import structlog
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
@@ -55,6 +56,14 @@ class ServiceRuntime:
         )
         self._tasks: list[asyncio.Task[Any]] = []
         self.broker_started = asyncio.Event()
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """A plain asyncpg pool for hot paths where the ORM's overhead shows (opened by `start`)."""
+        if self._pool is None:
+            raise RuntimeError("the runtime is not started")
+        return self._pool
 
     def consume(self, *topics: str, group_id: str, handler: Handler, max_records: int = 500) -> EventConsumer:
         """Apply `handler` to every event on `topics`, exactly once, in consumer group `group_id`."""
@@ -84,6 +93,14 @@ class ServiceRuntime:
                 delay = min(delay * 2, 5.0)
 
     async def start(self) -> None:
+        # min_size=0: no connection at start, so the service starts (and answers 503) while
+        # PostgreSQL is down.
+        self._pool = await asyncpg.create_pool(
+            asyncpg_dsn(self.settings.database_url),
+            min_size=0,
+            max_size=self.settings.db_pool_size,
+            timeout=5,
+        )
         self._tasks.append(asyncio.create_task(self._start_broker(), name="broker"))
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
@@ -98,6 +115,8 @@ class ServiceRuntime:
             await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 10)
         with contextlib.suppress(Exception):
             await self.broker.stop()
+        if self._pool is not None:
+            await self._pool.close()
         await self.engine.dispose()
 
     @asynccontextmanager

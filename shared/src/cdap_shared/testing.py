@@ -94,9 +94,21 @@ async def make_database(stack: dict[str, str]) -> AsyncIterator[Callable[[], Awa
     conn = await asyncpg.connect(admin_url)
     try:
         for name in created:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await _drop(conn, name)
     finally:
         await conn.close()
+
+
+async def _drop(conn: asyncpg.Connection, name: str) -> None:
+    """DROP ... WITH (FORCE), retried: it may meet an autovacuum worker it is not allowed to terminate."""
+    for attempt in range(10):
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except asyncpg.InsufficientPrivilegeError:
+            if attempt == 9:
+                raise
+            await asyncio.sleep(0.5)
 
 
 @pytest.fixture
@@ -316,7 +328,7 @@ def drop_database_sync(admin_url: str, url: str) -> None:
     async def drop() -> None:
         conn = await asyncpg.connect(plain_dsn(admin_url))
         try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path.lstrip("/")}" WITH (FORCE)')
+            await _drop(conn, urlsplit(url).path.lstrip("/"))
         finally:
             await conn.close()
 

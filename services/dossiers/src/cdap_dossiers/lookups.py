@@ -6,10 +6,12 @@ before the response is built; if that commit fails, the caller gets a 503 and no
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import asyncpg
 from sqlalchemy import and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -72,6 +74,21 @@ async def active_grants(session: AsyncSession, principal: Principal) -> tuple[li
     return grants, bool(status and status.suspended)
 
 
+# Everything a lookup decides on, in one round trip: the caller's active grants (among those its token
+# names), its suspension, and the dossier (absent: NULL columns).
+_LOOKUP = """
+    SELECT d.numero, d.department, d.opposition, d.family_name, d.landlord_siret, d.rsa_referent_siret,
+           d.sections::text AS sections,
+           (SELECT coalesce(json_agg(json_build_array(g.grant_id, g.profile, g.department, g.organisation_id,
+                                                      g.organisation_siret)), '[]')::text
+              FROM grant_projection g
+             WHERE g.grant_id = ANY($1::text[]) AND g.status = 'active'
+               AND g.valid_from <= current_date AND g.valid_until >= current_date) AS grants,
+           coalesce((SELECT suspended FROM user_status WHERE user_id = $2), false) AS suspended
+      FROM (SELECT 1) AS one LEFT JOIN dossier d ON d.numero = $3
+"""
+
+
 async def _record(session: AsyncSession, event: CloudEvent) -> str:
     await outbox.add(session, event)
     await session.commit()
@@ -98,32 +115,41 @@ def _consulted(
 
 
 async def lookup(
-    session: AsyncSession, policy: Policy, caller: Caller, numero: str, motif: str, family_name: str | None
+    pool: asyncpg.Pool, policy: Policy, caller: Caller, numero: str, motif: str, family_name: str | None
 ) -> Outcome:
-    """One consultation of one dossier, recorded whatever its outcome."""
-    grants, suspended = await active_grants(session, caller.principal)
-    dossier = await session.get(Dossier, numero)
-    if dossier is None:
-        event = _consulted(caller, numero, motif, None, policy, decision="not_found", reason="unknown_numero")
-        return Outcome(404, await _record(session, event), reason="unknown_numero")
-    facts = DossierFacts(
-        numero=dossier.numero,
-        department=dossier.department,
-        opposition=dossier.opposition,
-        family_name=dossier.family_name,
-        landlord_siret=dossier.landlord_siret,
-        rsa_referent_siret=dossier.rsa_referent_siret,
-    )
-    verdict = decide(policy, grants, facts, motif, family_name=family_name, suspended=suspended)
-    if verdict.decision == "denied":
-        event = _consulted(caller, numero, motif, verdict, policy, decision="denied", reason=verdict.reason)
-        return Outcome(403, await _record(session, event), reason=verdict.reason)
-    view = filtered_view(dossier.sections, verdict.sections)
-    event = _consulted(caller, numero, motif, verdict, policy, decision="granted", sections=sorted(view))
-    audit_id = await _record(session, event)
+    """One consultation of one dossier, recorded whatever its outcome (plain asyncpg: the hot path)."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            _LOOKUP, [g.id for g in caller.principal.grants], caller.principal.sub, numero
+        )
+        assert row is not None
+        grants = [ActiveGrant(*g) for g in json.loads(row["grants"])]
+        if row["numero"] is None:
+            event = _consulted(
+                caller, numero, motif, None, policy, decision="not_found", reason="unknown_numero"
+            )
+            return Outcome(404, await outbox.add_pg(conn, event), reason="unknown_numero")
+        facts = DossierFacts(
+            numero=row["numero"],
+            department=row["department"],
+            opposition=row["opposition"],
+            family_name=row["family_name"],
+            landlord_siret=row["landlord_siret"],
+            rsa_referent_siret=row["rsa_referent_siret"],
+        )
+        verdict = decide(policy, grants, facts, motif, family_name=family_name, suspended=row["suspended"])
+        if verdict.decision == "denied":
+            event = _consulted(
+                caller, numero, motif, verdict, policy, decision="denied", reason=verdict.reason
+            )
+            return Outcome(403, await outbox.add_pg(conn, event), reason=verdict.reason)
+        view = filtered_view(json.loads(row["sections"]), verdict.sections)
+        event = _consulted(caller, numero, motif, verdict, policy, decision="granted", sections=sorted(view))
+        audit_id = await outbox.add_pg(conn, event)
+    # The transaction has committed: only now may the data leave.
     body = {
         "numero": numero,
-        "department": dossier.department,
+        "department": row["department"],
         "policy_version": policy.version,
         "sections": view,
     }
@@ -131,10 +157,11 @@ async def lookup(
 
 
 async def record_rate_limited(
-    session: AsyncSession, policy: Policy, caller: Caller, numero: str, motif: str
+    pool: asyncpg.Pool, policy: Policy, caller: Caller, numero: str, motif: str
 ) -> str:
     event = _consulted(caller, numero, motif, None, policy, decision="rate_limited", reason="rate_limited")
-    return await _record(session, event)
+    async with pool.acquire() as conn, conn.transaction():
+        return await outbox.add_pg(conn, event)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -92,7 +93,6 @@ async def get_dossier(
     motif: Motif,
     request: Request,
     principal: CurrentPrincipal,
-    session: SessionDep,
     family_name: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
 ) -> JSONResponse:
     """The profile-filtered view of one dossier; every call is recorded before it is answered."""
@@ -101,14 +101,15 @@ async def get_dossier(
     caller = _caller(request, principal)
     allowed = limiter.check(principal.sub, _rate(request, principal))
     headers = limiter.headers(allowed)
+    pool = request.app.state.runtime.pool
     try:
         if not allowed.allowed:
-            audit_id = await lookups.record_rate_limited(session, policy, caller, numero, motif)
+            audit_id = await lookups.record_rate_limited(pool, policy, caller, numero, motif)
             raise Problem(
                 429, "Too many requests", headers=headers | {"X-Audit-Id": audit_id}, reason="rate_limited"
             )
-        outcome = await lookups.lookup(session, policy, caller, numero, motif, family_name)
-    except (SQLAlchemyError, OSError) as exc:
+        outcome = await lookups.lookup(pool, policy, caller, numero, motif, family_name)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
         raise _unavailable() from exc
     headers["X-Audit-Id"] = outcome.audit_id
     if outcome.status != 200:
