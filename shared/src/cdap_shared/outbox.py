@@ -55,7 +55,7 @@ _COLUMNS = ("event_id", "event_type", "topic", "key", "payload", "headers")
 _STAGE_TEMPLATE = (
     "WITH staged AS (INSERT INTO outbox (event_id, event_type, topic, key, payload, headers) "
     "VALUES ({}, {}, {}, {}, {}, CAST({} AS jsonb)) RETURNING 1) "
-    f"SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM staged"
+    "SELECT pg_notify('cdap_outbox', '') FROM staged"  # the channel is NOTIFY_CHANNEL
 )
 _STAGE_SQL = _STAGE_TEMPLATE.format(*(f"${i}" for i in range(1, 7)))
 _STAGE = text(_STAGE_TEMPLATE.format(*(f":{c}" for c in _COLUMNS)))  # SQLAlchemy
