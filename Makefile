@@ -30,8 +30,7 @@ run: migrate ## the whole system in the foreground, logs prefixed by service; Ct
 
 # One pytest process per workspace member: each member's tests/ is its own package, and each
 # service's SQLModel metadata stays its own. The stack lifecycle tests (tests/) run last.
-TEST_DIRS := $(wildcard shared/tests cli/tests services/identity/tests services/access-requests/tests \
-	services/dossiers/tests services/audit/tests services/portal/tests) tests
+TEST_DIRS := $(sort $(dir $(wildcard shared/tests/test_*.py cli/tests/test_*.py services/*/tests/test_*.py))) tests
 
 test: up ## every test, against the real Kafka and PostgreSQL
 	@failed=""; for d in $(TEST_DIRS); do \

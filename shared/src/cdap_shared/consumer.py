@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import structlog
@@ -87,7 +87,9 @@ class EventConsumer:
         self.retry_delay = retry_delay
         self.outage_delay = outage_delay
 
-    def subscribe(self, *topics: str, max_records: int = 500) -> None:
+    def subscribe(
+        self, *topics: str, max_records: int = 500, offset_reset: Literal["earliest", "latest"] = "earliest"
+    ) -> None:
         """Register the batch subscriber on the broker (before `broker.start()`)."""
         subscriber = self.broker.subscriber(
             *topics,
@@ -95,7 +97,7 @@ class EventConsumer:
             batch=True,
             max_records=max_records,
             batch_timeout_ms=50,
-            auto_offset_reset="earliest",
+            auto_offset_reset=offset_reset,
             ack_policy=AckPolicy.NACK_ON_ERROR,
         )
         subscriber(self.on_batch)

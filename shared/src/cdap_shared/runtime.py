@@ -74,7 +74,7 @@ class ServiceRuntime:
             handler=handler,
             max_attempts=self.settings.consumer_max_attempts,
         )
-        consumer.subscribe(*topics, max_records=max_records)
+        consumer.subscribe(*topics, max_records=max_records, offset_reset=self.settings.consumer_offset_reset)
         return consumer
 
     async def _start_broker(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -22,4 +24,7 @@ class ServiceSettings(BaseSettings):
     smtp_url: str = "smtp://127.0.0.1:1025"
     db_pool_size: int = Field(default=10, ge=1, le=100)
     consumer_max_attempts: int = Field(default=3, ge=1, le=20)
+    # Where a consumer group that has no committed offset starts: "earliest" (the default) misses
+    # nothing; "latest" serves system tests that start fresh groups on long-lived topics.
+    consumer_offset_reset: Literal["earliest", "latest"] = "earliest"
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)

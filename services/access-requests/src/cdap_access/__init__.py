@@ -1,0 +1,1 @@
+"""CDAP access requests: the multi-stage approval of habilitations by departmental CAFs."""
