@@ -1,0 +1,135 @@
+"""Guarantee 4 across real processes: a revocation or suspension made in identity denies the next
+dossier lookups within 2 seconds, while the partner's token is still valid."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import date, timedelta
+
+import httpx
+import pytest
+
+from cdap_dossiers.generate import build_pools, make_dossier
+from cdap_shared import events as ev
+from cdap_shared.envelope import new_event_id
+from cdap_shared.relay import make_producer
+
+from .harness import System, activate_and_login, bootstrap_admin, wait_ready
+
+pytestmark = pytest.mark.stack
+
+
+async def publish(kafka: str, topic: str, event: ev.CloudEvent) -> None:
+    producer = make_producer(kafka)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, event.to_bytes(), key=event.subject.encode())
+    finally:
+        await producer.stop()
+
+
+async def provisioned_partner(
+    system: System, client: httpx.AsyncClient
+) -> tuple[dict[str, object], str, dict]:
+    """A CAF admin, an organisation, and a T1 social worker provisioned from an approved request."""
+    identity = system.url("identity")
+    admin = await bootstrap_admin(system, client, f"admin.{new_event_id()[-10:]}@caf76.fr")
+    org = await client.post(
+        f"{identity}/v1/organisations",
+        headers=admin["headers"],
+        json={
+            "siret": "21760540700014",
+            "name": "CCAS de Rouen",
+            "kind": "ccas",
+            "department": "76",
+            "convention": {"reference": "CONV-76-CCAS", "valid_until": "2030-12-31"},
+            "administrators": [
+                {
+                    "email": f"gestion.{new_event_id()[-10:]}@ccas-rouen.fr",
+                    "family_name": "Leroy",
+                    "given_name": "Anne",
+                }
+            ],
+        },
+    )
+    assert org.status_code == 201, org.text
+    email = f"as.{new_event_id()[-10:]}@ccas-rouen.fr"
+    request_id = f"req-{new_event_id()}"
+    await publish(
+        system.kafka,
+        "access.events",
+        ev.make_event(
+            "access.request.approved",
+            source="/system-test",
+            subject=request_id,
+            data=ev.RequestApproved(
+                request_id=request_id,
+                organisation_id=org.json()["id"],
+                profile="T1",
+                department="76",
+                valid_until=date.today() + timedelta(days=300),
+                by="manager",
+                applicant=ev.Applicant(
+                    family_name="Roux", given_name="Paul", email=email, job_title="Assistant social"
+                ),
+            ),
+        ),
+    )
+    return admin, email, org.json()
+
+
+@pytest.mark.parametrize("how", ["revoke", "suspend"])
+async def test_identity_decision_denies_lookups_within_two_seconds(system: System, how: str) -> None:
+    await system.start("identity", "dossiers")
+    async with httpx.AsyncClient(timeout=10) as client:
+        for name in ("identity", "dossiers"):
+            await wait_ready(client, system.url(name))
+        admin, email, _ = await provisioned_partner(system, client)
+        user = await activate_and_login(client, system.url("identity"), email)
+        numero = f"{7_000_000 + int(time.time()) % 999_999:07d}"
+        import random
+
+        dossier = make_dossier(random.Random(1), build_pools(1, 50), numero, "76").model_copy(
+            update={"opposition": False}
+        )
+        await publish(
+            system.kafka,
+            "caf.dossiers",
+            ev.make_event("caf.dossier.upserted", source="/caf", subject=numero, data=dossier),
+        )
+
+        lookup = f"{system.url('dossiers')}/v1/dossiers/{numero}"
+        params = {"motif": "accompagnement_social"}
+        for _ in range(100):  # the grant and the dossier reach the dossiers service's projections
+            r = await client.get(lookup, params=params, headers=user["headers"])
+            if r.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert r.status_code == 200, r.text
+        assert r.headers["X-Audit-Id"]
+
+        me = await client.get(f"{system.url('identity')}/v1/me", headers=user["headers"])
+        grant_id = me.json()["grants"][0]["id"]
+        started = time.monotonic()
+        if how == "revoke":
+            done = await client.post(
+                f"{system.url('identity')}/v1/grants/{grant_id}/revoke", headers=admin["headers"]
+            )
+        else:
+            done = await client.post(
+                f"{system.url('identity')}/v1/users/{user['user_id']}/suspend",
+                headers=admin["headers"],
+                json={"reason": "test"},
+            )
+        assert done.status_code == 200, done.text
+        while True:
+            r = await client.get(lookup, params=params, headers=user["headers"])
+            if r.status_code == 403:
+                break
+            assert r.status_code == 200
+            assert time.monotonic() - started < 2.0, "still granted 2 s after the decision"
+            await asyncio.sleep(0.05)
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.0
+        assert r.json()["reason"] == ("no_grant_for_department" if how == "revoke" else "suspended")
