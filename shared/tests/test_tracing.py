@@ -52,3 +52,26 @@ async def test_consumer_span_is_a_child_of_the_request_span(
         assert consumer_span.parent.span_id == request.span_id  # type: ignore[attr-defined]
     finally:
         await close_pipeline(p)
+
+
+async def test_sql_statements_are_spans_of_the_request(database_url: str) -> None:
+    import asyncpg
+
+    from cdap_shared.db import asyncpg_dsn
+
+    provider = configure_tracing("test")
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[union-attr]
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        with trace.get_tracer("test").start_as_current_span("GET /v1/something") as request_span:
+            await conn.fetchval("SELECT 41 + 1")
+    finally:
+        await conn.close()
+    sql = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.attributes and s.attributes.get("db.system") == "postgresql"
+    ]
+    assert sql and sql[0].parent is not None
+    assert sql[0].parent.span_id == request_span.get_span_context().span_id

@@ -34,7 +34,9 @@ class ServiceRuntime:
     def __init__(self, settings: ServiceSettings, *, run_relay: bool = True) -> None:
         self.settings = settings
         configure_logging(settings.service_name, settings.log_level)
-        self.tracer_provider = configure_tracing(settings.service_name, settings.otlp_endpoint)
+        self.tracer_provider = configure_tracing(
+            settings.service_name, settings.otlp_endpoint, settings.trace_sql
+        )
         self.engine = create_engine(settings.database_url, settings.db_pool_size)
         self.sessions = session_factory(self.engine)
         self.broker = KafkaBroker(

@@ -65,11 +65,18 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     structlog.contextvars.bind_contextvars(service=service)
 
 
-def configure_tracing(service: str, otlp_endpoint: str | None = None) -> TracerProvider:
-    """Install an SDK tracer provider (once per process): real trace ids, exported only if configured."""
+def configure_tracing(
+    service: str, otlp_endpoint: str | None = None, trace_sql: bool = True
+) -> TracerProvider:
+    """Install an SDK tracer provider (once per process): real trace ids, exported only if configured.
+    With `trace_sql`, every asyncpg query is a child span of the request or event that ran it."""
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         return current
+    if trace_sql:
+        from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+        AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
