@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,19 @@ class EmlWriter:
         return "250 Message accepted for delivery"
 
 
+def advertisement(port: int) -> Path:
+    """The machine-wide file naming the folder the sink on `port` writes to."""
+    return Path(tempfile.gettempdir()) / f"cdap-mailsink-{port}.json"
+
+
+def mail_dir(port: int = 1025, default: Path | None = None) -> Path:
+    """Where the running sink on `port` stores mail (its advertisement), else `default`."""
+    try:
+        return Path(json.loads(advertisement(port).read_text())["dir"])
+    except (OSError, ValueError, KeyError):
+        return default or Path(".stack/mail")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", type=Path, required=True)
@@ -36,6 +52,8 @@ def main() -> None:
     args.dir.mkdir(parents=True, exist_ok=True)
     controller = Controller(EmlWriter(args.dir), hostname="127.0.0.1", port=args.port)
     controller.start()
+    # Say where mail lands, for readers in another checkout of the project (tests, the demo).
+    advertisement(args.port).write_text(json.dumps({"dir": str(args.dir.resolve()), "pid": os.getpid()}))
     try:
         asyncio.run(asyncio.Event().wait())
     except KeyboardInterrupt:

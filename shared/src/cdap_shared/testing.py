@@ -21,12 +21,15 @@ import asyncpg
 import pytest
 
 from cdap_shared.envelope import new_event_id
+from cdap_shared.mailsink import mail_dir
 from cdap_shared.topics import ensure_topics
 
 LOCAL_KAFKA = "127.0.0.1:9092"
 LOCAL_DATABASE = "postgresql+asyncpg://cdap:cdap@127.0.0.1:5432/postgres"
 # Where the local stack's SMTP sink stores mail (see deploy/local/stack.sh).
-MAIL_DIR = os.environ.get("CDAP_MAIL_DIR", str(Path(__file__).resolve().parents[3] / ".stack" / "mail"))
+MAIL_DIR = os.environ.get(
+    "CDAP_MAIL_DIR", str(mail_dir(1025, Path(__file__).resolve().parents[3] / ".stack" / "mail"))
+)
 
 
 def _port_open(host: str, port: int) -> bool:
