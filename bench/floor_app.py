@@ -47,3 +47,10 @@ async def lookup(numero: str, motif: str, request: Request) -> JSONResponse:
     return JSONResponse(
         {"numero": row["numero"], "department": row["department"], "sections": json.loads(row["sections"])}
     )
+
+
+@app.post("/v1/token")
+async def bare_token(request: Request) -> JSONResponse:
+    """The baseline of bench/identity: parse the form, answer JSON, no database, no signature."""
+    form = await request.form()
+    return JSONResponse({"access_token": str(form.get("client_id", "")), "token_type": "Bearer"})

@@ -56,6 +56,7 @@ def _basic_auth(request: Request) -> tuple[str, str] | None:
     responses={
         400: {"description": "RFC 6749 error", **OAUTH_ERROR},
         401: {"description": "invalid_client", **OAUTH_ERROR},
+        503: {"description": "temporarily_unavailable", **OAUTH_ERROR},
     },
     openapi_extra={
         "requestBody": {
@@ -112,7 +113,9 @@ async def token(request: Request, session: SessionDep) -> JSONResponse:
                 _field(form, "client_id") or "",
                 _field(form, "client_secret") or "",
             )
-            body = await tokens.client_credentials_grant(session, cfg, client_id, secret, ip)
+            body = await tokens.client_credentials_grant(
+                request.app.state.runtime.pool, cfg, client_id, secret, ip
+            )
         elif grant_type == "refresh_token":
             body = await tokens.refresh_grant(session, cfg, _field(form, "refresh_token") or "")
         else:
