@@ -106,6 +106,8 @@ class RequestSubmitted(EventData):
     department: Department
     valid_until: date
     by: str
+    kind: Literal["new", "renewal"] = "new"
+    renews_grant_id: str | None = None
 
 
 class RequestDecision(EventData):
@@ -126,6 +128,8 @@ class RequestApproved(EventData):
     department: Department
     valid_until: date
     by: str
+    kind: Literal["new", "renewal"] = "new"
+    renews_grant_id: str | None = None  # a renewal: identity issues the new grant, the old one expires
 
 
 class RevocationRequested(EventData):

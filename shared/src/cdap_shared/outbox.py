@@ -98,9 +98,15 @@ async def add_pg(
 
 
 async def emit(
-    session: AsyncSession, event_type: str, *, source: str, subject: str, data: EventData
+    session: AsyncSession,
+    event_type: str,
+    *,
+    source: str,
+    subject: str,
+    data: EventData,
+    topic: str | None = None,
 ) -> CloudEvent:
     """Build the event for `data` and stage it in the caller's transaction; returns the event."""
     event = make_event(event_type, source=source, subject=subject, data=data)
-    await add(session, event)
+    await add(session, event, topic=topic)
     return event

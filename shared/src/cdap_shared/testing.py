@@ -174,6 +174,7 @@ class TokenMinter:
         grants: list[dict[str, str]] | None = None,
         org: str | None = None,
         ttl: int = 300,
+        **extra: Any,
     ) -> str:
         import time
 
@@ -190,6 +191,7 @@ class TokenMinter:
             "iat": now,
             "exp": now + ttl,
             "jti": new_event_id(),
+            **extra,  # e.g. department, email
         }
         return jwt.encode(claims, self.key, algorithm="EdDSA", headers={"kid": self.kid})
 

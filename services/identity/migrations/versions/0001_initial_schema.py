@@ -67,7 +67,7 @@ def upgrade() -> None:
         "ix_outbox_unsent", "outbox", ["id"], unique=False, postgresql_where=sa.text("sent_at IS NULL")
     )
     op.create_table(
-        "signing_key",
+        "jwt_signing_key",
         sa.Column("kid", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("pem", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -209,7 +209,7 @@ def downgrade() -> None:
     op.drop_index("ux_user_email_org", table_name="user_account")
     op.drop_index(op.f("ix_user_account_email"), table_name="user_account")
     op.drop_table("user_account")
-    op.drop_table("signing_key")
+    op.drop_table("jwt_signing_key")
     op.drop_index("ix_outbox_unsent", table_name="outbox", postgresql_where=sa.text("sent_at IS NULL"))
     op.drop_table("outbox")
     op.drop_table("organisation")

@@ -128,7 +128,7 @@ class RefreshToken(SQLModel, table=True):
 class SigningKeyRecord(SQLModel, table=True):
     """An Ed25519 signing key (PKCS#8 PEM); replicas share the ring through this table."""
 
-    __tablename__ = "signing_key"
+    __tablename__ = "jwt_signing_key"  # "signing_key" alone would clash with audit's table
 
     kid: str = Field(primary_key=True, max_length=64)
     pem: str

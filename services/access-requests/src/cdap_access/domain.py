@@ -1,0 +1,297 @@
+"""The access-request workflow as a pure state machine: states, stages, and who may do what.
+
+No I/O here: the service layer loads a request's `Facts`, asks a function below for the `Step` a
+command leads to (or gets `Refused` with an HTTP status and a machine-readable reason), and writes
+the step, its history entry and its event in one transaction.
+
+    submitted --request_documents--> documents_requested --documents_received--> submitted
+    submitted --approve (sensitive)--> awaiting_second_approval --approve (another person)--> approved
+    submitted --approve (other profiles)--> approved --grant issued--> provisioned
+    provisioned --grant revoked--> revoked;  provisioned --grant expired--> expired
+    any open state --reject--> rejected | --withdraw--> withdrawn
+    documents_requested --30 days without documents--> expired
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date
+from enum import StrEnum
+
+from cdap_access.calendar import add_years
+
+
+class State(StrEnum):
+    SUBMITTED = "submitted"
+    DOCUMENTS_REQUESTED = "documents_requested"
+    AWAITING_SECOND_APPROVAL = "awaiting_second_approval"
+    APPROVED = "approved"
+    PROVISIONED = "provisioned"
+    REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+class Decision(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+    REQUEST_DOCUMENTS = "request_documents"
+
+
+# Open: the CAF or the partner still has something to do. Final: nothing ever changes again.
+OPEN = frozenset({State.SUBMITTED, State.DOCUMENTS_REQUESTED, State.AWAITING_SECOND_APPROVAL})
+FINAL = frozenset({State.REJECTED, State.WITHDRAWN, State.EXPIRED, State.REVOKED})
+STAGE_OF = {State.SUBMITTED: 1, State.DOCUMENTS_REQUESTED: 1, State.AWAITING_SECOND_APPROVAL: 2}
+STAGE_ROLE = {1: "caf_instructor", 2: "caf_manager"}
+PARTNER_ADMIN = "partner_admin"
+APPROVER_ROLES = frozenset(STAGE_ROLE.values())
+STAFF_READER_ROLES = APPROVER_ROLES | {"caf_admin"}
+
+# Metropolitan 01-95 without 20 (split into 2A and 2B in 1976), Corsica, and the overseas CAFs.
+DEPARTMENTS = frozenset(
+    [f"{n:02d}" for n in range(1, 96) if n != 20] + ["2A", "2B"] + [str(n) for n in range(971, 977)]
+)
+
+# The event each action publishes; provisioned, revoked and grant_expired follow identity's events
+# and publish nothing of their own.
+EVENT_TYPES = {
+    action: f"access.request.{action}"
+    for action in (
+        "submitted",
+        "documents_requested",
+        "documents_received",
+        "stage_approved",
+        "approved",
+        "rejected",
+        "withdrawn",
+        "expired",
+    )
+}
+
+
+class Refused(Exception):
+    """A command the workflow does not allow: `status` (403, 409, 422) and a `reason` code."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: a token's subject, roles, organisation (partners) and department (CAF staff)."""
+
+    sub: str
+    roles: frozenset[str]
+    org: str | None = None
+    department: str | None = None
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the rules need to know about a request; `approvals` lists who approved each stage."""
+
+    state: State
+    department: str
+    organisation_id: str
+    submitted_by: str
+    sensitive: bool
+    approvals: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    """The outcome of an allowed command: what happened, at which stage, and the request after it."""
+
+    action: str
+    stage: int | None
+    after: Facts
+
+    @property
+    def event_type(self) -> str | None:
+        return EVENT_TYPES.get(self.action)
+
+
+@dataclass(frozen=True)
+class Organisation:
+    """A partner organisation as identity last described it."""
+
+    organisation_id: str
+    department: str
+    convention_valid_until: date
+    administrators: frozenset[str]
+    delegation_withdrawn: bool
+
+
+def stage_of(state: State) -> int | None:
+    return STAGE_OF.get(state)
+
+
+def _check_partner(facts: Facts, actor: Actor) -> None:
+    if PARTNER_ADMIN not in actor.roles:
+        raise Refused(403, "role_not_allowed", "Only a partner administrator may do this.")
+    if actor.org != facts.organisation_id:
+        raise Refused(403, "not_your_organisation", "This request belongs to another organisation.")
+
+
+def _check_staff(facts: Facts, actor: Actor, roles: frozenset[str]) -> None:
+    if not actor.roles & roles:
+        raise Refused(403, "role_not_allowed", "Your role does not allow this.")
+    if actor.department != facts.department:
+        raise Refused(403, "other_department", "This request belongs to another department's CAF.")
+
+
+def check_reader(facts: Facts, actor: Actor) -> None:
+    """May `actor` see the request, its documents, and comment on it? Raises `Refused` if not."""
+    if PARTNER_ADMIN in actor.roles and actor.org is not None:
+        _check_partner(facts, actor)
+    else:
+        _check_staff(facts, actor, STAFF_READER_ROLES)
+
+
+def _check_open(facts: Facts) -> None:
+    if facts.state not in OPEN:
+        raise Refused(409, "request_closed", f"The request is {facts.state.value}; it can no longer change.")
+
+
+def decide(
+    facts: Facts,
+    actor: Actor,
+    decision: Decision,
+    *,
+    comment: str | None = None,
+    documents: tuple[str, ...] = (),
+) -> Step:
+    """An approver's decision; the request's state says which stage it is for.
+
+    Checks run from who the actor is to what the request allows: department, own organisation,
+    four eyes, open state, stage role, then the decision's own requirements.
+    """
+    _check_staff(facts, actor, APPROVER_ROLES)
+    if (actor.org is not None and actor.org == facts.organisation_id) or actor.sub == facts.submitted_by:
+        raise Refused(403, "own_organisation", "Nobody decides on their own organisation's request.")
+    if actor.sub in facts.approvals:
+        raise Refused(
+            403,
+            "already_decided",
+            "You already approved this request; another person must take the next decision (four eyes).",
+        )
+    _check_open(facts)
+    if facts.state is State.DOCUMENTS_REQUESTED:
+        raise Refused(409, "awaiting_documents", "The partner has not sent the requested documents yet.")
+    stage = STAGE_OF[facts.state]
+    if STAGE_ROLE[stage] not in actor.roles:
+        raise Refused(403, "wrong_stage_role", f"Stage {stage} is decided by a {STAGE_ROLE[stage]}.")
+    if decision is Decision.REJECT:
+        if not (comment and comment.strip()):
+            raise Refused(422, "comment_required", "A rejection needs a comment giving the reason.")
+        return Step("rejected", stage, replace(facts, state=State.REJECTED))
+    if decision is Decision.REQUEST_DOCUMENTS:
+        if stage != 1:
+            raise Refused(409, "not_at_this_stage", "Documents are requested at stage 1, before approval.")
+        if not documents:
+            raise Refused(422, "documents_required", "Say which documents are needed.")
+        return Step("documents_requested", stage, replace(facts, state=State.DOCUMENTS_REQUESTED))
+    approvals = (*facts.approvals, actor.sub)
+    if stage == 1 and facts.sensitive:
+        return Step(
+            "stage_approved", 1, replace(facts, state=State.AWAITING_SECOND_APPROVAL, approvals=approvals)
+        )
+    return Step("approved", stage, replace(facts, state=State.APPROVED, approvals=approvals))
+
+
+def receive_documents(facts: Facts, actor: Actor) -> Step:
+    """The partner sends documents: a request waiting for them goes back to the stage-1 queue."""
+    _check_partner(facts, actor)
+    _check_open(facts)
+    if facts.state is State.DOCUMENTS_REQUESTED:
+        return Step("documents_received", 1, replace(facts, state=State.SUBMITTED))
+    return Step("documents_received", STAGE_OF[facts.state], facts)
+
+
+def withdraw(facts: Facts, actor: Actor) -> Step:
+    _check_partner(facts, actor)
+    _check_open(facts)
+    return Step("withdrawn", STAGE_OF[facts.state], replace(facts, state=State.WITHDRAWN))
+
+
+def expire(facts: Facts) -> Step:
+    """Documents never came: the request ends (the scheduler decides when)."""
+    if facts.state is not State.DOCUMENTS_REQUESTED:
+        raise Refused(409, "not_awaiting_documents", "Only a request waiting for documents expires.")
+    return Step("expired", 1, replace(facts, state=State.EXPIRED))
+
+
+def provision(facts: Facts) -> Step | None:
+    """Identity issued the grant; None when already recorded (a redelivered event)."""
+    if facts.state is State.PROVISIONED:
+        return None
+    if facts.state is not State.APPROVED:
+        raise Refused(409, "not_approved", "A grant was issued for a request that is not approved.")
+    return Step("provisioned", None, replace(facts, state=State.PROVISIONED))
+
+
+def end_grant(facts: Facts, *, revoked: bool) -> Step | None:
+    """The request's grant was revoked or reached its end; None if the request already shows it."""
+    if facts.state is not State.PROVISIONED:
+        return None
+    if revoked:
+        return Step("revoked", None, replace(facts, state=State.REVOKED))
+    return Step("grant_expired", None, replace(facts, state=State.EXPIRED))
+
+
+def check_submission(
+    actor: Actor,
+    organisation: Organisation | None,
+    *,
+    organisation_id: str,
+    department: str,
+    profile_known: bool,
+    valid_until: date,
+    today: date,
+) -> None:
+    """May `actor` ask for this access? Raises `Refused` with the first reason it may not.
+
+    The organisation must be known, be the caller's, list the caller among its administrators, keep
+    its delegated administration, have a convention still valid with this department's CAF, and the
+    access may last at most a year and not beyond the convention.
+    """
+    if PARTNER_ADMIN not in actor.roles:
+        raise Refused(403, "role_not_allowed", "Only a partner administrator may ask for access.")
+    if actor.org != organisation_id:
+        raise Refused(403, "not_your_organisation", "You may ask for access for your organisation only.")
+    if organisation is None:
+        raise Refused(422, "unknown_organisation", "This organisation is not registered with a CAF.")
+    if actor.sub not in organisation.administrators:
+        raise Refused(403, "not_an_administrator", "You are not an administrator of this organisation.")
+    if organisation.delegation_withdrawn:
+        raise Refused(403, "delegation_withdrawn", "The CAF withdrew this organisation's delegation.")
+    if organisation.convention_valid_until < today:
+        raise Refused(422, "convention_expired", "The organisation's convention with the CAF has ended.")
+    if department not in DEPARTMENTS:
+        raise Refused(422, "unknown_department", f"{department!r} is not a French department code.")
+    if organisation.department != department:
+        raise Refused(
+            422, "department_mismatch", "The convention is with another department's CAF than the one asked."
+        )
+    if not profile_known:
+        raise Refused(422, "unknown_profile", "This profile does not exist.")
+    if valid_until <= today:
+        raise Refused(422, "end_date_not_in_future", "The access must end in the future.")
+    if valid_until > add_years(today, 1):
+        raise Refused(422, "end_date_too_far", "An access lasts at most one year.")
+    if valid_until > organisation.convention_valid_until:
+        raise Refused(422, "beyond_convention", "The access cannot outlast the organisation's convention.")
+
+
+def check_removal(actor: Actor, *, organisation_id: str, active: bool) -> None:
+    """May `actor` ask identity to remove this grant? Removal only reduces privilege: no CAF decision."""
+    if PARTNER_ADMIN not in actor.roles:
+        raise Refused(403, "role_not_allowed", "Only a partner administrator may ask for a removal.")
+    if actor.org != organisation_id:
+        raise Refused(403, "not_your_organisation", "This grant belongs to another organisation.")
+    if not active:
+        raise Refused(409, "grant_not_active", "This grant is already revoked or expired.")

@@ -1,0 +1,117 @@
+"""Who is told what, by e-mail, when a request moves.
+
+The service knows no CAF staff address: each department's instructors and managers have a
+functional mailbox built from a template in the settings (`instruction-caf76@...`). The partner
+side is the administrator who submitted the request (`contact_email`). Mails are queued in the
+transaction of the change they report (`cdap_shared.mail.queue`), so a rolled-back change sends
+nothing and a committed one is sent even if the process stops right after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cdap_access.config import Settings
+from cdap_access.models import AccessRequest
+from cdap_shared.mail import Mail, queue
+
+INSTRUCTORS = "instructors"
+MANAGERS = "managers"
+PARTNER = "partner"
+
+# Action -> who hears of it. Decisions go to the partner; work arriving in a queue to that queue.
+RECIPIENTS: dict[str, tuple[str, ...]] = {
+    "submitted": (INSTRUCTORS,),
+    "renewal_submitted": (INSTRUCTORS, PARTNER),
+    "documents_requested": (PARTNER,),
+    "stage_approved": (PARTNER, MANAGERS),
+    "approved": (PARTNER,),
+    "rejected": (PARTNER,),
+    "withdrawn": (INSTRUCTORS,),
+    "expired": (PARTNER,),
+    "provisioned": (PARTNER,),
+    "escalated": (MANAGERS,),
+}
+
+SUBJECTS = {
+    "submitted": "Nouvelle demande d'habilitation à instruire",
+    "renewal_submitted": "Demande de renouvellement d'habilitation",
+    "documents_requested": "Pièces demandées pour votre demande d'habilitation",
+    "documents_received": "Pièces reçues pour une demande d'habilitation",
+    "stage_approved": "Demande d'habilitation validée en premier niveau",
+    "approved": "Demande d'habilitation accordée",
+    "rejected": "Demande d'habilitation refusée",
+    "withdrawn": "Demande d'habilitation retirée par le partenaire",
+    "expired": "Demande d'habilitation expirée",
+    "provisioned": "Habilitation créée",
+    "reminded": "Rappel : demande d'habilitation à traiter aujourd'hui",
+    "escalated": "Demande d'habilitation en retard",
+    "commented": "Nouveau commentaire sur une demande d'habilitation",
+}
+
+
+def mailbox(settings: Settings, who: str, department: str) -> str:
+    template = settings.instructors_mailbox if who == INSTRUCTORS else settings.managers_mailbox
+    return template.format(department=department)
+
+
+def addresses(settings: Settings, row: AccessRequest, recipients: Iterable[str]) -> list[str]:
+    """The addresses behind the recipient names; a request without a partner contact skips the partner."""
+    found = []
+    for who in recipients:
+        if who == PARTNER:
+            if row.contact_email:
+                found.append(row.contact_email)
+        else:
+            found.append(mailbox(settings, who, row.department))
+    return found
+
+
+def stage_queue(stage: int | None) -> str:
+    """The queue that owns a stage: instructors decide stage 1, managers stage 2."""
+    return MANAGERS if stage == 2 else INSTRUCTORS
+
+
+def body(
+    settings: Settings, row: AccessRequest, action: str, comment: str | None, documents: list[str]
+) -> str:
+    applicant = row.applicant
+    lines = [
+        f"Demande {row.id} ({'renouvellement' if row.kind == 'renewal' else 'nouvelle habilitation'})",
+        f"Profil {row.profile}, département {row.department}, organisation {row.organisation_id}",
+        f"Bénéficiaire : {applicant.get('given_name', '')} {applicant.get('family_name', '')}, "
+        f"{applicant.get('job_title', '')}",
+        f"Échéance de l'étape : {row.due.isoformat() if row.due else 'aucune'}",
+    ]
+    if documents:
+        lines.append("Pièces : " + ", ".join(documents))
+    if comment:
+        lines.append(f"Commentaire : {comment}")
+    lines.append(f"{settings.portal_url}/access-requests/{row.id}")
+    return "\n".join(lines) + "\n"
+
+
+def notify(
+    session: AsyncSession,
+    settings: Settings,
+    row: AccessRequest,
+    action: str,
+    *,
+    recipients: Iterable[str] | None = None,
+    comment: str | None = None,
+    documents: list[str] | None = None,
+) -> int:
+    """Queue the mails `action` calls for (in the caller's transaction); returns how many."""
+    if recipients is None:
+        # Documents go to whoever holds the request now (instructors, or managers at stage 2).
+        recipients = (
+            (stage_queue(row.stage),) if action == "documents_received" else RECIPIENTS.get(action, ())
+        )
+    targets = addresses(settings, row, recipients)
+    subject = f"[CDAP] {SUBJECTS.get(action, action)} ({row.id[-8:]})"
+    text = body(settings, row, action, comment, documents or [])
+    for to in dict.fromkeys(targets):  # once per address, in order
+        queue(session, Mail(to=to, subject=subject, body=text))
+    return len(targets)

@@ -1,0 +1,49 @@
+"""The profiles that may be requested, loaded from a TOML file and validated at start."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DEFAULT_PROFILES = Path(__file__).with_name("profiles.toml")
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str = Field(min_length=1)
+    sensitive: bool = False
+
+
+class Catalogue(BaseModel):
+    """Profile name -> profile; names are what requests and grants carry (`T1`, `T2`, ...)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profiles: dict[str, Profile] = Field(min_length=1)
+
+    def is_sensitive(self, name: str) -> bool:
+        return self.profiles[name].sensitive
+
+
+class ProfilesError(SystemExit):
+    """A profiles file that cannot be used: the service refuses to start, saying why."""
+
+
+def load_profiles(path: Path = DEFAULT_PROFILES) -> Catalogue:
+    """Read and validate the catalogue; raise `ProfilesError` with a readable message otherwise."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ProfilesError(f"profiles file {path} not found: set CDAP_PROFILES_PATH") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfilesError(f"profiles file {path} is not valid TOML: {exc}") from exc
+    try:
+        return Catalogue.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)
+        )
+        raise ProfilesError(f"profiles file {path} is invalid: {problems}") from exc

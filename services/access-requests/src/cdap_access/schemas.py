@@ -1,0 +1,84 @@
+"""Shapes of the HTTP bodies: what a client may send (strict) and what it gets back (for OpenAPI)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from cdap_access.domain import Decision
+
+# Deliberately plain: one @, no spaces or brackets, a dotted domain. Deliverability is the mail
+# relay's business; this only keeps obvious garbage (and header injection) out.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+EMAIL_PATTERN = rf"^[^@\s<>()\[\],;:\"]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$"
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+Email = Annotated[str, StringConstraints(max_length=254, pattern=EMAIL_PATTERN)]
+Comment = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+DocumentName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ApplicantIn(Strict):
+    family_name: str = Field(min_length=1, max_length=100)
+    given_name: str = Field(min_length=1, max_length=100)
+    email: Email
+    job_title: str = Field(min_length=1, max_length=200)
+
+
+class SubmissionIn(Strict):
+    organisation_id: str = Field(min_length=1, max_length=64)
+    applicant: ApplicantIn
+    profile: str = Field(min_length=1, max_length=20, description="a profile of the catalogue (T1, T2, ...)")
+    department: str = Field(min_length=2, max_length=3, description="01-95 (not 20), 2A, 2B, 971-976")
+    justification: str = Field(min_length=1, max_length=2000)
+    valid_until: date = Field(description="after today, at most one year from today")
+    contact_email: Email | None = Field(
+        default=None, description="where decisions are mailed when the token carries no `email` claim"
+    )
+
+
+class DecisionIn(Strict):
+    decision: Decision
+    comment: Comment | None = Field(default=None, description="required to reject: the reason")
+    documents: list[DocumentName] = Field(
+        default_factory=list, max_length=20, description="required to request documents: which ones"
+    )
+
+
+class WithdrawIn(Strict):
+    comment: Comment | None = None
+
+
+class CommentIn(Strict):
+    text: Comment
+
+
+class RemovalIn(Strict):
+    comment: Comment | None = None
+
+
+class RequestState(BaseModel):
+    id: str
+    state: str
+    stage: int | None
+    due: date | None
+    version: int
+
+
+class QueuePage(BaseModel):
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class RemovalOut(BaseModel):
+    id: str
+    grant_id: str
+    requested_by: str
+    requested_at: str
+    state: str

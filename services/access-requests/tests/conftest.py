@@ -1,0 +1,286 @@
+"""A running access-requests service (real PostgreSQL and Kafka, own database and topics) and its actors."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient, Response
+from sqlalchemy import func, select
+
+from cdap_access import projections
+from cdap_access.app import build
+from cdap_access.config import Settings
+from cdap_access.models import AccessRequest, Document, HistoryEntry
+from cdap_shared import events as ev
+from cdap_shared.envelope import CloudEvent, new_event_id
+from cdap_shared.mail import QueuedMail
+from cdap_shared.migrations import upgrade_to_head
+from cdap_shared.outbox import OutboxRecord
+from cdap_shared.relay import make_producer
+from cdap_shared.testing import MAIL_DIR, TokenMinter, eventually, mails_to
+
+SERVICE_DIR = str(Path(__file__).resolve().parents[1])
+ORG = "org-76-ccas"
+OTHER_ORG = "org-27-bailleur"
+PARTNER = "partner-admin-1"
+PDF = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+
+
+def mint(
+    minter: TokenMinter,
+    sub: str,
+    roles: list[str],
+    *,
+    org: str | None = None,
+    department: str | None = None,
+    email: str | None = None,
+) -> str:
+    """A token as identity signs it, with the `department` and `email` claims TokenMinter cannot add."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "org": org,
+        "roles": roles,
+        "grants": [],
+        "aud": "cdap",
+        "iss": "cdap-identity",
+        "iat": now,
+        "exp": now + 300,
+        "jti": new_event_id(),
+    }
+    if department is not None:
+        claims["department"] = department
+    if email is not None:
+        claims["email"] = email
+    return jwt.encode(claims, minter.key, algorithm="EdDSA", headers={"kid": minter.kid})
+
+
+@dataclass
+class Service:
+    app: FastAPI
+    client: AsyncClient
+    settings: Settings
+    minter: TokenMinter
+    producer: AIOKafkaProducer
+    tag: str  # makes this test's mail addresses unique in the shared SMTP sink
+
+    # ------------------------------------------------------------------ actors
+    def headers(self, sub: str, roles: list[str], **claims: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {mint(self.minter, sub, roles, **claims)}"}
+
+    def partner_email(self, sub: str = PARTNER) -> str:
+        return f"{sub}-{self.tag}@partner.test"
+
+    def partner(self, sub: str = PARTNER, org: str = ORG) -> dict[str, str]:
+        return self.headers(sub, ["partner_admin"], org=org, email=self.partner_email(sub))
+
+    def instructor(self, sub: str = "instructor-1", department: str = "76") -> dict[str, str]:
+        return self.headers(sub, ["caf_instructor"], department=department)
+
+    def manager(self, sub: str = "manager-1", department: str = "76") -> dict[str, str]:
+        return self.headers(sub, ["caf_manager"], department=department)
+
+    def mailbox(self, who: str, department: str = "76") -> str:
+        template = (
+            self.settings.instructors_mailbox if who == "instructors" else self.settings.managers_mailbox
+        )
+        return template.format(department=department)
+
+    # ------------------------------------------------------------------ setup
+    async def apply(self, event_type: str, subject: str, data: ev.EventData) -> None:
+        """Feed identity's event through the consumer's own handler (no Kafka round trip)."""
+        event = ev.make_event(event_type, source="/test", subject=subject, data=data)
+        async with self.app.state.sessions() as session, session.begin():
+            await projections.handler(self.settings)(session, event)
+
+    async def publish(self, event_type: str, subject: str, data: ev.EventData) -> CloudEvent:
+        """Publish as identity would, on this test's identity topic."""
+        event = ev.make_event(event_type, source="/cdap/identity", subject=subject, data=data)
+        await self.producer.send_and_wait(
+            self.settings.identity_topic, event.to_bytes(), key=subject.encode()
+        )
+        return event
+
+    async def organisation(self, org: str = ORG, **overrides: Any) -> ev.OrganisationRegistered:
+        data = ev.OrganisationRegistered(
+            **{
+                "organisation_id": org,
+                "siret": "21760540900019",
+                "name": "CCAS de Rouen",
+                "kind": "social_services",
+                "department": "76",
+                "convention_reference": "CONV-76-2026-001",
+                "convention_valid_until": date.today() + timedelta(days=730),
+                "administrators": [PARTNER, "partner-admin-2"],
+                **overrides,
+            }
+        )
+        await self.apply("identity.organisation.registered", org, data)
+        return data
+
+    def submission(self, **overrides: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "organisation_id": ORG,
+            "applicant": {
+                "family_name": "Martin",
+                "given_name": "Claire",
+                "email": f"claire.martin-{self.tag}@ccas-rouen.test",
+                "job_title": "Assistante sociale",
+            },
+            "profile": "T1",
+            "department": "76",
+            "justification": "Accompagnement social des familles du quartier",
+            "valid_until": (date.today() + timedelta(days=180)).isoformat(),
+        }
+        body.update(overrides)
+        return body
+
+    async def submit(self, headers: dict[str, str] | None = None, **overrides: Any) -> str:
+        r = await self.client.post(
+            "/v1/access-requests", json=self.submission(**overrides), headers=headers or self.partner()
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    async def decide(
+        self, request_id: str, headers: dict[str, str], decision: str = "approve", **body: Any
+    ) -> Response:
+        return await self.client.post(
+            f"/v1/access-requests/{request_id}/decisions",
+            json={"decision": decision, **body},
+            headers=headers,
+        )
+
+    async def upload(
+        self,
+        request_id: str,
+        files: list[tuple[str, bytes]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        parts = [
+            ("files", (name, content, "application/pdf"))
+            for name, content in (files or [("convention.pdf", PDF)])
+        ]
+        return await self.client.post(
+            f"/v1/access-requests/{request_id}/documents", files=parts, headers=headers or self.partner()
+        )
+
+    async def get(self, request_id: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        r = await self.client.get(f"/v1/access-requests/{request_id}", headers=headers or self.instructor())
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    # ------------------------------------------------------------------ inspection
+    async def events(self) -> list[CloudEvent]:
+        """Every event this service staged in its outbox, oldest first."""
+        async with self.app.state.sessions() as s:
+            rows = (await s.execute(select(OutboxRecord).order_by(OutboxRecord.id))).scalars().all()  # type: ignore[arg-type]
+        return [CloudEvent.from_bytes(r.payload) for r in rows]
+
+    async def snapshot(self, request_id: str | None = None) -> dict[str, Any]:
+        """What a refused call must leave untouched: the request, its history, documents, outboxes."""
+        async with self.app.state.sessions() as s:
+
+            async def count(model: Any, *where: Any) -> int:
+                return int(
+                    (await s.execute(select(func.count()).select_from(model).where(*where))).scalar_one()
+                )
+
+            row = await s.get(AccessRequest, request_id) if request_id else None
+            return {
+                "request": row.model_dump() if row else None,
+                "requests": await count(AccessRequest),
+                "history": await count(HistoryEntry),
+                "documents": await count(Document),
+                "outbox": await count(OutboxRecord),
+                "mails": await count(QueuedMail),
+            }
+
+
+def assert_problem(r: Response, status: int, reason: str | None = None) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with this status (and machine-readable reason)."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json", r.headers["content-type"]
+    body = dict(r.json())
+    assert body["status"] == status and body["title"]
+    if reason is not None:
+        assert body.get("reason") == reason, body
+    return body
+
+
+@pytest.fixture
+async def service_factory(
+    stack: dict[str, str],
+    make_database: Callable[[], Awaitable[str]],
+    make_topic: Callable[[str], Awaitable[str]],
+) -> AsyncIterator[Callable[..., Awaitable[Service]]]:
+    opened: list[tuple[Service, Any]] = []
+
+    async def make(**overrides: Any) -> Service:
+        url = await make_database()
+        await upgrade_to_head(SERVICE_DIR, url)
+        tag = new_event_id().replace("-", "")[-12:]
+        settings = Settings(
+            **{
+                "database_url": url,
+                "kafka_bootstrap": stack["kafka"],
+                "identity_topic": await make_topic("identity.events"),
+                "access_topic": await make_topic("access.events"),
+                "consumer_group": f"access-requests-{random.random()}",
+                "instructors_mailbox": f"instruction-caf{{department}}-{tag}@cdap.local",
+                "managers_mailbox": f"habilitations-caf{{department}}-{tag}@cdap.local",
+                "scheduler_interval_seconds": 0,
+                "mail_poll_seconds": 0.2,
+                **overrides,
+            }
+        )
+        minter = TokenMinter()
+        app = build(settings, verifier=minter.verifier())
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        producer = make_producer(stack["kafka"])
+        await producer.start()
+        client = AsyncClient(transport=ASGITransport(app=app), base_url="http://access-requests")
+        service = Service(app, client, settings, minter, producer, tag)
+        opened.append((service, lifespan))
+        return service
+
+    yield make
+    for service, lifespan in opened:
+        await service.client.aclose()
+        await service.producer.stop()
+        await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def svc(service_factory: Callable[..., Awaitable[Service]]) -> Service:
+    """A service that knows organisation `ORG` (department 76; administrators PARTNER, partner-admin-2)."""
+    service = await service_factory()
+    await service.organisation()
+    return service
+
+
+@pytest.fixture
+async def svc_without_organisation(service_factory: Callable[..., Awaitable[Service]]) -> Service:
+    """A service that learns its organisations from Kafka, as in production."""
+    return await service_factory()
+
+
+async def mail_with(address: str, *texts: str, within: float = 20.0) -> str:
+    """Wait until the SMTP sink holds a mail to `address` containing every one of `texts`; return it."""
+
+    async def found() -> str | None:
+        return next((m for m in mails_to(MAIL_DIR, address) if all(t in m for t in texts)), None)
+
+    mail: str = await eventually(found, within=within)
+    return mail
