@@ -99,6 +99,7 @@ def run() -> None:
         threading.Thread(target=_pump, args=(prefix, proc.stdout), daemon=True).start()
         procs.append(proc)
         print(f"{prefix} http://127.0.0.1:{service.port}/docs", flush=True)
+    threading.Thread(target=_seed_when_ready, args=(services,), daemon=True).start()
     try:
         while all(p.poll() is None for p in procs):
             threading.Event().wait(0.5)
@@ -114,6 +115,31 @@ def run() -> None:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def _seed_when_ready(services: list[Service]) -> None:
+    """Once every service is ready, load the demo data (once) and print the URLs and demo logins."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + 120
+    pending = list(services)
+    while pending and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{pending[0].port}/ready", timeout=2) as r:
+                if r.status == 200:
+                    pending.pop(0)
+                    continue
+        except OSError:
+            pass
+        time.sleep(0.5)
+    if pending:
+        names = ", ".join(s.name for s in pending)
+        print(f"not ready after 2 minutes: {names}; no demo data loaded", flush=True)
+        return
+    cdap = Path(sys.executable).with_name("cdap")
+    if cdap.exists():
+        subprocess.run([str(cdap), "demo"], check=False)  # noqa: S603
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from cdap_dossiers.config import Settings
 from cdap_dossiers.policy import load_policy
 from cdap_dossiers.ratelimit import RateLimiter
 from cdap_dossiers.routes import router
+from cdap_shared import asyncapi
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.http import create_app
 from cdap_shared.runtime import ServiceRuntime
@@ -30,6 +31,23 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         lifespan=runtime.lifespan,
         routers=[router],
         ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
+    )
+    asyncapi.install(
+        app,
+        asyncapi.document(
+            "CDAP dossiers",
+            sends={"dossier.consultations": ["dossier.consulted", "dossier.searched"]},
+            receives={
+                settings.caf_topic: ["caf.dossier.upserted"],
+                settings.identity_topic: [
+                    "identity.grant.issued",
+                    "identity.grant.revoked",
+                    "identity.grant.expired",
+                    "identity.user.suspended",
+                    "identity.user.reinstated",
+                ],
+            },
+        ),
     )
     app.state.settings = settings
     app.state.runtime = runtime

@@ -17,6 +17,7 @@ from cdap_identity.api_grants import router as grants_router
 from cdap_identity.api_tokens import router as tokens_router
 from cdap_identity.config import Settings
 from cdap_identity.consumers import IdentityHandlers
+from cdap_shared import asyncapi
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.http import create_app
 from cdap_shared.mail import Mailer, MailRelay
@@ -68,6 +69,17 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         routers=[tokens_router, accounts_router, grants_router],
         ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
         public_paths=("/v1/token", "/v1/activations"),
+    )
+    asyncapi.install(
+        app,
+        asyncapi.document(
+            "CDAP identity",
+            sends={"identity.events": asyncapi.types_with_prefix("identity.")},
+            receives={
+                settings.access_topic: ["access.request.approved", "access.grant.revocation_requested"],
+                settings.alerts_topic: ["audit.alert.raised"],
+            },
+        ),
     )
     app.state.settings = settings
     app.state.runtime = runtime
