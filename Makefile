@@ -6,7 +6,7 @@ PY := .venv/bin/python
 STACK := deploy/local/stack.sh
 export UV_LINK_MODE := copy
 
-.PHONY: setup up down status migrate run test test-fast bench lint format reset
+.PHONY: setup up down status migrate run browser test test-fast bench lint format reset
 
 setup: ## install uv (from PyPI) and the locked workspace into .venv
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
@@ -32,7 +32,13 @@ run: migrate ## the whole system in the foreground, logs prefixed by service; Ct
 # service's SQLModel metadata stays its own. The stack lifecycle tests (tests/) run last.
 TEST_DIRS := $(sort $(dir $(wildcard shared/tests/test_*.py cli/tests/test_*.py services/*/tests/test_*.py))) tests
 
-test: up ## every test, against the real Kafka and PostgreSQL
+browser: ## Debian's Chromium for the portal's browser tests (never a downloaded browser build)
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium from Debian's packages"; \
+		(apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) \
+		|| { echo "could not install chromium: run 'apt-get install chromium'"; exit 1; }; }
+
+test: up browser ## every test, against the real Kafka and PostgreSQL
 	@failed=""; for d in $(TEST_DIRS); do \
 		echo "=== $$d"; $(PY) -m pytest $$d || failed="$$failed $$d"; \
 	done; \

@@ -1,0 +1,42 @@
+"""Settings of the portal (environment variables prefixed `CDAP_`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from cdap_shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    """Where the services are, and how the session cookie is protected.
+
+    The portal owns no database and consumes no topic: `database_url` and the Kafka settings it
+    inherits are unused.
+    """
+
+    service_name: str = "portal"
+    identity_url: str = "http://127.0.0.1:8001"
+    access_requests_url: str = "http://127.0.0.1:8002"
+    dossiers_url: str = "http://127.0.0.1:8003"
+    audit_url: str = "http://127.0.0.1:8004"
+    portal_secret: SecretStr | None = Field(
+        default=None,
+        description="keys the session cookie (encryption) and the CSRF tokens (HMAC); generated per "
+        "process when unset, which logs everyone out at each restart and breaks with several replicas",
+    )
+    cookie_secure: bool | None = Field(
+        default=None, description="Secure cookie flag; unset = only when the request came over https"
+    )
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 7, description="absolute session lifetime")
+    refresh_margin_seconds: int = Field(
+        default=30, ge=0, le=240, description="refresh the access token when it has less than this left"
+    )
+    upstream_timeout: float = Field(default=10.0, gt=0, le=120)
+    policy_path: Path | None = Field(
+        default=None,
+        description="the dossiers service's policy.toml (motifs per profile); found next to the "
+        "cdap_dossiers package when unset",
+    )
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)

@@ -1,0 +1,214 @@
+"""Partner users: look up a dossier (numero + motif, + family name where the profile requires it), or
+search for one, and read the filtered view section by section with its audit reference.
+
+Lookups and searches are POST forms with a CSRF token even though they read: each one is recorded in
+the audit log in the person's name, so another site must not be able to trigger one (a GET link would
+be followed with the SameSite=Lax cookie).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from cdap_portal import texts
+from cdap_portal.auth import UserApi, Viewer, require
+from cdap_portal.clients import checked
+from cdap_portal.web import CsrfForm, field, portal_of, render
+from cdap_shared.telemetry import current_trace_id
+
+router = APIRouter(tags=["dossiers"])
+PartnerUser = require("partner_user")
+
+NUMERO = re.compile(r"^\d{7}$")
+MOTIF = re.compile(r"^[a-z_]{1,50}$")
+NIR = re.compile(r"^[12]\s?\d{2}\s?\d{2}\s?(\d{2}|2[AB])\s?\d{3}\s?\d{3}\s?\d{2}$")
+PHONE = re.compile(r"^\+?[0-9 .\-]{9,20}$")
+POSTAL = re.compile(r"^\d{5}$")
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def motif_choices(request: Request, viewer: Viewer) -> list[dict[str, Any]]:
+    """The motifs the person's profiles allow, grouped by profile (what the lookup form offers)."""
+    policy = portal_of(request).policy
+    groups: dict[str, dict[str, Any]] = {}
+    for grant in viewer.grants:
+        rules = policy.profiles.get(grant["profile"])
+        if rules is None or grant["profile"] in groups:
+            continue
+        groups[grant["profile"]] = {
+            "profile": rules.name,
+            "label": rules.label,
+            "motifs": [(m, texts.label(texts.MOTIFS, m)) for m in rules.motifs],
+            "needs_family_name": rules.needs_family_name,
+            "searchable": rules.searchable,
+        }
+    return list(groups.values())
+
+
+def _motif_needs_name(choices: list[dict[str, Any]], motif: str) -> bool:
+    """True when every profile offering `motif` works from numero + family name (T3, T4)."""
+    offering = [c for c in choices if any(m == motif for m, _ in c["motifs"])]
+    return bool(offering) and all(c["needs_family_name"] for c in offering)
+
+
+def _page(request: Request, viewer: Viewer, status: int = 200, **context: Any) -> Response:
+    choices = motif_choices(request, viewer)
+    context.setdefault("values", {})
+    context.setdefault("errors", {})
+    context.setdefault("search_values", {})
+    context.setdefault("search_errors", {})
+    return render(
+        request,
+        "lookup.html",
+        status=status,
+        choices=choices,
+        free_motif=not portal_of(request).policy.known(),
+        needs_family_name=any(c["needs_family_name"] for c in choices),
+        searchable=any(c["searchable"] for c in choices),
+        **context,
+    )
+
+
+@router.get("/dossiers")
+async def lookup_page(request: Request, viewer: Viewer = PartnerUser) -> Response:
+    return _page(request, viewer)
+
+
+def _check_motif(choices: list[dict[str, Any]], free: bool, motif: str) -> str | None:
+    allowed = {m for c in choices for m, _ in c["motifs"]}
+    if not motif:
+        return "Choisissez le motif de la consultation."
+    if not MOTIF.fullmatch(motif) or (not free and motif not in allowed):
+        return "Ce motif n'est pas proposé pour votre profil."
+    return None
+
+
+@router.post("/dossiers/consultation")
+async def consult(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer = PartnerUser) -> Response:
+    values = {k: field(form, k, 100) for k in ("numero", "motif", "family_name")}
+    choices = motif_choices(request, viewer)
+    errors: dict[str, str] = {}
+    if not NUMERO.fullmatch(values["numero"]):
+        errors["numero"] = "Le numéro allocataire comporte 7 chiffres."
+    motif_error = _check_motif(choices, not portal_of(request).policy.known(), values["motif"])
+    if motif_error:
+        errors["motif"] = motif_error
+    elif _motif_needs_name(choices, values["motif"]) and not values["family_name"]:
+        errors["family_name"] = "Pour ce motif, saisissez le nom de famille de l'allocataire."
+    if errors:
+        return _page(request, viewer, status=400, values=values, errors=errors)
+    params = {"motif": values["motif"]}
+    if values["family_name"]:
+        params["family_name"] = values["family_name"]
+    response = await api.call("dossiers", "GET", f"/v1/dossiers/{values['numero']}", params=params)
+    audit_id = response.headers.get("X-Audit-Id")
+    if response.status_code == 200:
+        view = checked("dossiers", response)
+        return render(
+            request,
+            "dossier.html",
+            view=view,
+            sections=ordered_sections(view.get("sections") or {}),
+            motif=values["motif"],
+            audit_id=audit_id,
+            trace_id=current_trace_id(),
+        )
+    if response.status_code in (403, 404, 429):
+        reason = _reason(response)
+        if response.status_code == 404:
+            reason = reason or "unknown_numero"
+        return _page(
+            request,
+            viewer,
+            status=response.status_code,
+            values=values,
+            denial=texts.denial(reason),
+            denial_reason=reason,
+            audit_id=audit_id,
+        )
+    if response.status_code == 422:
+        return _page(
+            request,
+            viewer,
+            status=400,
+            values=values,
+            errors={"numero": "Vérifiez le numéro allocataire et le motif."},
+        )
+    return _page(
+        request,
+        viewer,
+        status=503,
+        values=values,
+        denial="Le service des dossiers est momentanément indisponible ; aucune donnée n'a été communiquée.",
+    )
+
+
+def _reason(response: Any) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    reason = body.get("reason") if isinstance(body, dict) else None
+    return reason if isinstance(reason, str) else None
+
+
+def ordered_sections(sections: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The sections the API returned — only those — in the usual reading order."""
+    known = [(name, sections[name]) for name in texts.SECTION_ORDER if name in sections]
+    extra = [(name, sections[name]) for name in sorted(sections) if name not in texts.SECTION_ORDER]
+    return known + extra
+
+
+@router.post("/dossiers/recherche")
+async def search(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer = PartnerUser) -> Response:
+    names = ("motif", "nir", "family_name", "birth_date", "telephone", "postal_code")
+    values = {k: field(form, k, 100) for k in names}
+    choices = motif_choices(request, viewer)
+    errors: dict[str, str] = {}
+    motif_error = _check_motif(
+        [c for c in choices if c["searchable"]], not portal_of(request).policy.known(), values["motif"]
+    )
+    if motif_error:
+        errors["search_motif"] = motif_error
+    checks = (("nir", NIR, "Le NIR comporte 15 caractères (13 chiffres et la clé)."),
+              ("telephone", PHONE, "Numéro de téléphone invalide."),
+              ("postal_code", POSTAL, "Le code postal comporte 5 chiffres."),
+              ("birth_date", DATE, "Date invalide."))  # fmt: skip
+    for name, pattern, message in checks:
+        if values[name] and not pattern.fullmatch(values[name]):
+            errors[f"search_{name}"] = message
+    if not (values["nir"] or values["family_name"] or values["telephone"]):
+        errors.setdefault("search_family_name", "Donnez un NIR, un nom de famille ou un numéro de téléphone.")
+    if values["birth_date"] and not values["family_name"]:
+        errors.setdefault("search_family_name", "La date de naissance s'utilise avec le nom de famille.")
+    if errors:
+        return _page(request, viewer, status=400, search_values=values, search_errors=errors)
+    body = {k: v for k, v in values.items() if v}
+    response = await api.call("dossiers", "POST", "/v1/dossiers/search", json=body)
+    if response.status_code != 200:
+        reason = _reason(response)
+        message = (
+            texts.denial(reason)
+            if response.status_code in (403, 429)
+            else "La recherche n'a pas pu aboutir. Réessayez plus tard."
+        )
+        return _page(
+            request,
+            viewer,
+            status=response.status_code if response.status_code < 500 else 503,
+            search_values=values,
+            search_denial=message,
+        )
+    found = checked("dossiers", response)
+    return _page(
+        request,
+        viewer,
+        search_values=values,
+        results=found.get("items", []),
+        truncated=found.get("truncated", False),
+        search_audit_id=response.headers.get("X-Audit-Id"),
+    )

@@ -1,0 +1,332 @@
+"""The portal in a real browser (Debian's Chromium, headless) against the real services as processes.
+
+Two stories, each person in their own browser context (own cookies):
+- a partner user, provisioned from an approved request, activates their account from the mail's link,
+  signs in with TOTP, looks up dossiers and sees only their profile's sections and the audit reference,
+  all with JavaScript turned off;
+- the whole path: a partner administrator asks for access, an instructor asks for documents, the
+  partner uploads them, instructor then manager approve, the new user activates and looks up, and an
+  auditor finds that consultation (and its trace id) in the audit log.
+
+Screenshots of every page land in `test-artifacts/portal/`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pyotp
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from cdap_portal import texts
+
+from .system import ARTIFACTS, STRONG, System, activation_link, unique_email, wait_until
+
+pytestmark = pytest.mark.stack
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+T1_SECTIONS = [
+    "identite",
+    "adresse",
+    "contact",
+    "foyer",
+    "ressources",
+    "droits",
+    "paiements",
+    "quotient_familial",
+    "logement",
+]
+PDF = (
+    b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
+    b"2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+)
+
+
+@pytest.fixture(scope="module")
+def system(stack: dict[str, str]) -> Iterator[System]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    running = System(kafka=stack["kafka"], admin_database=stack["database"], log_dir=ARTIFACTS / "logs")
+    try:
+        running.prepare()
+        running.start_core()
+        running.bootstrap_admin()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def workflow(system: System) -> System:
+    """access-requests and audit too; skipped (with the log to read) if they cannot start."""
+    try:
+        system.start_workflow()
+    except RuntimeError as exc:
+        pytest.skip(f"access-requests or audit did not start: {exc}")
+    return system
+
+
+def new_person(browser: Browser, javascript: bool = True) -> tuple[BrowserContext, Page]:
+    context = browser.new_context(
+        locale="fr-FR", viewport={"width": 1280, "height": 900}, java_script_enabled=javascript
+    )
+    context.set_default_timeout(15_000)
+    return context, context.new_page()
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def activate(page: Page, email: str, name: str) -> str | None:
+    """Open the mail's activation link, choose the password; returns the TOTP secret if one is shown."""
+    page.goto(activation_link(email))
+    expect(page.get_by_role("heading", name="Activation de votre compte")).to_be_visible()
+    shot(page, f"{name}-activation")
+    page.get_by_label("Nouveau mot de passe").fill(STRONG)
+    page.get_by_label("Confirmez le mot de passe").fill(STRONG)
+    page.get_by_role("button", name="Activer mon compte").click()
+    secret_shown = page.locator("#totp-secret")
+    if page.get_by_role("heading", name="Votre compte est activé").count():
+        expect(secret_shown).to_be_visible()
+        secret = secret_shown.get_attribute("data-secret")
+        assert secret and (page.locator("#otpauth-uri").text_content() or "").startswith("otpauth://totp/")
+        shot(page, f"{name}-activated-totp")
+        page.get_by_role("link", name="J'ai enregistré la clé : me connecter").click()
+        return secret
+    expect(page.get_by_text("Votre compte est activé. Vous pouvez vous connecter.")).to_be_visible()
+    return None
+
+
+def sign_in(page: Page, system: System, email: str, secret: str | None, name: str) -> None:
+    if "/login" not in page.url:
+        page.goto(f"{system.url('portal')}/login")
+    page.get_by_label("Adresse électronique").fill(email)
+    page.get_by_label("Mot de passe", exact=True).fill(STRONG)
+    shot(page, f"{name}-login")
+    page.get_by_role("button", name="Se connecter").click()
+    if secret:
+        expect(page.get_by_role("heading", name="Code de vérification")).to_be_visible()
+        shot(page, f"{name}-login-totp")
+        page.get_by_label("Code à usage unique").fill(pyotp.TOTP(secret).now())
+        page.get_by_role("button", name="Valider").click()
+    expect(page.get_by_role("heading", name="Bienvenue sur CDAP")).to_be_visible()
+    shot(page, f"{name}-home")
+
+
+def look_up(page: Page, system: System, numero: str, motif: str, until: str, within: float = 30.0) -> None:
+    """Submit the lookup form until the page shows `until` (grants and dossiers arrive by Kafka)."""
+
+    def attempt() -> bool:
+        page.goto(f"{system.url('portal')}/dossiers")
+        page.get_by_label("Numéro allocataire").fill(numero)
+        page.get_by_label("Motif de la consultation").select_option(value=motif)
+        page.get_by_role("button", name="Consulter", exact=True).click()
+        return page.get_by_text(until, exact=False).count() > 0
+
+    wait_until(attempt, within=within, interval=1.0, what=f"lookup of {numero} showing {until!r}")
+
+
+def sections_shown(page: Page) -> list[str]:
+    ids: list[str] = page.locator("section.dossier-section").evaluate_all("els => els.map(e => e.id)")
+    return [i.removeprefix("section-") for i in ids]
+
+
+def test_partner_user_activates_signs_in_with_totp_and_sees_only_their_profile(
+    system: System, browser: Browser
+) -> None:
+    org = system.create_organisation("73282932000074", unique_email("gestionnaire"))
+    numero, elsewhere, objected = "7600001", "2700001", "7600002"
+    system.publish_dossier(numero)
+    system.publish_dossier(elsewhere, department="27")
+    system.publish_dossier(objected, opposition=True)
+    email = unique_email("claire")
+    system.approve_directly(org["id"], email, profile="T1")
+
+    # Without JavaScript: the essential path must not depend on it (htmx only enhances).
+    context, page = new_person(browser, javascript=False)
+    try:
+        secret = activate(page, email, "a-user")
+        assert secret, "a T1 holder must enrol TOTP"
+        sign_in(page, system, email, secret, "a-user")
+        expect(page.get_by_role("navigation", name="Navigation principale")).to_contain_text(
+            "Consulter un dossier"
+        )
+
+        look_up(page, system, numero, "accompagnement_social", until="Consultation enregistrée")
+        shot(page, "a-user-dossier")
+        assert sections_shown(page) == T1_SECTIONS  # never "rsa": T1 does not open it
+        assert page.locator("#section-rsa").count() == 0
+        assert UUID.fullmatch(page.locator("#audit-id").inner_text())
+        assert re.fullmatch(r"[0-9a-f]{32}", page.locator("#trace-id").inner_text())
+        expect(page.locator("#section-identite")).to_contain_text("Nom")
+
+        look_up(page, system, elsewhere, "instruction_aide", until=texts.denial("no_grant_for_department"))
+        expect(page.get_by_role("alert")).to_contain_text("Consultation refusée")
+        assert UUID.fullmatch(page.locator("#audit-id").inner_text())
+        shot(page, "a-user-denied-department")
+        look_up(page, system, objected, "verification_droits", until=texts.denial("opposition"))
+        shot(page, "a-user-denied-opposition")
+        assert page.locator("section.dossier-section").count() == 0
+
+        page.get_by_role("button", name="Se déconnecter").click()
+        expect(page.get_by_text("Vous êtes déconnecté.")).to_be_visible()
+        page.goto(f"{system.url('portal')}/dossiers")
+        expect(page.get_by_role("heading", name="Connexion")).to_be_visible()
+    finally:
+        context.close()
+
+
+def test_from_the_access_request_to_the_audit_trail(workflow: System, browser: Browser) -> None:
+    system = workflow
+    portal = system.url("portal")
+    partner_email = unique_email("gestionnaire")
+    system.create_organisation("55204944776279", partner_email)
+    staff = {
+        "instructor": (unique_email("instructeur"), ["caf_instructor"], "Instructeur"),
+        "manager": (unique_email("responsable"), ["caf_manager"], "Responsable"),
+        "auditor": (unique_email("auditeur"), ["auditor"], "Auditeur"),
+    }
+    for email, roles, family in staff.values():
+        system.create_staff(email, roles, family)
+    numero = "7600101"
+    system.publish_dossier(numero)
+    applicant = unique_email("jules")
+    people: dict[str, tuple[BrowserContext, Page]] = {}
+    try:
+        # -- partner administrator: activate, sign in, ask for access for a member of staff
+        _partner_ctx, partner = people["partner"] = new_person(browser)
+        assert activate(partner, partner_email, "b-partner") is None  # no TOTP for partner admins
+        sign_in(partner, system, partner_email, None, "b-partner")
+        request_url = _submit_request(partner, portal, applicant)
+        expect(partner.locator("#request-state")).to_have_text("À instruire")
+        shot(partner, "b-partner-request-submitted")
+
+        secrets_of: dict[str, str | None] = {}
+        for who, (email, _, _) in staff.items():
+            people[who] = new_person(browser)
+            secrets_of[who] = activate(people[who][1], email, f"b-{who}")
+            assert secrets_of[who], f"{who}: CAF staff enrol TOTP"
+            sign_in(people[who][1], system, email, secrets_of[who], f"b-{who}")
+
+        # -- instructor: the queue, then ask for documents
+        instructor = people["instructor"][1]
+        instructor.goto(f"{portal}/instruction")
+        expect(instructor.get_by_role("heading", name=re.compile("File d'instruction"))).to_be_visible()
+        shot(instructor, "b-instructor-queue")
+        instructor.get_by_role("link", name="Jules Petit").click()
+        expect(instructor.locator("#request-state")).to_have_text("À instruire")
+        instructor.get_by_label("Pièces demandées").fill("Convention signée\nBulletin d'adhésion")
+        instructor.get_by_role("button", name="Demander les pièces").click()
+        expect(instructor.locator("#request-state")).to_have_text("Pièces demandées")
+        shot(instructor, "b-instructor-documents-requested")
+        instruction_url = instructor.url.split("?")[0]
+
+        # -- partner: upload the PDF
+        partner.goto(request_url)
+        expect(partner.locator("#request-state")).to_have_text("Pièces demandées")
+        partner.get_by_label("Documents PDF").set_input_files(
+            [{"name": "convention-signee.pdf", "mimeType": "application/pdf", "buffer": PDF}]
+        )
+        shot(partner, "b-partner-upload")
+        partner.get_by_role("button", name="Transmettre").click()
+        expect(partner.get_by_text("Les pièces ont été transmises à la CAF.")).to_be_visible()
+        expect(partner.locator("#request-state")).to_have_text("À instruire")
+
+        # -- instructor: read the document, approve (stage 1)
+        instructor.goto(instruction_url)
+        link = instructor.get_by_role("link", name="convention-signee.pdf")
+        pdf = instructor.request.get(portal + (link.get_attribute("href") or ""))
+        assert pdf.status == 200 and pdf.headers["content-type"] == "application/pdf"
+        assert pdf.body() == PDF
+        shot(instructor, "b-instructor-detail-with-document")
+        instructor.get_by_role("button", name="Valider", exact=True).click()
+        expect(instructor.locator("#request-state")).to_have_text("En attente de seconde validation")
+
+        # -- manager: second approval, from the filtered queue
+        manager = people["manager"][1]
+        manager.goto(f"{portal}/instruction")
+        manager.get_by_label("État").select_option("awaiting_second_approval")  # htmx swaps the table
+        expect(manager).to_have_url(re.compile(r"etat=awaiting_second_approval"))
+        shot(manager, "b-manager-queue-filtered")
+        manager.get_by_role("link", name="Jules Petit").click()
+        shot(manager, "b-manager-detail")
+        manager.get_by_role("button", name="Valider", exact=True).click()
+        expect(manager.locator("#request-state")).to_have_text(re.compile("Accordée|Habilitation créée"))
+
+        def provisioned() -> bool:
+            manager.reload()
+            return manager.locator("#request-state").inner_text() == "Habilitation créée"
+
+        wait_until(provisioned, within=30, interval=1.0, what="request provisioned")
+        shot(manager, "b-manager-provisioned")
+
+        # -- the new user: activation mail, TOTP, lookup
+        _user_ctx, user = people["user"] = new_person(browser)
+        user_secret = activate(user, applicant, "b-user")
+        sign_in(user, system, applicant, user_secret, "b-user")
+        look_up(user, system, numero, "accompagnement_social", until="Consultation enregistrée")
+        assert sections_shown(user) == T1_SECTIONS
+        audit_id = user.locator("#audit-id").inner_text()
+        trace_id = user.locator("#trace-id").inner_text()
+        shot(user, "b-user-dossier")
+
+        # -- auditor: who consulted this file, the entry by trace id, alerts, checkpoint
+        auditor = people["auditor"][1]
+
+        def consultation_listed() -> bool:
+            auditor.goto(f"{portal}/audit/consultations?numero={numero}")
+            return auditor.get_by_role("cell", name=trace_id).count() > 0
+
+        wait_until(consultation_listed, within=30, interval=1.0, what="consultation in the audit log")
+        row = auditor.locator("#consultations tbody tr", has_text=trace_id)
+        expect(row).to_contain_text("Accompagnement social")
+        expect(row).to_contain_text("Accordée")
+        shot(auditor, "b-auditor-consultations")
+        auditor.goto(f"{portal}/audit")
+        auditor.get_by_label("Identifiant de trace").fill(trace_id)
+        auditor.get_by_role("button", name="Rechercher").click()
+        entries = auditor.locator("#entries tbody tr")
+        expect(entries).to_have_count(1)
+        expect(entries.first).to_contain_text(numero)
+        expect(entries.first).to_contain_text("Consultation d'un dossier")
+        shot(auditor, "b-auditor-entries-by-trace")
+        auditor.goto(f"{portal}/audit/point-de-controle")
+        expect(auditor.locator("#tree-size")).to_contain_text("entrées")
+        shot(auditor, "b-auditor-checkpoint")
+        auditor.goto(f"{portal}/audit/alertes")
+        expect(auditor.get_by_role("heading", name="Alertes")).to_be_visible()
+        shot(auditor, "b-auditor-alerts")
+        assert UUID.fullmatch(audit_id)
+
+        # -- the partner sees the outcome in their list
+        partner.goto(f"{portal}/demandes")
+        expect(partner.get_by_role("row", name=re.compile("Jules Petit"))).to_contain_text(
+            "Habilitation créée"
+        )
+        shot(partner, "b-partner-requests")
+    finally:
+        for context, _ in people.values():
+            context.close()
+
+
+def _submit_request(page: Page, portal: str, applicant: str) -> str:
+    """Fill the new-request form (retrying while access-requests has not yet heard of the organisation)."""
+
+    def attempt() -> Any:
+        page.goto(f"{portal}/demandes/nouvelle")
+        page.get_by_label("Nom", exact=True).fill("Petit")
+        page.get_by_label("Prénom", exact=True).fill("Jules")
+        page.get_by_label("Adresse électronique professionnelle").fill(applicant)
+        page.get_by_label("Fonction").fill("Conseiller en économie sociale et familiale")
+        page.get_by_label("Profil", exact=True).select_option("T1")
+        page.get_by_label("Justification").fill("Accompagnement des familles suivies par le CCAS")
+        if page.url.endswith("/nouvelle"):
+            shot(page, "b-partner-request-form")
+        page.get_by_role("button", name="Déposer la demande").click()
+        return page.get_by_text("Votre demande a été déposée.").count() > 0
+
+    wait_until(attempt, within=30, interval=1.0, what="request submitted")
+    return page.url.split("?")[0]

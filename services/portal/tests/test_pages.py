@@ -1,0 +1,471 @@
+"""The pages against fake upstreams: what is shown comes from the APIs only, refusals read in French."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import pytest
+
+from cdap_portal import texts
+
+from .conftest import AUDITOR, INSTRUCTOR, PARTNER_ADMIN, T1_USER, T3_USER, PortalClient, csrf_of
+
+REQUEST_ID = "0196f3a0-0000-7000-8000-000000000001"
+DOC_ID = "0196f3a0-0000-7000-8000-0000000000d0"
+
+
+def view(sections: dict[str, object]) -> httpx.Response:
+    body = {"numero": "1234567", "department": "76", "policy_version": "2026.11-1", "sections": sections}
+    return httpx.Response(200, json=body, headers={"X-Audit-Id": "0196-audit-id"})
+
+
+async def consult(portal: PortalClient, **data: str) -> httpx.Response:
+    token = await portal.csrf("/dossiers")
+    return await portal.client.post("/dossiers/consultation", data={"csrf_token": token, **data})
+
+
+async def test_the_lookup_form_offers_the_profile_motifs(portal: PortalClient) -> None:
+    await portal.login(T1_USER)
+    page = (await portal.client.get("/dossiers")).text
+    motifs = re.findall(r'<option value="([a-z_]+)"', page)
+    assert set(motifs) >= {"accompagnement_social", "instruction_aide", "verification_droits"}
+    assert "gestion_aide_logement" not in page and "tarification_vacances" not in page
+    assert 'lang="fr"' in page and '<main id="contenu"' in page and 'for="f-numero"' in page
+    assert "Rechercher un dossier" in page  # T1 may search
+    assert "Nom de famille de l&#39;allocataire" not in page  # T1 never needs it
+
+
+async def test_only_the_sections_the_api_returned_are_shown(portal: PortalClient) -> None:
+    await portal.login(T1_USER)  # T1's policy opens nine sections...
+    portal.fakes.on(
+        "dossiers",
+        "GET",
+        "/v1/dossiers/1234567",
+        view(  # ...but the API returned two: only those may appear
+            {
+                "identite": {"family_name": "Martin", "given_name": "Léa", "birth_date": "1990-04-02"},
+                "logement": {"status": "locataire", "rent": 512, "landlord_siret": None},
+            }
+        ),
+    )
+    r = await consult(portal, numero="1234567", motif="accompagnement_social")
+    assert r.status_code == 200
+    shown = re.findall(r'<section class="dossier-section" id="section-([a-z_]+)"', r.text)
+    assert shown == ["identite", "logement"]
+    for absent in ("Ressources", "Paiements", "Composition du foyer", "Quotient familial", "RSA"):
+        assert f">{absent}</h2>" not in r.text
+    assert "Martin" in r.text and "02/04/1990" in r.text and "512" in r.text
+    assert '<span class="reference" id="audit-id">0196-audit-id</span>' in r.text
+    [call] = portal.fakes.made("dossiers")
+    assert call.request.url.params["motif"] == "accompagnement_social"
+    assert "family_name" not in call.request.url.params
+    assert call.bearer and "traceparent" in call.request.headers
+
+
+@pytest.mark.parametrize("reason", sorted(texts.DENIAL_REASONS))
+async def test_each_denial_reason_is_explained_in_french(portal: PortalClient, reason: str) -> None:
+    await portal.login(T1_USER)
+    status = {"unknown_numero": 404, "rate_limited": 429}.get(reason, 403)
+    portal.fakes.on(
+        "dossiers",
+        "GET",
+        "/v1/dossiers/7654321",
+        httpx.Response(
+            status,
+            json={"type": "about:blank", "title": "Denied", "status": status, "reason": reason},
+            headers={"X-Audit-Id": "denied-audit-id", "content-type": "application/problem+json"},
+        ),
+    )
+    r = await consult(portal, numero="7654321", motif="verification_droits")
+    assert r.status_code == status
+    assert texts.DENIAL_REASONS[reason].replace("'", "&#39;") in r.text
+    assert "Consultation refusée" in r.text and "denied-audit-id" in r.text
+    assert "dossier-section" not in r.text
+    assert "Denied" not in r.text  # the API's English title is not what people read
+
+
+async def test_invalid_lookup_input_is_refused_before_any_call(portal: PortalClient) -> None:
+    await portal.login(T1_USER)
+    r = await consult(portal, numero="12AB", motif="tarification_vacances")
+    assert r.status_code == 400
+    assert "Le numéro allocataire comporte 7 chiffres." in r.text
+    assert "n&#39;est pas proposé pour votre profil" in r.text
+    assert 'href="#f-numero"' in r.text and 'aria-describedby="h-numero e-numero"' in r.text
+    assert portal.fakes.made("dossiers") == []
+
+
+async def test_a_match_profile_must_give_the_family_name(portal: PortalClient) -> None:
+    await portal.login(T3_USER)
+    page = (await portal.client.get("/dossiers")).text
+    assert "Nom de famille de l&#39;allocataire" in page and "Rechercher un dossier" not in page
+    missing = await consult(portal, numero="1234567", motif="tarification_vacances")
+    assert missing.status_code == 400 and "saisissez le nom de famille" in missing.text
+    assert portal.fakes.made("dossiers") == []
+    portal.fakes.on("dossiers", "GET", "/v1/dossiers/1234567", view({"identite": {"family_name": "Roux"}}))
+    ok = await consult(portal, numero="1234567", motif="tarification_vacances", family_name="Roux")
+    assert ok.status_code == 200
+    assert portal.fakes.made("dossiers")[0].request.url.params["family_name"] == "Roux"
+
+
+async def test_dossiers_unavailable_says_no_data_left(portal: PortalClient) -> None:
+    await portal.login(T1_USER)
+    portal.fakes.on("dossiers", "GET", "/v1/dossiers/1234567", httpx.Response(503, json={"status": 503}))
+    r = await consult(portal, numero="1234567", motif="accompagnement_social")
+    assert r.status_code == 503 and "aucune donnée n&#39;a été communiquée" in r.text
+
+
+async def test_search_lists_matches_with_a_consult_button(portal: PortalClient) -> None:
+    await portal.login(T1_USER)
+    items = [{"numero": "1000001", "family_name": "Martin", "given_name": "Léa"}]
+    portal.fakes.on(
+        "dossiers",
+        "POST",
+        "/v1/dossiers/search",
+        httpx.Response(200, json={"items": items, "truncated": False}, headers={"X-Audit-Id": "s-1"}),
+    )
+    token = await portal.csrf("/dossiers")
+    r = await portal.client.post(
+        "/dossiers/recherche",
+        data={"csrf_token": token, "motif": "accompagnement_social", "family_name": "Martin"},
+    )
+    assert r.status_code == 200 and "Consulter le dossier 1000001" in r.text and "s-1" in r.text
+    [call] = portal.fakes.made("dossiers")
+    assert json.loads(call.request.content) == {"motif": "accompagnement_social", "family_name": "Martin"}
+
+
+async def test_pages_of_another_role_are_403(portal: PortalClient) -> None:
+    await portal.login(T1_USER)
+    for path in ("/instruction", "/demandes", "/audit", "/audit/alertes"):
+        r = await portal.client.get(path)
+        assert r.status_code == 403 and "pas accessible avec votre rôle" in r.text
+    assert portal.fakes.calls == []
+
+
+def detail(state: str = "submitted", **extra: object) -> dict[str, object]:
+    return {
+        "id": REQUEST_ID,
+        "state": state,
+        "stage": 1,
+        "due": "2026-01-05",
+        "overdue": True,
+        "version": 3,
+        "organisation_id": "org-1",
+        "profile": "T1",
+        "department": "76",
+        "applicant": {"family_name": "Petit", "given_name": "Jules", "email": "j@x.fr", "job_title": "CESF"},
+        "valid_until": "2027-01-01",
+        "submitted_at": "2026-01-01T09:00:00+00:00",
+        "justification": "Accompagnement des familles",
+        "requested_documents": [],
+        "documents": [],
+        "history": [{"at": "2026-01-01T09:00:00+00:00", "actor": "padmin", "action": "submitted"}],
+        **extra,
+    }
+
+
+async def test_the_queue_highlights_overdue_requests_and_filters_by_state(portal: PortalClient) -> None:
+    await portal.login(INSTRUCTOR)
+    portal.fakes.on(
+        "access",
+        "GET",
+        "/v1/access-requests",
+        httpx.Response(200, json={"items": [detail()], "next_cursor": "c2"}),
+    )
+    r = await portal.client.get("/instruction?etat=submitted")
+    assert r.status_code == 200
+    assert '<tr class="overdue">' in r.text and "En retard" in r.text and "05/01/2026" in r.text
+    assert "page=c2" in r.text
+    [call] = portal.fakes.made("access")
+    assert call.request.url.params["state"] == "submitted"
+
+
+async def test_a_decision_carries_the_version_read_and_an_idempotency_key(portal: PortalClient) -> None:
+    await portal.login(INSTRUCTOR)
+    portal.fakes.on("access", "GET", f"/v1/access-requests/{REQUEST_ID}", httpx.Response(200, json=detail()))
+    portal.fakes.on(
+        "access",
+        "POST",
+        f"/v1/access-requests/{REQUEST_ID}/decisions",
+        httpx.Response(200, json={"id": REQUEST_ID, "state": "documents_requested", "version": 4}),
+    )
+    page = await portal.client.get(f"/instruction/{REQUEST_ID}")
+    assert "Demander des pièces" in page.text and 'name="version" value="3"' in page.text
+    key = re.search(r'name="idempotency_key" value="([^"]+-d)"', page.text)
+    assert key
+    r = await portal.client.post(
+        f"/instruction/{REQUEST_ID}/decision",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "decision": "request_documents",
+            "version": "3",
+            "idempotency_key": key.group(1),
+            "documents": "Convention signée\n\nBulletin d'adhésion\n",
+        },
+    )
+    assert (
+        r.status_code == 303 and r.headers["location"] == f"/instruction/{REQUEST_ID}?info=request_documents"
+    )
+    call = portal.fakes.made("access")[-1]
+    assert json.loads(call.request.content) == {
+        "decision": "request_documents",
+        "documents": ["Convention signée", "Bulletin d'adhésion"],
+    }
+    assert call.request.headers["if-match"] == '"3"' and call.request.headers["idempotency-key"] == key.group(
+        1
+    )
+
+
+async def test_a_refused_decision_is_explained_and_a_rejection_needs_a_reason(portal: PortalClient) -> None:
+    await portal.login(INSTRUCTOR)
+    portal.fakes.on("access", "GET", f"/v1/access-requests/{REQUEST_ID}", httpx.Response(200, json=detail()))
+    token = await portal.csrf(f"/instruction/{REQUEST_ID}")
+    empty = await portal.client.post(
+        f"/instruction/{REQUEST_ID}/decision", data={"csrf_token": token, "decision": "reject"}
+    )
+    assert empty.status_code == 400 and "Un refus doit être motivé" in empty.text
+    assert [c.method for c in portal.fakes.made("access")].count("POST") == 0
+    portal.fakes.on(
+        "access",
+        "POST",
+        f"/v1/access-requests/{REQUEST_ID}/decisions",
+        httpx.Response(
+            403, json={"status": 403, "reason": "own_organisation", "detail": "Nobody decides..."}
+        ),
+    )
+    refused = await portal.client.post(
+        f"/instruction/{REQUEST_ID}/decision", data={"csrf_token": token, "decision": "approve"}
+    )
+    assert refused.status_code == 403
+    assert "Vous ne pouvez pas décider d&#39;une demande de votre propre organisme." in refused.text
+
+
+async def test_a_non_pdf_upload_is_refused_before_any_call(portal: PortalClient) -> None:
+    await portal.login(PARTNER_ADMIN)
+    portal.fakes.on(
+        "access",
+        "GET",
+        f"/v1/access-requests/{REQUEST_ID}",
+        httpx.Response(200, json=detail("documents_requested", requested_documents=["Convention"])),
+    )
+    page = await portal.client.get(f"/demandes/{REQUEST_ID}")
+    assert 'enctype="multipart/form-data"' in page.text and "Retirer la demande" in page.text
+    r = await portal.client.post(
+        f"/demandes/{REQUEST_ID}/pieces",
+        data={"csrf_token": csrf_of(page.text)},
+        files={"documents": ("virus.exe", b"MZ\x90\x00", "application/pdf")},
+    )
+    assert r.status_code == 400 and "n&#39;est pas un document PDF" in r.text
+    assert [c.method for c in portal.fakes.made("access")] == ["GET", "GET"]
+
+
+async def test_documents_are_forwarded_as_pdf(portal: PortalClient) -> None:
+    await portal.login(PARTNER_ADMIN)
+    portal.fakes.on(
+        "access",
+        "POST",
+        f"/v1/access-requests/{REQUEST_ID}/documents",
+        httpx.Response(201, json={"id": REQUEST_ID, "state": "submitted"}),
+    )
+    portal.fakes.on(
+        "access",
+        "GET",
+        f"/v1/access-requests/{REQUEST_ID}/documents/{DOC_ID}",
+        httpx.Response(
+            200, content=b"%PDF-1.7 doc", headers={"Content-Disposition": 'inline; filename="c.pdf"'}
+        ),
+    )
+    token = await portal.csrf("/")
+    r = await portal.client.post(
+        f"/demandes/{REQUEST_ID}/pieces",
+        data={"csrf_token": token},
+        files=[("documents", ("c.pdf", b"%PDF-1.7 doc", "application/pdf"))],
+    )
+    assert r.status_code == 303 and r.headers["location"].endswith("?info=pieces")
+    sent = portal.fakes.made("access")[0].request
+    assert b'name="files"; filename="c.pdf"' in sent.content and b"%PDF-1.7 doc" in sent.content
+    pdf = await portal.client.get(f"/documents/{REQUEST_ID}/{DOC_ID}")
+    assert pdf.status_code == 200 and pdf.content == b"%PDF-1.7 doc"
+    assert (
+        pdf.headers["content-type"] == "application/pdf"
+        and pdf.headers["content-security-policy"] == "sandbox"
+    )
+
+
+async def test_a_new_request_is_validated_then_submitted(portal: PortalClient) -> None:
+    await portal.login(PARTNER_ADMIN)
+    portal.fakes.on(
+        "access",
+        "GET",
+        "/v1/profiles",
+        httpx.Response(200, json={"profiles": {"T2": {"label": "Bailleurs"}}}),
+    )
+    portal.fakes.on(
+        "identity", "GET", "/v1/organisations/org-1", httpx.Response(200, json={"department": "76"})
+    )
+    page = await portal.client.get("/demandes/nouvelle")
+    assert 'value="76"' in page.text and "T2 — Bailleurs" in page.text
+    token = csrf_of(page.text)
+    bad = await portal.client.post("/demandes/nouvelle", data={"csrf_token": token, "email": "nope"})
+    assert bad.status_code == 400 and "Adresse électronique invalide" in bad.text
+    assert not [c for c in portal.fakes.made("access") if c.method == "POST"]
+    portal.fakes.on(
+        "access",
+        "POST",
+        "/v1/access-requests",
+        httpx.Response(201, json={"id": REQUEST_ID, "state": "submitted"}),
+    )
+    form = {
+        "csrf_token": token,
+        "family_name": "Petit",
+        "given_name": "Jules",
+        "email": "jules@bailleur.fr",
+        "job_title": "Chargé de gestion locative",
+        "profile": "T2",
+        "department": "76",
+        "justification": "Suivi des aides au logement",
+        "valid_until": "2099-01-01",
+        "idempotency_key": "k-1",
+    }
+    too_far = await portal.client.post("/demandes/nouvelle", data=form)
+    assert too_far.status_code == 400 and "au plus un an" in too_far.text
+    from datetime import date, timedelta
+
+    ok = await portal.client.post(
+        "/demandes/nouvelle", data=form | {"valid_until": (date.today() + timedelta(days=200)).isoformat()}
+    )
+    assert ok.status_code == 303 and ok.headers["location"] == f"/demandes/{REQUEST_ID}?info=deposee"
+    call = next(c for c in portal.fakes.made("access") if c.method == "POST")
+    body = json.loads(call.request.content)
+    assert (
+        body["organisation_id"] == "org-1" and body["applicant"]["job_title"] == "Chargé de gestion locative"
+    )
+    assert call.request.headers["idempotency-key"] == "k-1"
+
+
+async def test_audit_search_passes_the_filters(portal: PortalClient) -> None:
+    await portal.login(AUDITOR)
+    entry = {
+        "index": 7,
+        "event_id": "e",
+        "type": "dossier.consulted",
+        "time": "2026-01-01T10:00:00+00:00",
+        "actor": "user-t1",
+        "subject": "1234567",
+        "decision": "denied",
+        "reason": "opposition",
+        "motif": "accompagnement_social",
+        "trace_id": "ab" * 16,
+        "leaf": "",
+    }
+    portal.fakes.on(
+        "audit", "GET", "/v1/entries", httpx.Response(200, json={"items": [entry], "next_cursor": None})
+    )
+    r = await portal.client.get(
+        f"/audit?dossier=1234567&trace={'AB' * 16}&du=2026-01-01T08:00&type=dossier.consulted"
+    )
+    assert r.status_code == 200 and "ab" * 16 in r.text and "s&#39;est opposé" in r.text
+    params = portal.fakes.made("audit")[0].request.url.params
+    assert params["dossier"] == "1234567" and params["trace_id"] == "ab" * 16
+    assert params["from"] == "2026-01-01T08:00:00+01:00" and params["type"] == "dossier.consulted"
+    bad = await portal.client.get("/audit?trace=nothex")
+    assert bad.status_code == 400 and "32 caractères hexadécimaux" in bad.text
+    assert len(portal.fakes.made("audit")) == 1
+
+
+async def test_the_checkpoint_page(portal: PortalClient) -> None:
+    await portal.login(AUDITOR)
+    portal.fakes.on("audit", "GET", "/v1/checkpoints/latest", httpx.Response(404, json={"status": 404}))
+    assert "Aucun point de contrôle" in (await portal.client.get("/audit/point-de-controle")).text
+    body = {
+        "origin": "cdap.audit/local",
+        "tree_size": 12,
+        "root_hash": "cm9vdA==",
+        "note": "cdap.audit/local\n12\n",
+    }
+    portal.fakes.on("audit", "GET", "/v1/checkpoints/latest", httpx.Response(200, json=body))
+    r = await portal.client.get("/audit/point-de-controle")
+    assert "12 entrées" in r.text and "cm9vdA==" in r.text
+    assert portal.fakes.made("audit")[-1].request.headers["accept"] == "application/json"
+
+
+async def test_an_unreachable_service_is_a_french_error_page(portal: PortalClient) -> None:
+    await portal.login(AUDITOR)
+
+    def down(_request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    portal.fakes.on("audit", "GET", "/v1/alerts", down)
+    r = await portal.client.get("/audit/alertes")
+    assert r.status_code == 503 and "momentanément indisponible" in r.text
+
+
+async def test_activation_shows_the_totp_secret_and_french_password_rules(portal: PortalClient) -> None:
+    token = "a" * 43
+    page = await portal.client.get(f"/activate?token={token}")
+    assert page.status_code == 200 and page.headers["referrer-policy"] == "no-referrer"
+    csrf = csrf_of(page.text)
+    mismatch = await portal.client.post(
+        "/activate", data={"csrf_token": csrf, "token": token, "password": "x" * 12, "confirmation": "y" * 12}
+    )
+    assert mismatch.status_code == 400 and "pas identiques" in mismatch.text
+    assert portal.fakes.calls == []
+    portal.fakes.on(
+        "identity",
+        "POST",
+        "/v1/activations",
+        httpx.Response(
+            422,
+            json={
+                "status": 422,
+                "reason": "password_policy",
+                "violations": ["This password is too common; choose one that is harder to guess."],
+            },
+        ),
+    )
+    weak = await portal.client.post(
+        "/activate",
+        data={"csrf_token": csrf, "token": token, "password": "password1234", "confirmation": "password1234"},
+    )
+    assert weak.status_code == 400 and "trop courant" in weak.text
+    secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    portal.fakes.on(
+        "identity",
+        "POST",
+        "/v1/activations",
+        httpx.Response(
+            200, json={"user_id": "u", "totp_secret": secret, "otpauth_uri": "otpauth://totp/CDAP:x"}
+        ),
+    )
+    done = await portal.client.post(
+        "/activate",
+        data={
+            "csrf_token": csrf,
+            "token": token,
+            "password": "a-good-long-phrase",
+            "confirmation": "a-good-long-phrase",
+        },
+    )
+    assert (
+        done.status_code == 200
+        and "JBSW Y3DP EHPK 3PXP" in done.text
+        and "otpauth://totp/CDAP:x" in done.text
+    )
+    assert json.loads(portal.fakes.made("identity")[-1].request.content) == {
+        "token": token,
+        "password": "a-good-long-phrase",
+    }
+    portal.fakes.on(
+        "identity", "POST", "/v1/activations", httpx.Response(400, json={"reason": "invalid_token"})
+    )
+    used = await portal.client.post(
+        "/activate",
+        data={
+            "csrf_token": csrf,
+            "token": token,
+            "password": "a-good-long-phrase",
+            "confirmation": "a-good-long-phrase",
+        },
+    )
+    assert used.status_code == 400 and "a déjà servi ou a expiré" in used.text
