@@ -295,3 +295,20 @@ async def test_malformed_token_requests_are_rfc6749_errors(idp: Identity, form: 
     assert r.status_code == 400
     assert r.json()["error"] in {"invalid_request", "unsupported_grant_type"}
     assert r.headers["cache-control"] == "no-store"
+
+
+async def test_logout_revokes_the_refresh_token_family(idp: Identity) -> None:
+    admin = await idp.caf_admin()
+    org = await idp.create_organisation(admin)
+    email = org["admin_emails"][0]
+    await idp.activate(email)
+    refresh = (await idp.token(email, STRONG)).json()["refresh_token"]
+    rotated = await idp.client.post(
+        "/v1/token", data={"grant_type": "refresh_token", "refresh_token": refresh}
+    )
+    newest = rotated.json()["refresh_token"]
+    assert (await idp.client.post("/v1/revoke", data={"token": refresh})).status_code == 200
+    after = await idp.client.post("/v1/token", data={"grant_type": "refresh_token", "refresh_token": newest})
+    assert after.status_code == 400 and after.json()["error"] == "invalid_grant"
+    assert (await idp.client.post("/v1/revoke", data={"token": "never-issued"})).status_code == 200
+    assert (await idp.client.post("/v1/revoke", data={})).status_code == 400

@@ -136,3 +136,16 @@ async def jwks(request: Request) -> JSONResponse:
     """The public keys that verify CDAP access tokens (current and recently retired)."""
     ring = request.app.state.key_ring
     return JSONResponse(ring.jwks(datetime.now(UTC)), headers={"Cache-Control": "public, max-age=60"})
+
+
+@router.post("/v1/revoke", status_code=200, responses={400: {"description": "RFC 7009 error", **OAUTH_ERROR}})
+async def revoke(request: Request, session: SessionDep) -> JSONResponse:
+    """RFC 7009 token revocation for refresh tokens (logout): always 200, whether the token existed or not."""
+    try:
+        form = await request.form(max_files=0, max_fields=4)
+        token = _field(form, "token")
+    except OAuthError as exc:
+        return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=400)
+    await tokens.revoke_refresh(session, token or "")
+    await session.commit()
+    return JSONResponse({}, headers=NO_STORE)

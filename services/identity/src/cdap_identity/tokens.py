@@ -241,3 +241,12 @@ async def refresh_grant(session: AsyncSession, cfg: TokenSettings, refresh: str)
         raise OAuthError("invalid_grant", "account not active")
     record.used_at = now
     return await _issue(session, cfg, user, now, family=record.family_id)
+
+
+async def revoke_refresh(session: AsyncSession, refresh: str) -> None:
+    """RFC 7009: forget a refresh token and its whole family (a real logout). Unknown tokens are fine."""
+    record = await session.get(RefreshToken, token_digest(refresh))
+    if record is not None:
+        await session.execute(
+            update(RefreshToken).where(col(RefreshToken.family_id) == record.family_id).values(revoked=True)
+        )

@@ -7,6 +7,8 @@ dossiers and Kafka into the audit entry.
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +94,12 @@ class Upstreams:
         if response.status_code >= 500 or "error" not in body:
             raise ApiError("identity", response.status_code, body)
         raise OAuthFailure(str(body["error"]), str(body.get("error_description", "")))
+
+    async def revoke(self, refresh_token: str) -> None:
+        """RFC 7009 revocation of the session's refresh token family (logout); best effort."""
+        # Identity unreachable: the cookie is forgotten anyway, and the family expires in days.
+        with contextlib.suppress(ApiError):
+            await self.send("identity", "POST", "/v1/revoke", data={"token": refresh_token})
 
     async def activate(self, token: str, password: str) -> dict[str, Any]:
         response = await self.send(

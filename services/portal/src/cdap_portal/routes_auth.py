@@ -158,7 +158,10 @@ def _login_again(
 
 @router.post("/logout")
 async def logout(request: Request, form: CsrfForm) -> Response:
-    """Forget the tokens (identity has no endpoint to revoke a refresh token: see docs/portal.md)."""
+    """Revoke the refresh token at identity (RFC 7009), then forget the tokens."""
+    refresh = session_of(request).refresh_token
+    if refresh:
+        await portal_of(request).upstreams.revoke(refresh)
     clear_session(request)
     return redirect("/login?raison=deconnecte")
 
