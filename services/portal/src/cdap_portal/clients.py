@@ -8,7 +8,6 @@ dossiers and Kafka into the audit entry.
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass, field
 from typing import Any
 
