@@ -118,6 +118,8 @@ kafka_up() {
       -c "$kafka_dir/server.properties" >"$kafka_dir/logs/format.log" 2>&1 \
       || die "formatting Kafka storage failed; see $kafka_dir/logs/format.log"
   fi
+  # Every partition keeps files open: raise the limit as far as this machine allows.
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   say "starting Kafka on 127.0.0.1:9092 (logs: $kafka_dir/logs)"
   nohup java -Xms512m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$here/kafka/log4j2.xml" -Dkafka.logs.dir="$kafka_dir/logs" \

@@ -97,7 +97,6 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-@pytest.mark.skipif(not available("audit"), reason="needs the audit service")
 async def test_kafka_killed_during_a_burst_every_consultation_is_audited_once(
     system: System, client: httpx.AsyncClient
 ) -> None:
@@ -165,7 +164,6 @@ async def test_postgresql_stopped_means_503_and_no_data_then_recovery(
     await until_granted(client, url, user["headers"], seconds=30)
 
 
-@pytest.mark.skipif(not available("audit"), reason="needs the audit service")
 async def test_services_killed_with_sigkill_lose_nothing_and_double_nothing(
     system: System, client: httpx.AsyncClient
 ) -> None:

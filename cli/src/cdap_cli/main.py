@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from cdap_audit.cli import app as audit_app
+from cdap_cli.demo_cli import demo
 from cdap_dossiers.cli import app as dossiers_app
 from cdap_identity.cli import app as identity_app
 
@@ -17,6 +18,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(identity_app, name="identity")
 app.add_typer(dossiers_app, name="dossiers")
 app.add_typer(audit_app, name="audit")
+app.command("demo")(demo)
 
 ROOT = Path(__file__).resolve().parents[3]
 

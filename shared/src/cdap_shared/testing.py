@@ -120,15 +120,29 @@ async def database_url(make_database: Callable[[], Awaitable[str]]) -> str:
 
 
 @pytest.fixture
-async def make_topic(stack: dict[str, str]) -> Callable[[str], Awaitable[str]]:
-    """Factory of fresh topics (with their `.dlq`) named after a base topic, e.g. `identity.events.t1234`."""
+async def make_topic(stack: dict[str, str]) -> AsyncIterator[Callable[[str], Awaitable[str]]]:
+    """Factory of fresh topics (with their `.dlq`) named after a base topic, e.g. `identity.events.t1234`;
+    deleted after the test, so a long-lived local broker does not pile up partitions."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    created: list[str] = []
 
     async def make(base: str = "test") -> str:
         name = f"{base}.t{new_event_id().replace('-', '')[-12:]}"
         await ensure_topics(stack["kafka"], [name, f"{name}.dlq"], partitions=3)
+        created.extend([name, f"{name}.dlq"])
         return name
 
-    return make
+    yield make
+    if created:
+        admin = AIOKafkaAdminClient(bootstrap_servers=stack["kafka"])
+        try:
+            await admin.start()
+            await admin.delete_topics(created)
+        except Exception:  # noqa: S110 - a broker already gone (fault tests) keeps the topics, harmlessly
+            pass
+        finally:
+            await admin.close()
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], within: float = 20.0, interval: float = 0.1) -> Any:

@@ -18,6 +18,7 @@ from cdap_access.profiles import load_profiles
 from cdap_access.requests import Context
 from cdap_access.routes import router
 from cdap_access.scheduler import Scheduler
+from cdap_shared import asyncapi as shared_asyncapi
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.envelope import utcnow
 from cdap_shared.http import create_app
@@ -72,12 +73,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
     )
     app.add_exception_handler(Refused, on_refused)
-    events_document = asyncapi.document(settings)
-
-    @app.get("/asyncapi.json", tags=["ops"])
-    async def asyncapi_json() -> dict[str, Any]:
-        """AsyncAPI 3.0: the events this service sends and receives."""
-        return events_document
+    shared_asyncapi.install(app, asyncapi.document(settings))
 
     app.state.settings = settings
     app.state.runtime = runtime

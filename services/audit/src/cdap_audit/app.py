@@ -1,0 +1,82 @@
+"""Composition root of the audit service: `uvicorn --factory cdap_audit.app:build`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+
+from cdap_audit import asyncapi, partitions, signing
+from cdap_audit.config import Settings
+from cdap_audit.ingest import Ingestor
+from cdap_audit.routes import router
+from cdap_audit.rules import load_rules
+from cdap_audit.tasks import BackgroundTasks
+from cdap_shared import asyncapi as shared_asyncapi
+from cdap_shared.auth import TokenVerifier
+from cdap_shared.http import create_app
+from cdap_shared.runtime import ServiceRuntime
+
+log = structlog.get_logger(__name__)
+
+
+def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = None) -> FastAPI:
+    """Wire settings, rules, database, broker, consumer, background tasks and routes into one app."""
+    settings = settings or Settings()
+    rules = load_rules(settings.alert_rules_path)  # a bad rules file stops the service here, with its reason
+    signer = signing.configured_signer(settings.audit_signing_key)  # a bad key stops it here too
+    runtime = ServiceRuntime(settings)
+    runtime.consume(
+        settings.identity_topic,
+        settings.access_topic,
+        settings.consultations_topic,
+        settings.alerts_topic,
+        group_id=settings.consumer_group,
+        handler=Ingestor(rules, settings.alerts_topic),
+    )
+    relay = runtime.relay
+    tasks = BackgroundTasks(
+        settings,
+        runtime.engine,
+        runtime.sessions,
+        rules,
+        purge_outbox=relay.purge_sent if relay is not None else None,
+    )
+    tasks.signer = signer
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        # This month's partition before the consumer starts; if the database is not there yet, the
+        # default partition takes the rows and the maintenance task moves them later.
+        try:
+            await asyncio.wait_for(partitions.ensure(runtime.engine, ahead=settings.partitions_ahead), 10)
+        except Exception as exc:
+            log.warning("partitions not checked at start, will retry", error=type(exc).__name__)
+        async with runtime.lifespan(app):
+            tasks.start()
+            try:
+                yield
+            finally:
+                await tasks.stop()
+
+    app = create_app(
+        title="CDAP audit",
+        lifespan=lifespan,
+        routers=[router],
+        ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
+    )
+    app.state.settings = settings
+    app.state.runtime = runtime
+    app.state.sessions = runtime.sessions
+    app.state.rules = rules
+    app.state.tasks = tasks
+    shared_asyncapi.install(app, asyncapi.document(settings))
+
+    app.state.token_verifier = verifier or TokenVerifier(
+        settings.jwks_url, settings.jwt_audience, settings.jwt_issuer
+    )
+    return app

@@ -1,0 +1,39 @@
+"""Settings of the audit service (environment variables prefixed `CDAP_`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from cdap_audit.rules import DEFAULT_RULES
+from cdap_shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: str = "audit"
+    database_url: str = "postgresql+asyncpg://cdap_audit:cdap_audit@127.0.0.1:5432/cdap_audit"
+    consumer_group: str = "audit"
+    # Topics are settings so tests (and a staging copy) can use fresh ones. `caf.dossiers` is
+    # deliberately absent: it carries dossier content and NIRs, which the audit must never store.
+    identity_topic: str = "identity.events"
+    access_topic: str = "access.events"
+    consultations_topic: str = "dossier.consultations"
+    alerts_topic: str = Field(default="audit.alerts", description="consumed and produced")
+    checkpoints_topic: str = "audit.checkpoints"
+
+    audit_origin: str = Field(
+        default="cdap.audit/local",
+        min_length=1,
+        description="checkpoint origin line; also the name of a generated signing key",
+    )
+    audit_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Ed25519 note signer key `PRIVATE+KEY+<name>+<id>+<seed>`; generated and kept "
+        "in the audit database when unset",
+    )
+    checkpoint_interval: float = Field(default=1.0, gt=0, le=60, description="seconds between signings")
+    retention_days: int = Field(default=3 * 365, ge=1, description="entries older than this are purged")
+    partitions_ahead: int = Field(default=2, ge=1, le=24, description="monthly partitions created ahead")
+    alert_rules_path: Path = DEFAULT_RULES
+    page_limit_max: int = Field(default=1000, ge=1, le=10_000)

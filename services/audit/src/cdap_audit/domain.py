@@ -1,0 +1,216 @@
+"""What an audit entry is: the facts kept from an event and the canonical bytes that are hashed. Pure.
+
+An entry keeps *references* only (ids, profile, motif, section names, decision, client IP, trace id):
+never dossier content, never free text written by people (comments), never an applicant's name.
+The leaf is a canonical JSON document (sorted keys, compact separators, UTF-8) so that anyone can
+re-derive the fields an auditor is shown from the exact bytes the Merkle tree commits to.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cdap_shared import events as ev
+from cdap_shared.envelope import CloudEvent
+
+LEAF_VERSION = 1
+"""Bumped if the canonical document ever changes shape; old leaves keep their version."""
+
+
+@dataclass(frozen=True)
+class EntryFacts:
+    """The fields of one audit entry, before it gets its index."""
+
+    event_id: str
+    type: str
+    source: str
+    time: datetime
+    subject: str
+    actor: str | None = None
+    organisation_id: str | None = None
+    profile: str | None = None
+    decision: str | None = None
+    reason: str | None = None
+    motif: str | None = None
+    sections: tuple[str, ...] = ()
+    client_ip: str | None = None
+    trace_id: str | None = None
+    refs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dossier(self) -> str | None:
+        """The numero allocataire consulted, for the per-dossier index (consultations only)."""
+        return self.subject if self.type == "dossier.consulted" else None
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8 (not \\u-escaped): one byte string per value."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def format_time(value: datetime) -> str:
+    """UTC, microseconds always written: PostgreSQL keeps microseconds, so the text round-trips."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def leaf_document(facts: EntryFacts) -> dict[str, Any]:
+    return {
+        "v": LEAF_VERSION,
+        "event_id": facts.event_id,
+        "event_type": facts.type,
+        "source": facts.source,
+        "time": format_time(facts.time),
+        "subject": facts.subject,
+        "actor": facts.actor,
+        "organisation_id": facts.organisation_id,
+        "profile": facts.profile,
+        "decision": facts.decision,
+        "reason": facts.reason,
+        "motif": facts.motif,
+        "sections": list(facts.sections),
+        "client_ip": facts.client_ip,
+        "trace_id": facts.trace_id,
+        "refs": facts.refs,
+    }
+
+
+def leaf_bytes(facts: EntryFacts) -> bytes:
+    """The exact bytes whose RFC 6962 leaf hash goes into the tree."""
+    return canonical_json(leaf_document(facts))
+
+
+class NotAudited(ValueError):
+    """An event type the audit log must not keep (e.g. a CAF dossier feed event carrying content)."""
+
+
+def facts_from_event(event: CloudEvent, trace_id: str | None = None) -> EntryFacts:
+    """Keep the references of `event`; `trace_id` is the Kafka header's, used when the data has none.
+
+    Raises `NotAudited` for the CAF feed's types, which carry dossier content.
+    """
+    if event.type.startswith("caf."):
+        raise NotAudited(f"{event.type} carries dossier content: not kept in the audit log")
+    data = ev.parse_data(event)
+    base: dict[str, Any] = {
+        "event_id": event.id,
+        "type": event.type,
+        "source": event.source,
+        "time": event.time,
+        "subject": event.subject,
+        "trace_id": trace_id,
+    }
+    fields = _fields(data)
+    if fields.get("trace_id") is None:
+        fields.pop("trace_id", None)  # the payload has none: keep the one from the Kafka header
+    return EntryFacts(**base | fields)
+
+
+def _fields(data: ev.EventData) -> dict[str, Any]:
+    """Per payload model, which of its fields become entry fields and which become `refs`."""
+    if isinstance(data, ev.DossierConsulted):
+        fields = _common_consultation(data)
+        return fields | {"sections": tuple(data.sections), "subject": data.numero}
+    if isinstance(data, ev.DossierSearched):
+        fields = _common_consultation(data)
+        # Which criteria were used (names, never values) and which numeros the caller was shown.
+        fields["refs"] |= {"criteria": data.criteria, "numeros": data.numeros}
+        return fields
+    if isinstance(data, ev.UserProvisioned):
+        refs = {"roles": data.roles, "department": data.department, "request_id": data.request_id}
+        return {"subject": data.user_id, "organisation_id": data.organisation_id, "refs": refs}
+    if isinstance(data, ev.UserRef):
+        return {"actor": data.by, "subject": data.user_id, "reason": data.reason}
+    if isinstance(data, ev.UserLocked):
+        until = format_time(data.until) if data.until else None
+        return {"subject": data.user_id, "refs": {"until": until, "permanent": data.permanent}}
+    if isinstance(data, ev.LoginSucceeded | ev.LoginFailed):
+        reason = data.reason if isinstance(data, ev.LoginFailed) else None
+        subject = {"subject": data.user_id} if data.user_id else {}
+        return subject | {
+            "actor": data.user_id,
+            "client_ip": data.client_ip,
+            "reason": reason,
+            "refs": {"method": data.method},
+        }
+    if isinstance(data, ev.GrantIssued):
+        refs = {
+            "grant_id": data.grant_id,
+            "organisation_siret": data.organisation_siret,
+            "department": data.department,
+            "valid_from": data.valid_from.isoformat(),
+            "valid_until": data.valid_until.isoformat(),
+            "request_id": data.request_id,
+        }
+        return {
+            "subject": data.user_id,
+            "organisation_id": data.organisation_id,
+            "profile": data.profile,
+            "refs": refs,
+        }
+    if isinstance(data, ev.GrantEnded):
+        refs = {"grant_id": data.grant_id, "request_id": data.request_id}
+        return {"actor": data.by, "subject": data.user_id, "reason": data.reason, "refs": refs}
+    if isinstance(data, ev.OrganisationRegistered):
+        refs = data.model_dump(mode="json", exclude={"organisation_id", "name"})
+        return {"subject": data.organisation_id, "organisation_id": data.organisation_id, "refs": refs}
+    if isinstance(data, ev.RequestSubmitted | ev.RequestApproved):
+        # The applicant's name and e-mail stay in access-requests: the request id is the reference.
+        refs = {
+            "department": data.department,
+            "valid_until": data.valid_until.isoformat(),
+            "kind": data.kind,
+            "renews_grant_id": data.renews_grant_id,
+        }
+        return {
+            "actor": data.by,
+            "subject": data.request_id,
+            "organisation_id": data.organisation_id,
+            "profile": data.profile,
+            "refs": refs,
+        }
+    if isinstance(data, ev.RequestDecision):
+        # `comment` is free text and may name people: left out, the request keeps it.
+        steps = {"stage": data.stage, "documents": data.documents}
+        return {"actor": data.by, "subject": data.request_id, "refs": steps}
+    if isinstance(data, ev.RevocationRequested):
+        refs = {"request_id": data.request_id, "grant_id": data.grant_id}
+        return {"actor": data.by, "subject": data.user_id, "refs": refs}
+    if isinstance(data, ev.AlertRaised):
+        refs = {"alert_id": data.alert_id, "severity": data.severity, "detail": data.detail}
+        return {
+            "actor": data.actor,
+            "organisation_id": data.organisation_id,
+            "reason": data.rule,
+            "refs": refs,
+        }
+    return _generic(data)
+
+
+def _generic(data: ev.EventData) -> dict[str, Any]:
+    """A type added to `events.py` after this module: keep its ids only (free text could be anything)."""
+    fields = data.model_dump(mode="json")
+    refs = {k: v for k, v in fields.items() if k.endswith(("_id", "_ids")) and k != "organisation_id"}
+    by = fields.get("by")
+    organisation = fields.get("organisation_id")
+    return {
+        "actor": by if isinstance(by, str) else None,
+        "organisation_id": organisation if isinstance(organisation, str) else None,
+        "refs": refs,
+    }
+
+
+def _common_consultation(data: ev.DossierConsulted | ev.DossierSearched) -> dict[str, Any]:
+    return {
+        "actor": data.actor,
+        "organisation_id": data.organisation_id,
+        "profile": data.profile,
+        "decision": data.decision,
+        "reason": data.reason,
+        "motif": data.motif,
+        "client_ip": data.client_ip,
+        "trace_id": data.trace_id,
+        "refs": {"grant_id": data.grant_id, "policy_version": data.policy_version},
+    }

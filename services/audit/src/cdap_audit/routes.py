@@ -1,0 +1,180 @@
+"""HTTP entrypoints of the audit service (auditor role only): thin, they call `queries` and `ledger`."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
+
+from cdap_audit import ledger, queries, signing
+from cdap_audit.merkle import MissingNodeError
+from cdap_audit.queries import EntryFilter, Order
+from cdap_audit.schemas import (
+    AlertPage,
+    CheckpointBody,
+    ConsistencyProof,
+    EntryItem,
+    EntryPage,
+    InclusionProof,
+)
+from cdap_shared.auth import require_roles
+from cdap_shared.db import SessionDep
+from cdap_shared.problems import Problem
+
+router = APIRouter(prefix="/v1", tags=["audit"], dependencies=[require_roles("auditor")])
+
+MAX_POSITION = 2**62  # far beyond any log, and below PostgreSQL's bigint limit
+Position = Annotated[int, Query(ge=0, le=MAX_POSITION)]
+Cursor = Annotated[str | None, Query(pattern=r"^\d{1,18}$", description="`next_cursor` of the previous page")]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+OrderQuery = Annotated[Order, Query(description="by position: asc (log order) or desc (newest first)")]
+Numero = Annotated[str, Path(pattern=r"^\d{7}$", description="numéro allocataire (7 digits)")]
+Text = Annotated[str | None, Query(min_length=1, max_length=200)]
+ERRORS: dict[int | str, dict[str, Any]] = {400: {}, 401: {}, 403: {}, 422: {}}
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Times without a zone are taken as UTC (the log's own times are all UTC)."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _b64(values: list[bytes]) -> list[str]:
+    return [base64.b64encode(v).decode() for v in values]
+
+
+def _damaged() -> Problem:
+    """Not the caller's fault: a node of a committed size is gone, which only tampering explains."""
+    return Problem(500, "Log damaged", "A Merkle node the proof needs is missing from the store.")
+
+
+def _wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+@router.get("/entries", response_model=EntryPage, responses=ERRORS)
+async def list_entries(
+    session: SessionDep,
+    actor: Text = None,
+    dossier: Annotated[str | None, Query(pattern=r"^\d{7}$")] = None,
+    type: Annotated[str | None, Query(max_length=100, pattern=r"^[a-z]+(\.[a-z_]+)+$")] = None,
+    since: Annotated[datetime | None, Query(alias="from", description="event time, inclusive")] = None,
+    until: Annotated[datetime | None, Query(alias="to", description="event time, exclusive")] = None,
+    trace_id: Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")] = None,
+    event_id: Text = None,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+    order: OrderQuery = "asc",
+) -> dict[str, Any]:
+    """Log entries matching every filter given, by position; `leaf` holds the exact hashed bytes."""
+    since, until = _utc(since), _utc(until)
+    if since and until and since > until:
+        raise Problem(400, "Invalid time range", "`from` is after `to`.")
+    where = EntryFilter(actor, dossier, type, since, until, trace_id, event_id)
+    page = await queries.entries(session, where, int(cursor) if cursor else None, limit, order)
+    return page.body()
+
+
+@router.get("/entries/{index}", response_model=EntryItem, responses={**ERRORS, 404: {}})
+async def get_entry(
+    index: Annotated[int, Path(ge=0, le=MAX_POSITION)], session: SessionDep
+) -> dict[str, Any]:
+    """One entry by its leaf position (404 if beyond the tree or purged by retention)."""
+    item = await queries.entry_at(session, index)
+    if item is None:
+        raise Problem(404, "No such entry", f"No entry at index {index} (beyond the log, or purged).")
+    return item
+
+
+@router.get("/dossiers/{numero}/consultations", response_model=EntryPage, responses=ERRORS)
+async def dossier_consultations(
+    numero: Numero, session: SessionDep, cursor: Cursor = None, limit: Limit = 100, order: OrderQuery = "asc"
+) -> dict[str, Any]:
+    """Who consulted this dossier (granted, denied, rate-limited and unknown-numero lookups)."""
+    where = EntryFilter(dossier=numero)
+    return (await queries.entries(session, where, int(cursor) if cursor else None, limit, order)).body()
+
+
+@router.get("/alerts", response_model=AlertPage, responses=ERRORS)
+async def list_alerts(
+    session: SessionDep,
+    actor: Text = None,
+    rule: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]{0,49}$")] = None,
+    severity: Annotated[str | None, Query(pattern=r"^(info|warning|critical)$")] = None,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+    order: OrderQuery = "asc",
+) -> dict[str, Any]:
+    """Alerts raised by the rules, oldest first by default."""
+    page = await queries.alerts(
+        session,
+        actor=actor,
+        rule=rule,
+        severity=severity,
+        cursor=int(cursor) if cursor else None,
+        limit=limit,
+        order=order,
+    )
+    return page.body()
+
+
+@router.get(
+    "/checkpoints/latest",
+    response_model=CheckpointBody,
+    responses={**ERRORS, 404: {}, 200: {"content": {"text/plain": {}}}},
+)
+async def latest_checkpoint(request: Request, session: SessionDep) -> Response:
+    """The newest signed checkpoint: the C2SP signed note as text, or JSON with `Accept: application/json`."""
+    record = await signing.latest(session)
+    if record is None:
+        raise Problem(404, "No checkpoint yet", "The first checkpoint is signed within seconds of start.")
+    if _wants_json(request):
+        body = CheckpointBody(
+            origin=record.origin,
+            tree_size=record.tree_size,
+            root_hash=base64.b64encode(record.root_hash).decode(),
+            note=record.note,
+        )
+        return JSONResponse(body.model_dump())
+    return PlainTextResponse(record.note)
+
+
+@router.get("/checkpoints/key", responses={**ERRORS, 200: {"content": {"text/plain": {}}}})
+async def checkpoint_key(request: Request) -> Response:
+    """The note verifier key `<name>+<key id>+<base64 key>` that checks every checkpoint."""
+    try:
+        key = (await request.app.state.tasks.get_signer()).verifier_key
+    except (SQLAlchemyError, OSError) as exc:  # first use, and the database is down
+        raise Problem(503, "Key unavailable", "The signing key could not be loaded; retry.") from exc
+    return JSONResponse({"key": key}) if _wants_json(request) else PlainTextResponse(key + "\n")
+
+
+@router.get("/proofs/inclusion", response_model=InclusionProof, responses=ERRORS)
+async def inclusion_proof(index: Position, tree_size: Position, session: SessionDep) -> dict[str, Any]:
+    """RFC 9162 §2.1.3 audit path of leaf `index` in the tree of `tree_size` leaves."""
+    size = await ledger.committed_size(session)
+    if not index < tree_size <= size:
+        raise Problem(400, "Invalid proof request", f"Need index < tree_size <= {size} (the log's size).")
+    try:
+        hashes = await ledger.inclusion(session, index, tree_size)
+    except MissingNodeError as exc:
+        raise _damaged() from exc
+    return {"index": index, "tree_size": tree_size, "hashes": _b64(hashes)}
+
+
+@router.get("/proofs/consistency", response_model=ConsistencyProof, responses=ERRORS)
+async def consistency_proof(first: Position, second: Position, session: SessionDep) -> dict[str, Any]:
+    """RFC 9162 §2.1.4 proof that the tree of `first` leaves is a prefix of the tree of `second`."""
+    size = await ledger.committed_size(session)
+    if not first <= second <= size:
+        raise Problem(400, "Invalid proof request", f"Need first <= second <= {size} (the log's size).")
+    try:
+        hashes = await ledger.consistency(session, first, second)
+    except MissingNodeError as exc:
+        raise _damaged() from exc
+    return {"first": first, "second": second, "hashes": _b64(hashes)}

@@ -1,0 +1,245 @@
+"""Alert rules: loaded from a TOML file and validated at start, evaluated without I/O.
+
+The rules are data (`rules.toml`): kinds are code, instances (thresholds, severities, windows) are
+not, so one kind may appear several times (a `warning` at 100 per hour, a `critical` at 500).
+Counting events in a sliding window needs the database; the caller asks :func:`window_queries`
+what to count, counts it, and hands the numbers to :func:`evaluate`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, field_validator
+
+from cdap_audit.domain import EntryFacts, format_time
+from cdap_shared.events import Severity
+
+DEFAULT_RULES = Path(__file__).with_name("rules.toml")
+CONSULTATIONS = ("dossier.consulted",)
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,49}$")
+    severity: Severity
+    enabled: bool = True
+    types: tuple[str, ...] = Field(default=CONSULTATIONS, min_length=1)
+    cooldown_minutes: int = Field(
+        default=60, ge=1, le=7 * 24 * 60, description="at most one alert per actor per rule per period"
+    )
+
+
+class NightRule(_Rule):
+    """Activity between `start` and `end`, local time (the interval may wrap midnight)."""
+
+    kind: Literal["night"]
+    start: time = time(22, 0)
+    end: time = time(6, 0)
+
+
+class VolumeRule(_Rule):
+    """More than `max_count` events by one actor within `window_minutes`."""
+
+    kind: Literal["volume"]
+    max_count: int = Field(ge=1)
+    window_minutes: int = Field(default=60, ge=1, le=24 * 60)
+
+
+class DenialsRule(_Rule):
+    """At least `count` refused events by one actor within `window_minutes`."""
+
+    kind: Literal["denials"]
+    count: int = Field(ge=1)
+    window_minutes: int = Field(default=10, ge=1, le=24 * 60)
+    decisions: tuple[str, ...] = Field(default=("denied",), min_length=1)
+
+
+class NetworkRule(_Rule):
+    """A client IP outside the networks its organisation declared (in this file's [organisations])."""
+
+    kind: Literal["network"]
+    undeclared: Literal["ignore", "alert"] = Field(
+        default="ignore", description="what to do when the organisation declared no networks"
+    )
+
+
+Rule = Annotated[NightRule | VolumeRule | DenialsRule | NetworkRule, Field(discriminator="kind")]
+
+
+class Organisation(BaseModel):
+    """An organisation's declared networks (no event carries them, so the rules file does)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str | None = None
+    networks: tuple[IPvAnyNetwork, ...] = Field(min_length=1)
+
+
+class RuleSet(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str = Field(min_length=1)
+    timezone: str = "Europe/Paris"
+    rules: tuple[Rule, ...] = ()
+    organisations: dict[str, Organisation] = Field(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, value: tuple[Rule, ...]) -> tuple[Rule, ...]:
+        names = [r.name for r in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"rule names must be unique: {duplicates}")
+        return value
+
+    @property
+    def active(self) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules if r.enabled)
+
+    def counted_types(self) -> frozenset[str]:
+        """Event types whose occurrences windowed rules count (the others need no activity row)."""
+        return frozenset(t for r in self.active if isinstance(r, VolumeRule | DenialsRule) for t in r.types)
+
+    def longest_window(self) -> timedelta:
+        windows = [r.window_minutes for r in self.active if isinstance(r, VolumeRule | DenialsRule)]
+        return timedelta(minutes=max(windows, default=0))
+
+
+class RulesError(SystemExit):
+    """A rules file that cannot be used: the service refuses to start, saying why."""
+
+
+def load_rules(path: Path = DEFAULT_RULES) -> RuleSet:
+    """Read and validate the rules; raise `RulesError` with a readable message otherwise."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise RulesError(f"alert rules file {path} not found: set CDAP_ALERT_RULES_PATH") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise RulesError(f"alert rules file {path} is not valid TOML: {exc}") from exc
+    try:
+        return RuleSet.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)
+        )
+        raise RulesError(f"alert rules file {path} is invalid: {problems}") from exc
+
+
+# ---- evaluation -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowQuery:
+    """Count the actor's events of `types` (and `decisions`, if given) in `(time - window, time]`."""
+
+    rule: str
+    window: timedelta
+    types: tuple[str, ...]
+    decisions: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class Triggered:
+    rule: str
+    severity: Severity
+    detail: str
+    dedup_key: str
+
+
+def window_queries(rules: RuleSet, facts: EntryFacts) -> list[WindowQuery]:
+    """What must be counted for `facts`; only rules the event itself could set off are asked."""
+    if facts.actor is None:
+        return []
+    queries = []
+    for rule in rules.active:
+        if facts.type not in rule.types:
+            continue
+        if isinstance(rule, VolumeRule):
+            window = timedelta(minutes=rule.window_minutes)
+            queries.append(WindowQuery(rule.name, window, rule.types, None))
+        elif isinstance(rule, DenialsRule) and facts.decision in rule.decisions:
+            window = timedelta(minutes=rule.window_minutes)
+            queries.append(WindowQuery(rule.name, window, rule.types, rule.decisions))
+    return queries
+
+
+def evaluate(rules: RuleSet, facts: EntryFacts, counts: dict[str, int]) -> list[Triggered]:
+    """The rules `facts` sets off, given the window `counts` (by rule name) that include it."""
+    zone = ZoneInfo(rules.timezone)
+    fired: list[Triggered] = []
+    for rule in rules.active:
+        if facts.type not in rule.types:
+            continue
+        detail = _detail(rule, rules, facts, counts, zone)
+        if detail is not None:
+            fired.append(Triggered(rule.name, rule.severity, detail, dedup_key(rule, facts)))
+    return fired
+
+
+def dedup_key(rule: Rule, facts: EntryFacts) -> str:
+    """One alert per rule, actor and cooldown period (periods aligned on the epoch, event time)."""
+    period = int(facts.time.timestamp()) // (rule.cooldown_minutes * 60)
+    return f"{rule.name}|{facts.actor or facts.organisation_id or '-'}|{period}"
+
+
+def _detail(
+    rule: Rule, rules: RuleSet, facts: EntryFacts, counts: dict[str, int], zone: ZoneInfo
+) -> str | None:
+    """Why `rule` fires on `facts`, or None when it does not."""
+    if isinstance(rule, NightRule):
+        local = facts.time.astimezone(zone)
+        if is_night(local.time(), rule.start, rule.end):
+            return f"{facts.type} at {local:%H:%M} {rules.timezone} ({format_time(facts.time)})"
+    elif isinstance(rule, VolumeRule):
+        n = counts.get(rule.name, 0)
+        if n > rule.max_count:
+            what = "/".join(rule.types)
+            return f"{n} {what} events within {rule.window_minutes} min (limit {rule.max_count})"
+    elif isinstance(rule, DenialsRule):
+        n = counts.get(rule.name, 0)
+        if facts.decision in rule.decisions and n >= rule.count:
+            return f"{n} refusals ({'/'.join(rule.decisions)}) within {rule.window_minutes} min"
+    elif isinstance(rule, NetworkRule) and facts.client_ip:
+        return outside_networks(rule, rules, facts.organisation_id, facts.client_ip)
+    return None
+
+
+def is_night(local: time, start: time, end: time) -> bool:
+    """Whether `local` lies in `[start, end)`, an interval that may wrap midnight (22:00-06:00)."""
+    if start <= end:
+        return start <= local < end
+    return local >= start or local < end
+
+
+def outside_networks(rule: NetworkRule, rules: RuleSet, organisation_id: str | None, ip: str) -> str | None:
+    """Why `ip` is not one of the organisation's declared networks, or None when it is (or cannot tell)."""
+    declared = rules.organisations.get(organisation_id or "")
+    if declared is None:
+        if rule.undeclared == "alert":
+            return f"client IP {ip}: organisation {organisation_id} declared no networks"
+        return None
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return f"client IP {ip!r} is not an IP address (organisation {organisation_id})"
+    if any(address.version == net.version and address in net for net in declared.networks):
+        return None
+    return f"client IP {ip} outside the networks declared for organisation {organisation_id}"

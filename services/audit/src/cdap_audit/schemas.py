@@ -1,0 +1,65 @@
+"""Response shapes of the audit API (for OpenAPI and for checking what is served)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class EntryItem(BaseModel):
+    index: int = Field(description="leaf position in the Merkle tree")
+    event_id: str
+    type: str
+    time: str
+    actor: str | None
+    organisation_id: str | None
+    profile: str | None
+    subject: str
+    decision: str | None
+    reason: str | None
+    motif: str | None
+    sections: list[str]
+    client_ip: str | None
+    trace_id: str | None
+    leaf: str = Field(description="base64 of the exact canonical bytes hashed into the tree (RFC 6962 leaf)")
+
+
+class EntryPage(BaseModel):
+    items: list[EntryItem]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null at the end")
+
+
+class AlertItem(BaseModel):
+    id: int
+    alert_id: str
+    rule: str
+    severity: str
+    actor: str | None
+    organisation_id: str | None
+    detail: str
+    entry_index: int
+    event_time: str
+    raised_at: str
+
+
+class AlertPage(BaseModel):
+    items: list[AlertItem]
+    next_cursor: str | None
+
+
+class CheckpointBody(BaseModel):
+    origin: str
+    tree_size: int
+    root_hash: str = Field(description="base64")
+    note: str = Field(description="the C2SP signed note")
+
+
+class InclusionProof(BaseModel):
+    index: int
+    tree_size: int
+    hashes: list[str] = Field(description="RFC 9162 §2.1.3 audit path, base64, leaf side first")
+
+
+class ConsistencyProof(BaseModel):
+    first: int
+    second: int
+    hashes: list[str] = Field(description="RFC 9162 §2.1.4 consistency proof, base64")

@@ -1,0 +1,100 @@
+"""Background work of a running audit service: signing checkpoints, and hourly maintenance.
+
+Both loops survive outages (log, wait, try again): a database restart must not stop the signing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from prometheus_client import Gauge
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from cdap_audit import partitions, signing
+from cdap_audit.checkpoint import NoteSigner
+from cdap_audit.config import Settings
+from cdap_audit.models import RuleActivity
+from cdap_audit.rules import RuleSet
+
+log = structlog.get_logger(__name__)
+
+CHECKPOINT_SIZE = Gauge("cdap_audit_checkpoint_tree_size", "Tree size of the last checkpoint signed here")
+MAINTENANCE_INTERVAL = 3600.0
+# Window counters are kept this much longer than the longest window, so a backlog consumed after
+# an outage is still counted against the events that preceded it.
+ACTIVITY_MARGIN = timedelta(hours=6)
+
+
+class BackgroundTasks:
+    """Owns the loops; `start()` in the app's lifespan, `stop()` when it ends."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        sessions: async_sessionmaker[AsyncSession],
+        rules: RuleSet,
+        purge_outbox: Callable[[], Awaitable[int]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.sessions = sessions
+        self.rules = rules
+        self.purge_outbox = purge_outbox
+        self.signer: NoteSigner | None = None
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def get_signer(self) -> NoteSigner:
+        """The signing key (loaded, or generated, on first use)."""
+        if self.signer is None:
+            self.signer = await signing.load_signer(
+                self.sessions, self.settings.audit_signing_key, self.settings.audit_origin
+            )
+        return self.signer
+
+    def start(self) -> None:
+        signing_loop = self._every(self.settings.checkpoint_interval, self.sign)
+        self._tasks = [
+            asyncio.create_task(signing_loop, name="checkpoints"),
+            asyncio.create_task(self._every(MAINTENANCE_INTERVAL, self.maintain), name="maintenance"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 10)
+
+    async def _every(self, seconds: float, work: Callable[[], Awaitable[object]]) -> None:
+        while not self._stopping.is_set():
+            try:
+                await work()
+            except Exception as exc:  # an outage: try again at the next tick
+                log.warning("background task failed", task=work.__name__, error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def sign(self) -> None:
+        settings = self.settings
+        signer = await self.get_signer()
+        record = await signing.sign_if_grown(
+            self.sessions, signer, settings.audit_origin, settings.checkpoints_topic
+        )
+        if record is not None:
+            CHECKPOINT_SIZE.set(record.tree_size)
+            log.debug("checkpoint signed", tree_size=record.tree_size)
+
+    async def maintain(self) -> None:
+        """Partitions ahead, window counters trimmed, published outbox rows forgotten."""
+        await partitions.ensure(self.engine, ahead=self.settings.partitions_ahead)
+        horizon = datetime.now(UTC) - self.rules.longest_window() - ACTIVITY_MARGIN
+        async with self.sessions() as session, session.begin():
+            table = RuleActivity.__table__  # type: ignore[attr-defined]
+            await session.execute(delete(table).where(table.c.at < horizon))
+        if self.purge_outbox is not None:
+            await self.purge_outbox()

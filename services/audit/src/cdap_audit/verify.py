@@ -1,0 +1,225 @@
+"""`cdap audit verify`: check the live log against a checkpoint saved earlier, as an outside auditor.
+
+What is checked, in order (the first failure stops with its reason):
+1. the saved checkpoint's signature, with the key given or the one saved with it;
+2. the current checkpoint's signature, with the same key (a server that changed its key fails);
+3. the log did not shrink, and the saved tree is a prefix of the current one (consistency proof);
+4. `--entry N`: that entry's served fields are those of its hashed bytes, and the bytes are in the
+   current tree (inclusion proof);
+5. `--all-entries`: every entry from 0 is served, its fields match its bytes, and the root
+   recomputed from all the bytes is the signed one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cdap_audit import merkle
+from cdap_audit.checkpoint import Checkpoint, NoteError, NoteVerifier, open_note
+from cdap_audit.client import AuditClient
+
+# Served entry fields that must equal the hashed leaf's (leaf name when it differs).
+CHECKED_FIELDS = {
+    "event_id": "event_id",
+    "type": "event_type",
+    "time": "time",
+    "actor": "actor",
+    "organisation_id": "organisation_id",
+    "profile": "profile",
+    "subject": "subject",
+    "decision": "decision",
+    "reason": "reason",
+    "motif": "motif",
+    "sections": "sections",
+    "client_ip": "client_ip",
+    "trace_id": "trace_id",
+}
+
+
+class VerificationFailed(Exception):
+    """The log does not match what was signed or saved; the message says where."""
+
+
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    """What `cdap audit checkpoint --save` writes: the checkpoint and the key it was signed with."""
+
+    origin: str
+    tree_size: int
+    root_hash: str
+    note: str
+    verifier_key: str | None = None
+    url: str | None = None
+    saved_at: str | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> SavedCheckpoint:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**{k: raw.get(k) for k in cls.__dataclass_fields__})
+        except (OSError, ValueError, TypeError) as exc:
+            raise VerificationFailed(f"cannot read the saved checkpoint {path}: {exc}") from exc
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+
+def fetch_checkpoint(client: AuditClient) -> SavedCheckpoint:
+    """The current checkpoint and key, checked against each other, ready to save."""
+    body, key = client.checkpoint(), client.verifier_key()
+    checkpoint = open_checkpoint(body["note"], parse_key(key), "the current checkpoint")
+    _same_as_body(checkpoint, body, "the current checkpoint")
+    return SavedCheckpoint(
+        origin=checkpoint.origin,
+        tree_size=checkpoint.tree_size,
+        root_hash=base64.b64encode(checkpoint.root_hash).decode(),
+        note=body["note"],
+        verifier_key=key,
+        url=client.url,
+        saved_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def parse_key(key: str) -> NoteVerifier:
+    try:
+        return NoteVerifier.from_key(key)
+    except ValueError as exc:
+        raise VerificationFailed(f"the verifier key is malformed: {exc}") from exc
+
+
+def open_checkpoint(note: str, verifier: NoteVerifier, what: str) -> Checkpoint:
+    try:
+        return Checkpoint.parse(open_note(note, verifier))
+    except NoteError as exc:
+        raise VerificationFailed(f"{what} is not signed by key {verifier.key}: {exc}") from exc
+    except ValueError as exc:
+        raise VerificationFailed(f"{what} is not a valid checkpoint: {exc}") from exc
+
+
+def _same_as_body(checkpoint: Checkpoint, body: dict[str, Any] | SavedCheckpoint, what: str) -> None:
+    fields = asdict(body) if isinstance(body, SavedCheckpoint) else body
+    signed = (checkpoint.origin, checkpoint.tree_size, base64.b64encode(checkpoint.root_hash).decode())
+    if (fields.get("origin"), fields.get("tree_size"), fields.get("root_hash")) != signed:
+        raise VerificationFailed(f"{what}: its fields differ from its signed note")
+
+
+def verify_log(
+    client: AuditClient,
+    saved: SavedCheckpoint,
+    key: str | None,
+    *,
+    entry: int | None = None,
+    all_entries: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
+    """Run the checks; return what was verified, or raise `VerificationFailed` with the reason."""
+    key = key or saved.verifier_key
+    if not key:
+        raise VerificationFailed("no verifier key: pass --key (none was saved with the checkpoint)")
+    verifier = parse_key(key)
+    old = open_checkpoint(saved.note, verifier, "the saved checkpoint")
+    _same_as_body(old, saved, "the saved checkpoint")
+    current = open_checkpoint(client.checkpoint()["note"], verifier, "the current checkpoint")
+    done = [f"signatures of both checkpoints verify with {verifier.name}+{verifier.key_id:08x}"]
+    if current.origin != old.origin:
+        raise VerificationFailed(f"origin changed from {old.origin!r} to {current.origin!r}")
+    if current.tree_size < old.tree_size:
+        raise VerificationFailed(
+            f"the log was truncated: {current.tree_size} entries now, {old.tree_size} when saved"
+        )
+    proof = client.consistency(old.tree_size, current.tree_size)
+    if not merkle.verify_consistency(
+        old.tree_size, current.tree_size, old.root_hash, current.root_hash, proof
+    ):
+        raise VerificationFailed(
+            f"the log was rewritten: tree {current.tree_size} does not extend the saved tree {old.tree_size}"
+        )
+    done.append(f"tree {current.tree_size} extends the saved tree {old.tree_size} (consistency proof)")
+    if entry is not None:
+        done.append(check_entry(client, entry, current))
+    if all_entries:
+        done.append(check_all_entries(client, current, progress))
+    return done
+
+
+def check_entry(client: AuditClient, index: int, current: Checkpoint) -> str:
+    if not 0 <= index < current.tree_size:
+        raise VerificationFailed(f"entry {index} is outside the signed tree of {current.tree_size}")
+    leaf = leaf_of(client.entry(index), index)
+    size, root = current.tree_size, current.root_hash
+    if not merkle.verify_inclusion(merkle.leaf_hash(leaf), index, size, client.inclusion(index, size), root):
+        raise VerificationFailed(f"entry {index} was altered: its bytes are not in the signed tree")
+    return f"entry {index} is in the signed tree (inclusion proof) and its fields match its bytes"
+
+
+def leaf_of(item: dict[str, Any], index: int) -> bytes:
+    """The entry's hashed bytes, after checking the served fields say the same thing."""
+    if item.get("index") != index:
+        raise VerificationFailed(f"entry {index} is missing (got {item.get('index')} in its place)")
+    try:
+        leaf = base64.b64decode(item["leaf"], validate=True)
+        document = json.loads(leaf)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VerificationFailed(f"entry {index}: its leaf is not base64 JSON") from exc
+    for served, hashed in CHECKED_FIELDS.items():
+        if item.get(served) != document.get(hashed):
+            raise VerificationFailed(
+                f"entry {index} was altered: {served} is {item.get(served)!r} "
+                f"but its hashed bytes say {document.get(hashed)!r}"
+            )
+    return leaf
+
+
+class RootAccumulator:
+    """RFC 9162 root of a stream of leaf hashes, in O(log n) memory (a stack of perfect subtrees)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._stack: list[tuple[int, bytes]] = []
+
+    def add(self, leaf_hash: bytes) -> None:
+        width, value = 1, leaf_hash
+        while self._stack and self._stack[-1][0] == width:
+            _, left = self._stack.pop()
+            width, value = width * 2, merkle.node_hash(left, value)
+        self._stack.append((width, value))
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return merkle.EMPTY_ROOT
+        value = self._stack[-1][1]
+        for _, left in reversed(self._stack[:-1]):
+            value = merkle.node_hash(left, value)
+        return value
+
+
+def check_all_entries(
+    client: AuditClient, current: Checkpoint, progress: Callable[[int, int], None] | None = None
+) -> str:
+    accumulator = RootAccumulator()
+    for item in client.iter_entries():
+        index = accumulator.size
+        if index == current.tree_size:
+            break  # entries appended after the checkpoint was signed
+        if item.get("index") != index and index == 0:
+            raise VerificationFailed(
+                f"entries before {item.get('index')} are not served (purged by retention?): "
+                "the root cannot be recomputed from entries; check single entries with --entry"
+            )
+        accumulator.add(merkle.leaf_hash(leaf_of(item, index)))
+        if progress is not None:
+            progress(accumulator.size, current.tree_size)
+    if accumulator.size < current.tree_size:
+        raise VerificationFailed(
+            f"entries are missing: {accumulator.size} served for a signed tree of {current.tree_size}"
+        )
+    if accumulator.root() != current.root_hash:
+        raise VerificationFailed("the root recomputed from every entry differs from the signed root")
+    return f"the root recomputed from all {current.tree_size} entries is the signed root"

@@ -1,0 +1,243 @@
+"""A running audit service (real PostgreSQL and Kafka, its own database and topics) and event builders."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import select
+
+from cdap_audit.app import build
+from cdap_audit.config import Settings
+from cdap_shared import events as ev
+from cdap_shared.envelope import CloudEvent
+from cdap_shared.migrations import upgrade_to_head
+from cdap_shared.outbox import OutboxRecord
+from cdap_shared.relay import make_producer
+from cdap_shared.testing import TokenMinter, eventually, plain_dsn
+
+SERVICE_DIR = str(Path(__file__).resolve().parents[1])
+TOPIC_SETTINGS = (
+    "identity_topic",
+    "access_topic",
+    "consultations_topic",
+    "alerts_topic",
+    "checkpoints_topic",
+)
+
+
+def consulted(
+    actor: str = "alice",
+    numero: str = "1000001",
+    *,
+    decision: ev.Decision = "granted",
+    reason: str | None = None,
+    at: datetime | None = None,
+    organisation_id: str | None = "org-1",
+    client_ip: str | None = "10.1.2.3",
+    trace_id: str | None = None,
+    motif: str = "accompagnement_social",
+) -> CloudEvent:
+    """A `dossier.consulted` event as the dossiers service writes it (time settable)."""
+    data = ev.DossierConsulted(
+        actor=actor,
+        organisation_id=organisation_id,
+        profile="T1",
+        grant_id=f"g-{actor}",
+        numero=numero,
+        motif=motif,
+        decision=decision,
+        reason=reason,
+        sections=["adresse", "identite"] if decision == "granted" else [],
+        policy_version="2026.11-1",
+        client_ip=client_ip,
+        trace_id=trace_id,
+    )
+    event = ev.make_event("dossier.consulted", source="/cdap/dossiers", subject=numero, data=data)
+    return event.model_copy(update={"time": at}) if at else event
+
+
+def suspended(user: str, by: str = "admin-1") -> CloudEvent:
+    data = ev.UserRef(user_id=user, by=by, reason="left the organisation")
+    return ev.make_event("identity.user.suspended", source="/cdap/identity", subject=user, data=data)
+
+
+@dataclass
+class Audit:
+    app: FastAPI
+    client: AsyncClient
+    settings: Settings
+    minter: TokenMinter
+    producer: AIOKafkaProducer
+    lifespan: Any
+    running: bool = field(default=True)
+
+    def topic_for(self, event: CloudEvent) -> str:
+        prefix = event.type.split(".")[0]
+        name = {"identity": "identity_topic", "access": "access_topic", "dossier": "consultations_topic"}
+        attribute = name.get(prefix, "alerts_topic")
+        return str(getattr(self.settings, attribute))
+
+    async def publish(self, *events: CloudEvent, headers: list[tuple[str, bytes]] | None = None) -> None:
+        for event in events:
+            await self.producer.send_and_wait(
+                self.topic_for(event), event.to_bytes(), key=event.subject.encode(), headers=headers
+            )
+
+    def headers(self, roles: list[str] | None = None) -> dict[str, str]:
+        token = self.minter.mint("auditor-1", roles=roles or ["auditor"], org=None)
+        return {"Authorization": f"Bearer {token}"}
+
+    async def get(self, path: str, **params: Any) -> Any:
+        response = await self.client.get(path, params=params, headers=self.headers())
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def all_entries(self, **params: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = await self.get(
+                "/v1/entries", limit=1000, **params, **({"cursor": cursor} if cursor else {})
+            )
+            items += page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return items
+
+    async def wait_for_entries(self, n: int, within: float = 30.0) -> list[dict[str, Any]]:
+        async def enough() -> list[dict[str, Any]] | None:
+            items = await self.all_entries()
+            return items if len(items) >= n else None
+
+        return list(await eventually(enough, within=within))
+
+    async def outbox(self, event_type: str) -> list[CloudEvent]:
+        async with self.app.state.sessions() as s:
+            query = (
+                select(OutboxRecord).where(OutboxRecord.event_type == event_type).order_by(OutboxRecord.id)
+            )  # type: ignore[arg-type]
+            rows = (await s.execute(query)).scalars().all()
+        return [CloudEvent.from_bytes(r.payload) for r in rows]
+
+    async def sql(self, query: str, *args: Any) -> Any:
+        """Run SQL directly on the service's database, as an intruder (or an operator) would."""
+        conn = await asyncpg.connect(plain_dsn(self.settings.database_url))
+        try:
+            return await conn.fetch(query, *args)
+        finally:
+            await conn.close()
+
+    async def stop(self) -> None:
+        if self.running:
+            self.running = False
+            await self.client.aclose()
+            await self.producer.stop()
+            await self.lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def audit_factory(
+    stack: dict[str, str],
+    make_database: Callable[[], Awaitable[str]],
+    make_topic: Callable[[str], Awaitable[str]],
+) -> AsyncIterator[Callable[..., Awaitable[Audit]]]:
+    """`await audit_factory(**settings)`; pass a previous `settings=` to restart on the same database.
+
+    The topics it makes are deleted afterwards: a local single broker has a file-descriptor budget,
+    and thousands of leftover test partitions once kept it from starting.
+    """
+    opened: list[Audit] = []
+    topics_made: list[str] = []
+
+    async def make(settings: Settings | None = None, **overrides: Any) -> Audit:
+        if settings is None:
+            url = await make_database()
+            await upgrade_to_head(SERVICE_DIR, url)
+            topics = {name: await make_topic(name.removesuffix("_topic")) for name in TOPIC_SETTINGS}
+            topics_made.extend(topics.values())
+            settings = Settings(
+                database_url=url,
+                kafka_bootstrap=stack["kafka"],
+                consumer_group=f"audit-{random.random()}",
+                checkpoint_interval=0.2,
+                **topics,
+                **overrides,
+            )
+        minter = TokenMinter()
+        app = build(settings, verifier=minter.verifier())
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        producer = make_producer(stack["kafka"])
+        await producer.start()
+        client = AsyncClient(transport=ASGITransport(app=app), base_url="http://audit")
+        audit = Audit(app, client, settings, minter, producer, lifespan)
+        opened.append(audit)
+        return audit
+
+    yield make
+    for audit in opened:
+        await audit.stop()
+    await delete_topics(stack["kafka"], [n for t in topics_made for n in (t, f"{t}.dlq")])
+
+
+async def delete_topics(bootstrap: str, names: list[str]) -> None:
+    if not names:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        with contextlib.suppress(Exception):  # best effort: a leftover topic only costs disk
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def audit(audit_factory: Callable[..., Awaitable[Audit]]) -> Audit:
+    return await audit_factory()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[str]:
+    """Serve `app` over real HTTP on a free port (its lifespan is already running); yields the URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    )
+    task = asyncio.create_task(server.serve())
+    await eventually(lambda: _true(server.started), within=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,143 @@
+"""Entries from events (pure): references only, canonical bytes, trace ids."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+
+from cdap_audit.domain import EntryFacts, NotAudited, canonical_json, facts_from_event, leaf_bytes
+from cdap_shared import events as ev
+
+from .conftest import consulted
+
+
+def test_canonical_json_is_sorted_compact_utf8() -> None:
+    assert canonical_json({"b": 1, "a": ["é", None]}) == '{"a":["é",null],"b":1}'.encode()
+
+
+def test_a_consultation_keeps_its_references_and_trace_id() -> None:
+    event = consulted("alice", "1234567", trace_id="4bf92f3577b34da6a3ce929d0e0e4736")
+    facts = facts_from_event(event, trace_id="ffffffffffffffffffffffffffffffff")
+    assert (facts.actor, facts.subject, facts.dossier, facts.decision) == (
+        "alice",
+        "1234567",
+        "1234567",
+        "granted",
+    )
+    assert facts.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"  # the event's own wins over the header's
+    assert facts.sections == ("adresse", "identite") and facts.refs["grant_id"] == "g-alice"
+    document = json.loads(leaf_bytes(facts))
+    assert document["event_id"] == event.id and document["event_type"] == "dossier.consulted"
+    assert document["v"] == 1 and document["client_ip"] == "10.1.2.3"
+
+
+def test_the_header_trace_id_is_used_when_the_event_has_none() -> None:
+    facts = facts_from_event(consulted(), trace_id="0af7651916cd43dd8448eb211c80319c")
+    assert facts.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert facts_from_event(consulted()).trace_id is None
+
+
+def test_time_is_utc_with_microseconds_so_it_round_trips() -> None:
+    paris = timezone(timedelta(hours=1))
+    event = consulted(at=datetime(2026, 1, 15, 23, 30, tzinfo=paris))
+    assert json.loads(leaf_bytes(facts_from_event(event)))["time"] == "2026-01-15T22:30:00.000000+00:00"
+
+
+def test_dossier_content_is_refused() -> None:
+    data = ev.DossierUpserted(
+        numero="1234567", nir="185057800608436", department="76", version=1, sections={}
+    )
+    event = ev.make_event("caf.dossier.upserted", source="/caf", subject="1234567", data=data)
+    with pytest.raises(NotAudited):
+        facts_from_event(event)
+
+
+def test_names_comments_and_search_values_stay_out_of_the_leaf() -> None:
+    applicant = ev.Applicant(family_name="Durand", given_name="Zoé", email="zoe@example.fr", job_title="CESF")
+    submitted = ev.RequestSubmitted(
+        request_id="r1",
+        organisation_id="o1",
+        applicant=applicant,
+        profile="T1",
+        department="76",
+        valid_until=date(2027, 1, 1),
+        by="admin-p",
+    )
+    decision = ev.RequestDecision(request_id="r1", by="m1", stage=2, comment="Mme Durand, tel 0612345678")
+    searched = ev.DossierSearched(
+        actor="a", criteria=["nir", "family_name"], decision="granted", numeros=["1000001"], motif="m"
+    )
+    leaves = [
+        leaf_bytes(facts_from_event(ev.make_event(t, source="/t", subject=s, data=d)))
+        for t, s, d in (
+            ("access.request.submitted", "r1", submitted),
+            ("access.request.stage_approved", "r1", decision),
+            ("dossier.searched", "a", searched),
+        )
+    ]
+    text = b"".join(leaves).decode()
+    for secret in ("Durand", "zoe@example.fr", "0612345678", "Zoé"):
+        assert secret not in text
+    assert json.loads(leaves[2])["refs"] == {
+        "criteria": ["nir", "family_name"],
+        "numeros": ["1000001"],
+        "grant_id": None,
+        "policy_version": None,
+    }
+
+
+def test_a_failed_login_of_an_unknown_account_keeps_the_event_subject() -> None:
+    data = ev.LoginFailed(method="password", reason="bad_credentials", client_ip="192.0.2.1")
+    event = ev.make_event("identity.login.failed", source="/id", subject="unknown", data=data)
+    facts = facts_from_event(event)
+    assert (facts.subject, facts.actor, facts.reason, facts.client_ip) == (
+        "unknown",
+        None,
+        "bad_credentials",
+        "192.0.2.1",
+    )
+
+
+def test_same_facts_same_bytes() -> None:
+    facts = EntryFacts("e", "identity.user.suspended", "/s", datetime(2026, 1, 1, tzinfo=UTC), "u")
+    assert leaf_bytes(facts) == leaf_bytes(EntryFacts(**facts.__dict__))
+
+
+def test_organisations_revocations_and_types_added_later_keep_references_only() -> None:
+    org = ev.OrganisationRegistered(
+        organisation_id="o1",
+        siret="73282932000074",
+        name="CCAS de Rouen",
+        kind="ccas",
+        department="76",
+        convention_reference="CONV-1",
+        convention_valid_until=date(2027, 1, 1),
+        administrators=["u1"],
+    )
+    revocation = ev.RevocationRequested(
+        request_id="r9", grant_id="g1", user_id="u2", by="u1", comment="parti"
+    )
+    later = ev.CheckpointSigned(origin="o", tree_size=1, root_hash="x", note="free text")  # not mapped
+    facts = [
+        facts_from_event(ev.make_event(t, source="/t", subject=s, data=d))
+        for t, s, d in (
+            ("identity.organisation.registered", "o1", org),
+            ("access.grant.revocation_requested", "g1", revocation),
+            ("audit.checkpoint.signed", "o", later),
+        )
+    ]
+    assert (facts[0].subject, facts[0].organisation_id, facts[0].refs["siret"]) == (
+        "o1",
+        "o1",
+        "73282932000074",
+    )
+    assert (facts[1].actor, facts[1].subject, facts[1].refs) == (
+        "u1",
+        "u2",
+        {"request_id": "r9", "grant_id": "g1"},
+    )
+    assert facts[2].refs == {} and facts[2].subject == "o"
+    text = b"".join(leaf_bytes(f) for f in facts).decode()
+    assert "CCAS de Rouen" not in text and "left" not in text and "free text" not in text

@@ -1,0 +1,142 @@
+"""The HTTP contract: auditors only, filters and keyset pages, bad parameters as 4xx problem+json."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from .conftest import Audit, consulted, suspended
+
+pytestmark = pytest.mark.stack
+
+ENDPOINTS = [
+    "/v1/entries",
+    "/v1/entries/0",
+    "/v1/dossiers/1000001/consultations",
+    "/v1/checkpoints/latest",
+    "/v1/checkpoints/key",
+    "/v1/proofs/inclusion?index=0&tree_size=1",
+    "/v1/proofs/consistency?first=0&second=1",
+    "/v1/alerts",
+]
+
+
+@pytest.fixture
+async def filled(audit: Audit) -> Audit:
+    await audit.publish(consulted("alice", "1000001"), suspended("bob"))
+    await audit.wait_for_entries(2)
+    return audit
+
+
+ROLES = [
+    (None, 401),
+    (["partner_user"], 403),
+    (["partner_admin"], 403),
+    (["partner_system"], 403),
+    (["caf_instructor"], 403),
+    (["caf_manager"], 403),
+    (["caf_admin"], 403),
+    (["caf_admin", "caf_manager"], 403),
+    (["auditor"], 200),
+]
+
+
+async def test_only_auditors_get_in(filled: Audit) -> None:
+    """Every endpoint x every role: the table of expected statuses, checked in full."""
+    wrong = []
+    for path in ENDPOINTS:
+        for roles, status in ROLES:
+            headers = filled.headers(roles) if roles else {}
+            response = await filled.client.get(path, headers=headers)
+            problem = response.headers["content-type"] == "application/problem+json"
+            if response.status_code != status or (status != 200 and not problem):
+                wrong.append((path, roles, response.status_code, response.text[:100]))
+    assert wrong == []
+
+
+async def test_a_bad_token_is_401(filled: Audit) -> None:
+    response = await filled.client.get("/v1/entries", headers={"Authorization": "Bearer not.a.token"})
+    assert response.status_code == 401
+
+
+BAD_QUERIES = [
+    "/v1/entries?cursor=abc",
+    "/v1/entries?cursor=-1",
+    "/v1/entries?limit=0",
+    "/v1/entries?limit=100000",
+    "/v1/entries?from=yesterday",
+    "/v1/entries?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
+    "/v1/entries?dossier=12",
+    "/v1/entries?type=DROP%20TABLE",
+    "/v1/entries?trace_id=xyz",
+    "/v1/entries?order=sideways",
+    "/v1/entries/-1",
+    "/v1/entries/99999999999999999999999",
+    "/v1/entries/5",
+    "/v1/dossiers/abc/consultations",
+    "/v1/proofs/inclusion?index=2&tree_size=2",
+    "/v1/proofs/inclusion?index=0&tree_size=3",
+    "/v1/proofs/inclusion?index=0",
+    "/v1/proofs/inclusion?index=x&tree_size=1",
+    "/v1/proofs/inclusion?index=0&tree_size=99999999999999999999999",
+    "/v1/proofs/consistency?first=2&second=1",
+    "/v1/proofs/consistency?first=1&second=3",
+    "/v1/proofs/consistency?first=-1&second=1",
+    "/v1/alerts?severity=fatal",
+    "/v1/alerts?cursor=1e3",
+]
+
+
+async def test_bad_parameters_are_4xx_problems(filled: Audit) -> None:
+    wrong = []
+    for query in BAD_QUERIES:
+        response = await filled.client.get(query, headers=filled.headers())
+        problem = response.headers["content-type"] == "application/problem+json"
+        if not (400 <= response.status_code < 500 and problem):
+            wrong.append((query, response.status_code, response.text[:100]))
+    assert wrong == []
+
+
+async def test_filters_and_keyset_pages(audit: Audit) -> None:
+    base = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    events = [
+        consulted(
+            "alice" if i % 2 else "bob", "1000001" if i % 3 else "1000002", at=base + timedelta(minutes=i)
+        )
+        for i in range(9)
+    ]
+    await audit.publish(*events, suspended("alice"))
+    await audit.wait_for_entries(10)
+
+    by_alice = await audit.all_entries(actor="alice")
+    assert len(by_alice) == 4 and all(i["actor"] == "alice" for i in by_alice)  # not the suspension
+    pages, cursor = [], None
+    while True:
+        params = {"actor": "alice", "limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = await audit.get("/v1/entries", **params)
+        pages.append(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [2, 2]
+    assert [i["index"] for p in pages for i in p] == [i["index"] for i in by_alice]
+
+    newest_first = await audit.get("/v1/entries", order="desc", limit=3)
+    assert [i["index"] for i in newest_first["items"]] == [9, 8, 7]
+
+    consultations = await audit.get("/v1/dossiers/1000002/consultations")
+    assert {i["subject"] for i in consultations["items"]} == {"1000002"}
+    assert len(consultations["items"]) == 3
+    assert len((await audit.get("/v1/entries", dossier="1000002"))["items"]) == 3
+
+    window = await audit.get(
+        "/v1/entries", **{"from": (base + timedelta(minutes=2)).isoformat(), "to": "2026-03-02T10:05:00"}
+    )
+    assert len(window["items"]) == 3  # minutes 2, 3 and 4; a time without zone is UTC
+    typed = await audit.get("/v1/entries", type="identity.user.suspended")
+    assert [i["actor"] for i in typed["items"]] == ["admin-1"]
+    one = await audit.get("/v1/entries/4")
+    assert one["event_id"] == events[4].id
+    by_event = await audit.get("/v1/entries", event_id=events[4].id)
+    assert [i["index"] for i in by_event["items"]] == [4]
