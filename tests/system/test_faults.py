@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,12 +19,32 @@ from cdap_dossiers.generate import build_pools, make_dossier
 from cdap_shared import events as ev
 from cdap_shared.envelope import new_event_id
 
-from .harness import ROOT, System, activate_and_login, available, wait_ready
+from .harness import System, activate_and_login, available, wait_ready
 from .test_revocation import provisioned_partner, publish
 
 pytestmark = [pytest.mark.stack, pytest.mark.stack_lifecycle]
-STACK = str(ROOT / "deploy" / "local" / "stack.sh")
 FAST = {"CDAP_RATE_LIMIT_USER": "100000"}
+
+
+def burst_rules(tmp: Path) -> dict[str, str]:
+    """Audit settings whose volume rules tolerate a test burst: by default, 500 consultations in an hour
+    raise a critical alert and identity suspends the account (which is right, but not this test's point)."""
+    from cdap_audit.rules import DEFAULT_RULES
+
+    text = DEFAULT_RULES.read_text().replace("max_count = 500", "max_count = 1000000")
+    path = tmp / "rules.toml"
+    path.write_text(text.replace("max_count = 100\n", "max_count = 1000000\n"))
+    return {"CDAP_ALERT_RULES_PATH": str(path)}
+
+
+def running_kafka() -> tuple[int, str]:
+    """The broker's pid and the stack script that started it (maybe another checkout's, on a developer's
+    machine), so that the restart reuses the same data directory."""
+    out = subprocess.run(["pgrep", "-f", "kafka.Kafka"], capture_output=True, text=True, check=True)
+    pid = int(out.stdout.split()[0])
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    properties = Path(next(a for a in args if a.endswith(b"server.properties")).decode())
+    return pid, str(properties.parents[2] / "deploy" / "local" / "stack.sh")
 
 
 async def seed_dossiers(kafka: str, first: int, count: int) -> list[str]:
@@ -98,13 +119,16 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_kafka_killed_during_a_burst_every_consultation_is_audited_once(
-    system: System, client: httpx.AsyncClient
+    system: System, client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    await system.start("identity", "dossiers", "audit", extra_env={"dossiers": FAST})
+    await system.start(
+        "identity", "dossiers", "audit", extra_env={"dossiers": FAST, "audit": burst_rules(tmp_path)}
+    )
     admin, user = await ready_partner(system, client)
     numeros = await seed_dossiers(system.kafka, 5_100_000 + random.randint(0, 80_000), 20)
     lookup = f"{system.url('dossiers')}/v1/dossiers/"
-    await until_granted(client, lookup + numeros[-1], user["headers"])
+    for numero in numeros:
+        await until_granted(client, lookup + numero, user["headers"])
 
     total, answered = 5_000, []
     sem = asyncio.Semaphore(20)
@@ -116,32 +140,35 @@ async def test_kafka_killed_during_a_burst_every_consultation_is_audited_once(
                 params={"motif": "accompagnement_social"},
                 headers=user["headers"],
             )
-            answered.append((r.status_code, r.headers.get("X-Audit-Id"), "sections" in r.text))
+            answered.append(
+                (r.status_code, r.headers.get("X-Audit-Id"), "sections" in r.text or r.text[:200])
+            )
 
     async def chaos() -> None:
         while len(answered) < total // 3:
             await asyncio.sleep(0.05)
-        pid = int((ROOT / ".stack" / "kafka" / "kafka.pid").read_text())
+        pid, stack_script = running_kafka()
         subprocess.run(["kill", "-9", str(pid)], check=True)
         while len(answered) < 2 * total // 3:
             await asyncio.sleep(0.05)
-        await asyncio.to_thread(subprocess.run, ["bash", STACK, "up"], check=True, capture_output=True)
+        await asyncio.to_thread(subprocess.run, ["bash", stack_script, "up"], check=True, capture_output=True)
 
     await asyncio.gather(chaos(), *(one(i) for i in range(total)))
     assert len(answered) == total
     for status, audit_id, has_data in answered:
-        assert status == 200 and audit_id, (status, audit_id)
+        assert status == 200 and audit_id, (status, audit_id, has_data)
         assert has_data
     expected = sorted(a for _, a, _ in answered)
     audit = system.url("audit")
     headers = await auditor(system, client, admin)
     for _ in range(300):
         found = await audit_ids(client, audit, headers, user["user_id"])
-        if len(set(found)) >= total:
+        if set(expected) <= set(found):
             break
         await asyncio.sleep(1)
     assert len(found) == len(set(found)), "a consultation was audited twice"
-    assert sorted(found) == expected, "a consultation is missing from the audit log"
+    missing = set(expected) - set(found)
+    assert not missing, f"{len(missing)} consultations are missing from the audit log"
 
 
 async def test_postgresql_stopped_means_503_and_no_data_then_recovery(
@@ -165,13 +192,16 @@ async def test_postgresql_stopped_means_503_and_no_data_then_recovery(
 
 
 async def test_services_killed_with_sigkill_lose_nothing_and_double_nothing(
-    system: System, client: httpx.AsyncClient
+    system: System, client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    await system.start("identity", "dossiers", "audit", extra_env={"dossiers": FAST})
+    await system.start(
+        "identity", "dossiers", "audit", extra_env={"dossiers": FAST, "audit": burst_rules(tmp_path)}
+    )
     admin, user = await ready_partner(system, client)
     numeros = await seed_dossiers(system.kafka, 5_300_000 + random.randint(0, 80_000), 10)
     lookup = f"{system.url('dossiers')}/v1/dossiers/"
-    await until_granted(client, lookup + numeros[-1], user["headers"])
+    for numero in numeros:
+        await until_granted(client, lookup + numero, user["headers"])
     ids: list[str] = []
 
     async def burst(n: int) -> None:
