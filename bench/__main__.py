@@ -79,6 +79,9 @@ def render_summary() -> str:
         if notes:
             lines += ["", notes]
         lines.append("")
+    analysis = Path(__file__).with_name("ANALYSIS.md")
+    if analysis.exists():
+        lines += [analysis.read_text()]
     return "\n".join(lines)
 
 

@@ -103,8 +103,7 @@ async def run_cdap(n_throughput: int, rate: int, seconds: int, progress: Progres
         async def writer(chunk: list[ev.CloudEvent]) -> None:
             for i in range(0, len(chunk), 100):
                 async with sessions() as session, session.begin():
-                    for event in chunk[i : i + 100]:
-                        await outbox.add(session, event, topic=topic)
+                    await outbox.add_all(session, chunk[i : i + 100], topic=topic)
 
         writers = asyncio.gather(*(writer(events[k::4]) for k in range(4)))
         while (done := await _count(consumer_dsn)) < n_throughput:
@@ -121,9 +120,9 @@ async def run_cdap(n_throughput: int, rate: int, seconds: int, progress: Progres
         t0 = time.perf_counter()
         while written < total:
             async with sessions() as session, session.begin():
-                for _ in range(per_tick):
-                    await outbox.add(session, consultation(n_throughput + written), topic=topic)
-                    written += 1
+                batch = [consultation(n_throughput + written + k) for k in range(per_tick)]
+                await outbox.add_all(session, batch, topic=topic)
+                written += per_tick
             progress("outbox pipeline: latency at fixed rate", written / total / 2)
             await asyncio.sleep(max(0.0, t0 + written / rate - time.perf_counter()))
         achieved = total / (time.perf_counter() - t0)

@@ -148,3 +148,14 @@ async def test_per_key_order_is_kept(pipeline: Pipeline) -> None:
     wire = await read_topic(pipeline.kafka, pipeline.topic, 200)
     seen = [ev.CloudEvent.from_bytes(v).id for _, v in wire]
     assert seen == [e.id for e in events]
+
+
+async def test_a_transaction_staging_many_events_delivers_each_once(pipeline: Pipeline) -> None:
+    from cdap_shared import outbox
+
+    events = [sample("dossier.consulted", subject=f"{1_000_000 + i}") for i in range(250)]
+    async with pipeline.producer_sessions() as session, session.begin():
+        await outbox.add_all(session, events, topic=pipeline.topic)
+    pipeline.start_relay()
+    await eventually(lambda: _all_applied(pipeline, 250))
+    assert await pipeline.effects() == {e.id: 1 for e in events}

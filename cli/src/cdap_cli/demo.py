@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -23,7 +24,7 @@ import pyotp
 from cdap_shared.mailsink import mail_dir
 
 ROOT = Path(__file__).resolve().parents[3]
-STATE = ROOT / ".stack" / "demo.json"
+STATE = Path(os.environ.get("CDAP_DEMO_STATE", str(ROOT / ".stack" / "demo.json")))
 DEMO_PASSWORD = "Demo-CDAP-Seine-76!"
 DEPARTMENT = "76"
 
@@ -81,13 +82,19 @@ class DemoError(RuntimeError):
     """A step of the demo failed; the message says which and why."""
 
 
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default).rstrip("/")
+
+
 @dataclass
 class Urls:
-    identity: str = "http://127.0.0.1:8001"
-    access: str = "http://127.0.0.1:8002"
-    dossiers: str = "http://127.0.0.1:8003"
-    audit: str = "http://127.0.0.1:8004"
-    portal: str = "http://127.0.0.1:8000"
+    """Where the services answer (the portal's settings names, so one environment serves both)."""
+
+    identity: str = field(default_factory=lambda: _env("CDAP_IDENTITY_URL", "http://127.0.0.1:8001"))
+    access: str = field(default_factory=lambda: _env("CDAP_ACCESS_REQUESTS_URL", "http://127.0.0.1:8002"))
+    dossiers: str = field(default_factory=lambda: _env("CDAP_DOSSIERS_URL", "http://127.0.0.1:8003"))
+    audit: str = field(default_factory=lambda: _env("CDAP_AUDIT_URL", "http://127.0.0.1:8004"))
+    portal: str = field(default_factory=lambda: _env("CDAP_PORTAL_URL", "http://127.0.0.1:8000"))
 
 
 @dataclass

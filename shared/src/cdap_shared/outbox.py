@@ -85,6 +85,21 @@ async def add(
     return event.id
 
 
+_INSERT_MANY = text(
+    "INSERT INTO outbox (event_id, event_type, topic, key, payload, headers) "
+    "VALUES (:event_id, :event_type, :topic, :key, :payload, CAST(:headers AS jsonb))"
+)
+
+
+async def add_all(session: AsyncSession, events: list[CloudEvent], *, topic: str | None = None) -> None:
+    """`add` for a transaction that stages many events: one batched insert, one notification."""
+    if not events:
+        return
+    rows = [dict(zip(_COLUMNS, _row(event, None, topic), strict=True)) for event in events]
+    await session.execute(_INSERT_MANY, rows)
+    await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+
+
 async def add_pg(
     conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,  # type: ignore[type-arg]
     event: CloudEvent,
