@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from bench.common import RESULTS, write_result
 
-BENCHMARKS = ("outbox", "lookup", "identity")
+BENCHMARKS = ("outbox", "lookup", "identity", "audit", "access")
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 console = Console()
 
