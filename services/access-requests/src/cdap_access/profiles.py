@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from cdap_shared.datafiles import load_toml
 
 DEFAULT_PROFILES = Path(__file__).with_name("profiles.toml")
 
@@ -34,16 +35,4 @@ class ProfilesError(SystemExit):
 
 def load_profiles(path: Path = DEFAULT_PROFILES) -> Catalogue:
     """Read and validate the catalogue; raise `ProfilesError` with a readable message otherwise."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ProfilesError(f"profiles file {path} not found: set CDAP_PROFILES_PATH") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfilesError(f"profiles file {path} is not valid TOML: {exc}") from exc
-    try:
-        return Catalogue.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)
-        )
-        raise ProfilesError(f"profiles file {path} is invalid: {problems}") from exc
+    return load_toml(path, Catalogue, what="profiles file", env="CDAP_PROFILES_PATH", error=ProfilesError)

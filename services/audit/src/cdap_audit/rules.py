@@ -9,16 +9,16 @@ what to count, counts it, and hands the numbers to :func:`evaluate`.
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from dataclasses import dataclass
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator
 
 from cdap_audit.domain import EntryFacts, format_time
+from cdap_shared.datafiles import load_toml
 from cdap_shared.events import Severity
 
 DEFAULT_RULES = Path(__file__).with_name("rules.toml")
@@ -128,19 +128,7 @@ class RulesError(SystemExit):
 
 def load_rules(path: Path = DEFAULT_RULES) -> RuleSet:
     """Read and validate the rules; raise `RulesError` with a readable message otherwise."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise RulesError(f"alert rules file {path} not found: set CDAP_ALERT_RULES_PATH") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"alert rules file {path} is not valid TOML: {exc}") from exc
-    try:
-        return RuleSet.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)
-        )
-        raise RulesError(f"alert rules file {path} is invalid: {problems}") from exc
+    return load_toml(path, RuleSet, what="alert rules file", env="CDAP_ALERT_RULES_PATH", error=RulesError)
 
 
 # ---- evaluation -----------------------------------------------------------------------------------------

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cdap_shared.datafiles import load_toml
 
 SECTIONS = (
     "identite",
@@ -57,16 +58,4 @@ class PolicyError(SystemExit):
 
 def load_policy(path: Path = DEFAULT_POLICY) -> Policy:
     """Read and validate the policy; raise `PolicyError` with a readable message otherwise."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise PolicyError(f"policy file {path} not found: set CDAP_POLICY_PATH") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"policy file {path} is not valid TOML: {exc}") from exc
-    try:
-        return Policy.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)
-        )
-        raise PolicyError(f"policy file {path} is invalid: {problems}") from exc
+    return load_toml(path, Policy, what="policy file", env="CDAP_POLICY_PATH", error=PolicyError)
