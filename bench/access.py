@@ -12,10 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 import shutil
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -26,7 +23,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.common import KAFKA, RESULTS, drop_database, fresh_database, fresh_topic, percentile
+from bench.common import KAFKA, RESULTS, drop_database, fresh_database, fresh_topic, percentile, run_wrk
 from cdap_shared.db import asyncpg_dsn
 from cdap_shared.testing import JwksServer, ServiceProcess, TokenMinter, migrate
 
@@ -114,34 +111,12 @@ async def load_requests(dsn: str, count: int, progress: Progress) -> None:
 
 
 def wrk(url: str, token: str, seconds: int, connections: int = 20) -> dict[str, float]:
-    script = Path(tempfile.mkdtemp()) / "queue.lua"
-    script.write_text(
+    lua = (
         "request = function()\n"
         f"  return wrk.format('GET', '{QUERY}', {{['Authorization'] = 'Bearer {token}'}})\n"
         "end\n"
     )
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-
-    def latency(p: str) -> float:
-        m = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
-        assert m, out
-        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    return {
-        "requests_per_s": rps,
-        "p50_ms": latency("50"),
-        "p99_ms": latency("99"),
-        "requests": total,
-        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-    }
+    return run_wrk(url, lua, seconds, connections)
 
 
 async def sequential(url: str, token: str, runs: int, pages: int, progress: Progress) -> dict[str, float]:

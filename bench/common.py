@@ -86,3 +86,35 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"benchmark": name, "machine": machine(), **result}, indent=2) + "\n")
     return path
+
+
+def run_wrk(url: str, lua: str, seconds: int, connections: int) -> dict[str, float]:
+    """Run wrk (2 threads) with a Lua `request` script; requests/s, p50/p99 in ms, totals."""
+    import re
+    import tempfile
+
+    script = Path(tempfile.mkdtemp()) / "bench.lua"
+    script.write_text(lua)
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def latency(p: str) -> float:
+        m = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        assert m, out
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    assert rps and total, out
+    return {
+        "requests_per_s": float(rps.group(1)),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "requests": int(total.group(1)),
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+    }

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
-import tempfile
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from urllib.parse import urlencode
 
 import asyncpg
 
-from bench.common import ADMIN_DSN, KAFKA, RESULTS
+from bench.common import ADMIN_DSN, KAFKA, RESULTS, run_wrk
 from cdap_identity import accounts, habilitations
 from cdap_identity.models import Organisation
 from cdap_identity.passwords import _HASHER
@@ -95,8 +93,7 @@ async def prepare() -> tuple[str, str, list[str]]:
 
 
 def wrk(url: str, bodies: list[str], seconds: int, connections: int = 20) -> dict[str, float]:
-    script = Path(tempfile.mkdtemp()) / "token.lua"
-    script.write_text(
+    lua = (
         "local bodies = {" + ",".join(f'"{b}"' for b in bodies) + "}\n"
         "local i = 0\n"
         "request = function()\n"
@@ -105,25 +102,7 @@ def wrk(url: str, bodies: list[str], seconds: int, connections: int = 20) -> dic
         " bodies[(i % #bodies) + 1])\n"
         "end\n"
     )
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-
-    def latency(p: str) -> float:
-        m = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
-        assert m, out
-        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
-        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50_ms": latency("50"),
-        "p99_ms": latency("99"),
-        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-    }
+    return run_wrk(url, lua, seconds, connections)
 
 
 async def run(progress: Any, quick: bool = False) -> dict[str, Any]:

@@ -11,18 +11,16 @@ import asyncio
 import json
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from bench.common import ADMIN_DSN, KAFKA, RESULTS
+from bench.common import ADMIN_DSN, KAFKA, RESULTS, run_wrk
 from cdap_dossiers.generate import build_pools, make_dossier
 from cdap_dossiers.projections import dossier_row
 from cdap_shared.testing import JwksServer, ServiceProcess, TokenMinter, migrate
@@ -90,8 +88,7 @@ async def load_dossiers(count: int, progress: Any) -> None:
 
 
 def wrk(url: str, tokens: list[str], seconds: int, count: int, connections: int = 50) -> dict[str, float]:
-    script = Path(tempfile.mkdtemp()) / "lookup.lua"
-    script.write_text(
+    lua = (
         "local tokens = {" + ",".join(f'"{t}"' for t in tokens) + "}\n"
         "local i = 0\n"
         "request = function()\n"
@@ -101,28 +98,7 @@ def wrk(url: str, tokens: list[str], seconds: int, count: int, connections: int 
         " {['Authorization'] = 'Bearer ' .. tokens[(i % #tokens) + 1]})\n"
         "end\n"
     )
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-
-    def latency(p: str) -> float:
-        m = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
-        assert m, out
-        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    return {
-        "requests_per_s": rps,
-        "p50_ms": latency("50"),
-        "p99_ms": latency("99"),
-        "requests": total,
-        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-    }
+    return run_wrk(url, lua, seconds, connections)
 
 
 async def run(progress: Any, quick: bool = False) -> dict[str, Any]:
