@@ -60,11 +60,11 @@ def system(stack: dict[str, str]) -> Iterator[System]:
 
 @pytest.fixture(scope="module")
 def workflow(system: System) -> System:
-    """access-requests and audit too; skipped (with the log to read) if they cannot start."""
+    """access-requests and audit too; a failure to start them fails the test, with the log to read."""
     try:
         system.start_workflow()
     except RuntimeError as exc:
-        pytest.skip(f"access-requests or audit did not start: {exc}")
+        pytest.fail(f"access-requests or audit did not start: {exc}")
     return system
 
 
