@@ -87,3 +87,25 @@ def test_asyncapi_documents_every_message_with_its_payload_schema() -> None:
     grant = doc["components"]["schemas"]["GrantIssued"]
     assert {"grant_id", "profile", "department"} <= set(grant["properties"])
     assert {op["action"] for op in doc["operations"].values()} == {"send", "receive"}
+
+
+async def test_a_value_postgresql_cannot_store_is_a_422_not_a_500(database_url: str) -> None:
+    import asyncpg
+
+    from cdap_shared.db import asyncpg_dsn
+
+    app = create_app(title="t")
+
+    @app.get("/store")
+    async def store(value: str) -> dict[str, str]:
+        conn = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            return {"stored": await conn.fetchval("SELECT $1::text", value)}
+        finally:
+            await conn.close()
+
+    transport = ASGITransport(app=app, raise_app_exceptions=False)
+    async with AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.get("/store", params={"value": "abc"})).json() == {"stored": "abc"}
+        nul = await client.get("/store", params={"value": "a\x00b"})  # PostgreSQL refuses NUL in text
+        assert nul.status_code == 422 and nul.headers["content-type"] == "application/problem+json"

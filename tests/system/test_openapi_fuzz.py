@@ -103,7 +103,7 @@ def audit_schema(audit_api: dict[str, Any]) -> Any:
 
 access = schemathesis.pytest.from_fixture("access_schema")
 audit = schemathesis.pytest.from_fixture("audit_schema")
-FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 
 
 @pytest.mark.stack

@@ -77,6 +77,6 @@ schema = schemathesis.pytest.from_fixture("dossiers_schema")
 
 @pytest.mark.stack
 @schema.parametrize()
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_no_server_error_and_documented_answers(case: Any, dossiers_api: dict[str, Any]) -> None:
     case.call_and_validate(headers={"Authorization": f"Bearer {dossiers_api['token']}"}, checks=CHECKS)

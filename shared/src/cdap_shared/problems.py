@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger(__name__)
@@ -75,6 +77,19 @@ def install_problem_handlers(app: FastAPI) -> None:
         title = exc.detail if isinstance(exc.detail, str) else "HTTP error"
         return problem_response(Problem(exc.status_code, title, headers=dict(exc.headers or {})), request)
 
+    async def on_database(request: Request, exc: Exception) -> JSONResponse:
+        # SQLSTATE class 22 ("data exception", e.g. a NUL character in a text value) comes from the
+        # caller's input: a 422 that changed nothing (the transaction failed). Anything else: unavailable.
+        sqlstate = str(
+            getattr(getattr(exc, "orig", None), "sqlstate", None) or getattr(exc, "sqlstate", "") or ""
+        )
+        if sqlstate.startswith("22"):
+            return problem_response(
+                Problem(422, "Invalid value", "A value cannot be stored as sent."), request
+            )
+        log.warning("database error", path=request.url.path, error_type=type(exc).__name__)
+        return problem_response(Problem(503, "Service unavailable", "Try again shortly."), request)
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", path=request.url.path, error_type=type(exc).__name__)
         return problem_response(Problem(500, "Internal error", "The error was logged."), request)
@@ -82,4 +97,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(DBAPIError, on_database)
+    app.add_exception_handler(asyncpg.PostgresError, on_database)
     app.add_exception_handler(Exception, on_unexpected)
