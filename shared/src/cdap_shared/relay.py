@@ -147,14 +147,3 @@ class OutboxRelay:
 
     async def mark_sent(self, conn: asyncpg.Connection, ids: list[int]) -> None:
         await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", ids)
-
-    async def purge_sent(self, older_than_hours: int = 24) -> int:
-        """Delete rows published long ago (they are in Kafka and in the consumers' own stores)."""
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            status = await conn.execute(
-                "DELETE FROM outbox WHERE sent_at < now() - make_interval(hours => $1)", older_than_hours
-            )
-            return int(status.split()[-1])
-        finally:
-            await conn.close()

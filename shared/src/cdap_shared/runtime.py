@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from cdap_shared.consumer import EventConsumer, Handler
 from cdap_shared.db import asyncpg_dsn, create_engine, session_factory
+from cdap_shared.housekeeping import Retention, run_periodically
 from cdap_shared.relay import OutboxRelay
 from cdap_shared.settings import ServiceSettings
 from cdap_shared.telemetry import configure_logging, configure_tracing
@@ -106,12 +107,23 @@ class ServiceRuntime:
         self._tasks.append(asyncio.create_task(self._start_broker(), name="broker"))
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        retention = Retention(
+            outbox_hours=self.settings.outbox_retention_hours,
+            inbox_days=self.settings.inbox_retention_days,
+            sent_mail_hours=self.settings.sent_mail_retention_hours,
+        )
+        self._tasks.append(
+            asyncio.create_task(
+                run_periodically(self._pool, retention, self.settings.housekeeping_interval_seconds),
+                name="housekeeping",
+            )
+        )
 
     async def stop(self) -> None:
         if self.relay is not None:
             self.relay.stop()
         for task in self._tasks:
-            if task.get_name() == "broker" and not task.done():
+            if task.get_name() in {"broker", "housekeeping"} and not task.done():
                 task.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 10)

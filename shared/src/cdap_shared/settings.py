@@ -29,3 +29,9 @@ class ServiceSettings(BaseSettings):
     # nothing; "latest" serves system tests that start fresh groups on long-lived topics.
     consumer_offset_reset: Literal["earliest", "latest"] = "earliest"
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
+    # Housekeeping of outbox / inbox / mail_outbox (see housekeeping.py); the inbox outlives Kafka's
+    # 7-day retention so a redelivered event is always recognised.
+    housekeeping_interval_seconds: float = Field(default=3600, gt=0)
+    outbox_retention_hours: int = Field(default=24, ge=1)
+    inbox_retention_days: int = Field(default=14, ge=8)
+    sent_mail_retention_hours: int = Field(default=72, ge=1)
