@@ -6,7 +6,7 @@ PY := .venv/bin/python
 STACK := deploy/local/stack.sh
 export UV_LINK_MODE := copy
 
-.PHONY: setup up down status migrate run browser test test-fast bench lint format reset
+.PHONY: setup up down status migrate run browser tools test test-fast bench lint format reset
 
 setup: ## install uv (from PyPI) and the locked workspace into .venv
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
@@ -38,7 +38,13 @@ browser: ## Debian's Chromium for the portal's browser tests (never a downloaded
 		 (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) \
 		|| { echo "could not install chromium: run 'apt-get install chromium'"; exit 1; }; }
 
-test: up browser ## every test, against the real Kafka and PostgreSQL
+tools: ## Debian's libfaketime: the system tests' simulated day change (tests/system/test_clock.py)
+	@ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || { echo "installing faketime from Debian's packages"; \
+		(apt-get install -y -qq faketime >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq faketime >/dev/null)) \
+		|| { echo "could not install faketime: run 'apt-get install faketime'"; exit 1; }; }
+
+test: up browser tools ## every test, against the real Kafka and PostgreSQL
 	@failed=""; for d in $(TEST_DIRS); do \
 		echo "=== $$d"; $(PY) -m pytest $$d || failed="$$failed $$d"; \
 	done; \
