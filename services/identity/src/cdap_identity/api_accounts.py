@@ -75,12 +75,20 @@ async def create_organisation(
 async def get_organisation(
     organisation_id: Id, session: SessionDep, principal: CurrentPrincipal
 ) -> OrganisationPublic:
-    """An organisation, for CAF staff and for its own members."""
+    """An organisation, for its own members, CAF admins, auditors, and CAF staff of its department."""
     if principal.org != organisation_id and not principal.has_role(*domain.CAF_ROLES, domain.AUDITOR):
         raise Problem(403, "Forbidden", "Not your organisation.", reason="other_organisation")
     org = await session.get(Organisation, organisation_id)
     if org is None:
         raise Problem(404, "Unknown organisation")
+    # Instructors and managers work for one department's CAF: as with grants and access requests, another
+    # department's partners are not theirs to read. CAF admins and auditors oversee every department.
+    if (
+        principal.org != organisation_id
+        and not principal.has_role(domain.CAF_ADMIN, domain.AUDITOR)
+        and principal.department != org.department
+    ):
+        raise Problem(403, "Forbidden", "Not your department's organisation.", reason="other_department")
     admins = (
         (
             await session.execute(

@@ -1,0 +1,352 @@
+# ruff: noqa: E501 - the matrix is a table: one endpoint per line, one column per principal
+"""The authorization matrix of identity: every endpoint x every role, inside and outside the resource's
+organisation or department, as one explicit table.
+
+A cell is the status the call must get: 401 without a token, 403 (problem+json, nothing changed) when the
+role may not, otherwise the business answer (2xx, or a 4xx that is not about authorization). `HID` is a
+200 that must not show the resource of the other organisation or department (a list filtered by scope).
+
+Columns: `~` marks the principal outside the resource. Partner principals belong to organisation A
+(department 76, the resource's) or, with `~`, to organisation B (department 27); CAF staff and auditors
+work for the CAF of 76 or, with `~`, of 27. CAF admins and auditors are national in this service
+(they list every grant; a CAF admin may act on any account), so their `~` column allows what theirs does.
+
+`test_every_endpoint_has_a_row` reads the app's OpenAPI document: a new /v1 endpoint fails it until its
+row is written here, so nobody adds an endpoint without deciding who may call it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from cdap_identity import domain
+from cdap_identity.app import build
+from cdap_identity.keys import issue_access_token
+from cdap_identity.models import Client, Grant, OneTimeToken, Organisation, RefreshToken, User
+from cdap_shared.mail import QueuedMail
+from cdap_shared.outbox import OutboxRecord
+
+from .conftest import STRONG, Identity, unique_email
+
+pytestmark = pytest.mark.stack
+
+HID = "200, without the other scope's resource"
+Expect = int | str
+
+# fmt: off
+PRINCIPALS = ("anon", "user", "user~", "padm", "padm~", "sys", "sys~", "ins", "ins~", "mgr", "mgr~", "adm", "adm~", "aud", "aud~")
+
+MATRIX: dict[str, tuple[Expect, ...]] = {
+    #                                            anon  user  user~ padm  padm~ sys   sys~  ins   ins~  mgr   mgr~  adm   adm~  aud   aud~
+    # Public: a bearer token changes nothing (the credentials are in the form or the body).
+    "POST /v1/token":                           (400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400),
+    "POST /v1/activations":                     (400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400),
+    "POST /v1/revoke":                          (200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200),
+    # Anyone signed in; a partner system has no account.
+    "GET /v1/me":                               (401,  200,  200,  200,  200,  404,  404,  200,  200,  200,  200,  200,  200,  200,  200),
+    # Organisations: created and overseen by CAF admins; read by CAF staff of its department, auditors and its own members.
+    "POST /v1/organisations":                   (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  201,  201,  403,  403),
+    "GET /v1/organisations/{A}":                (401,  200,  403,  200,  403,  200,  403,  200,  403,  200,  403,  200,  200,  200,  200),
+    "POST /v1/organisations/{A}/withdraw-delegation":
+                                                (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
+    # CAF staff accounts and account actions: CAF admins only.
+    "POST /v1/users":                           (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  201,  201,  403,  403),
+    "POST /v1/users/{user}/suspend":            (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
+    "POST /v1/users/{user}/reinstate":          (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
+    "POST /v1/users/{user}/unlock":             (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
+    "POST /v1/users/{user}/force-password-reset":
+                                                (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
+    # Grants: listed within the caller's scope; revoked by a CAF admin or a manager of the grant's department.
+    "GET /v1/grants":                           (401,  403,  403,  200,  HID,  403,  403,  200,  HID,  200,  HID,  200,  200,  200,  200),
+    "POST /v1/grants/{grant}/revoke":           (401,  403,  403,  403,  403,  403,  403,  403,  403,  200,  403,  200,  200,  403,  403),
+    # A partner system's credentials: the grant's organisation administrators, or a CAF admin.
+    "POST /v1/clients":                         (401,  403,  403,  201,  403,  403,  403,  403,  403,  403,  403,  201,  201,  403,  403),
+}
+# fmt: on
+
+
+@dataclass(frozen=True)
+class Who:
+    roles: tuple[str, ...]
+    side: str  # "A" (the resource's organisation, department 76) or "B" (organisation B, department 27)
+    person: bool = True  # False: a partner system (no account)
+
+
+WHO = {
+    "user": Who(("partner_user",), "A"),
+    "user~": Who(("partner_user",), "B"),
+    "padm": Who(("partner_admin",), "A"),
+    "padm~": Who(("partner_admin",), "B"),
+    "sys": Who(("partner_system",), "A", person=False),
+    "sys~": Who(("partner_system",), "B", person=False),
+    "ins": Who(("caf_instructor",), "A"),
+    "ins~": Who(("caf_instructor",), "B"),
+    "mgr": Who(("caf_manager",), "A"),
+    "mgr~": Who(("caf_manager",), "B"),
+    "adm": Who(("caf_admin",), "A"),
+    "adm~": Who(("caf_admin",), "B"),
+    "aud": Who(("auditor",), "A"),
+    "aud~": Who(("auditor",), "B"),
+}
+DEPARTMENT = {"A": "76", "B": "27"}
+
+
+@dataclass
+class World:
+    """What the calls act on: organisations A and B, an account of A, grants of A, the callers' accounts."""
+
+    idp: Identity
+    org: dict[str, str]  # "A" / "B" -> organisation id
+    target_user: str
+    grant_listed: str
+    grant_revoked: str
+    grant_for_client: str
+    callers: dict[str, str]  # column -> user id (or client id for partner systems)
+    created: int = 0
+
+    def headers(self, column: str) -> dict[str, str]:
+        if column == "anon":
+            return {}
+        who = WHO[column]
+        partner = who.roles[0].startswith("partner")
+        extra = {"department": DEPARTMENT[who.side]} if who.person else {}
+        token = issue_access_token(
+            self.idp.app.state.key_ring,
+            sub=self.callers[column],
+            org=self.org[who.side] if partner else None,
+            roles=who.roles,
+            grants=[],
+            now=datetime.now(UTC),
+            extra=extra,
+        )
+        return {"Authorization": f"Bearer {token.token}"}
+
+    def next_siret(self) -> str:
+        self.created += 1
+        return siret(9000 + self.created)
+
+
+def siret(seed: int) -> str:
+    """A valid SIRET (Luhn key), distinct per seed: every allowed creation needs a new one."""
+    base = f"{seed:013d}"
+    return next(base + d for d in "0123456789" if domain.valid_siret(base + d))
+
+
+# How each row is called: (path with the world's ids, keyword arguments for httpx, the id a read shows).
+Call = tuple[str, dict[str, Any], str | None]
+
+
+def _organisation_body(w: World) -> dict[str, Any]:
+    return {
+        "siret": w.next_siret(),
+        "name": "Bailleur de la matrice",
+        "kind": "bailleur",
+        "department": "76",
+        "convention": {"reference": "CONV-76-MATRIX", "valid_until": "2030-12-31"},
+        "administrators": [{"email": unique_email("gest"), "family_name": "Durand", "given_name": "Claire"}],
+    }
+
+
+def _staff_body(w: World) -> dict[str, Any]:
+    email = unique_email("staff")
+    return {
+        "email": email,
+        "family_name": "Leroy",
+        "given_name": "Anne",
+        "roles": ["caf_instructor"],
+        "department": "76",
+    }
+
+
+CALLS: dict[str, Callable[[World], Call]] = {
+    "POST /v1/token": lambda w: ("/v1/token", {"data": {"grant_type": "matrix"}}, None),
+    "POST /v1/activations": lambda w: (
+        "/v1/activations",
+        {"json": {"token": "x" * 32, "password": STRONG}},
+        None,
+    ),
+    "POST /v1/revoke": lambda w: ("/v1/revoke", {"data": {"token": "not-a-refresh-token"}}, None),
+    "GET /v1/me": lambda w: ("/v1/me", {}, None),
+    "POST /v1/organisations": lambda w: ("/v1/organisations", {"json": _organisation_body(w)}, None),
+    "GET /v1/organisations/{A}": lambda w: (f"/v1/organisations/{w.org['A']}", {}, w.org["A"]),
+    "POST /v1/organisations/{A}/withdraw-delegation": lambda w: (
+        f"/v1/organisations/{w.org['A']}/withdraw-delegation",
+        {},
+        None,
+    ),
+    "POST /v1/users": lambda w: ("/v1/users", {"json": _staff_body(w)}, None),
+    "POST /v1/users/{user}/suspend": lambda w: (
+        f"/v1/users/{w.target_user}/suspend",
+        {"json": {"reason": "matrix"}},
+        None,
+    ),
+    "POST /v1/users/{user}/reinstate": lambda w: (f"/v1/users/{w.target_user}/reinstate", {}, None),
+    "POST /v1/users/{user}/unlock": lambda w: (f"/v1/users/{w.target_user}/unlock", {}, None),
+    "POST /v1/users/{user}/force-password-reset": lambda w: (
+        f"/v1/users/{w.target_user}/force-password-reset",
+        {},
+        None,
+    ),
+    "GET /v1/grants": lambda w: ("/v1/grants", {}, w.grant_listed),
+    "POST /v1/grants/{grant}/revoke": lambda w: (f"/v1/grants/{w.grant_revoked}/revoke", {}, None),
+    "POST /v1/clients": lambda w: (
+        "/v1/clients",
+        {"json": {"grant_id": w.grant_for_client, "name": "SI matrice"}},
+        None,
+    ),
+}
+
+
+async def make_world(idp: Identity) -> World:
+    today = date.today()
+    async with idp.app.state.sessions() as s, s.begin():
+        orgs = {
+            side: Organisation(
+                siret=siret(100 + i),
+                name=f"Organisation {side}",
+                kind="bailleur",
+                department=DEPARTMENT[side],
+                convention_reference=f"CONV-{side}",
+                convention_valid_until=today + timedelta(days=900),
+            )
+            for i, side in enumerate("AB")
+        }
+        s.add_all(orgs.values())
+        await s.flush()
+        callers: dict[str, str] = {}
+        for column, who in WHO.items():
+            if not who.person:
+                callers[column] = f"cdap-client-{column.strip('~')}-{who.side}"
+                continue
+            partner = who.roles[0].startswith("partner")
+            user = User(
+                email=unique_email(column.strip("~")),
+                family_name="Matrice",
+                given_name=column,
+                roles=list(who.roles),
+                organisation_id=orgs[who.side].id if partner else None,
+                department=DEPARTMENT[who.side],
+                status="active",
+            )
+            s.add(user)
+            await s.flush()
+            callers[column] = user.id
+        target = User(
+            email=unique_email("target"),
+            family_name="Cible",
+            given_name="Paul",
+            roles=["partner_user"],
+            organisation_id=orgs["A"].id,
+            department="76",
+            status="active",
+        )
+        s.add(target)
+        await s.flush()
+        grants = [
+            Grant(
+                user_id=target.id,
+                organisation_id=orgs["A"].id,
+                profile="T2",
+                department="76",
+                valid_from=today,
+                valid_until=today + timedelta(days=100),
+            )
+            for _ in range(3)
+        ]
+        s.add_all(grants)
+        await s.flush()
+        return World(
+            idp,
+            {side: o.id for side, o in orgs.items()},
+            target.id,
+            grants[0].id,
+            grants[1].id,
+            grants[2].id,
+            callers,
+        )
+
+
+async def snapshot(idp: Identity) -> dict[str, Any]:
+    """Everything a refused call must leave as it was. Outbox and mail queue by their highest id: a relay
+    may purge what it sent, but a new row always gets a higher id."""
+    async with idp.app.state.sessions() as s:
+
+        async def rows(*columns: Any) -> list[tuple[Any, ...]]:
+            return sorted(tuple(r) for r in (await s.execute(select(*columns))).all())
+
+        return {
+            "users": await rows(
+                User.id, User.status, User.must_reset_password, User.permanently_locked, User.locked_until
+            ),
+            "organisations": await rows(Organisation.id, Organisation.delegation_withdrawn),
+            "grants": await rows(Grant.id, Grant.status),
+            "clients": await rows(Client.id),
+            "tokens": await rows(OneTimeToken.digest, OneTimeToken.used_at),
+            "refresh": await rows(RefreshToken.digest),
+            "outbox": (await s.execute(select(func.max(OutboxRecord.id)))).scalar(),
+            "mail": (await s.execute(select(func.max(QueuedMail.id)))).scalar(),
+        }
+
+
+async def test_the_matrix(idp: Identity) -> None:
+    """Every row x every column; all mismatches are reported together, as (row, column, what happened)."""
+    w = await make_world(idp)
+    wrong: list[tuple[str, str, Any, str]] = []
+    for row, expected in MATRIX.items():
+        method = row.split(" ", 1)[0]
+        for column, want in zip(PRINCIPALS, expected, strict=True):
+            path, kwargs, shows = CALLS[row](w)
+            refused = want in (401, 403)
+            before = await snapshot(idp) if refused else None
+            r = await idp.client.request(method, path, headers=w.headers(column), **kwargs)
+            status = r.status_code
+            problem = r.headers.get("content-type") == "application/problem+json"
+            if want == HID:
+                if status != 200 or (shows and shows in r.text):
+                    wrong.append((row, column, status, f"shows {shows}: {r.text[:80]}"))
+            elif status != want:
+                wrong.append((row, column, status, r.text[:120]))
+            elif refused and not (problem and r.json().get("status") == want):
+                wrong.append((row, column, status, f"not problem+json: {r.headers.get('content-type')}"))
+            elif refused and await snapshot(idp) != before:
+                wrong.append((row, column, status, "a refused call changed the database"))
+            elif status == 200 and method == "GET" and shows and shows not in r.text:
+                wrong.append((row, column, status, f"does not show {shows}"))
+    assert wrong == []
+
+
+def _route_pattern(template: str) -> re.Pattern[str]:
+    """`/v1/users/{user_id}/{action}` -> a regex matching `/v1/users/{user}/suspend` (rows name placeholders
+    as they like, and a route's parameter may stand for several rows)."""
+    parts = re.split(r"\{[^/}]+\}", template)
+    return re.compile("^" + "[^/]+".join(re.escape(part) for part in parts) + "$")
+
+
+def test_every_endpoint_has_a_row() -> None:
+    """Each /v1 operation of the OpenAPI document has a row, each row an operation, a call and every column."""
+    operations = {
+        (method.upper(), path)
+        for path, item in build().openapi()["paths"].items()
+        if path.startswith("/v1/")
+        for method in item
+    }
+    rows = {tuple(row.split(" ", 1)) for row in MATRIX}
+
+    def covered(method: str, template: str) -> bool:
+        return any(m == method and _route_pattern(template).match(p) for m, p in rows)
+
+    assert sorted(op for op in operations if not covered(*op)) == [], "endpoints without a row"
+    orphans = [
+        f"{m} {p}" for m, p in rows if not any(om == m and _route_pattern(t).match(p) for om, t in operations)
+    ]
+    assert orphans == [], "rows naming no endpoint"
+    assert set(CALLS) == set(MATRIX)
+    assert all(len(cells) == len(PRINCIPALS) for cells in MATRIX.values())
+    assert set(WHO) | {"anon"} == set(PRINCIPALS)
