@@ -7,20 +7,23 @@ import argparse
 import asyncio
 import importlib
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from bench import plots
 from bench.common import RESULTS, write_result
 
-BENCHMARKS = ("outbox", "lookup", "identity", "audit", "access")
+BENCHMARKS = ("outbox", "lookup", "identity", "audit", "audit_scale", "access")
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 console = Console()
 
 
-async def _run(name: str, quick: bool) -> dict[str, Any]:
+async def _run(name: str, quick: bool, **options: Any) -> dict[str, Any]:
     module = importlib.import_module(f"bench.{name}")
     with Progress(
         TextColumn("{task.description}"),
@@ -36,7 +39,7 @@ async def _run(name: str, quick: bool) -> dict[str, Any]:
                 tasks[phase] = progress.add_task(phase, total=1.0)
             progress.update(tasks[phase], completed=min(fraction, 1.0))
 
-        result: dict[str, Any] = await module.run(report, quick=quick)
+        result: dict[str, Any] = await module.run(report, quick=quick, **options)
         for task in tasks.values():
             progress.update(task, completed=1.0)
     return result
@@ -50,19 +53,30 @@ def render_summary() -> str:
         "measures CDAP and a baseline in the same run on the same machine, and reports their ratio: these",
         "machines are noisy, so absolute numbers vary from run to run more than ratios do.",
         "",
+        "Conditions: a 2-core virtual machine shared with other people's test runs while these numbers were",
+        "taken; PostgreSQL, Kafka, the load generator (wrk or a Python client) and the service under test",
+        "all run on those two cores. Read the ratios; absolute figures are a lower bound of what the code",
+        "does on a quiet machine. Each section says when it was measured, at which commit, and the load",
+        "average when it started.",
+        "",
     ]
     for path in sorted(RESULTS.glob("*.json")):
+        if path.stem.endswith("-quick"):
+            continue
         data = json.loads(path.read_text())
         m = data["machine"]
+        cdap_label, base_label = data.get("columns", ["CDAP", "baseline"])
+        load = f", load average {m['load_1min']} at start" if "load_1min" in m else ""
+        took = f", took {data['duration_s']:.0f} s" if "duration_s" in data else ""
         lines += [
             f"## {data['benchmark']}",
             "",
             data.get("description", ""),
             "",
             f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, "
-            f"Python {m['python']}, commit {m['commit']}.",
+            f"Python {m['python']}, commit {m['commit']}{load}{took}.",
             "",
-            "| metric | CDAP | baseline | ratio (CDAP / baseline) | target |",
+            f"| metric | {cdap_label} | {base_label} | ratio ({cdap_label} / {base_label}) | target |",
             "| --- | --- | --- | --- | --- |",
         ]
         cdap, base, ratios, targets = (
@@ -72,12 +86,16 @@ def render_summary() -> str:
             data.get("targets", {}),
         )
         for key, value in cdap.items():
-            ratio = next((str(v) for k, v in ratios.items() if key.startswith(k) or k in key), "")
+            ratio = ratios.get(
+                key, next((str(v) for k, v in ratios.items() if key.startswith(k) or k in key), "")
+            )
             target = next((str(v) for k, v in targets.items() if key.startswith(k.split("_at_")[0])), "")
             lines.append(f"| {key} | {value} | {base.get(key, '')} | {ratio} | {target} |")
         notes = data.get("notes")
         if notes:
             lines += ["", notes]
+        for png in data.get("plots", []):
+            lines += ["", f"![{png}](../bench/results/{png})"]
         lines.append("")
     analysis = Path(__file__).with_name("ANALYSIS.md")
     if analysis.exists():
@@ -88,16 +106,33 @@ def render_summary() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []][0 : len(BENCHMARKS)] or None)
-    parser.add_argument("--quick", action="store_true", help="small sizes, to check the benchmark itself")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
+        help="small sizes and short runs, to check the benchmarks themselves (also BENCH_QUICK=1); "
+        "results go to <name>-quick.json and are not rendered",
+    )
+    parser.add_argument(
+        "--reseed", action="store_true", help="reload the 10,000,000-entry audit log even if it is there"
+    )
     args = parser.parse_args()
+    started = time.perf_counter()
     for name in args.names or BENCHMARKS:
         console.print(f"[bold]bench/{name}[/bold]")
-        result = asyncio.run(_run(name, args.quick))
+        options = {"reseed": args.reseed} if name == "audit_scale" else {}
+        t0 = time.perf_counter()
+        result = asyncio.run(_run(name, args.quick, **options))
+        result["duration_s"] = round(time.perf_counter() - t0, 1)
         path = write_result(name if not args.quick else f"{name}-quick", result)
-        console.print(f"  -> {path}")
+        console.print(f"  -> {path} ({result['duration_s']:.0f} s)")
         console.print_json(json.dumps({k: result[k] for k in ("cdap", "baseline", "ratios") if k in result}))
-    DOCS.write_text(render_summary())
-    console.print(f"summary: {DOCS}")
+    if not args.quick:
+        for png in plots.render_all():
+            console.print(f"plot: {png}")
+        DOCS.write_text(render_summary())
+        console.print(f"summary: {DOCS}")
+    console.print(f"done in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

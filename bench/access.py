@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -25,7 +28,7 @@ import httpx
 
 from bench.common import KAFKA, RESULTS, drop_database, fresh_database, fresh_topic, percentile, run_wrk
 from cdap_shared.db import asyncpg_dsn
-from cdap_shared.testing import JwksServer, ServiceProcess, TokenMinter, migrate
+from cdap_shared.testing import JwksServer, ServiceProcess, TokenMinter, free_port, migrate
 
 Progress = Callable[[str, float], None]
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,23 +248,258 @@ async def run(progress: Progress, quick: bool = False) -> dict[str, Any]:
         "wrk_p99_ms": round(loaded["p99_ms"], 2),
         "wrk_requests": loaded["requests"],
         "wrk_non_2xx": loaded["non_2xx"],
-        "workflow_requests_per_s": "not measured",
     }
+    wf_count, wf_clients = (50, 5) if quick else (500, 10)
+    wf_cdap, wf_base = await workflow(progress, wf_count, wf_clients)
+    cdap |= wf_cdap
+    base = {**base, **wf_base}
     return {
         "description": f"GET {QUERY} with {count:,} open requests in department 76: one client (first page "
         f"x{runs}, then {pages} next_cursor pages) and wrk 20 connections {seconds}s, vs the same keyset "
-        "SELECT from asyncpg, one at a time",
+        "SELECT from asyncpg, one at a time; workflow throughput end to end (submit -> two approvals -> "
+        "identity provisions -> provisioned) vs the same calls on a bare endpoint",
         "cdap": cdap,
         "baseline": base,
         "ratios": {
             "first_page_p99": round(cdap["first_page_p99_ms"] / max(base["first_page_p99_ms"], 0.01), 2),
             "cursor_page_p99": round(cdap["cursor_page_p99_ms"] / max(base["cursor_page_p99_ms"], 0.01), 2),
+            "workflow_requests_per_s": round(
+                wf_cdap["workflow_requests_per_s"] / wf_base["workflow_requests_per_s"], 3
+            ),
+            "workflow_calls_per_s": round(
+                wf_cdap["workflow_calls_per_s"] / wf_base["workflow_calls_per_s"], 3
+            ),
         },
         "targets": {
             "first_page_p99_ms": "queue query p99 < 50 ms at 100,000 open requests",
+            "workflow_requests_per_s": "requests carried to provisioned per second (measured)",
             "wrk_p99": "< 50 ms",
         },
-        "notes": "Workflow throughput (requests carried submit -> approve -> grant per second) is not measured "
-        "yet. The baseline runs one query at a time over one connection; compare it with the CDAP one-client "
-        "figures; wrk figures are the service under 20 concurrent connections.",
+        "notes": "The queue baseline runs one query at a time over one connection; compare it with the CDAP "
+        "one-client figures; wrk figures are the service under 20 concurrent connections. "
+        f"Workflow: {wf_count} T1 requests (sensitive: two approvals), {wf_clients} concurrent clients each "
+        "submitting as the partner administrator, approving as a CAF instructor then as a CAF manager; "
+        "access-requests and identity run for real (identity creates the account and issues the grant, "
+        "access-requests records `provisioned` from identity's event). `workflow_requests_per_s` counts "
+        "requests provisioned per second, first submission to last provisioned; `workflow_calls_per_s` "
+        "the same clients' three calls alone; `workflow_p50/p99_ms` is submission -> provisioned (database "
+        "polled every 100 ms). Baseline: the same three calls on a bare FastAPI app doing one INSERT and two "
+        "UPDATEs (no events, no provisioning).",
     }
+
+
+# ---------------------------------------------------------------- workflow throughput, end to end
+
+ORG = "org-bench-workflow"
+SIRET = "21760540700019"
+
+
+async def drive(
+    url: str,
+    headers: dict[str, dict[str, str]],
+    count: int,
+    concurrency: int,
+    progress: Progress,
+    phase: str,
+) -> tuple[dict[str, float], float, list[float]]:
+    """`concurrency` clients each submit a T1 request, approve it (stage 1) and approve it (stage 2), until
+    `count` requests went through. Returns id -> submit time, the end time, per-request seconds."""
+    submitted: dict[str, float] = {}
+    spans: list[float] = []
+    next_i = 0
+    valid_until = (date.today() + timedelta(days=200)).isoformat()
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal next_i
+        while next_i < count:
+            i, next_i = next_i, next_i + 1
+            t0 = time.time()
+            r = await client.post(
+                "/v1/access-requests",
+                headers=headers["admin"],
+                json={
+                    "organisation_id": ORG,
+                    "applicant": {
+                        "family_name": f"Agent{i}",
+                        "given_name": "Camille",
+                        "email": f"agent{i}.{uuid.uuid4().hex[:6]}@ccas-bench.example",
+                        "job_title": "travailleur social",
+                    },
+                    "profile": "T1",
+                    "department": "76",
+                    "justification": "Accompagnement social des allocataires du secteur.",
+                    "valid_until": valid_until,
+                },
+            )
+            assert r.status_code == 201, r.text
+            rid = r.json()["id"]
+            submitted[rid] = t0
+            for who in ("instructor", "manager"):
+                r = await client.post(
+                    f"/v1/access-requests/{rid}/decisions",
+                    headers=headers[who],
+                    json={"decision": "approve", "comment": "ok"},
+                )
+                assert r.status_code == 200, r.text
+            spans.append(time.time() - t0)
+            progress(phase, len(spans) / count / 2)
+
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    return submitted, time.time(), spans
+
+
+async def workflow(progress: Progress, count: int, concurrency: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Requests carried submit -> stage 1 -> stage 2 -> approved -> identity provisions -> provisioned,
+    per second, with access-requests and identity running for real on fresh databases; the baseline
+    is the same three calls on bench/floor_app.py (one INSERT, two UPDATEs, no events)."""
+    identity_url, access_url = await fresh_database("wf_identity"), await fresh_database("wf_access")
+    await asyncio.to_thread(migrate, str(ROOT / "services" / "identity"), identity_url)
+    await asyncio.to_thread(migrate, str(ROOT / "services" / "access-requests"), access_url)
+    today = date.today()
+    conn = await asyncpg.connect(asyncpg_dsn(identity_url))
+    await conn.execute(
+        "INSERT INTO organisation (id, siret, name, kind, department, convention_reference, "
+        "convention_valid_until, delegation_withdrawn, created_at) VALUES ($1, $2, 'CCAS Bench', "
+        "'social_services', '76', 'CONV-BENCH', $3, false, now())",
+        ORG,
+        SIRET,
+        today + timedelta(days=730),
+    )
+    await conn.close()
+    access = await asyncpg.connect(asyncpg_dsn(access_url))
+    await access.execute(
+        "INSERT INTO access_organisation (organisation_id, siret, name, kind, department, convention_reference,"
+        " convention_valid_until, administrators, delegation_withdrawn) VALUES ($1, $2, 'CCAS Bench', "
+        "'social_services', '76', 'CONV-BENCH', $3, '[\"bench-partner-admin\"]', false)",
+        ORG,
+        SIRET,
+        today + timedelta(days=730),
+    )
+    minter = TokenMinter()
+    jwks = JwksServer(minter.jwks)
+    headers = {
+        "admin": minter.mint(
+            "bench-partner-admin",
+            roles=["partner_admin"],
+            org=ORG,
+            email="admin@ccas-bench.example",
+            ttl=3600,
+        ),
+        "instructor": minter.mint(
+            "bench-instructor", roles=["caf_instructor"], department="76", email="i@caf76.example", ttl=3600
+        ),
+        "manager": minter.mint(
+            "bench-manager", roles=["caf_manager"], department="76", email="m@caf76.example", ttl=3600
+        ),
+    }
+    headers = {k: {"Authorization": f"Bearer {v}"} for k, v in headers.items()}
+    access_topic = await fresh_topic("wf-access")
+    run = uuid.uuid4().hex[:8]
+    common = {
+        "CDAP_KAFKA_BOOTSTRAP": KAFKA,
+        "CDAP_ACCESS_TOPIC": access_topic,
+        "CDAP_CONSUMER_OFFSET_RESET": "latest",
+        "CDAP_DB_POOL_SIZE": "20",
+        "CDAP_LOG_LEVEL": "WARNING",
+    }
+    identity = ServiceProcess(
+        "cdap_identity",
+        {**common, "CDAP_DATABASE_URL": identity_url, "CDAP_CONSUMER_GROUP": f"bench-wf-identity-{run}"},
+        RESULTS / "logs" / "access-workflow-identity.log",
+    )
+    service = ServiceProcess(
+        "cdap_access",
+        {
+            **common,
+            "CDAP_DATABASE_URL": access_url,
+            "CDAP_JWKS_URL": jwks.url,
+            "CDAP_CONSUMER_GROUP": f"bench-wf-access-{run}",
+            "CDAP_SCHEDULER_INTERVAL_SECONDS": "0",
+            "CDAP_MAIL_POLL_SECONDS": "0",
+        },
+        RESULTS / "logs" / "access-workflow.log",
+    )
+    floor_proc: subprocess.Popen[bytes] | None = None
+    try:
+        await asyncio.to_thread(identity.start, 60.0)
+        await asyncio.to_thread(service.start, 60.0)
+        async with httpx.AsyncClient() as client:
+            for url in (identity.url, service.url):
+                for _ in range(150):
+                    if (await client.get(f"{url}/ready")).status_code == 200:
+                        break
+                    await asyncio.sleep(0.2)
+        await asyncio.sleep(3)  # consumer groups settle on their partitions ("latest": join first)
+        phase = f"workflow: {count:,} requests to provisioned, {concurrency} clients"
+        submitted, sent_all, spans = await drive(service.url, headers, count, concurrency, progress, phase)
+        provisioned: dict[str, float] = {}
+        deadline = time.time() + 300
+        while len(provisioned) < len(submitted):
+            if time.time() > deadline:
+                raise RuntimeError(f"only {len(provisioned)} of {len(submitted)} requests provisioned")
+            rows = await access.fetch(
+                "SELECT id FROM access_request WHERE state = 'provisioned' AND id <> ALL($1::text[])",
+                list(provisioned),
+            )
+            now = time.time()
+            for row in rows:
+                provisioned[row["id"]] = now
+            progress(phase, 0.5 + len(provisioned) / len(submitted) / 2)
+            await asyncio.sleep(0.1)
+        first = min(submitted.values())
+        e2e = [provisioned[k] - submitted[k] for k in submitted]
+        cdap = {
+            "workflow_requests_per_s": round(count / (max(provisioned.values()) - first), 1),
+            "workflow_calls_per_s": round(count / (sent_all - first), 1),
+            "workflow_p50_ms": round(percentile(e2e, 50) * 1000, 1),
+            "workflow_p99_ms": round(percentile(e2e, 99) * 1000, 1),
+            "workflow_calls_p50_ms": round(percentile(spans, 50) * 1000, 1),
+        }
+        floor_port = free_port()
+        floor_proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.floor_app:app",
+                "--port",
+                str(floor_port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env={**os.environ, "BENCH_FLOOR_DSN": asyncpg_dsn(access_url)},
+            cwd=ROOT,
+        )
+        floor_url = f"http://127.0.0.1:{floor_port}"
+        async with httpx.AsyncClient() as client:
+            for _ in range(150):
+                try:
+                    if (await client.get(f"{floor_url}/docs")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+        phase = f"workflow baseline: {count:,} requests, three writes each"
+        submitted, sent_all, spans = await drive(floor_url, headers, count, concurrency, progress, phase)
+        first = min(submitted.values())
+        base = {
+            "workflow_requests_per_s": round(count / (sent_all - first), 1),
+            "workflow_calls_per_s": round(count / (sent_all - first), 1),
+            "workflow_p50_ms": round(percentile(spans, 50) * 1000, 1),
+            "workflow_p99_ms": round(percentile(spans, 99) * 1000, 1),
+            "workflow_calls_p50_ms": round(percentile(spans, 50) * 1000, 1),
+        }
+        progress(phase, 1.0)
+    finally:
+        if floor_proc is not None:
+            floor_proc.terminate()
+            floor_proc.wait()
+        service.stop()
+        identity.stop()
+        jwks.close()
+        await access.close()
+        await drop_database(identity_url)
+        await drop_database(access_url)
+    return cdap, base

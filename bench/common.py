@@ -78,6 +78,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "commit": commit,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_1min": round(os.getloadavg()[0], 2),
     }
 
 
@@ -96,7 +97,16 @@ def run_wrk(url: str, lua: str, seconds: int, connections: int) -> dict[str, flo
     script = Path(tempfile.mkdtemp()) / "bench.lua"
     script.write_text(lua)
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        [
+            "wrk",
+            f"-t{min(2, connections)}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,

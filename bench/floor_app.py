@@ -23,6 +23,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "CREATE TABLE IF NOT EXISTS floor_consultation (id bigserial PRIMARY KEY, numero text, actor text, "
             "payload jsonb, created_at timestamptz DEFAULT now())"
         )
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS floor_request (id bigserial PRIMARY KEY, payload jsonb, "
+            "state text DEFAULT 'submitted', approvals int DEFAULT 0)"
+        )
     yield
     await app.state.pool.close()
 
@@ -54,3 +58,27 @@ async def bare_token(request: Request) -> JSONResponse:
     """The baseline of bench/identity: parse the form, answer JSON, no database, no signature."""
     form = await request.form()
     return JSONResponse({"access_token": str(form.get("client_id", "")), "token_type": "Bearer"})
+
+
+@app.post("/v1/access-requests")
+async def floor_submit(request: Request) -> JSONResponse:
+    """The baseline of the access workflow: one INSERT per submission (bench/access)."""
+    body = await request.json()
+    async with request.app.state.pool.acquire() as conn:
+        rid = await conn.fetchval(
+            "INSERT INTO floor_request (payload) VALUES ($1) RETURNING id", json.dumps(body)
+        )
+    return JSONResponse({"id": str(rid), "state": "submitted"}, status_code=201)
+
+
+@app.post("/v1/access-requests/{rid}/decisions")
+async def floor_decide(rid: int, request: Request) -> JSONResponse:
+    """One UPDATE per decision: the second approval makes the request approved."""
+    await request.json()
+    async with request.app.state.pool.acquire() as conn:
+        state = await conn.fetchval(
+            "UPDATE floor_request SET approvals = approvals + 1, state = CASE WHEN approvals >= 1 THEN "
+            "'approved' ELSE 'awaiting_second_approval' END WHERE id = $1 RETURNING state",
+            rid,
+        )
+    return JSONResponse({"id": str(rid), "state": state})

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -19,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 
 from bench.common import ADMIN_DSN, KAFKA, RESULTS, run_wrk
 from cdap_dossiers.generate import build_pools, make_dossier
 from cdap_dossiers.projections import dossier_row
-from cdap_shared.testing import JwksServer, ServiceProcess, TokenMinter, migrate
+from cdap_shared.testing import JwksServer, ServiceProcess, TokenMinter, free_port, migrate
 
 DB = "cdap_bench_dossiers"
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,11 +103,93 @@ def wrk(url: str, tokens: list[str], seconds: int, count: int, connections: int 
     return run_wrk(url, lua, seconds, connections)
 
 
+def cdap_env(jwks_url: str) -> dict[str, str]:
+    return {
+        "CDAP_DATABASE_URL": _url(),
+        "CDAP_KAFKA_BOOTSTRAP": KAFKA,
+        "CDAP_JWKS_URL": jwks_url,
+        "CDAP_RATE_LIMIT_USER": "1000000",
+        "CDAP_DB_POOL_SIZE": "20",
+        "CDAP_LOG_LEVEL": "WARNING",
+        "CDAP_CONSUMER_GROUP": "bench-dossiers",
+    }
+
+
+def mean(rounds: list[dict[str, float]], key: str) -> float:
+    return round(sum(x[key] for x in rounds) / len(rounds), 1)
+
+
+def summarise(rounds: list[dict[str, float]]) -> dict[str, float]:
+    out = {k: mean(rounds, k) for k in ("requests_per_s", "p50_ms", "p99_ms")}
+    out["non_2xx"] = sum(x["non_2xx"] for x in rounds)
+    out["requests"] = sum(x["requests"] for x in rounds)
+    return out
+
+
+async def pair(urls: tuple[str, str], tokens: list[str], seconds: int, count: int) -> dict[str, float]:
+    """Two wrk processes at once (25 connections each), one per URL: summed throughput, worst p99."""
+    a, b = await asyncio.gather(
+        asyncio.to_thread(wrk, urls[0], tokens, seconds, count, 25),
+        asyncio.to_thread(wrk, urls[1], tokens, seconds, count, 25),
+    )
+    return {
+        "requests_per_s": a["requests_per_s"] + b["requests_per_s"],
+        "p50_ms": (a["p50_ms"] + b["p50_ms"]) / 2,
+        "p99_ms": max(a["p99_ms"], b["p99_ms"]),
+        "requests": a["requests"] + b["requests"],
+        "non_2xx": a["non_2xx"] + b["non_2xx"],
+    }
+
+
+async def profile(env: dict[str, str], tokens: list[str], seconds: int, count: int) -> dict[str, float]:
+    """The dossiers service under pyinstrument (bench/profile_server.py) while wrk runs 50 connections."""
+    port = free_port()
+    stem = RESULTS / "lookup-profile"
+    for suffix in (".txt", ".html"):
+        stem.with_suffix(suffix).unlink(missing_ok=True)
+    log = (RESULTS / "logs" / "lookup-profile.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.profile_server", "cdap_dossiers", str(port), str(stem)],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(300):
+                try:
+                    if (await client.get(f"{url}/health")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(2)
+        proc.send_signal(signal.SIGUSR1)
+        result = await asyncio.to_thread(wrk, url, tokens, seconds, count)
+        proc.send_signal(signal.SIGUSR2)
+        for _ in range(300):
+            if stem.with_suffix(".html").exists():
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+    html = stem.with_suffix(".html")
+    if html.exists() and html.stat().st_size > 2_000_000:
+        html.unlink()  # too large to keep in the repository; the text tree is the record
+    return result
+
+
 async def run(progress: Any, quick: bool = False) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("bench/lookup needs wrk: apt-get install wrk")
     count = 20_000 if quick else 1_000_000
-    seconds = 5 if quick else 20
+    seconds, rounds, step = (3, 1, 2) if quick else (15, 2, 5)
+    levels = [1, 8, 64] if quick else [1, 2, 4, 8, 16, 32, 64, 128]
     await load_dossiers(count, progress)
     minter = TokenMinter()
     jwks = JwksServer(minter.jwks)
@@ -116,19 +200,9 @@ async def run(progress: Any, quick: bool = False) -> dict[str, Any]:
         for i in range(USERS)
     ]
     logs = RESULTS / "logs"
-    cdap = ServiceProcess(
-        "cdap_dossiers",
-        {
-            "CDAP_DATABASE_URL": _url(),
-            "CDAP_KAFKA_BOOTSTRAP": KAFKA,
-            "CDAP_JWKS_URL": jwks.url,
-            "CDAP_RATE_LIMIT_USER": "1000000",
-            "CDAP_DB_POOL_SIZE": "20",
-            "CDAP_LOG_LEVEL": "WARNING",
-            "CDAP_CONSUMER_GROUP": "bench-dossiers",
-        },
-        logs / "lookup-cdap.log",
-    )
+    env = cdap_env(jwks.url)
+    cdap = ServiceProcess("cdap_dossiers", env, logs / "lookup-cdap.log")
+    second = ServiceProcess("cdap_dossiers", env, logs / "lookup-cdap-2.log")
     floor = subprocess.Popen(
         [
             sys.executable,
@@ -144,42 +218,99 @@ async def run(progress: Any, quick: bool = False) -> dict[str, Any]:
         env={**os.environ, "BENCH_FLOOR_DSN": _url("postgresql")},
         cwd=ROOT,
     )
+    floor_url = "http://127.0.0.1:18999"
     results: dict[str, list[dict[str, float]]] = {"cdap": [], "floor": []}
+    sweep: dict[str, list[dict[str, float]]] = {"cdap": [], "floor": []}
+    replicas: dict[str, list[dict[str, float]]] = {"one": [], "two": []}
     try:
         cdap.start()
         await asyncio.sleep(2)
-        rounds = 1 if quick else 2
         for r in range(rounds):
-            progress("wrk: floor (SELECT + INSERT)", r / rounds)
-            results["floor"].append(wrk("http://127.0.0.1:18999", tokens, seconds, count))
-            progress("wrk: CDAP lookup", r / rounds)
-            results["cdap"].append(wrk(cdap.url, tokens, seconds, count))
-        progress("wrk: floor (SELECT + INSERT)", 1.0)
-        progress("wrk: CDAP lookup", 1.0)
+            progress("wrk 50 connections: floor (SELECT + INSERT)", r / rounds)
+            results["floor"].append(await asyncio.to_thread(wrk, floor_url, tokens, seconds, count))
+            progress("wrk 50 connections: CDAP lookup", r / rounds)
+            results["cdap"].append(await asyncio.to_thread(wrk, cdap.url, tokens, seconds, count))
+        progress("wrk 50 connections: floor (SELECT + INSERT)", 1.0)
+        progress("wrk 50 connections: CDAP lookup", 1.0)
+        for k, connections in enumerate(levels):
+            progress(f"load sweep: {len(levels)} levels x {step}s, floor and CDAP", k / len(levels))
+            for name, url in (("floor", floor_url), ("cdap", cdap.url)):
+                point = await asyncio.to_thread(wrk, url, tokens, step, count, connections)
+                sweep[name].append({"connections": connections, **point})
+        progress(f"load sweep: {len(levels)} levels x {step}s, floor and CDAP", 1.0)
+        second.start()
+        await asyncio.sleep(2)
+        for r in range(rounds):
+            progress("replicas: 1 vs 2, wrk 2 x 25 connections", r / rounds)
+            replicas["one"].append(await pair((cdap.url, cdap.url), tokens, seconds, count))
+            replicas["two"].append(await pair((cdap.url, second.url), tokens, seconds, count))
+        progress("replicas: 1 vs 2, wrk 2 x 25 connections", 1.0)
     finally:
+        second.stop()
         cdap.stop()
         floor.terminate()
         floor.wait()
+    try:
+        progress("pyinstrument profile under wrk 50 connections", 0.0)
+        profiled = await profile(env, tokens, seconds, count)
+        progress("pyinstrument profile under wrk 50 connections", 1.0)
+    finally:
         jwks.close()
 
-    def mean(name: str, key: str) -> float:
-        return round(sum(x[key] for x in results[name]) / len(results[name]), 1)
-
-    summary = {name: {k: mean(name, k) for k in ("requests_per_s", "p50_ms", "p99_ms")} for name in results}
-    for name in results:
-        summary[name]["non_2xx"] = sum(x["non_2xx"] for x in results[name])
-        summary[name]["requests"] = sum(x["requests"] for x in results[name])
+    summary = {name: summarise(results[name]) for name in results}
+    one, two = summarise(replicas["one"]), summarise(replicas["two"])
+    replica_ratio = round(two["requests_per_s"] / one["requests_per_s"], 2)
+    cdap_row = {
+        **summary["cdap"],
+        "replicas_2_requests_per_s": two["requests_per_s"],
+        "replicas_2_p99_ms": two["p99_ms"],
+        "profiled_requests_per_s": round(profiled["requests_per_s"], 1),
+    }
+    base_row = {
+        **summary["floor"],
+        "replicas_2_requests_per_s": one["requests_per_s"],
+        "replicas_2_p99_ms": one["p99_ms"],
+        "profiled_requests_per_s": summary["cdap"]["requests_per_s"],
+    }
     return {
         "description": f"GET /v1/dossiers/{{numero}} with {count:,} dossiers, wrk 50 connections, {seconds}s x "
-        f"{len(results['cdap'])} rounds, vs a bare SELECT + INSERT FastAPI endpoint on the same database",
-        "cdap": summary["cdap"],
-        "baseline": summary["floor"],
+        f"{rounds} rounds, vs a bare SELECT + INSERT FastAPI endpoint on the same database; a load sweep "
+        f"({', '.join(map(str, levels))} connections, {step}s each); 1 vs 2 replicas of the dossiers service "
+        "behind the same Kafka and PostgreSQL; a pyinstrument profile of the service under load",
+        "cdap": cdap_row,
+        "baseline": base_row,
         "ratios": {
             "requests_per_s": round(
                 summary["cdap"]["requests_per_s"] / summary["floor"]["requests_per_s"], 3
             ),
             "p99_ms": round(summary["cdap"]["p99_ms"] / summary["floor"]["p99_ms"], 2),
+            "replicas_2_requests_per_s": replica_ratio,
+            "replicas_2_p99_ms": round(two["p99_ms"] / one["p99_ms"], 2),
+            "profiled_requests_per_s": round(
+                profiled["requests_per_s"] / summary["cdap"]["requests_per_s"], 2
+            ),
         },
         "targets": {"requests_per_s": ">= 0.75 x floor", "p99_ms": "<= 1.5 x floor"},
+        "notes": "Rows `replicas_2_*`: the CDAP column is two replicas (wrk 25 connections on each), the "
+        "baseline column one replica taking both wrk runs (2 x 25 connections), alternated "
+        f"{rounds} times; the ratio is 2 replicas / 1. Row `profiled_requests_per_s`: the service under "
+        "pyinstrument (1 ms sampling) against the same service without it; the profile is "
+        "bench/results/lookup-profile.txt. Sweep (plot below):\n\n" + sweep_table(sweep),
         "rounds": results,
+        "sweep": sweep,
+        "replicas": {"one": one, "two": two, "ratio": replica_ratio, "rounds": replicas},
+        "plots": ["lookup-load.png", "lookup-replicas.png"],
     }
+
+
+def sweep_table(sweep: dict[str, list[dict[str, float]]]) -> str:
+    lines = [
+        "| connections | CDAP lookups/s | CDAP p50 ms | CDAP p99 ms | floor lookups/s | floor p50 ms | floor p99 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c, f in zip(sweep["cdap"], sweep["floor"], strict=True):
+        lines.append(
+            f"| {c['connections']} | {c['requests_per_s']:.0f} | {c['p50_ms']:.1f} | {c['p99_ms']:.1f} "
+            f"| {f['requests_per_s']:.0f} | {f['p50_ms']:.1f} | {f['p99_ms']:.1f} |"
+        )
+    return "\n".join(lines)
