@@ -170,7 +170,7 @@ async def test_the_matrix(service_factory: Callable[..., Any]) -> None:
                 wrong.append(
                     (row, column, status, f"recorded {[(e.type, e.data['decision']) for e in events]}")
                 )
-    assert wrong == []
+    assert not wrong, "cells that differ from the table:\n" + "\n".join(map(repr, wrong))
 
 
 def test_every_endpoint_has_a_row() -> None:
