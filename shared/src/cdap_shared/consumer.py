@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Literal
 
 import asyncpg
@@ -19,6 +20,7 @@ from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
 from opentelemetry import propagate, trace
 from prometheus_client import Counter
 from pydantic import ValidationError
@@ -62,6 +64,17 @@ def describe(exc: BaseException) -> str:
         return "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)
         )[:500]
+    if isinstance(exc, sa_exc.StatementError):
+        # SQLAlchemy's text lists the statement's parameters (a NIR, a name), and the driver's message
+        # quotes the offending value after a colon ("invalid input for query argument $1: <value>"):
+        # keep the driver's exception, its SQLSTATE and the message up to that colon.
+        cause: BaseException = exc.orig if exc.orig is not None else exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        sqlstate = getattr(cause, "sqlstate", None)
+        message = str(cause).split("\n", 1)[0].split(":", 1)[0]
+        code = f" (SQLSTATE {sqlstate})" if sqlstate else ""
+        return f"{type(exc).__name__}: {type(cause).__name__}{code}: {message}"[:500]
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
@@ -99,6 +112,7 @@ class EventConsumer:
             batch_timeout_ms=50,
             auto_offset_reset=offset_reset,
             ack_policy=AckPolicy.NACK_ON_ERROR,
+            parser=_tolerant_parse,
         )
         subscriber(self.on_batch)
 
@@ -169,7 +183,7 @@ class EventConsumer:
 
     async def _dead_letter(self, record: ConsumerRecord[Any, Any], error: BaseException) -> None:
         """Publish the untouched record to `<topic>.dlq` with why it failed (waits for the ack)."""
-        headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
+        headers = _headers(record)
         headers.update(
             {
                 "x-error": describe(error),
@@ -193,5 +207,29 @@ class EventConsumer:
         )
 
 
+async def _tolerant_parse(
+    records: tuple[ConsumerRecord[Any, Any], ...],
+    default: Callable[[tuple[ConsumerRecord[Any, Any], ...]], Awaitable[StreamMessage[Any]]],
+) -> StreamMessage[Any]:
+    """FastStream's batch parser, fed copies of the records whose header values are valid UTF-8.
+
+    FastStream decodes every header value strictly; a header without a value (Kafka allows it) or with
+    other bytes made it raise before `on_batch` ran, and it then dropped the whole batch, valid events
+    included, without a nack or a dead letter (found by fuzzing). Its decoder parses the records again
+    later, so the message keeps the copies: a dead letter carries the headers as text, as it always did.
+    """
+    return await default(
+        tuple(
+            replace(r, headers=[(k, _header_text(v).encode()) for k, v in r.headers or ()]) for r in records
+        )
+    )
+
+
+def _header_text(value: bytes | None) -> str:
+    return "" if value is None else value.decode(errors="replace")
+
+
 def _headers(record: ConsumerRecord[Any, Any]) -> dict[str, str]:
-    return {k: v.decode(errors="replace") for k, v in record.headers or ()}
+    """The record's headers as text. Kafka allows a header without a value (aiokafka gives `None`):
+    it becomes "" rather than an exception, which would rewind the batch onto the same record forever."""
+    return {k: _header_text(v) for k, v in record.headers or ()}
