@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -88,7 +88,6 @@ class World:
     request: str
     document: str
     grant: str
-    made: list[str] = field(default_factory=list)
 
     def headers(self, column: str) -> dict[str, str]:
         if column == "anon":

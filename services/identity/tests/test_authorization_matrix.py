@@ -277,8 +277,8 @@ async def make_world(idp: Identity) -> World:
         )
 
 
-# Everything a refused call must leave as it was, read in one round trip (a table of ~200 refusals reads it
-# ~400 times). Outbox and mail queue by their highest id: housekeeping may purge what was sent, but a new
+# Everything a refused call must leave as it was, read in one round trip (it is read twice per refusal, and
+# most cells are refusals). Outbox and mail queue by their highest id: housekeeping may purge what was sent, but a new
 # row always gets a higher id.
 SNAPSHOT = text(
     """
