@@ -140,9 +140,15 @@ async def jwks(request: Request) -> JSONResponse:
 
 @router.post("/v1/revoke", status_code=200, responses={400: {"description": "RFC 7009 error", **OAUTH_ERROR}})
 async def revoke(request: Request, session: SessionDep) -> JSONResponse:
-    """RFC 7009 token revocation for refresh tokens (logout): always 200, whether the token existed or not."""
+    """RFC 7009 token revocation for refresh tokens (logout): 200 whether the token existed or not; an access
+    token (a JWT) is answered `unsupported_token_type`, as it cannot be revoked."""
     try:
         form = await request.form(max_files=0, max_fields=4)
+        presented = form.get("token")
+        if isinstance(presented, str) and presented.count(".") == 2:
+            # A JWT access token: every service verifies it offline, so it cannot be revoked here (it expires
+            # within minutes). Say so (RFC 7009 §2.2.1) rather than answer 200 as if it had been.
+            raise OAuthError("unsupported_token_type", "only refresh tokens are revoked; access ones expire")
         token = _field(form, "token")
     except OAuthError as exc:
         return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=400)
