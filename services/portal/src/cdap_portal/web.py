@@ -222,6 +222,10 @@ def install(app: FastAPI) -> None:
             )
         if exc.status == 403:
             return error_page(request, 403, "Vous n'avez pas accès à cette information.")
+        if exc.status in (400, 422):
+            # The service refused what the page passed on from the address (e.g. a made-up `page` cursor):
+            # the visitor's input, not a fault of the service (found by schemathesis; it was a 502).
+            return error_page(request, 400, "Les paramètres de la page sont invalides.")
         return error_page(request, 502, "Un service a répondu de façon inattendue. Réessayez plus tard.")
 
     async def on_http(request: Request, exc: Exception) -> Response:
