@@ -23,14 +23,18 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from faststream.kafka import KafkaBroker
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from cdap_shared.consumer import EventConsumer, Handler
 from cdap_shared.envelope import CloudEvent, new_event_id
 from cdap_shared.events import EVENT_DATA, EventData, UnknownEventType, dlq_for, parse_data
 
@@ -557,3 +561,56 @@ async def committed_offset(bootstrap: str, group: str, topic: str, partition: in
         await admin.close()
     meta = offsets.get(TopicPartition(topic, partition))
     return meta.offset if meta is not None else -1
+
+
+# ----------------------------------------------------------------- a service's handler, in-process
+async def feed(
+    sessions: async_sessionmaker[AsyncSession],
+    handler: Handler,
+    topic: str,
+    values: Sequence[bytes],
+    *,
+    group: str = "fuzz",
+) -> dict[int, dict[str, str]]:
+    """Run `values` as one batch (offsets 0..n-1) through a real `EventConsumer` with `handler`; returns
+    the headers of each dead letter by original offset. Retries are immediate, so a failing event costs
+    `max_attempts` transactions, not seconds. Raises whatever the consumer lets escape (an outage)."""
+    sink = DeadLetterSink()
+    consumer = EventConsumer(
+        cast(KafkaBroker, sink), sessions, group_id=group, handler=handler, retry_delay=0, outage_delay=0
+    )
+    await consumer.handle_records(
+        tuple(consumer_record(topic, value, offset) for offset, value in enumerate(values))
+    )
+    letters = {int(headers["x-original-offset"]): headers for _, _, _, headers in sink.published}
+    if len(letters) != len(sink.published):
+        raise AssertionError("a record was dead-lettered twice")
+    for offset, headers in letters.items():
+        missing = set(DLQ_HEADERS) - set(headers)
+        if missing or headers["x-original-topic"] != topic or NIR in headers["x-error"]:
+            raise AssertionError(f"dead letter {offset} has bad headers: {headers}")
+    return letters
+
+
+def event_id(raw: bytes) -> str:
+    """The id of a record the consumer accepts as an event."""
+    return CloudEvent.from_bytes(raw).id
+
+
+async def claimed(engine: AsyncEngine) -> set[str]:
+    """The event ids in the service's inbox: the events it applied."""
+    async with engine.connect() as conn:
+        return set((await conn.execute(text("SELECT event_id FROM inbox"))).scalars())
+
+
+async def fingerprint(engine: AsyncEngine) -> dict[str, str]:
+    """An md5 of every table's rows: two equal fingerprints mean nothing was written in between."""
+    async with engine.connect() as conn:
+        tables = (
+            await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"))
+        ).scalars()
+        digests = {}
+        for table in list(tables):
+            query = f"SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM \"{table}\" t"  # noqa: S608 - names from the catalogue
+            digests[table] = str((await conn.execute(text(query))).scalar_one())
+        return digests
