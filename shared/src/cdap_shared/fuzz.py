@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, cast
@@ -314,12 +314,16 @@ def _model_of(event_type: str) -> type[EventData]:
     return model
 
 
+Payloads = Mapping[str, Mapping[str, Any]]
+
+
 @st.composite
-def bad_data(draw: st.DrawFn, event_type: str) -> dict[str, Any]:
+def bad_data(draw: st.DrawFn, event_type: str, base: Payloads = VALID_DATA) -> dict[str, Any]:
     """A payload for `event_type` that its model refuses: a required field missing, an unknown field,
-    a field (possibly nested) holding a wrong-typed, huge, NUL-laden or out-of-range value."""
+    a field (possibly nested) holding a wrong-typed, huge, NUL-laden or out-of-range value. Mutations
+    start from `base[event_type]` (default `VALID_DATA`; a service may name its own entities)."""
     model = _model_of(event_type)
-    data = copy.deepcopy(VALID_DATA[event_type])  # mutated below
+    data = copy.deepcopy(dict(base[event_type]))  # mutated below
     target: dict[str, Any] = data
     target_model: type[BaseModel] = model
     # Into a nested model (an applicant) now and then, so its own constraints are exercised too.
@@ -385,10 +389,11 @@ _AWKWARD_BY_TYPE: dict[Any, st.SearchStrategy[Any]] = {
 
 
 @st.composite
-def awkward_data(draw: st.DrawFn, event_type: str) -> dict[str, Any]:
-    """A payload `event_type`'s model accepts but that is hostile to whatever stores it."""
+def awkward_data(draw: st.DrawFn, event_type: str, base: Payloads = VALID_DATA) -> dict[str, Any]:
+    """A payload `event_type`'s model accepts but that is hostile to whatever stores it (mutations of
+    `base[event_type]`; the base itself when a mutation would not fit the model)."""
     model = _model_of(event_type)
-    data = copy.deepcopy(VALID_DATA[event_type])
+    data = copy.deepcopy(dict(base[event_type]))
     fields = sorted(model.model_fields)
     for name in draw(st.lists(st.sampled_from(fields), min_size=1, max_size=3, unique=True)):
         annotation = model.model_fields[name].annotation
@@ -399,14 +404,16 @@ def awkward_data(draw: st.DrawFn, event_type: str) -> dict[str, Any]:
         data["sections"] = draw(
             st.dictionaries(st.sampled_from(["identite", "adresse", "contact", "x"]), nested_junk)
         )
-    return data if _fits(model, data) else copy.deepcopy(VALID_DATA[event_type])
+    return data if _fits(model, data) else copy.deepcopy(dict(base[event_type]))
 
 
-def awkward_payloads(event_types: Sequence[str] = tuple(VALID_DATA)) -> st.SearchStrategy[bytes]:
+def awkward_payloads(
+    event_types: Sequence[str] = tuple(VALID_DATA), base: Payloads = VALID_DATA
+) -> st.SearchStrategy[bytes]:
     """Model-valid events of `event_types` with NUL characters, huge strings and extreme values."""
     return (
         st.sampled_from(list(event_types))
-        .flatmap(lambda t: st.tuples(st.just(t), awkward_data(t)))
+        .flatmap(lambda t: st.tuples(st.just(t), awkward_data(t, base)))
         .map(lambda pair: encode(envelope(pair[0], pair[1])))
     )
 
