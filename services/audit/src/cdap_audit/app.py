@@ -38,14 +38,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         group_id=settings.consumer_group,
         handler=Ingestor(rules, settings.alerts_topic),
     )
-    relay = runtime.relay
-    tasks = BackgroundTasks(
-        settings,
-        runtime.engine,
-        runtime.sessions,
-        rules,
-        purge_outbox=relay.purge_sent if relay is not None else None,
-    )
+    tasks = BackgroundTasks(settings, runtime.engine, runtime.sessions, rules)
     tasks.signer = signer
 
     @asynccontextmanager

@@ -39,13 +39,11 @@ class BackgroundTasks:
         engine: AsyncEngine,
         sessions: async_sessionmaker[AsyncSession],
         rules: RuleSet,
-        purge_outbox: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.sessions = sessions
         self.rules = rules
-        self.purge_outbox = purge_outbox
         self.signer: NoteSigner | None = None
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -90,11 +88,9 @@ class BackgroundTasks:
             log.debug("checkpoint signed", tree_size=record.tree_size)
 
     async def maintain(self) -> None:
-        """Partitions ahead, window counters trimmed, published outbox rows forgotten."""
+        """Partitions ahead, window counters trimmed (the outbox is the shared housekeeping's)."""
         await partitions.ensure(self.engine, ahead=self.settings.partitions_ahead)
         horizon = datetime.now(UTC) - self.rules.longest_window() - ACTIVITY_MARGIN
         async with self.sessions() as session, session.begin():
             table = RuleActivity.__table__  # type: ignore[attr-defined]
             await session.execute(delete(table).where(table.c.at < horizon))
-        if self.purge_outbox is not None:
-            await self.purge_outbox()
