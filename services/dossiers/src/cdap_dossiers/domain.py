@@ -57,8 +57,9 @@ def scope_failure(
         return "outside_caseload"
     if profile.scope == "rsa" and dossier.rsa_referent_siret != grant.organisation_siret:
         return "outside_caseload"
+    # A name with nothing comparable in it ("-") matches nothing, not a dossier the feed sent without one.
     if profile.scope == "match" and (
-        not family_name or name_key(family_name) != name_key(dossier.family_name)
+        not family_name or not name_key(family_name) or name_key(family_name) != name_key(dossier.family_name)
     ):
         return "identity_mismatch"
     return None

@@ -29,9 +29,33 @@ def phone_key(phone: str | None) -> str | None:
     return digits or None
 
 
+def _section(data: ev.DossierUpserted, name: str) -> dict[str, Any]:
+    section = data.sections.get(name) or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"sections.{name} is not an object")
+    return section
+
+
+def _text(section: dict[str, Any], path: str, key: str) -> str | None:
+    """A field the read model indexes: a string or absent. Anything else is refused (the event goes to
+    the DLQ) rather than stringified: `str(None)` made a family name "None", which a T3/T4 lookup with
+    that family name would have matched (found by fuzzing)."""
+    value = section.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"sections.{path}.{key} is not a string")
+    return value
+
+
 def dossier_row(data: ev.DossierUpserted) -> dict[str, Any]:
-    identite = data.sections.get("identite") or {}
-    birth = identite.get("birth_date")
+    """The read model's row; raises `ValueError` when a field it indexes has the wrong shape."""
+    identite = _section(data, "identite")
+    family_name = _text(identite, "identite", "family_name") or ""
+    birth = _text(identite, "identite", "birth_date")
+    try:
+        birth_date = date.fromisoformat(birth) if birth else None
+    except ValueError:
+        # Not chained: date's message repeats the value, a birth date, into the DLQ headers.
+        raise ValueError("sections.identite.birth_date is not an ISO date") from None
     return {
         "numero": data.numero,
         "department": data.department,
@@ -40,12 +64,12 @@ def dossier_row(data: ev.DossierUpserted) -> dict[str, Any]:
         "landlord_siret": data.landlord_siret,
         "rsa_referent_siret": data.rsa_referent_siret,
         "nir": data.nir,
-        "family_name": str(identite.get("family_name", "")),
-        "given_name": str(identite.get("given_name", "")),
-        "family_name_key": name_key(str(identite.get("family_name", ""))),
-        "birth_date": date.fromisoformat(birth) if birth else None,
-        "phone_key": phone_key((data.sections.get("contact") or {}).get("telephone")),
-        "postal_code": (data.sections.get("adresse") or {}).get("postal_code"),
+        "family_name": family_name,
+        "given_name": _text(identite, "identite", "given_name") or "",
+        "family_name_key": name_key(family_name),
+        "birth_date": birth_date,
+        "phone_key": phone_key(_text(_section(data, "contact"), "contact", "telephone")),
+        "postal_code": _text(_section(data, "adresse"), "adresse", "postal_code"),
         "sections": data.sections,
     }
 
