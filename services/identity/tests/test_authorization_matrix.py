@@ -52,8 +52,6 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     # Organisations: created and overseen by CAF admins; read by CAF staff of its department, auditors and its own members.
     "POST /v1/organisations":                   (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  201,  201,  403,  403),
     "GET /v1/organisations/{A}":                (401,  200,  403,  200,  403,  200,  403,  200,  403,  200,  403,  200,  200,  200,  200),
-    "POST /v1/organisations/{A}/withdraw-delegation":
-                                                (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
     # CAF staff accounts and account actions: CAF admins only.
     "POST /v1/users":                           (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  201,  201,  403,  403),
     "POST /v1/users/{user}/suspend":            (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
@@ -67,6 +65,9 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     "POST /v1/grants/{grant}/revoke":           (401,  403,  403,  403,  403,  403,  403,  403,  403,  200,  403,  200,  200,  403,  403),
     # A partner system's credentials: the grant's organisation administrators, or a CAF admin.
     "POST /v1/clients":                         (401,  403,  403,  201,  403,  403,  403,  403,  403,  403,  403,  201,  201,  403,  403),
+    # Last: withdrawing A's delegation changes what A's admins may do afterwards (no more clients).
+    "POST /v1/organisations/{A}/withdraw-delegation":
+                                                (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
 }
 # fmt: on
 

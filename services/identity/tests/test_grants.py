@@ -170,6 +170,32 @@ async def test_partner_systems_get_tokens_while_their_grant_is_active(idp: Ident
     assert event.data["grant_id"] == grant["id"] and event.data["reason"] == "fin"
 
 
+async def test_a_withdrawn_delegation_stops_partner_admins_creating_clients(idp: Identity) -> None:
+    admin = await idp.caf_admin()
+    org = await idp.create_organisation(admin)
+    email = org["admin_emails"][0]
+    await idp.activate(email)
+    await idp.publish(idp.settings.access_topic, approved(org["id"], unique_email("agent")))
+    await eventually(lambda: idp.events("identity.grant.issued"))
+    partner = {"Authorization": f"Bearer {(await idp.token(email, STRONG)).json()['access_token']}"}
+    [grant] = (await idp.client.get("/v1/grants", headers=partner)).json()
+    withdrawn = await idp.client.post(
+        f"/v1/organisations/{org['id']}/withdraw-delegation", headers=auth(admin)
+    )
+    assert withdrawn.status_code == 200 and withdrawn.json()["delegation_withdrawn"] is True
+
+    refused = await idp.client.post(
+        "/v1/clients", headers=partner, json={"grant_id": grant["id"], "name": "SI bailleur"}
+    )
+    assert refused.status_code == 403 and refused.json()["reason"] == "delegation_withdrawn"
+    assert refused.headers["content-type"] == "application/problem+json"
+    # The CAF itself still may (it took the administration back).
+    by_caf = await idp.client.post(
+        "/v1/clients", headers=auth(admin), json={"grant_id": grant["id"], "name": "SI bailleur"}
+    )
+    assert by_caf.status_code == 201, by_caf.text
+
+
 async def test_partner_admins_cannot_revoke_nor_see_other_organisations(idp: Identity) -> None:
     admin = await idp.caf_admin()
     org = await idp.create_organisation(admin, siret="73282932000074")

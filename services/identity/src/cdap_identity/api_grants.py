@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from cdap_identity import domain, habilitations
-from cdap_identity.models import Grant
+from cdap_identity.models import Grant, Organisation
 from cdap_identity.schemas import ClientCreate, ClientCreated, GrantPublic, Reason
 from cdap_shared.auth import CurrentPrincipal, Principal
 from cdap_shared.db import SessionDep
@@ -92,6 +92,17 @@ async def create_client(
     own = principal.has_role(domain.PARTNER_ADMIN) and principal.org == grant.organisation_id
     if not (own or principal.has_role(domain.CAF_ADMIN)):
         raise _forbidden("Only the grant's organisation administrators may create a client for it.")
+    if not principal.has_role(domain.CAF_ADMIN):
+        # Delegated administration withdrawn: the partner's admins may no longer hand out access,
+        # and a partner-system credential is access.
+        org = await session.get(Organisation, grant.organisation_id)
+        if org is None or org.delegation_withdrawn:
+            raise Problem(
+                403,
+                "Forbidden",
+                "The CAF withdrew this organisation's delegated administration.",
+                reason="delegation_withdrawn",
+            )
     if grant.status != "active":
         raise Problem(409, "Grant not active", reason="grant_not_active")
     client, secret = await habilitations.create_client(session, grant, body.name, principal.sub)
