@@ -411,11 +411,27 @@ def awkward_payloads(
     event_types: Sequence[str] = tuple(VALID_DATA), base: Payloads = VALID_DATA
 ) -> st.SearchStrategy[bytes]:
     """Model-valid events of `event_types` with NUL characters, huge strings and extreme values."""
-    return (
-        st.sampled_from(list(event_types))
-        .flatmap(lambda t: st.tuples(st.just(t), awkward_data(t, base)))
-        .map(lambda pair: encode(envelope(pair[0], pair[1])))
+    return st.builds(
+        lambda pair, fields: encode(envelope(pair[0], pair[1], **fields)),
+        st.sampled_from(list(event_types)).flatmap(lambda t: st.tuples(st.just(t), awkward_data(t, base))),
+        awkward_envelope_fields,
     )
+
+
+awkward_envelope_fields: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
+    {},
+    optional={
+        # The ends of what a datetime holds: converting them to UTC overflows.
+        "time": st.sampled_from(
+            ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "1970-01-01T00:00:00Z", 0, 2**40]
+        ),
+        "subject": _AWKWARD_STRINGS.map(lambda s: s[:200]).filter(bool),
+        "source": _AWKWARD_STRINGS.map(lambda s: s[:200]).filter(bool),
+        "id": st.sampled_from(["\x00", "id with spaces", "é" * 20]).map(lambda s: f"{s}{new_event_id()}"),
+        "schemaversion": st.sampled_from([2, 2**63, 10**30]),
+    },
+)
+"""Envelope values the CloudEvent model accepts but that are hostile to what stores them."""
 
 
 def valid_events(event_types: Sequence[str] = tuple(VALID_DATA)) -> st.SearchStrategy[CloudEvent]:
