@@ -455,9 +455,9 @@ hostile_headers: st.SearchStrategy[Headers] = st.lists(
 
 @dataclass(frozen=True)
 class Hostile:
-    """A record to publish: its value and its headers."""
+    """A record to publish: its value (`None`: a tombstone) and its headers."""
 
-    value: bytes
+    value: bytes | None
     headers: Headers = ()
 
 
