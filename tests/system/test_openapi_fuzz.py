@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pyotp
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -130,8 +132,9 @@ def test_audit_never_500_and_answers_as_documented(case: Any, audit_api: dict[st
 # ----------------------------------------------------------------- identity
 
 
-async def _identity_callers(system: System) -> dict[str, str]:
-    """A CAF admin (bootstrap) and a partner administrator (organisation created by that admin)."""
+async def _identity_callers(system: System, staff: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A CAF admin (bootstrap), a partner administrator (organisation created by that admin), and CAF staff
+    with the roles in `staff` (e-mail and TOTP secret of each)."""
     identity = system.url("identity")
     run = new_event_id()[-10:]
     async with httpx.AsyncClient(timeout=20) as client:
@@ -152,10 +155,30 @@ async def _identity_callers(system: System) -> dict[str, str]:
         )
         assert r.status_code == 201, r.text
         partner = await activate_and_login(client, identity, partner_email)
+        people: dict[str, dict[str, Any]] = {}
+        for role in staff:
+            email = f"{role.replace('_', '.')}.{run}@caf76.fr"
+            r = await client.post(
+                f"{identity}/v1/users",
+                headers=admin["headers"],
+                json={
+                    "email": email,
+                    "family_name": "Fuzz",
+                    "given_name": "Bo",
+                    "roles": [role],
+                    "department": "76",
+                },
+            )
+            assert r.status_code == 201, r.text
+            people[role] = {
+                "email": email,
+                "totp": (await activate_and_login(client, identity, email))["totp"],
+            }
     return {
         "admin": admin["headers"]["Authorization"],
         "partner": partner["headers"]["Authorization"],
         "partner_email": partner_email,
+        "staff": people,
     }
 
 
@@ -208,27 +231,47 @@ def test_identity_never_500_and_answers_as_documented_to_a_partner(
 # ----------------------------------------------------------------- portal
 
 
-async def _portal_session(portal: str, email: str) -> dict[str, str]:
-    """Sign in through the portal's own login form (CSRF token included): the session cookie."""
+def _csrf(page: str) -> str:
+    match = re.search(r'name="csrf_token"\s+value="([^"]+)"', page)
+    assert match, page[:2000]
+    return match.group(1)
+
+
+async def _portal_session(portal: str, email: str, totp: str | None = None) -> dict[str, str]:
+    """Sign in through the portal's own login form (CSRF token, TOTP step): the session cookie."""
     async with httpx.AsyncClient(timeout=20) as client:
         page = await client.get(f"{portal}/login")
-        match = re.search(r'name="csrf_token"\s+value="([^"]+)"', page.text)
-        assert match, page.text[:2000]
-        r = await client.post(
-            f"{portal}/login", data={"csrf_token": match.group(1), "email": email, "password": PASSWORD}
-        )
+        form = {"csrf_token": _csrf(page.text), "email": email, "password": PASSWORD}
+        r = await client.post(f"{portal}/login", data=form)
+        if totp:  # the activation's login spent the current step; the next one is accepted already
+            assert r.status_code == 200, r.text[:2000]
+            code = pyotp.TOTP(totp).at(time.time() + 30)
+            form = {"csrf_token": _csrf(r.text), "step": "totp", "totp": code}
+            r = await client.post(f"{portal}/login", data=form)
         assert r.status_code == 303, r.text[:2000]
-        return dict(client.cookies)
+        cookies = {c.name: c.value for c in client.cookies.jar if c.path == "/"}
+    async with httpx.AsyncClient(timeout=20, cookies=cookies) as client:
+        home = await client.get(f"{portal}/")
+        assert home.status_code == 200, "the session cookie does not sign in"  # anonymous: 303 to /login
+    return cookies
 
 
 @pytest.fixture(scope="module")
 def portal_api(stack: dict[str, str]) -> Iterator[dict[str, Any]]:
-    """The portal in front of the four services, and a partner administrator signed in to it."""
+    """The portal in front of the four services; a partner administrator, a CAF instructor and an auditor
+    signed in to it (tokens live an hour: a session cookie replayed after the portal refreshed its tokens
+    would present a used refresh token, and identity would end the session)."""
     system = System(admin_url=stack["database"], kafka=stack["kafka"])
     portal: ServiceProcess | None = None
     try:
-        system._start("identity", "access-requests", "dossiers", "audit")
-        callers = asyncio.run(_identity_callers(system))
+        system._start(
+            "identity",
+            "access-requests",
+            "dossiers",
+            "audit",
+            extra_env={"identity": {"CDAP_ACCESS_TOKEN_SECONDS": "3600"}},
+        )
+        callers = asyncio.run(_identity_callers(system, ("caf_instructor", "auditor")))
         port = free_port()
         portal = ServiceProcess(
             "cdap_portal",
@@ -243,10 +286,12 @@ def portal_api(stack: dict[str, str]) -> Iterator[dict[str, Any]]:
             LOGS / f"fuzz-portal-{system.run_id}.log",
             port=port,
         ).start()
-        cookies = asyncio.run(_portal_session(portal.url, callers["partner_email"]))
+        sessions = {"partner_admin": asyncio.run(_portal_session(portal.url, callers["partner_email"]))}
+        for role, person in callers["staff"].items():
+            sessions[role] = asyncio.run(_portal_session(portal.url, person["email"], person["totp"]))
         yield {
             "schema": schemathesis.openapi.from_url(f"{portal.url}/openapi.json"),
-            "cookies": cookies,
+            "sessions": sessions,
             "url": portal.url,
         }
     finally:
@@ -268,12 +313,12 @@ portal = schemathesis.pytest.from_fixture("portal_schema")
 @pytest.mark.stack
 @portal.parametrize()
 @FUZZ
-def test_portal_never_500_signed_in_or_not(case: Any, portal_api: dict[str, Any]) -> None:
+def test_portal_never_500_anonymous_or_signed_in(case: Any, portal_api: dict[str, Any]) -> None:
     """Server errors only: the portal's pages are HTML (FastAPI's default OpenAPI calls them JSON) and its
     forms are read by hand (undocumented), so schema conformance says nothing about them. Path and query
     parameters reach the upstream services, which is where a 500 could come from."""
-    case.call_and_validate(checks=[not_a_server_error], allow_redirects=False)
-    case.call_and_validate(checks=[not_a_server_error], cookies=portal_api["cookies"], allow_redirects=False)
+    for cookies in ({}, *portal_api["sessions"].values()):
+        case.call_and_validate(checks=[not_a_server_error], cookies=cookies, allow_redirects=False)
 
 
 @pytest.mark.stack
@@ -281,6 +326,10 @@ def test_portal_answers_400_when_a_service_refuses_what_the_address_passed_on(
     portal_api: dict[str, Any],
 ) -> None:
     """Found by the fuzzer: a made-up `page` cursor, refused by access-requests (400), was a portal 502."""
-    r = httpx.get(f"{portal_api['url']}/demandes", params={"page": "©Ú"}, cookies=portal_api["cookies"])
+    r = httpx.get(
+        f"{portal_api['url']}/demandes",
+        params={"page": "©Ú"},
+        cookies=portal_api["sessions"]["partner_admin"],
+    )
     assert r.status_code == 400, r.text[:500]
     assert "Les paramètres de la page sont invalides." in r.text
