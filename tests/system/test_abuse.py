@@ -437,6 +437,36 @@ async def staged_events(system: System, service: str, key: str) -> list[tuple[st
     return [(row["event_type"], row["event_id"]) for row in rows]
 
 
+PUBLIC = {"/v1/token", "/v1/revoke", "/v1/activations"}  # identity's: no bearer token, by design
+BASE = {"identity": "admin", "access-requests": "partner", "dossiers": "admin", "audit": "auditor"}
+
+
+async def test_every_protected_operation_of_every_openapi_refuses_forged_tokens(world: World) -> None:
+    """The same forgeries against every /v1 operation each service documents (path parameters filled with
+    placeholders, no body: authentication comes first), so a new endpoint without verification fails."""
+    w = world
+    operations = 0
+    async with httpx.AsyncClient(timeout=20) as client:
+        identity = w.url("identity")
+        for service in SERVICES:
+            caller = {"admin": w.admin, "partner": w.partner, "auditor": w.auditor}[BASE[service]]
+            real = (await caller.headers(client, identity))["Authorization"].split()[1]
+            forged = forgeries(real, w.kid, w.key)
+            document = (await client.get(f"{w.url(service)}/openapi.json")).json()
+            for path, item in document["paths"].items():
+                if not path.startswith("/v1/") or path in PUBLIC:
+                    continue
+                concrete = re.sub(r"\{[^}]+\}", "0000001", path)
+                for method in item:
+                    operations += 1
+                    for name, token in forged.items():
+                        r = await client.request(
+                            method.upper(), f"{w.url(service)}{concrete}", headers=bearer(token)
+                        )
+                        assert_unauthorized(r, f"{name} on {service} {method.upper()} {path}")
+    assert operations >= 25, operations  # every service's API, not an empty document
+
+
 # ----------------------------------------------------------------- refresh tokens and revocation
 
 
