@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,15 @@ import httpx
 import pyotp
 
 from cdap_shared.envelope import new_event_id
-from cdap_shared.testing import MAIL_DIR, ServiceProcess, create_database_sync, free_port, mails_to, migrate
+from cdap_shared.testing import MAIL_DIR, ServiceProcess, create_database_sync, free_port, migrate
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "test-artifacts" / "system"
 PASSWORD = "Systeme-CDAP-2026!"
+# uvicorn closes a keep-alive connection idle for 5 s; a client reusing one at that moment gets a
+# ReadError (seen on a loaded machine after the slow `cdap identity bootstrap`). Dropping idle connections
+# earlier on the client's side avoids the race.
+CLIENT_LIMITS = httpx.Limits(max_connections=40, keepalive_expiry=2)
 
 SERVICES = {
     "identity": ("cdap_identity", ROOT / "services" / "identity"),
@@ -42,6 +47,10 @@ class System:
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     databases: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    # A second replica logs to its own file, so each replica's partition assignments can be read apart.
+    log_suffix: str = ""
+    # Environment every service of this system gets (e.g. a fake clock), before each one's own.
+    common_env: dict[str, str] = field(default_factory=dict)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
@@ -53,7 +62,8 @@ class System:
     def _start(self, *names: str, extra_env: dict[str, dict[str, str]] | None = None) -> System:
         for name in names:
             self.ports.setdefault(name, free_port())
-        for name in names:
+
+        def prepare(name: str) -> ServiceProcess:
             module, folder = SERVICES[name]
             if name not in self.databases:
                 self.databases[name] = create_database_sync(self.admin_url)
@@ -64,6 +74,7 @@ class System:
                 "CDAP_CONSUMER_GROUP": f"{name}-{self.run_id}",
                 "CDAP_CONSUMER_OFFSET_RESET": "latest",
                 "CDAP_LOG_LEVEL": "INFO",
+                **self.common_env,
                 **(
                     {"CDAP_JWKS_URL": f"{self.url('identity')}/.well-known/jwks.json"}
                     if "identity" in self.ports
@@ -71,10 +82,33 @@ class System:
                 ),
                 **(extra_env or {}).get(name, {}),
             }
-            self.processes[name] = ServiceProcess(
-                module, env, LOGS / f"{name}-{self.run_id}.log", port=self.ports[name]
-            ).start()
+            return ServiceProcess(module, env, self.log_path(name), port=self.ports[name])
+
+        # Migrations and start-ups run side by side (each is mostly a Python process importing modules);
+        # on a loaded machine that saves many seconds per test. Registered before starting, so that
+        # `stop()` ends every process even if one fails to start.
+        with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
+            for name, process in zip(names, list(pool.map(prepare, names)), strict=True):
+                self.processes[name] = process
+            list(pool.map(lambda name: self.processes[name].start(wait=90), names))
         return self
+
+    def log_path(self, name: str) -> Path:
+        return LOGS / f"{name}-{self.run_id}{self.log_suffix}.log"
+
+    async def replica(self, name: str) -> System:
+        """A second replica of `name`: the same database and consumer group, its own port and log. Other
+        services (and the JWKS) stay this system's."""
+        second = System(
+            admin_url=self.admin_url,
+            kafka=self.kafka,
+            run_id=self.run_id,
+            log_suffix="-replica",
+            common_env=self.common_env,
+        )
+        second.databases = {name: self.databases[name]}
+        second.ports = {n: p for n, p in self.ports.items() if n != name}
+        return await second.start(name)
 
     async def restart(self, name: str, sig: int = signal.SIGTERM) -> None:
         await asyncio.to_thread(self.processes[name].stop, sig)
@@ -98,10 +132,36 @@ async def wait_ready(client: httpx.AsyncClient, url: str, seconds: float = 30) -
     raise AssertionError(f"{url} not ready within {seconds}s")
 
 
+class Mailbox:
+    """The SMTP sink's folder, each `.eml` parsed once: the sink keeps every earlier run's mail (thousands
+    of files on a developer's machine), and `mails_to` re-reads them all on each call (about a second),
+    which polling for many recipients multiplies. The sink renames each file into place, so a file seen
+    is complete."""
+
+    def __init__(self, folder: str = MAIL_DIR) -> None:
+        self.folder = Path(folder)
+        self.parsed: dict[str, tuple[str, str]] = {}
+
+    def to(self, address: str) -> list[str]:
+        """Like `mails_to`: the text ("Subject: ...\n\nbody") of each mail for `address`, oldest first."""
+        from email import message_from_bytes, policy
+
+        for path in self.folder.glob("*.eml"):
+            if path.name not in self.parsed:
+                message = message_from_bytes(path.read_bytes(), policy=policy.default)
+                body = message.get_body(preferencelist=("plain",))
+                text = f"Subject: {message['Subject']}\n\n{body.get_content() if body else ''}"
+                self.parsed[path.name] = (str(message.get("To", "")).lower(), text)
+        return [text for _, (to, text) in sorted(self.parsed.items()) if address.lower() in to]
+
+
+MAILBOX = Mailbox()
+
+
 async def activation_link_token(email: str, seconds: float = 20) -> str:
     deadline = asyncio.get_running_loop().time() + seconds
     while asyncio.get_running_loop().time() < deadline:
-        found = mails_to(MAIL_DIR, email)
+        found = MAILBOX.to(email)
         if found:
             match = re.search(r"/activate\?token=([A-Za-z0-9_\-]+)", found[-1])
             assert match
@@ -167,3 +227,115 @@ async def bootstrap_admin(system: System, client: httpx.AsyncClient, email: str)
     )
     assert login.status_code == 200, login.text
     return {"headers": bearer(login.json()["access_token"]), "totp": secret}
+
+
+async def caf_staff(
+    system: System, client: httpx.AsyncClient, admin: dict[str, Any], role: str, department: str = "76"
+) -> dict[str, Any]:
+    """A CAF staff member (instructor, manager, auditor...) created by the admin, activated, logged in."""
+    email = f"{role.replace('_', '.')}.{new_event_id()[-10:]}@caf{department}.fr"
+    r = await client.post(
+        f"{system.url('identity')}/v1/users",
+        headers=admin["headers"],
+        json={
+            "email": email,
+            "family_name": role.split("_")[-1].title(),
+            "given_name": "Test",
+            "roles": [role],
+            "department": department,
+        },
+    )
+    assert r.status_code == 201, r.text
+    return {"email": email, **await activate_and_login(client, system.url("identity"), email)}
+
+
+async def partner_organisation(
+    system: System, client: httpx.AsyncClient, admin: dict[str, Any], siret: str = "21760540700014"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An organisation of department 76 registered by the CAF admin, and its administrator, logged in."""
+    email = f"gestion.{new_event_id()[-10:]}@partenaire.fr"
+    org = await client.post(
+        f"{system.url('identity')}/v1/organisations",
+        headers=admin["headers"],
+        json={
+            "siret": siret,
+            "name": "CCAS de Rouen",
+            "kind": "ccas",
+            "department": "76",
+            "convention": {"reference": "CONV-76-CCAS", "valid_until": "2030-12-31"},
+            "administrators": [{"email": email, "family_name": "Leroy", "given_name": "Anne"}],
+        },
+    )
+    assert org.status_code == 201, org.text
+    partner_admin = await activate_and_login(client, system.url("identity"), email)
+    return org.json(), {"email": email, **partner_admin}
+
+
+def access_request(org_id: str, applicant_email: str, profile: str, valid_until: str) -> dict[str, Any]:
+    """The body a partner administrator submits for one member of staff."""
+    return {
+        "organisation_id": org_id,
+        "profile": profile,
+        "department": "76",
+        "applicant": {
+            "family_name": "Martin",
+            "given_name": "Lou",
+            "email": applicant_email,
+            "job_title": "Assistant social",
+        },
+        "justification": "Accompagnement des familles du quartier",
+        "valid_until": valid_until,
+    }
+
+
+async def submit_when_known(
+    client: httpx.AsyncClient, access: str, headers: dict[str, str], body: dict[str, Any], seconds: float = 30
+) -> httpx.Response:
+    """Submit, waiting while access-requests has not yet learnt the organisation from identity's events."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        r = await client.post(f"{access}/v1/access-requests", headers=headers, json=body)
+        waiting = r.status_code in (403, 422) and r.json().get("reason") in (
+            "unknown_organisation",
+            "not_an_administrator",
+        )
+        if not waiting or asyncio.get_running_loop().time() > deadline:
+            return r
+        await asyncio.sleep(0.3)
+
+
+_ASSIGNED = re.compile(r"Setting newly assigned partitions \{(.*?)\} for group (\S+)")
+_PARTITION = re.compile(r"TopicPartition\(topic='([^']+)', partition=(\d+)\)")
+
+
+def assigned_partitions(log_path: Path) -> set[tuple[str, int]] | None:
+    """The partitions a service process was last given in its consumer group, as its log says (aiokafka
+    logs each assignment); None before the first assignment."""
+    if not log_path.exists():
+        return None
+    found = _ASSIGNED.findall(log_path.read_text(errors="replace"))
+    if not found:
+        return None
+    return {(topic, int(p)) for topic, p in _PARTITION.findall(found[-1][0])}
+
+
+async def publish_over_partitions(
+    kafka: str, topic: str, make: Any, partitions: int = 6, most: int = 200
+) -> list[tuple[Any, int]]:
+    """Publish events `make(i)` (keyed by subject, as the services do) until every partition of `topic` got
+    at least one; returns each event with the partition it landed on."""
+    from cdap_shared.relay import make_producer
+
+    producer = make_producer(kafka)
+    await producer.start()
+    sent: list[tuple[Any, int]] = []
+    try:
+        for i in range(most):
+            event = make(i)
+            meta = await producer.send_and_wait(topic, event.to_bytes(), key=event.subject.encode())
+            sent.append((event, meta.partition))
+            if len({p for _, p in sent}) == partitions:
+                return sent
+    finally:
+        await producer.stop()
+    raise AssertionError(f"{most} events did not cover the {partitions} partitions of {topic}")

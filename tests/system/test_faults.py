@@ -4,10 +4,13 @@ killed with SIGKILL mid-work, a replica lost, poison on every topic. Each compar
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import random
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,24 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from cdap_dossiers.generate import build_pools, make_dossier
 from cdap_shared import events as ev
 from cdap_shared.envelope import new_event_id
+from cdap_shared.testing import eventually
+from cdap_shared.topics import PARTITIONS
 
-from .harness import System, activate_and_login, available, wait_ready
+from .harness import (
+    CLIENT_LIMITS,
+    MAILBOX,
+    System,
+    access_request,
+    activate_and_login,
+    assigned_partitions,
+    available,
+    bootstrap_admin,
+    caf_staff,
+    partner_organisation,
+    publish_over_partitions,
+    submit_when_known,
+    wait_ready,
+)
 from .test_revocation import provisioned_partner, publish
 
 pytestmark = [pytest.mark.stack, pytest.mark.stack_lifecycle]
@@ -114,7 +133,7 @@ async def auditor(system: System, client: httpx.AsyncClient, admin: dict[str, An
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=40)) as c:
+    async with httpx.AsyncClient(timeout=30, limits=CLIENT_LIMITS) as c:
         yield c
 
 
@@ -234,23 +253,454 @@ async def test_services_killed_with_sigkill_lose_nothing_and_double_nothing(
     assert len(found) == len(set(found)), "a consultation was audited twice"
 
 
-async def test_a_replica_killed_leaves_its_partitions_to_the_other(
+async def until_answered(
+    call: Callable[[], Awaitable[httpx.Response]], seconds: float = 90
+) -> httpx.Response:
+    """What a careful client does while a service is down or restarting: retry the same call (same
+    Idempotency-Key) until it gets an answer that is not a server error."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            r = await call()
+            if r.status_code < 500:
+                return r
+        except httpx.HTTPError:
+            pass  # killed under this request, or not listening yet
+        assert asyncio.get_running_loop().time() < deadline, "no answer while the service restarted"
+        await asyncio.sleep(0.3)
+
+
+async def audit_entries(
+    client: httpx.AsyncClient, audit: str, headers: dict[str, str], event_type: str
+) -> list[dict[str, Any]]:
+    """Every audit entry of `event_type` (all pages), with the refs decoded from its leaf."""
+    entries: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"type": event_type, "limit": 1000}
+        if cursor:
+            params["cursor"] = cursor
+        r = await client.get(f"{audit}/v1/entries", params=params, headers=headers)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        entries += [e | {"refs": json.loads(base64.b64decode(e["leaf"]))["refs"]} for e in body["items"]]
+        cursor = body.get("next_cursor")
+        if not cursor:
+            return entries
+
+
+async def test_access_requests_and_identity_killed_mid_work_lose_nothing_and_double_nothing(
     system: System, client: httpx.AsyncClient
 ) -> None:
-    await system.start("identity", "dossiers")
-    _, user = await ready_partner(system, client)
-    # A second replica of the dossiers service: same database, same consumer group.
-    second = System(admin_url=system.admin_url, kafka=system.kafka, run_id=system.run_id)
-    second.databases = {"dossiers": system.databases["dossiers"]}
-    second.ports = {"identity": system.ports["identity"]}
-    await second.start("dossiers")
+    """A batch of T1 requests goes through the four-eyes workflow while access-requests is killed during
+    the submissions and during the first-level decisions, and identity while it provisions from the
+    second-level approvals. Every request ends provisioned, with one account and one grant, one mail of each
+    kind, and each step once in the audit log."""
+    await system.start("identity", "access-requests", "audit")
+    for name in system.processes:
+        await wait_ready(client, system.url(name))
+    admin = await bootstrap_admin(system, client, f"admin.{new_event_id()[-10:]}@caf76.fr")
+    (org, partner), instructor, manager, auditing = await asyncio.gather(
+        partner_organisation(system, client, admin),
+        caf_staff(system, client, admin, "caf_instructor"),
+        caf_staff(system, client, admin, "caf_manager"),
+        caf_staff(system, client, admin, "auditor"),
+    )
+    audit_headers = auditing["headers"]
+    access = system.url("access-requests")
+    valid_until = (date.today() + timedelta(days=200)).isoformat()
+    # The organisation reaches access-requests through identity.events before the batch starts.
+    first = await submit_when_known(
+        client,
+        access,
+        partner["headers"],
+        access_request(org["id"], f"x.{new_event_id()}@ccas.fr", "T1", valid_until),
+    )
+    assert first.status_code == 201, first.text
+    await until_answered(
+        lambda: client.post(
+            f"{access}/v1/access-requests/{first.json()['id']}/withdraw", headers=partner["headers"]
+        )
+    )
+
+    async def batch(
+        calls: list[Callable[[], Awaitable[httpx.Response]]], victim: str
+    ) -> list[httpx.Response]:
+        """Run the calls four at a time; once a third is answered, SIGKILL `victim` and start it again."""
+        answered: list[httpx.Response] = []
+        sem = asyncio.Semaphore(4)
+
+        async def one(call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+            async with sem:
+                r = await until_answered(call)
+                answered.append(r)
+                return r
+
+        async def chaos() -> None:
+            while len(answered) < len(calls) // 3:
+                await asyncio.sleep(0.02)
+            await system.restart(victim, signal.SIGKILL)
+
+        *responses, _ = await asyncio.gather(*(one(c) for c in calls), chaos())
+        await wait_ready(client, system.url(victim))
+        return responses
+
+    def post(url: str, who: dict[str, Any], body: dict[str, Any]) -> Callable[[], Awaitable[httpx.Response]]:
+        headers = who["headers"] | {"Idempotency-Key": new_event_id()}
+        return lambda: client.post(url, headers=headers, json=body)
+
+    count = 18
+    applicants = [f"agent.{i}.{new_event_id()[-10:]}@ccas-rouen.fr" for i in range(count)]
+    submitted = await batch(
+        [
+            post(f"{access}/v1/access-requests", partner, access_request(org["id"], a, "T1", valid_until))
+            for a in applicants
+        ],
+        "access-requests",
+    )
+    assert all(r.status_code == 201 for r in submitted), [r.text for r in submitted if r.status_code != 201]
+    ids = [r.json()["id"] for r in submitted]
+    assert len(set(ids)) == count
+    approve = {"decision": "approve", "comment": "Le poste correspond au profil"}
+    stage1 = await batch(
+        [post(f"{access}/v1/access-requests/{i}/decisions", instructor, approve) for i in ids],
+        "access-requests",
+    )
+    assert all(r.status_code == 200 and r.json()["state"] == "awaiting_second_approval" for r in stage1), [
+        r.text for r in stage1
+    ]
+    stage2 = await batch(
+        [post(f"{access}/v1/access-requests/{i}/decisions", manager, approve) for i in ids], "identity"
+    )
+    assert all(r.status_code == 200 and r.json()["state"] == "approved" for r in stage2), [
+        r.text for r in stage2
+    ]
+
+    # Access-requests: the organisation's requests are exactly the batch (no retry made a second one), and
+    # each ends provisioned, its history holding each step once.
+    async def all_provisioned() -> list[dict[str, Any]] | None:
+        details = [
+            (await client.get(f"{access}/v1/access-requests/{i}", headers=instructor["headers"])).json()
+            for i in ids
+        ]
+        return details if all(d["state"] == "provisioned" for d in details) else None
+
+    details = await eventually(all_provisioned, within=90, interval=1)
+    for d in details:
+        actions = [h["action"] for h in d["history"]]
+        assert sorted(actions) == sorted(["submitted", "stage_approved", "approved", "provisioned"]), actions
+    listed = await client.get(
+        f"{access}/v1/access-requests", params={"limit": 200}, headers=partner["headers"]
+    )
+    assert listed.status_code == 200, listed.text
+    assert sorted(r["id"] for r in listed.json()["items"] if r["state"] != "withdrawn") == sorted(ids)
+
+    # Identity: one grant per request, each for its own new account.
+    grants = await client.get(
+        f"{system.url('identity')}/v1/grants", params={"department": "76"}, headers=admin["headers"]
+    )
+    assert grants.status_code == 200, grants.text
+    mine = [g for g in grants.json() if g["request_id"] in set(ids)]
+    assert sorted(g["request_id"] for g in mine) == sorted(ids), "a request has no grant, or two"
+    assert len({g["user_id"] for g in mine}) == count
+    assert {d["grant_id"] for d in details} == {g["id"] for g in mine}
+
+    # Audit: each step of each request once (a redelivered event keeps its id; a step done twice would not).
+    expected = {
+        "access.request.submitted": lambda e: e["subject"],
+        "access.request.stage_approved": lambda e: e["subject"],
+        "access.request.approved": lambda e: e["subject"],
+        "identity.user.provisioned": lambda e: e["refs"]["request_id"],
+        "identity.grant.issued": lambda e: e["refs"]["request_id"],
+    }
+
+    async def audited() -> dict[str, list[str]] | None:
+        found = {}
+        for event_type, request_of in expected.items():
+            entries = await audit_entries(client, system.url("audit"), audit_headers, event_type)
+            event_ids = [e["event_id"] for e in entries]
+            assert len(event_ids) == len(set(event_ids)), f"an {event_type} event was logged twice"
+            found[event_type] = sorted(r for r in map(request_of, entries) if r in set(ids))
+        return found if all(set(v) == set(ids) for v in found.values()) else None
+
+    found = await eventually(audited, within=60, interval=1)
+    for event_type, requests in found.items():
+        assert requests == sorted(ids), f"{event_type}: a request's step was recorded twice"
+
+    # Mail last, as it is the weakest link: every applicant gets one activation mail and the partner
+    # administrator each notice (first level, approved, created) once per request. A mail relay that
+    # marks a whole batch sent only after sending all of it re-sends the batch if killed in between.
+    async def activations() -> list[int] | None:
+        counts = [len(MAILBOX.to(a)) for a in applicants]
+        return counts if all(counts) else None
+
+    async def notices() -> dict[str, list[str]] | None:
+        subjects = [m.splitlines()[0] for m in MAILBOX.to(partner["email"])]
+        about = {i: [s for s in subjects if f"({i[-8:]})" in s] for i in ids}
+        return about if all(len(set(s)) == 3 for s in about.values()) else None
+
+    activation_counts = await eventually(activations, within=60, interval=1)
+    notices_by_request = await eventually(notices, within=60, interval=1)
+    doubled = {i: s for i, s in notices_by_request.items() if len(s) != len(set(s))}
+    assert not doubled, f"notices sent twice: {doubled}"
+    assert activation_counts == [1] * count, f"activation mails per applicant: {activation_counts}"
+
+
+# What each service consumes, in its one consumer group (see each app.py).
+CONSUMED = {
+    "dossiers": ("caf.dossiers", "identity.events"),
+    "identity": ("access.events", "audit.alerts"),
+    "access-requests": ("identity.events",),
+    "audit": ("identity.events", "access.events", "dossier.consultations", "audit.alerts"),
+}
+
+
+async def records_since(kafka: str, since: dict[TopicPartition, int]) -> list[Any]:
+    """Every record from `since` up to the end offsets as they are now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka)
+    await consumer.start()
+    found: list[Any] = []
     try:
-        await wait_ready(client, second.url("dossiers"))
-        await asyncio.sleep(3)  # the group rebalances over both replicas
-        await asyncio.to_thread(system.processes["dossiers"].stop, signal.SIGKILL)
-        numeros = await seed_dossiers(system.kafka, 5_400_000 + random.randint(0, 80_000), 30)
-        for numero in numeros:  # every partition's dossiers reach the surviving replica
-            await until_granted(client, f"{second.url('dossiers')}/v1/dossiers/{numero}", user["headers"], 60)
+        ends = await consumer.end_offsets(list(since))
+        todo = {tp for tp in since if ends[tp] > since[tp]}
+        consumer.assign(list(todo))
+        for tp in todo:
+            consumer.seek(tp, since[tp])
+        while todo:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for tp, records in batch.items():
+                found += records
+                if records[-1].offset + 1 >= ends[tp]:
+                    todo.discard(tp)
+    finally:
+        await consumer.stop()
+    return found
+
+
+class ReplicaScenario:
+    """How to warm one service's first replica up and how to prove that the survivor serves every
+    partition. Warming up matters: a fresh group starts at `latest`, and a partition whose offset was never
+    committed would restart at the end after the takeover, skipping what was published in between. One
+    processed batch commits the positions of every partition the replica holds, as a long-running group
+    always has."""
+
+    def __init__(self, system: System, client: httpx.AsyncClient) -> None:
+        self.system, self.client = system, client
+        self.state: dict[str, Any] = {}
+
+    async def warm(self) -> None:
+        raise NotImplementedError
+
+    async def prove(self, survivor: str) -> None:
+        raise NotImplementedError
+
+
+class DossiersReplicas(ReplicaScenario):
+    async def warm(self) -> None:
+        _, self.state["user"] = await ready_partner(self.system, self.client)
+        [numero] = await seed_dossiers(self.system.kafka, 5_400_000 + random.randint(0, 80_000), 1)
+        await until_granted(
+            self.client, f"{self.system.url('dossiers')}/v1/dossiers/{numero}", self.state["user"]["headers"]
+        )
+
+    async def prove(self, survivor: str) -> None:
+        first = 5_480_000 + random.randint(0, 10_000)
+        rng, pools = random.Random(first), build_pools(3, 50)
+
+        def dossier(i: int) -> ev.CloudEvent:
+            numero = f"{first + i:07d}"
+            data = make_dossier(rng, pools, numero, "76").model_copy(update={"opposition": False})
+            return ev.make_event("caf.dossier.upserted", source="/caf", subject=numero, data=data)
+
+        sent = await publish_over_partitions(self.system.kafka, "caf.dossiers", dossier)
+        for event, _ in sent:  # every partition's dossiers are served by the survivor
+            url = f"{survivor}/v1/dossiers/{event.subject}"
+            await until_granted(self.client, url, self.state["user"]["headers"], 60)
+
+
+class IdentityReplicas(ReplicaScenario):
+    async def warm(self) -> None:
+        for name in self.system.processes:
+            await wait_ready(self.client, self.system.url(name))
+        self.state["admin"], email, self.state["org"] = await provisioned_partner(self.system, self.client)
+        await activate_and_login(self.client, self.system.url("identity"), email)  # it provisioned
+
+    async def prove(self, survivor: str) -> None:
+        def approved(i: int) -> ev.CloudEvent:
+            request_id = f"req-{new_event_id()}"
+            return ev.make_event(
+                "access.request.approved",
+                source="/system-test",
+                subject=request_id,
+                data=ev.RequestApproved(
+                    request_id=request_id,
+                    organisation_id=self.state["org"]["id"],
+                    profile="T3",
+                    department="76",
+                    valid_until=date.today() + timedelta(days=200),
+                    by="manager",
+                    applicant=ev.Applicant(
+                        family_name="Roux",
+                        given_name="Paul",
+                        email=f"replica.{i}.{new_event_id()[-10:]}@ccas-rouen.fr",
+                        job_title="Animateur",
+                    ),
+                ),
+            )
+
+        sent = await publish_over_partitions(self.system.kafka, "access.events", approved)
+        expected = {event.subject for event, _ in sent}
+
+        async def provisioned() -> bool:
+            r = await self.client.get(
+                f"{survivor}/v1/grants", params={"department": "76"}, headers=self.state["admin"]["headers"]
+            )
+            assert r.status_code == 200, r.text
+            issued = [g["request_id"] for g in r.json() if g["request_id"] in expected]
+            assert len(issued) == len(set(issued)), "a request was provisioned twice"
+            return set(issued) == expected
+
+        await eventually(provisioned, within=60, interval=0.5)
+
+
+class AccessRequestsReplicas(ReplicaScenario):
+    async def warm(self) -> None:
+        for name in self.system.processes:
+            await wait_ready(self.client, self.system.url(name))
+        admin = await bootstrap_admin(self.system, self.client, f"admin.{new_event_id()[-10:]}@caf76.fr")
+        self.state["org"], self.state["partner"] = await partner_organisation(self.system, self.client, admin)
+        self.state["instructor"] = await caf_staff(self.system, self.client, admin, "caf_instructor")
+        # Accepted only once the replica has consumed the organisation from identity.events.
+        r = await self.submit(self.system.url("access-requests"))
+        assert r.status_code == 201, r.text
+
+    async def submit(self, access: str) -> httpx.Response:
+        body = access_request(
+            self.state["org"]["id"],
+            f"replica.{new_event_id()[-12:]}@ccas-rouen.fr",
+            "T3",  # one stage: the instructor's approval is enough
+            (date.today() + timedelta(days=200)).isoformat(),
+        )
+        return await submit_when_known(self.client, access, self.state["partner"]["headers"], body)
+
+    async def prove(self, survivor: str) -> None:
+        # Identity provisions each approved request and publishes identity.grant.issued keyed by the new
+        # account's id: where that lands is up to the key, so approve until every partition got one.
+        topic = "identity.events"
+        since = await end_offsets(self.system.kafka, [topic])
+        requests: set[str] = set()
+        partitions: set[int] = set()
+        for _ in range(8):
+            for _ in range(6):
+                r = await self.submit(survivor)
+                assert r.status_code == 201, r.text
+                decided = await self.client.post(
+                    f"{survivor}/v1/access-requests/{r.json()['id']}/decisions",
+                    headers=self.state["instructor"]["headers"],
+                    json={"decision": "approve", "comment": "Le poste correspond"},
+                )
+                assert decided.status_code == 200, decided.text
+                requests.add(r.json()["id"])
+
+            async def issued() -> set[int] | None:
+                found = {}
+                for record in await records_since(self.system.kafka, since):
+                    event = ev.CloudEvent.from_bytes(record.value)
+                    if event.type == "identity.grant.issued" and event.data.get("request_id") in requests:
+                        found[event.data["request_id"]] = record.partition
+                return set(found.values()) if set(found) == requests else None
+
+            partitions = await eventually(issued, within=60, interval=0.5)
+            if len(partitions) == 6:
+                break
+        assert len(partitions) == 6, partitions
+
+        async def all_provisioned() -> bool:
+            states = []
+            for request_id in requests:
+                r = await self.client.get(
+                    f"{survivor}/v1/access-requests/{request_id}", headers=self.state["instructor"]["headers"]
+                )
+                assert r.status_code == 200, r.text
+                states.append(r.json()["state"])
+            return all(s == "provisioned" for s in states)
+
+        await eventually(all_provisioned, within=60, interval=0.5)
+
+
+class AuditReplicas(ReplicaScenario):
+    async def warm(self) -> None:
+        for name in self.system.processes:
+            await wait_ready(self.client, self.system.url(name))
+        admin = await bootstrap_admin(self.system, self.client, f"admin.{new_event_id()[-10:]}@caf76.fr")
+        self.state["auditor"] = await auditor(self.system, self.client, admin)
+        await self.consultations(self.system.url("audit"), count=1)
+
+    async def consultations(self, audit: str, count: int | None = None) -> None:
+        """Consultation events from one partner (a fresh id), all found in the log exactly once."""
+        actor = f"partner-{new_event_id()}"
+
+        def consulted(i: int) -> ev.CloudEvent:
+            numero = f"{5_600_000 + random.randint(0, 99_999):07d}"
+            data = ev.DossierConsulted(
+                actor=actor, numero=numero, motif="accompagnement_social", decision="denied"
+            )
+            return ev.make_event("dossier.consulted", source="/system-test", subject=numero, data=data)
+
+        if count is None:
+            sent = await publish_over_partitions(self.system.kafka, "dossier.consultations", consulted)
+            events = [event for event, _ in sent]
+        else:
+            events = [consulted(i) for i in range(count)]
+            for event in events:
+                await publish(self.system.kafka, "dossier.consultations", event)
+
+        async def logged() -> bool:
+            found = await audit_ids(self.client, audit, self.state["auditor"], actor)
+            assert len(found) == len(set(found)), "a consultation was logged twice"
+            return set(found) == {e.id for e in events}
+
+        await eventually(logged, within=60, interval=0.5)
+
+    async def prove(self, survivor: str) -> None:
+        await self.consultations(survivor)
+
+
+SCENARIOS: dict[str, type[ReplicaScenario]] = {
+    "dossiers": DossiersReplicas,
+    "identity": IdentityReplicas,
+    "access-requests": AccessRequestsReplicas,
+    "audit": AuditReplicas,
+}
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+async def test_a_replica_killed_leaves_its_partitions_to_the_other(
+    system: System, client: httpx.AsyncClient, name: str
+) -> None:
+    """Two replicas of a consumer in one group; one is killed (no goodbye to the group): the other is given
+    all the partitions and processes events from every one of them."""
+    await system.start(*dict.fromkeys(["identity", name]))
+    scenario = SCENARIOS[name](system, client)
+    await scenario.warm()
+    second = await system.replica(name)
+    try:
+        await wait_ready(client, second.url(name))
+        everything = {(topic, p) for topic in CONSUMED[name] for p in range(PARTITIONS)}
+
+        async def shared() -> bool:  # both replicas hold partitions: the takeover below is a real one
+            mine = assigned_partitions(system.log_path(name))
+            theirs = assigned_partitions(second.log_path(name))
+            return bool(mine and theirs and mine | theirs == everything and not mine & theirs)
+
+        await eventually(shared, within=60, interval=0.5)
+        await asyncio.to_thread(system.processes[name].stop, signal.SIGKILL)
+
+        async def taken_over() -> bool:  # once the group's session times out
+            return assigned_partitions(second.log_path(name)) == everything
+
+        await eventually(taken_over, within=60, interval=0.5)
+        await scenario.prove(second.url(name))
     finally:
         second.stop()
 
