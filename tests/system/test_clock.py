@@ -202,10 +202,13 @@ async def test_deadlines_and_grant_expiry_across_simulated_days(
 
     # Today, with the real date: a CAF, a partner, three requests.
     admin = await bootstrap_admin(system, client, f"admin.{random.randint(0, 10**9)}@caf76.fr")
-    org, partner = await partner_organisation(system, client, admin)
-    instructor = logins.remember(await caf_staff(system, client, admin, "caf_instructor"))
-    manager = logins.remember(await caf_staff(system, client, admin, "caf_manager"))
-    logins.remember(partner)
+    (org, partner), instructor, manager = await asyncio.gather(
+        partner_organisation(system, client, admin),
+        caf_staff(system, client, admin, "caf_instructor"),
+        caf_staff(system, client, admin, "caf_manager"),
+    )
+    for who in (partner, instructor, manager):
+        logins.remember(who)
     today = clock.now().astimezone(PARIS).date()
     far = (today + timedelta(days=200)).isoformat()
 
