@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import statistics
 import time
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pyotp
 import pytest
+from sqlalchemy import text
 
+from cdap_identity import tokens
 from cdap_shared.auth import TokenVerifier
 
 from .conftest import STRONG, Identity, auth, unique_email
@@ -117,6 +120,37 @@ async def test_five_failures_lock_the_account_until_an_admin_unlocks_it(idp: Ide
     r = await idp.client.post(f"/v1/users/{user_id}/unlock", headers=auth(admin))
     assert r.status_code == 200
     assert (await idp.token(email, STRONG)).status_code == 200
+
+
+async def test_an_unknown_e_mail_locks_like_an_account_so_the_lock_reveals_nothing(idp: Identity) -> None:
+    admin = await idp.caf_admin()
+    org = await idp.create_organisation(admin)
+    email = org["admin_emails"][0]
+    await idp.activate(email)
+    ghost = unique_email("ghost")
+    for _ in range(5):
+        known, unknown = (
+            await idp.token(email, "wrong password!!"),
+            await idp.token(ghost, "wrong password!!"),
+        )
+        assert (
+            known.json()
+            == unknown.json()
+            == {"error": "invalid_grant", "error_description": "bad credentials"}
+        )
+    known, unknown = await idp.token(email, "wrong password!!"), await idp.token(ghost, "wrong password!!")
+    assert known.status_code == unknown.status_code == 400
+    for answer in (known, unknown):
+        assert answer.json()["error_description"].startswith("account locked until"), answer.text
+    # Case and spaces do not make a new address (nor a way around the lock).
+    again = await idp.token(f"  {ghost.upper()} ", "wrong password!!")
+    assert again.json()["error_description"].startswith("account locked until")
+    async with idp.app.state.sessions() as s:
+        stored = (await s.execute(text("SELECT digest FROM unknown_login"))).scalars().all()
+    assert len(stored) == 1 and ghost not in stored[0]  # only a digest of the typed address is kept
+    async with idp.app.state.sessions() as s, s.begin():
+        assert await tokens.forget_unknown_logins(s, datetime.now(UTC)) == 0  # still recent
+        assert await tokens.forget_unknown_logins(s, datetime.now(UTC) + timedelta(days=8)) == 1
 
 
 async def test_password_policy_and_one_time_links(idp: Identity) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from cdap_identity import habilitations, keystore
+from cdap_identity import habilitations, keystore, tokens
 from cdap_identity.api_accounts import router as accounts_router
 from cdap_identity.api_grants import router as grants_router
 from cdap_identity.api_tokens import router as tokens_router
@@ -101,6 +101,7 @@ async def _every(seconds: float, job: Any) -> None:
 async def _sweep(runtime: ServiceRuntime) -> None:
     async with runtime.sessions() as session, session.begin():
         expired = await habilitations.expire_due(session, datetime.now(UTC).date())
+        await tokens.forget_unknown_logins(session, datetime.now(UTC))
     if expired:
         log.info("grants expired", count=expired)
 

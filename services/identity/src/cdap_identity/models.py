@@ -67,6 +67,21 @@ class User(SQLModel, table=True):
     created_at: datetime | None = Field(default=None, sa_column=_now_column())
 
 
+class UnknownLogin(SQLModel, table=True):
+    """Lockout state of an e-mail that has no account. Failures against it lock exactly as an account's
+    do, so "account locked" never tells an attacker that the account exists. Keyed by the SHA-256 of
+    the normalised address: the addresses people mistype are not kept."""
+
+    __tablename__ = "unknown_login"
+
+    digest: str = Field(primary_key=True, max_length=64)
+    failures: list[str] = Field(default_factory=list, sa_column=Column(JSONB, nullable=False))
+    temporary_locks: int = 0
+    locked_until: datetime | None = Field(default=None, sa_column=_now_column(nullable=True))
+    permanently_locked: bool = False
+    updated_at: datetime | None = Field(default=None, sa_column=_now_column())
+
+
 class OneTimeToken(SQLModel, table=True):
     """An activation or password-reset link; only its SHA-256 digest is kept."""
 

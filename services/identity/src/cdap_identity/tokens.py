@@ -6,19 +6,22 @@ password-hash verification as a wrong password, so timing does not reveal which 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 import asyncpg
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from cdap_identity import domain
 from cdap_identity.accounts import SOURCE, grant_claims, utcnow
 from cdap_identity.keys import KeyRing, issue_access_token
-from cdap_identity.models import Grant, RefreshToken, User
+from cdap_identity.models import Grant, RefreshToken, UnknownLogin, User
 from cdap_identity.passwords import DUMMY_HASH, new_token, token_digest, verify_password, verify_totp
 from cdap_shared import events as ev
 from cdap_shared.envelope import new_event_id
@@ -41,7 +44,7 @@ class TokenSettings:
     refresh_days: int
 
 
-def _guard(user: User) -> domain.LoginGuard:
+def _guard(user: User | UnknownLogin) -> domain.LoginGuard:
     return domain.LoginGuard(
         failures=tuple(datetime.fromisoformat(f) for f in user.failures),
         temporary_locks=user.temporary_locks,
@@ -50,7 +53,7 @@ def _guard(user: User) -> domain.LoginGuard:
     )
 
 
-def _store_guard(user: User, guard: domain.LoginGuard) -> None:
+def _store_guard(user: User | UnknownLogin, guard: domain.LoginGuard) -> None:
     user.failures = [f.isoformat() for f in guard.failures]
     user.temporary_locks, user.locked_until = guard.temporary_locks, guard.locked_until
     user.permanently_locked = guard.permanently_locked
@@ -133,6 +136,8 @@ async def password_grant(
     if len(candidates) > 1:
         verify_password(DUMMY_HASH, password)
         raise OAuthError("invalid_request", "several accounts use this e-mail: give organisation_id")
+    if user is None:
+        await _unknown_login(session, username, password, ip, now)
     status = domain.check(_guard(user), now) if user else domain.LockStatus(domain.LockState.OK)
     password_ok = verify_password(user.password_hash if user and user.password_hash else DUMMY_HASH, password)
     if user is None or user.password_hash is None:
@@ -168,6 +173,46 @@ async def password_grant(
         data=ev.LoginSucceeded(user_id=user.id, method="password", client_ip=ip),
     )
     return await _issue(session, cfg, user, now)
+
+
+async def _unknown_login(
+    session: AsyncSession, username: str, password: str, ip: str | None, now: datetime
+) -> NoReturn:
+    """An e-mail without an account: the same password cost, the same lockout, the same answers as an
+    account's (a lock that appeared only for real accounts would tell which ones exist). Always raises."""
+    digest = hashlib.sha256(username.strip().lower().encode()).hexdigest()
+    await session.execute(
+        insert(UnknownLogin)
+        .values(digest=digest, failures=[], temporary_locks=0, permanently_locked=False)
+        .on_conflict_do_nothing()
+    )
+    phantom = await session.get(UnknownLogin, digest, with_for_update=True, populate_existing=True)
+    if phantom is None:  # cannot happen: the row was just ensured in this transaction
+        raise OAuthError("invalid_grant", "bad credentials")
+    status = domain.check(_guard(phantom), now)
+    verify_password(DUMMY_HASH, password)
+    if not status.allowed:
+        await _failed(session, None, "locked", ip, now)
+        raise OAuthError(
+            "invalid_grant", f"account locked{' until ' + status.until.isoformat() if status.until else ''}"
+        )
+    guard, _ = domain.record_failure(_guard(phantom), now)
+    _store_guard(phantom, guard)
+    phantom.updated_at = now
+    await _failed(session, None, "bad_credentials", ip, now)
+    raise OAuthError("invalid_grant", "bad credentials")
+
+
+async def forget_unknown_logins(session: AsyncSession, now: datetime) -> int:
+    """Drop the lockout state of unknown e-mails once it no longer matters: a week after the last
+    attempt (longer than any temporary lock), three months for a permanent lock."""
+    table = UnknownLogin.__table__  # type: ignore[attr-defined]
+    stale = or_(
+        (~table.c.permanently_locked) & (table.c.updated_at < now - timedelta(days=7)),
+        table.c.updated_at < now - timedelta(days=90),
+    )
+    result = await session.execute(delete(table).where(stale))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def _failed_locked(session: AsyncSession, user: User, ip: str | None, reason: str = "locked") -> None:
