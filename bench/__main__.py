@@ -60,8 +60,8 @@ def render_summary() -> str:
         "Conditions: a 2-core virtual machine shared with other people's test runs while these numbers were",
         "taken; PostgreSQL, Kafka, the load generator (wrk or a Python client) and the service under test",
         "all run on those two cores. Read the ratios; absolute figures are a lower bound of what the code",
-        "does on a quiet machine. Each section says when it was measured, at which commit, and the load",
-        "average when it started.",
+        "does on a quiet machine. Each section says when it finished, at which commit (the working tree",
+        "was shared with other engineers, so HEAD moved between sections), and the 1-minute load average.",
         "",
     ]
     for path in sorted(RESULTS.glob("*.json")):
@@ -72,7 +72,7 @@ def render_summary() -> str:
             continue  # another tool's file in bench/results
         m = data["machine"]
         cdap_label, base_label = data.get("columns", ["CDAP", "baseline"])
-        load = f", load average {m['load_1min']} at start" if "load_1min" in m else ""
+        load = f", load average {m['load_1min']} when it finished" if "load_1min" in m else ""
         took = f", took {data['duration_s']:.0f} s" if "duration_s" in data else ""
         lines += [
             f"## {data['benchmark']}",
@@ -91,10 +91,17 @@ def render_summary() -> str:
             data.get("ratios", {}),
             data.get("targets", {}),
         )
+        used: set[str] = set()
         for key, value in cdap.items():
-            ratio = ratios.get(
-                key, next((str(v) for k, v in ratios.items() if key.startswith(k) or k in key), "")
+            # A ratio named like its metric goes on that row; one named by a prefix ("throughput") goes on
+            # the first row it prefixes only.
+            match = (
+                key
+                if key in ratios
+                else next((k for k in ratios if k not in used and key.startswith(k)), None)
             )
+            used.add(match or "")
+            ratio = ratios.get(match, "") if match else ""
             target = next((str(v) for k, v in targets.items() if key.startswith(k.split("_at_")[0])), "")
             lines.append(f"| {key} | {value} | {base.get(key, '')} | {ratio} | {target} |")
         notes = data.get("notes")

@@ -205,6 +205,7 @@ async def run(progress: Progress, quick: bool = False, reseed: bool = False) -> 
         "description": f"audit log at {large:,} entries (10 monthly partitions, bulk-loaded with the service's "
         f"hashing) vs the same log at {small:,}: checkpoint signing, queries and proofs (one client, "
         f"{rounds} of each), ingestion of {events:,} more events",
+        "columns": [f"{large:,} entries", f"{small:,} entries"],
         "cdap": cdap,
         "baseline": baseline,
         "ratios": ratios,

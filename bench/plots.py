@@ -55,7 +55,7 @@ def lookup_load(data: dict[str, Any]) -> Path | None:
         right.plot(x, [p["p99_ms"] for p in points], "--^", color=color, alpha=0.6, label=f"{label} p99")
     for ax in (left, right):
         ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("concurrent connections (wrk, closed loop)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)

@@ -52,16 +52,21 @@ def layer_of(path: str | None) -> str:
 
 
 def breakdown(root: Any) -> dict[str, float]:
-    """Own (self) time of every frame of the tree, summed by layer."""
+    """Own (self) time of every frame of the tree, summed by layer.
+
+    pyinstrument keeps a frame's own time in synthetic `[self]` children without a file, and C
+    functions (`<built-in>`) have none of their own: both count for the code that called them.
+    """
     out: dict[str, float] = {}
-    stack = [root] if root is not None else []
+    stack = [(root, "other (stdlib and the rest)")] if root is not None else []
     while stack:
-        frame = stack.pop()
+        frame, parent = stack.pop()
+        path = frame.file_path or ""
+        name = parent if not path or path.startswith("<") else layer_of(path)
         children = list(frame.children)
         own = frame.time - sum(c.time for c in children)
-        name = layer_of(frame.file_path)
         out[name] = out.get(name, 0.0) + max(own, 0.0)
-        stack.extend(children)
+        stack.extend((c, name) for c in children)
     return out
 
 
