@@ -491,7 +491,12 @@ class ReplicaScenario:
     async def warm(self) -> None:
         raise NotImplementedError
 
-    async def prove(self, survivor: str) -> None:
+    async def act(self, survivor: str) -> None:
+        """Right after the kill, before the group notices: events for every partition."""
+        raise NotImplementedError
+
+    async def check(self, survivor: str) -> None:
+        """The survivor has handled every one of them."""
         raise NotImplementedError
 
 
@@ -503,7 +508,7 @@ class DossiersReplicas(ReplicaScenario):
             self.client, f"{self.system.url('dossiers')}/v1/dossiers/{numero}", self.state["user"]["headers"]
         )
 
-    async def prove(self, survivor: str) -> None:
+    async def act(self, survivor: str) -> None:
         first = 5_480_000 + random.randint(0, 10_000)
         rng, pools = random.Random(first), build_pools(3, 50)
 
@@ -513,8 +518,11 @@ class DossiersReplicas(ReplicaScenario):
             return ev.make_event("caf.dossier.upserted", source="/caf", subject=numero, data=data)
 
         sent = await publish_over_partitions(self.system.kafka, "caf.dossiers", dossier)
-        for event, _ in sent:  # every partition's dossiers are served by the survivor
-            url = f"{survivor}/v1/dossiers/{event.subject}"
+        self.state["numeros"] = [event.subject for event, _ in sent]
+
+    async def check(self, survivor: str) -> None:
+        for numero in self.state["numeros"]:  # every partition's dossiers are served by the survivor
+            url = f"{survivor}/v1/dossiers/{numero}"
             await until_granted(self.client, url, self.state["user"]["headers"], 60)
 
 
@@ -525,7 +533,7 @@ class IdentityReplicas(ReplicaScenario):
         self.state["admin"], email, self.state["org"] = await provisioned_partner(self.system, self.client)
         await activate_and_login(self.client, self.system.url("identity"), email)  # it provisioned
 
-    async def prove(self, survivor: str) -> None:
+    async def act(self, survivor: str) -> None:
         def approved(i: int) -> ev.CloudEvent:
             request_id = f"req-{new_event_id()}"
             return ev.make_event(
@@ -549,7 +557,10 @@ class IdentityReplicas(ReplicaScenario):
             )
 
         sent = await publish_over_partitions(self.system.kafka, "access.events", approved)
-        expected = {event.subject for event, _ in sent}
+        self.state["requests"] = {event.subject for event, _ in sent}
+
+    async def check(self, survivor: str) -> None:
+        expected = self.state["requests"]
 
         async def provisioned() -> bool:
             r = await self.client.get(
@@ -583,7 +594,7 @@ class AccessRequestsReplicas(ReplicaScenario):
         )
         return await submit_when_known(self.client, access, self.state["partner"]["headers"], body)
 
-    async def prove(self, survivor: str) -> None:
+    async def act(self, survivor: str) -> None:
         # Identity provisions each approved request and publishes identity.grant.issued keyed by the new
         # account's id: where that lands is up to the key, so approve until every partition got one.
         topic = "identity.events"
@@ -614,6 +625,10 @@ class AccessRequestsReplicas(ReplicaScenario):
             if len(partitions) == 6:
                 break
         assert len(partitions) == 6, partitions
+        self.state["requests"] = requests
+
+    async def check(self, survivor: str) -> None:
+        requests = self.state["requests"]
 
         async def all_provisioned() -> bool:
             states = []
@@ -634,10 +649,11 @@ class AuditReplicas(ReplicaScenario):
             await wait_ready(self.client, self.system.url(name))
         admin = await bootstrap_admin(self.system, self.client, f"admin.{new_event_id()[-10:]}@caf76.fr")
         self.state["auditor"] = await auditor(self.system, self.client, admin)
-        await self.consultations(self.system.url("audit"), count=1)
+        await self.logged(self.system.url("audit"), *await self.consultations(count=1))
 
-    async def consultations(self, audit: str, count: int | None = None) -> None:
-        """Consultation events from one partner (a fresh id), all found in the log exactly once."""
+    async def consultations(self, count: int | None = None) -> tuple[str, list[ev.CloudEvent]]:
+        """Consultation events from one partner (a fresh id): `count` of them, or enough for every
+        partition."""
         actor = f"partner-{new_event_id()}"
 
         def consulted(i: int) -> ev.CloudEvent:
@@ -654,16 +670,23 @@ class AuditReplicas(ReplicaScenario):
             events = [consulted(i) for i in range(count)]
             for event in events:
                 await publish(self.system.kafka, "dossier.consultations", event)
+        return actor, events
 
-        async def logged() -> bool:
+    async def logged(self, audit: str, actor: str, events: list[ev.CloudEvent]) -> None:
+        """All found in the log, exactly once."""
+
+        async def complete() -> bool:
             found = await audit_ids(self.client, audit, self.state["auditor"], actor)
             assert len(found) == len(set(found)), "a consultation was logged twice"
             return set(found) == {e.id for e in events}
 
-        await eventually(logged, within=60, interval=0.5)
+        await eventually(complete, within=60, interval=0.5)
 
-    async def prove(self, survivor: str) -> None:
-        await self.consultations(survivor)
+    async def act(self, survivor: str) -> None:
+        self.state["sent"] = await self.consultations()
+
+    async def check(self, survivor: str) -> None:
+        await self.logged(survivor, *self.state["sent"])
 
 
 SCENARIOS: dict[str, type[ReplicaScenario]] = {
@@ -695,12 +718,15 @@ async def test_a_replica_killed_leaves_its_partitions_to_the_other(
 
         await eventually(shared, within=60, interval=0.5)
         await asyncio.to_thread(system.processes[name].stop, signal.SIGKILL)
+        # Published while the group still counts the dead replica (until its session times out): the
+        # survivor must pick its partitions up from their committed offsets, not from their end.
+        await scenario.act(second.url(name))
 
-        async def taken_over() -> bool:  # once the group's session times out
+        async def taken_over() -> bool:
             return assigned_partitions(second.log_path(name)) == everything
 
         await eventually(taken_over, within=60, interval=0.5)
-        await scenario.prove(second.url(name))
+        await scenario.check(second.url(name))
     finally:
         second.stop()
 
