@@ -12,16 +12,23 @@ is wrong), the small one is loaded fresh each run. On each, in this order:
    consultations (10 each), an inclusion proof of a random leaf and a consistency proof from a random
    size, each against the current tree; a sample of the proofs is verified against the checkpoint;
 3. ingestion on top: M `dossier.consulted` events published to the service's topic, entries/s from
-   the first new committed entry to the last.
+   the first new committed entry to the last;
+4. `cdap audit verify` (the CLI an outside auditor runs) against a checkpoint saved before step 3, with
+   the inclusion proof of a random old entry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import random
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -132,6 +139,21 @@ async def consistency_check(client: httpx.AsyncClient, conn: asyncpg.Connection,
     return merkle.verify_consistency(base + 1, second, bytes(old["root_hash"]), second_root, hashes)
 
 
+async def cli(url: str, token: str, *args: str) -> str:
+    """`cdap audit <args>` as an auditor runs it; raises with its output unless it succeeds."""
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [str(Path(sys.executable).with_name("cdap")), "audit", *args],
+        env={**os.environ, "CDAP_AUDIT_URL": url, "CDAP_TOKEN": token, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"cdap audit {' '.join(args)} failed: {proc.stdout}{proc.stderr}")
+    return proc.stdout
+
+
 async def measure(name: str, base: int, events: int, rounds: int, progress: Progress) -> dict[str, Any]:
     label = f"{base:,}"
     progress(f"{label}: checkpoints (append + sign)", 0.0)
@@ -154,6 +176,8 @@ async def measure(name: str, base: int, events: int, rounds: int, progress: Prog
                 await asyncio.sleep(0.2)
             out |= await queries(client, base, rounds, progress, f"{label}: queries")
             out["consistency_verified"] = await consistency_check(client, conn, base)
+        saved = Path(tempfile.mkdtemp()) / "checkpoint.json"
+        await cli(service.url, token, "checkpoint", "--save", str(saved))
         start_size = await tree_size(conn)
         await publish(topics["consultations"], 0, events, progress, f"{label}: publishing {events:,} events")
         phase = f"{label}: ingestion on top"
@@ -171,6 +195,13 @@ async def measure(name: str, base: int, events: int, rounds: int, progress: Prog
         out["ingest_events"] = events
         out["ingest_entries_per_s"] = round((start_size + events - first_size) / (ended - first_t), 1)
         progress(phase, 1.0)
+        # An outside auditor's check, by the CLI: the checkpoint saved before the ingestion is a prefix
+        # of the current log, and a random old entry's bytes are in it.
+        index = random.Random(base).randrange(base)
+        t0 = time.perf_counter()
+        await cli(service.url, token, "verify", "--checkpoint", str(saved), "--entry", str(index))
+        out["cli_verify_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        out["cli_verified"] = True
     finally:
         service.stop()
         jwks.close()
@@ -221,5 +252,7 @@ async def run(progress: Progress, quick: bool = False, reseed: bool = False) -> 
             else "The large log was reused from an earlier run (cut back to its size). "
         )
         + "proofs_verified counts inclusion proofs of random leaves checked against the signed root; "
-        "consistency_verified, the proof from the first checkpoint of step 1 to the latest.",
+        "consistency_verified, the proof from the first checkpoint of step 1 to the latest; cli_verified, "
+        "`cdap audit verify --checkpoint <saved before the ingestion> --entry <random old entry>` (signatures, "
+        "consistency proof, the entry's fields against its bytes, inclusion proof), timed in cli_verify_ms.",
     }
