@@ -112,7 +112,8 @@ class System:
 
     async def restart(self, name: str, sig: int = signal.SIGTERM) -> None:
         await asyncio.to_thread(self.processes[name].stop, sig)
-        await asyncio.to_thread(self.processes[name].start)
+        # A start-up can take well over the default 30 s on a loaded 2-core machine.
+        await asyncio.to_thread(self.processes[name].start, 90)
 
     def stop(self) -> None:
         for process in self.processes.values():
