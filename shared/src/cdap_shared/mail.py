@@ -28,6 +28,8 @@ class Mail:
     to: str
     subject: str
     body: str
+    # Stable across resends of the same queued mail, so a mailbox shows a repeated delivery once.
+    message_id: str | None = None
 
 
 class Mailer:
@@ -49,6 +51,8 @@ class Mailer:
         message["From"] = self.sender
         message["To"] = mail.to
         message["Subject"] = mail.subject
+        if mail.message_id:
+            message["Message-ID"] = mail.message_id
         message.set_content(mail.body)
         smtp_class = smtplib.SMTP_SSL if self.tls else smtplib.SMTP
         with smtp_class(self.host, self.port, timeout=self.timeout) as smtp:
@@ -82,6 +86,12 @@ class QueuedMail(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
 
 
+def message_id(row: QueuedMail) -> str:
+    """The queued mail's Message-ID: its row id and creation time, unique per service database."""
+    stamp = int(row.created_at.timestamp() * 1_000_000) if row.created_at else 0
+    return f"<{row.id}.{stamp}@cdap.caf.fr>"
+
+
 def queue(session: AsyncSession, mail: Mail) -> None:
     """Send `mail` once the caller's transaction commits (never if it rolls back)."""
     session.add(QueuedMail(to=mail.to, subject=mail.subject, body=mail.body))
@@ -101,27 +111,38 @@ class MailRelay:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def send_pending(self, max_attempts: int = 5) -> int:
-        async with self.sessions() as session, session.begin():
-            rows = (
-                (
-                    await session.execute(
-                        select(QueuedMail)
-                        .where(col(QueuedMail.sent_at).is_(None), col(QueuedMail.attempts) < max_attempts)
-                        .order_by(col(QueuedMail.id))
-                        .limit(50)
-                        .with_for_update(skip_locked=True)
+    async def send_pending(self, max_attempts: int = 5, batch: int = 50) -> int:
+        """Send up to `batch` queued mails; returns how many were tried.
+
+        Each mail is marked sent in its own transaction right after the SMTP server took it: a crash can
+        repeat only the one mail in flight (SMTP cannot be exactly-once), and that repeat carries the
+        same Message-ID. A refused mail ends the round, to be retried after the interval.
+        """
+        tried = 0
+        while tried < batch:
+            async with self.sessions() as session, session.begin():
+                row = (
+                    (
+                        await session.execute(
+                            select(QueuedMail)
+                            .where(col(QueuedMail.sent_at).is_(None), col(QueuedMail.attempts) < max_attempts)
+                            .order_by(col(QueuedMail.id))
+                            .limit(1)
+                            .with_for_update(skip_locked=True)
+                        )
                     )
+                    .scalars()
+                    .first()
                 )
-                .scalars()
-                .all()
-            )
-            for row in rows:
-                if await self.mailer.send(Mail(row.to, row.subject, row.body)):
+                if row is None:
+                    return tried
+                tried += 1
+                if await self.mailer.send(Mail(row.to, row.subject, row.body, message_id=message_id(row))):
                     row.sent_at = datetime.now(UTC)
                 else:
                     row.attempts += 1
-            return len(rows)
+                    return tried
+        return tried
 
     async def run(self) -> None:
         while not self._stopping.is_set():

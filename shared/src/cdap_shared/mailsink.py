@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import tempfile
+from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,25 @@ from cdap_shared.envelope import new_event_id
 
 
 class EmlWriter:
-    """aiosmtpd handler that writes each message to `<dir>/<uuid7>.eml` (names sort by arrival)."""
+    """aiosmtpd handler that writes each message to `<dir>/<uuid7>.eml` (names sort by arrival).
+
+    Like a mailbox, it keeps one copy per Message-ID: the services send at least once (a crash between
+    the SMTP answer and the commit repeats a mail) with a stable Message-ID, and a reader sees it once.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.seen: set[str] = set()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        content = envelope.original_content or envelope.content
+        message_id = BytesHeaderParser().parsebytes(content).get("Message-ID")
+        if message_id:
+            if message_id in self.seen:
+                return "250 Message accepted for delivery (a repeat: kept once)"
+            self.seen.add(message_id)
         tmp = self.folder / f".{new_event_id()}.tmp"
-        tmp.write_bytes(envelope.original_content or envelope.content)
+        tmp.write_bytes(content)
         tmp.rename(tmp.with_name(tmp.name[1:].replace(".tmp", ".eml")))
         return "250 Message accepted for delivery"
 
