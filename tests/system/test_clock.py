@@ -273,15 +273,16 @@ async def test_deadlines_and_grant_expiry_across_simulated_days(
 
     await eventually(renewals, within=30, interval=0.5)
 
-    # Two minutes before midnight (UTC, identity's day) on the grant's last day: still valid.
+    # Two minutes before midnight in Paris (CDAP's civil day, every service's) on the grant's last day:
+    # still valid.
     last_day = today + timedelta(days=1)
-    clock.set(datetime.combine(last_day, clock_time(23, 58), UTC))
+    clock.set(datetime.combine(last_day, clock_time(23, 58), PARIS))
     token = await logins.headers(holder)
     await until_granted(client, lookup, token, 30)
 
     # Thirty seconds past midnight: identity's sweep expires the grant, and dossiers refuses the same
     # (still unexpired) token within seconds; access-requests shows the request expired.
-    clock.set(datetime.combine(last_day + timedelta(days=1), clock_time(0, 0, 30), UTC))
+    clock.set(datetime.combine(last_day + timedelta(days=1), clock_time(0, 0, 30), PARIS))
 
     async def refused() -> httpx.Response | None:
         r = await client.get(lookup, params={"motif": "accompagnement_social"}, headers=token)
@@ -290,10 +291,15 @@ async def test_deadlines_and_grant_expiry_across_simulated_days(
 
     denied = await eventually(refused, within=60, interval=0.2)
     assert denied.json()["reason"] == "no_grant_for_department"
-    grants = await client.get(
-        f"{identity}/v1/grants", params={"user": holder["user_id"]}, headers=await logins.headers(manager)
-    )
-    assert [(g["id"], g["status"]) for g in grants.json()] == [(grant_id, "expired")]
+
+    # Dossiers refuses on the date itself; identity's sweep marks the grant expired within its interval.
+    async def expired_at_identity() -> bool:
+        grants = await client.get(
+            f"{identity}/v1/grants", params={"user": holder["user_id"]}, headers=await logins.headers(manager)
+        )
+        return [(g["id"], g["status"]) for g in grants.json()] == [(grant_id, "expired")]
+
+    await eventually(expired_at_identity, within=30, interval=0.5)
 
     async def request_expired() -> bool:
         return (await read(granted))["state"] == "expired"

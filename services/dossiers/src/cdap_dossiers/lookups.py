@@ -23,6 +23,7 @@ from cdap_dossiers.projections import phone_key
 from cdap_shared import events as ev
 from cdap_shared import outbox
 from cdap_shared.auth import Principal
+from cdap_shared.clock import civil_today
 from cdap_shared.envelope import CloudEvent
 from cdap_shared.telemetry import current_trace_id
 
@@ -48,7 +49,7 @@ class Outcome:
 
 async def active_grants(session: AsyncSession, principal: Principal) -> tuple[list[ActiveGrant], bool]:
     """The caller's token grants that the projection still holds active today, and whether it is suspended."""
-    today = date.today()
+    today = civil_today()
     ids = [g.id for g in principal.grants]
     rows = (
         (
@@ -83,7 +84,7 @@ _LOOKUP = """
                                                       g.organisation_siret)), '[]')::text
               FROM grant_projection g
              WHERE g.grant_id = ANY($1::text[]) AND g.status = 'active'
-               AND g.valid_from <= current_date AND g.valid_until >= current_date) AS grants,
+               AND g.valid_from <= $4 AND g.valid_until >= $4) AS grants,
            coalesce((SELECT suspended FROM user_status WHERE user_id = $2), false) AS suspended
       FROM (SELECT 1) AS one LEFT JOIN dossier d ON d.numero = $3
 """
@@ -120,7 +121,7 @@ async def lookup(
     """One consultation of one dossier, recorded whatever its outcome (plain asyncpg: the hot path)."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            _LOOKUP, [g.id for g in caller.principal.grants], caller.principal.sub, numero
+            _LOOKUP, [g.id for g in caller.principal.grants], caller.principal.sub, numero, civil_today()
         )
         assert row is not None
         grants = [ActiveGrant(*g) for g in json.loads(row["grants"])]

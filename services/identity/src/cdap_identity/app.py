@@ -19,6 +19,7 @@ from cdap_identity.config import Settings
 from cdap_identity.consumers import IdentityHandlers
 from cdap_shared import asyncapi
 from cdap_shared.auth import TokenVerifier
+from cdap_shared.clock import civil_today
 from cdap_shared.http import create_app
 from cdap_shared.mail import Mailer, MailRelay
 from cdap_shared.runtime import ServiceRuntime
@@ -100,7 +101,7 @@ async def _every(seconds: float, job: Any) -> None:
 
 async def _sweep(runtime: ServiceRuntime) -> None:
     async with runtime.sessions() as session, session.begin():
-        expired = await habilitations.expire_due(session, datetime.now(UTC).date())
+        expired = await habilitations.expire_due(session, civil_today())
         await tokens.forget_unknown_logins(session, datetime.now(UTC))
     if expired:
         log.info("grants expired", count=expired)

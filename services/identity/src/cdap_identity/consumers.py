@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_identity import habilitations
 from cdap_identity.models import Grant
 from cdap_identity.notifications import activation_mail
 from cdap_shared import events as ev
+from cdap_shared.clock import civil_today
 from cdap_shared.envelope import CloudEvent
 from cdap_shared.mail import queue
 
@@ -24,9 +23,7 @@ class IdentityHandlers:
     async def apply(self, session: AsyncSession, event: CloudEvent) -> None:
         data = ev.parse_data(event)
         if isinstance(data, ev.RequestApproved):
-            _, account = await habilitations.provision(
-                session, data, self.activation_hours, datetime.now(UTC).date()
-            )
+            _, account = await habilitations.provision(session, data, self.activation_hours, civil_today())
             if account is not None:
                 queue(
                     session,

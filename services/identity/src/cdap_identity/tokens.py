@@ -24,6 +24,7 @@ from cdap_identity.keys import KeyRing, issue_access_token
 from cdap_identity.models import Grant, RefreshToken, UnknownLogin, User
 from cdap_identity.passwords import DUMMY_HASH, new_token, token_digest, verify_password, verify_totp
 from cdap_shared import events as ev
+from cdap_shared.clock import civil_today
 from cdap_shared.envelope import new_event_id
 from cdap_shared.events import make_event
 from cdap_shared.outbox import add_pg, emit
@@ -94,7 +95,7 @@ async def _issue(
         sub=user.id,
         org=user.organisation_id,
         roles=user.roles,
-        grants=grant_claims(list(grants), now.date()),
+        grants=grant_claims(list(grants), civil_today(now)),
         now=now,
         lifetime=cfg.access_seconds,
         extra=extra,
@@ -244,7 +245,7 @@ async def client_credentials_grant(
         digest = token_digest(secret)
         if row is None or row["disabled"] or not hmac.compare_digest(row["secret_digest"], digest):
             raise OAuthError("invalid_client", "unknown client or bad secret", status=401)
-        active = row["status"] == "active" and row["valid_from"] <= now.date() <= row["valid_until"]
+        active = row["status"] == "active" and row["valid_from"] <= civil_today(now) <= row["valid_until"]
         if not active:
             raise OAuthError("invalid_grant", "the client's habilitation is no longer active")
         claims = [{"id": row["grant_id"], "profile": row["profile"], "department": row["department"]}]

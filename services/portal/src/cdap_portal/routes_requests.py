@@ -18,6 +18,7 @@ from cdap_portal import texts
 from cdap_portal.auth import UserApi, Viewer, require
 from cdap_portal.clients import ApiError
 from cdap_portal.web import CsrfForm, field, portal_of, redirect, render
+from cdap_shared.clock import civil_today
 
 router = APIRouter(tags=["demandes"])
 PartnerAdmin = require("partner_admin")
@@ -79,7 +80,7 @@ async def _org_department(api: UserApi, viewer: Viewer) -> str:
 def _form_page(
     request: Request, profiles: dict[str, Any], values: dict[str, str], status: int = 200, **context: Any
 ) -> Response:
-    today = date.today()
+    today = civil_today()
     context.setdefault("errors", {})
     return render(
         request,
@@ -97,7 +98,7 @@ def _form_page(
 @router.get("/demandes/nouvelle")
 async def new_request_page(request: Request, api: UserApi, viewer: Viewer = PartnerAdmin) -> Response:
     values = {"department": await _org_department(api, viewer)}
-    values["valid_until"] = (date.today() + timedelta(days=365)).isoformat()
+    values["valid_until"] = (civil_today() + timedelta(days=365)).isoformat()
     return _form_page(request, await _profiles(api), values)
 
 
@@ -131,9 +132,9 @@ def _validate_request(values: dict[str, str], profiles: dict[str, Any]) -> dict[
         except ValueError:
             errors["valid_until"] = "Date invalide."
         else:
-            if end <= date.today():
+            if end <= civil_today():
                 errors["valid_until"] = "La date de fin doit être postérieure à aujourd'hui."
-            elif end > date.today() + timedelta(days=366):
+            elif end > civil_today() + timedelta(days=366):
                 errors["valid_until"] = "Une habilitation dure au plus un an."
     return errors
 
