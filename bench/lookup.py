@@ -143,10 +143,12 @@ async def pair(urls: tuple[str, str], tokens: list[str], seconds: int, count: in
     }
 
 
-async def profile(env: dict[str, str], tokens: list[str], seconds: int, count: int) -> dict[str, float]:
+async def profile(
+    env: dict[str, str], tokens: list[str], seconds: int, count: int, quick: bool
+) -> dict[str, float]:
     """The dossiers service under pyinstrument (bench/profile_server.py) while wrk runs 50 connections."""
     port = free_port()
-    stem = RESULTS / "lookup-profile"
+    stem = RESULTS / "logs" / "lookup-quick-profile" if quick else RESULTS / "lookup-profile"
     layers = stem.with_name(stem.name + "-layers.json")
     for path in (stem.with_suffix(".txt"), stem.with_suffix(".html"), layers):
         path.unlink(missing_ok=True)
@@ -262,7 +264,7 @@ async def run(progress: Any, quick: bool = False) -> dict[str, Any]:
         floor.wait()
     try:
         progress("pyinstrument profile under wrk 50 connections", 0.0)
-        profiled = await profile(env, tokens, seconds, count)
+        profiled = await profile(env, tokens, seconds, count, quick)
         progress("pyinstrument profile under wrk 50 connections", 1.0)
     finally:
         jwks.close()
