@@ -59,7 +59,7 @@ async def test_sql_statements_are_spans_of_the_request(database_url: str) -> Non
 
     from cdap_shared.db import asyncpg_dsn
 
-    provider = configure_tracing("test")
+    provider = configure_tracing("test", trace_sql=True)
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[union-attr]
     conn = await asyncpg.connect(asyncpg_dsn(database_url))

@@ -53,7 +53,11 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready,metrics")
+    # No spans for the ASGI `receive`/`send` events: two more spans per request that say nothing the
+    # request's own span does not (a tenth of a lookup's CPU on the profile).
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls="health,ready,metrics", exclude_spans=["receive", "send"]
+    )
     _document_problems(app, public_paths)
     return app
 

@@ -66,17 +66,20 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 
 
 def configure_tracing(
-    service: str, otlp_endpoint: str | None = None, trace_sql: bool = True
+    service: str, otlp_endpoint: str | None = None, trace_sql: bool = False
 ) -> TracerProvider:
     """Install an SDK tracer provider (once per process): real trace ids, exported only if configured.
-    With `trace_sql`, every asyncpg query is a child span of the request or event that ran it."""
-    current = trace.get_tracer_provider()
-    if isinstance(current, TracerProvider):
-        return current
+    With `trace_sql`, every asyncpg query is a child span of the request or event that ran it: useful
+    when diagnosing, but a lookup runs five statements and their spans cost about a tenth of its time."""
     if trace_sql:
         from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
-        AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
+        instrumentor = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument()
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
