@@ -321,14 +321,21 @@ async def test_refresh_tokens_rotate_and_reuse_revokes_the_family(idp: Identity)
         {"grant_type": "password"},
         {"grant_type": "password", "username": "a@b.fr"},
         {"grant_type": "password", "username": "x" * 600, "password": "y"},
+        {"grant_type": "password", **{f"extra{i}": "x" for i in range(20)}},  # more fields than allowed
         {},
     ],
 )
 async def test_malformed_token_requests_are_rfc6749_errors(idp: Identity, form: dict[str, str]) -> None:
     r = await idp.client.post("/v1/token", data=form)
     assert r.status_code == 400
+    assert r.headers["content-type"] == "application/json"
     assert r.json()["error"] in {"invalid_request", "unsupported_grant_type"}
     assert r.headers["cache-control"] == "no-store"
+
+
+async def test_a_revocation_form_with_too_many_fields_is_an_rfc6749_error(idp: Identity) -> None:
+    r = await idp.client.post("/v1/revoke", data={f"f{i}": "x" for i in range(10)})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
 
 
 async def test_logout_revokes_the_refresh_token_family(idp: Identity) -> None:
