@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cdap_shared.consumer import EventConsumer, Handler
+from cdap_shared.db import session_factory
 from cdap_shared.envelope import CloudEvent
 from cdap_shared.events import dlq_for
 from cdap_shared.fuzz.strategies import DLQ_HEADERS, NIR, Hostile
@@ -138,6 +139,22 @@ async def feed(
         if missing or headers["x-original-topic"] != topic or NIR in headers["x-error"]:
             raise AssertionError(f"dead letter {offset} has bad headers: {headers}")
     return letters
+
+
+async def assert_refused_and_unchanged(
+    engine: AsyncEngine, handler: Handler, topic: str, values: Sequence[bytes]
+) -> None:
+    """The property every service's consumer owes malformed events: `values` (records the contract
+    refuses) are all dead-lettered as validation failures, and the service's database is unchanged."""
+    before = await fingerprint(engine)
+    dead = await feed(session_factory(engine), handler, topic, values)
+    if sorted(dead) != list(range(len(values))):
+        raise AssertionError(f"only offsets {sorted(dead)} of {len(values)} were dead-lettered")
+    kinds = {headers["x-error-type"] for headers in dead.values()}
+    if not kinds <= {"ValidationError", "UnknownEventType"}:
+        raise AssertionError(f"dead-lettered for other reasons than the contract: {kinds}")
+    if await fingerprint(engine) != before:
+        raise AssertionError("a refused event changed the database")
 
 
 def event_id(raw: bytes) -> str:
