@@ -187,9 +187,7 @@ async def _unknown_login(
         .values(digest=digest, failures=[], temporary_locks=0, permanently_locked=False)
         .on_conflict_do_nothing()
     )
-    phantom = await session.get(UnknownLogin, digest, with_for_update=True, populate_existing=True)
-    if phantom is None:  # cannot happen: the row was just ensured in this transaction
-        raise OAuthError("invalid_grant", "bad credentials")
+    phantom = await session.get_one(UnknownLogin, digest, with_for_update=True, populate_existing=True)
     status = domain.check(_guard(phantom), now)
     verify_password(DUMMY_HASH, password)
     if not status.allowed:
