@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
 import jwt
 import pytest
@@ -124,7 +125,11 @@ async def test_a_critical_alert_suspends_the_user(idp: Identity) -> None:
     assert (await idp.token(email, STRONG)).json()["error_description"] == "account suspended"
 
 
-async def test_partner_systems_get_tokens_while_their_grant_is_active(idp: Identity) -> None:
+async def partner_admin_with_a_grant(
+    idp: Identity,
+) -> tuple[dict[str, str], dict[str, Any], dict[str, str], dict[str, Any]]:
+    """A CAF admin, an organisation whose activated admin is logged in (headers), and the grant an
+    approved request gave one of its agents."""
     admin = await idp.caf_admin()
     org = await idp.create_organisation(admin)
     email = org["admin_emails"][0]
@@ -133,6 +138,11 @@ async def test_partner_systems_get_tokens_while_their_grant_is_active(idp: Ident
     await eventually(lambda: idp.events("identity.grant.issued"))
     partner = {"Authorization": f"Bearer {(await idp.token(email, STRONG)).json()['access_token']}"}
     [grant] = (await idp.client.get("/v1/grants", headers=partner)).json()
+    return admin, org, partner, grant
+
+
+async def test_partner_systems_get_tokens_while_their_grant_is_active(idp: Identity) -> None:
+    admin, _org, partner, grant = await partner_admin_with_a_grant(idp)
 
     created = await idp.client.post(
         "/v1/clients", headers=partner, json={"grant_id": grant["id"], "name": "SI bailleur"}
@@ -171,14 +181,7 @@ async def test_partner_systems_get_tokens_while_their_grant_is_active(idp: Ident
 
 
 async def test_a_withdrawn_delegation_stops_partner_admins_creating_clients(idp: Identity) -> None:
-    admin = await idp.caf_admin()
-    org = await idp.create_organisation(admin)
-    email = org["admin_emails"][0]
-    await idp.activate(email)
-    await idp.publish(idp.settings.access_topic, approved(org["id"], unique_email("agent")))
-    await eventually(lambda: idp.events("identity.grant.issued"))
-    partner = {"Authorization": f"Bearer {(await idp.token(email, STRONG)).json()['access_token']}"}
-    [grant] = (await idp.client.get("/v1/grants", headers=partner)).json()
+    admin, org, partner, grant = await partner_admin_with_a_grant(idp)
     withdrawn = await idp.client.post(
         f"/v1/organisations/{org['id']}/withdraw-delegation", headers=auth(admin)
     )
