@@ -211,7 +211,8 @@ async def _tolerant_parse(
     records: tuple[ConsumerRecord[Any, Any], ...],
     default: Callable[[tuple[ConsumerRecord[Any, Any], ...]], Awaitable[StreamMessage[Any]]],
 ) -> StreamMessage[Any]:
-    """FastStream's batch parser, fed copies of the records whose header values are valid UTF-8.
+    """FastStream's batch parser, fed copies of the records whose header values are not valid UTF-8
+    (the others, nearly all, go as they are).
 
     FastStream decodes every header value strictly; a header without a value (Kafka allows it) or with
     other bytes made it raise before `on_batch` ran, and it then dropped the whole batch, valid events
@@ -220,9 +221,19 @@ async def _tolerant_parse(
     """
     return await default(
         tuple(
-            replace(r, headers=[(k, _header_text(v).encode()) for k, v in r.headers or ()]) for r in records
+            r
+            if _decodable(r)
+            else replace(r, headers=[(k, _header_text(v).encode()) for k, v in r.headers or ()])
+            for r in records
         )
     )
+
+
+def _decodable(record: ConsumerRecord[Any, Any]) -> bool:
+    try:
+        return all(v is not None and v.decode() is not None for _, v in record.headers or ())
+    except UnicodeDecodeError:
+        return False
 
 
 def _header_text(value: bytes | None) -> str:
