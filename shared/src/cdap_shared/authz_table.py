@@ -1,12 +1,17 @@
-"""The completeness check every service's authorization table runs: each /v1 operation of the service's
-OpenAPI document has a row, and each row names an operation. A new endpoint then fails its service's
-tests until someone decides (and tests) who may call it."""
+"""What every service's authorization table shares: how one cell's answer is judged, and the completeness
+check (each /v1 operation of the service's OpenAPI document has a row, and each row names an operation),
+so a new endpoint fails its service's tests until someone decides (and tests) who may call it."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+import httpx
+
+# A cell for lists filtered rather than refused: a 200 that must not show the other scope's resource.
+HIDDEN = "200, without the other scope's resource"
 
 
 def v1_operations(openapi: Mapping[str, Any]) -> set[tuple[str, str]]:
@@ -40,3 +45,30 @@ def coverage_gaps(openapi: Mapping[str, Any], rows: Iterable[tuple[str, str]]) -
         if not any(m == cm and p.match(cp) for (m, _), p in patterns.items())
     ]
     return sorted(uncovered), sorted(orphans)
+
+
+def cell_mismatch(
+    want: int | str, method: str, response: httpx.Response, shows: str | None, changed: bool
+) -> str | None:
+    """Why `response` differs from the cell `want` (a status, or `HIDDEN`), or None if it matches.
+
+    `shows` is a text the answer must show when allowed (and must not show when `HIDDEN`); `changed`
+    says whether the database changed across a call the cell refuses (401/403), which it must not."""
+    status = response.status_code
+    refused = want in (401, 403)
+    if want == HIDDEN:
+        if status != 200 or (shows and shows in response.text):
+            return f"shows {shows}: {response.text[:80]}"
+        return None
+    if status != want:
+        return response.text[:120]
+    if refused and not (
+        response.headers.get("content-type") == "application/problem+json"
+        and response.json().get("status") == want
+    ):
+        return f"not problem+json: {response.headers.get('content-type')}"
+    if refused and changed:
+        return "a refused call changed the database"
+    if status == 200 and method == "GET" and shows and shows not in response.text:
+        return f"does not show {shows}"
+    return None
