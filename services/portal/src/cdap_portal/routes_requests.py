@@ -23,6 +23,7 @@ from cdap_shared.clock import civil_today
 router = APIRouter(tags=["demandes"])
 PartnerAdmin = require("partner_admin")
 RequestReader = require("partner_admin", "caf_instructor", "caf_manager", "caf_admin")
+MailRecipient = require("partner_admin", "caf_instructor", "caf_manager")
 UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]{1,64}@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
@@ -196,6 +197,15 @@ def _error_of(response: Any) -> ApiError:
 
 async def request_detail(api: UserApi, request_id: str) -> dict[str, Any]:
     return await api.json("access", "GET", f"/v1/access-requests/{request_id}")
+
+
+@router.get("/access-requests/{request_id}")
+async def request_link(request_id: str = Path(pattern=UUID), viewer: Viewer = MailRecipient) -> Response:
+    """The address access-requests writes in its mails: the request's page for the recipient's role
+    (the CAF queues' mailboxes go to the instruction page, the partner to their request page)."""
+    if viewer.has("caf_instructor", "caf_manager"):
+        return redirect(f"/instruction/{request_id}")
+    return redirect(f"/demandes/{request_id}")
 
 
 @router.get("/demandes/{request_id}")
