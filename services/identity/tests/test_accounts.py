@@ -14,7 +14,7 @@ from sqlalchemy import text
 from cdap_identity import tokens
 from cdap_shared.auth import TokenVerifier
 
-from .conftest import STRONG, Identity, auth, unique_email
+from .conftest import SIRETS, STRONG, Identity, auth, unique_email
 
 pytestmark = pytest.mark.stack
 
@@ -353,3 +353,61 @@ async def test_logout_revokes_the_refresh_token_family(idp: Identity) -> None:
     assert after.status_code == 400 and after.json()["error"] == "invalid_grant"
     assert (await idp.client.post("/v1/revoke", data={"token": "never-issued"})).status_code == 200
     assert (await idp.client.post("/v1/revoke", data={})).status_code == 400
+
+
+async def test_a_caf_admin_finds_renews_and_restores_an_organisation(idp: Identity) -> None:
+    """Search by name or SIRET, renew the convention (every service hears it), withdraw then restore the
+    delegation; a convention ending today or before is refused and changes nothing."""
+    admin = await idp.caf_admin()
+    org = await idp.create_organisation(admin, siret=SIRETS[0], name="Logeo Seine")
+    other = await idp.create_organisation(admin, siret=SIRETS[1], name="CCAS du Havre", department="27")
+
+    async def found(**params: str) -> list[str]:
+        r = await idp.client.get("/v1/organisations", params=params, headers=auth(admin))
+        assert r.status_code == 200, r.text
+        return [o["id"] for o in r.json()]
+
+    assert await found(q="logeo") == [org["id"]]
+    assert await found(q=SIRETS[1][:9]) == [other["id"]]
+    assert await found(department="27") == [other["id"]]
+    assert await found(q="50%_") == []  # LIKE wildcards are searched for literally
+    [listed] = [
+        o
+        for o in (await idp.client.get("/v1/organisations", headers=auth(admin))).json()
+        if o["id"] == org["id"]
+    ]
+    assert listed["administrators"] == org["administrators"]
+
+    refused = await idp.client.patch(
+        f"/v1/organisations/{org['id']}",
+        json={"convention": {"reference": "CONV-76-OLD", "valid_until": "2020-01-01"}},
+        headers=auth(admin),
+    )
+    assert refused.status_code == 422 and refused.json()["reason"] == "convention_ended"
+    renewed = await idp.client.patch(
+        f"/v1/organisations/{org['id']}",
+        json={
+            "name": "Logeo Seine Habitat",
+            "convention": {"reference": "CONV-76-002", "valid_until": "2031-12-31"},
+        },
+        headers=auth(admin),
+    )
+    assert renewed.status_code == 200, renewed.text
+    body = renewed.json()
+    assert (body["name"], body["convention_reference"], body["convention_valid_until"]) == (
+        "Logeo Seine Habitat",
+        "CONV-76-002",
+        "2031-12-31",
+    )
+    assert body["kind"] == "bailleur" and body["siret"] == SIRETS[0]  # omitted fields are unchanged
+    updates = [e for e in await idp.events("identity.organisation.updated") if e.subject == org["id"]]
+    assert [u.data["convention_valid_until"] for u in updates] == ["2031-12-31"]
+    assert (
+        await idp.client.patch(f"/v1/organisations/{org['id']}", json={"siret": "1"}, headers=auth(admin))
+    ).status_code == 422
+
+    await idp.client.post(f"/v1/organisations/{org['id']}/withdraw-delegation", headers=auth(admin))
+    restored = await idp.client.post(f"/v1/organisations/{org['id']}/restore-delegation", headers=auth(admin))
+    assert restored.status_code == 200 and restored.json()["delegation_withdrawn"] is False
+    updates = [e for e in await idp.events("identity.organisation.updated") if e.subject == org["id"]]
+    assert [u.data["delegation_withdrawn"] for u in updates] == [False, True, False]

@@ -52,6 +52,11 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     # Organisations: created and overseen by CAF admins; read by CAF staff of its department, auditors and its own members.
     "POST /v1/organisations":                   (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  201,  201,  403,  403),
     "GET /v1/organisations/{A}":                (401,  200,  403,  200,  403,  200,  403,  200,  403,  200,  403,  200,  200,  200,  200),
+    # The list: CAF staff (instructors and managers: their department's) and auditors.
+    "GET /v1/organisations?q=a":                (401,  403,  403,  403,  403,  403,  403,  200,  200,  200,  200,  200,  200,  200,  200),
+    "PATCH /v1/organisations/{A}":              (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
+    "POST /v1/organisations/{A}/restore-delegation":
+                                                (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
     # CAF staff accounts and account actions: CAF admins only.
     "POST /v1/users":                           (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  201,  201,  403,  403),
     "POST /v1/users/{user}/suspend":            (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
@@ -176,6 +181,17 @@ CALLS: dict[str, Callable[[World], Call]] = {
     "GET /v1/me": lambda w: ("/v1/me", {}, None),
     "POST /v1/organisations": lambda w: ("/v1/organisations", {"json": _organisation_body(w)}, None),
     "GET /v1/organisations/{A}": lambda w: (f"/v1/organisations/{w.org['A']}", {}, w.org["A"]),
+    "GET /v1/organisations?q=a": lambda w: ("/v1/organisations", {"params": {"q": "a"}}, None),
+    "PATCH /v1/organisations/{A}": lambda w: (
+        f"/v1/organisations/{w.org['A']}",
+        {"json": {"kind": "ccas"}},
+        None,
+    ),
+    "POST /v1/organisations/{A}/restore-delegation": lambda w: (
+        f"/v1/organisations/{w.org['A']}/restore-delegation",
+        {},
+        None,
+    ),
     "POST /v1/organisations/{A}/withdraw-delegation": lambda w: (
         f"/v1/organisations/{w.org['A']}/withdraw-delegation",
         {},

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
-from sqlalchemy import select
+from fastapi import APIRouter, Path, Query, Request
+from sqlalchemy import func, or_, select
 from sqlmodel import col
 
 from cdap_identity import accounts, domain
@@ -18,11 +18,13 @@ from cdap_identity.schemas import (
     Me,
     OrganisationCreate,
     OrganisationPublic,
+    OrganisationUpdate,
     Reason,
     StaffCreate,
     UserPublic,
 )
 from cdap_shared.auth import CurrentPrincipal, Principal, require_roles
+from cdap_shared.clock import civil_today
 from cdap_shared.db import SessionDep
 from cdap_shared.mail import queue
 from cdap_shared.problems import Problem
@@ -34,6 +36,64 @@ Id = Annotated[str, Path(min_length=1, max_length=64)]
 
 def _public_org(org: Organisation, admins: list[str]) -> OrganisationPublic:
     return OrganisationPublic(**org.model_dump(exclude={"created_at"}), administrators=admins)
+
+
+async def _administrators(session: SessionDep, organisation_ids: list[str]) -> dict[str, list[str]]:
+    """The partner administrators of each organisation, by organisation id (ids sorted)."""
+    rows = await session.execute(
+        select(col(User.organisation_id), col(User.id))
+        .where(
+            col(User.organisation_id).in_(organisation_ids), col(User.roles).contains([domain.PARTNER_ADMIN])
+        )
+        .order_by(col(User.id))
+    )
+    found: dict[str, list[str]] = {org_id: [] for org_id in organisation_ids}
+    for org_id, user_id in rows.all():
+        found[str(org_id)].append(user_id)
+    return found
+
+
+async def _locked_org(session: SessionDep, organisation_id: str) -> Organisation:
+    org = await session.get(Organisation, organisation_id, with_for_update=True)
+    if org is None:
+        raise Problem(404, "Unknown organisation")
+    return org
+
+
+async def _published(session: SessionDep, org: Organisation) -> OrganisationPublic:
+    """Publish the organisation as it now is (`identity.organisation.updated`), commit, answer it."""
+    await accounts.publish_organisation(session, org, "identity.organisation.updated")
+    await session.commit()
+    return _public_org(org, (await _administrators(session, [org.id]))[org.id])
+
+
+@router.get("/v1/organisations", response_model=list[OrganisationPublic], responses={403: {}})
+async def list_organisations(
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    department: Annotated[str | None, Query(pattern=r"^(\d{2,3}|2[AB])$")] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+) -> list[OrganisationPublic]:
+    """Organisations by name (any part, any case) or SIRET (its first digits), by name; at most 200.
+
+    CAF admins and auditors see every department, instructors and managers their own."""
+    if not principal.has_role(*domain.CAF_ROLES, domain.AUDITOR):
+        raise Problem(403, "Forbidden", "Your role cannot list organisations.", reason="role")
+    stmt = select(Organisation).order_by(col(Organisation.name), col(Organisation.id)).limit(200)
+    if not principal.has_role(domain.CAF_ADMIN, domain.AUDITOR):
+        stmt = stmt.where(col(Organisation.department) == principal.department)
+    if department:
+        stmt = stmt.where(col(Organisation.department) == department)
+    if q:
+        words = q.strip()
+        pattern = "%" + words.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        by_name = func.lower(col(Organisation.name)).like(pattern.lower(), escape="\\")
+        stmt = stmt.where(
+            or_(by_name, col(Organisation.siret).startswith(words)) if words.isdigit() else by_name
+        )
+    orgs = list((await session.execute(stmt)).scalars())
+    admins = await _administrators(session, [o.id for o in orgs])
+    return [_public_org(o, admins[o.id]) for o in orgs]
 
 
 @router.post(
@@ -89,32 +149,49 @@ async def get_organisation(
         and principal.department != org.department
     ):
         raise Problem(403, "Forbidden", "Not your department's organisation.", reason="other_department")
-    admins = (
-        (
-            await session.execute(
-                select(col(User.id)).where(
-                    col(User.organisation_id) == org.id, col(User.roles).contains([domain.PARTNER_ADMIN])
-                )
-            )
-        )
-        .scalars()
-        .all()
-    )
-    return _public_org(org, sorted(admins))
+    return _public_org(org, (await _administrators(session, [org.id]))[org.id])
 
 
-@router.post("/v1/organisations/{organisation_id}/withdraw-delegation", response_model=OrganisationPublic)
-async def withdraw_delegation(
-    organisation_id: Id, session: SessionDep, admin: CafAdmin
+@router.post(
+    "/v1/organisations/{organisation_id}/{action}", response_model=OrganisationPublic, responses={404: {}}
+)
+async def delegation(
+    organisation_id: Id,
+    action: Annotated[str, Path(pattern=r"^(withdraw|restore)-delegation$")],
+    session: SessionDep,
+    admin: CafAdmin,
 ) -> OrganisationPublic:
-    """The CAF takes back the organisation's delegated administration (its admins can no longer ask)."""
-    org = await session.get(Organisation, organisation_id, with_for_update=True)
-    if org is None:
-        raise Problem(404, "Unknown organisation")
-    org.delegation_withdrawn = True
-    await accounts.publish_organisation(session, org, "identity.organisation.updated")
-    await session.commit()
-    return await get_organisation(organisation_id, session, admin)
+    """withdraw-delegation: the CAF takes back the organisation's delegated administration (its admins
+    can no longer ask for access nor create clients); restore-delegation gives it back."""
+    org = await _locked_org(session, organisation_id)
+    org.delegation_withdrawn = action == "withdraw-delegation"
+    return await _published(session, org)
+
+
+@router.patch(
+    "/v1/organisations/{organisation_id}",
+    response_model=OrganisationPublic,
+    responses={404: {}, 422: {}},
+)
+async def amend_organisation(
+    organisation_id: Id, body: OrganisationUpdate, session: SessionDep, admin: CafAdmin
+) -> OrganisationPublic:
+    """Rename, change the kind, or renew / amend the convention (a new reference and end date); every
+    service hears it (`identity.organisation.updated`), so requests refused for an expired convention
+    are accepted again."""
+    if body.convention is not None and body.convention.valid_until <= civil_today():
+        raise Problem(
+            422, "Convention already ended", "A convention must end after today.", reason="convention_ended"
+        )
+    org = await _locked_org(session, organisation_id)
+    if body.name is not None:
+        org.name = body.name
+    if body.kind is not None:
+        org.kind = body.kind
+    if body.convention is not None:
+        org.convention_reference = body.convention.reference
+        org.convention_valid_until = body.convention.valid_until
+    return await _published(session, org)
 
 
 @router.post("/v1/users", status_code=201, response_model=UserPublic, responses={409: {}, 422: {}})

@@ -54,6 +54,14 @@ class OrganisationCreate(Strict):
     administrators: list[Person] = Field(min_length=1, max_length=2)
 
 
+class OrganisationUpdate(Strict):
+    """What the CAF may amend: name, kind, convention (renewed or amended). Omitted: unchanged."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)] | None = None
+    kind: Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,40}$")] | None = None
+    convention: Convention | None = None
+
+
 class OrganisationPublic(BaseModel):
     id: str
     siret: str
