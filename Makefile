@@ -8,10 +8,16 @@ export UV_LINK_MODE := copy
 
 .PHONY: setup up down status migrate run browser tools test test-fast bench lint format reset
 
-setup: ## install uv (from PyPI) and the locked workspace into .venv
+setup: ## install uv (from PyPI) and the locked workspace into .venv; the portal's npm packages
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
 		python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	@$(UV) sync --all-packages --locked --quiet
+	@command -v npm >/dev/null 2>&1 || { echo "installing npm from Debian's packages"; \
+		(apt-get install -y -qq npm >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq npm >/dev/null)) \
+		|| { echo "could not install npm: run 'apt-get install npm'"; exit 1; }; }
+	@# The portal's design system (DSFR) and axe-core, exactly as package-lock.json pins them.
+	@[ services/portal/node_modules/.package-lock.json -nt services/portal/package-lock.json ] || \
+		npm ci --prefix services/portal --no-audit --no-fund --ignore-scripts --loglevel=error
 
 up: setup ## start Kafka, PostgreSQL and the SMTP sink (idempotent)
 	@bash $(STACK) up

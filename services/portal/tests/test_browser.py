@@ -14,7 +14,9 @@ Screenshots of every page land in `test-artifacts/portal/`.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyotp
@@ -27,6 +29,10 @@ from .system import ARTIFACTS, STRONG, System, activation_link, unique_email, wa
 
 pytestmark = pytest.mark.stack
 
+WIDE, NARROW = 1440, 390
+# Contexts with JavaScript off: axe-core cannot run there (their pages are checked in the other story).
+WITHOUT_SCRIPTS: weakref.WeakSet[BrowserContext] = weakref.WeakSet()
+AXE = Path(__file__).resolve().parents[1] / "node_modules" / "axe-core" / "axe.min.js"
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 T1_SECTIONS = [
     "identite",
@@ -69,15 +75,44 @@ def workflow(system: System) -> System:
 
 
 def new_person(browser: Browser, javascript: bool = True) -> tuple[BrowserContext, Page]:
+    # bypass_csp: the test injects axe-core into pages whose CSP allows only the portal's own scripts.
     context = browser.new_context(
-        locale="fr-FR", viewport={"width": 1280, "height": 900}, java_script_enabled=javascript
+        locale="fr-FR",
+        viewport={"width": WIDE, "height": 900},
+        java_script_enabled=javascript,
+        bypass_csp=True,
     )
     context.set_default_timeout(15_000)
+    if not javascript:
+        WITHOUT_SCRIPTS.add(context)
     return context, context.new_page()
 
 
 def shot(page: Page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    """Screenshots at 1440 and 390 px; the page must fit 390 px without scrolling sideways, and (where the
+    page may run scripts) axe-core must find no serious or critical violation at either width."""
+    for width in (WIDE, NARROW):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
+        if page.context not in WITHOUT_SCRIPTS:
+            assert_accessible(page, f"{name} at {width} px")
+        scroll_width = page.evaluate("document.documentElement.scrollWidth")
+        assert scroll_width <= width, f"{name}: the page is {scroll_width} px wide at {width} px"
+    page.set_viewport_size({"width": WIDE, "height": 900})
+
+
+def assert_accessible(page: Page, where: str) -> None:
+    """axe-core (npm, pinned in services/portal/package-lock.json) run in the page: no serious or critical
+    violation."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    violations = page.evaluate("async () => (await axe.run(document)).violations")
+    grave = [
+        f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:3]}"
+        for v in violations
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert not grave, f"{where}: " + "; ".join(grave)
 
 
 def activate(page: Page, email: str, name: str) -> str | None:

@@ -469,3 +469,21 @@ async def test_activation_shows_the_totp_secret_and_french_password_rules(portal
         },
     )
     assert used.status_code == 400 and "a déjà servi ou a expiré" in used.text
+
+
+async def test_the_footer_links_lead_to_the_mandatory_pages_and_the_design_system_is_served(
+    portal: PortalClient,
+) -> None:
+    login = await portal.client.get("/login")
+    links = re.findall(r'class="fr-footer__bottom-link" href="([^"]+)"', login.text)
+    assert links == ["/accessibilite", "/mentions-legales", "/donnees-personnelles"]
+    for link in links:
+        page = await portal.client.get(link)
+        assert page.status_code == 200, link
+        assert "<h1>" in page.text
+    statement = await portal.client.get("/accessibilite")
+    assert "non conforme" in statement.text and "RGAA" in statement.text
+    css = await portal.client.get("/static/dsfr/dsfr.min.css")
+    assert css.status_code == 200 and ".fr-header" in css.text
+    assert (await portal.client.get("/static/dsfr/fonts/Marianne-Regular.woff2")).status_code == 200
+    assert portal.fakes.made() == []  # public pages: no service called

@@ -22,7 +22,7 @@ from cdap_portal.clients import Upstreams
 from cdap_portal.config import Settings
 from cdap_portal.policy import load_policy_view
 from cdap_portal.session import SessionCodec
-from cdap_portal.web import HERE, Portal, install, make_templates
+from cdap_portal.web import HERE, Portal, dsfr_files, install, make_templates
 from cdap_shared.http import create_app
 from cdap_shared.telemetry import configure_logging, configure_tracing
 
@@ -35,13 +35,14 @@ def build(settings: Settings | None = None, *, transport: httpx.AsyncBaseTranspo
     settings = settings or Settings()
     configure_logging(settings.service_name, settings.log_level)
     configure_tracing(settings.service_name, settings.otlp_endpoint)
+    dsfr_dist, dsfr_version = dsfr_files(settings)
     secret = settings.portal_secret.get_secret_value().encode() if settings.portal_secret else None
     portal = Portal(
         settings=settings,
         codec=SessionCodec(secret),
         upstreams=Upstreams(settings, transport),
         policy=load_policy_view(settings.policy_path),
-        templates=make_templates(),
+        templates=make_templates(dsfr_version),
         refresher=Refresher(),
     )
 
@@ -72,6 +73,7 @@ def build(settings: Settings | None = None, *, transport: httpx.AsyncBaseTranspo
     )
     app.state.portal = portal
     app.state.settings = settings
+    app.mount("/static/dsfr", StaticFiles(directory=dsfr_dist), name="dsfr")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     install(app)
     return app

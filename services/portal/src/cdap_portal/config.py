@@ -39,4 +39,9 @@ class Settings(ServiceSettings):
         description="the dossiers service's policy.toml (motifs per profile); found next to the "
         "cdap_dossiers package when unset",
     )
+    dsfr_dir: Path | None = Field(
+        default=None,
+        description="the State's design system files (`dist/` of the npm package @gouvfr/dsfr); the ones "
+        "`make setup` installs under services/portal/node_modules when unset",
+    )
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)

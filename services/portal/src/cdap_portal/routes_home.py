@@ -1,4 +1,5 @@
-"""The home page: what the signed-in person can do, by role."""
+"""The home page (what the signed-in person can do, by role) and the pages every State site must have,
+linked from the footer and open without signing in."""
 
 from __future__ import annotations
 
@@ -14,3 +15,19 @@ router = APIRouter(tags=["accueil"])
 @router.get("/")
 async def home(request: Request, viewer: CurrentViewer) -> Response:
     return render(request, "home.html")
+
+
+@router.get("/accessibilite")
+async def accessibility(request: Request) -> Response:
+    """The accessibility statement, with the RGAA conformity state and what the tests measured."""
+    return render(request, "accessibilite.html")
+
+
+@router.get("/mentions-legales")
+async def legal_notice(request: Request) -> Response:
+    return render(request, "mentions_legales.html")
+
+
+@router.get("/donnees-personnelles")
+async def personal_data(request: Request) -> Response:
+    return render(request, "donnees_personnelles.html")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from cdap_portal.policy import PolicyView
 from cdap_portal.session import COOKIE, CSRF_FIELD, Session, SessionCodec
 
 HERE = Path(__file__).resolve().parent
+# Where `make setup` installs the npm packages of the portal (package.json beside src/).
+NODE_MODULES = HERE.parents[1] / "node_modules"
 # No cookie for these: they are not pages and must not start sessions.
 NO_SESSION_PREFIXES = ("/static/", "/health", "/ready", "/metrics")
 SECURITY_HEADERS = {
@@ -83,10 +86,19 @@ def clear_session(request: Request) -> None:
     replace_session(request, Session())
 
 
-def make_templates() -> Jinja2Templates:
+def dsfr_files(settings: Settings) -> tuple[Path, str]:
+    """The design system's `dist/` folder and its version; a clear error when it was not installed."""
+    dist = settings.dsfr_dir or NODE_MODULES / "@gouvfr" / "dsfr" / "dist"
+    manifest = dist.parent / "package.json"
+    if not (dist / "dsfr.min.css").is_file() or not manifest.is_file():
+        raise RuntimeError(f"the State's design system is missing in {dist}: run `make setup` (npm ci)")
+    return dist, str(json.loads(manifest.read_text())["version"])
+
+
+def make_templates(dsfr_version: str = "") -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     env = templates.env
-    env.globals.update(texts=texts, label=texts.label)
+    env.globals.update(texts=texts, label=texts.label, dsfr_version=dsfr_version)
     env.filters["date_fr"] = texts.date_fr
     env.trim_blocks = True
     env.lstrip_blocks = True
