@@ -365,3 +365,74 @@ def _submit_request(page: Page, portal: str, applicant: str) -> str:
 
     wait_until(attempt, within=30, interval=1.0, what="request submitted")
     return page.url.split("?")[0]
+
+
+def confirm_action(page: Page, name: str, effect: str) -> None:
+    """The confirmation page states the action's effect; confirm it."""
+    expect(page.locator("#effect")).to_contain_text(effect)
+    shot(page, name)
+    page.get_by_role("button", name="Confirmer").click()
+
+
+def test_a_caf_admin_registers_an_organisation_renews_its_convention_and_suspends_an_account(
+    system: System, browser: Browser
+) -> None:
+    portal = system.url("portal")
+    admin_email = unique_email("administratrice")
+    system.create_staff(admin_email, ["caf_admin"], "Administratrice")
+    context, page = new_person(browser)
+    try:
+        secret = activate(page, admin_email, "c-admin")
+        sign_in(page, system, admin_email, secret, "c-admin")
+
+        # -- register an organisation and its administrator
+        page.get_by_role("link", name="Organismes", exact=True).first.click()
+        shot(page, "c-admin-organisations")
+        page.get_by_role("link", name="Enregistrer un organisme").click()
+        page.get_by_label("Nom de l'organisme").fill("Centre social des Hauts de Rouen")
+        page.get_by_label("SIRET").fill("44306184100047")
+        page.get_by_label("Département").fill("76")
+        page.get_by_label("Type d'organisme").select_option("ccas")
+        page.get_by_label("Référence de la convention").fill("CONV-76-0047")
+        page.get_by_label("Fin de la convention").fill("2027-06-30")
+        page.get_by_label("Nom", exact=True).fill("Lemoine")
+        page.get_by_label("Prénom", exact=True).fill("Sarah")
+        page.get_by_label("Adresse électronique professionnelle").fill(unique_email("gestionnaire"))
+        shot(page, "c-admin-organisation-form")
+        page.get_by_role("button", name="Enregistrer l'organisme").click()
+        expect(page.get_by_role("heading", name="Centre social des Hauts de Rouen")).to_be_visible()
+        expect(page.locator("#convention")).to_contain_text("30/06/2027")
+        shot(page, "c-admin-organisation")
+
+        # -- renew its convention: asked, then done
+        page.get_by_label("Référence de la convention").fill("CONV-76-0047-A1")
+        page.get_by_label("Nouvelle fin de la convention").fill("2028-06-30")
+        page.get_by_role("button", name="Enregistrer la convention").click()
+        confirm_action(page, "c-admin-convention-confirm", "court jusqu'au 30/06/2028")
+        expect(page.get_by_role("status")).to_contain_text("La convention est enregistrée")
+        expect(page.locator("#convention")).to_contain_text("CONV-76-0047-A1, jusqu'au 30/06/2028")
+
+        # -- find it by SIRET
+        page.goto(f"{portal}/administration/organismes?q=443061841")
+        expect(page.locator("#organisations tbody tr")).to_have_count(1)
+        expect(page.locator("#organisations")).to_contain_text("CONV-76-0047-A1")
+        shot(page, "c-admin-organisations-by-siret")
+
+        # -- a CAF staff account: create, suspend, reinstate
+        page.get_by_role("link", name="Comptes CAF").click()
+        page.get_by_label("Nom", exact=True).fill("Girard")
+        page.get_by_label("Prénom", exact=True).fill("Hugo")
+        page.get_by_label("Adresse électronique professionnelle").fill(unique_email("instructeur"))
+        page.get_by_label("Instructeur CAF").check()
+        page.get_by_role("button", name="Créer le compte").click()
+        expect(page.locator("#account-status")).to_have_text("En attente d'activation")
+        shot(page, "c-admin-account-created")
+        page.get_by_role("button", name="Suspendre le compte").click()
+        confirm_action(page, "c-admin-suspend-confirm", "ne pourra plus se connecter")
+        expect(page.locator("#account-status")).to_have_text("Suspendu")
+        page.get_by_role("button", name="Rétablir le compte").click()
+        confirm_action(page, "c-admin-reinstate-confirm", "pourra de nouveau se connecter")
+        expect(page.locator("#account-status")).to_have_text("En attente d'activation")
+        shot(page, "c-admin-account-reinstated")
+    finally:
+        context.close()

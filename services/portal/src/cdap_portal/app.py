@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from cdap_portal import (
+    routes_admin,
     routes_audit,
     routes_auth,
     routes_dossiers,
@@ -69,6 +70,7 @@ def build(settings: Settings | None = None, *, transport: httpx.AsyncBaseTranspo
             routes_requests.router,
             routes_instruction.router,
             routes_audit.router,
+            routes_admin.router,
         ],
     )
     app.state.portal = portal

@@ -160,6 +160,9 @@ ROLES = {
     "auditor": "Auditeur",
 }
 
+GRANT_STATES = {"active": "En cours", "revoked": "Révoquée", "expired": "Expirée", "ended": "Terminée"}
+ACCOUNT_STATES = {"pending": "En attente d'activation", "active": "Actif", "suspended": "Suspendu"}
+
 # Event types an auditor filters on.
 EVENT_TYPES = {
     "dossier.consulted": "Consultation d'un dossier",

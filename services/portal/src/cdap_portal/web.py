@@ -130,6 +130,8 @@ def navigation(viewer: Any) -> list[tuple[str, str]]:
         items.append(("/demandes", "Demandes d'habilitation"))
     if viewer.has("caf_instructor", "caf_manager"):
         items.append(("/instruction", "File d'instruction"))
+    if viewer.has("caf_admin"):
+        items += [("/administration/organismes", "Organismes"), ("/administration/comptes", "Comptes CAF")]
     if viewer.has("auditor"):
         items += [
             ("/audit", "Journal d'audit"),

@@ -1,0 +1,427 @@
+"""CAF administrators (role `caf_admin`): partner organisations and their conventions, delegation, their
+grants, and CAF staff accounts.
+
+Every action that changes something is asked twice: the first POST answers a confirmation page that says
+what will happen; only the POST from that page (`confirme=oui`) calls identity. Identity records each
+change as an event, which the audit log keeps.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import Response
+from starlette.datastructures import FormData
+
+from cdap_portal import texts
+from cdap_portal.auth import UserApi, Viewer, require
+from cdap_portal.clients import ApiError, checked
+from cdap_portal.routes_requests import DEPARTMENT, EMAIL, UUID
+from cdap_portal.web import CsrfForm, field, redirect, render
+from cdap_shared.clock import civil_today
+
+router = APIRouter(tags=["administration"])
+CafAdmin = require("caf_admin")
+
+SIRET = re.compile(r"^\d{14}$")
+KIND = re.compile(r"^[a-z_]{2,40}$")
+ORGS = "/administration/organismes"
+STAFF = "/administration/comptes"
+INFOS = {
+    "cree": "L'organisme est enregistré ; ses gestionnaires reçoivent un courriel d'activation.",
+    "modifie": "L'organisme est modifié.",
+    "convention": "La convention est enregistrée : les demandes de l'organisme sont de nouveau acceptées.",
+    "delegation-retiree": "La délégation est retirée : les gestionnaires de l'organisme ne peuvent plus "
+    "demander d'accès ni créer de clients.",
+    "delegation-rendue": "La délégation est rendue à l'organisme.",
+    "revoquee": "L'habilitation est révoquée : toute consultation est refusée dans les secondes qui suivent.",
+}
+ACCOUNT_ACTIONS = {
+    "suspend": (
+        "Suspendre le compte",
+        "La personne ne pourra plus se connecter ; ses sessions en cours sont refusées dans les secondes "
+        "qui suivent. Le compte peut être rétabli.",
+        "Le compte est suspendu.",
+    ),
+    "reinstate": (
+        "Rétablir le compte",
+        "La personne pourra de nouveau se connecter avec son mot de passe.",
+        "Le compte est rétabli.",
+    ),
+    "unlock": (
+        "Débloquer le compte",
+        "Les échecs de connexion sont oubliés : la personne peut réessayer tout de suite.",
+        "Le compte est débloqué.",
+    ),
+    "force-password-reset": (
+        "Imposer un nouveau mot de passe",
+        "Le mot de passe actuel ne fonctionne plus ; la personne reçoit un courriel pour en choisir un "
+        "nouveau.",
+        "Un courriel de réinitialisation a été envoyé.",
+    ),
+}
+KINDS = {
+    "ccas": "Centre communal d'action sociale",
+    "conseil_departemental": "Conseil départemental",
+    "bailleur": "Bailleur social",
+    "vacances": "Organisme de vacances et de loisirs",
+    "periscolaire": "Service périscolaire",
+    "rsa": "Partenaire RSA",
+}
+
+
+def confirmation(request: Request, form: FormData, title: str, effect: str) -> Response | None:
+    """The confirmation page for this POST, unless it comes from that page (`confirme=oui`)."""
+    if field(form, "confirme") == "oui":
+        return None
+    kept = {k: v for k, v in form.multi_items() if isinstance(v, str) and k not in ("csrf_token", "confirme")}
+    return render(
+        request,
+        "admin_confirm.html",
+        title=title,
+        effect=effect,
+        action=request.url.path,
+        kept=kept,
+        back=field(form, "retour", 300) if field(form, "retour").startswith("/administration/") else ORGS,
+    )
+
+
+def _problem_text(error: ApiError) -> str:
+    detail = error.body.get("detail") or error.body.get("title") or ""
+    return f"Identity a refusé : {detail}" if detail else "La demande a été refusée."
+
+
+# ------------------------------------------------------------------------------------------ organisations
+
+
+@router.get(ORGS)
+async def organisations(
+    request: Request, api: UserApi, q: str = "", departement: str = "", viewer: Viewer = CafAdmin
+) -> Response:
+    values = {"q": q.strip()[:100], "departement": departement.strip()}
+    params = {"q": values["q"]} if values["q"] else {}
+    errors = {}
+    if values["departement"]:
+        if DEPARTMENT.fullmatch(values["departement"]):
+            params["department"] = values["departement"]
+        else:
+            errors["departement"] = "Code de département invalide (exemples : 76, 2A, 974)."
+    listing = (
+        [] if errors else (await api.json("identity", "GET", "/v1/organisations", params=params))["items"]
+    )
+    return render(
+        request,
+        "admin_orgs.html",
+        status=400 if errors else 200,
+        items=listing,
+        values=values,
+        errors=errors,
+        kinds=KINDS,
+        today=civil_today().isoformat(),
+    )
+
+
+def _org_values(form: FormData) -> dict[str, str]:
+    names = ("siret", "name", "kind", "department", "reference", "valid_until")
+    return {k: field(form, k, 200) for k in (*names, "email", "family_name", "given_name")}
+
+
+def _check_org(values: dict[str, str], creating: bool) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    if creating and not SIRET.fullmatch(values["siret"]):
+        errors["siret"] = "Le SIRET comporte 14 chiffres."
+    if creating and not DEPARTMENT.fullmatch(values["department"]):
+        errors["department"] = "Code de département invalide (exemples : 76, 2A, 974)."
+    if not values["name"]:
+        errors["name"] = "Saisissez le nom de l'organisme."
+    if not KIND.fullmatch(values["kind"]):
+        errors["kind"] = "Choisissez le type d'organisme."
+    if creating:
+        errors |= _check_convention(values)
+        if not EMAIL.fullmatch(values["email"]):
+            errors["email"] = "Adresse électronique invalide (exemple : prenom.nom@organisme.fr)."
+        for name in ("family_name", "given_name"):
+            if not values[name]:
+                errors[name] = "Saisissez le nom et le prénom du gestionnaire."
+    return errors
+
+
+def _check_convention(values: dict[str, str]) -> dict[str, str]:
+    errors = {}
+    if not values["reference"]:
+        errors["reference"] = "Saisissez la référence de la convention."
+    try:
+        ends = date.fromisoformat(values["valid_until"])
+    except ValueError:
+        errors["valid_until"] = "Date invalide."
+    else:
+        if ends <= civil_today():
+            errors["valid_until"] = "La convention doit se terminer après aujourd'hui."
+    return errors
+
+
+@router.get(ORGS + "/nouveau")
+async def new_organisation_page(request: Request, viewer: Viewer = CafAdmin) -> Response:
+    return render(request, "admin_org_new.html", values={}, errors={}, kinds=KINDS)
+
+
+@router.post(ORGS + "/nouveau")
+async def create_organisation(
+    request: Request, form: CsrfForm, api: UserApi, viewer: Viewer = CafAdmin
+) -> Response:
+    values = _org_values(form)
+    errors = _check_org(values, creating=True)
+    if errors:
+        return render(request, "admin_org_new.html", status=400, values=values, errors=errors, kinds=KINDS)
+    body = {
+        "siret": values["siret"],
+        "name": values["name"],
+        "kind": values["kind"],
+        "department": values["department"],
+        "convention": {"reference": values["reference"], "valid_until": values["valid_until"]},
+        "administrators": [{k: values[k] for k in ("email", "family_name", "given_name")}],
+    }
+    response = await api.call("identity", "POST", "/v1/organisations", json=body)
+    if response.status_code == 201:
+        return redirect(f"{ORGS}/{response.json()['id']}?info=cree")
+    error = ApiError("identity", response.status_code, response.json() if response.content else {})
+    if response.status_code >= 500:
+        raise error
+    failure = (
+        "Un organisme avec ce SIRET existe déjà." if response.status_code == 409 else _problem_text(error)
+    )
+    return render(
+        request, "admin_org_new.html", status=400, values=values, errors={}, kinds=KINDS, failure=failure
+    )
+
+
+async def _org_page(
+    request: Request, api: UserApi, organisation_id: str, status: int = 200, **context: Any
+) -> Response:
+    org = await api.json("identity", "GET", f"/v1/organisations/{organisation_id}")
+    grants = (await api.json("identity", "GET", "/v1/grants"))["items"]
+    context.setdefault("errors", {})
+    return render(
+        request,
+        "admin_org.html",
+        status=status,
+        org=org,
+        grants=[g for g in grants if g.get("organisation_id") == organisation_id],
+        kinds=KINDS,
+        today=civil_today().isoformat(),
+        **context,
+    )
+
+
+@router.get(ORGS + "/{organisation_id}")
+async def organisation(
+    request: Request,
+    api: UserApi,
+    organisation_id: str = Path(pattern=UUID),
+    info: str = "",
+    viewer: Viewer = CafAdmin,
+) -> Response:
+    return await _org_page(request, api, organisation_id, notice=INFOS.get(info))
+
+
+async def _amend(
+    request: Request, api: UserApi, organisation_id: str, body: dict[str, Any], info: str
+) -> Response:
+    response = await api.call("identity", "PATCH", f"/v1/organisations/{organisation_id}", json=body)
+    if response.is_success:
+        return redirect(f"{ORGS}/{organisation_id}?info={info}")
+    error = ApiError("identity", response.status_code, response.json() if response.content else {})
+    if response.status_code >= 500 or response.status_code == 404:
+        raise error
+    failure = (
+        "La convention doit se terminer après aujourd'hui."
+        if error.reason == "convention_ended"
+        else _problem_text(error)
+    )
+    return await _org_page(request, api, organisation_id, status=400, failure=failure)
+
+
+async def _amend_organisation(
+    request: Request, form: FormData, api: UserApi, organisation_id: str
+) -> Response:
+    values = _org_values(form)
+    errors = _check_org(values, creating=False)
+    if errors:
+        return await _org_page(request, api, organisation_id, status=400, errors=errors, values=values)
+    asked = confirmation(
+        request,
+        form,
+        "Modifier l'organisme",
+        f"L'organisme s'appellera « {values['name']} » ({KINDS.get(values['kind'], values['kind'])}). "
+        "Les autres services en sont informés.",
+    )
+    return asked or await _amend(
+        request, api, organisation_id, {"name": values["name"], "kind": values["kind"]}, "modifie"
+    )
+
+
+async def _renew_convention(request: Request, form: FormData, api: UserApi, organisation_id: str) -> Response:
+    values = _org_values(form)
+    errors = _check_convention(values)
+    if errors:
+        return await _org_page(request, api, organisation_id, status=400, errors=errors, values=values)
+    asked = confirmation(
+        request,
+        form,
+        "Renouveler ou modifier la convention",
+        f"La convention {values['reference']} court jusqu'au {texts.date_fr(values['valid_until'])}. Les "
+        "demandes d'habilitation de l'organisme sont acceptées jusqu'à cette date.",
+    )
+    body = {"convention": {"reference": values["reference"], "valid_until": values["valid_until"]}}
+    return asked or await _amend(request, api, organisation_id, body, "convention")
+
+
+async def _delegation(request: Request, form: FormData, api: UserApi, organisation_id: str) -> Response:
+    withdraw = field(form, "action") == "retirer"
+    asked = confirmation(
+        request,
+        form,
+        "Retirer la délégation" if withdraw else "Rendre la délégation",
+        (
+            "Les gestionnaires de l'organisme ne pourront plus demander d'accès ni créer de clients ; la "
+            "CAF administre l'organisme à leur place. Les habilitations en cours restent valables."
+        )
+        if withdraw
+        else "Les gestionnaires de l'organisme pourront de nouveau demander des accès et créer des clients.",
+    )
+    if asked:
+        return asked
+    action = "withdraw-delegation" if withdraw else "restore-delegation"
+    checked("identity", await api.call("identity", "POST", f"/v1/organisations/{organisation_id}/{action}"))
+    return redirect(f"{ORGS}/{organisation_id}?info=delegation-{'retiree' if withdraw else 'rendue'}")
+
+
+OrganisationChange = Callable[[Request, FormData, UserApi, str], Awaitable[Response]]
+ORG_CHANGES: dict[str, OrganisationChange] = {
+    "modifier": _amend_organisation,
+    "convention": _renew_convention,
+    "delegation": _delegation,
+}
+
+
+@router.post(ORGS + "/{organisation_id}/{change}")
+async def change_organisation(
+    request: Request,
+    form: CsrfForm,
+    api: UserApi,
+    organisation_id: str = Path(pattern=UUID),
+    change: str = Path(pattern=r"^(modifier|convention|delegation)$"),
+    viewer: Viewer = CafAdmin,
+) -> Response:
+    """Rename, renew or amend the convention, withdraw or restore the delegation (each confirmed first)."""
+    return await ORG_CHANGES[change](request, form, api, organisation_id)
+
+
+@router.post("/administration/habilitations/{grant_id}/revocation")
+async def revoke_grant(
+    request: Request,
+    form: CsrfForm,
+    api: UserApi,
+    grant_id: str = Path(pattern=UUID),
+    viewer: Viewer = CafAdmin,
+) -> Response:
+    organisation_id = field(form, "organisation", 64)
+    asked = confirmation(
+        request,
+        form,
+        "Révoquer l'habilitation",
+        "L'habilitation prend fin maintenant : toute consultation avec elle est refusée dans les secondes "
+        "qui suivent. Cette action est définitive (une nouvelle demande sera nécessaire).",
+    )
+    if asked:
+        return asked
+    reason = field(form, "reason", 500)
+    response = await api.call(
+        "identity", "POST", f"/v1/grants/{grant_id}/revoke", json={"reason": reason} if reason else None
+    )
+    checked("identity", response)
+    back = f"{ORGS}/{organisation_id}" if re.fullmatch(UUID, organisation_id) else ORGS
+    return redirect(f"{back}?info=revoquee")
+
+
+# ------------------------------------------------------------------------------------------ staff accounts
+
+STAFF_ROLES = ("caf_instructor", "caf_manager", "caf_admin", "auditor")
+
+
+def _staff_page(request: Request, values: dict[str, str], status: int = 200, **context: Any) -> Response:
+    """The staff page: the creation form (with `values`), and the account just created or acted on."""
+    context.setdefault("errors", {})
+    context.setdefault("account", None)
+    return render(
+        request, "admin_staff.html", status=status, values=values, roles=STAFF_ROLES, actions=ACCOUNT_ACTIONS,
+        **context,
+    )  # fmt: skip
+
+
+@router.get(STAFF)
+async def staff_page(request: Request, viewer: Viewer = CafAdmin) -> Response:
+    return _staff_page(request, {"department": viewer.department or ""})
+
+
+@router.post(STAFF)
+async def create_staff(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer = CafAdmin) -> Response:
+    values = {k: field(form, k, 200) for k in ("email", "family_name", "given_name", "department")}
+    roles = [r for r in form.getlist("roles") if r in STAFF_ROLES]
+    errors: dict[str, str] = {}
+    if not EMAIL.fullmatch(values["email"]):
+        errors["email"] = "Adresse électronique invalide (exemple : prenom.nom@caf.fr)."
+    for name, message in (("family_name", "Saisissez le nom."), ("given_name", "Saisissez le prénom.")):
+        if not values[name]:
+            errors[name] = message
+    if not DEPARTMENT.fullmatch(values["department"]):
+        errors["department"] = "Code de département invalide (exemples : 76, 2A, 974)."
+    if not roles:
+        errors["roles"] = "Choisissez au moins un rôle."
+    if errors:
+        return _staff_page(request, values, status=400, errors=errors)
+    response = await api.call("identity", "POST", "/v1/users", json={**values, "roles": roles})
+    if response.status_code != 201:
+        error = ApiError("identity", response.status_code, response.json() if response.content else {})
+        if response.status_code >= 500:
+            raise error
+        failure = (
+            "Un compte existe déjà avec cette adresse."
+            if response.status_code == 409
+            else _problem_text(error)
+        )
+        return _staff_page(request, values, status=400, failure=failure)
+    account = response.json()
+    return _staff_page(
+        request,
+        {"department": values["department"]},
+        status=201,
+        account=account,
+        notice=f"Le compte de {values['email']} est créé ; un courriel d'activation lui est envoyé.",
+    )
+
+
+@router.post(STAFF + "/{user_id}/{action}")
+async def account_action(
+    request: Request,
+    form: CsrfForm,
+    api: UserApi,
+    user_id: str = Path(pattern=UUID),
+    action: str = Path(pattern=r"^(suspend|reinstate|unlock|force-password-reset)$"),
+    viewer: Viewer = CafAdmin,
+) -> Response:
+    """Suspend, reinstate, unlock, or force a password reset (partner staff and CAF staff alike)."""
+    title, effect, done = ACCOUNT_ACTIONS[action]
+    asked = confirmation(request, form, title, effect)
+    if asked:
+        return asked
+    reason = field(form, "reason", 500)
+    body = {"reason": reason} if reason and action == "suspend" else None
+    account = checked(
+        "identity", await api.call("identity", "POST", f"/v1/users/{user_id}/{action}", json=body)
+    )
+    return _staff_page(request, {"department": viewer.department or ""}, account=account, notice=done)
