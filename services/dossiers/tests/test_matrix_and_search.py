@@ -111,6 +111,10 @@ async def test_search_finds_only_inside_the_scope_and_records_no_identifier(
         "birth_date": identite["birth_date"],
     }
     assert "3000001" in await search("sw", t1, by_name)
+    # Namesakes are told apart by birth date and commune, shown with each match.
+    r = await svc.client.post("/v1/dossiers/search", json=by_name, headers=svc.token("sw", [t1]))
+    [hit] = [m for m in r.json()["items"] if m["numero"] == "3000001"]
+    assert hit["birth_date"] == identite["birth_date"] and hit["commune"] == mine.sections["adresse"]["city"]
     assert await search("landlord", t2, {"motif": "gestion_aide_logement", "nir": other_landlord.nir}) == []
     assert await search("landlord", t2, {"motif": "gestion_aide_logement", "nir": mine.nir}) == ["3000001"]
 
@@ -122,7 +126,7 @@ async def test_search_finds_only_inside_the_scope_and_records_no_identifier(
     assert refused.status_code == 403 and refused.json()["reason"] == "motif_not_allowed"
 
     searched = [e for e in await svc.consultations() if e.type == "dossier.searched"]
-    assert len(searched) == 8
+    assert len(searched) == 9
     for event in searched:
         text = event.to_bytes().decode()
         assert mine.nir not in text and phone.replace(" ", "") not in text

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from cdap_portal import texts
+from cdap_portal.outcomes import Outcome, Outcomes
 
 from .conftest import AUDITOR, INSTRUCTOR, PARTNER_ADMIN, T1_USER, T3_USER, PortalClient, csrf_of
 
@@ -23,7 +24,9 @@ def view(sections: dict[str, object]) -> httpx.Response:
 
 async def consult(portal: PortalClient, **data: str) -> httpx.Response:
     token = await portal.csrf("/dossiers")
-    return await portal.client.post("/dossiers/consultation", data={"csrf_token": token, **data})
+    return await portal.client.post(
+        "/dossiers/consultation", data={"csrf_token": token, **data}, follow_redirects=True
+    )
 
 
 async def test_the_lookup_form_offers_the_profile_motifs(portal: PortalClient) -> None:
@@ -118,7 +121,22 @@ async def test_dossiers_unavailable_says_no_data_left(portal: PortalClient) -> N
 
 async def test_search_lists_matches_with_a_consult_button(portal: PortalClient) -> None:
     await portal.login(T1_USER)
-    items = [{"numero": "1000001", "family_name": "Martin", "given_name": "Léa"}]
+    items = [
+        {
+            "numero": "1000001",
+            "family_name": "Martin",
+            "given_name": "Léa",
+            "birth_date": "1990-04-02",
+            "commune": "Rouen",
+        },
+        {
+            "numero": "1000002",
+            "family_name": "Martin",
+            "given_name": "Léa",
+            "birth_date": "1984-11-30",
+            "commune": "Dieppe",
+        },
+    ]
     portal.fakes.on(
         "dossiers",
         "POST",
@@ -129,10 +147,44 @@ async def test_search_lists_matches_with_a_consult_button(portal: PortalClient) 
     r = await portal.client.post(
         "/dossiers/recherche",
         data={"csrf_token": token, "motif": "accompagnement_social", "family_name": "Martin"},
+        follow_redirects=True,
     )
     assert r.status_code == 200 and "Consulter le dossier 1000001" in r.text and "s-1" in r.text
+    # Two namesakes are told apart by birth date and commune.
+    assert "02/04/1990" in r.text and "Rouen" in r.text and "30/11/1984" in r.text and "Dieppe" in r.text
     [call] = portal.fakes.made("dossiers")
     assert json.loads(call.request.content) == {"motif": "accompagnement_social", "family_name": "Martin"}
+
+
+async def test_refresh_and_back_never_record_a_second_consultation(portal: PortalClient) -> None:
+    """POST-redirect-GET: the lookup answers a redirect to its result; reloading the result (or coming
+    back to it) shows it again without asking the dossiers service, which records every call."""
+    await portal.login(T1_USER)
+    portal.fakes.on("dossiers", "GET", "/v1/dossiers/1234567", view({"identite": {"family_name": "Martin"}}))
+    token = await portal.csrf("/dossiers")
+    posted = await portal.client.post(
+        "/dossiers/consultation",
+        data={"csrf_token": token, "numero": "1234567", "motif": "accompagnement_social"},
+    )
+    assert posted.status_code == 303 and posted.headers["location"].startswith("/dossiers/resultat/")
+    for _ in range(3):  # the redirect, then two reloads
+        shown = await portal.client.get(posted.headers["location"])
+        assert shown.status_code == 200 and "0196-audit-id" in shown.text and "Martin" in shown.text
+    assert len(portal.fakes.made("dossiers")) == 1
+
+    # An unknown or expired result (or another session's) says to look up again, and asks nothing.
+    gone = await portal.client.get("/dossiers/resultat/unknown-key-123")
+    assert gone.status_code == 404 and "refaites la consultation" in gone.text
+    assert len(portal.fakes.made("dossiers")) == 1
+
+
+def test_a_kept_result_is_shown_to_its_session_only_and_not_after_its_time() -> None:
+    kept = Outcomes(ttl=60)
+    key = kept.keep("session-a", Outcome("dossier", 200, {"audit_id": "x"}))
+    assert kept.shown("session-a", key) == Outcome("dossier", 200, {"audit_id": "x"})
+    assert kept.shown("session-b", key) is None
+    expired = Outcomes(ttl=-1)
+    assert expired.shown("session-a", expired.keep("session-a", Outcome("dossier", 200, {}))) is None
 
 
 async def test_pages_of_another_role_are_403(portal: PortalClient) -> None:

@@ -199,6 +199,7 @@ async def test_an_upstream_401_is_retried_once_after_a_refresh(portal: PortalCli
     r = await portal.client.post(
         "/dossiers/consultation",
         data={"csrf_token": token, "numero": "1234567", "motif": "accompagnement_social"},
+        follow_redirects=True,
     )
     assert r.status_code == 200 and "audit-1" in r.text
     assert len(seen) == 2 and seen[0] != seen[1]

@@ -194,7 +194,8 @@ def _scope_clause(policy: Policy, grant: ActiveGrant) -> Any:
 
 
 async def search(session: AsyncSession, policy: Policy, caller: Caller, criteria: SearchCriteria) -> Outcome:
-    """Minimal matches (numero, names) inside the caller's scope only; recorded as `dossier.searched`."""
+    """Minimal matches inside the caller's scope only (numero, names, and the birth date and commune that
+    tell two namesakes apart); recorded as `dossier.searched`."""
     grants, suspended = await active_grants(session, caller.principal)
     usable = [
         g
@@ -204,7 +205,7 @@ async def search(session: AsyncSession, policy: Policy, caller: Caller, criteria
         and criteria.motif in policy.profiles[g.profile].motifs
     ]
     reason = "suspended" if suspended else None if usable else "motif_not_allowed"
-    matches: list[dict[str, str]] = []
+    matches: list[dict[str, str | None]] = []
     if reason is None:
         table = Dossier.__table__.c  # type: ignore[attr-defined]
         where = [or_(*[_scope_clause(policy, g) for g in usable]) if usable else false()]
@@ -219,12 +220,27 @@ async def search(session: AsyncSession, policy: Policy, caller: Caller, criteria
         if criteria.postal_code:
             where.append(table.postal_code == criteria.postal_code)
         rows = await session.execute(
-            select(table.numero, table.family_name, table.given_name)
+            select(
+                table.numero,
+                table.family_name,
+                table.given_name,
+                table.birth_date,
+                table.sections["adresse"]["city"].astext,
+            )
             .where(*where)
             .order_by(table.numero)
             .limit(MAX_SEARCH_RESULTS)
         )
-        matches = [{"numero": n, "family_name": f, "given_name": g} for n, f, g in rows.all()]
+        matches = [
+            {
+                "numero": n,
+                "family_name": f,
+                "given_name": g,
+                "birth_date": born.isoformat() if born else None,
+                "commune": city,
+            }
+            for n, f, g, born, city in rows.all()
+        ]
     grant = usable[0] if usable else None
     data = ev.DossierSearched(
         actor=caller.principal.sub,

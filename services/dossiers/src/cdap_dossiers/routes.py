@@ -62,7 +62,7 @@ class SearchRequest(BaseModel):
 
 
 class SearchResult(BaseModel):
-    items: list[dict[str, str]]
+    items: list[dict[str, str | None]]
     truncated: bool
 
 

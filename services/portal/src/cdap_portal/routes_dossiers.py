@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from cdap_portal import texts
 from cdap_portal.auth import UserApi, Viewer, require
 from cdap_portal.clients import checked
-from cdap_portal.web import CsrfForm, field, portal_of, render
+from cdap_portal.outcomes import Outcome
+from cdap_portal.web import CsrfForm, field, portal_of, redirect, render, session_of
 from cdap_shared.telemetry import current_trace_id
 
 router = APIRouter(tags=["dossiers"])
@@ -108,28 +109,31 @@ async def consult(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer
     audit_id = response.headers.get("X-Audit-Id")
     if response.status_code == 200:
         view = checked("dossiers", response)
-        return render(
+        return show(
             request,
-            "dossier.html",
-            view=view,
-            sections=ordered_sections(view.get("sections") or {}),
-            motif=values["motif"],
-            audit_id=audit_id,
-            trace_id=current_trace_id(),
+            Outcome(
+                "dossier",
+                200,
+                {
+                    "view": view,
+                    "sections": ordered_sections(view.get("sections") or {}),
+                    "motif": values["motif"],
+                    "audit_id": audit_id,
+                    "trace_id": current_trace_id(),
+                },
+            ),
         )
     if response.status_code in (403, 404, 429):
         reason = _reason(response)
         if response.status_code == 404:
             reason = reason or "unknown_numero"
-        return _page(
-            request,
-            viewer,
-            status=response.status_code,
-            values=values,
-            denial=texts.denial(reason),
-            denial_reason=reason,
-            audit_id=audit_id,
-        )
+        denied = {
+            "values": values,
+            "denial": texts.denial(reason),
+            "denial_reason": reason,
+            "audit_id": audit_id,
+        }
+        return show(request, Outcome("lookup", response.status_code, denied))
     if response.status_code == 422:
         return _page(
             request,
@@ -145,6 +149,33 @@ async def consult(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer
         values=values,
         denial="Le service des dossiers est momentanément indisponible ; aucune donnée n'a été communiquée.",
     )
+
+
+RESULT = "/dossiers/resultat"
+GONE = (
+    "Ce résultat n'est plus affiché (il n'est gardé que quelques minutes). Pour revoir le dossier, "
+    "refaites la consultation : elle sera enregistrée."
+)
+
+
+def show(request: Request, outcome: Outcome) -> Response:
+    """POST-redirect-GET: keep what the lookup or search showed, send the browser to the page that shows
+    it. Back and refresh then read it again instead of recording another consultation."""
+    key = portal_of(request).outcomes.keep(session_of(request).sid, outcome)
+    return redirect(f"{RESULT}/{key}")
+
+
+@router.get(RESULT + "/{key}")
+async def result(
+    request: Request, key: str = Path(pattern=r"^[A-Za-z0-9_-]{10,40}$"), viewer: Viewer = PartnerUser
+) -> Response:
+    """The result of this session's recent lookup or search, as it was shown; never asks again."""
+    outcome = portal_of(request).outcomes.shown(session_of(request).sid, key)
+    if outcome is None:
+        return _page(request, viewer, status=404, gone=GONE)
+    if outcome.page == "dossier":
+        return render(request, "dossier.html", status=outcome.status, **outcome.context)
+    return _page(request, viewer, status=outcome.status, **outcome.context)
 
 
 def _reason(response: Any) -> str | None:
@@ -204,11 +235,10 @@ async def search(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer 
             search_denial=message,
         )
     found = checked("dossiers", response)
-    return _page(
-        request,
-        viewer,
-        search_values=values,
-        results=found.get("items", []),
-        truncated=found.get("truncated", False),
-        search_audit_id=response.headers.get("X-Audit-Id"),
-    )
+    shown = {
+        "search_values": values,
+        "results": found.get("items", []),
+        "truncated": found.get("truncated", False),
+        "search_audit_id": response.headers.get("X-Audit-Id"),
+    }
+    return show(request, Outcome("lookup", 200, shown))

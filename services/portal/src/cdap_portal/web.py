@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cdap_portal import texts
 from cdap_portal.clients import ApiError, Upstreams
 from cdap_portal.config import Settings
+from cdap_portal.outcomes import Outcomes
 from cdap_portal.policy import PolicyView
 from cdap_portal.session import COOKIE, CSRF_FIELD, Session, SessionCodec
 
@@ -63,6 +65,7 @@ class Portal:
     policy: PolicyView
     templates: Jinja2Templates
     refresher: Any  # auth.Refresher (typed there; kept loose to avoid an import cycle)
+    outcomes: Outcomes = dataclasses.field(default_factory=Outcomes)
 
 
 def portal_of(request: Request) -> Portal:
