@@ -233,6 +233,25 @@ async def test_the_queue_highlights_overdue_requests_and_filters_by_state(portal
     assert call.request.url.params["state"] == "submitted"
 
 
+async def test_the_queue_and_the_request_name_the_organisation(portal: PortalClient) -> None:
+    await portal.login(INSTRUCTOR)
+    other = detail(organisation_id="org-2", id="0196f3a0-0000-7000-8000-000000000002")
+    portal.fakes.on(
+        "access", "GET", "/v1/access-requests", httpx.Response(200, json={"items": [detail(), other]})
+    )
+    portal.fakes.on("access", "GET", f"/v1/access-requests/{REQUEST_ID}", httpx.Response(200, json=detail()))
+    portal.fakes.on(
+        "identity", "GET", "/v1/organisations/org-1", httpx.Response(200, json={"name": "CCAS de Rouen"})
+    )
+    # org-2 is another department's: identity refuses, the page falls back to its id.
+    portal.fakes.on("identity", "GET", "/v1/organisations/org-2", httpx.Response(403, json={"status": 403}))
+    queue = await portal.client.get("/instruction")
+    assert queue.status_code == 200
+    assert "<td>CCAS de Rouen</td>" in queue.text and '<span class="reference">org-2</span>' in queue.text
+    page = await portal.client.get(f"/instruction/{REQUEST_ID}")
+    assert '<dd id="organisation">CCAS de Rouen</dd>' in page.text
+
+
 async def test_a_decision_carries_the_version_read_and_an_idempotency_key(portal: PortalClient) -> None:
     await portal.login(INSTRUCTOR)
     portal.fakes.on("access", "GET", f"/v1/access-requests/{REQUEST_ID}", httpx.Response(200, json=detail()))

@@ -12,7 +12,13 @@ from fastapi.responses import Response
 
 from cdap_portal import texts
 from cdap_portal.auth import UserApi, Viewer, require
-from cdap_portal.routes_requests import UUID, _error_of, new_idempotency_key, request_detail
+from cdap_portal.routes_requests import (
+    UUID,
+    _error_of,
+    new_idempotency_key,
+    organisation_names,
+    request_detail,
+)
 from cdap_portal.web import CsrfForm, field, redirect, render
 
 router = APIRouter(tags=["instruction"])
@@ -33,10 +39,12 @@ async def queue(
     listing = await api.json(
         "access", "GET", "/v1/access-requests", params={k: v for k, v in params.items() if v}
     )
+    items = listing.get("items", [])
     return render(
         request,
         "queue.html",
-        items=listing.get("items", []),
+        items=items,
+        organisations=await organisation_names(api, (str(r.get("organisation_id", "")) for r in items)),
         next_cursor=listing.get("next_cursor"),
         state=params["state"],
     )

@@ -5,8 +5,10 @@ which CAF approvers use too.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
+from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
 
@@ -195,8 +197,28 @@ def _error_of(response: Any) -> ApiError:
     return ApiError("access", response.status_code, body if isinstance(body, dict) else {})
 
 
+async def organisation_names(api: UserApi, ids: Iterable[str]) -> dict[str, str]:
+    """The organisations' names by id, from identity (one call per organisation, concurrently); an
+    organisation identity will not name to this person is left out (the page shows its id)."""
+    unique = sorted({i for i in ids if i})
+
+    async def name(organisation_id: str) -> str | None:
+        try:
+            org = await api.json("identity", "GET", f"/v1/organisations/{organisation_id}")
+        except ApiError:
+            return None
+        return str(org["name"]) if org.get("name") else None
+
+    names = await asyncio.gather(*(name(i) for i in unique))
+    return {i: n for i, n in zip(unique, names, strict=True) if n}
+
+
 async def request_detail(api: UserApi, request_id: str) -> dict[str, Any]:
-    return await api.json("access", "GET", f"/v1/access-requests/{request_id}")
+    """The request, with its organisation's name (`organisation_name`) when identity gives it."""
+    detail = await api.json("access", "GET", f"/v1/access-requests/{request_id}")
+    names = await organisation_names(api, [str(detail.get("organisation_id", ""))])
+    detail["organisation_name"] = names.get(str(detail.get("organisation_id", "")))
+    return detail
 
 
 @router.get("/access-requests/{request_id}")
