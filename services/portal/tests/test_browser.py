@@ -320,6 +320,19 @@ def test_from_the_access_request_to_the_audit_trail(workflow: System, browser: B
         expect(row).to_contain_text("Accompagnement social")
         expect(row).to_contain_text("Accordée")
         shot(auditor, "b-auditor-consultations")
+        exported = auditor.request.get(portal + (auditor.locator("#csv-export").get_attribute("href") or ""))
+        assert exported.status == 200 and trace_id in exported.text()
+        entry_page = portal + (row.get_by_role("link").first.get_attribute("href") or "")
+
+        def proof_verified() -> bool:  # checkpoints are signed every second: the entry is soon covered
+            auditor.goto(entry_page)
+            return auditor.locator("#proof-result").get_attribute("data-outcome") == "verified"
+
+        wait_until(proof_verified, within=30, interval=1.0, what="inclusion proof verified")
+        expect(auditor.locator("#proof-result")).to_contain_text("Entrée vérifiée")
+        shot(auditor, "b-auditor-entry-verified")
+        proof = auditor.request.get(portal + (auditor.locator("#proof-download").get_attribute("href") or ""))
+        assert proof.status == 200 and proof.json()["entry"]["trace_id"] == trace_id
         auditor.goto(f"{portal}/audit")
         auditor.get_by_label("Identifiant de trace").fill(trace_id)
         auditor.get_by_role("button", name="Rechercher").click()

@@ -6,16 +6,21 @@ search can be bookmarked and shared between auditors.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 
 from cdap_portal import texts
 from cdap_portal.auth import UserApi, Viewer, require
 from cdap_portal.clients import ApiError
+from cdap_portal.proofs import check_entry
 from cdap_portal.web import render
 
 router = APIRouter(tags=["audit"])
@@ -37,19 +42,19 @@ def _moment(value: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=texts.PARIS)
 
 
-@router.get("/audit")
-async def entries(
-    request: Request,
-    api: UserApi,
-    acteur: str = "",
-    dossier: str = "",
-    type: str = "",
-    du: str = "",
-    au: str = "",
-    trace: str = "",
-    page: str = "",
-    viewer: Viewer = Auditor,
-) -> Response:
+@dataclass(frozen=True)
+class EntrySearch:
+    """The search form's values, the audit API's parameters they make, and the errors in them."""
+
+    values: dict[str, str]
+    params: dict[str, Any]
+    errors: dict[str, str]
+
+
+def entry_search(
+    acteur: str = "", dossier: str = "", type: str = "", du: str = "", au: str = "", trace: str = ""
+) -> EntrySearch:
+    """FastAPI dependency: the entry search of the page's query (the page and its CSV export share it)."""
     values = {"acteur": acteur.strip(), "dossier": dossier.strip(), "type": type.strip()}
     values |= {"du": du.strip(), "au": au.strip(), "trace": trace.strip().lower()}
     errors: dict[str, str] = {}
@@ -74,6 +79,17 @@ async def entries(
                 errors[name] = "Date invalide."
             else:
                 params[param] = moment.isoformat()
+    return EntrySearch(values, params, errors)
+
+
+Search = Annotated[EntrySearch, Depends(entry_search)]
+
+
+@router.get("/audit")
+async def entries(
+    request: Request, api: UserApi, search: Search, page: str = "", viewer: Viewer = Auditor
+) -> Response:
+    values, params, errors = search.values, search.params, search.errors
     if CURSOR.fullmatch(page):
         params["cursor"] = page
     if errors:
@@ -148,3 +164,134 @@ async def checkpoint(request: Request, api: UserApi, viewer: Viewer = Auditor) -
             raise
         body = None
     return render(request, "audit_checkpoint.html", checkpoint=body)
+
+
+# ------------------------------------------------------------------------------- one entry, its proof
+
+PROOF_OUTCOMES = {
+    "verified": "Entrée vérifiée : elle figure dans l'arbre signé par le dernier point de contrôle.",
+    "pending": "Entrée pas encore couverte : elle est postérieure au dernier point de contrôle signé ; "
+    "revenez après le prochain.",
+    "failed": "Vérification impossible : le journal ne correspond pas à ce qui a été signé. Signalez-le.",
+}
+
+
+async def _proof_material(api: UserApi, index: int) -> dict[str, Any]:
+    """The entry, the latest signed checkpoint, the log's verifier key and the inclusion proof."""
+    entry = await api.json("audit", "GET", f"/v1/entries/{index}")
+    checkpoint = await api.json(
+        "audit", "GET", "/v1/checkpoints/latest", headers={"Accept": "application/json"}
+    )
+    key = (
+        await api.call("audit", "GET", "/v1/checkpoints/key", headers={"Accept": "text/plain"})
+    ).text.strip()
+    size = int(checkpoint.get("tree_size") or 0)
+    proof = None
+    if index < size:
+        body = await api.json(
+            "audit", "GET", "/v1/proofs/inclusion", params={"index": index, "tree_size": size}
+        )
+        proof = body.get("hashes")
+    return {"entry": entry, "checkpoint": checkpoint, "verifier_key": key, "inclusion_proof": proof}
+
+
+@router.get("/audit/entrees/{index}")
+async def entry_page(
+    request: Request, api: UserApi, index: int = Path(ge=0, le=10**15), viewer: Viewer = Auditor
+) -> Response:
+    """One entry, its inclusion proof checked here against the latest signed checkpoint."""
+    material = await _proof_material(api, index)
+    checkpoint = material["checkpoint"]
+    result = check_entry(
+        material["entry"],
+        index,
+        str(checkpoint.get("note", "")),
+        material["verifier_key"],
+        material["inclusion_proof"],
+    )
+    return render(
+        request,
+        "audit_entry.html",
+        status=200,
+        e=material["entry"],
+        checkpoint=checkpoint,
+        result=result,
+        outcome_text=PROOF_OUTCOMES[result.outcome],
+    )
+
+
+@router.get("/audit/entrees/{index}/preuve.json")
+async def entry_proof(
+    request: Request, api: UserApi, index: int = Path(ge=0, le=10**15), viewer: Viewer = Auditor
+) -> Response:
+    """Everything needed to check the entry elsewhere: the entry, the signed note, the key, the proof."""
+    material = await _proof_material(api, index)
+    return Response(
+        json.dumps(material, ensure_ascii=False, indent=2),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="cdap-audit-entree-{index}-preuve.json"'},
+    )
+
+
+# ------------------------------------------------------------------------------------------ CSV exports
+
+CSV_COLUMNS = (
+    "index", "time", "type", "actor", "organisation_id", "profile", "subject", "decision", "reason", "motif",
+    "sections", "trace_id", "event_id",
+)  # fmt: skip
+EXPORT_LIMIT = 10_000
+
+
+async def _all_items(api: UserApi, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every item of a listing, page by page, up to EXPORT_LIMIT."""
+    items: list[dict[str, Any]] = []
+    params = {**params, "limit": 1000}
+    while len(items) < EXPORT_LIMIT:
+        page = await api.json("audit", "GET", path, params=params)
+        items += page.get("items", [])
+        if not page.get("next_cursor"):
+            break
+        params["cursor"] = page["next_cursor"]
+    return items[:EXPORT_LIMIT]
+
+
+def _csv(items: list[dict[str, Any]], filename: str) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for item in items:
+        row = [item.get(c) for c in CSV_COLUMNS]
+        writer.writerow(["|".join(v) if isinstance(v, list) else "" if v is None else v for v in row])
+    return Response(
+        "\ufeff" + out.getvalue(),  # the BOM lets spreadsheet software read the accents as UTF-8
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get("/audit/export.csv")
+async def export_entries(
+    request: Request, api: UserApi, search: Search, viewer: Viewer = Auditor
+) -> Response:
+    """The entries of a search (the same filters as the page), newest first, as CSV."""
+    if search.errors:
+        return render(
+            request, "audit_entries.html", status=400, values=search.values, errors=search.errors, items=[]
+        )
+    params = {k: v for k, v in search.params.items() if k != "limit"}
+    return _csv(await _all_items(api, "/v1/entries", params), "cdap-audit-entrees.csv")
+
+
+@router.get("/audit/consultations.csv")
+async def export_consultations(
+    request: Request, api: UserApi, numero: str = "", viewer: Viewer = Auditor
+) -> Response:
+    """Every recorded consultation of one dossier, newest first, as CSV."""
+    numero = numero.strip()
+    if not NUMERO.fullmatch(numero):
+        errors = {"numero": "Le numéro allocataire comporte 7 chiffres."}
+        return render(
+            request, "audit_consultations.html", status=400, numero=numero, errors=errors, items=None
+        )
+    items = await _all_items(api, f"/v1/dossiers/{numero}/consultations", {"order": "desc"})
+    return _csv(items, f"cdap-consultations-{numero}.csv")
