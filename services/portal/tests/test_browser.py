@@ -214,6 +214,7 @@ def test_partner_user_activates_signs_in_with_totp_and_sees_only_their_profile(
         context.close()
 
 
+@pytest.mark.timeout(900)  # the longest story: six people, every page screenshot and checked twice
 def test_from_the_access_request_to_the_audit_trail(workflow: System, browser: Browser) -> None:
     system = workflow
     portal = system.url("portal")
@@ -393,6 +394,7 @@ def confirm_action(page: Page, name: str, effect: str) -> None:
     page.get_by_role("button", name="Confirmer").click()
 
 
+@pytest.mark.timeout(600)
 def test_a_caf_admin_registers_an_organisation_renews_its_convention_and_suspends_an_account(
     system: System, browser: Browser
 ) -> None:

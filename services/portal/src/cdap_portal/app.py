@@ -16,6 +16,7 @@ from cdap_portal import (
     routes_dossiers,
     routes_home,
     routes_instruction,
+    routes_partner,
     routes_requests,
 )
 from cdap_portal.auth import Refresher
@@ -71,6 +72,7 @@ def build(settings: Settings | None = None, *, transport: httpx.AsyncBaseTranspo
             routes_instruction.router,
             routes_audit.router,
             routes_admin.router,
+            routes_partner.router,
         ],
     )
     app.state.portal = portal

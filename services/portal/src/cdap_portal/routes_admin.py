@@ -1,9 +1,9 @@
 """CAF administrators (role `caf_admin`): partner organisations and their conventions, delegation, their
 grants, and CAF staff accounts.
 
-Every action that changes something is asked twice: the first POST answers a confirmation page that says
-what will happen; only the POST from that page (`confirme=oui`) calls identity. Identity records each
-change as an event, which the audit log keeps.
+Every action that changes something is asked twice (`web.confirmation`): the first POST answers a page
+that says what will happen; only the POST from that page calls identity. Identity records each change as
+an event, which the audit log keeps.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cdap_portal import texts
 from cdap_portal.auth import UserApi, Viewer, require
 from cdap_portal.clients import ApiError, checked
 from cdap_portal.routes_requests import DEPARTMENT, EMAIL, UUID
-from cdap_portal.web import CsrfForm, field, redirect, render
+from cdap_portal.web import CsrfForm, confirmation, field, redirect, render
 from cdap_shared.clock import civil_today
 
 router = APIRouter(tags=["administration"])
@@ -72,22 +72,6 @@ KINDS = {
     "periscolaire": "Service périscolaire",
     "rsa": "Partenaire RSA",
 }
-
-
-def confirmation(request: Request, form: FormData, title: str, effect: str) -> Response | None:
-    """The confirmation page for this POST, unless it comes from that page (`confirme=oui`)."""
-    if field(form, "confirme") == "oui":
-        return None
-    kept = {k: v for k, v in form.multi_items() if isinstance(v, str) and k not in ("csrf_token", "confirme")}
-    return render(
-        request,
-        "admin_confirm.html",
-        title=title,
-        effect=effect,
-        action=request.url.path,
-        kept=kept,
-        back=field(form, "retour", 300) if field(form, "retour").startswith("/administration/") else ORGS,
-    )
 
 
 def _problem_text(error: ApiError) -> str:
@@ -416,7 +400,7 @@ async def account_action(
 ) -> Response:
     """Suspend, reinstate, unlock, or force a password reset (partner staff and CAF staff alike)."""
     title, effect, done = ACCOUNT_ACTIONS[action]
-    asked = confirmation(request, form, title, effect)
+    asked = confirmation(request, form, title, effect, back=STAFF)
     if asked:
         return asked
     reason = field(form, "reason", 500)

@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from cdap_portal import texts
 from cdap_portal.auth import UserApi, Viewer, require
 from cdap_portal.routes_requests import (
+    MESSAGE_INFOS,
     UUID,
     _error_of,
     new_idempotency_key,
@@ -73,7 +74,7 @@ async def instruction_detail(
     viewer: Viewer = Approver,
 ) -> Response:
     detail = await request_detail(api, request_id)
-    return _detail_page(request, detail, notice=DECISIONS.get(info))
+    return _detail_page(request, detail, notice=DECISIONS.get(info) or MESSAGE_INFOS.get(info))
 
 
 @router.post("/instruction/{request_id}/decision")

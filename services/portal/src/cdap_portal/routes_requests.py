@@ -30,7 +30,13 @@ UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]{1,64}@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 DEPARTMENT = re.compile(r"^(\d{2}|2[AB]|97[1-6])$")
+# After a message is posted in a request's thread (partner and CAF pages alike).
+MESSAGE_INFOS = {
+    "message": "Votre message est envoyé ; il apparaît dans l'historique de la demande.",
+    "message-vide": "Le message est vide : rien n'a été envoyé.",
+}
 INFOS = {
+    **MESSAGE_INFOS,
     "deposee": "Votre demande a été déposée. La CAF l'instruira ; vous serez informé par courriel.",
     "pieces": "Les pièces ont été transmises à la CAF.",
     "retiree": "La demande a été retirée.",

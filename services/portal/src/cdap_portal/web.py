@@ -131,6 +131,7 @@ def navigation(viewer: Any) -> list[tuple[str, str]]:
         items.append(("/dossiers", "Consulter un dossier"))
     if viewer.has("partner_admin"):
         items.append(("/demandes", "Demandes d'habilitation"))
+        items.append(("/habilitations", "Habilitations de mon organisme"))
     if viewer.has("caf_instructor", "caf_manager"):
         items.append(("/instruction", "File d'instruction"))
     if viewer.has("caf_admin"):
@@ -177,6 +178,27 @@ def field(form: FormData, name: str, max_length: int = 2000) -> str:
     """A text field, stripped and bounded (a file where text was expected counts as empty)."""
     value = form.get(name)
     return value.strip()[:max_length] if isinstance(value, str) else ""
+
+
+def confirmation(
+    request: Request, form: FormData, title: str, effect: str, back: str = "/"
+) -> Response | None:
+    """The confirmation page for this POST (what it will do, Confirm / Cancel), unless the POST comes from
+    that page (`confirme=oui`). The form's fields travel through the page unchanged; `retour`, a local
+    path, is where Cancel leads (else `back`)."""
+    if field(form, "confirme") == "oui":
+        return None
+    kept = {k: v for k, v in form.multi_items() if isinstance(v, str) and k not in (CSRF_FIELD, "confirme")}
+    retour = field(form, "retour", 300)
+    return render(
+        request,
+        "confirm.html",
+        title=title,
+        effect=effect,
+        action=request.url.path,
+        kept=kept,
+        back=retour if retour.startswith("/") and not retour.startswith("//") else back,
+    )
 
 
 # ---------------------------------------------------------------------------- middleware and errors

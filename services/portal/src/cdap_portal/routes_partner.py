@@ -1,0 +1,166 @@
+"""Partner administrators' own administration: their organisation's habilitations (end one: a removal
+request the CAF's services carry out), the message thread of a request, and partner-system clients
+(create with the secret shown once, rotate, disable).
+
+Clients use identity's `GET /v1/clients?organisation=`, `POST /v1/clients`, `POST /v1/clients/{id}/rotate`
+and `POST /v1/clients/{id}/disable`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import Response
+
+from cdap_portal.auth import UserApi, Viewer
+from cdap_portal.clients import ApiError, checked
+from cdap_portal.routes_requests import UUID, MailRecipient, PartnerAdmin
+from cdap_portal.web import CsrfForm, confirmation, field, redirect, render
+
+router = APIRouter(tags=["partenaire"])
+GRANTS = "/habilitations"
+CLIENTS = "/habilitations/clients"
+INFOS = {
+    "fin": "La fin de l'habilitation est demandée : elle sera révoquée dans les secondes qui suivent.",
+    "desactive": "Le client est désactivé : ses jetons sont refusés.",
+}
+
+
+@router.get(GRANTS)
+async def grants_page(
+    request: Request, api: UserApi, info: str = "", viewer: Viewer = PartnerAdmin
+) -> Response:
+    """The organisation's habilitations, the ones in force first, with their end dates."""
+    grants = (await api.json("identity", "GET", "/v1/grants"))["items"]
+    grants.sort(key=lambda g: (g.get("status") != "active", g.get("valid_until", "")))
+    return render(request, "partner_grants.html", grants=grants, notice=INFOS.get(info))
+
+
+@router.post(GRANTS + "/{grant_id}/fin")
+async def end_grant(
+    request: Request,
+    form: CsrfForm,
+    api: UserApi,
+    grant_id: str = Path(pattern=UUID),
+    viewer: Viewer = PartnerAdmin,
+) -> Response:
+    """Ask that a habilitation end now (access-requests forwards the removal; identity revokes it)."""
+    asked = confirmation(
+        request,
+        form,
+        "Mettre fin à l'habilitation",
+        "L'habilitation prend fin : son titulaire ne pourra plus consulter de dossier avec elle, dans les "
+        "secondes qui suivent. Pour un nouvel accès, il faudra une nouvelle demande.",
+        back=GRANTS,
+    )
+    if asked:
+        return asked
+    comment = field(form, "comment", 1000)
+    response = await api.call(
+        "access",
+        "POST",
+        f"/v1/grants/{grant_id}/removal-requests",
+        json={"comment": comment} if comment else None,
+    )
+    checked("access", response)
+    return redirect(f"{GRANTS}?info=fin")
+
+
+@router.post("/demandes/{request_id}/message")
+async def post_message(
+    request: Request,
+    form: CsrfForm,
+    api: UserApi,
+    request_id: str = Path(pattern=UUID),
+    viewer: Viewer = MailRecipient,
+) -> Response:
+    """A message in the request's thread, between the partner and the department's CAF."""
+    page = (
+        f"/instruction/{request_id}"
+        if viewer.has("caf_instructor", "caf_manager")
+        else f"/demandes/{request_id}"
+    )
+    text = field(form, "text", 2000)
+    if not text:
+        return redirect(f"{page}?info=message-vide")
+    checked(
+        "access",
+        await api.call("access", "POST", f"/v1/access-requests/{request_id}/comments", json={"text": text}),
+    )
+    return redirect(f"{page}?info=message")
+
+
+# ------------------------------------------------------------------------------ partner-system clients
+
+
+async def _clients_page(
+    request: Request, api: UserApi, viewer: Viewer, status: int = 200, **context: Any
+) -> Response:
+    try:
+        listing = await api.json("identity", "GET", "/v1/clients", params={"organisation": viewer.org or ""})
+        clients, unavailable = listing.get("items", []), False
+    except ApiError as exc:
+        if exc.status not in (404, 405):
+            raise
+        clients, unavailable = [], True  # identity does not serve the list yet
+    grants = [
+        g for g in (await api.json("identity", "GET", "/v1/grants"))["items"] if g.get("status") == "active"
+    ]
+    context.setdefault("errors", {})
+    context.setdefault("values", {})
+    context |= {"clients": clients, "grants": grants, "unavailable": unavailable}
+    return render(request, "partner_clients.html", status=status, **context)
+
+
+@router.get(CLIENTS)
+async def clients_page(
+    request: Request, api: UserApi, info: str = "", viewer: Viewer = PartnerAdmin
+) -> Response:
+    return await _clients_page(request, api, viewer, notice=INFOS.get(info))
+
+
+@router.post(CLIENTS)
+async def create_client(
+    request: Request, form: CsrfForm, api: UserApi, viewer: Viewer = PartnerAdmin
+) -> Response:
+    """A partner system's credentials for one habilitation; the secret is shown on this page only."""
+    values = {"grant_id": field(form, "grant_id", 64), "name": field(form, "name", 100)}
+    errors = {}
+    if not values["name"]:
+        errors["name"] = "Nommez le système (par exemple : logiciel de gestion locative)."
+    if not values["grant_id"]:
+        errors["grant_id"] = "Choisissez l'habilitation que ce système utilisera."
+    if errors:
+        return await _clients_page(request, api, viewer, status=400, errors=errors, values=values)
+    created = checked("identity", await api.call("identity", "POST", "/v1/clients", json=values))
+    return await _clients_page(request, api, viewer, status=201, secret=created, values={})
+
+
+@router.post(CLIENTS + "/{client_id}/{action}")
+async def client_action(
+    request: Request,
+    form: CsrfForm,
+    api: UserApi,
+    client_id: str = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$"),
+    action: str = Path(pattern=r"^(rotate|disable)$"),
+    viewer: Viewer = PartnerAdmin,
+) -> Response:
+    """Rotate (a new secret, shown once; the old one stops working) or disable a client (confirmed)."""
+    rotate = action == "rotate"
+    asked = confirmation(
+        request,
+        form,
+        "Renouveler le secret" if rotate else "Désactiver le client",
+        "Un nouveau secret est créé et affiché une seule fois ; l'ancien ne fonctionne plus : mettez à jour "
+        "le système aussitôt."
+        if rotate
+        else "Le système ne pourra plus obtenir de jeton ; ses jetons en cours sont refusés.",
+        back=CLIENTS,
+    )
+    if asked:
+        return asked
+    answer = checked("identity", await api.call("identity", "POST", f"/v1/clients/{client_id}/{action}"))
+    if rotate:
+        return await _clients_page(request, api, viewer, secret=answer)
+    return redirect(f"{CLIENTS}?info=desactive")
