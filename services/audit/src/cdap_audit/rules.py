@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, PrivateAttr, field_validator
 
 from cdap_audit.domain import EntryFacts, format_time
 from cdap_shared.datafiles import load_toml
@@ -98,6 +98,7 @@ class RuleSet(BaseModel):
     timezone: str = "Europe/Paris"
     rules: tuple[Rule, ...] = ()
     organisations: dict[str, Organisation] = Field(default_factory=dict)
+    _by_type: dict[str, tuple[Rule, ...]] = PrivateAttr(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod
@@ -120,6 +121,13 @@ class RuleSet(BaseModel):
     @property
     def active(self) -> tuple[Rule, ...]:
         return tuple(r for r in self.rules if r.enabled)
+
+    def for_type(self, event_type: str) -> tuple[Rule, ...]:
+        """The active rules that look at `event_type` (worked out once per type: asked for every entry)."""
+        found = self._by_type.get(event_type)
+        if found is None:
+            found = self._by_type[event_type] = tuple(r for r in self.active if event_type in r.types)
+        return found
 
     def counted_types(self) -> frozenset[str]:
         """Event types whose occurrences windowed rules count (the others need no activity row)."""
@@ -240,9 +248,7 @@ def window_queries(rules: RuleSet, facts: EntryFacts) -> list[WindowQuery]:
     if facts.actor is None:
         return []
     queries = []
-    for rule in rules.active:
-        if facts.type not in rule.types:
-            continue
+    for rule in rules.for_type(facts.type):
         if isinstance(rule, VolumeRule):
             window = timedelta(minutes=rule.window_minutes)
             queries.append(WindowQuery(rule.name, window, rule.types, None))
@@ -256,9 +262,7 @@ def evaluate(rules: RuleSet, facts: EntryFacts, counts: dict[str, int]) -> list[
     """The rules `facts` sets off, given the window `counts` (by rule name) that include it."""
     zone = ZoneInfo(rules.timezone)
     fired: list[Triggered] = []
-    for rule in rules.active:
-        if facts.type not in rule.types:
-            continue
+    for rule in rules.for_type(facts.type):
         detail = _detail(rule, rules, facts, counts, zone)
         if detail is not None:
             fired.append(Triggered(rule.name, rule.severity, detail, dedup_key(rule, facts)))
