@@ -36,7 +36,8 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         settings.consultations_topic,
         settings.alerts_topic,
         group_id=settings.consumer_group,
-        handler=Ingestor(rules, settings.alerts_topic),
+        batch_handler=Ingestor(rules, settings.alerts_topic),
+        max_records=settings.consumer_batch,
     )
     tasks = BackgroundTasks(settings, runtime.engine, runtime.sessions, rules)
     tasks.signer = signer
