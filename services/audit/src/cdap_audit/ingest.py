@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cdap_audit import alerts, ledger
 from cdap_audit.domain import NotAudited, facts_from_event
 from cdap_audit.rules import RuleSet
+from cdap_shared import standing
 from cdap_shared.envelope import CloudEvent
 
 log = structlog.get_logger(__name__)
@@ -48,3 +49,4 @@ class Ingestor:
             return
         index = await ledger.append(session, facts)
         await alerts.check(session, self.rules, facts, index, self.alerts_topic)
+        await standing.apply(session, event)  # who may still read the log

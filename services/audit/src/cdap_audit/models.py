@@ -18,6 +18,7 @@ from sqlmodel import Field, SQLModel
 
 from cdap_shared.inbox import InboxRecord
 from cdap_shared.outbox import OutboxRecord
+from cdap_shared.standing import Standing
 
 
 def _now_column(**kw: Any) -> Any:
@@ -148,6 +149,7 @@ __all__ = [
     "OutboxRecord",
     "RuleActivity",
     "SigningKey",
+    "Standing",
     "TreeState",
     "metadata",
 ]
