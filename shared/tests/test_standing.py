@@ -46,6 +46,11 @@ def test_a_person_whose_account_is_refused_is_refused(why: str) -> None:
     assert refusal(person("g1"), Fact("account", "u1", (why,))) == why
 
 
+def test_a_suspension_is_named_before_a_pending_reset() -> None:
+    both = Fact("account", "u1", ("password_reset_required", "suspended"))  # as the projection sorts them
+    assert refusal(person("g1"), both) == "suspended"
+
+
 def test_a_persons_ended_or_out_of_date_grants_are_dropped_the_others_kept() -> None:
     facts = [
         Fact("grant", "g1", ("revoked",), "u1"),

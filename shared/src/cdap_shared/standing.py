@@ -107,14 +107,16 @@ def judge(principal: Principal, facts: Sequence[Fact], today: date) -> Principal
     if system:
         client = known.get((CLIENT, principal.sub))
         if client is not None and client.refusals:
-            raise NotInGoodStanding(client.refusals[0])
+            raise NotInGoodStanding(client.refusals[0])  # disabled or deleted: one at a time
     grants = {g.id: known.get((GRANT, g.id)) for g in principal.grants}
     holders = {f.holder for f in grants.values() if f is not None and f.holder} if system else {principal.sub}
     for holder in sorted(holders):
         account = known.get((ACCOUNT, holder))
         if account is not None and account.refusals:
-            raise NotInGoodStanding(("holder_" if system else "") + account.refusals[0])
-    live = tuple(g for g in principal.grants if grants[g.id] is None or grants[g.id].live_on(today))  # type: ignore[union-attr]
+            # Suspended and forced to reset at once: the suspension is what the person must hear about.
+            why = "suspended" if "suspended" in account.refusals else account.refusals[0]
+            raise NotInGoodStanding(("holder_" if system else "") + why)
+    live = tuple(g for g in principal.grants if (fact := grants[g.id]) is None or fact.live_on(today))
     if system and len(live) < len(principal.grants):
         raise NotInGoodStanding("grant_ended")
     return dataclasses.replace(principal, grants=live)
