@@ -145,6 +145,19 @@ async def make_topic(stack: dict[str, str]) -> AsyncIterator[Callable[[str], Awa
             await admin.close()
 
 
+def kcat_produce(kafka: str, topic: str, codec: str, values: list[bytes], partition: int = 0) -> None:
+    """Produce `values` as compressed batches with kcat (librdkafka, a client CDAP does not control)."""
+    kcat = shutil.which("kcat")
+    if kcat is None:
+        pytest.fail("kcat is missing: `make tools` installs it from Debian's packages")
+    subprocess.run(  # noqa: S603 - our own arguments, no shell
+        [kcat, "-P", "-b", kafka, "-t", topic, "-p", str(partition), "-z", codec, "-X", "linger.ms=100"],
+        input=b"".join(v + b"\n" for v in values),
+        check=True,
+        timeout=30,
+    )
+
+
 async def eventually(check: Callable[[], Awaitable[Any]], within: float = 20.0, interval: float = 0.1) -> Any:
     """Poll `check` until it returns a truthy value; fail with the last value after `within` seconds."""
     deadline = asyncio.get_running_loop().time() + within

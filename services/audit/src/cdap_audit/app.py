@@ -61,7 +61,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         title="CDAP audit",
         lifespan=lifespan,
         routers=[router],
-        ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
+        ready_checks=runtime.ready_checks,
     )
     app.state.settings = settings
     app.state.runtime = runtime

@@ -14,8 +14,10 @@ from typing import Any
 from faker import Faker
 
 from cdap_shared import events as ev
+from cdap_shared.envelope import KAFKA_HEADERS
 
 SOURCE = "/caf/core"
+HEADERS = [(k, v.encode()) for k, v in KAFKA_HEADERS.items()]
 PRESTATIONS = ("AF", "ALF", "APL", "ALS", "PAJE", "RSA", "PPA", "AAH", "CF", "ASF")
 
 
@@ -200,7 +202,7 @@ async def publish(
                 rng, pools, numero, department, landlords=landlords, rsa_referents=rsa_referents
             )
             event = ev.make_event("caf.dossier.upserted", source=SOURCE, subject=numero, data=data)
-            pending.append(await producer.send(topic, event.to_bytes(), key=numero.encode()))
+            pending.append(await producer.send(topic, event.to_bytes(), key=numero.encode(), headers=HEADERS))
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
                 sent += len(pending)
