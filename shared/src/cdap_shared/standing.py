@@ -129,14 +129,17 @@ class StandingSource(Protocol):
 
 
 # The principal's own account or client row, its token's grants, and (for a partner system) the account
-# holding each of those grants, in one round trip.
+# holding each of those grants, in one round trip (three primary-key lookups: an OR of them scanned the table).
 _FACTS = """
     SELECT kind, subject, refusals, holder, valid_from, valid_until
-      FROM standing
-     WHERE (kind IN ('account', 'client') AND subject = $1)
-        OR (kind = 'grant' AND subject = ANY($2::text[]))
-        OR (kind = 'account' AND subject IN (SELECT holder FROM standing
-                                              WHERE kind = 'grant' AND subject = ANY($2::text[])))
+      FROM standing WHERE kind IN ('account', 'client') AND subject = $1
+    UNION ALL
+    SELECT kind, subject, refusals, holder, valid_from, valid_until
+      FROM standing WHERE kind = 'grant' AND subject = ANY($2::text[])
+    UNION ALL
+    SELECT a.kind, a.subject, a.refusals, a.holder, a.valid_from, a.valid_until
+      FROM standing g JOIN standing a ON a.kind = 'account' AND a.subject = g.holder
+     WHERE g.kind = 'grant' AND g.subject = ANY($2::text[])
 """
 
 
