@@ -129,7 +129,8 @@ class StandingSource(Protocol):
 
 
 # The principal's own account or client row, its token's grants, and (for a partner system) the account
-# holding each of those grants, in one round trip (three primary-key lookups: an OR of them scanned the table).
+# holding each of those grants, in one round trip: three primary-key lookups (an OR of them scanned
+# the whole table).
 _FACTS = """
     SELECT kind, subject, refusals, holder, valid_from, valid_until
       FROM standing WHERE kind IN ('account', 'client') AND subject = $1
