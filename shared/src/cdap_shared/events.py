@@ -210,6 +210,7 @@ EVENT_DATA: dict[str, type[EventData]] = {
     "identity.user.activated": UserRef,
     "identity.user.suspended": UserRef,
     "identity.user.reinstated": UserRef,
+    "identity.user.totp_enrolled": UserRef,
     "identity.user.locked": UserLocked,
     "identity.login.succeeded": LoginSucceeded,
     "identity.login.failed": LoginFailed,
