@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 
@@ -282,4 +283,77 @@ async def test_an_htmx_request_of_an_expired_session_reloads_the_whole_page(port
     portal.fakes.calls.clear()
     again = await portal.client.get("/dossiers")  # the tokens are gone: sign in again, no refresh tried
     assert again.status_code == 303 and again.headers["location"].startswith("/login?suite=")
+    assert portal.fakes.calls == []
+
+
+async def test_a_login_that_must_enrol_totp_shows_the_qr_code_then_signs_in_with_the_first_code(
+    portal: PortalClient,
+) -> None:
+    portal.fakes.on(
+        "identity",
+        "POST",
+        "/v1/token",
+        httpx.Response(
+            400,
+            json={
+                "error": "invalid_grant",
+                "error_description": "totp enrolment required",
+                "enrolment_ticket": "ticket-0123456789abcdef",
+                "expires_in": 600,
+            },
+        ),
+    )
+    svg = '<svg width="164" height="164" class="segno"><title>CDAP TOTP</title><path d="M4 4.5h7"/></svg>'
+    portal.fakes.on(
+        "identity",
+        "POST",
+        "/v1/totp/enrolment",
+        httpx.Response(
+            200,
+            json={
+                "secret": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+                "otpauth_uri": "otpauth://totp/CDAP:claire?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=CDAP",
+                "qr_svg": svg,
+                "expires_in": 600,
+            },
+        ),
+    )
+    answers = iter(
+        [
+            httpx.Response(400, json={"status": 400, "title": "Wrong code", "reason": "bad_code"}),
+            httpx.Response(200, json=tokens(T1_USER)),
+        ]
+    )
+    portal.fakes.on("identity", "POST", "/v1/totp/enrolment/confirm", lambda _r: next(answers))
+
+    token = await portal.csrf()
+    first = await portal.client.post(
+        "/login",
+        data={"csrf_token": token, "step": "password", "email": "claire@example.fr", "password": "s3cret!"},
+    )
+    assert first.status_code == 200 and "Activez la double authentification" in first.text
+    assert svg in first.text and "JBSW Y3DP" in first.text  # the QR code inline, the key for manual entry
+    cookie = set_cookie_header(first, "cdap_enrol").lower()
+    assert "httponly" in cookie and "path=/login" in cookie and "ticket-0123456789abcdef" not in cookie
+    assert "s3cret" not in first.headers.get("set-cookie", "")  # the ticket replaces the password
+
+    short = await portal.client.post("/login", data={"csrf_token": token, "step": "enrol", "totp": "12"})
+    assert short.status_code == 400 and "6 chiffres" in short.text and svg in short.text
+    wrong = await portal.client.post("/login", data={"csrf_token": token, "step": "enrol", "totp": "123456"})
+    assert wrong.status_code == 400 and "Code incorrect" in wrong.text and svg in wrong.text
+    ok = await portal.client.post("/login", data={"csrf_token": token, "step": "enrol", "totp": "654321"})
+    assert ok.status_code == 303 and ok.headers["location"] == "/"
+    confirms = [c for c in portal.fakes.made("identity") if c.path == "/v1/totp/enrolment/confirm"]
+    assert [json.loads(c.request.content) for c in confirms][-1] == {
+        "ticket": "ticket-0123456789abcdef",
+        "code": "654321",
+    }
+    home = await portal.client.get("/")
+    assert home.status_code == 200
+
+
+async def test_an_enrolment_step_without_its_cookie_starts_over(portal: PortalClient) -> None:
+    token = await portal.csrf()
+    r = await portal.client.post("/login", data={"csrf_token": token, "step": "enrol", "totp": "123456"})
+    assert r.status_code == 303 and r.headers["location"] == "/login?raison=etape"
     assert portal.fakes.calls == []

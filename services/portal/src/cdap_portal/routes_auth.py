@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from cdap_portal import texts
 from cdap_portal.auth import start_session
 from cdap_portal.clients import ApiError, OAuthFailure
-from cdap_portal.session import PENDING_COOKIE, PENDING_SECONDS
+from cdap_portal.session import ENROLMENT_COOKIE, ENROLMENT_SECONDS, PENDING_COOKIE, PENDING_SECONDS
 from cdap_portal.web import (
     CsrfForm,
     clear_session,
@@ -32,6 +32,7 @@ NOTICES = {
     "etape": "L'étape de connexion a expiré. Recommencez.",
 }
 TOTP = re.compile(r"^\d{6}$")
+ENROLMENT_REQUIRED = "totp enrolment required"  # identity's error_description, with an enrolment ticket
 
 
 def safe_next(value: str | None) -> str:
@@ -54,6 +55,8 @@ async def login(request: Request, form: CsrfForm) -> Response:
     suite = safe_next(field(form, "suite", 500))
     if field(form, "step") == "totp":
         return await _totp_step(request, field(form, "totp", 10), suite)
+    if field(form, "step") == "enrol":
+        return await _enrolment_step(request, field(form, "totp", 10), suite)
     email, password = field(form, "email", 254), form.get("password")
     password = password if isinstance(password, str) else ""
     errors: dict[str, str] = {}
@@ -70,8 +73,83 @@ async def login(request: Request, form: CsrfForm) -> Response:
     except OAuthFailure as exc:
         if exc.description == "totp required":
             return _ask_totp(request, suite, email, password)
+        ticket = exc.extra.get("enrolment_ticket")
+        if exc.description == ENROLMENT_REQUIRED and isinstance(ticket, str):
+            return await _start_enrolment(request, suite, ticket)
         return _login_again(request, suite, email, failure=_oauth_text(exc))
     return _signed_in(request, tokens, suite)
+
+
+async def _start_enrolment(request: Request, suite: str, ticket: str) -> Response:
+    """The password was right but the account must first enrol TOTP: show the key, keep the ticket."""
+    portal = portal_of(request)
+    response = await _enrolment_page(request, suite, ticket)
+    response.set_cookie(
+        ENROLMENT_COOKIE,
+        portal.codec.encode_enrolment(ticket),
+        max_age=ENROLMENT_SECONDS,
+        path="/login",
+        httponly=True,
+        samesite="lax",
+        secure=secure_cookie(portal.settings, request),
+    )
+    return response
+
+
+async def _enrolment_page(
+    request: Request, suite: str, ticket: str, errors: dict[str, str] | None = None
+) -> Response:
+    """The key to enrol (identity gives the same one again for the same ticket) and the code field."""
+    try:
+        enrolment = await portal_of(request).upstreams.start_enrolment(ticket)
+    except ApiError as exc:
+        if exc.status == 400:  # the ticket expired: sign in again for a new one
+            return _restart(ENROLMENT_COOKIE)
+        raise
+    key = totp_key(str(enrolment["secret"]), enrolment.get("otpauth_uri"), enrolment.get("qr_svg"))
+    return render(
+        request, "login_enrol.html", status=400 if errors else 200, suite=suite, errors=errors or {}, **key
+    )
+
+
+async def _enrolment_step(request: Request, code: str, suite: str) -> Response:
+    """The first code of the new key: identity enrols it and signs the person in."""
+    portal = portal_of(request)
+    raw = request.cookies.get(ENROLMENT_COOKIE)
+    ticket = portal.codec.decode_enrolment(raw) if raw else None
+    if ticket is None:
+        return redirect("/login?raison=etape")
+    if not TOTP.fullmatch(code):
+        return await _enrolment_page(request, suite, ticket, {"totp": "Le code comporte 6 chiffres."})
+    try:
+        tokens = await portal.upstreams.confirm_enrolment(ticket, code)
+    except ApiError as exc:
+        if exc.reason == "bad_code":
+            wrong = "Code incorrect. Vérifiez l'heure du téléphone, puis saisissez le code affiché."
+            return await _enrolment_page(request, suite, ticket, {"totp": wrong})
+        if exc.status in (400, 403, 409):  # ticket expired, account locked or suspended meanwhile
+            return _restart(ENROLMENT_COOKIE)
+        raise
+    response = _signed_in(request, tokens, suite)
+    response.delete_cookie(ENROLMENT_COOKIE, path="/login")
+    return response
+
+
+def _restart(cookie: str) -> Response:
+    response = redirect("/login?raison=etape")
+    response.delete_cookie(cookie, path="/login")
+    return response
+
+
+def totp_key(secret: str, otpauth_uri: object, qr_svg: object) -> dict[str, Any]:
+    """What `_totp_key.html` shows. The SVG is identity's (drawn by segno from the otpauth URI, over
+    the back channel), so it is put in the page as markup."""
+    return {
+        "secret": secret,
+        "secret_groups": " ".join(secret[i : i + 4] for i in range(0, len(secret), 4)),
+        "otpauth_uri": otpauth_uri,
+        "qr_svg": qr_svg if isinstance(qr_svg, str) else None,
+    }
 
 
 async def _totp_step(request: Request, code: str, suite: str) -> Response:
@@ -203,12 +281,6 @@ async def activate(request: Request, form: CsrfForm) -> Response:
             return render(request, "error.html", status=400, status_code=400, message=INVALID_LINK)
         raise
     if result.get("totp_secret"):
-        secret = str(result["totp_secret"])
-        return render(
-            request,
-            "activated.html",
-            secret=secret,
-            secret_groups=" ".join(secret[i : i + 4] for i in range(0, len(secret), 4)),
-            otpauth_uri=result.get("otpauth_uri"),
-        )
+        key = totp_key(str(result["totp_secret"]), result.get("otpauth_uri"), result.get("qr_svg"))
+        return render(request, "activated.html", **key)
     return redirect("/login?raison=active")
