@@ -15,6 +15,16 @@ from cdap_portal.session import COOKIE, PENDING_COOKIE, Session, SessionCodec
 from .conftest import PARTNER_ADMIN, T1_USER, PortalClient, csrf_of, tokens
 
 
+async def password_step(portal: PortalClient) -> tuple[str, httpx.Response]:
+    """The login page's CSRF token, and the answer to Claire's e-mail and password."""
+    token = await portal.csrf()
+    first = await portal.client.post(
+        "/login",
+        data={"csrf_token": token, "step": "password", "email": "claire@example.fr", "password": "s3cret!"},
+    )
+    return token, first
+
+
 def set_cookie_header(response: httpx.Response, name: str) -> str:
     found = [h for h in response.headers.get_list("set-cookie") if h.startswith(f"{name}=")]
     assert found, response.headers
@@ -67,11 +77,7 @@ async def test_login_with_totp_step(portal: PortalClient) -> None:
         ]
     )
     portal.fakes.on("identity", "POST", "/v1/token", lambda _r: next(answers))
-    token = await portal.csrf()
-    first = await portal.client.post(
-        "/login",
-        data={"csrf_token": token, "step": "password", "email": "claire@example.fr", "password": "s3cret!"},
-    )
+    token, first = await password_step(portal)
     assert first.status_code == 200 and "Code de vérification" in first.text
     pending = set_cookie_header(first, PENDING_COOKIE).lower()
     assert "httponly" in pending and "path=/login" in pending and "max-age=300" in pending
@@ -326,11 +332,7 @@ async def test_a_login_that_must_enrol_totp_shows_the_qr_code_then_signs_in_with
     )
     portal.fakes.on("identity", "POST", "/v1/totp/enrolment/confirm", lambda _r: next(answers))
 
-    token = await portal.csrf()
-    first = await portal.client.post(
-        "/login",
-        data={"csrf_token": token, "step": "password", "email": "claire@example.fr", "password": "s3cret!"},
-    )
+    token, first = await password_step(portal)
     assert first.status_code == 200 and "Activez la double authentification" in first.text
     assert svg in first.text and "JBSW Y3DP" in first.text  # the QR code inline, the key for manual entry
     cookie = set_cookie_header(first, "cdap_enrol").lower()

@@ -82,18 +82,9 @@ async def login(request: Request, form: CsrfForm) -> Response:
 
 async def _start_enrolment(request: Request, suite: str, ticket: str) -> Response:
     """The password was right but the account must first enrol TOTP: show the key, keep the ticket."""
-    portal = portal_of(request)
     response = await _enrolment_page(request, suite, ticket)
-    response.set_cookie(
-        ENROLMENT_COOKIE,
-        portal.codec.encode_enrolment(ticket),
-        max_age=ENROLMENT_SECONDS,
-        path="/login",
-        httponly=True,
-        samesite="lax",
-        secure=secure_cookie(portal.settings, request),
-    )
-    return response
+    sealed = portal_of(request).codec.encode_enrolment(ticket)
+    return _with_step_cookie(request, response, ENROLMENT_COOKIE, sealed, ENROLMENT_SECONDS)
 
 
 async def _enrolment_page(
@@ -201,16 +192,21 @@ def _signed_in(request: Request, tokens: dict[str, Any], suite: str) -> Response
 
 
 def _ask_totp(request: Request, suite: str, email: str, password: str) -> Response:
-    portal = portal_of(request)
     response = render(request, "login_totp.html", suite=suite, errors={})
+    sealed = portal_of(request).codec.encode_pending(email, password)
+    return _with_step_cookie(request, response, PENDING_COOKIE, sealed, PENDING_SECONDS)
+
+
+def _with_step_cookie(request: Request, response: Response, name: str, sealed: str, seconds: int) -> Response:
+    """What the next step of a sign-in needs, encrypted, sent back only to /login, for `seconds`."""
     response.set_cookie(
-        PENDING_COOKIE,
-        portal.codec.encode_pending(email, password),
-        max_age=PENDING_SECONDS,
+        name,
+        sealed,
+        max_age=seconds,
         path="/login",
         httponly=True,
         samesite="lax",
-        secure=secure_cookie(portal.settings, request),
+        secure=secure_cookie(portal_of(request).settings, request),
     )
     return response
 
