@@ -63,7 +63,8 @@ async def test_the_organisation_is_asked_only_once_the_password_is_proven(idp: I
     await idp.client.post("/v1/activations", json={"token": link.group(1), "password": STRONG})
     ambiguous = await idp.token(email, STRONG)
     assert ambiguous.status_code == 400 and ambiguous.json()["error"] == "invalid_request"
-    assert ambiguous.json()["organisations"] == sorted([first["id"], second["id"]])
+    assert sorted(o["id"] for o in ambiguous.json()["organisations"]) == sorted([first["id"], second["id"]])
+    assert {o["name"] for o in ambiguous.json()["organisations"]} == {"Logeo Seine"}
     chosen = await idp.token(email, STRONG, organisation_id=second["id"])
     assert chosen.status_code == 200, chosen.text
 

@@ -359,3 +359,37 @@ async def test_an_enrolment_step_without_its_cookie_starts_over(portal: PortalCl
     r = await portal.client.post("/login", data={"csrf_token": token, "step": "enrol", "totp": "123456"})
     assert r.status_code == 303 and r.headers["location"] == "/login?raison=etape"
     assert portal.fakes.calls == []
+
+
+async def test_a_password_opening_several_accounts_asks_which_organisation_then_the_code(
+    portal: PortalClient,
+) -> None:
+    several = {
+        "error": "invalid_request",
+        "error_description": "several accounts use this e-mail and password: give organisation_id",
+        "organisations": [{"id": "org-a", "name": "CCAS de Rouen"}, {"id": "org-b", "name": "Rouen Habitat"}],
+    }
+    answers = iter(
+        [
+            httpx.Response(400, json=several),
+            httpx.Response(400, json={"error": "invalid_grant", "error_description": "totp required"}),
+            httpx.Response(200, json=tokens(T1_USER)),
+        ]
+    )
+    portal.fakes.on("identity", "POST", "/v1/token", lambda _r: next(answers))
+    token, first = await password_step(portal)
+    assert first.status_code == 200 and "Choisissez votre compte" in first.text
+    assert "CCAS de Rouen" in first.text and "Rouen Habitat" in first.text
+    chosen = await portal.client.post(
+        "/login", data={"csrf_token": token, "step": "organisation", "organisation_id": "org-b"}
+    )
+    assert chosen.status_code == 200 and "Code de vérification" in chosen.text
+    assert 'name="organisation_id" value="org-b"' in chosen.text
+    ok = await portal.client.post(
+        "/login", data={"csrf_token": token, "step": "totp", "totp": "654321", "organisation_id": "org-b"}
+    )
+    assert ok.status_code == 303 and ok.headers["location"] == "/"
+    forms = [c.form() for c in portal.fakes.made("identity")]
+    assert "organisation_id" not in forms[0]  # asked only once identity has checked the password
+    assert forms[1]["organisation_id"] == forms[2]["organisation_id"] == "org-b"
+    assert forms[2]["totp"] == "654321" and forms[2]["password"] == "s3cret!"

@@ -33,9 +33,12 @@ OAUTH_ERROR = {
                     "expires_in": {"type": "integer", "description": "seconds the enrolment ticket lives"},
                     "organisations": {
                         "type": "array",
-                        "items": {"type": "string"},
+                        "items": {
+                            "type": "object",
+                            "properties": {"id": {"type": "string"}, "name": {"type": "string"}},
+                        },
                         "description": "with `invalid_request`: the organisations whose accounts the "
-                        "password opens; send one as `organisation_id`",
+                        "password opens; send one's `id` as `organisation_id`",
                     },
                 },
             },

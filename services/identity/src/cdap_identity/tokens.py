@@ -21,7 +21,7 @@ from sqlmodel import col
 from cdap_identity import domain, enrolment
 from cdap_identity.accounts import SOURCE, grant_claims, needs_second_factor, utcnow
 from cdap_identity.keys import KeyRing, issue_access_token
-from cdap_identity.models import Grant, RefreshToken, UnknownLogin, User
+from cdap_identity.models import Grant, Organisation, RefreshToken, UnknownLogin, User
 from cdap_identity.passwords import DUMMY_HASH, new_token, token_digest, verify_password, verify_totp
 from cdap_shared import events as ev
 from cdap_shared.clock import civil_today
@@ -29,6 +29,8 @@ from cdap_shared.envelope import new_event_id
 from cdap_shared.events import make_event
 from cdap_shared.outbox import add_pg, emit
 from cdap_shared.problems import Problem
+
+SEVERAL_ACCOUNTS = "several accounts use this e-mail and password: give organisation_id"
 
 
 class OAuthError(Exception):
@@ -216,10 +218,15 @@ async def _owner(
         raise OAuthError("invalid_grant", "bad credentials")
     staff = [c for c in opened if c.organisation_id is None]
     if len(opened) > 1 and not staff:
+        organisations = await session.execute(
+            select(col(Organisation.id), col(Organisation.name))
+            .where(col(Organisation.id).in_([c.organisation_id for c in opened]))
+            .order_by(col(Organisation.name), col(Organisation.id))
+        )
         raise OAuthError(
             "invalid_request",
-            "several accounts use this e-mail and password: give organisation_id",
-            extra={"organisations": sorted(str(c.organisation_id) for c in opened)},
+            SEVERAL_ACCOUNTS,
+            extra={"organisations": [{"id": id_, "name": name} for id_, name in organisations]},
         )
     user = (staff or opened)[0]
     if not statuses[user.id].allowed:

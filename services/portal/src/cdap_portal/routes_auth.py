@@ -51,12 +51,20 @@ async def login_page(request: Request, raison: str | None = None, suite: str | N
 
 @router.post("/login")
 async def login(request: Request, form: CsrfForm) -> Response:
-    """Step `password` (e-mail + password) or step `totp` (the code, the rest kept in a pending cookie)."""
+    """Step `password` (e-mail + password), then as identity asks: `organisation` (which account, when the
+    password opens several), `totp` (the code) or `enrol` (a first TOTP enrolment). Between steps the
+    e-mail and password wait in a pending cookie, the enrolment ticket in its own."""
     suite = safe_next(field(form, "suite", 500))
+    organisation_id = field(form, "organisation_id", 64)
     if field(form, "step") == "totp":
-        return await _totp_step(request, field(form, "totp", 10), suite)
+        return await _totp_step(request, field(form, "totp", 10), suite, organisation_id)
     if field(form, "step") == "enrol":
         return await _enrolment_step(request, field(form, "totp", 10), suite)
+    if field(form, "step") == "organisation":
+        pending = _pending(request)
+        if pending is None or not organisation_id:
+            return redirect("/login?raison=etape")
+        return await _attempt(request, suite, *pending, organisation_id)
     email, password = field(form, "email", 254), form.get("password")
     password = password if isinstance(password, str) else ""
     errors: dict[str, str] = {}
@@ -66,18 +74,42 @@ async def login(request: Request, form: CsrfForm) -> Response:
         errors["password"] = "Saisissez votre mot de passe."
     if errors:
         return _login_again(request, suite, email, errors=errors)
+    return await _attempt(request, suite, email, password)
+
+
+async def _attempt(
+    request: Request, suite: str, email: str, password: str, organisation_id: str = ""
+) -> Response:
+    """The e-mail and password (and the organisation, once asked) at identity, and the next step."""
     try:
-        tokens = await portal_of(request).upstreams.token(
-            {"grant_type": "password", "username": email, "password": password}
-        )
+        tokens = await portal_of(request).upstreams.token(_password_form(email, password, organisation_id))
     except OAuthFailure as exc:
         if exc.description == "totp required":
-            return _ask_totp(request, suite, email, password)
+            return _pending_step(
+                request, "login_totp.html", email, password, suite=suite, organisation_id=organisation_id
+            )
         ticket = exc.extra.get("enrolment_ticket")
         if exc.description == ENROLMENT_REQUIRED and isinstance(ticket, str):
             return await _start_enrolment(request, suite, ticket)
+        organisations = exc.extra.get("organisations")
+        if exc.error == "invalid_request" and isinstance(organisations, list) and organisations:
+            # The password opens accounts in several organisations: which one (identity asks only now).
+            return _pending_step(
+                request, "login_organisation.html", email, password, suite=suite, organisations=organisations
+            )
         return _login_again(request, suite, email, failure=_oauth_text(exc))
     return _signed_in(request, tokens, suite)
+
+
+def _password_form(email: str, password: str, organisation_id: str) -> dict[str, str]:
+    form = {"grant_type": "password", "username": email, "password": password}
+    return form | ({"organisation_id": organisation_id} if organisation_id else {})
+
+
+def _pending(request: Request) -> tuple[str, str] | None:
+    """The e-mail and password of the sign-in under way (the pending cookie), if still valid."""
+    raw = request.cookies.get(PENDING_COOKIE)
+    return portal_of(request).codec.decode_pending(raw) if raw else None
 
 
 async def _start_enrolment(request: Request, suite: str, ticket: str) -> Response:
@@ -121,9 +153,7 @@ async def _enrolment_step(request: Request, code: str, suite: str) -> Response:
         if exc.status in (400, 403, 409):  # ticket expired, account locked or suspended meanwhile
             return _restart(ENROLMENT_COOKIE)
         raise
-    response = _signed_in(request, tokens, suite)
-    response.delete_cookie(ENROLMENT_COOKIE, path="/login")
-    return response
+    return _signed_in(request, tokens, suite)
 
 
 def _restart(cookie: str) -> Response:
@@ -143,41 +173,28 @@ def totp_key(secret: str, otpauth_uri: object, qr_svg: object) -> dict[str, Any]
     }
 
 
-async def _totp_step(request: Request, code: str, suite: str) -> Response:
-    portal = portal_of(request)
-    raw = request.cookies.get(PENDING_COOKIE)
-    pending = portal.codec.decode_pending(raw) if raw else None
+async def _totp_step(request: Request, code: str, suite: str, organisation_id: str) -> Response:
+    pending = _pending(request)
     if pending is None:
         return redirect("/login?raison=etape")
     email, password = pending
+    again = {"suite": suite, "organisation_id": organisation_id}
     if not TOTP.fullmatch(code):
-        return render(
-            request,
-            "login_totp.html",
-            status=400,
-            suite=suite,
-            errors={"totp": "Le code comporte 6 chiffres."},
-        )
+        errors = {"totp": "Le code comporte 6 chiffres."}
+        return render(request, "login_totp.html", status=400, errors=errors, **again)
     try:
-        tokens = await portal.upstreams.token(
-            {"grant_type": "password", "username": email, "password": password, "totp": code}
+        tokens = await portal_of(request).upstreams.token(
+            _password_form(email, password, organisation_id) | {"totp": code}
         )
     except OAuthFailure as exc:
         if exc.description == "bad credentials":
             # The password was right a moment ago: it is the code that is wrong (or already used).
-            return render(
-                request,
-                "login_totp.html",
-                status=400,
-                suite=suite,
-                errors={"totp": "Code incorrect ou déjà utilisé. Attendez le code suivant."},
-            )
+            errors = {"totp": "Code incorrect ou déjà utilisé. Attendez le code suivant."}
+            return render(request, "login_totp.html", status=400, errors=errors, **again)
         response = _login_again(request, suite, email, failure=_oauth_text(exc))
         response.delete_cookie(PENDING_COOKIE, path="/login")
         return response
-    response = _signed_in(request, tokens, suite)
-    response.delete_cookie(PENDING_COOKIE, path="/login")
-    return response
+    return _signed_in(request, tokens, suite)
 
 
 def _oauth_text(exc: OAuthFailure) -> str:
@@ -188,11 +205,15 @@ def _oauth_text(exc: OAuthFailure) -> str:
 
 def _signed_in(request: Request, tokens: dict[str, Any], suite: str) -> Response:
     start_session(request, tokens)
-    return redirect(suite)
+    response = redirect(suite)
+    for cookie in (PENDING_COOKIE, ENROLMENT_COOKIE):  # the steps are over
+        response.delete_cookie(cookie, path="/login")
+    return response
 
 
-def _ask_totp(request: Request, suite: str, email: str, password: str) -> Response:
-    response = render(request, "login_totp.html", suite=suite, errors={})
+def _pending_step(request: Request, template: str, email: str, password: str, **context: Any) -> Response:
+    """A step that needs the e-mail and password again: its page, and them in the pending cookie."""
+    response = render(request, template, errors={}, **context)
     sealed = portal_of(request).codec.encode_pending(email, password)
     return _with_step_cookie(request, response, PENDING_COOKIE, sealed, PENDING_SECONDS)
 
