@@ -286,9 +286,7 @@ async def _unknown_login(
     verify_password(DUMMY_HASH, password)
     if not status.allowed:
         await _failed(session, None, "locked", ip, now)
-        raise OAuthError(
-            "invalid_grant", f"account locked{' until ' + status.until.isoformat() if status.until else ''}"
-        )
+        raise _locked(status)
     guard, _ = domain.record_failure(_guard(phantom), now)
     _store_guard(phantom, guard)
     phantom.updated_at = now
