@@ -80,7 +80,7 @@ async def test_every_profile_scope_opposition_and_motif_over_http(
 async def test_search_finds_only_inside_the_scope_and_records_no_identifier(
     service_factory: Callable[..., Awaitable[Service]],
 ) -> None:
-    svc = await service_factory()
+    svc = await service_factory(search_rate_limit_user=1000)
     mine = await svc.add_dossier("3000001", opposition=False, landlord_siret=LANDLORD)
     other_dept = await svc.add_dossier("3000002", department="27", opposition=False, landlord_siret=LANDLORD)
     objected = await svc.add_dossier("3000003", opposition=True, landlord_siret=LANDLORD)
@@ -127,6 +127,29 @@ async def test_search_finds_only_inside_the_scope_and_records_no_identifier(
         text = event.to_bytes().decode()
         assert mine.nir not in text and phone.replace(" ", "") not in text
     assert searched[0].data["criteria"] == ["nir"] and searched[0].data["numeros"] == ["3000001"]
+
+
+async def test_searches_are_rate_limited_and_each_refusal_is_recorded(
+    service_factory: Callable[..., Awaitable[Service]],
+) -> None:
+    svc = await service_factory(search_rate_limit_user=2)
+    grant = await svc.grant("sw", "T1")
+    await svc.wait_for_grants(1)
+    statuses = []
+    for _ in range(8):  # within two one-second windows at most: 4 answered at most
+        r = await svc.client.post(
+            "/v1/dossiers/search",
+            json={"motif": "accompagnement_social", "nir": "185057800608436"},
+            headers=svc.token("sw", [grant]),
+        )
+        statuses.append(r.status_code)
+    assert statuses[:2] == [200, 200] and statuses[-1] == 429 and statuses.count(200) <= 4
+    assert r.json()["reason"] == "rate_limited" and r.headers["Retry-After"] == "1"
+    assert r.headers["RateLimit-Policy"] == '"search";q=2;w=1'
+    assert r.headers["RateLimit"] == '"search";r=0;t=1'
+    searched = [e for e in await svc.consultations() if e.type == "dossier.searched"]
+    assert [e.data["decision"] for e in searched].count("rate_limited") == statuses.count(429)
+    assert searched[-1].id == r.headers["X-Audit-Id"] and searched[-1].data["numeros"] == []
 
 
 @pytest.mark.parametrize(

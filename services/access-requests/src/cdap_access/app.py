@@ -71,6 +71,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         lifespan=lifespan,
         routers=[router],
         ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
+        trusted_proxies=settings.trusted_proxies,
     )
     app.add_exception_handler(Refused, on_refused)
     shared_asyncapi.install(app, asyncapi.document(settings))

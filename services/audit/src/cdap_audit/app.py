@@ -61,6 +61,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         lifespan=lifespan,
         routers=[router],
         ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
+        trusted_proxies=settings.trusted_proxies,
     )
     app.state.settings = settings
     app.state.runtime = runtime

@@ -7,7 +7,6 @@ from fastapi import FastAPI
 from cdap_dossiers import projections
 from cdap_dossiers.config import Settings
 from cdap_dossiers.policy import load_policy
-from cdap_dossiers.ratelimit import RateLimiter
 from cdap_dossiers.routes import router
 from cdap_shared import asyncapi
 from cdap_shared.auth import TokenVerifier
@@ -31,6 +30,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         lifespan=runtime.lifespan,
         routers=[router],
         ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
+        trusted_proxies=settings.trusted_proxies,
     )
     asyncapi.install(
         app,
@@ -53,7 +53,6 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app.state.runtime = runtime
     app.state.sessions = runtime.sessions
     app.state.policy = policy
-    app.state.limiter = RateLimiter()
     app.state.token_verifier = verifier or TokenVerifier(
         settings.jwks_url, settings.jwt_audience, settings.jwt_issuer
     )

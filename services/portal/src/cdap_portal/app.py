@@ -69,6 +69,7 @@ def build(settings: Settings | None = None, *, transport: httpx.AsyncBaseTranspo
             routes_instruction.router,
             routes_audit.router,
         ],
+        trusted_proxies=settings.trusted_proxies,
     )
     app.state.portal = portal
     app.state.settings = settings
