@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
+from cdap_shared.bodylimit import UPLOAD_MAX_BODY
 from cdap_shared.envelope import new_event_id
 from cdap_shared.testing import plain_dsn
 
@@ -151,7 +152,7 @@ async def test_an_upload_route_takes_10_mib_and_refuses_more_before_authenticati
     status, problem, _ = await asyncio.to_thread(
         send_huge_body, access, path, "multipart/form-data; boundary=x", chunked=False
     )
-    assert status == 413 and problem["detail"] == f"This operation accepts at most {10 * 1024 * 1024} bytes."
+    assert status == 413 and problem["detail"] == f"This operation accepts at most {UPLOAD_MAX_BODY} bytes."
 
 
 # ----------------------------------------------------------------- shared rate limits

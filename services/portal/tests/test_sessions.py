@@ -9,9 +9,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from cdap_portal.app import build
 from cdap_portal.session import COOKIE, PENDING_COOKIE, Session, SessionCodec
 
-from .conftest import PARTNER_ADMIN, T1_USER, PortalClient, csrf_of, tokens
+from .conftest import PARTNER_ADMIN, T1_USER, Fakes, PortalClient, csrf_of, portal_settings, tokens
 
 
 def set_cookie_header(response: httpx.Response, name: str) -> str:
@@ -283,3 +284,48 @@ async def test_an_htmx_request_of_an_expired_session_reloads_the_whole_page(port
     again = await portal.client.get("/dossiers")  # the tokens are gone: sign in again, no refresh tried
     assert again.status_code == 303 and again.headers["location"].startswith("/login?suite=")
     assert portal.fakes.calls == []
+
+
+async def test_a_copied_session_cookie_stops_working_at_sign_out_on_every_replica() -> None:
+    """Someone copied the signed-in cookie; its owner signs out: the copy is refused by the replica that
+    signed out at once, and by another replica (which asks identity) as well."""
+    fakes = Fakes()
+    revoked: set[str] = set()
+
+    def revoke(request: httpx.Request) -> httpx.Response:
+        revoked.add(dict(httpx.QueryParams(request.content.decode()))["token"])
+        return httpx.Response(200, json={})
+
+    def introspect(request: httpx.Request) -> httpx.Response:
+        token = dict(httpx.QueryParams(request.content.decode()))["token"]
+        return httpx.Response(200, json={"active": token not in revoked})
+
+    fakes.on("identity", "POST", "/v1/revoke", revoke)
+    fakes.on("identity", "POST", "/v1/introspect", introspect)
+    # 0: identity's word is never reused (by default a replica reuses it for 10 s: the window it leaves)
+    settings = portal_settings(portal_secret="shared-by-the-replicas-" + "x" * 20, session_check_seconds=0)
+    replicas = [
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=build(settings, transport=httpx.MockTransport(fakes.handle))),
+            base_url="http://portal.test",
+        )
+        for _ in range(2)
+    ]
+    first = PortalClient(replicas[0], fakes, settings)
+    await first.login(T1_USER)
+    copied = dict(first.client.cookies)
+    assert (await first.client.get("/")).status_code == 200
+    replicas[1].cookies.update(copied)
+    assert (await replicas[1].get("/")).status_code == 200  # the copy works, for now
+
+    token = await first.csrf("/")
+    assert (await first.client.post("/logout", data={"csrf_token": token})).status_code == 303
+    assert revoked == {"refresh-1"}
+    for replica in replicas:
+        replica.cookies.clear()
+        replica.cookies.update(copied)
+        r = await replica.get("/")
+        assert r.status_code == 303 and r.headers["location"].startswith("/login"), r.text
+    assert [c.path for c in fakes.made("identity")].count("/v1/introspect") >= 1
+    for replica in replicas:
+        await replica.aclose()

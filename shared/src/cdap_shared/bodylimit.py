@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.routing import BaseRoute, Match
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 KIB = 1024
 MIB = 1024 * KIB
 DEFAULT_MAX_BODY = 64 * KIB
-UPLOAD_MAX_BODY = 10 * MIB
+# Uploads: 10 MiB of documents in one request, plus their multipart framing.
+UPLOAD_MAX_BODY = 10 * MIB + 64 * KIB
 MAX_BODY_KEY = "x-max-body-bytes"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -33,14 +35,18 @@ def max_body(size: int) -> dict[str, Any]:
     return {MAX_BODY_KEY: size}
 
 
-def route_max_body(routes: Sequence[BaseRoute], scope: Scope, default: int) -> int:
-    """The maximum declared by the route `scope` reaches, else `default`."""
-    for route in routes:
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            extra = getattr(route, "openapi_extra", None) or {}
-            return int(extra.get(MAX_BODY_KEY, default))
-    return default
+def declared_limits(openapi: dict[str, Any]) -> list[tuple[re.Pattern[str], str, int]]:
+    """The operations of an OpenAPI document that declare their own maximum: (path regex, method, size).
+
+    Read from the document rather than from the router: it lists every operation with its full path,
+    however routers are nested."""
+    limits = []
+    for path, item in openapi.get("paths", {}).items():
+        for method, operation in item.items():
+            if isinstance(operation, dict) and MAX_BODY_KEY in operation:
+                regex, _, _ = compile_path(path)
+                limits.append((regex, method.upper(), int(operation[MAX_BODY_KEY])))
+    return limits
 
 
 class _TooLarge(HTTPException):
@@ -76,18 +82,31 @@ def _problem(limit: int, path: str) -> tuple[dict[str, Any], bytes]:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over the route's maximum (413) before the application reads them."""
+    """Refuse bodies over the route's maximum (413) before the application reads them.
 
-    def __init__(self, app: ASGIApp, *, routes: Sequence[BaseRoute], default: int = DEFAULT_MAX_BODY) -> None:
+    `openapi` gives the application's OpenAPI document, where routes declare their own maximum."""
+
+    def __init__(
+        self, app: ASGIApp, *, openapi: Callable[[], dict[str, Any]], default: int = DEFAULT_MAX_BODY
+    ) -> None:
         self.app = app
-        self.routes = routes
+        self.openapi = openapi
         self.default = default
+        self._declared: list[tuple[re.Pattern[str], str, int]] | None = None
+
+    def limit_for(self, method: str, path: str) -> int:
+        if self._declared is None:  # on the first request: every route is registered by then
+            self._declared = declared_limits(self.openapi())
+        for regex, declared_method, size in self._declared:
+            if declared_method == method and regex.match(path):
+                return size
+        return self.default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        limit = route_max_body(self.routes, scope, self.default)
+        limit = self.limit_for(scope["method"], scope["path"])
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             await _refuse(send, limit, scope["path"])

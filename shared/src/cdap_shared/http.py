@@ -34,7 +34,7 @@ def create_app(
     if trusted_proxies:  # uvicorn runs with --no-proxy-headers: this is the one place XFF is read
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=[str(n) for n in trusted_proxies])
     # Bodies are limited before anything reads them (the route's `max_body`, else 64 KiB).
-    app.add_middleware(BodyLimitMiddleware, routes=app.router.routes)
+    app.add_middleware(BodyLimitMiddleware, openapi=lambda: app.openapi())
     install_problem_handlers(app)
     checks = ready_checks or {}
 

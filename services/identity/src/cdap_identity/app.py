@@ -69,7 +69,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         lifespan=lifespan,
         routers=[tokens_router, accounts_router, grants_router],
         ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
-        public_paths=("/v1/token", "/v1/activations", "/v1/revoke"),
+        public_paths=("/v1/token", "/v1/activations", "/v1/revoke", "/v1/introspect"),
         trusted_proxies=settings.trusted_proxies,
     )
     asyncapi.install(
