@@ -49,6 +49,7 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     "POST /v1/revoke":                          (200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200),
     "POST /v1/totp/enrolment":                  (400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400),
     "POST /v1/totp/enrolment/confirm":          (400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400),
+    "POST /v1/introspect":                      (200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200),
     # Anyone signed in; a partner system has no account.
     "GET /v1/me":                               (401,  200,  200,  200,  200,  404,  404,  200,  200,  200,  200,  200,  200,  200,  200),
     # Organisations: created and overseen by CAF admins; read by CAF staff of its department, auditors and its own members.
@@ -192,6 +193,7 @@ CALLS: dict[str, Callable[[World], Call]] = {
         {"json": {"ticket": "x" * 43, "code": "123456"}},
         None,
     ),
+    "POST /v1/introspect": lambda w: ("/v1/introspect", {"data": {"token": "not-a-refresh-token"}}, None),
     "GET /v1/me": lambda w: ("/v1/me", {}, None),
     "POST /v1/organisations": lambda w: ("/v1/organisations", {"json": _organisation_body(w)}, None),
     "GET /v1/organisations/{A}": lambda w: (f"/v1/organisations/{w.org['A']}", {}, w.org["A"]),

@@ -89,7 +89,8 @@ def run() -> None:
             "127.0.0.1",
         ]
         proc = subprocess.Popen(  # noqa: S603
-            [*cmd, "--port", str(service.port), "--no-access-log"],
+            # X-Forwarded-For is the app's to judge (CDAP_TRUSTED_PROXIES), never uvicorn's
+            [*cmd, "--port", str(service.port), "--no-access-log", "--no-proxy-headers"],
             env=service.env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from cdap_shared.bodylimit import BodyLimitMiddleware
 from cdap_shared.problems import Problem, install_problem_handlers
 
 ReadyCheck = Callable[[], Awaitable[None]]
@@ -26,10 +29,16 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     ready_checks: dict[str, ReadyCheck] | None = None,
     public_paths: Sequence[str] = (),
+    trusted_proxies: Sequence[IPv4Network | IPv6Network] = (),
 ) -> FastAPI:
     """Build a service's app; `ready_checks` maps a dependency name to a coroutine that raises if down;
-    `public_paths` are the /v1 paths that need no bearer token (documented without 401/403)."""
+    `public_paths` are the /v1 paths that need no bearer token (documented without 401/403);
+    `trusted_proxies` are the networks whose X-Forwarded-For names the client (the settings')."""
     app = FastAPI(title=title, version=version, lifespan=lifespan)
+    if trusted_proxies:  # uvicorn runs with --no-proxy-headers: this is the one place XFF is read
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=[str(n) for n in trusted_proxies])
+    # Bodies are limited before anything reads them (the route's `max_body`, else 64 KiB).
+    app.add_middleware(BodyLimitMiddleware, openapi=lambda: app.openapi())
     install_problem_handlers(app)
     checks = ready_checks or {}
 

@@ -63,6 +63,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         lifespan=lifespan,
         routers=[router],
         ready_checks=runtime.ready_checks,
+        trusted_proxies=settings.trusted_proxies,
     )
     app.state.settings = settings
     app.state.runtime = runtime

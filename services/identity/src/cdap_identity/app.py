@@ -77,7 +77,9 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
             "/v1/revoke",
             "/v1/totp/enrolment",
             "/v1/totp/enrolment/confirm",
+            "/v1/introspect",
         ),
+        trusted_proxies=settings.trusted_proxies,
     )
     asyncapi.install(
         app,

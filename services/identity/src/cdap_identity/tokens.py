@@ -397,6 +397,14 @@ async def refresh_grant(session: AsyncSession, cfg: TokenSettings, refresh: str)
     return await _issue(session, cfg, user, now, family=record.family_id)
 
 
+async def refresh_family_alive(session: AsyncSession, refresh: str) -> bool:
+    """Is the sign-in session this refresh token belongs to still alive (neither revoked nor expired)?
+
+    A token already rotated still names its family: revocation marks every token of the family."""
+    record = await session.get(RefreshToken, token_digest(refresh))
+    return record is not None and not record.revoked and record.expires_at > utcnow()
+
+
 async def revoke_refresh(session: AsyncSession, refresh: str) -> None:
     """RFC 7009: forget a refresh token and its whole family (a real logout). Unknown tokens are fine."""
     record = await session.get(RefreshToken, token_digest(refresh))

@@ -113,6 +113,11 @@ class Upstreams:
         )
         return checked("identity", response)
 
+    async def introspect(self, refresh_token: str) -> bool:
+        """RFC 7662: is the sign-in session of this refresh token still alive at identity?"""
+        response = await self.send("identity", "POST", "/v1/introspect", data={"token": refresh_token})
+        return bool(checked("identity", response).get("active"))
+
     async def activate(self, token: str, password: str) -> dict[str, Any]:
         response = await self.send(
             "identity", "POST", "/v1/activations", json={"token": token, "password": password}

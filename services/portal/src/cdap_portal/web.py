@@ -60,6 +60,7 @@ class Portal:
     policy: PolicyView
     templates: Jinja2Templates
     refresher: Any  # auth.Refresher (typed there; kept loose to avoid an import cycle)
+    sessions: Any  # auth.SessionGate (idem)
 
 
 def portal_of(request: Request) -> Portal:
