@@ -415,6 +415,8 @@ async def test_a_password_opening_several_accounts_asks_which_organisation_then_
     assert "organisation_id" not in forms[0]  # asked only once identity has checked the password
     assert forms[1]["organisation_id"] == forms[2]["organisation_id"] == "org-b"
     assert forms[2]["totp"] == "654321" and forms[2]["password"] == "s3cret!"
+
+
 async def test_a_copied_session_cookie_stops_working_at_sign_out_on_every_replica() -> None:
     """Someone copied the signed-in cookie; its owner signs out: the copy is refused by the replica that
     signed out at once, and by another replica (which asks identity) as well."""
