@@ -17,6 +17,7 @@ from cdap_audit.rules import RuleSet
 from cdap_shared.envelope import CloudEvent
 
 log = structlog.get_logger(__name__)
+tracer = trace.get_tracer("cdap.audit")
 
 
 def propagated_trace_id() -> str | None:
@@ -46,5 +47,7 @@ class Ingestor:
             # e.g. a `caf.dossier.upserted` published on a wrong topic: its content must not be kept.
             log.warning("event type not audited, skipped", type=event.type, event_id=event.id)
             return
-        index = await ledger.append(session, facts)
+        with tracer.start_as_current_span("audit.append") as span:
+            index = await ledger.append(session, facts)
+            span.set_attribute("cdap.audit.leaf_index", index)
         await alerts.check(session, self.rules, facts, index, self.alerts_topic)
