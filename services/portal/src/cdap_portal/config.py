@@ -40,3 +40,7 @@ class Settings(ServiceSettings):
         "cdap_dossiers package when unset",
     )
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    trace_viewer_url: str | None = Field(
+        default="http://127.0.0.1:16686",
+        description="the trace viewer (Jaeger) a trace id links to, at <url>/trace/<id>; empty: no link",
+    )
