@@ -192,10 +192,13 @@ jaeger_up() {
 }
 
 jaeger_down() {
-  if [ -f "$jaeger_dir/jaeger.pid" ]; then
-    kill "$(cat "$jaeger_dir/jaeger.pid")" 2>/dev/null && say "stopped Jaeger" || true
-    rm -f "$jaeger_dir/jaeger.pid"
+  local pidf=$jaeger_dir/jaeger.pid
+  if [ -f "$pidf" ] && kill "$(cat "$pidf")" 2>/dev/null; then
+    for _ in $(seq 1 40); do kill -0 "$(cat "$pidf")" 2>/dev/null || break; sleep 0.25; done
+    kill -9 "$(cat "$pidf")" 2>/dev/null || true
+    say "stopped Jaeger"
   fi
+  rm -f "$pidf"
 }
 
 status_line() { if port_open "$2"; then say "$1: up on 127.0.0.1:$2"; else say "$1: down"; fi; }
