@@ -159,10 +159,13 @@ smtp_down() {
 }
 
 # ---------------------------------------------------------------- Trace viewer (Jaeger v2)
-# Built once from source with the Go module proxy into .stack/bin (about N min on 2 cores, see
-# docs/deploy.md); `go install pkg@version` refuses Jaeger's go.mod (it has a replace directive),
-# so the module is downloaded and built as the main module.
+# Jaeger is built once from source with the Go module proxy into .stack/bin (see docs/deploy.md for
+# the time it takes); `go install pkg@version` refuses Jaeger's go.mod (it has a replace directive),
+# so the module is downloaded and built as the main module. Its web UI is not in the Go module (the
+# release build embeds it): the same Jaeger UI's production build ships in the crates.io package
+# otlp-embedded, which cargo fetches; Jaeger serves it from .stack/jaeger/ui.
 jaeger_version=v1.76.0 # the Go module's tag of Jaeger v2.13
+jaeger_ui_crate=otlp-embedded@0.0.2 # vendors the production build of Jaeger UI 2.14.1
 jaeger_bin=$stack/bin/jaeger
 jaeger_dir=$stack/jaeger
 
@@ -180,12 +183,33 @@ jaeger_build() {
   echo "$jaeger_version" >"$jaeger_bin.version"
 }
 
+jaeger_ui() {
+  [ -f "$jaeger_dir/ui/index.html" ] && [ "$(cat "$jaeger_dir/ui/.crate" 2>/dev/null)" = "$jaeger_ui_crate" ] && return
+  command -v cargo >/dev/null || die "cargo is needed to fetch the Jaeger UI from crates.io"
+  say "fetching the Jaeger UI (crate $jaeger_ui_crate) from crates.io"
+  local fetch=$jaeger_dir/ui-fetch crate
+  rm -rf "$fetch" "$jaeger_dir/ui" && mkdir -p "$fetch/src"
+  : >"$fetch/src/lib.rs"
+  printf '[package]\nname = "cdap-jaeger-ui"\nversion = "0.0.0"\nedition = "2021"\n\n[dependencies]\n%s = "=%s"\n' \
+    "${jaeger_ui_crate%@*}" "${jaeger_ui_crate#*@}" >"$fetch/Cargo.toml"
+  crate=$(cargo metadata --quiet --format-version 1 --manifest-path "$fetch/Cargo.toml" \
+    | "$python" -c 'import json, sys, os; m = json.load(sys.stdin)
+print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"] if p["name"] == sys.argv[1]))' \
+      "${jaeger_ui_crate%@*}") || die "cargo could not fetch $jaeger_ui_crate from crates.io"
+  cp -r "$crate/jaeger-ui/build" "$jaeger_dir/ui"
+  cp "$crate/jaeger-ui/LICENSE" "$jaeger_dir/ui/LICENSE"
+  echo "$jaeger_ui_crate" >"$jaeger_dir/ui/.crate"
+  rm -rf "$fetch"
+}
+
 jaeger_up() {
   if port_open 16686; then say "trace viewer already answers on 127.0.0.1:16686"; return; fi
-  jaeger_build
   mkdir -p "$jaeger_dir"
+  jaeger_build
+  jaeger_ui
+  sed "s#@UI_DIR@#$jaeger_dir/ui#" "$here/jaeger/config.yaml.in" >"$jaeger_dir/config.yaml"
   say "starting Jaeger on 127.0.0.1:16686 (OTLP 127.0.0.1:4317 gRPC, :4318 HTTP; log: $jaeger_dir/jaeger.log)"
-  nohup "$jaeger_bin" --config "$here/jaeger/config.yaml" >"$jaeger_dir/jaeger.log" 2>&1 &
+  nohup "$jaeger_bin" --config "$jaeger_dir/config.yaml" >"$jaeger_dir/jaeger.log" 2>&1 &
   echo $! >"$jaeger_dir/jaeger.pid"
   wait_port 4318 "Jaeger (OTLP)" 30 "$jaeger_dir/jaeger.log"
   wait_port 16686 "Jaeger (query)" 30 "$jaeger_dir/jaeger.log"
