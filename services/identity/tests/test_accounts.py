@@ -411,3 +411,26 @@ async def test_a_caf_admin_finds_renews_and_restores_an_organisation(idp: Identi
     assert restored.status_code == 200 and restored.json()["delegation_withdrawn"] is False
     updates = [e for e in await idp.events("identity.organisation.updated") if e.subject == org["id"]]
     assert [u.data["delegation_withdrawn"] for u in updates] == [False, True, False]
+
+
+async def test_introspection_tells_whether_a_sign_in_session_is_alive(idp: Identity) -> None:
+    admin = await idp.caf_admin()
+    org = await idp.create_organisation(admin)
+    email = org["admin_emails"][0]
+    await idp.activate(email)
+    refresh = (await idp.token(email, STRONG)).json()["refresh_token"]
+    rotated = await idp.client.post(
+        "/v1/token", data={"grant_type": "refresh_token", "refresh_token": refresh}
+    )
+    newest = rotated.json()["refresh_token"]
+
+    async def active(token: str) -> bool:
+        r = await idp.client.post("/v1/introspect", data={"token": token})
+        assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+        return bool(r.json()["active"])
+
+    assert await active(refresh) and await active(newest)  # a rotated token still names its session
+    assert not await active("never-issued")
+    await idp.client.post("/v1/revoke", data={"token": newest})
+    assert not await active(refresh) and not await active(newest)
+    assert (await idp.client.post("/v1/introspect", data={})).status_code == 400

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -65,6 +66,7 @@ class Portal:
     policy: PolicyView
     templates: Jinja2Templates
     refresher: Any  # auth.Refresher (typed there; kept loose to avoid an import cycle)
+    sessions: Any  # auth.SessionGate (idem)
     outcomes: Outcomes = dataclasses.field(default_factory=Outcomes)
 
 
@@ -98,14 +100,26 @@ def dsfr_files(settings: Settings) -> tuple[Path, str]:
     return dist, str(json.loads(manifest.read_text())["version"])
 
 
-def make_templates(dsfr_version: str = "") -> Jinja2Templates:
+def make_templates(dsfr_version: str = "", trace_viewer_url: str | None = None) -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     env = templates.env
-    env.globals.update(texts=texts, label=texts.label, dsfr_version=dsfr_version)
+    env.globals.update(
+        texts=texts,
+        label=texts.label,
+        dsfr_version=dsfr_version,
+        trace_url=partial(trace_url, trace_viewer_url),
+    )
     env.filters["date_fr"] = texts.date_fr
     env.trim_blocks = True
     env.lstrip_blocks = True
     return templates
+
+
+def trace_url(viewer_url: str | None, trace_id: str | None) -> str | None:
+    """The trace viewer's page of `trace_id` (Jaeger's `/trace/<id>`), if a viewer is configured."""
+    if not viewer_url or not trace_id:
+        return None
+    return f"{viewer_url.rstrip('/')}/trace/{trace_id}"
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> Response:
