@@ -390,6 +390,44 @@ def test_from_the_access_request_to_the_audit_trail(workflow: System, browser: B
             "Habilitation créée"
         )
         shot(partner, "b-partner-requests")
+
+        # -- the partner administrator's own administration: the thread, a partner system, ending a grant
+        partner.goto(request_url)
+        expect(partner.locator("#stepper")).to_contain_text("Étape 4 sur 4")
+        partner.get_by_label("Message").fill("Merci pour l'instruction.")
+        partner.get_by_role("button", name="Envoyer le message").click()
+        expect(partner.get_by_role("status")).to_contain_text("Votre message est envoyé")
+        expect(partner.locator("#history")).to_contain_text("Merci pour l'instruction.")
+        shot(partner, "b-partner-message-sent")
+
+        partner.goto(f"{portal}/habilitations/clients")
+        partner.get_by_label("Nom du système").fill("Logiciel de suivi social")
+        partner.get_by_label("Habilitation utilisée").select_option(index=1)
+        partner.get_by_role("button", name="Créer le client").click()
+        first_secret = partner.locator("#secret-value").inner_text()
+        assert len(first_secret) >= 20
+        shot(partner, "b-partner-client-created")
+        partner.goto(f"{portal}/habilitations/clients")
+        assert first_secret not in partner.content()  # shown once, never again
+        partner.get_by_role("button", name=re.compile("Renouveler le secret")).first.click()
+        confirm_action(partner, "b-partner-rotate-confirm", "l'ancien ne fonctionne plus")
+        second_secret = partner.locator("#secret-value").inner_text()
+        assert second_secret and second_secret != first_secret
+        shot(partner, "b-partner-client-rotated")
+
+        partner.goto(f"{portal}/habilitations")
+        shot(partner, "b-partner-grants")
+        partner.get_by_role("button", name=re.compile("Mettre fin")).first.click()
+        confirm_action(partner, "b-partner-end-grant-confirm", "ne pourra plus consulter")
+        expect(partner.get_by_role("status")).to_contain_text("La fin de l'habilitation est demandée")
+
+        def grant_ended() -> bool:  # access-requests forwards the removal, identity revokes
+            partner.goto(f"{portal}/habilitations")
+            return partner.get_by_role("button", name=re.compile("Mettre fin")).count() == 0
+
+        wait_until(grant_ended, within=60, interval=1.0, what="grant revoked after the removal request")
+        expect(partner.locator("#grants")).to_contain_text("Révoquée")
+        shot(partner, "b-partner-grant-ended")
     finally:
         for context, _ in people.values():
             context.close()
