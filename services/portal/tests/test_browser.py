@@ -1,14 +1,19 @@
 """The portal in a real browser (Debian's Chromium, headless) against the real services as processes.
 
-Two stories, each person in their own browser context (own cookies):
+Each person in their own browser context (own cookies):
 - a partner user, provisioned from an approved request, activates their account from the mail's link,
   signs in with TOTP, looks up dossiers and sees only their profile's sections and the audit reference,
   all with JavaScript turned off;
-- the whole path: a partner administrator asks for access, an instructor asks for documents, the
-  partner uploads them, instructor then manager approve, the new user activates and looks up, and an
-  auditor finds that consultation (and its trace id) in the audit log.
+- the whole path: a partner administrator asks for access, an instructor opens it from the queue's mail
+  and asks for documents, the partner uploads them, instructor then manager approve, the new user
+  activates and looks up, an auditor finds that consultation (and its trace id), verifies its entry's
+  inclusion proof and exports CSV; the partner administrator then writes in the thread, creates and
+  rotates a partner-system client, and ends the grant;
+- a CAF administrator registers an organisation, renews its convention, finds it by SIRET, creates a
+  staff account, suspends and reinstates it (each change through its confirmation page).
 
-Screenshots of every page land in `test-artifacts/portal/`.
+Every page visited is screenshot at 1440 and 390 px into `test-artifacts/portal/`, must not scroll
+sideways at either width, and (JavaScript on) gets no serious or critical axe-core violation.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from cdap_cli.demo import CONVENTION_PDF
 from cdap_portal import texts
+from cdap_shared.testing import MAIL_DIR, mails_to
 
 from .system import ARTIFACTS, STRONG, System, activation_link, unique_email, wait_until
 
@@ -286,7 +292,10 @@ def test_from_the_access_request_to_the_audit_trail(workflow: System, browser: B
         instructor.goto(f"{portal}/instruction")
         expect(instructor.get_by_role("heading", name=re.compile("File d'instruction"))).to_be_visible()
         shot(instructor, "b-instructor-queue")
-        instructor.get_by_role("link", name="Jules Petit").click()
+        # The request is opened from the link in the mail its department's queue received.
+        instructor.goto(mail_link("instruction-caf76@cdap.local", request_url.rsplit("/", 1)[-1]))
+        expect(instructor).to_have_url(re.compile(r"/instruction/[0-9a-f-]{36}$"))
+        expect(instructor.get_by_role("heading", name=re.compile("Jules Petit"))).to_be_visible()
         expect(instructor.locator("#request-state")).to_have_text("À instruire")
         instructor.get_by_label("Pièces demandées").fill("Convention signée\nBulletin d'adhésion")
         instructor.get_by_role("button", name="Demander les pièces").click()
@@ -431,6 +440,18 @@ def test_from_the_access_request_to_the_audit_trail(workflow: System, browser: B
     finally:
         for context, _ in people.values():
             context.close()
+
+
+def mail_link(mailbox: str, request_id: str) -> str:
+    """The portal link of the newest mail about `request_id` sent to `mailbox`."""
+
+    def link() -> str | None:
+        about = [m for m in mails_to(MAIL_DIR, mailbox) if request_id in m]
+        found = re.findall(r"(http://\S+/access-requests/" + request_id + ")", about[-1]) if about else []
+        return found[-1] if found else None
+
+    found: str = wait_until(link, within=30, what=f"mail to {mailbox} about {request_id}")
+    return found
 
 
 def _submit_request(page: Page, portal: str, applicant: str) -> str:
