@@ -18,6 +18,7 @@ from cdap_audit.rules import load_rules
 from cdap_audit.stream import TreeWatcher
 from cdap_audit.tasks import BackgroundTasks
 from cdap_shared import asyncapi as shared_asyncapi
+from cdap_shared import standing
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.http import create_app
 from cdap_shared.runtime import ServiceRuntime
@@ -39,7 +40,8 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         settings.consultations_topic,
         settings.alerts_topic,
         group_id=settings.consumer_group,
-        handler=Ingestor(rules, settings.alerts_topic),
+        batch_handler=Ingestor(rules, settings.alerts_topic),
+        max_records=settings.consumer_batch,
     )
     tasks = BackgroundTasks(settings, runtime.engine, runtime.sessions, rules)
     tasks.signer = signer
@@ -74,6 +76,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app.state.tasks = tasks
     app.state.witnesses = witnesses
     app.state.watcher = watcher
+    app.state.standing = standing.ProjectedStanding(runtime)
     shared_asyncapi.install(app, asyncapi.document(settings))
 
     app.state.token_verifier = verifier or TokenVerifier(
