@@ -106,6 +106,8 @@ BAD_QUERIES = [
     "/v1/proofs/consistency?first=-1&second=1",
     "/v1/alerts?severity=fatal",
     "/v1/alerts?cursor=1e3",
+    "/v1/checkpoints/witnessed?witness=a%00b",
+    "/v1/checkpoints/witnessed?witness=a+b",
 ]
 
 

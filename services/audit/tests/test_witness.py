@@ -260,6 +260,8 @@ async def test_cosignature_submissions_and_forged_cosignatures(
     saved = tmp_path / "saved.json"
     forged = WITNESS.cosign(other_text, 1_800_000_000)
     await audit.sql("UPDATE checkpoint SET note = replace(note, $1, $2)", line, forged)
+    response = await audit.client.post("/v1/checkpoints/cosignatures", content=f"{text}\n{line}\n")
+    assert response.status_code == 200 and forged in response.text  # added, the forgery left in sight
     async with serve(audit.app) as url:
         with AuditClient(url, token(audit)) as client:
             (await asyncio.to_thread(fetch_checkpoint, client)).save(saved)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -196,6 +197,7 @@ def _checkpoint(request: Request, record: CheckpointRecord) -> Response:
     return PlainTextResponse(record.note)
 
 
+KEY_NAME = re.compile(r"[^\s+\x00-\x1f\x7f]{1,200}")  # signed-note key names
 WitnessName = Annotated[list[str] | None, Query(max_length=10, description="key names of witnesses")]
 
 
@@ -208,6 +210,8 @@ async def witnessed_checkpoint(
     request: Request, session: SessionDep, witness: WitnessName = None
 ) -> Response:
     """The newest checkpoint cosigned by every `witness` named (default: by any configured witness)."""
+    if witness and not all(KEY_NAME.fullmatch(name) for name in witness):
+        raise Problem(400, "Invalid witness name", "A key name has no spaces, '+' or control characters.")
     configured = [w.name for w in request.app.state.witnesses]
     names = witness or configured
     if not names:
