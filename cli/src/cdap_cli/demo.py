@@ -31,7 +31,7 @@ DEPARTMENT = "76"
 ORGANISATIONS = (
     # siret, name, kind, admin e-mail, staff e-mail, profile, job title
     (
-        "21760540700014",
+        "21760540100017",
         "CCAS de Rouen",
         "ccas",
         "gestion@ccas-rouen.demo",
@@ -40,7 +40,7 @@ ORGANISATIONS = (
         "Assistante sociale",
     ),
     (
-        "78285238500015",
+        "78285238800019",
         "Rouen Habitat",
         "bailleur",
         "gestion@rouen-habitat.demo",
@@ -58,7 +58,7 @@ ORGANISATIONS = (
         "Chargée d'accueil",
     ),
     (
-        "44012345600012",
+        "44012345300019",
         "Crèches de Rouen",
         "petite_enfance",
         "gestion@creches-rouen.demo",
@@ -75,6 +75,15 @@ ORGANISATIONS = (
         "T5",
         "Référent RSA",
     ),
+)
+
+# A one-page PDF, well formed (access-requests parses every upload and refuses what does not parse).
+CONVENTION_PDF = (
+    b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
+    b"2 0 obj\n<< /Type /Pages /Kids [3 0 R] /Count 1 >>\nendobj\n"
+    b"3 0 obj\n<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] >>\nendobj\n"
+    b"xref\n0 4\n0000000000 65535 f \n0000000009 00000 n \n0000000058 00000 n \n0000000115 00000 n \n"
+    b"trailer\n<< /Size 4 /Root 1 0 R >>\nstartxref\n186\n%%EOF\n"
 )
 
 
@@ -214,7 +223,7 @@ class Demo:
                 ),
                 "instructor requests documents",
             )
-            pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+            pdf = CONVENTION_PDF
             await self.check(
                 await self.client.post(
                     f"{self.urls.access}/v1/access-requests/{rid}/documents",
@@ -320,7 +329,7 @@ class Demo:
             bootstrap="127.0.0.1:9092",
             department=DEPARTMENT,
             seed=76,
-            landlords=["78285238500015"],
+            landlords=["78285238800019"],
             rsa_referents=["22760540900019"],
         )
 

@@ -21,6 +21,7 @@ import pyotp
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from cdap_cli.demo import CONVENTION_PDF
 from cdap_portal import texts
 
 from .system import ARTIFACTS, STRONG, System, activation_link, unique_email, wait_until
@@ -39,10 +40,7 @@ T1_SECTIONS = [
     "quotient_familial",
     "logement",
 ]
-PDF = (
-    b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
-    b"2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
-)
+PDF = CONVENTION_PDF  # access-requests parses uploads: a real one-page PDF
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from cdap_portal.app import build
 from cdap_portal.session import COOKIE, PENDING_COOKIE, Session, SessionCodec
 
-from .conftest import PARTNER_ADMIN, T1_USER, PortalClient, csrf_of, tokens
+from .conftest import PARTNER_ADMIN, T1_USER, Fakes, PortalClient, csrf_of, portal_settings, tokens
 
 
 async def password_step(portal: PortalClient) -> tuple[str, httpx.Response]:
@@ -234,6 +235,27 @@ async def test_a_session_that_cannot_be_refreshed_is_logged_out_with_a_message(p
     assert portal.fakes.calls == []
 
 
+@pytest.mark.parametrize("reason", ["suspended", "password_reset_required"])
+async def test_a_session_whose_account_an_api_no_longer_honours_is_signed_out(
+    portal: PortalClient, reason: str
+) -> None:
+    """Suspended or forced to reset while signed in: the first API call that refuses the account ends the
+    session (its refresh tokens are already revoked), rather than its access token's expiry."""
+    await portal.login(T1_USER)
+    refusal = {"title": "Account suspended", "status": 403, "reason": reason}
+    portal.fakes.on("dossiers", "GET", "/v1/dossiers/1234567", httpx.Response(403, json=refusal))
+    token = await portal.csrf("/dossiers")
+    r = await portal.client.post(
+        "/dossiers/consultation",
+        data={"csrf_token": token, "numero": "1234567", "motif": "accompagnement_social"},
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/login?raison=expiree"
+    portal.fakes.calls.clear()
+    again = await portal.client.get("/dossiers")
+    assert again.status_code == 303 and again.headers["location"].startswith("/login?suite=")
+    assert portal.fakes.calls == []
+
+
 async def test_a_session_older_than_its_lifetime_is_logged_out(
     make_portal: Callable[..., PortalClient],
 ) -> None:
@@ -393,3 +415,48 @@ async def test_a_password_opening_several_accounts_asks_which_organisation_then_
     assert "organisation_id" not in forms[0]  # asked only once identity has checked the password
     assert forms[1]["organisation_id"] == forms[2]["organisation_id"] == "org-b"
     assert forms[2]["totp"] == "654321" and forms[2]["password"] == "s3cret!"
+
+
+async def test_a_copied_session_cookie_stops_working_at_sign_out_on_every_replica() -> None:
+    """Someone copied the signed-in cookie; its owner signs out: the copy is refused by the replica that
+    signed out at once, and by another replica (which asks identity) as well."""
+    fakes = Fakes()
+    revoked: set[str] = set()
+
+    def revoke(request: httpx.Request) -> httpx.Response:
+        revoked.add(dict(httpx.QueryParams(request.content.decode()))["token"])
+        return httpx.Response(200, json={})
+
+    def introspect(request: httpx.Request) -> httpx.Response:
+        token = dict(httpx.QueryParams(request.content.decode()))["token"]
+        return httpx.Response(200, json={"active": token not in revoked})
+
+    fakes.on("identity", "POST", "/v1/revoke", revoke)
+    fakes.on("identity", "POST", "/v1/introspect", introspect)
+    # 0: identity's word is never reused (by default a replica reuses it for 10 s: the window it leaves)
+    settings = portal_settings(portal_secret="shared-by-the-replicas-" + "x" * 20, session_check_seconds=0)
+    replicas = [
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=build(settings, transport=httpx.MockTransport(fakes.handle))),
+            base_url="http://portal.test",
+        )
+        for _ in range(2)
+    ]
+    first = PortalClient(replicas[0], fakes, settings)
+    await first.login(T1_USER)
+    copied = dict(first.client.cookies)
+    assert (await first.client.get("/")).status_code == 200
+    replicas[1].cookies.update(copied)
+    assert (await replicas[1].get("/")).status_code == 200  # the copy works, for now
+
+    token = await first.csrf("/")
+    assert (await first.client.post("/logout", data={"csrf_token": token})).status_code == 303
+    assert revoked == {"refresh-1"}
+    for replica in replicas:
+        replica.cookies.clear()
+        replica.cookies.update(copied)
+        r = await replica.get("/")
+        assert r.status_code == 303 and r.headers["location"].startswith("/login"), r.text
+    assert [c.path for c in fakes.made("identity")].count("/v1/introspect") >= 1
+    for replica in replicas:
+        await replica.aclose()

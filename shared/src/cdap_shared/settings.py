@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ServiceSettings(BaseSettings):
@@ -28,6 +28,10 @@ class ServiceSettings(BaseSettings):
     # Where a consumer group that has no committed offset starts: "earliest" (the default) misses
     # nothing; "latest" serves system tests that start fresh groups on long-lived topics.
     consumer_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # A consumer with records waiting that commits nothing for this long is reported stalled: /ready
+    # answers 503 naming it, and an error is logged (see watch.py).
+    consumer_stall_seconds: float = Field(default=30, gt=0)
+    consumer_watch_interval_seconds: float = Field(default=5, gt=0)
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
     # Housekeeping of outbox / inbox / mail_outbox (see housekeeping.py); the inbox outlives Kafka's
     # 7-day retention so a redelivered event is always recognised.
@@ -35,3 +39,13 @@ class ServiceSettings(BaseSettings):
     outbox_retention_hours: int = Field(default=24, ge=1)
     inbox_retention_days: int = Field(default=14, ge=8)
     sent_mail_retention_hours: int = Field(default=72, ge=1)
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated networks, e.g.
+    # "10.0.0.0/8,192.168.1.7"). None by default: the socket's peer is the client the audit records.
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

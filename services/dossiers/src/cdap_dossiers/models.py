@@ -1,16 +1,18 @@
-"""This service's tables: the dossier read model and its projection of identity's grants and users."""
+"""This service's tables: the dossier read model and its projection of identity's grants
+(the accounts' standing is `cdap_shared.standing`'s)."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, func
+from sqlalchemy import BigInteger, Column, DateTime, Index, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from cdap_shared.inbox import InboxRecord
 from cdap_shared.outbox import OutboxRecord
+from cdap_shared.standing import Standing
 
 
 class Dossier(SQLModel, table=True):
@@ -58,14 +60,19 @@ class GrantRecord(SQLModel, table=True):
     status: str = Field(default="active", max_length=10)
 
 
-class UserStatus(SQLModel, table=True):
-    """Suspended accounts: their lookups are denied whatever their token says."""
+class RateWindow(SQLModel, table=True):
+    """A caller's calls of one kind (lookup, search) in the current second, shared by every replica.
 
-    __tablename__ = "user_status"
+    UNLOGGED: counters need no crash safety (a crash forgets at most one second), and skip the WAL."""
 
-    user_id: str = Field(primary_key=True, max_length=64)
-    suspended: bool = False
+    __tablename__ = "rate_window"
+    __table_args__ = {"prefixes": ["UNLOGGED"]}
+
+    caller: str = Field(primary_key=True)  # a token's `sub`, whatever its length
+    kind: str = Field(primary_key=True, max_length=10)
+    second: int = Field(sa_column=Column(BigInteger, nullable=False))
+    calls: int
 
 
 metadata = SQLModel.metadata
-__all__ = ["Dossier", "GrantRecord", "InboxRecord", "OutboxRecord", "UserStatus", "metadata"]
+__all__ = ["Dossier", "GrantRecord", "InboxRecord", "OutboxRecord", "RateWindow", "Standing", "metadata"]

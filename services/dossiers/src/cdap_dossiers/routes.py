@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Annotated, Any
 
@@ -12,15 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import SQLAlchemyError
 
 from cdap_dossiers import lookups
-from cdap_dossiers.lookups import Caller, SearchCriteria
+from cdap_dossiers.lookups import Caller, Outcome, SearchCriteria
+from cdap_dossiers.ratelimit import limit_for
 from cdap_shared.auth import CurrentPrincipal, Principal
 from cdap_shared.db import SessionDep
 from cdap_shared.problems import Problem
 
 router = APIRouter(prefix="/v1/dossiers", tags=["dossiers"])
 
-Numero = Annotated[str, Path(pattern=r"^\d{7}$", description="numéro allocataire (7 digits)")]
-Motif = Annotated[str, Query(pattern=r"^[a-z_]{1,50}$", description="purpose of the consultation")]
+NUMERO, MOTIF = re.compile(r"\d{7}"), re.compile(r"[a-z_]{1,50}")
+Numero = Annotated[str, Path(pattern=f"^{NUMERO.pattern}$", description="numéro allocataire (7 digits)")]
+Motif = Annotated[str, Query(pattern=f"^{MOTIF.pattern}$", description="purpose of the consultation")]
 
 DENIAL_TITLES = {
     "unknown_numero": "Unknown dossier",
@@ -30,6 +33,7 @@ DENIAL_TITLES = {
     "opposition": "The beneficiary objected to sharing",
     "motif_not_allowed": "Purpose not allowed for your profile",
     "identity_mismatch": "Family name does not match",
+    "rate_limited": "Too many requests",
 }
 
 
@@ -67,14 +71,27 @@ class SearchResult(BaseModel):
 
 
 def _caller(request: Request, principal: Principal) -> Caller:
-    return Caller(principal, request.client.host if request.client else None)
-
-
-def _rate(request: Request, principal: Principal) -> float:
     settings = request.app.state.settings
-    return float(
-        settings.rate_limit_client if principal.has_role("partner_system") else settings.rate_limit_user
+    return Caller(
+        principal,
+        request.client.host if request.client else None,
+        lookup_limit=limit_for(principal, settings.rate_limit_user, settings.rate_limit_client),
+        search_limit=limit_for(principal, settings.search_rate_limit_user, settings.search_rate_limit_client),
     )
+
+
+async def record_refusal(request: Request, principal: Principal, reason: str) -> dict[str, str]:
+    """`state.record_refusal` of this app: a lookup or search refused for the caller's standing is a
+    consultation like any other (an invalid numero or motif is not: it names no dossier)."""
+    numero = request.path_params.get("numero")
+    motif = request.query_params.get("motif")
+    if request.url.path == "/v1/dossiers/search":
+        numero = motif = None
+    elif not (isinstance(numero, str) and NUMERO.fullmatch(numero) and motif and MOTIF.fullmatch(motif)):
+        return {}
+    caller = _caller(request, principal)
+    pool, policy = request.app.state.runtime.pool, request.app.state.policy
+    return {"X-Audit-Id": await lookups.record_refusal(pool, policy, caller, reason, numero, motif)}
 
 
 def _unavailable() -> Problem:
@@ -96,29 +113,16 @@ async def get_dossier(
     family_name: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
 ) -> JSONResponse:
     """The profile-filtered view of one dossier; every call is recorded before it is answered."""
-    limiter = request.app.state.limiter
-    policy = request.app.state.policy
-    caller = _caller(request, principal)
-    allowed = limiter.check(principal.sub, _rate(request, principal))
-    headers = limiter.headers(allowed)
     pool = request.app.state.runtime.pool
+    caller = _caller(request, principal)
     try:
-        if not allowed.allowed:
-            audit_id = await lookups.record_rate_limited(pool, policy, caller, numero, motif)
-            raise Problem(
-                429, "Too many requests", headers=headers | {"X-Audit-Id": audit_id}, reason="rate_limited"
-            )
-        outcome = await lookups.lookup(pool, policy, caller, numero, motif, family_name)
+        outcome = await lookups.lookup(pool, request.app.state.policy, caller, numero, motif, family_name)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
         raise _unavailable() from exc
-    headers["X-Audit-Id"] = outcome.audit_id
-    if outcome.status != 200:
-        reason = outcome.reason or "denied"
-        raise Problem(outcome.status, DENIAL_TITLES.get(reason, "Denied"), headers=headers, reason=reason)
-    return JSONResponse(outcome.body, headers=headers)
+    return _answer(outcome)
 
 
-@router.post("/search", response_model=SearchResult, responses={403: {}, 503: {}})
+@router.post("/search", response_model=SearchResult, responses={403: {}, 429: {}, 503: {}})
 async def search_dossiers(
     body: SearchRequest, request: Request, principal: CurrentPrincipal, session: SessionDep
 ) -> JSONResponse:
@@ -130,7 +134,12 @@ async def search_dossiers(
         )
     except (SQLAlchemyError, OSError) as exc:
         raise _unavailable() from exc
-    headers = {"X-Audit-Id": outcome.audit_id}
+    return _answer(outcome)
+
+
+def _answer(outcome: Outcome) -> JSONResponse:
+    """The recorded outcome as HTTP: its audit id and rate-limit fields on every answer, refusals too."""
+    headers = outcome.rate.headers() | {"X-Audit-Id": outcome.audit_id}
     if outcome.status != 200:
         reason = outcome.reason or "denied"
         raise Problem(outcome.status, DENIAL_TITLES.get(reason, "Denied"), headers=headers, reason=reason)

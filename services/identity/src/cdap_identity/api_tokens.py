@@ -188,6 +188,24 @@ async def jwks(request: Request) -> JSONResponse:
     return JSONResponse(ring.jwks(datetime.now(UTC)), headers={"Cache-Control": "public, max-age=60"})
 
 
+@router.post(
+    "/v1/introspect",
+    responses={
+        200: {"content": {"application/json": {"example": {"active": True}}}},
+        400: {"description": "RFC 6749 error", **OAUTH_ERROR},
+    },
+)
+async def introspect(request: Request, session: SessionDep) -> JSONResponse:
+    """RFC 7662 introspection of a refresh token, the token itself being the credential: `active` while
+    its sign-in session (the token's family) is neither revoked (sign-out, theft) nor expired. The
+    portal asks it, so that a copied session cookie stops working once its owner signed out."""
+    try:
+        token = _field(await _form(request, max_fields=4), "token")
+    except OAuthError as exc:
+        return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=400)
+    return JSONResponse({"active": await tokens.refresh_family_alive(session, token or "")}, headers=NO_STORE)
+
+
 @router.post("/v1/revoke", status_code=200, responses={400: {"description": "RFC 7009 error", **OAUTH_ERROR}})
 async def revoke(request: Request, session: SessionDep) -> JSONResponse:
     """RFC 7009 token revocation for refresh tokens (logout): 200 whether the token existed or not; an access

@@ -27,3 +27,6 @@ class Settings(ServiceSettings):
     totp_enrolment_seconds: int = Field(
         default=600, ge=60, le=3600, description="lifetime of the ticket that enrols TOTP at login"
     )
+    client_secret_overlap_seconds: int = Field(
+        default=0, ge=0, le=7 * 86400, description="how long a rotated client secret keeps working"
+    )

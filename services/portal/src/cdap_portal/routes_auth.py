@@ -257,6 +257,7 @@ async def logout(request: Request, form: CsrfForm) -> Response:
     refresh = session_of(request).refresh_token
     if refresh:
         await portal_of(request).upstreams.revoke(refresh)
+        portal_of(request).sessions.signed_out(refresh)  # a copy of this cookie dies now (see SessionGate)
     clear_session(request)
     return redirect("/login?raison=deconnecte")
 
