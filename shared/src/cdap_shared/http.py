@@ -2,19 +2,66 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cdap_shared.bodylimit import BodyLimitMiddleware
 from cdap_shared.problems import Problem, install_problem_handlers
 
 ReadyCheck = Callable[[], Awaitable[None]]
+
+REQUEST_DURATION = Histogram(
+    "cdap_http_request_duration_seconds",
+    "HTTP request duration, by route template (never the raw path: one series per route, not per id)",
+    ["method", "route", "status"],
+)
+UNMATCHED = "unmatched"  # 404s on made-up paths share one series
+
+
+class RouteMetrics:
+    """Pure ASGI middleware timing each request into `REQUEST_DURATION` (cheaper than BaseHTTPMiddleware
+    on the lookup's hot path). The router writes the matched route into the scope, read once answered."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client sees if the app raises before answering
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            REQUEST_DURATION.labels(scope["method"], route_template(scope), str(status)).observe(
+                time.perf_counter() - started
+            )
+
+
+def route_template(scope: MutableMapping[str, Any]) -> str:
+    """`/v1/dossiers/{numero}` for a request to `/v1/dossiers/1234567`."""
+    route = scope.get("route")
+    return getattr(route, "path", None) or UNMATCHED
+
+
+class NotReady(Exception):
+    """A readiness failure whose text is safe to show (it names a consumer, never a credential)."""
 
 
 def create_app(
@@ -43,17 +90,24 @@ def create_app(
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["ops"], responses={503: {"description": "A dependency is unreachable"}})
+    @app.get(
+        "/ready",
+        tags=["ops"],
+        responses={503: {"description": "A dependency is unreachable, or a consumer is stalled"}},
+    )
     async def ready() -> dict[str, Any]:
-        """Readiness: every dependency (database, Kafka) answers."""
+        """Readiness: every dependency (database, Kafka) answers and every consumer progresses."""
         failed = {}
         for name, check in checks.items():
             try:
                 await check()
+            except NotReady as exc:
+                failed[name] = str(exc)
             except Exception as exc:
                 failed[name] = type(exc).__name__
         if failed:
-            raise Problem(503, "Not ready", "A dependency is unreachable.", failed=failed)
+            detail = "; ".join(f"{name}: {why}" for name, why in failed.items())
+            raise Problem(503, "Not ready", detail, failed=failed)
         return {"status": "ready", "checks": sorted(checks)}
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
@@ -62,6 +116,7 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
+    app.add_middleware(RouteMetrics)
     # No spans for the ASGI `receive`/`send` events: two more spans per request that say nothing the
     # request's own span does not (a tenth of a lookup's CPU on the profile).
     FastAPIInstrumentor.instrument_app(

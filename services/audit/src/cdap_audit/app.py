@@ -17,6 +17,7 @@ from cdap_audit.routes import router
 from cdap_audit.rules import load_rules
 from cdap_audit.tasks import BackgroundTasks
 from cdap_shared import asyncapi as shared_asyncapi
+from cdap_shared import standing
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.http import create_app
 from cdap_shared.runtime import ServiceRuntime
@@ -36,7 +37,8 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         settings.consultations_topic,
         settings.alerts_topic,
         group_id=settings.consumer_group,
-        handler=Ingestor(rules, settings.alerts_topic),
+        batch_handler=Ingestor(rules, settings.alerts_topic, traced=settings.otlp_endpoint is not None),
+        max_records=settings.consumer_batch,
     )
     tasks = BackgroundTasks(settings, runtime.engine, runtime.sessions, rules)
     tasks.signer = signer
@@ -60,7 +62,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         title="CDAP audit",
         lifespan=lifespan,
         routers=[router],
-        ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
+        ready_checks=runtime.ready_checks,
         trusted_proxies=settings.trusted_proxies,
     )
     app.state.settings = settings
@@ -68,6 +70,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app.state.sessions = runtime.sessions
     app.state.rules = rules
     app.state.tasks = tasks
+    app.state.standing = standing.ProjectedStanding(runtime)
     shared_asyncapi.install(app, asyncapi.document(settings))
 
     app.state.token_verifier = verifier or TokenVerifier(

@@ -1,4 +1,5 @@
-"""The consumer handler: each event becomes one log entry, and may raise alerts, in one transaction.
+"""The consumer's batch handler: a batch of events becomes consecutive log entries, and may raise
+alerts, in the consumer's one transaction per batch.
 
 Exactly once comes from the shared consumer (inbox claim by event id in the same transaction,
 offsets committed after it); this handler only has to be deterministic about what it writes.
@@ -6,45 +7,105 @@ offsets committed after it); this handler only has to be deterministic about wha
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import structlog
-from opentelemetry import trace
-from opentelemetry.trace import SpanContext
+from aiokafka import ConsumerRecord
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_audit import alerts, ledger
-from cdap_audit.domain import NotAudited, facts_from_event
+from cdap_audit.domain import EntryFacts, NotAudited, facts_from_event
 from cdap_audit.rules import RuleSet
+from cdap_shared import standing
 from cdap_shared.envelope import CloudEvent
 
 log = structlog.get_logger(__name__)
+tracer = trace.get_tracer("cdap.audit")
 
 
-def propagated_trace_id() -> str | None:
-    """The trace id of the Kafka record's `traceparent` header, if it had one.
+def record_context(record: ConsumerRecord[Any, Any]) -> Context:
+    """The trace context of the record's headers (`traceparent`, `tracestate`)."""
+    return propagate.extract(
+        {key: value.decode(errors="replace") for key, value in record.headers or () if value}
+    )
 
-    The shared consumer runs the handler in a span whose parent it extracted from the record's
-    headers; that remote parent is the producer's trace. A record without the header gets a fresh
-    root span, whose random id means nothing to an auditor, so then there is no trace id.
+
+def header_trace_id(record: ConsumerRecord[Any, Any]) -> str | None:
+    """The trace id of the record's `traceparent` header, if it has a valid one.
+
+    A record without the header has no trace an auditor could follow, so then there is none.
     """
-    parent = getattr(trace.get_current_span(), "parent", None)
-    if isinstance(parent, SpanContext) and parent.is_valid and parent.is_remote:
-        return format(parent.trace_id, "032x")
-    return None
+    span = trace.get_current_span(record_context(record)).get_span_context()
+    return format(span.trace_id, "032x") if span.is_valid else None
+
+
+def trace_entries(
+    batch: list[tuple[ConsumerRecord[Any, Any], CloudEvent]],
+    first: int,
+    audited: list[EntryFacts],
+    window: tuple[int, int, int, int],
+) -> None:
+    """Continue each entry's trace in audit: a consumer span (child of the record's `traceparent`)
+    over the batch's handling, and its `audit.append` child over the batch's append, which gave the
+    entry its leaf index. The batch is handled once; each trace shows the part its event was in.
+    `window` is (handling started, append started, append ended, handling ended), in ns."""
+    indices = {facts.event_id: first + i for i, facts in enumerate(audited)}
+    started, appending, appended, ended = window
+    for record, event in batch:
+        parent = record_context(record)
+        if event.id not in indices or not trace.get_current_span(parent).get_span_context().is_valid:
+            continue
+        consume = tracer.start_span(
+            f"{event.type} process",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
+            start_time=started,
+            attributes={"messaging.message.id": event.id, "messaging.destination.name": record.topic},
+        )
+        append = tracer.start_span(
+            "audit.append",
+            context=trace.set_span_in_context(consume),
+            start_time=appending,
+            attributes={"cdap.audit.leaf_index": indices[event.id], "cdap.audit.batch_size": len(audited)},
+        )
+        append.end(end_time=appended)
+        consume.end(end_time=ended)
 
 
 class Ingestor:
-    """`async (session, event) -> None`, as `ServiceRuntime.consume` wants."""
+    """`async (session, [(record, event), ...]) -> None`: `ServiceRuntime.consume`'s `batch_handler`.
 
-    def __init__(self, rules: RuleSet, alerts_topic: str) -> None:
+    With `traced`, each entry's trace continues in audit (`trace_entries`): two spans per event, worth
+    it only when spans are exported somewhere (`CDAP_OTLP_ENDPOINT`)."""
+
+    def __init__(self, rules: RuleSet, alerts_topic: str, *, traced: bool = False) -> None:
         self.rules = rules
         self.alerts_topic = alerts_topic
+        self.frontier = ledger.Frontier()
+        self.traced = traced
 
-    async def __call__(self, session: AsyncSession, event: CloudEvent) -> None:
-        try:
-            facts = facts_from_event(event, propagated_trace_id())
-        except NotAudited:
-            # e.g. a `caf.dossier.upserted` published on a wrong topic: its content must not be kept.
-            log.warning("event type not audited, skipped", type=event.type, event_id=event.id)
+    async def __call__(
+        self, session: AsyncSession, batch: list[tuple[ConsumerRecord[Any, Any], CloudEvent]]
+    ) -> None:
+        started = time.time_ns()
+        audited: list[EntryFacts] = []
+        for record, event in batch:
+            try:
+                audited.append(facts_from_event(event, header_trace_id(record)))
+            except NotAudited:
+                # e.g. a `caf.dossier.upserted` published on a wrong topic: its content must not be kept.
+                log.warning("event type not audited, skipped", type=event.type, event_id=event.id)
+        if not audited:
             return
-        index = await ledger.append(session, facts)
-        await alerts.check(session, self.rules, facts, index, self.alerts_topic)
+        appending = time.time_ns()
+        first = await ledger.append(session, audited, self.frontier)
+        appended = time.time_ns()
+        entries = [(facts, first + i) for i, facts in enumerate(audited)]
+        await alerts.check(session, self.rules, entries, self.alerts_topic)
+        for _, event in batch:
+            await standing.apply(session, event)  # who may still read the log
+        if self.traced:
+            trace_entries(batch, first, audited, (started, appending, appended, time.time_ns()))

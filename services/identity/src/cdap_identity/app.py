@@ -11,12 +11,14 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from cdap_identity import habilitations, keystore, tokens
+from cdap_identity import enrolment, habilitations, keystore, tokens
 from cdap_identity.api_accounts import router as accounts_router
 from cdap_identity.api_grants import router as grants_router
 from cdap_identity.api_tokens import router as tokens_router
+from cdap_identity.api_totp import router as totp_router
 from cdap_identity.config import Settings
 from cdap_identity.consumers import IdentityHandlers
+from cdap_identity.standing import OwnStanding
 from cdap_shared import asyncapi
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.clock import civil_today
@@ -67,9 +69,16 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app = create_app(
         title="CDAP identity",
         lifespan=lifespan,
-        routers=[tokens_router, accounts_router, grants_router],
-        ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
-        public_paths=("/v1/token", "/v1/activations", "/v1/revoke", "/v1/introspect"),
+        routers=[tokens_router, totp_router, accounts_router, grants_router],
+        ready_checks=runtime.ready_checks,
+        public_paths=(
+            "/v1/token",
+            "/v1/activations",
+            "/v1/revoke",
+            "/v1/totp/enrolment",
+            "/v1/totp/enrolment/confirm",
+            "/v1/introspect",
+        ),
         trusted_proxies=settings.trusted_proxies,
     )
     asyncapi.install(
@@ -87,6 +96,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app.state.runtime = runtime
     app.state.sessions = runtime.sessions
     app.state.token_verifier = verifier
+    app.state.standing = OwnStanding(runtime)
     app.state.mail_relay = mail_relay
     return app
 
@@ -104,6 +114,7 @@ async def _sweep(runtime: ServiceRuntime) -> None:
     async with runtime.sessions() as session, session.begin():
         expired = await habilitations.expire_due(session, civil_today())
         await tokens.forget_unknown_logins(session, datetime.now(UTC))
+        await enrolment.forget_expired(session, datetime.now(UTC))
     if expired:
         log.info("grants expired", count=expired)
 

@@ -41,7 +41,7 @@ def build(settings: Settings | None = None, *, transport: httpx.AsyncBaseTranspo
         codec=SessionCodec(secret),
         upstreams=Upstreams(settings, transport),
         policy=load_policy_view(settings.policy_path),
-        templates=make_templates(),
+        templates=make_templates(settings.trace_viewer_url),
         refresher=Refresher(),
         sessions=SessionGate(settings.session_check_seconds),
     )

@@ -43,6 +43,7 @@ class OAuthFailure(Exception):
 
     error: str
     description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # extension members, e.g. `enrolment_ticket`
 
     def __post_init__(self) -> None:
         super().__init__(self.error)
@@ -87,18 +88,30 @@ class Upstreams:
     async def token(self, form: dict[str, str]) -> dict[str, Any]:
         """`POST /v1/token`; raises `OAuthFailure` with identity's error otherwise."""
         response = await self.send("identity", "POST", "/v1/token", data=form)
-        body = _json(response)
+        body = json_of(response)
         if response.status_code == 200 and "access_token" in body:
             return body
         if response.status_code >= 500 or "error" not in body:
             raise ApiError("identity", response.status_code, body)
-        raise OAuthFailure(str(body["error"]), str(body.get("error_description", "")))
+        raise OAuthFailure(str(body["error"]), str(body.get("error_description", "")), body)
 
     async def revoke(self, refresh_token: str) -> None:
         """RFC 7009 revocation of the session's refresh token family (logout); best effort."""
         # Identity unreachable: the cookie is forgotten anyway, and the family expires in days.
         with contextlib.suppress(ApiError):
             await self.send("identity", "POST", "/v1/revoke", data={"token": refresh_token})
+
+    async def start_enrolment(self, ticket: str) -> dict[str, Any]:
+        """`POST /v1/totp/enrolment`: the new TOTP secret, its otpauth URI and QR code (inline SVG)."""
+        response = await self.send("identity", "POST", "/v1/totp/enrolment", json={"ticket": ticket})
+        return checked("identity", response)
+
+    async def confirm_enrolment(self, ticket: str, code: str) -> dict[str, Any]:
+        """`POST /v1/totp/enrolment/confirm`: the first code enrols the secret; the answer is the tokens."""
+        response = await self.send(
+            "identity", "POST", "/v1/totp/enrolment/confirm", json={"ticket": ticket, "code": code}
+        )
+        return checked("identity", response)
 
     async def introspect(self, refresh_token: str) -> bool:
         """RFC 7662: is the sign-in session of this refresh token still alive at identity?"""
@@ -112,7 +125,7 @@ class Upstreams:
         return checked("identity", response)
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def json_of(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
@@ -123,5 +136,5 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 def checked(service: str, response: httpx.Response) -> dict[str, Any]:
     """The JSON body of a 2xx answer; an `ApiError` otherwise."""
     if response.is_success:
-        return _json(response)
-    raise ApiError(service, response.status_code, _json(response), dict(response.headers))
+        return json_of(response)
+    raise ApiError(service, response.status_code, json_of(response), dict(response.headers))

@@ -47,3 +47,7 @@ class Settings(ServiceSettings):
         description="how old identity's last word on a session may be: a sign-out through another "
         "replica ends the copies of its cookie within this time",
     )
+    trace_viewer_url: str | None = Field(
+        default="http://127.0.0.1:16686",
+        description="the trace viewer (Jaeger) a trace id links to, at <url>/trace/<id>; empty: no link",
+    )

@@ -91,6 +91,7 @@ VALID_DATA: dict[str, dict[str, Any]] = {
     "identity.user.activated": {"user_id": "u1"},
     "identity.user.suspended": {"user_id": "u1", "by": "admin", "reason": "alert"},
     "identity.user.reinstated": {"user_id": "u1", "by": "admin"},
+    "identity.user.totp_enrolled": {"user_id": "u1"},
     "identity.user.locked": {"user_id": "u1", "permanent": True},
     "identity.login.succeeded": {"user_id": "u1", "method": "password"},
     "identity.login.failed": {"method": "password", "reason": "bad_credentials"},
@@ -99,6 +100,17 @@ VALID_DATA: dict[str, dict[str, Any]] = {
     "identity.grant.issued": _GRANT,
     "identity.grant.revoked": {"grant_id": "g1", "user_id": "u1", "by": "admin"},
     "identity.grant.expired": {"grant_id": "g1", "user_id": "u1"},
+    "identity.user.reset_required": {"user_id": "u1", "by": "admin"},
+    "identity.user.reset_completed": {"user_id": "u1"},
+    **{
+        f"identity.client.{change}": {
+            "client_id": "c1",
+            "organisation_id": "o1",
+            "grant_id": "g1",
+            "by": "pa1",
+        }
+        for change in ("created", "rotated", "disabled", "deleted")
+    },
     "access.request.submitted": _REQUEST,
     "access.request.documents_requested": _DECISION | {"documents": ["convention"]},
     "access.request.documents_received": _DECISION,
