@@ -73,7 +73,7 @@ test: up browser tools deploy-tools ## every test, against the real Kafka and Po
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED in:$$failed"; exit 1; fi
 
-test-fast: setup ## tests that need no running stack
+test-fast: setup deploy-tools ## tests that need no running stack
 	@for d in $(TEST_DIRS); do $(PY) -m pytest -q -m "not stack" $$d || exit 1; done
 
 bench: up ## benchmarks; results in bench/results/, summary in docs/benchmarks.md

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from cdap_portal import texts
+from cdap_shared import standing
 
 from .conftest import AUDITOR, INSTRUCTOR, PARTNER_ADMIN, T1_USER, T3_USER, PortalClient, csrf_of
 
@@ -69,7 +70,7 @@ async def test_only_the_sections_the_api_returned_are_shown(portal: PortalClient
     assert link and call.request.headers["traceparent"].split("-")[1] == link.group(1)
 
 
-@pytest.mark.parametrize("reason", sorted(texts.DENIAL_REASONS))
+@pytest.mark.parametrize("reason", sorted(set(texts.DENIAL_REASONS) - standing.REASONS))
 async def test_each_denial_reason_is_explained_in_french(portal: PortalClient, reason: str) -> None:
     await portal.login(T1_USER)
     status = {"unknown_numero": 404, "rate_limited": 429}.get(reason, 403)
