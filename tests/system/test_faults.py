@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from cdap_dossiers.generate import build_pools, make_dossier
 from cdap_shared import events as ev
 from cdap_shared.envelope import new_event_id
+from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.testing import eventually
 from cdap_shared.topics import PARTITIONS
 
@@ -457,7 +458,7 @@ CONSUMED = {
 
 async def records_since(kafka: str, since: dict[TopicPartition, int]) -> list[Any]:
     """Every record from `since` up to the end offsets as they are now."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, **KafkaLogin.from_env().options())
     await consumer.start()
     found: list[Any] = []
     try:
@@ -732,7 +733,7 @@ async def test_a_replica_killed_leaves_its_partitions_to_the_other(
 
 
 async def end_offsets(kafka: str, topics: list[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=kafka)
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=kafka, **KafkaLogin.from_env().options())
     await consumer.start()
     try:
         parts = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or []]
@@ -743,7 +744,7 @@ async def end_offsets(kafka: str, topics: list[str]) -> dict[TopicPartition, int
 
 async def groups_in_dlq(kafka: str, since: dict[TopicPartition, int], poison: bytes) -> set[tuple[str, str]]:
     """(original topic, consumer group) of every dead letter carrying `poison`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, **KafkaLogin.from_env().options())
     await consumer.start()
     found: set[tuple[str, str]] = set()
     try:

@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from cdap_shared.kafka_access import local_credentials, service_principal
+
 ROOT = Path(__file__).resolve().parents[3]
 COLOURS = ("36", "33", "35", "32", "34")
 
@@ -30,7 +32,12 @@ class Service:
         return ROOT / "services" / self.name
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ, CDAP_SERVICE_NAME=self.name)
+        # Each service logs in to Kafka as itself (`cdap-<name>`), with the password `make up` made.
+        env = {
+            **local_credentials(service_principal(self.name)),
+            **os.environ,
+            "CDAP_SERVICE_NAME": self.name,
+        }
         if self.database:
             env.setdefault(
                 "CDAP_DATABASE_URL",

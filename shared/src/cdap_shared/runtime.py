@@ -43,6 +43,7 @@ class ServiceRuntime:
         self.broker = KafkaBroker(
             settings.kafka_bootstrap,
             client_id=settings.service_name,
+            security=settings.kafka_login.security(),
             enable_idempotence=True,
             acks="all",
             middlewares=[KafkaTelemetryMiddleware(tracer_provider=self.tracer_provider)],
@@ -53,6 +54,7 @@ class ServiceRuntime:
                 asyncpg_dsn(settings.database_url),
                 settings.kafka_bootstrap,
                 batch_size=settings.outbox_batch_size,
+                login=settings.kafka_login,
             )
             if run_relay
             else None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cdap_shared.kafka_access import KafkaLogin
 
 
 class ServiceSettings(BaseSettings):
@@ -16,6 +18,9 @@ class ServiceSettings(BaseSettings):
     service_name: str = "cdap"
     database_url: str = "postgresql+asyncpg://cdap:cdap@127.0.0.1:5432/cdap"
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # SASL/SCRAM-SHA-512 principal and password (`cdap-<service>`; see kafka_access.py); unset = no SASL.
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
     jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"
     jwt_audience: str = "cdap"
     jwt_issuer: str = "cdap-identity"
@@ -35,3 +40,9 @@ class ServiceSettings(BaseSettings):
     outbox_retention_hours: int = Field(default=24, ge=1)
     inbox_retention_days: int = Field(default=14, ge=8)
     sent_mail_retention_hours: int = Field(default=72, ge=1)
+
+    @property
+    def kafka_login(self) -> KafkaLogin:
+        """The credentials every Kafka client of the service connects with."""
+        password = self.kafka_password.get_secret_value() if self.kafka_password else None
+        return KafkaLogin(self.kafka_username, password)

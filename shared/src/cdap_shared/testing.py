@@ -3,6 +3,9 @@
 Where the parts come from, in order: `CDAP_KAFKA_BOOTSTRAP` / `CDAP_DATABASE_URL` when set; else
 testcontainers when a Docker engine answers; else the local stack (`make up`, which `make test` runs).
 Each test gets its own throwaway database and its own topics, so tests never see each other's data.
+Unless `CDAP_KAFKA_USERNAME` is set, every Kafka client of the run (fixtures, services built in the test
+process or started as processes) logs in as `cdap-test` with the local stack's password: tests make their
+own topics and groups, which no service principal may touch.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import asyncpg
 import pytest
 
 from cdap_shared.envelope import new_event_id
+from cdap_shared.kafka_access import TEST, KafkaLogin, export_login
 from cdap_shared.mailsink import mail_dir
 from cdap_shared.topics import ensure_topics
 
@@ -53,9 +57,11 @@ def stack() -> Iterator[dict[str, str]]:
     kafka = os.environ.get("CDAP_KAFKA_BOOTSTRAP")
     database = os.environ.get("CDAP_DATABASE_URL")
     if kafka and database:
+        export_login(TEST)
         yield {"kafka": kafka, "database": database}
         return
     if _port_open("127.0.0.1", 9092) and _port_open("127.0.0.1", 5432):
+        export_login(TEST)
         yield {"kafka": kafka or LOCAL_KAFKA, "database": database or LOCAL_DATABASE}
         return
     if _docker_answers():
@@ -135,7 +141,7 @@ async def make_topic(stack: dict[str, str]) -> AsyncIterator[Callable[[str], Awa
 
     yield make
     if created:
-        admin = AIOKafkaAdminClient(bootstrap_servers=stack["kafka"])
+        admin = AIOKafkaAdminClient(bootstrap_servers=stack["kafka"], **KafkaLogin.from_env().options())
         try:
             await admin.start()
             await admin.delete_topics(created)
