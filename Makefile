@@ -6,7 +6,7 @@ PY := .venv/bin/python
 STACK := deploy/local/stack.sh
 export UV_LINK_MODE := copy
 
-.PHONY: setup up down status migrate run browser tools test test-fast bench lint format reset
+.PHONY: setup up down status migrate run browser tools test test-cluster test-fast bench lint format reset
 
 setup: ## install uv (from PyPI) and the locked workspace into .venv
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
@@ -46,9 +46,19 @@ tools: ## Debian's libfaketime: the system tests' simulated day change (tests/sy
 
 test: up browser tools ## every test, against the real Kafka and PostgreSQL
 	@failed=""; for d in $(TEST_DIRS); do \
-		echo "=== $$d"; $(PY) -m pytest $$d || failed="$$failed $$d"; \
+		echo "=== $$d"; $(PY) -m pytest $$d -m "not cluster" || failed="$$failed $$d"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED in:$$failed"; exit 1; fi
+
+# The three-broker cluster runs beside the default stack (its own folder and ports, the same jars,
+# PostgreSQL and SMTP sink), so the default one-broker Kafka is left alone; it is stopped afterwards.
+CLUSTER_ENV := CDAP_STACK_DIR=$(CURDIR)/.stack/cluster CDAP_KAFKA_LIBS=$(CURDIR)/.stack/kafka/libs \
+	CDAP_KAFKA_BROKERS=3 CDAP_KAFKA_PORT=29092
+test-cluster: up ## the broker-loss test on a three-broker KRaft cluster (SASL, ACLs, replication 3)
+	@$(CLUSTER_ENV) bash $(STACK) up
+	@$(CLUSTER_ENV) CDAP_KAFKA_BOOTSTRAP=127.0.0.1:29092,127.0.0.1:29094,127.0.0.1:29096 \
+		$(PY) -m pytest tests/system/test_broker_loss.py -m cluster; status=$$?; \
+		$(CLUSTER_ENV) bash $(STACK) down; exit $$status
 
 test-fast: setup ## tests that need no running stack
 	@for d in $(TEST_DIRS); do $(PY) -m pytest -q -m "not stack" $$d || exit 1; done

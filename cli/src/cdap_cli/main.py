@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -23,18 +24,27 @@ app.command("demo")(demo)
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _stack(command: str) -> None:
+def _stack(command: str, env: dict[str, str] | None = None) -> None:
     script = ROOT / "deploy" / "local" / "stack.sh"
     if not script.exists():
         typer.secho(f"{script} not found: run cdap from a CDAP checkout", fg="red")
         raise typer.Exit(2)
-    raise typer.Exit(subprocess.run(["bash", str(script), command], check=False).returncode)  # noqa: S603,S607
+    run = subprocess.run(["bash", str(script), command], check=False, env={**os.environ, **(env or {})})  # noqa: S603,S607
+    raise typer.Exit(run.returncode)
 
 
 @stack_app.command()
-def up() -> None:
+def up(
+    brokers: int | None = typer.Option(
+        None,
+        "--brokers",
+        min=1,
+        max=9,
+        help="Kafka nodes (3: replication 3, min.insync.replicas 2); default: as running, else 1.",
+    ),
+) -> None:
     """Install what is missing and start Kafka, PostgreSQL and the SMTP sink."""
-    _stack("up")
+    _stack("up", {"CDAP_KAFKA_BROKERS": str(brokers)} if brokers else None)
 
 
 @stack_app.command()
