@@ -148,9 +148,6 @@ kafka_credentials() {
     printf '%s\n' "security.protocol=SASL_PLAINTEXT" "sasl.mechanism=SCRAM-SHA-512" \
       "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"$kafka_admin\" password=\"$admin_password\";" \
       >"$kafka_dir/admin.properties"
-    printf '%s\n' "security.protocol=SASL_PLAINTEXT" "sasl.mechanism=PLAIN" \
-      "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$kafka_admin\" password=\"$admin_password\";" \
-      >"$kafka_dir/controller-admin.properties"
   )
 }
 
@@ -221,16 +218,24 @@ kafka_up() {
   kafka_access
 }
 
-# The SCRAM credential of any principal the cluster does not know yet (a stack formatted before it
-# existed), then the ACLs if they changed: both through the admin, both idempotent.
+# The SCRAM credential of any principal the cluster does not know yet (one added since the storage was
+# formatted), then the ACLs if they changed: both through the admin, both idempotent.
 kafka_access() {
-  local p
-  for p in $("$python" -m cdap_shared.kafka_access unknown "$(bootstrap)"); do
+  local p unknown
+  unknown=$("$python" -m cdap_shared.kafka_access unknown "$(bootstrap)" 2>/dev/null) \
+    || die "cannot reach Kafka at $(bootstrap)"
+  if [[ " $unknown " == *" $kafka_admin "* ]]; then
+    # SCRAM credentials can only be created through a broker, by someone who can log in: a storage
+    # formatted before authentication existed (or a broker started by an older stack.sh) has no one.
+    die "Kafka at $(bootstrap) does not know $kafka_admin: it was formatted before authentication.
+  Stop that Kafka (kill \$(cat $(node_dir 1)/kafka.pid), or 'make down'), remove its log
+  (rm -rf $kafka_dir/data $kafka_dir/cluster) and run 'make up' again: topics are recreated."
+  fi
+  for p in $unknown; do
     say "creating the SCRAM credential of $p"
-    # Through the controllers (PLAIN), which works even before the admin has a SCRAM credential.
-    kafka_java org.apache.kafka.tools.ConfigCommand --bootstrap-controller "127.0.0.1:$((kafka_port + 1))" \
-      --command-config "$kafka_dir/controller-admin.properties" --alter --entity-type users \
-      --entity-name "$p" --add-config "SCRAM-SHA-512=[password=$(cat "$credentials/$p")]" >/dev/null \
+    kafka_java org.apache.kafka.tools.ConfigCommand --bootstrap-server "$(bootstrap)" \
+      --command-config "$kafka_dir/admin.properties" --alter --entity-type users --entity-name "$p" \
+      --add-config "SCRAM-SHA-512=[password=$(cat "$credentials/$p")]" >/dev/null \
       || die "kafka-configs could not create the credential of $p"
   done
   local acls want line
