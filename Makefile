@@ -76,6 +76,6 @@ format: setup
 	@$(PY) -m ruff check --fix .
 
 reset: down ## forget all local data (Kafka log, service databases, mail)
-	@rm -rf .stack/kafka/data .stack/mail
+	@rm -rf .stack/kafka/data .stack/kafka/cluster .stack/mail
 	@runuser -u postgres -- bash -c 'for d in identity access dossiers audit; do dropdb --if-exists --force cdap_$$d; done' 2>/dev/null || true
 	@echo "local data removed; 'make up' recreates it"

@@ -41,7 +41,8 @@ class ServiceRuntime:
         self.engine = create_engine(settings.database_url, settings.db_pool_size)
         self.sessions = session_factory(self.engine)
         self.broker = KafkaBroker(
-            settings.kafka_bootstrap,
+            # FastStream takes a string as one address: a cluster's "host:port,host:port" becomes a list.
+            settings.kafka_bootstrap.split(","),
             client_id=settings.service_name,
             security=settings.kafka_login.security(),
             enable_idempotence=True,
