@@ -173,8 +173,9 @@ node_up() { # node number, quorum, initial controllers (cluster only), cluster i
     for p in "${kafka_principals[@]}"; do
       scram+=(--add-scram "SCRAM-SHA-512=[name=$p,password=$(cat "$credentials/$p")]")
     done
-    kafka_java kafka.tools.StorageTool format "${how[@]}" --ignore-formatted -t "$4" \
-      -c "$dir/server.properties" "${scram[@]}" >"$dir/logs/format.log" 2>&1 \
+    # The tool prints the salted credentials: its log is this user's only.
+    (umask 077 && kafka_java kafka.tools.StorageTool format "${how[@]}" --ignore-formatted -t "$4" \
+      -c "$dir/server.properties" "${scram[@]}" >"$dir/logs/format.log" 2>&1) \
       || die "formatting Kafka storage failed; see $dir/logs/format.log"
   fi
   # Every partition keeps files open: raise the limit as far as this machine allows.
