@@ -143,6 +143,7 @@ kafka_credentials() {
       || (umask 077 && "$python" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$credentials/$p")
   done
   admin_password=$(cat "$credentials/$kafka_admin")
+  rm -f "$kafka_dir/admin.properties"
   (
     umask 077
     printf '%s\n' "security.protocol=SASL_PLAINTEXT" "sasl.mechanism=SCRAM-SHA-512" \
@@ -161,6 +162,7 @@ node_up() { # node number, quorum, initial controllers (cluster only), cluster i
   fi
   mkdir -p "$dir/data" "$dir/logs"
   local replicas=$((brokers < 3 ? brokers : 3)) min_isr=$((brokers < 3 ? 1 : 2))
+  rm -f "$dir/server.properties" # an older one may be world-readable; this one holds a password
   (umask 077 && sed -e "s#@DATA_DIR@#$dir/data#" -e "s#@NODE_ID@#$i#" -e "s#@NODES@#$brokers#" \
     -e "s#@PORT@#$port#" -e "s#@CONTROLLER_PORT@#$((port + 1))#" -e "s#@QUORUM@#$2#" \
     -e "s#@REPLICAS@#$replicas#" -e "s#@MIN_ISR@#$min_isr#" -e "s#@ADMIN@#$kafka_admin#g" \
