@@ -19,7 +19,6 @@ run appended beyond N (entries, nodes, checkpoints, inbox rows), so every run st
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -30,9 +29,8 @@ from typing import Any
 import asyncpg
 
 from bench.common import ADMIN_DSN
-from cdap_audit import merkle
+from cdap_audit import ledger, merkle
 from cdap_audit.domain import EntryFacts, leaf_bytes
-from cdap_audit.ledger import entry_row
 from cdap_audit.merkle import MemoryStore, Node
 from cdap_audit.partitions import SCHEMA, month_start, next_month, partition_name
 from cdap_shared.testing import migrate
@@ -43,26 +41,7 @@ BATCH = 20_000
 MONTHS = 10
 MOTIFS = ("accompagnement_social", "instruction_aide", "verification_droits")
 SECTIONS = ["adresse", "contact", "droits", "foyer", "identite", "logement", "paiements", "quotient_familial"]
-ENTRY_COLUMNS = (
-    "leaf_index",
-    "recorded_at",
-    "event_id",
-    "type",
-    "source",
-    "time",
-    "subject",
-    "dossier",
-    "actor",
-    "organisation_id",
-    "profile",
-    "decision",
-    "reason",
-    "motif",
-    "sections",
-    "client_ip",
-    "trace_id",
-    "leaf",
-)
+ENTRY_COLUMNS = ("recorded_at", *ledger.ENTRY_COLUMNS)
 
 
 def actors(count: int) -> int:
@@ -143,10 +122,7 @@ def batch(
         at = time_of(i, count, first_month)
         f = facts(i, count, at)
         leaf = leaf_bytes(f)
-        row = entry_row(i, f, leaf)
-        row["recorded_at"] = at + timedelta(milliseconds=40)
-        row["sections"] = json.dumps(row["sections"])
-        rows.append(tuple(row[c] for c in ENTRY_COLUMNS))
+        rows.append((at + timedelta(milliseconds=40), *ledger.entry_row(i, f, leaf)))
         hashes.append(merkle.leaf_hash(leaf))
     return rows, hashes
 
@@ -199,7 +175,7 @@ async def restore(conn: asyncpg.Connection, count: int) -> None:
         await conn.execute("DELETE FROM checkpoint WHERE tree_size > $1", count)
         await conn.execute("DELETE FROM inbox")
         await conn.execute("DELETE FROM outbox")
-        await conn.execute("DELETE FROM rule_activity")
+        await conn.execute("DELETE FROM rule_counter")
         await conn.execute("DELETE FROM alert")
         await conn.execute("UPDATE tree_state SET size = $1 WHERE id = 1", count)
 

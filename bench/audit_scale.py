@@ -59,7 +59,7 @@ async def checkpoints(name: str, base: int, rounds: int, topic: str) -> dict[str
             facts = EntryFacts(**{**facts.__dict__, "event_id": f"bench-checkpoint-{i}-{time.time_ns()}"})
             t0 = time.perf_counter()
             async with sessions() as session, session.begin():
-                await ledger.append(session, facts)
+                await ledger.append(session, [facts])
             t1 = time.perf_counter()
             record = await signing.sign_if_grown(sessions, signer, "cdap.audit/local", topic)
             t2 = time.perf_counter()
@@ -178,7 +178,7 @@ async def measure(name: str, base: int, events: int, rounds: int, progress: Prog
         saved = Path(tempfile.mkdtemp()) / "checkpoint.json"
         await cli(service.url, token, "checkpoint", "--save", str(saved))
         start_size = await tree_size(conn)
-        await publish(topics["consultations"], 0, events, progress, f"{label}: publishing {events:,} events")
+        await publish(topics["consultations"], events, progress, f"{label}: publishing {events:,} events")
         phase = f"{label}: ingestion on top"
         first_t, first_size = 0.0, start_size
         deadline = time.perf_counter() + 900

@@ -30,6 +30,8 @@ from cdap_shared.testing import JwksServer, ServiceProcess, TokenMinter, free_po
 DB = "cdap_bench_dossiers"
 ROOT = Path(__file__).resolve().parents[1]
 FIRST = 1_000_000
+SMALL = 20_000
+"""Dossiers enough for a quick run (and for the audit's lookup-to-checkpoint run)."""
 USERS = 50
 COLUMNS = (
     "numero",
@@ -195,7 +197,7 @@ async def profile(
 async def run(progress: Any, quick: bool = False) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("bench/lookup needs wrk: apt-get install wrk")
-    count = 20_000 if quick else 1_000_000
+    count = SMALL if quick else 1_000_000
     seconds, rounds, step = (3, 1, 2) if quick else (15, 2, 5)
     levels = [1, 8, 64] if quick else [1, 2, 4, 8, 16, 32, 64, 128]
     await load_dossiers(count, progress)

@@ -46,6 +46,7 @@ class Pipeline:
     consumer_engine: AsyncEngine
     consumer_sessions: async_sessionmaker[AsyncSession]
     broker: KafkaBroker
+    consumer: EventConsumer
     relays: list[tuple[OutboxRelay, asyncio.Task[None]]] = field(default_factory=list)
 
     async def write(self, *events: CloudEvent) -> None:
@@ -105,9 +106,10 @@ async def build_pipeline(
         stack["kafka"], security=KafkaLogin.from_env().security(), middlewares=middlewares, logger=None
     )
     consumer_sessions = session_factory(consumer_engine)
-    EventConsumer(
+    consumer = EventConsumer(
         broker, consumer_sessions, group_id=f"group-{topic}", handler=handler, retry_delay=0.05
-    ).subscribe(topic)
+    )
+    consumer.subscribe(topic)
     await broker.start()
     return Pipeline(
         topic=topic,
@@ -118,6 +120,7 @@ async def build_pipeline(
         consumer_engine=consumer_engine,
         consumer_sessions=consumer_sessions,
         broker=broker,
+        consumer=consumer,
     )
 
 

@@ -73,6 +73,24 @@ def consulted(
     return event.model_copy(update={"time": at}) if at else event
 
 
+def searched(actor: str, *, at: datetime | None = None, numeros: list[str] | None = None) -> CloudEvent:
+    """A `dossier.searched` event as the dossiers service writes it (time settable)."""
+    data = ev.DossierSearched(
+        actor=actor,
+        organisation_id="org-1",
+        profile="T1",
+        grant_id=f"g-{actor}",
+        motif="accompagnement_social",
+        criteria=["nom", "date_naissance"],
+        decision="granted",
+        numeros=numeros or ["1000001"],
+        policy_version="2026.11-1",
+        client_ip="10.1.2.3",
+    )
+    event = ev.make_event("dossier.searched", source="/cdap/dossiers", subject=actor, data=data)
+    return event.model_copy(update={"time": at}) if at else event
+
+
 def suspended(user: str, by: str = "admin-1") -> CloudEvent:
     data = ev.UserRef(user_id=user, by=by, reason="left the organisation")
     return ev.make_event("identity.user.suspended", source="/cdap/identity", subject=user, data=data)

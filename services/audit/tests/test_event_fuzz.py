@@ -31,7 +31,7 @@ CONSUMED.append("audit.alert.raised")
 TOPIC = "dossier.consultations"
 
 
-def ingestor() -> fuzz.Handler:
+def ingestor() -> Ingestor:
     return Ingestor(load_rules(), "audit.alerts.fuzz")
 
 
@@ -42,7 +42,7 @@ async def db(make_database: Callable[[], Awaitable[str]]) -> AsyncIterator[Async
     await upgrade_to_head(SERVICE_DIR, url)
     engine = create_engine(url, 5)
     seeds = [fuzz.encode(fuzz.envelope(t, fuzz.VALID_DATA[t])) for t in CONSUMED]
-    assert await fuzz.feed(session_factory(engine), ingestor(), TOPIC, seeds) == {}
+    assert await fuzz.feed(session_factory(engine), ingestor(), TOPIC, seeds, batched=True) == {}
     yield engine
     await engine.dispose()
 
@@ -58,7 +58,7 @@ async def test_events_with_bad_data_are_dead_lettered_and_change_nothing(
     db: AsyncEngine, batch: list[bytes]
 ) -> None:
     # Nothing changes: no entry, node, alert or tree size change
-    await fuzz.assert_refused_and_unchanged(db, ingestor(), TOPIC, batch)
+    await fuzz.assert_refused_and_unchanged(db, ingestor(), TOPIC, batch, batched=True)
 
 
 @fuzz.fuzz_settings(max_examples=40)
@@ -67,7 +67,7 @@ async def test_awkward_events_are_logged_or_dead_lettered_and_the_tree_stays_who
     db: AsyncEngine, batch: list[bytes]
 ) -> None:
     size = await tree_size(db)
-    dead = await fuzz.feed(session_factory(db), ingestor(), TOPIC, batch)
+    dead = await fuzz.feed(session_factory(db), ingestor(), TOPIC, batch, batched=True)
     applied = await fuzz.claimed(db)
     logged = [raw for offset, raw in enumerate(batch) if offset not in dead]
     for offset, raw in enumerate(batch):

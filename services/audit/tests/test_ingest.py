@@ -174,7 +174,7 @@ async def test_concurrent_appenders_serialise_on_the_tree_lock(audit: Audit) -> 
     async def writer(w: int) -> None:
         async with audit.app.state.sessions() as session, session.begin():
             for i in range(25):
-                await ledger.append(session, facts_from_event(suspended(f"w{w}-{i}")))
+                await ledger.append(session, [facts_from_event(suspended(f"w{w}-{i}"))])
                 await asyncio.sleep(0)  # let the other writers interleave
 
     await asyncio.gather(*(writer(w) for w in range(8)))

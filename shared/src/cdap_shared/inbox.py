@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, func
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Column, DateTime, func, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
@@ -31,10 +30,14 @@ async def claim(session: AsyncSession, events: Sequence[tuple[str, str]]) -> set
     """
     if not events:
         return set()
-    stmt = (
-        insert(InboxRecord)
-        .values([{"event_id": event_id, "topic": topic} for event_id, topic in events])
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(InboxRecord.__table__.c.event_id)  # type: ignore[attr-defined]
-    )
-    return set((await session.execute(stmt)).scalars())
+    # Two array parameters rather than a VALUES row per event: the statement is the same for any batch
+    # size, so building it costs nothing per event.
+    params = {"ids": [event_id for event_id, _ in events], "topics": [topic for _, topic in events]}
+    return set((await session.execute(_CLAIM, params)).scalars())
+
+
+_CLAIM = text(
+    "INSERT INTO inbox (event_id, topic) "
+    "SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:topics AS varchar[])) "
+    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+)

@@ -70,7 +70,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         title="CDAP access requests",
         lifespan=lifespan,
         routers=[router],
-        ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
+        ready_checks=runtime.ready_checks,
     )
     app.add_exception_handler(Refused, on_refused)
     shared_asyncapi.install(app, asyncapi.document(settings))

@@ -36,7 +36,8 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         settings.consultations_topic,
         settings.alerts_topic,
         group_id=settings.consumer_group,
-        handler=Ingestor(rules, settings.alerts_topic),
+        batch_handler=Ingestor(rules, settings.alerts_topic),
+        max_records=settings.consumer_batch,
     )
     tasks = BackgroundTasks(settings, runtime.engine, runtime.sessions, rules)
     tasks.signer = signer
@@ -60,7 +61,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         title="CDAP audit",
         lifespan=lifespan,
         routers=[router],
-        ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
+        ready_checks=runtime.ready_checks,
     )
     app.state.settings = settings
     app.state.runtime = runtime

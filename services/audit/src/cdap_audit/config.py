@@ -32,7 +32,12 @@ class Settings(ServiceSettings):
         description="Ed25519 note signer key `PRIVATE+KEY+<name>+<id>+<seed>`; generated and kept "
         "in the audit database when unset",
     )
-    checkpoint_interval: float = Field(default=1.0, gt=0, le=60, description="seconds between signings")
+    checkpoint_interval: float = Field(
+        default=1.0, gt=0, le=1, description="seconds between signings (at least one per second)"
+    )
+    consumer_batch: int = Field(
+        default=2000, ge=1, le=10_000, description="records taken per batch (one transaction each)"
+    )
     retention_days: int = Field(default=3 * 365, ge=1, description="entries older than this are purged")
     partitions_ahead: int = Field(default=2, ge=1, le=24, description="monthly partitions created ahead")
     alert_rules_path: Path = DEFAULT_RULES

@@ -1,4 +1,5 @@
-"""The consumer handler: each event becomes one log entry, and may raise alerts, in one transaction.
+"""The consumer's batch handler: a batch of events becomes consecutive log entries, and may raise
+alerts, in the consumer's one transaction per batch.
 
 Exactly once comes from the shared consumer (inbox claim by event id in the same transaction,
 offsets committed after it); this handler only has to be deterministic about what it writes.
@@ -6,45 +7,54 @@ offsets committed after it); this handler only has to be deterministic about wha
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
-from opentelemetry import trace
-from opentelemetry.trace import SpanContext
+from aiokafka import ConsumerRecord
+from opentelemetry import propagate, trace
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_audit import alerts, ledger
-from cdap_audit.domain import NotAudited, facts_from_event
+from cdap_audit.domain import EntryFacts, NotAudited, facts_from_event
 from cdap_audit.rules import RuleSet
 from cdap_shared.envelope import CloudEvent
 
 log = structlog.get_logger(__name__)
 
 
-def propagated_trace_id() -> str | None:
-    """The trace id of the Kafka record's `traceparent` header, if it had one.
+def header_trace_id(record: ConsumerRecord[Any, Any]) -> str | None:
+    """The trace id of the record's `traceparent` header, if it has a valid one.
 
-    The shared consumer runs the handler in a span whose parent it extracted from the record's
-    headers; that remote parent is the producer's trace. A record without the header gets a fresh
-    root span, whose random id means nothing to an auditor, so then there is no trace id.
+    A record without the header has no trace an auditor could follow, so then there is none.
     """
-    parent = getattr(trace.get_current_span(), "parent", None)
-    if isinstance(parent, SpanContext) and parent.is_valid and parent.is_remote:
-        return format(parent.trace_id, "032x")
+    for key, value in record.headers or ():
+        if key == "traceparent" and value:
+            context = trace.get_current_span(propagate.extract({key: value.decode(errors="replace")}))
+            span = context.get_span_context()
+            return format(span.trace_id, "032x") if span.is_valid else None
     return None
 
 
 class Ingestor:
-    """`async (session, event) -> None`, as `ServiceRuntime.consume` wants."""
+    """`async (session, [(record, event), ...]) -> None`: `ServiceRuntime.consume`'s `batch_handler`."""
 
     def __init__(self, rules: RuleSet, alerts_topic: str) -> None:
         self.rules = rules
         self.alerts_topic = alerts_topic
+        self.frontier = ledger.Frontier()
 
-    async def __call__(self, session: AsyncSession, event: CloudEvent) -> None:
-        try:
-            facts = facts_from_event(event, propagated_trace_id())
-        except NotAudited:
-            # e.g. a `caf.dossier.upserted` published on a wrong topic: its content must not be kept.
-            log.warning("event type not audited, skipped", type=event.type, event_id=event.id)
+    async def __call__(
+        self, session: AsyncSession, batch: list[tuple[ConsumerRecord[Any, Any], CloudEvent]]
+    ) -> None:
+        audited: list[EntryFacts] = []
+        for record, event in batch:
+            try:
+                audited.append(facts_from_event(event, header_trace_id(record)))
+            except NotAudited:
+                # e.g. a `caf.dossier.upserted` published on a wrong topic: its content must not be kept.
+                log.warning("event type not audited, skipped", type=event.type, event_id=event.id)
+        if not audited:
             return
-        index = await ledger.append(session, facts)
-        await alerts.check(session, self.rules, facts, index, self.alerts_topic)
+        first = await ledger.append(session, audited, self.frontier)
+        entries = [(facts, first + i) for i, facts in enumerate(audited)]
+        await alerts.check(session, self.rules, entries, self.alerts_topic)

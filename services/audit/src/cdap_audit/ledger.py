@@ -1,15 +1,14 @@
 """The log itself: append entries to the Merkle tree inside the consumer's transaction, read proofs.
 
 Appending
-    The first append of a transaction locks the one `tree_state` row (`FOR UPDATE`): replicas
+    A batch is appended at once. It first locks the one `tree_state` row (`FOR UPDATE`): replicas
     consuming other partitions wait there, so leaf indices are gapless and never assigned twice. It
-    loads the tree's frontier (at most one node per level) into a `MemoryStore`; each entry is then
-    hashed and its newly completed subtree nodes computed in memory, O(log n), nothing recomputed.
-    Rows are written in bulk just before the transaction commits (a `before_commit` hook), together
-    with the new size: one INSERT for the entries, one for the nodes, one UPDATE, per batch. The
-    consumer's handler is called once per event and cannot know which call is the last; the hook
-    is how "flush at the end of the batch" is done without changing the shared consumer. If the
-    transaction rolls back, the pending rows go with it (they are keyed by transaction).
+    needs the tree's frontier (its compact range: at most one node per level); a :class:`Frontier`
+    keeps it in memory from one committed batch to the next, and it is read from the database when
+    the committed size is not the one it expects (first batch, another replica appended, a batch
+    rolled back or its commit was lost). The batch's leaves and newly completed subtree nodes are
+    computed in memory, O(log n) per entry, and written with COPY, then the new size: everything in
+    the caller's transaction, which also holds the inbox marks, so a crash loses or doubles nothing.
 
 Reading
     A root or proof needs a few nodes (`merkle.frontier`, `*_proof_nodes`): they are fetched in one
@@ -19,96 +18,111 @@ Reading
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import event, insert, select, text, tuple_, update
+from sqlalchemy import event, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session
 
 from cdap_audit import merkle
 from cdap_audit.domain import EntryFacts, leaf_bytes
 from cdap_audit.merkle import MemoryStore, Node, NodeKey
-from cdap_audit.models import Entry, MerkleNode, TreeState
+from cdap_audit.models import MerkleNode, TreeState
 
-_PENDING = "cdap_audit_pending_append"
-_HOOKED = "cdap_audit_flush_hooked"
-
-ENTRY = Entry.__table__  # type: ignore[attr-defined]
 NODE = MerkleNode.__table__  # type: ignore[attr-defined]
 STATE = TreeState.__table__  # type: ignore[attr-defined]
 
-
-@dataclass
-class _Pending:
-    """What this transaction appended so far and has not written yet."""
-
-    transaction: weakref.ref[SessionTransaction]
-    size: int
-    store: MemoryStore
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    nodes: list[Node] = field(default_factory=list)
-
-
-def entry_row(index: int, facts: EntryFacts, leaf: bytes) -> dict[str, Any]:
-    return {
-        "leaf_index": index,
-        "event_id": facts.event_id,
-        "type": facts.type,
-        "source": facts.source,
-        "time": facts.time,
-        "subject": facts.subject,
-        "dossier": facts.dossier,
-        "actor": facts.actor,
-        "organisation_id": facts.organisation_id,
-        "profile": facts.profile,
-        "decision": facts.decision,
-        "reason": facts.reason,
-        "motif": facts.motif,
-        "sections": list(facts.sections),
-        "client_ip": facts.client_ip,
-        "trace_id": facts.trace_id,
-        "leaf": leaf,
-    }
+ENTRY_COLUMNS = (
+    "leaf_index",
+    "event_id",
+    "type",
+    "source",
+    "time",
+    "subject",
+    "dossier",
+    "actor",
+    "organisation_id",
+    "profile",
+    "decision",
+    "reason",
+    "motif",
+    "sections",
+    "client_ip",
+    "trace_id",
+    "leaf",
+)
 
 
-async def append(session: AsyncSession, facts: EntryFacts) -> int:
-    """Give `facts` the next leaf index; written when the caller's transaction commits."""
-    pending = await _pending(session)
-    leaf = leaf_bytes(facts)
-    index = pending.size
-    pending.size, nodes = merkle.append_leaves(pending.store, index, [merkle.leaf_hash(leaf)])
-    pending.nodes.extend(nodes)
-    pending.rows.append(entry_row(index, facts, leaf))
-    return index
+def entry_row(index: int, facts: EntryFacts, leaf: bytes) -> tuple[Any, ...]:
+    """The `entry` row of `facts` at `index`, in `ENTRY_COLUMNS` order (`sections` as JSON text)."""
+    return (
+        index,
+        facts.event_id,
+        facts.type,
+        facts.source,
+        facts.time,
+        facts.subject,
+        facts.dossier,
+        facts.actor,
+        facts.organisation_id,
+        facts.profile,
+        facts.decision,
+        facts.reason,
+        facts.motif,
+        json.dumps(list(facts.sections)),
+        facts.client_ip,
+        facts.trace_id,
+        leaf,
+    )
 
 
-async def _pending(session: AsyncSession) -> _Pending:
-    transaction = session.sync_session.get_transaction()
-    if transaction is None:
-        raise RuntimeError("ledger.append must run inside a transaction")
-    current: _Pending | None = session.info.get(_PENDING)
-    if current is not None and current.transaction() is transaction:
-        return current
+class Frontier:
+    """The tree's frontier as of the last batch this process committed, or nothing known yet."""
+
+    def __init__(self) -> None:
+        self._size = -1
+        self._store = MemoryStore()
+
+    def at(self, size: int) -> MemoryStore | None:
+        """A copy of the frontier if the committed tree has `size` leaves as expected, else None."""
+        return MemoryStore(self._store) if size == self._size else None
+
+    def keep_on_commit(self, session: AsyncSession, size: int, store: MemoryStore) -> None:
+        """Remember `store`'s frontier of `size` once (and only if) the session's transaction commits."""
+        kept = store.subset(merkle.frontier(size))
+        self._size = -1  # until the commit: a rollback leaves nothing to trust
+
+        def committed(_: Session) -> None:
+            self._size, self._store = size, kept
+
+        event.listen(session.sync_session, "after_commit", committed, once=True)
+
+
+async def append(session: AsyncSession, batch: Sequence[EntryFacts], frontier: Frontier | None = None) -> int:
+    """Give `batch` the next leaf indices, in order, and write it in the caller's transaction;
+    returns the first index. `frontier`, when given, spares reading the tree's frontier."""
     size = await lock_size(session)
-    pending = _Pending(weakref.ref(transaction), size, await load_nodes(session, merkle.frontier(size)))
-    session.info[_PENDING] = pending
-    if not session.info.get(_HOOKED):
-        event.listen(session.sync_session, "before_commit", _flush)
-        session.info[_HOOKED] = True
-    return pending
-
-
-def _flush(session: Session) -> None:
-    """`before_commit` hook: bulk-write what was appended (runs in SQLAlchemy's async greenlet)."""
-    pending: _Pending | None = session.info.pop(_PENDING, None)
-    if pending is None or not pending.rows or pending.transaction() is not session.get_transaction():
-        return
-    session.execute(insert(ENTRY), pending.rows)
-    session.execute(insert(NODE), [{"level": n.level, "idx": n.index, "hash": n.hash} for n in pending.nodes])
-    session.execute(update(STATE).where(STATE.c.id == 1).values(size=pending.size))
+    store = frontier.at(size) if frontier is not None else None
+    if store is None:
+        store = await load_nodes(session, merkle.frontier(size))
+    leaves = [leaf_bytes(facts) for facts in batch]
+    new_size, nodes = merkle.append_leaves(store, size, [merkle.leaf_hash(leaf) for leaf in leaves])
+    connection = await (await session.connection()).get_raw_connection()
+    driver = connection.driver_connection  # asyncpg: COPY, in the session's open transaction
+    assert driver is not None
+    rows = [
+        entry_row(size + i, facts, leaf) for i, (facts, leaf) in enumerate(zip(batch, leaves, strict=True))
+    ]
+    await driver.copy_records_to_table("entry", records=rows, columns=ENTRY_COLUMNS)
+    await driver.copy_records_to_table(
+        "merkle_node", records=[(n.level, n.index, n.hash) for n in nodes], columns=("level", "idx", "hash")
+    )
+    await session.execute(update(STATE).where(STATE.c.id == 1).values(size=new_size))
+    if frontier is not None:
+        frontier.keep_on_commit(session, new_size, store)
+    return size
 
 
 async def lock_size(session: AsyncSession) -> int:

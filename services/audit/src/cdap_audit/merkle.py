@@ -113,6 +113,10 @@ class MemoryStore:
         """Return the hash of node ``(level, index)``, or ``None`` if it is not stored."""
         return self._nodes.get((level, index))
 
+    def subset(self, keys: Iterable[NodeKey]) -> MemoryStore:
+        """A new store with only the nodes `keys` (all of which must be stored here)."""
+        return MemoryStore(Node(level, index, self._nodes[(level, index)]) for level, index in keys)
+
     def put_many(self, nodes: Iterable[Node]) -> None:
         """Store nodes; rewriting a node with a *different* hash raises ``ValueError``.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, SmallInteger, func, text
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, LargeBinary, SmallInteger, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -125,17 +125,21 @@ class AlertRecord(SQLModel, table=True):
     raised_at: datetime | None = _now_column()
 
 
-class RuleActivity(SQLModel, table=True):
-    """Recent events the windowed rules count; rows older than the longest window are purged."""
+class RuleCounter(SQLModel, table=True):
+    """How many counted events an actor had of one type and decision in one minute (windowed rules).
 
-    __tablename__ = "rule_activity"
-    __table_args__ = (Index("ix_rule_activity_actor_at", "actor", "at"),)
+    One row per actor, type, decision and minute, added to once per batch: a rule's cost depends on
+    its window's length in minutes, not on how busy the actor is. Rows older than the longest window
+    (plus a margin) are purged. `decision` is "" for events without one (a key column cannot be NULL).
+    """
 
-    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
-    actor: str
-    type: str
-    decision: str | None = None
-    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    __tablename__ = "rule_counter"
+
+    actor: str = Field(primary_key=True)
+    type: str = Field(primary_key=True)
+    decision: str = Field(default="", primary_key=True)
+    minute: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    n: int = Field(sa_column=Column(Integer, nullable=False))
 
 
 metadata = SQLModel.metadata
@@ -146,7 +150,7 @@ __all__ = [
     "InboxRecord",
     "MerkleNode",
     "OutboxRecord",
-    "RuleActivity",
+    "RuleCounter",
     "SigningKey",
     "TreeState",
     "metadata",

@@ -2,20 +2,28 @@
 
 The rules are data (`rules.toml`): kinds are code, instances (thresholds, severities, windows) are
 not, so one kind may appear several times (a `warning` at 100 per hour, a `critical` at 500).
-Counting events in a sliding window needs the database; the caller asks :func:`window_queries`
-what to count, counts it, and hands the numbers to :func:`evaluate`.
+Counting events in a sliding window needs stored counts; the caller asks :func:`window_queries`
+what to count, loads the actor's per-minute counts into :class:`MinuteCounts`, and hands the numbers
+it gives to :func:`evaluate`.
+
+Windows are counted at minute resolution: a window of W minutes is W + 1 consecutive calendar minutes
+[a, a + W] (UTC, event time), and an event's count is the most events in any such window containing
+its minute. Every exact window [s, s + W] lies within the W + 1 minutes starting at s's minute, so a
+rule never misses what an exact count would catch; it may fire up to one minute's events early.
 """
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
-from dataclasses import dataclass
-from datetime import time, timedelta
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, PrivateAttr, field_validator
 
 from cdap_audit.domain import EntryFacts, format_time
 from cdap_shared.datafiles import load_toml
@@ -90,6 +98,7 @@ class RuleSet(BaseModel):
     timezone: str = "Europe/Paris"
     rules: tuple[Rule, ...] = ()
     organisations: dict[str, Organisation] = Field(default_factory=dict)
+    _by_type: dict[str, tuple[Rule, ...]] = PrivateAttr(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod
@@ -112,6 +121,13 @@ class RuleSet(BaseModel):
     @property
     def active(self) -> tuple[Rule, ...]:
         return tuple(r for r in self.rules if r.enabled)
+
+    def for_type(self, event_type: str) -> tuple[Rule, ...]:
+        """The active rules that look at `event_type` (worked out once per type: asked for every entry)."""
+        found = self._by_type.get(event_type)
+        if found is None:
+            found = self._by_type[event_type] = tuple(r for r in self.active if event_type in r.types)
+        return found
 
     def counted_types(self) -> frozenset[str]:
         """Event types whose occurrences windowed rules count (the others need no activity row)."""
@@ -143,6 +159,81 @@ class WindowQuery:
     types: tuple[str, ...]
     decisions: tuple[str, ...] | None
 
+    @property
+    def counted(self) -> tuple[timedelta, tuple[str, ...], tuple[str, ...] | None]:
+        """What is counted, rule aside: rules counting the same thing (a warning and a critical
+        volume rule) share one count."""
+        return (self.window, self.types, self.decisions)
+
+
+def minute_of(at: datetime) -> int:
+    """Minutes since the epoch (UTC) of `at`: the bucket an event is counted in."""
+    return int(at.timestamp()) // 60
+
+
+def window_count(series: Mapping[int, int], minute: int, window: int) -> int:
+    """The most events of `series` (count by minute) in W + 1 consecutive minutes [a, a + W] that
+    contain `minute` (W = `window`). Cost grows with the minutes that have events, never with events."""
+    keys = sorted(k for k in series if minute - window <= k <= minute + window)
+    sums = [0]
+    for k in keys:
+        sums.append(sums[-1] + series[k])
+    # The best window starts at the earliest allowed minute or at a minute with events.
+    starts = [minute - window, *(k for k in keys if k <= minute)]
+    return max(
+        sums[bisect.bisect_right(keys, a + window)] - sums[bisect.bisect_left(keys, a)] for a in starts
+    )
+
+
+@dataclass
+class MinuteCounts:
+    """Per-minute counts of the events windowed rules count, for the actors of one batch.
+
+    Holds what was stored plus the batch's own events as they are added, in order: an event's count
+    includes the events before it, as one-by-one evaluation would. `added` is what to store back,
+    keyed (actor, type, decision, minute) with decision "" for events without one.
+    """
+
+    # actor -> (type, decision) -> minute -> count
+    series: dict[str, dict[tuple[str, str], dict[int, int]]] = field(default_factory=dict)
+    added: dict[tuple[str, str, str, int], int] = field(default_factory=dict)
+    # (actor, query) -> (minute, count) last computed; an event in that same minute adds one to every
+    # window containing it, so a busy actor's count is kept up without recounting its minutes.
+    _known: dict[tuple[str, object], tuple[int, int]] = field(default_factory=dict)
+
+    def load(self, rows: Iterable[tuple[str, str, str, int, int]]) -> None:
+        """Stored counters: (actor, type, decision, minute, n)."""
+        for actor, type_, decision, minute, n in rows:
+            bucket = self.series.setdefault(actor, {}).setdefault((type_, decision), {})
+            bucket[minute] = bucket.get(minute, 0) + n
+
+    def add(self, actor: str, facts: EntryFacts, queries: Iterable[WindowQuery]) -> None:
+        """Count `facts` for `actor`; `queries` are the windowed rules it concerns (`window_queries`)."""
+        minute, decision = minute_of(facts.time), facts.decision or ""
+        bucket = self.series.setdefault(actor, {}).setdefault((facts.type, decision), {})
+        bucket[minute] = bucket.get(minute, 0) + 1
+        key = (actor, facts.type, decision, minute)
+        self.added[key] = self.added.get(key, 0) + 1
+        for counted in {q.counted for q in queries}:
+            known = self._known.pop((actor, counted), None)
+            if known is not None and known[0] == minute:
+                self._known[(actor, counted)] = (minute, known[1] + 1)
+
+    def count(self, actor: str, query: WindowQuery, at: datetime) -> int:
+        """The count `query` asks for, for `actor`'s event at `at`."""
+        minute = minute_of(at)
+        known = self._known.get((actor, query.counted))
+        if known is not None and known[0] == minute:
+            return known[1]
+        merged: dict[int, int] = {}
+        for (type_, decision), bucket in self.series.get(actor, {}).items():
+            if type_ in query.types and (query.decisions is None or decision in query.decisions):
+                for m, n in bucket.items():
+                    merged[m] = merged.get(m, 0) + n
+        count = window_count(merged, minute, int(query.window.total_seconds()) // 60)
+        self._known[(actor, query.counted)] = (minute, count)
+        return count
+
 
 @dataclass(frozen=True)
 class Triggered:
@@ -157,9 +248,7 @@ def window_queries(rules: RuleSet, facts: EntryFacts) -> list[WindowQuery]:
     if facts.actor is None:
         return []
     queries = []
-    for rule in rules.active:
-        if facts.type not in rule.types:
-            continue
+    for rule in rules.for_type(facts.type):
         if isinstance(rule, VolumeRule):
             window = timedelta(minutes=rule.window_minutes)
             queries.append(WindowQuery(rule.name, window, rule.types, None))
@@ -173,9 +262,7 @@ def evaluate(rules: RuleSet, facts: EntryFacts, counts: dict[str, int]) -> list[
     """The rules `facts` sets off, given the window `counts` (by rule name) that include it."""
     zone = ZoneInfo(rules.timezone)
     fired: list[Triggered] = []
-    for rule in rules.active:
-        if facts.type not in rule.types:
-            continue
+    for rule in rules.for_type(facts.type):
         detail = _detail(rule, rules, facts, counts, zone)
         if detail is not None:
             fired.append(Triggered(rule.name, rule.severity, detail, dedup_key(rule, facts)))

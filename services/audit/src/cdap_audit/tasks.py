@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from cdap_audit import partitions, signing
 from cdap_audit.checkpoint import NoteSigner
 from cdap_audit.config import Settings
-from cdap_audit.models import RuleActivity
+from cdap_audit.models import RuleCounter
 from cdap_audit.rules import RuleSet
 
 log = structlog.get_logger(__name__)
@@ -69,13 +69,16 @@ class BackgroundTasks:
             await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 10)
 
     async def _every(self, seconds: float, work: Callable[[], Awaitable[object]]) -> None:
+        """Run `work` every `seconds`, counted from each start: the work's own time does not stretch it."""
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            started = loop.time()
             try:
                 await work()
             except Exception as exc:  # an outage: try again at the next tick
                 log.warning("background task failed", task=work.__name__, error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), seconds)
+                await asyncio.wait_for(self._stopping.wait(), max(0.0, started + seconds - loop.time()))
 
     async def sign(self) -> None:
         settings = self.settings
@@ -92,5 +95,5 @@ class BackgroundTasks:
         await partitions.ensure(self.engine, ahead=self.settings.partitions_ahead)
         horizon = datetime.now(UTC) - self.rules.longest_window() - ACTIVITY_MARGIN
         async with self.sessions() as session, session.begin():
-            table = RuleActivity.__table__  # type: ignore[attr-defined]
-            await session.execute(delete(table).where(table.c.at < horizon))
+            table = RuleCounter.__table__  # type: ignore[attr-defined]
+            await session.execute(delete(table).where(table.c.minute < horizon))

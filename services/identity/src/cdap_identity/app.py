@@ -68,7 +68,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         title="CDAP identity",
         lifespan=lifespan,
         routers=[tokens_router, accounts_router, grants_router],
-        ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
+        ready_checks=runtime.ready_checks,
         public_paths=("/v1/token", "/v1/activations", "/v1/revoke"),
     )
     asyncapi.install(

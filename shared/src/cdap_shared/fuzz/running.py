@@ -14,7 +14,7 @@ from faststream.kafka import KafkaBroker
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from cdap_shared.consumer import EventConsumer, Handler
+from cdap_shared.consumer import BatchHandler, EventConsumer, Handler
 from cdap_shared.db import session_factory
 from cdap_shared.envelope import CloudEvent
 from cdap_shared.events import dlq_for
@@ -123,18 +123,26 @@ async def committed_offset(bootstrap: str, group: str, topic: str, partition: in
 # ----------------------------------------------------------------- a service's handler, in-process
 async def feed(
     sessions: async_sessionmaker[AsyncSession],
-    handler: Handler,
+    handler: Handler | BatchHandler,
     topic: str,
     values: Sequence[bytes],
     *,
     group: str = "fuzz",
+    batched: bool = False,
 ) -> dict[int, dict[str, str]]:
-    """Run `values` as one batch (offsets 0..n-1) through a real `EventConsumer` with `handler`; returns
-    the headers of each dead letter by original offset. Retries are immediate, so a failing event costs
-    `max_attempts` transactions, not seconds. Raises whatever the consumer lets escape (an outage)."""
+    """Run `values` as one batch (offsets 0..n-1) through a real `EventConsumer` with `handler` (its
+    `batch_handler` when `batched`); returns the headers of each dead letter by original offset. Retries
+    are immediate, so a failing event costs `max_attempts` transactions, not seconds. Raises whatever
+    the consumer lets escape (an outage)."""
     sink = DeadLetterSink()
+    handlers = {"batch_handler" if batched else "handler": handler}
     consumer = EventConsumer(
-        cast(KafkaBroker, sink), sessions, group_id=group, handler=handler, retry_delay=0, outage_delay=0
+        cast(KafkaBroker, sink),
+        sessions,
+        group_id=group,
+        retry_delay=0,
+        outage_delay=0,
+        **handlers,  # type: ignore[arg-type]
     )
     await consumer.handle_records(
         tuple(consumer_record(topic, value, offset) for offset, value in enumerate(values))
@@ -150,12 +158,17 @@ async def feed(
 
 
 async def assert_refused_and_unchanged(
-    engine: AsyncEngine, handler: Handler, topic: str, values: Sequence[bytes]
+    engine: AsyncEngine,
+    handler: Handler | BatchHandler,
+    topic: str,
+    values: Sequence[bytes],
+    *,
+    batched: bool = False,
 ) -> None:
     """The property every service's consumer owes malformed events: `values` (records the contract
     refuses) are all dead-lettered as validation failures, and the service's database is unchanged."""
     before = await fingerprint(engine)
-    dead = await feed(session_factory(engine), handler, topic, values)
+    dead = await feed(session_factory(engine), handler, topic, values, batched=batched)
     if sorted(dead) != list(range(len(values))):
         raise AssertionError(f"only offsets {sorted(dead)} of {len(values)} were dead-lettered")
     kinds = {headers["x-error-type"] for headers in dead.values()}
