@@ -38,9 +38,8 @@ browser: ## Debian's Chromium for the portal's browser tests (never a downloaded
 		 (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) \
 		|| { echo "could not install chromium: run 'apt-get install chromium'"; exit 1; }; }
 
-tools: ## Debian's libfaketime (tests/system/test_clock.py) and kcat (records produced by librdkafka, every codec)
+tools: ## Debian's libfaketime (tests/system/test_clock.py)
 	@missing=""; ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing="$$missing faketime"; \
-	command -v kcat >/dev/null 2>&1 || missing="$$missing kcat"; \
 	if [ -n "$$missing" ]; then echo "installing$$missing from Debian's packages"; \
 		(apt-get install -y -qq $$missing >/dev/null 2>&1 || \
 		 (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null)) \

@@ -16,7 +16,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -163,35 +162,27 @@ async def make_topic(stack: dict[str, str]) -> AsyncIterator[Callable[[str], Awa
             await admin.close()
 
 
-def kcat_produce(kafka: str, topic: str, codec: str, values: list[bytes], partition: int = 0) -> None:
-    """Produce `values` as compressed batches with kcat (librdkafka, a client CDAP does not control)."""
-    kcat = shutil.which("kcat")
-    if kcat is None:
-        pytest.fail("kcat is missing: `make tools` installs it from Debian's packages")
-    # librdkafka's SASL settings, in a file rather than the command line (where `ps` would show them).
-    with tempfile.NamedTemporaryFile("w", suffix=".conf") as config:
-        config.write("".join(f"{k}={v}\n" for k, v in librdkafka_login(KafkaLogin.from_env()).items()))
-        config.flush()
-        where = ["-b", kafka, "-F", config.name, "-t", topic, "-p", str(partition)]
-        subprocess.run(  # noqa: S603 - our own arguments, no shell
-            [kcat, "-P", *where, "-z", codec, "-X", "linger.ms=100"],
-            input=b"".join(v + b"\n" for v in values),
-            check=True,
-            timeout=30,
-        )
+def librdkafka_produce(kafka: str, topic: str, codec: str, values: list[bytes], partition: int = 0) -> None:
+    """Produce `values` as `codec`-compressed batches with librdkafka, a client CDAP does not control
+    (confluent-kafka's own build: Debian's, 2.0.2, is refused by Kafka 4's SCRAM)."""
+    from confluent_kafka import Producer  # type: ignore[import-untyped]
 
-
-def librdkafka_login(login: KafkaLogin) -> dict[str, str]:
-    """The same credentials in librdkafka's (kcat's) configuration keys."""
-    options = login.options()
-    if not options:
-        return {}
-    return {
-        "security.protocol": options["security_protocol"].lower(),
-        "sasl.mechanisms": options["sasl_mechanism"],
-        "sasl.username": options["sasl_plain_username"],
-        "sasl.password": options["sasl_plain_password"],
-    }
+    options = KafkaLogin.from_env().options()
+    login = (
+        {
+            "security.protocol": options["security_protocol"],
+            "sasl.mechanism": options["sasl_mechanism"],
+            "sasl.username": options["sasl_plain_username"],
+            "sasl.password": options["sasl_plain_password"],
+        }
+        if options
+        else {}
+    )
+    producer = Producer({"bootstrap.servers": kafka, "compression.type": codec, "linger.ms": 100, **login})
+    for value in values:
+        producer.produce(topic, value, partition=partition)
+    if producer.flush(30) != 0:
+        raise RuntimeError(f"librdkafka could not deliver every record to {topic} within 30 s")
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], within: float = 20.0, interval: float = 0.1) -> Any:
