@@ -91,7 +91,7 @@ async def checkpoints_since(
         for tp, offset in since.items():
             consumer.seek(tp, offset)
         ends = await consumer.end_offsets(list(since))
-        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 for record in records:
                     data = ev.parse_data(CloudEvent.from_bytes(record.value))
