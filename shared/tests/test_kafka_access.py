@@ -6,6 +6,7 @@ anything is written, so the long-lived topics are left as they were (checked by 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -130,3 +131,10 @@ async def test_a_service_joins_only_its_own_consumer_groups(stack: dict[str, str
     await first_poll(f"dossiers-acl-{new_event_id()[-8:]}")  # its own: allowed, nothing committed
     with pytest.raises(GroupAuthorizationFailedError):
         await first_poll("audit")
+
+
+def test_each_topic_has_exactly_one_writer_among_the_principals() -> None:
+    """A new topic needs its owner in `PRINCIPALS`; no two principals may write the same topic."""
+    owners = Counter(topic for p in PRINCIPALS for topic in p.owns)
+    assert owners == dict.fromkeys(ev.TOPICS, 1)
+    assert {topic for p in PRINCIPALS for topic in p.consumes} <= set(ev.TOPICS)
