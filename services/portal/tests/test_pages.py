@@ -62,6 +62,11 @@ async def test_only_the_sections_the_api_returned_are_shown(portal: PortalClient
     assert call.request.url.params["motif"] == "accompagnement_social"
     assert "family_name" not in call.request.url.params
     assert call.bearer and "traceparent" in call.request.headers
+    # The page links to the trace viewer's page of the trace the lookup (and its audit entry) belongs to.
+    link = re.search(
+        r'<a class="reference" href="http://127.0.0.1:16686/trace/([0-9a-f]{32})" id="trace-id">', r.text
+    )
+    assert link and call.request.headers["traceparent"].split("-")[1] == link.group(1)
 
 
 @pytest.mark.parametrize("reason", sorted(texts.DENIAL_REASONS))
@@ -365,7 +370,8 @@ async def test_audit_search_passes_the_filters(portal: PortalClient) -> None:
     r = await portal.client.get(
         f"/audit?dossier=1234567&trace={'AB' * 16}&du=2026-01-01T08:00&type=dossier.consulted"
     )
-    assert r.status_code == 200 and "ab" * 16 in r.text and "s&#39;est opposé" in r.text
+    assert r.status_code == 200 and "s&#39;est opposé" in r.text
+    assert f'<a class="reference" href="http://127.0.0.1:16686/trace/{"ab" * 16}">{"ab" * 16}</a>' in r.text
     params = portal.fakes.made("audit")[0].request.url.params
     assert params["dossier"] == "1234567" and params["trace_id"] == "ab" * 16
     assert params["from"] == "2026-01-01T08:00:00+01:00" and params["type"] == "dossier.consulted"

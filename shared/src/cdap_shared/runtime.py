@@ -22,7 +22,7 @@ from sqlalchemy import text
 from cdap_shared.consumer import BatchHandler, EventConsumer, Handler
 from cdap_shared.db import asyncpg_dsn, create_engine, session_factory
 from cdap_shared.housekeeping import Retention, run_periodically
-from cdap_shared.relay import OutboxRelay
+from cdap_shared.relay import OutboxRelay, count_backlog
 from cdap_shared.settings import ServiceSettings
 from cdap_shared.telemetry import configure_logging, configure_tracing
 from cdap_shared.watch import ConsumerWatch
@@ -139,12 +139,16 @@ class ServiceRuntime:
                 name="housekeeping",
             )
         )
+        self._tasks.append(asyncio.create_task(count_backlog(self._pool), name="outbox-backlog"))
 
     async def stop(self) -> None:
         if self.relay is not None:
             self.relay.stop()
         for task in self._tasks:
-            if task.get_name() in {"broker", "housekeeping", "consumer-watch"} and not task.done():
+            if (
+                task.get_name() in {"broker", "housekeeping", "consumer-watch", "outbox-backlog"}
+                and not task.done()
+            ):
                 task.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 10)

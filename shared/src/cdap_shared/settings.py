@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cdap_shared.kafka_access import KafkaLogin
 
@@ -50,3 +50,14 @@ class ServiceSettings(BaseSettings):
         """The credentials every Kafka client of the service connects with."""
         password = self.kafka_password.get_secret_value() if self.kafka_password else None
         return KafkaLogin(self.kafka_username, password)
+
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated networks, e.g.
+    # "10.0.0.0/8,192.168.1.7"). None by default: the socket's peer is the client the audit records.
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

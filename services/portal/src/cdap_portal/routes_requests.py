@@ -18,6 +18,7 @@ from cdap_portal import texts
 from cdap_portal.auth import UserApi, Viewer, require
 from cdap_portal.clients import ApiError
 from cdap_portal.web import CsrfForm, field, portal_of, redirect, render
+from cdap_shared.bodylimit import UPLOAD_MAX_BODY, max_body
 from cdap_shared.clock import civil_today
 
 router = APIRouter(tags=["demandes"])
@@ -225,7 +226,7 @@ async def _detail_with_error(
     )
 
 
-@router.post("/demandes/{request_id}/pieces")
+@router.post("/demandes/{request_id}/pieces", openapi_extra=max_body(UPLOAD_MAX_BODY))
 async def upload(
     request: Request,
     form: CsrfForm,

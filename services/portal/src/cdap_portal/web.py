@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -60,6 +61,7 @@ class Portal:
     policy: PolicyView
     templates: Jinja2Templates
     refresher: Any  # auth.Refresher (typed there; kept loose to avoid an import cycle)
+    sessions: Any  # auth.SessionGate (idem)
 
 
 def portal_of(request: Request) -> Portal:
@@ -83,14 +85,21 @@ def clear_session(request: Request) -> None:
     replace_session(request, Session())
 
 
-def make_templates() -> Jinja2Templates:
+def make_templates(trace_viewer_url: str | None = None) -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     env = templates.env
-    env.globals.update(texts=texts, label=texts.label)
+    env.globals.update(texts=texts, label=texts.label, trace_url=partial(trace_url, trace_viewer_url))
     env.filters["date_fr"] = texts.date_fr
     env.trim_blocks = True
     env.lstrip_blocks = True
     return templates
+
+
+def trace_url(viewer_url: str | None, trace_id: str | None) -> str | None:
+    """The trace viewer's page of `trace_id` (Jaeger's `/trace/<id>`), if a viewer is configured."""
+    if not viewer_url or not trace_id:
+        return None
+    return f"{viewer_url.rstrip('/')}/trace/{trace_id}"
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> Response:
