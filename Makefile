@@ -82,7 +82,7 @@ test-cluster: up ## the broker-loss test on a three-broker KRaft cluster (SASL, 
 		$(PY) -m pytest tests/system/test_broker_loss.py -m cluster; status=$$?; \
 		$(CLUSTER_ENV) bash $(STACK) kafka-down; exit $$status
 
-test-fast: setup ## tests that need no running stack
+test-fast: setup deploy-tools ## tests that need no running stack
 	@for d in $(TEST_DIRS); do $(PY) -m pytest -q -m "not stack" $$d || exit 1; done
 
 bench: up ## benchmarks; results in bench/results/, summary in docs/benchmarks.md

@@ -17,6 +17,8 @@ import asyncpg
 import structlog
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from cdap_shared.consumer import BatchHandler, EventConsumer, Handler
@@ -48,7 +50,12 @@ class ServiceRuntime:
             security=settings.kafka_login.security(),
             enable_idempotence=True,
             acks="all",
-            middlewares=[KafkaTelemetryMiddleware(tracer_provider=self.tracer_provider)],
+            # FastStream's own metrics (batches received, their size and handling time, per subscriber)
+            # next to CDAP's, on the /metrics every service serves.
+            middlewares=[
+                KafkaTelemetryMiddleware(tracer_provider=self.tracer_provider),
+                KafkaPrometheusMiddleware(registry=REGISTRY, app_name=settings.service_name),
+            ],
             logger=None,
         )
         self.relay = (
