@@ -20,6 +20,7 @@ from fastapi import Depends, Request
 from cdap_portal.clients import ApiError, OAuthFailure, Upstreams, checked, json_of
 from cdap_portal.session import Session, session_expired
 from cdap_portal.web import (
+    AccountRefused,
     LoginRequired,
     NotAllowed,
     SessionExpired,
@@ -224,10 +225,11 @@ class Api:
             response = await self.upstreams.send(service, method, path, token=session.access_token, **kwargs)
             if response.status_code == 401:
                 raise SessionExpired
-        if response.status_code == 403 and json_of(response).get("reason") in standing.REASONS:
+        reason = json_of(response).get("reason") if response.status_code == 403 else None
+        if reason in standing.REASONS:
             # The account is suspended, must reset its password...: identity revoked its refresh tokens,
             # and this session ends here rather than at the access token's expiry.
-            raise SessionExpired
+            raise AccountRefused(str(reason))
         return response
 
     async def json(self, service: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

@@ -30,6 +30,8 @@ NOTICES = {
     "deconnecte": "Vous êtes déconnecté.",
     "active": "Votre compte est activé. Vous pouvez vous connecter.",
     "etape": "L'étape de connexion a expiré. Recommencez.",
+    "suspendu": texts.DENIAL_REASONS["suspended"],
+    "reinitialisation": "Votre mot de passe doit être changé : suivez le lien reçu par courriel.",
 }
 TOTP = re.compile(r"^\d{6}$")
 ENROLMENT_REQUIRED = "totp enrolment required"  # identity's error_description, with an enrolment ticket

@@ -48,6 +48,18 @@ class SessionExpired(Exception):
     """The session cannot be refreshed (or is too old): sign out, say why."""
 
 
+class AccountRefused(SessionExpired):
+    """An API refuses the account itself (`reason`: suspended, password reset required...): sign out."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# The login page's notice (`raison`) after a sign-out an API's refusal caused.
+REFUSAL_NOTICES = {"suspended": "suspendu", "password_reset_required": "reinitialisation"}
+
+
 class NotAllowed(Exception):
     """The signed-in person's role does not open this page."""
 
@@ -253,7 +265,8 @@ def install(app: FastAPI) -> None:
 
     async def on_expired(request: Request, exc: Exception) -> Response:
         clear_session(request)
-        return leave_for(request, "/login?raison=expiree")
+        refused = REFUSAL_NOTICES.get(exc.reason) if isinstance(exc, AccountRefused) else None
+        return leave_for(request, f"/login?raison={refused or 'expiree'}")
 
     async def on_not_allowed(request: Request, exc: Exception) -> Response:
         return error_page(request, 403, "Cette page n'est pas accessible avec votre rôle.")
