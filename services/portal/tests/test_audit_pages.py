@@ -133,3 +133,12 @@ async def test_a_search_and_a_dossier_consultations_export_as_csv(portal: Portal
     )
     bad = await portal.client.get("/audit/consultations.csv", params={"numero": "12"})
     assert bad.status_code == 400
+
+
+async def test_before_any_checkpoint_an_entry_is_pending(portal: PortalClient) -> None:
+    await portal.login(AUDITOR)
+    entries, memory = log(1, signed=1)
+    serve(portal, entries, memory)
+    portal.fakes.on("audit", "GET", "/v1/checkpoints/latest", httpx.Response(404, json={"status": 404}))
+    page = await portal.client.get("/audit/entrees/0")
+    assert outcome(page) == "pending" and "Point de contrôle utilisé" not in page.text

@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from cdap_portal import texts
 from cdap_portal.auth import UserApi, Viewer, require
 from cdap_portal.clients import ApiError
-from cdap_portal.proofs import check_entry
+from cdap_portal.proofs import ProofCheck, check_entry
 from cdap_portal.web import render
 
 router = APIRouter(tags=["audit"])
@@ -179,9 +179,14 @@ PROOF_OUTCOMES = {
 async def _proof_material(api: UserApi, index: int) -> dict[str, Any]:
     """The entry, the latest signed checkpoint, the log's verifier key and the inclusion proof."""
     entry = await api.json("audit", "GET", f"/v1/entries/{index}")
-    checkpoint = await api.json(
-        "audit", "GET", "/v1/checkpoints/latest", headers={"Accept": "application/json"}
-    )
+    try:
+        checkpoint = await api.json(
+            "audit", "GET", "/v1/checkpoints/latest", headers={"Accept": "application/json"}
+        )
+    except ApiError as exc:
+        if exc.status != 404:  # 404: nothing signed yet
+            raise
+        checkpoint = {}
     key = (
         await api.call("audit", "GET", "/v1/checkpoints/key", headers={"Accept": "text/plain"})
     ).text.strip()
@@ -202,12 +207,16 @@ async def entry_page(
     """One entry, its inclusion proof checked here against the latest signed checkpoint."""
     material = await _proof_material(api, index)
     checkpoint = material["checkpoint"]
-    result = check_entry(
-        material["entry"],
-        index,
-        str(checkpoint.get("note", "")),
-        material["verifier_key"],
-        material["inclusion_proof"],
+    result = (
+        check_entry(
+            material["entry"],
+            index,
+            str(checkpoint["note"]),
+            material["verifier_key"],
+            material["inclusion_proof"],
+        )
+        if checkpoint.get("note")
+        else ProofCheck("pending", "no checkpoint signed yet")
     )
     return render(
         request,
