@@ -548,5 +548,18 @@ def test_a_caf_admin_registers_an_organisation_renews_its_convention_and_suspend
         confirm_action(page, "c-admin-reinstate-confirm", "pourra de nouveau se connecter")
         expect(page.locator("#account-status")).to_have_text("En attente d'activation")
         shot(page, "c-admin-account-reinstated")
+
+        # -- the footer's mandatory pages, and an error page (a partner user's page, refused)
+        for link, name in (
+            ("Accessibilité : non conforme", "c-accessibility"),
+            ("Mentions légales", "c-legal-notice"),
+            ("Données personnelles", "c-personal-data"),
+        ):
+            page.locator("footer").get_by_role("link", name=link).click()
+            expect(page.get_by_role("heading", level=1)).to_be_visible()
+            shot(page, name)
+        page.goto(f"{portal}/dossiers")
+        expect(page.get_by_role("heading", name="Accès refusé")).to_be_visible()
+        shot(page, "c-error-403")
     finally:
         context.close()
