@@ -19,9 +19,10 @@ package() {
 case "${1:-}" in
   serve)
     module=$(package "${2:-}")
-    # Behind a load balancer or an ingress: trust its X-Forwarded-* headers for the client address.
+    # X-Forwarded-* are believed only from the proxies in CDAP_TRUSTED_PROXIES (the app reads them:
+    # docs/architecture.md, "Limits"); uvicorn's own reading would believe whoever sends them.
     exec uvicorn --factory "$module.app:build" --host 0.0.0.0 --port "$PORT" \
-      --no-access-log --proxy-headers --forwarded-allow-ips="${FORWARDED_ALLOW_IPS:-*}"
+      --no-access-log --no-proxy-headers
     ;;
   migrate)
     package "${2:-}" >/dev/null

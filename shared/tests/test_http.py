@@ -160,3 +160,4 @@ async def test_a_body_over_the_route_maximum_is_refused_413_before_it_is_read() 
     assert small.status_code == 200 and upload_ok.json() == {"size": 150_000}
     assert app.state.seen == [2, 150_000]  # the refused bodies never reached a route
     assert app.openapi()["paths"]["/uploads"]["post"]["x-max-body-bytes"] == 200 * 1024
+    assert "413" in app.openapi()["paths"]["/things"]["post"]["responses"]

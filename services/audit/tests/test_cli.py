@@ -160,8 +160,6 @@ async def test_export_and_tail(audit: Audit, tmp_path: Path) -> None:
             "tail",
             "--count",
             "2",
-            "--interval",
-            "0.1",
             "--url",
             url,
             "--token",

@@ -49,7 +49,7 @@ async def test_the_organisation_is_asked_only_once_the_password_is_proven(idp: I
     async def two_mails() -> bool:
         return len(mails_to(MAIL_DIR, email)) == 2
 
-    await eventually(two_mails)
+    await eventually(two_mails, within=60)
     # Only the first account is activated: its password opens exactly one account.
     link = re.search(r"/activate\?token=([\w-]+)", mails_to(MAIL_DIR, email)[0])
     assert link
@@ -137,7 +137,7 @@ async def test_a_name_carrying_a_fake_link_cannot_add_one_to_the_activation_mail
     async def mails() -> list[str]:
         return mails_to(MAIL_DIR, email)
 
-    [mail] = await eventually(mails)
+    [mail] = await eventually(mails, within=60)  # through Kafka, the outbox and the SMTP sink
     links = re.findall(r"\S*activate\?token=\S*", mail)
     assert len(links) == 1 and "FAKE" not in links[0], mail
     # Nothing else in it reads as a link or a host a mail reader would make clickable.

@@ -17,7 +17,7 @@ from cdap_identity.accounts import grant_claims
 from cdap_identity.models import Grant
 from cdap_shared.testing import eventually
 
-from .conftest import STRONG, Identity, unique_email
+from .conftest import STRONG, Identity, auth, unique_email
 from .test_grants import approved
 
 pytestmark = pytest.mark.stack
@@ -148,3 +148,27 @@ def test_grants_that_need_totp_stay_out_of_tokens_until_it_is_enrolled() -> None
     assert [g["profile"] for g in without] == ["T2"]
     enrolled = grant_claims(grants, today, second_factor=True, totp_profiles={"T1", "T5"})
     assert [g["profile"] for g in enrolled] == ["T1", "T2", "T5"]
+
+
+async def test_a_partner_system_cannot_use_a_t1_grant_before_its_holder_enrols_totp(idp: Identity) -> None:
+    admin = await idp.caf_admin()
+    org = await idp.create_organisation(admin)
+    email = unique_email("agent")
+    await idp.publish(idp.settings.access_topic, approved(org["id"], email, "T1", request_id="req-t1"))
+    [issued] = await eventually(lambda: idp.events("identity.grant.issued"))
+    created = await idp.client.post(
+        "/v1/clients", headers=auth(admin), json={"grant_id": issued.data["grant_id"], "name": "SI"}
+    )
+    assert created.status_code == 201, created.text
+    form = {
+        "grant_type": "client_credentials",
+        **{k: created.json()[k] for k in ("client_id", "client_secret")},
+    }
+
+    refused = await idp.client.post("/v1/token", data=form)
+    assert refused.status_code == 400 and refused.json() == {
+        "error": "invalid_grant",
+        "error_description": "the habilitation's holder has not enrolled a second factor",
+    }
+    assert (await idp.activate(email))["totp_secret"]  # the holder activates: T1, so TOTP is enrolled
+    assert (await idp.client.post("/v1/token", data=form)).status_code == 200

@@ -336,6 +336,9 @@ async def test_a_new_request_is_validated_then_submitted(portal: PortalClient) -
     }
     too_far = await portal.client.post("/demandes/nouvelle", data=form)
     assert too_far.status_code == 400 and "au plus un an" in too_far.text
+    linked = await portal.client.post("/demandes/nouvelle", data=form | {"given_name": "Jules www.evil.fr"})
+    assert linked.status_code == 400 and "ni adresse web" in linked.text
+    assert not [c for c in portal.fakes.made("access") if c.method == "POST"]
     from datetime import date, timedelta
 
     ok = await portal.client.post(

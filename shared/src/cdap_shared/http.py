@@ -162,6 +162,7 @@ def _document_problems(app: FastAPI, public_paths: Sequence[str]) -> None:
                         response["content"] = problem
                 if "requestBody" in operation:
                     responses.setdefault("400", {"description": "Malformed body", "content": problem})
+                    responses.setdefault("413", {"description": "Body too large", "content": problem})
                 if "{" in path:  # a path naming a resource answers 404 when there is none
                     responses.setdefault("404", {"description": "Not found", "content": problem})
                 if path.startswith("/v1/") and path not in public_paths:

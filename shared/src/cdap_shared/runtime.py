@@ -17,6 +17,8 @@ import asyncpg
 import structlog
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from cdap_shared.consumer import BatchHandler, EventConsumer, Handler
@@ -42,11 +44,18 @@ class ServiceRuntime:
         self.engine = create_engine(settings.database_url, settings.db_pool_size)
         self.sessions = session_factory(self.engine)
         self.broker = KafkaBroker(
-            settings.kafka_bootstrap,
+            # FastStream takes a string as one address: a cluster's "host:port,host:port" becomes a list.
+            settings.kafka_bootstrap.split(","),
             client_id=settings.service_name,
+            security=settings.kafka_login.security(),
             enable_idempotence=True,
             acks="all",
-            middlewares=[KafkaTelemetryMiddleware(tracer_provider=self.tracer_provider)],
+            # FastStream's own metrics (batches received, their size and handling time, per subscriber)
+            # next to CDAP's, on the /metrics every service serves.
+            middlewares=[
+                KafkaTelemetryMiddleware(tracer_provider=self.tracer_provider),
+                KafkaPrometheusMiddleware(registry=REGISTRY, app_name=settings.service_name),
+            ],
             logger=None,
         )
         self.relay = (
@@ -54,6 +63,7 @@ class ServiceRuntime:
                 asyncpg_dsn(settings.database_url),
                 settings.kafka_bootstrap,
                 batch_size=settings.outbox_batch_size,
+                login=settings.kafka_login,
             )
             if run_relay
             else None

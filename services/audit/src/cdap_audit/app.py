@@ -13,8 +13,9 @@ from fastapi import FastAPI
 from cdap_audit import asyncapi, partitions, signing
 from cdap_audit.config import Settings
 from cdap_audit.ingest import Ingestor
-from cdap_audit.routes import router
+from cdap_audit.routes import router, witness_router
 from cdap_audit.rules import load_rules
+from cdap_audit.stream import TreeWatcher
 from cdap_audit.tasks import BackgroundTasks
 from cdap_shared import asyncapi as shared_asyncapi
 from cdap_shared import standing
@@ -29,7 +30,9 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     """Wire settings, rules, database, broker, consumer, background tasks and routes into one app."""
     settings = settings or Settings()
     rules = load_rules(settings.alert_rules_path)  # a bad rules file stops the service here, with its reason
-    signer = signing.configured_signer(settings.audit_signing_key)  # a bad key stops it here too
+    # A bad signing key (variable or file) or witness key stops it here too.
+    signer = signing.configured_signer(settings.audit_signing_key, settings.audit_signing_key_file)
+    witnesses = signing.configured_witnesses(settings.audit_witness_keys)
     runtime = ServiceRuntime(settings)
     runtime.consume(
         settings.identity_topic,
@@ -42,6 +45,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     )
     tasks = BackgroundTasks(settings, runtime.engine, runtime.sessions, rules)
     tasks.signer = signer
+    watcher = TreeWatcher(runtime.sessions)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -56,12 +60,13 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
             try:
                 yield
             finally:
+                await watcher.stop()
                 await tasks.stop()
 
     app = create_app(
         title="CDAP audit",
         lifespan=lifespan,
-        routers=[router],
+        routers=[router, witness_router],
         ready_checks=runtime.ready_checks,
         trusted_proxies=settings.trusted_proxies,
     )
@@ -70,6 +75,8 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app.state.sessions = runtime.sessions
     app.state.rules = rules
     app.state.tasks = tasks
+    app.state.witnesses = witnesses
+    app.state.watcher = watcher
     app.state.standing = standing.ProjectedStanding(runtime)
     shared_asyncapi.install(app, asyncapi.document(settings))
 

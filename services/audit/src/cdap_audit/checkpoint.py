@@ -14,6 +14,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Self
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -153,14 +154,48 @@ def _check_key_name(name: str) -> None:
     _check_valid_utf8(name)
 
 
-def key_id(name: str, public_key: bytes) -> int:
-    """Return the Ed25519 key ID: ``SHA-256(name || 0x0A || 0x01 || public_key)[:4]`` as a big-endian int."""
-    digest = hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([ED25519_TYPE]) + public_key).digest()
+def key_id(name: str, public_key: bytes, key_type: int = ED25519_TYPE) -> int:
+    """Return the key ID ``SHA-256(name || 0x0A || key_type || public_key)[:4]`` as a big-endian int."""
+    digest = hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([key_type]) + public_key).digest()
     return int.from_bytes(digest[:4], "big")
 
 
 def _raw_public_key(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def _parse_key(text: str, key_type: int, what: str, material: str) -> tuple[str, int, bytes]:
+    """Split ``<name>+<8 hex key ID>+<base64(key_type || 32 bytes)>`` into (name, key ID, 32 bytes)."""
+    # Names cannot contain '+', but base64 can: split only the first two separators.
+    name, _, rest = text.partition("+")
+    hex_id, _, key_b64 = rest.partition("+")
+    if not _HEX8.fullmatch(hex_id):
+        raise ValueError(f"malformed {what}: expected <name>+<8 hex digits>+<base64 {material}>")
+    try:
+        key = _b64decode(key_b64)
+    except ValueError:  # its message would quote the text, which may be a private key
+        raise ValueError(f"malformed {what}: the {material} is not canonical base64") from None
+    if len(key) != 33 or key[0] != key_type:
+        raise ValueError(f"malformed {what}: only 0x{key_type:02x} (Ed25519) 32-byte keys are supported")
+    return name, int(hex_id, 16), key[1:]
+
+
+def _parse_signer_key(text: str, key_type: int) -> tuple[str, int, bytes]:
+    if not text.startswith(_PRIVATE_PREFIX):
+        raise ValueError("malformed signer key: expected PRIVATE+KEY+<name>+<hex id>+<base64 seed>")
+    return _parse_key(text.removeprefix(_PRIVATE_PREFIX), key_type, "signer key", "seed")
+
+
+def _check_public_key(name: str, key_hash: int, public_key: bytes, key_type: int) -> None:
+    _check_key_name(name)
+    if len(public_key) != 32:
+        raise ValueError(f"Ed25519 public key must be 32 bytes, got {len(public_key)}")
+    if key_hash != key_id(name, public_key, key_type):
+        raise ValueError(f"key ID {key_hash:08x} does not match key name and public key")
+
+
+def _format_key(name: str, key_hash: int, key_type: int, material: bytes) -> str:
+    return f"{name}+{key_hash:08x}+{_b64encode(bytes([key_type]) + material)}"
 
 
 @dataclass(frozen=True)
@@ -172,11 +207,7 @@ class NoteVerifier:
     public_key: bytes
 
     def __post_init__(self) -> None:
-        _check_key_name(self.name)
-        if len(self.public_key) != 32:
-            raise ValueError(f"Ed25519 public key must be 32 bytes, got {len(self.public_key)}")
-        if self.key_id != key_id(self.name, self.public_key):
-            raise ValueError(f"key ID {self.key_id:08x} does not match key name and public key")
+        _check_public_key(self.name, self.key_id, self.public_key, ED25519_TYPE)
 
     @classmethod
     def from_public_key(cls, name: str, public_key: bytes) -> NoteVerifier:
@@ -187,66 +218,60 @@ class NoteVerifier:
     @classmethod
     def from_key(cls, verifier_key: str) -> NoteVerifier:
         """Parse a verifier key string ``<name>+<8 hex key ID>+<base64(0x01 || public key)>``."""
-        # Names cannot contain '+', but base64 can: split only the first two separators.
-        name, _, rest = verifier_key.partition("+")
-        hex_id, _, key_b64 = rest.partition("+")
-        if not _HEX8.fullmatch(hex_id):
-            raise ValueError("malformed verifier key: expected <name>+<8 hex digits>+<base64 key>")
-        key = _b64decode(key_b64)
-        if len(key) != 33 or key[0] != ED25519_TYPE:
-            raise ValueError("malformed verifier key: only 0x01 (Ed25519) 32-byte keys are supported")
-        return cls(name, int(hex_id, 16), key[1:])
+        name, hex_id, public_key = _parse_key(verifier_key, ED25519_TYPE, "verifier key", "public key")
+        return cls(name, hex_id, public_key)
 
     @property
     def key(self) -> str:
         """The verifier key string, as accepted by :meth:`from_key`."""
-        return f"{self.name}+{self.key_id:08x}+{_b64encode(bytes([ED25519_TYPE]) + self.public_key)}"
+        return _format_key(self.name, self.key_id, ED25519_TYPE, self.public_key)
 
     def verify(self, text: bytes, signature: bytes) -> bool:
         """Whether ``signature`` is this key's Ed25519 signature of ``text``."""
-        if len(signature) != _ED25519_SIG_SIZE:
-            return False
-        try:
-            Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, text)
-        except InvalidSignature:
-            return False
-        return True
+        return len(signature) == _ED25519_SIG_SIZE and _verifies(self.public_key, signature, text)
 
 
-class NoteSigner:
-    """An Ed25519 note signing key. Its ``repr`` never shows the private seed."""
+def _verifies(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
+
+
+class _PrivateKey:
+    """A named Ed25519 private key (of a log or of a witness)."""
 
     def __init__(self, name: str, seed: bytes) -> None:
-        """Create a signer from a key name and a 32-byte Ed25519 seed (RFC 8032 private key)."""
         _check_key_name(name)
         if len(seed) != 32:
             raise ValueError(f"Ed25519 seed must be 32 bytes, got {len(seed)}")
         self._private = Ed25519PrivateKey.from_private_bytes(seed)
         self._seed = seed
         self.name = name
-        self.verifier = NoteVerifier.from_public_key(name, _raw_public_key(self._private.public_key()))
+        self.public_key = _raw_public_key(self._private.public_key())
 
     @classmethod
-    def generate(cls, name: str) -> NoteSigner:
-        """Create a signer with a fresh random key."""
-        seed = Ed25519PrivateKey.generate().private_bytes_raw()
-        return cls(name, seed)
+    def generate(cls, name: str) -> Self:
+        """Create a key with a fresh random seed."""
+        return cls(name, Ed25519PrivateKey.generate().private_bytes_raw())
+
+
+class NoteSigner(_PrivateKey):
+    """An Ed25519 note signing key. Its ``repr`` never shows the private seed."""
+
+    def __init__(self, name: str, seed: bytes) -> None:
+        """Create a signer from a key name and a 32-byte Ed25519 seed (RFC 8032 private key)."""
+        super().__init__(name, seed)
+        self.verifier = NoteVerifier.from_public_key(name, self.public_key)
 
     @classmethod
     def from_key(cls, signer_key: str) -> NoteSigner:
         """Parse a signer key string ``PRIVATE+KEY+<name>+<8 hex key ID>+<base64(0x01 || seed)>``."""
-        if not signer_key.startswith(_PRIVATE_PREFIX):
-            raise ValueError("malformed signer key: expected PRIVATE+KEY+<name>+<hex id>+<base64 seed>")
-        name, _, rest = signer_key.removeprefix(_PRIVATE_PREFIX).partition("+")
-        hex_id, _, seed_b64 = rest.partition("+")
-        if not _HEX8.fullmatch(hex_id):
-            raise ValueError("malformed signer key: expected PRIVATE+KEY+<name>+<hex id>+<base64 seed>")
-        seed = _b64decode(seed_b64)
-        if len(seed) != 33 or seed[0] != ED25519_TYPE:
-            raise ValueError("malformed signer key: only 0x01 (Ed25519) 32-byte seeds are supported")
-        signer = cls(name, seed[1:])
+        name, hex_id, seed = _parse_signer_key(signer_key, ED25519_TYPE)
+        signer = cls(name, seed)
         # The ID is derived from the public key, so it can only be checked once the key is rebuilt.
-        if signer.key_id != int(hex_id, 16):
+        if signer.key_id != hex_id:
             raise ValueError("signer key ID does not match its name and key")
         return signer
 
@@ -266,8 +291,7 @@ class NoteSigner:
     @property
     def signer_key(self) -> str:
         """The private signer key string (secret!), as accepted by :meth:`from_key`."""
-        seed = _b64encode(bytes([ED25519_TYPE]) + self._seed)
-        return f"{_PRIVATE_PREFIX}{self.name}+{self.key_id:08x}+{seed}"
+        return _PRIVATE_PREFIX + _format_key(self.name, self.key_id, ED25519_TYPE, self._seed)
 
     def sign(self, text: str) -> str:
         """Return the signed note: ``text``, a blank line, and this key's signature line.
@@ -295,33 +319,12 @@ def open_note(note: str | bytes, verifiers: NoteVerifier | Iterable[NoteVerifier
     ``verifiers`` are ignored, a failing signature from a trusted key rejects the whole note, and at
     least one trusted signature must verify. Raises :class:`NoteError` (one of its subclasses) otherwise.
     """
-    if isinstance(note, bytes):
-        try:
-            note = note.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise MalformedNoteError("note is not valid UTF-8") from exc
     if isinstance(verifiers, NoteVerifier):
         verifiers = [verifiers]
     trusted: dict[tuple[str, int], NoteVerifier] = {}
     for v in verifiers:
         trusted[(v.name, v.key_id)] = v
-
-    try:
-        _check_valid_utf8(note)
-    except ValueError as exc:
-        raise MalformedNoteError(str(exc)) from exc
-    if _has_control_chars(note):
-        raise MalformedNoteError("note contains control characters other than newline")
-    # The text may itself contain blank lines: the signatures start after the *last* one.
-    split = note.rfind("\n\n")
-    if split < 0:
-        raise MalformedNoteError("note has no blank line before its signatures")
-    text, sig_block = note[: split + 1], note[split + 2 :]
-    if not sig_block.endswith("\n"):
-        raise MalformedNoteError("note has no signature lines, or its last line lacks a newline")
-    lines = sig_block[:-1].split("\n")
-    if len(lines) > MAX_SIGNATURES:
-        raise MalformedNoteError(f"note has more than {MAX_SIGNATURES} signatures")
+    text, lines = split_note(note)
 
     text_bytes = text.encode("utf-8")
     verified: set[tuple[str, int]] = set()
@@ -338,6 +341,32 @@ def open_note(note: str | bytes, verifiers: NoteVerifier | Iterable[NoteVerifier
     return text
 
 
+def split_note(note: str | bytes) -> tuple[str, list[str]]:
+    """Check a signed note's syntax; return its text (with the final newline) and its signature lines."""
+    if isinstance(note, bytes):
+        try:
+            note = note.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedNoteError("note is not valid UTF-8") from exc
+    try:
+        _check_valid_utf8(note)
+    except ValueError as exc:
+        raise MalformedNoteError(str(exc)) from exc
+    if _has_control_chars(note):
+        raise MalformedNoteError("note contains control characters other than newline")
+    # The text may itself contain blank lines: the signatures start after the *last* one.
+    split = note.rfind("\n\n")
+    if split < 0:
+        raise MalformedNoteError("note has no blank line before its signatures")
+    text, sig_block = note[: split + 1], note[split + 2 :]
+    if not sig_block.endswith("\n"):
+        raise MalformedNoteError("note has no signature lines, or its last line lacks a newline")
+    lines = sig_block[:-1].split("\n")
+    if len(lines) > MAX_SIGNATURES:
+        raise MalformedNoteError(f"note has more than {MAX_SIGNATURES} signatures")
+    return text, lines
+
+
 def _parse_signature_line(line: str) -> tuple[str, int, bytes]:
     """Split ``— <name> <base64>`` into (name, key ID, signature bytes)."""
     if not line.startswith(_SIG_PREFIX):
@@ -351,3 +380,104 @@ def _parse_signature_line(line: str) -> tuple[str, int, bytes]:
     if len(raw) < 5:
         raise MalformedNoteError(f"signature too short in line {line!r}")
     return name, int.from_bytes(raw[:4], "big"), raw[4:]
+
+
+# ---- cosignatures (c2sp.org/tlog-cosignature, Ed25519 cosignature/v1) -----------------------------------
+
+COSIGNATURE_TYPE = 0x04
+"""Key ID algorithm byte of Ed25519 cosignature/v1 keys (distinct from 0x01: the signed message differs)."""
+
+_TIMESTAMP_MAX = 2**63 - 1
+
+
+def cosigned_message(text: str, timestamp: int) -> bytes:
+    """The bytes an Ed25519 cosigner signs: a domain header, the time, then the whole checkpoint text."""
+    return f"cosignature/v1\ntime {timestamp}\n{text}".encode()
+
+
+@dataclass(frozen=True)
+class CosignerVerifier:
+    """A trusted witness's Ed25519 cosigning key (vkey type 0x04)."""
+
+    name: str
+    key_id: int
+    public_key: bytes
+
+    def __post_init__(self) -> None:
+        _check_public_key(self.name, self.key_id, self.public_key, COSIGNATURE_TYPE)
+
+    @classmethod
+    def from_key(cls, verifier_key: str) -> CosignerVerifier:
+        """Parse ``<name>+<8 hex key ID>+<base64(0x04 || public key)>``."""
+        name, hex_id, public_key = _parse_key(verifier_key, COSIGNATURE_TYPE, "witness key", "public key")
+        return cls(name, hex_id, public_key)
+
+    @property
+    def key(self) -> str:
+        """The verifier key string, as accepted by :meth:`from_key`."""
+        return _format_key(self.name, self.key_id, COSIGNATURE_TYPE, self.public_key)
+
+    def timestamp_of(self, text: str, signature: bytes) -> int | None:
+        """The cosignature's time if ``signature`` (timestamp || Ed25519) cosigns ``text``, else None."""
+        if len(signature) != 8 + _ED25519_SIG_SIZE:
+            return None
+        timestamp = int.from_bytes(signature[:8], "big")
+        if timestamp > _TIMESTAMP_MAX:
+            return None
+        if not _verifies(self.public_key, signature[8:], cosigned_message(text, timestamp)):
+            return None
+        return timestamp
+
+
+class Cosigner(_PrivateKey):
+    """A witness's Ed25519 cosigning key. Its ``repr`` never shows the private seed."""
+
+    def __init__(self, name: str, seed: bytes) -> None:
+        super().__init__(name, seed)
+        key_hash = key_id(name, self.public_key, COSIGNATURE_TYPE)
+        self.verifier = CosignerVerifier(name, key_hash, self.public_key)
+
+    @classmethod
+    def from_key(cls, signer_key: str) -> Cosigner:
+        """Parse ``PRIVATE+KEY+<name>+<8 hex key ID>+<base64(0x04 || seed)>``."""
+        name, hex_id, seed = _parse_signer_key(signer_key, COSIGNATURE_TYPE)
+        cosigner = cls(name, seed)
+        if cosigner.verifier.key_id != hex_id:
+            raise ValueError("signer key ID does not match its name and key")
+        return cosigner
+
+    def __repr__(self) -> str:
+        return f"Cosigner(name={self.name!r}, key_id={self.verifier.key_id:08x})"
+
+    @property
+    def signer_key(self) -> str:
+        """The private key string (secret!), as accepted by :meth:`from_key`."""
+        return _PRIVATE_PREFIX + _format_key(self.name, self.verifier.key_id, COSIGNATURE_TYPE, self._seed)
+
+    def cosign(self, text: str, timestamp: int) -> str:
+        """The cosignature line (``— <name> <base64>``, no newline) of checkpoint ``text`` at a time."""
+        if not 0 <= timestamp <= _TIMESTAMP_MAX:
+            raise ValueError(f"timestamp out of range: {timestamp}")
+        signature = self._private.sign(cosigned_message(text, timestamp))
+        blob = self.verifier.key_id.to_bytes(4, "big") + timestamp.to_bytes(8, "big") + signature
+        return f"{_SIG_PREFIX}{self.name} {_b64encode(blob)}"
+
+
+def cosignatures(note: str, witnesses: Iterable[CosignerVerifier]) -> dict[CosignerVerifier, str]:
+    """The valid cosignature lines of ``note`` by ``witnesses`` (each witness's first line).
+
+    Lines of other keys are ignored, as signed-note requires; a line that names a witness key but
+    does not verify is a forgery and raises :class:`InvalidSignatureError`.
+    """
+    text, lines = split_note(note)
+    trusted = {(w.name, w.key_id): w for w in witnesses}
+    found: dict[CosignerVerifier, str] = {}
+    for line in lines:
+        name, key_hash, signature = _parse_signature_line(line)
+        witness = trusted.get((name, key_hash))
+        if witness is None or witness in found:
+            continue
+        if witness.timestamp_of(text, signature) is None:
+            raise InvalidSignatureError(f"invalid cosignature for witness key {name}+{key_hash:08x}")
+        found[witness] = line
+    return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import time
+import os
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,15 +16,28 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from cdap_audit.checkpoint import NoteSigner
+from cdap_audit.checkpoint import Cosigner, NoteSigner
 from cdap_audit.client import DEFAULT_URL, AuditClient, AuditClientError
-from cdap_audit.verify import SavedCheckpoint, VerificationFailed, fetch_checkpoint, verify_log
+from cdap_audit.verify import (
+    SavedCheckpoint,
+    VerificationFailed,
+    fetch_checkpoint,
+    parse_key,
+    parse_witness_key,
+    verify_log,
+)
 
 app = typer.Typer(help="The audit log: checkpoints, verification, export.", no_args_is_help=True)
 console = Console(highlight=False)
 
 URL = typer.Option(DEFAULT_URL, "--url", envvar="CDAP_AUDIT_URL", help="The audit service.")
 TOKEN = typer.Option(None, "--token", envvar="CDAP_TOKEN", help="An auditor's access token.")
+WITNESS_KEYS = typer.Option(
+    [], "--witness-key", help="Require this witness's cosignature (<name>+<id>+<key>; repeatable)."
+)
+WITNESS_WAIT = typer.Option(
+    10.0, "--witness-wait", min=0, help="Seconds to wait for the witnesses to cosign the latest tree."
+)
 CSV_FIELDS = [
     "index",
     "event_id",
@@ -56,13 +69,16 @@ def _filters(**values: Any) -> dict[str, Any]:
 @app.command()
 def checkpoint(
     save: Path | None = typer.Option(None, "--save", help="Write the checkpoint (and its key) here."),
+    witness_keys: list[str] = WITNESS_KEYS,
+    witness_wait: float = WITNESS_WAIT,
     url: str = URL,
     token: str | None = TOKEN,
 ) -> None:
     """Fetch the latest signed checkpoint, check its signature, and save it for a later `verify`."""
     try:
+        witnesses = [parse_witness_key(k) for k in witness_keys]
         with AuditClient(url, token) as client:
-            saved = fetch_checkpoint(client)
+            saved = fetch_checkpoint(client, witnesses, witness_wait)
     except (AuditClientError, VerificationFailed) as exc:
         raise _fail(str(exc)) from exc
     if save is None:
@@ -79,11 +95,14 @@ def verify(
     entry: int | None = typer.Option(None, "--entry", min=0, help="Also prove this entry is in the log."),
     all_entries: bool = typer.Option(False, "--all-entries", help="Recompute the root from every entry."),
     key: str | None = typer.Option(None, "--key", help="Verifier key (default: the one saved)."),
+    witness_keys: list[str] = WITNESS_KEYS,
+    witness_wait: float = WITNESS_WAIT,
     url: str = URL,
     token: str | None = TOKEN,
 ) -> None:
     """Check the live log against a checkpoint saved earlier: signatures, consistency, entries."""
     try:
+        witnesses = [parse_witness_key(k) for k in witness_keys]
         saved = SavedCheckpoint.load(saved_path)
         with (
             AuditClient(url, token) as client,
@@ -104,6 +123,8 @@ def verify(
                 entry=entry,
                 all_entries=all_entries,
                 progress=lambda n, total: bar.update(task, completed=n, total=total),
+                witnesses=witnesses,
+                witness_wait=witness_wait,
             )
     except (AuditClientError, VerificationFailed) as exc:
         raise _fail(str(exc)) from exc
@@ -156,32 +177,22 @@ def tail(
     from_index: int | None = typer.Option(None, "--from-index", min=0, help="Start here (default: now)."),
     actor: str | None = typer.Option(None, "--actor"),
     event_type: str | None = typer.Option(None, "--type"),
-    interval: float = typer.Option(1.0, "--interval", min=0.05, help="Seconds between polls."),
     count: int | None = typer.Option(None, "--count", min=1, help="Stop after this many entries."),
     url: str = URL,
     token: str | None = TOKEN,
 ) -> None:
-    """Follow new entries as they are appended (Ctrl-C stops)."""
+    """Follow new entries as they are appended, from the live stream (Ctrl-C stops)."""
     filters = _filters(actor=actor, type=event_type)
-    shown = 0
     try:
         with AuditClient(url, token) as client:
-            if from_index is not None:
-                cursor = str(from_index - 1) if from_index > 0 else None
-            else:
+            if from_index is None:
                 last = client.last_index()
-                cursor = str(last) if last is not None else None
-            start = int(cursor) + 1 if cursor is not None else 0
-            console.print(f"[dim]following entries from index {start} (Ctrl-C stops)[/]")
-            while count is None or shown < count:
-                page = client.page(cursor, **filters)
-                for item in page["items"][: None if count is None else count - shown]:
-                    console.print(_line(item))
-                    shown += 1
-                if page["items"]:
-                    cursor = str(page["items"][-1]["index"])
-                else:
-                    time.sleep(interval)
+                from_index = last + 1 if last is not None else 0
+            console.print(f"[dim]following entries from index {from_index} (Ctrl-C stops)[/]")
+            for shown, item in enumerate(client.follow(from_index, **filters), start=1):
+                console.print(_line(item))
+                if shown == count:
+                    break
     except AuditClientError as exc:
         raise _fail(str(exc)) from exc
     except KeyboardInterrupt:
@@ -230,11 +241,62 @@ def purge(
 
 
 @app.command()
-def keygen(name: str = typer.Option("cdap.audit", "--name", help="Key name, usually the origin.")) -> None:
-    """Make a checkpoint signing key: set the first line as CDAP_AUDIT_SIGNING_KEY, publish the second."""
+def keygen(
+    name: str = typer.Option("cdap.audit", "--name", help="Key name: the origin, or the witness's name."),
+    witness: bool = typer.Option(False, "--witness", help="A witness's cosigning key (type 0x04)."),
+) -> None:
+    """Make a key: the private key (first line, keep it secret) and its verifier key (second, publish it).
+
+    Without --witness, a checkpoint signing key: set it as CDAP_AUDIT_SIGNING_KEY or in the file of
+    CDAP_AUDIT_SIGNING_KEY_FILE. With --witness, a cosigning key for `cdap audit witness`; its verifier
+    key goes into the audit service's CDAP_AUDIT_WITNESS_KEYS and to auditors' `verify --witness-key`.
+    """
     try:
-        signer = NoteSigner.generate(name)
+        signer = Cosigner.generate(name) if witness else NoteSigner.generate(name)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(signer.signer_key)
-    typer.echo(signer.verifier_key)
+    typer.echo(signer.verifier.key)
+
+
+@app.command("witness")
+def witness_command(
+    log_key: str = typer.Option(
+        ..., "--log-key", help="The log's checkpoint verifier key, obtained out of band."
+    ),
+    state: Path = typer.Option(
+        Path("witness-state.json"), "--state", help="Where the witness keeps its state."
+    ),
+    key_file: Path | None = typer.Option(
+        None, "--key-file", help="File holding the witness key (default: CDAP_WITNESS_KEY)."
+    ),
+    interval: float = typer.Option(5.0, "--interval", min=0.1, help="Seconds between rounds."),
+    once: bool = typer.Option(False, "--once", help="One round; exit 1 if it did not cosign."),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Witness the log: cosign each checkpoint that extends the last one cosigned, refuse any other."""
+    from cdap_audit.witness import Witness
+    from cdap_shared.telemetry import configure_logging
+
+    configure_logging("audit-witness")
+    try:
+        secret = (
+            key_file.read_text(encoding="utf-8").strip() if key_file else os.environ.get("CDAP_WITNESS_KEY")
+        )
+        if not secret:
+            raise ValueError("no witness key: pass --key-file or set CDAP_WITNESS_KEY")
+        cosigner = Cosigner.from_key(secret)
+        log_verifier = parse_key(log_key)
+    except (OSError, ValueError, VerificationFailed) as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"witness {cosigner.verifier.key} following {url}")
+    try:
+        with AuditClient(url, token) as client:
+            cosigned = Witness(client, cosigner, log_verifier, state).run(interval, once)
+    except (OSError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    except KeyboardInterrupt:
+        return
+    if not cosigned:
+        raise typer.Exit(1)

@@ -32,6 +32,15 @@ class Settings(ServiceSettings):
         description="Ed25519 note signer key `PRIVATE+KEY+<name>+<id>+<seed>`; generated and kept "
         "in the audit database when unset",
     )
+    audit_signing_key_file: Path | None = Field(
+        default=None,
+        description="a file holding the signer key (e.g. a mounted secret); exclusive with the variable",
+    )
+    audit_witness_keys: list[str] = Field(
+        default_factory=list,
+        description="witness cosigner verifier keys `<name>+<id>+<base64(0x04 || key)>` (a JSON list) "
+        "whose cosignatures are accepted and served",
+    )
     checkpoint_interval: float = Field(
         default=1.0, gt=0, le=1, description="seconds between signings (at least one per second)"
     )
@@ -41,4 +50,8 @@ class Settings(ServiceSettings):
     retention_days: int = Field(default=3 * 365, ge=1, description="entries older than this are purged")
     partitions_ahead: int = Field(default=2, ge=1, le=24, description="monthly partitions created ahead")
     alert_rules_path: Path = DEFAULT_RULES
+    stream_heartbeat_seconds: float = Field(default=15, gt=0, le=300, description="SSE comment interval")
+    stream_lifetime_seconds: float = Field(
+        default=600, gt=0, description="a stream then ends; the client resumes with Last-Event-ID"
+    )
     page_limit_max: int = Field(default=1000, ge=1, le=10_000)

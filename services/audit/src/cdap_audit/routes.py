@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from sqlalchemy.exc import SQLAlchemyError
 
-from cdap_audit import ledger, queries, signing
+from cdap_audit import ledger, queries, signing, stream
 from cdap_audit.merkle import MissingNodeError
+from cdap_audit.models import CheckpointRecord
 from cdap_audit.queries import EntryFilter, Order
 from cdap_audit.schemas import (
     AlertPage,
@@ -57,9 +59,7 @@ def _wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
 
-@router.get("/entries", response_model=EntryPage, responses=ERRORS)
-async def list_entries(
-    session: SessionDep,
+def entry_filter(
     actor: Text = None,
     dossier: Annotated[str | None, Query(pattern=r"^\d{7}$")] = None,
     type: Annotated[str | None, Query(max_length=100, pattern=r"^[a-z]+(\.[a-z_]+)+$")] = None,
@@ -67,17 +67,66 @@ async def list_entries(
     until: Annotated[datetime | None, Query(alias="to", description="event time, exclusive")] = None,
     trace_id: Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")] = None,
     event_id: Text = None,
+) -> EntryFilter:
+    """The entry filters, shared by the list and the stream."""
+    since, until = _utc(since), _utc(until)
+    if since and until and since > until:
+        raise Problem(400, "Invalid time range", "`from` is after `to`.")
+    return EntryFilter(actor, dossier, type, since, until, trace_id, event_id)
+
+
+Filters = Annotated[EntryFilter, Depends(entry_filter)]
+
+
+@router.get("/entries", response_model=EntryPage, responses=ERRORS)
+async def list_entries(
+    session: SessionDep,
+    where: Filters,
     cursor: Cursor = None,
     limit: Limit = 100,
     order: OrderQuery = "asc",
 ) -> dict[str, Any]:
     """Log entries matching every filter given, by position; `leaf` holds the exact hashed bytes."""
-    since, until = _utc(since), _utc(until)
-    if since and until and since > until:
-        raise Problem(400, "Invalid time range", "`from` is after `to`.")
-    where = EntryFilter(actor, dossier, type, since, until, trace_id, event_id)
     page = await queries.entries(session, where, int(cursor) if cursor else None, limit, order)
     return page.body()
+
+
+@router.get(
+    "/entries/stream",
+    response_class=StreamingResponse,
+    responses={
+        **ERRORS,
+        200: {"content": {"text/event-stream": {}}, "description": "SSE, one event per entry"},
+    },
+)
+async def stream_entries(
+    request: Request,
+    where: Filters,
+    from_index: Annotated[int | None, Query(ge=0, le=MAX_POSITION, description="first index sent")] = None,
+    last_event_id: Annotated[str | None, Header(pattern=r"^\d{1,18}$")] = None,
+) -> StreamingResponse:
+    """New entries matching the filters as Server-Sent Events (`id` = index, `data` = the entry as listed).
+
+    Starts after `Last-Event-ID` (a reconnecting client), else at `from_index`, else at the end of the
+    log; comment lines every 15 s when idle; ends after 10 minutes, to be resumed with `Last-Event-ID`.
+    """
+    after: int | None = None  # from now on
+    if last_event_id is not None:
+        after = int(last_event_id)
+    elif from_index is not None:
+        after = from_index - 1  # -1 for the whole log: the keyset is "index > after"
+    settings = request.app.state.settings
+    events = stream.entry_events(
+        request.app.state.sessions,
+        request.app.state.watcher,
+        where,
+        after,
+        heartbeat=settings.stream_heartbeat_seconds,
+        lifetime=settings.stream_lifetime_seconds,
+    )
+    # no-transform and X-Accel-Buffering: proxies must pass each event on as it comes, not buffer it.
+    headers = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
 
 @router.get("/entries/{index}", response_model=EntryItem, responses={**ERRORS, 404: {}})
@@ -133,6 +182,10 @@ async def latest_checkpoint(request: Request, session: SessionDep) -> Response:
     record = await signing.latest(session)
     if record is None:
         raise Problem(404, "No checkpoint yet", "The first checkpoint is signed within seconds of start.")
+    return _checkpoint(request, record)
+
+
+def _checkpoint(request: Request, record: CheckpointRecord) -> Response:
     if _wants_json(request):
         body = CheckpointBody(
             origin=record.origin,
@@ -142,6 +195,35 @@ async def latest_checkpoint(request: Request, session: SessionDep) -> Response:
         )
         return JSONResponse(body.model_dump())
     return PlainTextResponse(record.note)
+
+
+KEY_NAME = re.compile(r"[^\s+\x00-\x1f\x7f]{1,200}")  # signed-note key names
+WitnessName = Annotated[list[str] | None, Query(max_length=10, description="key names of witnesses")]
+
+
+@router.get(
+    "/checkpoints/witnessed",
+    response_model=CheckpointBody,
+    responses={**ERRORS, 404: {}, 200: {"content": {"text/plain": {}}}},
+)
+async def witnessed_checkpoint(
+    request: Request, session: SessionDep, witness: WitnessName = None
+) -> Response:
+    """The newest checkpoint cosigned by every `witness` named (default: by any configured witness)."""
+    if witness and not all(KEY_NAME.fullmatch(name) for name in witness):
+        raise Problem(400, "Invalid witness name", "A key name has no spaces, '+' or control characters.")
+    configured = [w.name for w in request.app.state.witnesses]
+    names = witness or configured
+    if not names:
+        raise Problem(404, "No witness configured", "Set CDAP_AUDIT_WITNESS_KEYS to accept cosignatures.")
+    if witness is None:
+        records = [await signing.latest_witnessed(session, [name]) for name in configured]
+        record = max((r for r in records if r), key=lambda r: r.tree_size, default=None)
+    else:
+        record = await signing.latest_witnessed(session, names)
+    if record is None:
+        raise Problem(404, "Not witnessed yet", "No checkpoint carries a cosignature of these witnesses yet.")
+    return _checkpoint(request, record)
 
 
 @router.get("/checkpoints/key", responses={**ERRORS, 200: {"content": {"text/plain": {}}}})
@@ -178,3 +260,31 @@ async def consistency_proof(first: Position, second: Position, session: SessionD
     except MissingNodeError as exc:
         raise _damaged() from exc
     return {"first": first, "second": second, "hashes": _b64(hashes)}
+
+
+# Witnesses have no account: a cosignature by a key of `CDAP_AUDIT_WITNESS_KEYS` is what authenticates
+# them, and all they can do is add such a line to a checkpoint signed here.
+witness_router = APIRouter(prefix="/v1", tags=["audit"])
+MAX_NOTE_BYTES = 64 * 1024  # a checkpoint with up to 100 signature lines is far below this
+
+
+@witness_router.post(
+    "/checkpoints/cosignatures",
+    responses={400: {}, 403: {}, 404: {}, 413: {}, 200: {"content": {"text/plain": {}}}},
+    openapi_extra={"requestBody": {"content": {"text/plain": {}}, "required": True}},
+)
+async def add_cosignatures(request: Request) -> Response:
+    """A witness submits a checkpoint signed here with its cosignature line(s); answers the note as served."""
+    body = await request.body()
+    if len(body) > MAX_NOTE_BYTES:
+        raise Problem(413, "Note too large", f"A cosigned checkpoint is at most {MAX_NOTE_BYTES} bytes.")
+    try:
+        note = await signing.add_cosignatures(
+            request.app.state.sessions, body.decode("utf-8"), request.app.state.witnesses
+        )
+    except UnicodeDecodeError as exc:
+        raise Problem(400, "Not a signed note", "The body is not UTF-8 text.") from exc
+    except signing.CosignatureRejected as exc:
+        title = {400: "Not a signed note", 403: "Cosignature refused", 404: "Unknown checkpoint"}
+        raise Problem(exc.status, title[exc.status], str(exc)) from exc
+    return PlainTextResponse(note)

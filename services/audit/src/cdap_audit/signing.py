@@ -1,24 +1,37 @@
-"""Signed checkpoints: the note signing key, and signing the tree head whenever the tree grew.
+"""Signed checkpoints: the note signing key, signing the tree head whenever the tree grew, and the
+witnesses' cosignatures added to them.
 
-The key is `CDAP_AUDIT_SIGNING_KEY` when set. Otherwise one is generated at first start and kept in
-the `signing_key` table, so restarts and replicas sign with the same key; the race between replicas
-starting together is settled by the primary key (the loser reads the winner's key). A key in the
-database is only as safe as the database: production should set the variable from a secret store.
+The key is `CDAP_AUDIT_SIGNING_KEY`, or the file named by `CDAP_AUDIT_SIGNING_KEY_FILE`, when set
+(the production choice: a secret store, or a mounted secret). Otherwise one is generated at first
+start and kept in the `signing_key` table, so restarts and replicas sign with the same key; the race
+between replicas starting together is settled by the primary key (the loser reads the winner's key).
+A key in the database is only as safe as the database: whoever can write it can sign a rewritten
+log. Witness cosignatures are what such a forger cannot make.
 """
 
 from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterable
+from pathlib import Path
 
 import structlog
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cdap_audit import ledger
-from cdap_audit.checkpoint import Checkpoint, NoteSigner
+from cdap_audit.checkpoint import (
+    Checkpoint,
+    CosignerVerifier,
+    InvalidSignatureError,
+    NoteError,
+    NoteSigner,
+    cosignatures,
+    split_note,
+)
 from cdap_audit.models import CheckpointRecord, SigningKey
 from cdap_shared import events as ev
 from cdap_shared import outbox
@@ -31,19 +44,38 @@ KEY = SigningKey.__table__  # type: ignore[attr-defined]
 
 
 class SigningKeyError(SystemExit):
-    """`CDAP_AUDIT_SIGNING_KEY` is set but unusable: the service refuses to start, saying why."""
+    """A configured signing or witness key is unusable: the service refuses to start, saying why."""
 
 
-def configured_signer(configured: SecretStr | None) -> NoteSigner | None:
+def configured_signer(key: SecretStr | None, key_file: Path | None) -> NoteSigner | None:
     """The signer from the settings, checked at start; None when a stored one is to be used."""
-    if configured is None:
-        return None
+    if key is not None and key_file is not None:
+        raise SigningKeyError("set CDAP_AUDIT_SIGNING_KEY or CDAP_AUDIT_SIGNING_KEY_FILE, not both")
+    if key_file is not None:
+        try:
+            text = key_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SigningKeyError(f"CDAP_AUDIT_SIGNING_KEY_FILE cannot be read: {exc}") from exc
+        return _signer(text, "CDAP_AUDIT_SIGNING_KEY_FILE's content")
+    if key is not None:
+        return _signer(key.get_secret_value(), "CDAP_AUDIT_SIGNING_KEY")
+    return None
+
+
+def _signer(text: str, what: str) -> NoteSigner:
     try:
-        return NoteSigner.from_key(configured.get_secret_value())
+        return NoteSigner.from_key(text)
+    except ValueError as exc:  # the message never quotes the key
+        expected = "PRIVATE+KEY+<name>+<id>+<seed>"
+        raise SigningKeyError(f"{what} is not a note signer key ({expected}): {exc}") from exc
+
+
+def configured_witnesses(keys: Iterable[str]) -> tuple[CosignerVerifier, ...]:
+    """The witnesses whose cosignatures are accepted (`CDAP_AUDIT_WITNESS_KEYS`), checked at start."""
+    try:
+        return tuple(CosignerVerifier.from_key(key) for key in keys)
     except ValueError as exc:
-        raise SigningKeyError(
-            f"CDAP_AUDIT_SIGNING_KEY is not a note signer key (PRIVATE+KEY+<name>+<id>+<seed>): {exc}"
-        ) from exc
+        raise SigningKeyError(f"CDAP_AUDIT_WITNESS_KEYS holds a malformed witness key: {exc}") from exc
 
 
 def key_name(origin: str) -> str:
@@ -51,13 +83,8 @@ def key_name(origin: str) -> str:
     return re.sub(r"[\s+]", "_", origin)
 
 
-async def load_signer(
-    sessions: async_sessionmaker[AsyncSession], configured: SecretStr | None, origin: str
-) -> NoteSigner:
-    """The configured signer, else the one stored in the database (created on first call)."""
-    signer = configured_signer(configured)
-    if signer is not None:
-        return signer
+async def stored_signer(sessions: async_sessionmaker[AsyncSession], origin: str) -> NoteSigner:
+    """The signer kept in the database (created on first call), when none is configured."""
     async with sessions() as session, session.begin():
         stored = (await session.execute(select(KEY.c.signer_key).where(KEY.c.id == 1))).scalar_one_or_none()
         if stored is None:
@@ -112,3 +139,68 @@ async def sign_if_grown(
         event = ev.make_event("audit.checkpoint.signed", source=SOURCE, subject=origin, data=data)
         await outbox.add(session, event, topic=topic)
         return CheckpointRecord(id=inserted, origin=origin, tree_size=size, root_hash=root, note=note)
+
+
+class CosignatureRejected(Exception):
+    """A witness's submission was not added; `status` is the HTTP status that says why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def _marker(witness_name: str) -> str:
+    """What a note carrying a signature line of this key name contains (its lines follow newlines)."""
+    return f"\n\u2014 {witness_name} "
+
+
+async def add_cosignatures(
+    sessions: async_sessionmaker[AsyncSession], note: str, witnesses: Iterable[CosignerVerifier]
+) -> str:
+    """Append to the stored checkpoint the valid cosignatures of `note` by configured witnesses.
+
+    The note must carry the exact text of a checkpoint signed here; a witness that already cosigned
+    it keeps its first line (resubmitting is harmless). The row is locked so two witnesses adding
+    their lines at once both keep them. Returns the note as now served.
+    """
+    try:
+        text, _ = split_note(note)
+        checkpoint = Checkpoint.parse(text)
+        offered = cosignatures(note, witnesses)
+    except InvalidSignatureError as exc:
+        raise CosignatureRejected(403, str(exc)) from exc
+    except NoteError as exc:
+        raise CosignatureRejected(400, str(exc)) from exc
+    except ValueError as exc:
+        raise CosignatureRejected(400, f"not a checkpoint: {exc}") from exc
+    if not offered:
+        raise CosignatureRejected(403, "the note carries no cosignature by a witness configured here")
+    size = checkpoint.tree_size
+    query = select(CHECKPOINT.c.note).where(CHECKPOINT.c.tree_size == size).with_for_update()
+    async with sessions() as session, session.begin():
+        stored: str | None = (await session.execute(query)).scalar_one_or_none()
+        if stored is None or split_note(stored)[0] != text:
+            raise CosignatureRejected(404, f"no checkpoint with this text was signed here (size {size})")
+        try:
+            present = cosignatures(stored, witnesses)
+        except InvalidSignatureError:  # a forged line in the database: it stays, for verify to see
+            present = {}
+        added = "".join(f"{line}\n" for witness, line in offered.items() if witness not in present)
+        if added:
+            stored += added
+            row = CHECKPOINT.c.tree_size == size
+            await session.execute(update(CHECKPOINT).where(row).values(note=stored))
+            log.info("checkpoint cosigned", tree_size=size, witnesses=[w.name for w in offered])
+    return stored
+
+
+async def latest_witnessed(session: AsyncSession, witness_names: Iterable[str]) -> CheckpointRecord | None:
+    """The newest checkpoint carrying a signature line of every named witness.
+
+    Scans from the newest: witnesses cosign recent checkpoints, so the match is near the top unless
+    the witness has stopped (then the scan reads back to its last cosignature).
+    """
+    query = select(CheckpointRecord).order_by(CHECKPOINT.c.tree_size.desc()).limit(1)
+    for name in witness_names:
+        query = query.where(CHECKPOINT.c.note.contains(_marker(name), autoescape=True))
+    return (await session.execute(query)).scalars().first()

@@ -51,9 +51,7 @@ class BackgroundTasks:
     async def get_signer(self) -> NoteSigner:
         """The signing key (loaded, or generated, on first use)."""
         if self.signer is None:
-            self.signer = await signing.load_signer(
-                self.sessions, self.settings.audit_signing_key, self.settings.audit_origin
-            )
+            self.signer = await signing.stored_signer(self.sessions, self.settings.audit_origin)
         return self.signer
 
     def start(self) -> None:

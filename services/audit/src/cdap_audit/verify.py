@@ -1,8 +1,11 @@
 """`cdap audit verify`: check the live log against a checkpoint saved earlier, as an outside auditor.
 
 What is checked, in order (the first failure stops with its reason):
-1. the saved checkpoint's signature, with the key given or the one saved with it;
+1. the saved checkpoint's signature, with the key given or the one saved with it (and the
+   cosignatures it carries of the witnesses given);
 2. the current checkpoint's signature, with the same key (a server that changed its key fails);
+   with witness keys, the current checkpoint is the newest one they cosigned, it must cover the log
+   as it was when verify started, and each witness's cosignature must verify;
 3. the log did not shrink, and the saved tree is a prefix of the current one (consistency proof);
 4. `--entry N`: that entry's served fields are those of its hashed bytes, and the bytes are in the
    current tree (inclusion proof);
@@ -14,15 +17,23 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cdap_audit import merkle
-from cdap_audit.checkpoint import Checkpoint, NoteError, NoteVerifier, open_note
-from cdap_audit.client import AuditClient
+from cdap_audit.checkpoint import (
+    Checkpoint,
+    CosignerVerifier,
+    NoteError,
+    NoteVerifier,
+    cosignatures,
+    open_note,
+)
+from cdap_audit.client import AuditClient, AuditClientError
 
 # Served entry fields that must equal the hashed leaf's (leaf name when it differs).
 CHECKED_FIELDS = {
@@ -70,11 +81,14 @@ class SavedCheckpoint:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
 
 
-def fetch_checkpoint(client: AuditClient) -> SavedCheckpoint:
-    """The current checkpoint and key, checked against each other, ready to save."""
-    body, key = client.checkpoint(), client.verifier_key()
+def fetch_checkpoint(
+    client: AuditClient, witnesses: Sequence[CosignerVerifier] = (), witness_wait: float = 0
+) -> SavedCheckpoint:
+    """The current checkpoint (cosigned by `witnesses`, if any) and key, checked, ready to save."""
+    body, key = current_checkpoint(client, witnesses, witness_wait), client.verifier_key()
     checkpoint = open_checkpoint(body["note"], parse_key(key), "the current checkpoint")
     _same_as_body(checkpoint, body, "the current checkpoint")
+    check_cosigned(body["note"], witnesses, "the current checkpoint")
     return SavedCheckpoint(
         origin=checkpoint.origin,
         tree_size=checkpoint.tree_size,
@@ -91,6 +105,59 @@ def parse_key(key: str) -> NoteVerifier:
         return NoteVerifier.from_key(key)
     except ValueError as exc:
         raise VerificationFailed(f"the verifier key is malformed: {exc}") from exc
+
+
+def parse_witness_key(key: str) -> CosignerVerifier:
+    try:
+        return CosignerVerifier.from_key(key)
+    except ValueError as exc:
+        raise VerificationFailed(f"the witness key is malformed: {exc}") from exc
+
+
+def current_checkpoint(
+    client: AuditClient,
+    witnesses: Sequence[CosignerVerifier],
+    wait: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """The latest checkpoint; with witnesses, the newest they all cosigned, once it covers the log.
+
+    A witness cosigns a little after the log signs, so this waits up to `wait` seconds for a
+    cosigned checkpoint at least as large as the latest one was on arrival. One that never comes
+    means the witnesses did not see that tree, or refused it (a rewritten log).
+    """
+    latest = client.checkpoint()
+    if not witnesses:
+        return latest
+    names = [w.name for w in witnesses]
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            cosigned: dict[str, Any] | None = client.witnessed(names)
+        except AuditClientError as exc:
+            if exc.status != 404:
+                raise
+            cosigned = None
+        if cosigned is not None and cosigned["tree_size"] >= latest["tree_size"]:
+            return cosigned
+        if time.monotonic() >= deadline:
+            newest = "none" if cosigned is None else f"size {cosigned['tree_size']}"
+            raise VerificationFailed(
+                f"no checkpoint cosigned by {', '.join(names)} covers the log's size {latest['tree_size']} "
+                f"(newest cosigned: {newest}): the witness has not seen it yet, or refused it"
+            )
+        sleep(0.5)
+
+
+def check_cosigned(note: str, witnesses: Sequence[CosignerVerifier], what: str) -> None:
+    """Every witness's cosignature of `note` is there and verifies."""
+    try:
+        found = cosignatures(note, witnesses)
+    except NoteError as exc:
+        raise VerificationFailed(f"{what} carries a forged cosignature: {exc}") from exc
+    for witness in witnesses:
+        if witness not in found:
+            raise VerificationFailed(f"{what} is not cosigned by witness {witness.key}")
 
 
 def open_checkpoint(note: str, verifier: NoteVerifier, what: str) -> Checkpoint:
@@ -117,6 +184,8 @@ def verify_log(
     entry: int | None = None,
     all_entries: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    witnesses: Sequence[CosignerVerifier] = (),
+    witness_wait: float = 0,
 ) -> list[str]:
     """Run the checks; return what was verified, or raise `VerificationFailed` with the reason."""
     key = key or saved.verifier_key
@@ -125,8 +194,17 @@ def verify_log(
     verifier = parse_key(key)
     old = open_checkpoint(saved.note, verifier, "the saved checkpoint")
     _same_as_body(old, saved, "the saved checkpoint")
-    current = open_checkpoint(client.checkpoint()["note"], verifier, "the current checkpoint")
+    try:
+        cosignatures(saved.note, witnesses)  # a saved checkpoint need not be cosigned, but not forged
+    except NoteError as exc:
+        raise VerificationFailed(f"the saved checkpoint carries a forged cosignature: {exc}") from exc
+    note = current_checkpoint(client, witnesses, witness_wait)["note"]
+    current = open_checkpoint(note, verifier, "the current checkpoint")
     done = [f"signatures of both checkpoints verify with {verifier.name}+{verifier.key_id:08x}"]
+    if witnesses:
+        check_cosigned(note, witnesses, "the current checkpoint")
+        names = ", ".join(f"{w.name}+{w.key_id:08x}" for w in witnesses)
+        done.append(f"the current checkpoint (size {current.tree_size}) is cosigned by {names}")
     if current.origin != old.origin:
         raise VerificationFailed(f"origin changed from {old.origin!r} to {current.origin!r}")
     if current.tree_size < old.tree_size:

@@ -320,7 +320,8 @@ async def _failed_locked(session: AsyncSession, user: User, ip: str | None, reas
 _CLIENT = """
     SELECT c.id, c.organisation_id, c.secret_digest, c.disabled, c.previous_secret_digest,
            c.previous_secret_until, g.id AS grant_id, g.profile, g.department, g.status, g.valid_from,
-           g.valid_until, u.status AS holder_status, u.must_reset_password AS holder_reset
+           g.valid_until, u.status AS holder_status, u.must_reset_password AS holder_reset,
+           u.totp_secret IS NOT NULL AS holder_enrolled
       FROM client c LEFT JOIN grant_habilitation g ON g.id = c.grant_id
            LEFT JOIN user_account u ON u.id = g.user_id
      WHERE c.id = $1
@@ -353,6 +354,9 @@ async def client_credentials_grant(
             raise OAuthError("invalid_grant", "the client's habilitation is no longer active")
         if row["holder_status"] == "suspended" or row["holder_reset"]:
             raise OAuthError("invalid_grant", "the habilitation's holder is suspended or must reset")
+        if row["profile"] in cfg.totp_profiles and not row["holder_enrolled"]:
+            # A grant that requires TOTP is usable by nobody, its systems included, until its holder enrols.
+            raise OAuthError("invalid_grant", "the habilitation's holder has not enrolled a second factor")
         claims = [{"id": row["grant_id"], "profile": row["profile"], "department": row["department"]}]
         issued = issue_access_token(
             cfg.ring,
