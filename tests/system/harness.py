@@ -96,9 +96,9 @@ class System:
     def log_path(self, name: str) -> Path:
         return LOGS / f"{name}-{self.run_id}{self.log_suffix}.log"
 
-    async def replica(self, name: str) -> System:
+    async def replica(self, name: str, env: dict[str, str] | None = None) -> System:
         """A second replica of `name`: the same database and consumer group, its own port and log. Other
-        services (and the JWKS) stay this system's."""
+        services (and the JWKS) stay this system's; `env` adds to its settings."""
         second = System(
             admin_url=self.admin_url,
             kafka=self.kafka,
@@ -108,7 +108,7 @@ class System:
         )
         second.databases = {name: self.databases[name]}
         second.ports = {n: p for n, p in self.ports.items() if n != name}
-        return await second.start(name)
+        return await second.start(name, extra_env={name: env or {}})
 
     async def restart(self, name: str, sig: int = signal.SIGTERM) -> None:
         await asyncio.to_thread(self.processes[name].stop, sig)

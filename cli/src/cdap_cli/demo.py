@@ -77,6 +77,15 @@ ORGANISATIONS = (
     ),
 )
 
+# A one-page PDF, well formed (access-requests parses every upload and refuses what does not parse).
+CONVENTION_PDF = (
+    b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
+    b"2 0 obj\n<< /Type /Pages /Kids [3 0 R] /Count 1 >>\nendobj\n"
+    b"3 0 obj\n<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] >>\nendobj\n"
+    b"xref\n0 4\n0000000000 65535 f \n0000000009 00000 n \n0000000058 00000 n \n0000000115 00000 n \n"
+    b"trailer\n<< /Size 4 /Root 1 0 R >>\nstartxref\n186\n%%EOF\n"
+)
+
 
 class DemoError(RuntimeError):
     """A step of the demo failed; the message says which and why."""
@@ -214,7 +223,7 @@ class Demo:
                 ),
                 "instructor requests documents",
             )
-            pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+            pdf = CONVENTION_PDF
             await self.check(
                 await self.client.post(
                     f"{self.urls.access}/v1/access-requests/{rid}/documents",

@@ -33,7 +33,29 @@ SERVICE_DIR = str(Path(__file__).resolve().parents[1])
 ORG = "org-76-ccas"
 OTHER_ORG = "org-27-bailleur"
 PARTNER = "partner-admin-1"
-PDF = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+
+
+def pdf_file(catalog_extra: bytes = b"", page_extra: bytes = b"", *extra_objects: bytes) -> bytes:
+    """A well-formed one-page PDF (objects 1-3), with `extra_objects` numbered from 4."""
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R " + catalog_extra + b" >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] " + page_extra + b" >>",
+        *extra_objects,
+    ]
+    out = b"%PDF-1.7\n"
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return out
+
+
+PDF = pdf_file()
 
 
 def mint(

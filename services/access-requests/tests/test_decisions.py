@@ -80,6 +80,27 @@ async def test_documents_requested_then_received_return_to_stage_one(svc: Servic
     assert types == ["submitted", "documents_requested", "documents_received", "stage_approved"]
 
 
+async def test_nobody_decides_a_request_that_names_them(svc: Service) -> None:
+    """A partner names a CAF instructor (or manager) as the applicant: that person may not decide it,
+    whatever the case of the e-mail; another one may."""
+    email = f"Paul.Durand-{svc.tag}@caf76.test"
+    request_id = await svc.submit(
+        profile="T5", applicant=svc.submission()["applicant"] | {"email": email.lower()}
+    )
+    named_instructor = svc.headers("instructor-9", ["caf_instructor"], department="76", email=email.upper())
+    before = await svc.snapshot(request_id)
+    for decision, body in (("approve", {}), ("reject", {"comment": "non"})):
+        assert_problem(await svc.decide(request_id, named_instructor, decision, **body), 403, "own_request")
+    assert await svc.snapshot(request_id) == before
+
+    r = await svc.decide(request_id, svc.instructor())
+    assert r.json()["state"] == "awaiting_second_approval"
+    named_manager = svc.headers("manager-9", ["caf_manager"], department="76", email=email)
+    before = await svc.snapshot(request_id)
+    assert_problem(await svc.decide(request_id, named_manager), 403, "own_request")
+    assert await svc.snapshot(request_id) == before
+
+
 async def test_a_rejection_needs_its_reason_and_tells_the_partner(svc: Service) -> None:
     request_id = await svc.submit()
     before = await svc.snapshot(request_id)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from .conftest import PDF, Service, assert_problem
+from .conftest import PDF, Service, assert_problem, pdf_file
 
 pytestmark = pytest.mark.stack
 
@@ -68,6 +68,45 @@ async def test_documents_may_also_be_sent_before_being_asked(svc: Service) -> No
         ([("fake.pdf", b"<html>%PDF-1.4</html>")], 415, "not_a_pdf"),
         ([("empty.pdf", b"")], 415, "not_a_pdf"),
         ([("ok.pdf", PDF), ("bad.pdf", b"MZ\x90\x00")], 415, "not_a_pdf"),
+        # `%PDF-` then something else: it must parse as a PDF (pypdf), with a page
+        ([("page.pdf", b"%PDF-1.4\n<html><script>alert(1)</script></html>\n%%EOF\n")], 422, "unreadable_pdf"),
+        ([("exe.pdf", b"%PDF-1.4\nMZ\x90\x00" + b"\x00" * 64)], 422, "unreadable_pdf"),
+        (
+            [
+                (
+                    "nopage.pdf",
+                    b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n",
+                )
+            ],
+            422,
+            "unreadable_pdf",
+        ),
+        # and nothing in it may run
+        (
+            [("js.pdf", pdf_file(b"/OpenAction << /S /JavaScript /JS (app.alert(1)) >>"))],
+            422,
+            "active_pdf_content",
+        ),
+        (
+            [("aa.pdf", pdf_file(b"", b"/AA << /O 4 0 R >>", b"<< /S /Launch /F (calc.exe) >>"))],
+            422,
+            "active_pdf_content",
+        ),
+        (
+            [
+                (
+                    "names.pdf",
+                    pdf_file(
+                        b"/Names << /JavaScript 4 0 R >>",
+                        b"",
+                        b"<< /Names [(a) 5 0 R] >>",
+                        b"<< /S /JavaScript /JS (1) >>",
+                    ),
+                )
+            ],
+            422,
+            "active_pdf_content",
+        ),
         ([("huge.pdf", PDF + b"0" * 5000)], 413, "document_too_large"),
         ([(f"f{i}.pdf", PDF) for i in range(11)], 422, "too_many_files"),
     ],

@@ -163,6 +163,17 @@ def test_the_full_sensitive_path_needs_two_different_people() -> None:
     assert final.after.approvals == ("both-roles", "manager-1")
 
 
+def test_the_person_a_request_names_never_decides_it() -> None:
+    renewal = Facts(State.SUBMITTED, "76", ORG, "system", sensitive=False, applicant_user_id="instructor-1")
+    by_email = Facts(State.SUBMITTED, "76", ORG, "partner-1", sensitive=False, applicant_email="i2@caf.test")
+    named = replace(ACTORS["instructor-2"], email="i2@caf.test")
+    for facts, actor in ((renewal, ACTORS["instructor-1"]), (by_email, named)):
+        with pytest.raises(Refused) as refused:
+            domain.decide(facts, actor, Decision.APPROVE)
+        assert (refused.value.status, refused.value.reason) == (403, "own_request")
+    assert domain.decide(renewal, ACTORS["instructor-2"], Decision.APPROVE).after.state is State.APPROVED
+
+
 def test_other_profiles_are_approved_at_stage_one() -> None:
     facts = Facts(State.SUBMITTED, "76", ORG, "partner-1", sensitive=False)
     step = domain.decide(facts, ACTORS["instructor-1"], Decision.APPROVE)

@@ -125,3 +125,23 @@ async def test_a_partner_administrator_asks_for_a_removal(svc: Service) -> None:
     assert (await svc.get(request_id))["state"] == "revoked"
     r = await svc.client.post("/v1/grants/g4/removal-requests", headers=svc.partner())
     assert_problem(r, 409, "grant_not_active")
+
+
+async def test_a_suspended_manager_decides_nothing_and_a_suspended_partner_admin_submits_nothing(
+    svc: Service,
+) -> None:
+    """Issue 13: both did, with their still-valid tokens. The suspension reaches this service as an event
+    of identity's; reinstated, the manager decides again."""
+    request_id = await svc.submit(profile="T1")
+    assert (await svc.decide(request_id, svc.instructor())).json()["state"] == "awaiting_second_approval"
+    for who in ("manager-1", PARTNER):
+        await svc.apply("identity.user.suspended", who, ev.UserRef(user_id=who, by="caf-admin"))
+    before = await svc.snapshot(request_id)
+    assert_problem(await svc.decide(request_id, svc.manager()), 403, "suspended")
+    submitted = await svc.client.post(
+        "/v1/access-requests", json=svc.submission(profile="T3"), headers=svc.partner()
+    )
+    assert_problem(submitted, 403, "suspended")
+    assert await svc.snapshot(request_id) == before
+    await svc.apply("identity.user.reinstated", "manager-1", ev.UserRef(user_id="manager-1", by="caf-admin"))
+    assert (await svc.decide(request_id, svc.manager())).json()["state"] == "approved"

@@ -80,6 +80,25 @@ def _days(n: int) -> str:
             422,
             None,
         ),
+        # Names go into mails: no line breaks, no control characters, nothing that reads as a link.
+        *(
+            (
+                {"applicant": {"family_name": name, "given_name": "B", "email": "a@b.fr", "job_title": "C"}},
+                422,
+                None,
+            )
+            for name in (
+                "Martin\nhttps://evil.example/activate?token=FAKE",
+                "Martin www.evil.fr",
+                "Martin\u202e",
+                "voir evil.com",
+            )
+        ),
+        (
+            {"applicant": {"family_name": "A", "given_name": "B\r\nC", "email": "a@b.fr", "job_title": "C"}},
+            422,
+            None,
+        ),
         ({"valid_until": "next year"}, 422, None),
         ({"unexpected": "field"}, 422, None),
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
 
@@ -80,7 +81,7 @@ async def test_every_profile_scope_opposition_and_motif_over_http(
 async def test_search_finds_only_inside_the_scope_and_records_no_identifier(
     service_factory: Callable[..., Awaitable[Service]],
 ) -> None:
-    svc = await service_factory()
+    svc = await service_factory(search_rate_limit_user=1000)
     mine = await svc.add_dossier("3000001", opposition=False, landlord_siret=LANDLORD)
     other_dept = await svc.add_dossier("3000002", department="27", opposition=False, landlord_siret=LANDLORD)
     objected = await svc.add_dossier("3000003", opposition=True, landlord_siret=LANDLORD)
@@ -127,6 +128,34 @@ async def test_search_finds_only_inside_the_scope_and_records_no_identifier(
         text = event.to_bytes().decode()
         assert mine.nir not in text and phone.replace(" ", "") not in text
     assert searched[0].data["criteria"] == ["nir"] and searched[0].data["numeros"] == ["3000001"]
+
+
+async def test_searches_are_rate_limited_and_each_refusal_is_recorded(
+    service_factory: Callable[..., Awaitable[Service]],
+) -> None:
+    svc = await service_factory(search_rate_limit_user=2)
+    grant = await svc.grant("sw", "T1")
+    await svc.wait_for_grants(1)
+    answers = await asyncio.gather(  # together: well within two one-second windows, 4 answered at most
+        *(
+            svc.client.post(
+                "/v1/dossiers/search",
+                json={"motif": "accompagnement_social", "nir": "185057800608436"},
+                headers=svc.token("sw", [grant]),
+            )
+            for _ in range(12)
+        )
+    )
+    statuses = [a.status_code for a in answers]
+    assert 429 in statuses and 1 <= statuses.count(200) <= 4, statuses
+    r = next(a for a in answers if a.status_code == 429)
+    assert r.json()["reason"] == "rate_limited" and r.headers["Retry-After"] == "1"
+    assert r.headers["RateLimit-Policy"] == '"search";q=2;w=1'
+    assert r.headers["RateLimit"] == '"search";r=0;t=1'
+    searched = [e for e in await svc.consultations() if e.type == "dossier.searched"]
+    assert [e.data["decision"] for e in searched].count("rate_limited") == statuses.count(429)
+    refused = next(e for e in searched if e.id == r.headers["X-Audit-Id"])
+    assert refused.data["decision"] == "rate_limited" and refused.data["numeros"] == []
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import pyotp
 import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient, Response
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from cdap_identity import accounts
 from cdap_identity.app import build
@@ -121,6 +121,11 @@ class Identity:
             await producer.send_and_wait(topic, event.to_bytes(), key=event.subject.encode())
         finally:
             await producer.stop()
+
+    async def forget_used_codes(self) -> None:
+        """Let every account use the current TOTP code again (a test need not wait 30 s for the next)."""
+        async with self.app.state.sessions() as s, s.begin():
+            await s.execute(text("UPDATE user_account SET totp_last_step = NULL"))
 
     async def queued_mails(self) -> list[QueuedMail]:
         async with self.app.state.sessions() as s:

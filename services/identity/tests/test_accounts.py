@@ -353,3 +353,26 @@ async def test_logout_revokes_the_refresh_token_family(idp: Identity) -> None:
     assert after.status_code == 400 and after.json()["error"] == "invalid_grant"
     assert (await idp.client.post("/v1/revoke", data={"token": "never-issued"})).status_code == 200
     assert (await idp.client.post("/v1/revoke", data={})).status_code == 400
+
+
+async def test_introspection_tells_whether_a_sign_in_session_is_alive(idp: Identity) -> None:
+    admin = await idp.caf_admin()
+    org = await idp.create_organisation(admin)
+    email = org["admin_emails"][0]
+    await idp.activate(email)
+    refresh = (await idp.token(email, STRONG)).json()["refresh_token"]
+    rotated = await idp.client.post(
+        "/v1/token", data={"grant_type": "refresh_token", "refresh_token": refresh}
+    )
+    newest = rotated.json()["refresh_token"]
+
+    async def active(token: str) -> bool:
+        r = await idp.client.post("/v1/introspect", data={"token": token})
+        assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+        return bool(r.json()["active"])
+
+    assert await active(refresh) and await active(newest)  # a rotated token still names its session
+    assert not await active("never-issued")
+    await idp.client.post("/v1/revoke", data={"token": newest})
+    assert not await active(refresh) and not await active(newest)
+    assert (await idp.client.post("/v1/introspect", data={})).status_code == 400

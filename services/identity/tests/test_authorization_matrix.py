@@ -47,6 +47,9 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     "POST /v1/token":                           (400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400),
     "POST /v1/activations":                     (400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400),
     "POST /v1/revoke":                          (200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200),
+    "POST /v1/totp/enrolment":                  (400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400),
+    "POST /v1/totp/enrolment/confirm":          (400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400,  400),
+    "POST /v1/introspect":                      (200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200,  200),
     # Anyone signed in; a partner system has no account.
     "GET /v1/me":                               (401,  200,  200,  200,  200,  404,  404,  200,  200,  200,  200,  200,  200,  200,  200),
     # Organisations: created and overseen by CAF admins; read by CAF staff of its department, auditors and its own members.
@@ -183,6 +186,14 @@ CALLS: dict[str, Callable[[World], Call]] = {
         None,
     ),
     "POST /v1/revoke": lambda w: ("/v1/revoke", {"data": {"token": "not-a-refresh-token"}}, None),
+    # The enrolment ticket is the credential: without a live one, a bearer token opens nothing.
+    "POST /v1/totp/enrolment": lambda w: ("/v1/totp/enrolment", {"json": {"ticket": "x" * 43}}, None),
+    "POST /v1/totp/enrolment/confirm": lambda w: (
+        "/v1/totp/enrolment/confirm",
+        {"json": {"ticket": "x" * 43, "code": "123456"}},
+        None,
+    ),
+    "POST /v1/introspect": lambda w: ("/v1/introspect", {"data": {"token": "not-a-refresh-token"}}, None),
     "GET /v1/me": lambda w: ("/v1/me", {}, None),
     "POST /v1/organisations": lambda w: ("/v1/organisations", {"json": _organisation_body(w)}, None),
     "GET /v1/organisations/{A}": lambda w: (f"/v1/organisations/{w.org['A']}", {}, w.org["A"]),

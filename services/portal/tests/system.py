@@ -278,6 +278,13 @@ class System:
         self.admin["refresh"] = r.json()["refresh_token"]
         return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
+    def password_login(self, email: str) -> str:
+        """What identity answers `email` signing in with the password alone (an error's description)."""
+        form = {"grant_type": "password", "username": email, "password": STRONG}
+        with httpx.Client(base_url=self.url("identity"), timeout=10) as client:
+            answer = client.post("/v1/token", data=form).json()
+        return str(answer.get("error_description", "signed in"))
+
     def create_organisation(self, siret: str, admin_email: str, kind: str = "ccas") -> dict[str, Any]:
         body = {
             "siret": siret,

@@ -21,6 +21,7 @@ import pyotp
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from cdap_cli.demo import CONVENTION_PDF
 from cdap_portal import texts
 
 from .system import ARTIFACTS, STRONG, System, activation_link, unique_email, wait_until
@@ -39,10 +40,7 @@ T1_SECTIONS = [
     "quotient_familial",
     "logement",
 ]
-PDF = (
-    b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
-    b"2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
-)
+PDF = CONVENTION_PDF  # access-requests parses uploads: a real one-page PDF
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +173,42 @@ def test_partner_user_activates_signs_in_with_totp_and_sees_only_their_profile(
         expect(page.get_by_text("Vous êtes déconnecté.")).to_be_visible()
         page.goto(f"{system.url('portal')}/dossiers")
         expect(page.get_by_role("heading", name="Connexion")).to_be_visible()
+    finally:
+        context.close()
+
+
+def test_a_t2_user_granted_t1_is_walked_through_totp_enrolment_at_sign_in(
+    system: System, browser: Browser
+) -> None:
+    org = system.create_organisation("44306184100047", unique_email("gestionnaire"))
+    email = unique_email("jules")
+    system.approve_directly(org["id"], email, profile="T2")
+    context, page = new_person(browser, javascript=False)
+    try:
+        assert activate(page, email, "c-t2") is None  # T2: a password is enough
+        sign_in(page, system, email, None, "c-t2")
+        page.get_by_role("button", name="Se déconnecter").click()
+
+        # Granted T1 on the same account: the password alone no longer signs in.
+        system.approve_directly(org["id"], email, profile="T1")
+        wait_until(
+            lambda: system.password_login(email) == "totp enrolment required", what="the T1 grant at identity"
+        )
+        page.goto(f"{system.url('portal')}/login")
+        page.get_by_label("Adresse électronique").fill(email)
+        page.get_by_label("Mot de passe", exact=True).fill(STRONG)
+        page.get_by_role("button", name="Se connecter").click()
+        expect(page.get_by_role("heading", name="Activez la double authentification")).to_be_visible()
+        expect(page.locator("#totp-qr svg")).to_be_visible()  # the QR code, drawn by identity (segno)
+        secret = page.locator("#totp-secret").get_attribute("data-secret")
+        assert secret
+        shot(page, "c-t1-enrolment")
+        page.get_by_label("Premier code affiché par l'application").fill(pyotp.TOTP(secret).now())
+        page.get_by_role("button", name="Valider et me connecter").click()
+        expect(page.get_by_role("heading", name="Bienvenue sur CDAP")).to_be_visible()
+        shot(page, "c-t1-enrolled-home")
+        # Enrolled: from now on identity asks for a code at each sign-in.
+        assert system.password_login(email) == "totp required"
     finally:
         context.close()
 

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from cdap_portal import texts
+from cdap_shared import standing
 
 from .conftest import AUDITOR, INSTRUCTOR, PARTNER_ADMIN, T1_USER, T3_USER, PortalClient, csrf_of
 
@@ -62,9 +63,14 @@ async def test_only_the_sections_the_api_returned_are_shown(portal: PortalClient
     assert call.request.url.params["motif"] == "accompagnement_social"
     assert "family_name" not in call.request.url.params
     assert call.bearer and "traceparent" in call.request.headers
+    # The page links to the trace viewer's page of the trace the lookup (and its audit entry) belongs to.
+    link = re.search(
+        r'<a class="reference" href="http://127.0.0.1:16686/trace/([0-9a-f]{32})" id="trace-id">', r.text
+    )
+    assert link and call.request.headers["traceparent"].split("-")[1] == link.group(1)
 
 
-@pytest.mark.parametrize("reason", sorted(texts.DENIAL_REASONS))
+@pytest.mark.parametrize("reason", sorted(set(texts.DENIAL_REASONS) - standing.REASONS))
 async def test_each_denial_reason_is_explained_in_french(portal: PortalClient, reason: str) -> None:
     await portal.login(T1_USER)
     status = {"unknown_numero": 404, "rate_limited": 429}.get(reason, 403)
@@ -330,6 +336,9 @@ async def test_a_new_request_is_validated_then_submitted(portal: PortalClient) -
     }
     too_far = await portal.client.post("/demandes/nouvelle", data=form)
     assert too_far.status_code == 400 and "au plus un an" in too_far.text
+    linked = await portal.client.post("/demandes/nouvelle", data=form | {"given_name": "Jules www.evil.fr"})
+    assert linked.status_code == 400 and "ni adresse web" in linked.text
+    assert not [c for c in portal.fakes.made("access") if c.method == "POST"]
     from datetime import date, timedelta
 
     ok = await portal.client.post(
@@ -365,7 +374,8 @@ async def test_audit_search_passes_the_filters(portal: PortalClient) -> None:
     r = await portal.client.get(
         f"/audit?dossier=1234567&trace={'AB' * 16}&du=2026-01-01T08:00&type=dossier.consulted"
     )
-    assert r.status_code == 200 and "ab" * 16 in r.text and "s&#39;est opposé" in r.text
+    assert r.status_code == 200 and "s&#39;est opposé" in r.text
+    assert f'<a class="reference" href="http://127.0.0.1:16686/trace/{"ab" * 16}">{"ab" * 16}</a>' in r.text
     params = portal.fakes.made("audit")[0].request.url.params
     assert params["dossier"] == "1234567" and params["trace_id"] == "ab" * 16
     assert params["from"] == "2026-01-01T08:00:00+01:00" and params["type"] == "dossier.consulted"

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 
 import httpx
 import pytest
 
+from cdap_portal.app import build
 from cdap_portal.session import COOKIE, PENDING_COOKIE, Session, SessionCodec
 
-from .conftest import PARTNER_ADMIN, T1_USER, PortalClient, csrf_of, tokens
+from .conftest import PARTNER_ADMIN, T1_USER, Fakes, PortalClient, csrf_of, portal_settings, tokens
+
+
+async def password_step(portal: PortalClient) -> tuple[str, httpx.Response]:
+    """The login page's CSRF token, and the answer to Claire's e-mail and password."""
+    token = await portal.csrf()
+    first = await portal.client.post(
+        "/login",
+        data={"csrf_token": token, "step": "password", "email": "claire@example.fr", "password": "s3cret!"},
+    )
+    return token, first
 
 
 def set_cookie_header(response: httpx.Response, name: str) -> str:
@@ -66,11 +78,7 @@ async def test_login_with_totp_step(portal: PortalClient) -> None:
         ]
     )
     portal.fakes.on("identity", "POST", "/v1/token", lambda _r: next(answers))
-    token = await portal.csrf()
-    first = await portal.client.post(
-        "/login",
-        data={"csrf_token": token, "step": "password", "email": "claire@example.fr", "password": "s3cret!"},
-    )
+    token, first = await password_step(portal)
     assert first.status_code == 200 and "Code de vérification" in first.text
     pending = set_cookie_header(first, PENDING_COOKIE).lower()
     assert "httponly" in pending and "path=/login" in pending and "max-age=300" in pending
@@ -227,12 +235,18 @@ async def test_a_session_that_cannot_be_refreshed_is_logged_out_with_a_message(p
     assert portal.fakes.calls == []
 
 
-@pytest.mark.parametrize("reason", ["suspended", "password_reset_required"])
+@pytest.mark.parametrize(
+    ("reason", "notice"),
+    [
+        ("suspended", "Votre compte est suspendu"),
+        ("password_reset_required", "Votre mot de passe doit être changé"),
+    ],
+)
 async def test_a_session_whose_account_an_api_no_longer_honours_is_signed_out(
-    portal: PortalClient, reason: str
+    portal: PortalClient, reason: str, notice: str
 ) -> None:
     """Suspended or forced to reset while signed in: the first API call that refuses the account ends the
-    session (its refresh tokens are already revoked), rather than its access token's expiry."""
+    session (its refresh tokens are already revoked), rather than its access token's expiry, and says why."""
     await portal.login(T1_USER)
     refusal = {"title": "Account suspended", "status": 403, "reason": reason}
     portal.fakes.on("dossiers", "GET", "/v1/dossiers/1234567", httpx.Response(403, json=refusal))
@@ -241,7 +255,8 @@ async def test_a_session_whose_account_an_api_no_longer_honours_is_signed_out(
         "/dossiers/consultation",
         data={"csrf_token": token, "numero": "1234567", "motif": "accompagnement_social"},
     )
-    assert r.status_code == 303 and r.headers["location"] == "/login?raison=expiree"
+    assert r.status_code == 303 and r.headers["location"].startswith("/login?raison=")
+    assert notice in (await portal.client.get(r.headers["location"])).text
     portal.fakes.calls.clear()
     again = await portal.client.get("/dossiers")
     assert again.status_code == 303 and again.headers["location"].startswith("/login?suite=")
@@ -304,3 +319,151 @@ async def test_an_htmx_request_of_an_expired_session_reloads_the_whole_page(port
     again = await portal.client.get("/dossiers")  # the tokens are gone: sign in again, no refresh tried
     assert again.status_code == 303 and again.headers["location"].startswith("/login?suite=")
     assert portal.fakes.calls == []
+
+
+async def test_a_login_that_must_enrol_totp_shows_the_qr_code_then_signs_in_with_the_first_code(
+    portal: PortalClient,
+) -> None:
+    portal.fakes.on(
+        "identity",
+        "POST",
+        "/v1/token",
+        httpx.Response(
+            400,
+            json={
+                "error": "invalid_grant",
+                "error_description": "totp enrolment required",
+                "enrolment_ticket": "ticket-0123456789abcdef",
+                "expires_in": 600,
+            },
+        ),
+    )
+    svg = '<svg width="164" height="164" class="segno"><title>CDAP TOTP</title><path d="M4 4.5h7"/></svg>'
+    portal.fakes.on(
+        "identity",
+        "POST",
+        "/v1/totp/enrolment",
+        httpx.Response(
+            200,
+            json={
+                "secret": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+                "otpauth_uri": "otpauth://totp/CDAP:claire?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=CDAP",
+                "qr_svg": svg,
+                "expires_in": 600,
+            },
+        ),
+    )
+    answers = iter(
+        [
+            httpx.Response(400, json={"status": 400, "title": "Wrong code", "reason": "bad_code"}),
+            httpx.Response(200, json=tokens(T1_USER)),
+        ]
+    )
+    portal.fakes.on("identity", "POST", "/v1/totp/enrolment/confirm", lambda _r: next(answers))
+
+    token, first = await password_step(portal)
+    assert first.status_code == 200 and "Activez la double authentification" in first.text
+    assert svg in first.text and "JBSW Y3DP" in first.text  # the QR code inline, the key for manual entry
+    cookie = set_cookie_header(first, "cdap_enrol").lower()
+    assert "httponly" in cookie and "path=/login" in cookie and "ticket-0123456789abcdef" not in cookie
+    assert "s3cret" not in first.headers.get("set-cookie", "")  # the ticket replaces the password
+
+    short = await portal.client.post("/login", data={"csrf_token": token, "step": "enrol", "totp": "12"})
+    assert short.status_code == 400 and "6 chiffres" in short.text and svg in short.text
+    wrong = await portal.client.post("/login", data={"csrf_token": token, "step": "enrol", "totp": "123456"})
+    assert wrong.status_code == 400 and "Code incorrect" in wrong.text and svg in wrong.text
+    ok = await portal.client.post("/login", data={"csrf_token": token, "step": "enrol", "totp": "654321"})
+    assert ok.status_code == 303 and ok.headers["location"] == "/"
+    confirms = [c for c in portal.fakes.made("identity") if c.path == "/v1/totp/enrolment/confirm"]
+    assert [json.loads(c.request.content) for c in confirms][-1] == {
+        "ticket": "ticket-0123456789abcdef",
+        "code": "654321",
+    }
+    home = await portal.client.get("/")
+    assert home.status_code == 200
+
+
+async def test_an_enrolment_step_without_its_cookie_starts_over(portal: PortalClient) -> None:
+    token = await portal.csrf()
+    r = await portal.client.post("/login", data={"csrf_token": token, "step": "enrol", "totp": "123456"})
+    assert r.status_code == 303 and r.headers["location"] == "/login?raison=etape"
+    assert portal.fakes.calls == []
+
+
+async def test_a_password_opening_several_accounts_asks_which_organisation_then_the_code(
+    portal: PortalClient,
+) -> None:
+    several = {
+        "error": "invalid_request",
+        "error_description": "several accounts use this e-mail and password: give organisation_id",
+        "organisations": [{"id": "org-a", "name": "CCAS de Rouen"}, {"id": "org-b", "name": "Rouen Habitat"}],
+    }
+    answers = iter(
+        [
+            httpx.Response(400, json=several),
+            httpx.Response(400, json={"error": "invalid_grant", "error_description": "totp required"}),
+            httpx.Response(200, json=tokens(T1_USER)),
+        ]
+    )
+    portal.fakes.on("identity", "POST", "/v1/token", lambda _r: next(answers))
+    token, first = await password_step(portal)
+    assert first.status_code == 200 and "Choisissez votre compte" in first.text
+    assert "CCAS de Rouen" in first.text and "Rouen Habitat" in first.text
+    chosen = await portal.client.post(
+        "/login", data={"csrf_token": token, "step": "organisation", "organisation_id": "org-b"}
+    )
+    assert chosen.status_code == 200 and "Code de vérification" in chosen.text
+    assert 'name="organisation_id" value="org-b"' in chosen.text
+    ok = await portal.client.post(
+        "/login", data={"csrf_token": token, "step": "totp", "totp": "654321", "organisation_id": "org-b"}
+    )
+    assert ok.status_code == 303 and ok.headers["location"] == "/"
+    forms = [c.form() for c in portal.fakes.made("identity")]
+    assert "organisation_id" not in forms[0]  # asked only once identity has checked the password
+    assert forms[1]["organisation_id"] == forms[2]["organisation_id"] == "org-b"
+    assert forms[2]["totp"] == "654321" and forms[2]["password"] == "s3cret!"
+
+
+async def test_a_copied_session_cookie_stops_working_at_sign_out_on_every_replica() -> None:
+    """Someone copied the signed-in cookie; its owner signs out: the copy is refused by the replica that
+    signed out at once, and by another replica (which asks identity) as well."""
+    fakes = Fakes()
+    revoked: set[str] = set()
+
+    def revoke(request: httpx.Request) -> httpx.Response:
+        revoked.add(dict(httpx.QueryParams(request.content.decode()))["token"])
+        return httpx.Response(200, json={})
+
+    def introspect(request: httpx.Request) -> httpx.Response:
+        token = dict(httpx.QueryParams(request.content.decode()))["token"]
+        return httpx.Response(200, json={"active": token not in revoked})
+
+    fakes.on("identity", "POST", "/v1/revoke", revoke)
+    fakes.on("identity", "POST", "/v1/introspect", introspect)
+    # 0: identity's word is never reused (by default a replica reuses it for 10 s: the window it leaves)
+    settings = portal_settings(portal_secret="shared-by-the-replicas-" + "x" * 20, session_check_seconds=0)
+    replicas = [
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=build(settings, transport=httpx.MockTransport(fakes.handle))),
+            base_url="http://portal.test",
+        )
+        for _ in range(2)
+    ]
+    first = PortalClient(replicas[0], fakes, settings)
+    await first.login(T1_USER)
+    copied = dict(first.client.cookies)
+    assert (await first.client.get("/")).status_code == 200
+    replicas[1].cookies.update(copied)
+    assert (await replicas[1].get("/")).status_code == 200  # the copy works, for now
+
+    token = await first.csrf("/")
+    assert (await first.client.post("/logout", data={"csrf_token": token})).status_code == 303
+    assert revoked == {"refresh-1"}
+    for replica in replicas:
+        replica.cookies.clear()
+        replica.cookies.update(copied)
+        r = await replica.get("/")
+        assert r.status_code == 303 and r.headers["location"].startswith("/login"), r.text
+    assert [c.path for c in fakes.made("identity")].count("/v1/introspect") >= 1
+    for replica in replicas:
+        await replica.aclose()

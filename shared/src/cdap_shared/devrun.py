@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
+# The local stack's trace viewer (Jaeger, started by `make up`) takes OTLP/HTTP here.
+LOCAL_OTLP_ENDPOINT = "http://127.0.0.1:4318/v1/traces"
 COLOURS = ("36", "33", "35", "32", "34")
 
 
@@ -31,6 +33,7 @@ class Service:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ, CDAP_SERVICE_NAME=self.name)
+        env.setdefault("CDAP_OTLP_ENDPOINT", LOCAL_OTLP_ENDPOINT)
         if self.database:
             env.setdefault(
                 "CDAP_DATABASE_URL",
@@ -89,7 +92,8 @@ def run() -> None:
             "127.0.0.1",
         ]
         proc = subprocess.Popen(  # noqa: S603
-            [*cmd, "--port", str(service.port), "--no-access-log"],
+            # X-Forwarded-For is the app's to judge (CDAP_TRUSTED_PROXIES), never uvicorn's
+            [*cmd, "--port", str(service.port), "--no-access-log", "--no-proxy-headers"],
             env=service.env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

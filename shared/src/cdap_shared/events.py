@@ -220,6 +220,7 @@ EVENT_DATA: dict[str, type[EventData]] = {
     "identity.user.activated": UserRef,
     "identity.user.suspended": UserRef,
     "identity.user.reinstated": UserRef,
+    "identity.user.totp_enrolled": UserRef,
     "identity.user.locked": UserLocked,
     "identity.user.reset_required": UserRef,
     "identity.user.reset_completed": UserRef,

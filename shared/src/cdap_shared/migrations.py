@@ -47,8 +47,8 @@ def run_env(metadata: MetaData) -> None:
     asyncio.run(_run_async(url, metadata))
 
 
-async def upgrade_to_head(folder: str, url: str) -> None:
-    """Apply a service's migrations programmatically (tests, service start)."""
+async def upgrade_to_head(folder: str, url: str, revision: str = "head") -> None:
+    """Apply a service's migrations programmatically (tests, service start), up to `revision`."""
     from alembic.command import upgrade
     from alembic.config import Config
 
@@ -56,6 +56,6 @@ async def upgrade_to_head(folder: str, url: str) -> None:
         config = Config(os.path.join(folder, "alembic.ini"))
         config.set_main_option("script_location", os.path.join(folder, "migrations"))
         config.attributes["database_url"] = url
-        upgrade(config, "head")
+        upgrade(config, revision)
 
     await asyncio.to_thread(_upgrade)

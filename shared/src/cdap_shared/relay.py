@@ -5,7 +5,9 @@
   the broker acknowledged them (idempotent producer, `acks=all`);
 - one relay per database publishes at a time (a PostgreSQL advisory lock): with several replicas,
   per-key order would otherwise depend on which replica claimed which row;
-- a crash between publishing and marking sent republishes the rows: consumers deduplicate by event id.
+- a crash between publishing and marking sent republishes the rows: consumers deduplicate by event id;
+- each record is sent inside a producer span whose parent is the trace stored with the row, so the
+  trace of a request shows when its event left, and the consumer's span is that span's child.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
+from opentelemetry import propagate, trace
 from prometheus_client import Counter, Gauge
 
 from cdap_shared.outbox import NOTIFY_CHANNEL
@@ -25,7 +28,8 @@ from cdap_shared.outbox import NOTIFY_CHANNEL
 log = structlog.get_logger(__name__)
 
 PUBLISHED = Counter("cdap_outbox_published_total", "Outbox events published to Kafka", ["topic"])
-PENDING = Gauge("cdap_outbox_pending", "Outbox rows not yet published at the last claim")
+BACKLOG = Gauge("cdap_outbox_backlog", "Outbox rows not yet published (counted every few seconds)")
+tracer = trace.get_tracer("cdap.relay")
 # Any constant works; it only has to be the same for every replica of one service.
 RELAY_LOCK_KEY = 0x0CDA9_0B0C
 
@@ -127,25 +131,43 @@ class OutboxRelay:
                 self.batch_size,
             )
             if not rows:
-                PENDING.set(0)
                 return 0
             futures = []
             for row in rows:
-                headers = json.loads(row["headers"]) if isinstance(row["headers"], str) else row["headers"]
-                futures.append(
-                    await producer.send(
-                        row["topic"],
-                        value=row["payload"],
-                        key=row["key"].encode(),
-                        headers=[(k, v.encode()) for k, v in (headers or {}).items()],
+                stored = json.loads(row["headers"]) if isinstance(row["headers"], str) else row["headers"]
+                with tracer.start_as_current_span(
+                    f"{row['topic']} publish",
+                    context=propagate.extract(stored or {}),
+                    kind=trace.SpanKind.PRODUCER,
+                    attributes={"messaging.system": "kafka", "messaging.destination.name": row["topic"]},
+                ):
+                    headers = dict(stored or {})
+                    propagate.inject(headers)  # the consumer's parent is this span
+                    futures.append(
+                        await producer.send(
+                            row["topic"],
+                            value=row["payload"],
+                            key=row["key"].encode(),
+                            headers=[(k, v.encode()) for k, v in headers.items()],
+                        )
                     )
-                )
             await asyncio.gather(*futures)
             await self.mark_sent(conn, [row["id"] for row in rows])
         for row in rows:
             PUBLISHED.labels(row["topic"]).inc()
-        PENDING.set(len(rows))
         return len(rows)
 
     async def mark_sent(self, conn: asyncpg.Connection, ids: list[int]) -> None:
         await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", ids)
+
+
+async def count_backlog(pool: asyncpg.Pool, every_seconds: float = 5.0) -> None:
+    """Keep `BACKLOG` at the number of unsent outbox rows (the partial index `ix_outbox_unsent` makes
+    the count cheap while the relay keeps up). Every replica counts, so the figure is there whichever
+    replica holds the relay's lock; a database outage leaves the last value until the next round."""
+    while True:
+        try:
+            BACKLOG.set(await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
+        except Exception as exc:
+            log.warning("outbox backlog not counted, retrying later", error=type(exc).__name__)
+        await asyncio.sleep(every_seconds)

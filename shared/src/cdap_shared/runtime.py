@@ -17,12 +17,14 @@ import asyncpg
 import structlog
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from cdap_shared.consumer import BatchHandler, EventConsumer, Handler
 from cdap_shared.db import asyncpg_dsn, create_engine, session_factory
 from cdap_shared.housekeeping import Retention, run_periodically
-from cdap_shared.relay import OutboxRelay
+from cdap_shared.relay import OutboxRelay, count_backlog
 from cdap_shared.settings import ServiceSettings
 from cdap_shared.telemetry import configure_logging, configure_tracing
 from cdap_shared.watch import ConsumerWatch
@@ -46,7 +48,12 @@ class ServiceRuntime:
             client_id=settings.service_name,
             enable_idempotence=True,
             acks="all",
-            middlewares=[KafkaTelemetryMiddleware(tracer_provider=self.tracer_provider)],
+            # FastStream's own metrics (batches received, their size and handling time, per subscriber)
+            # next to CDAP's, on the /metrics every service serves.
+            middlewares=[
+                KafkaTelemetryMiddleware(tracer_provider=self.tracer_provider),
+                KafkaPrometheusMiddleware(registry=REGISTRY, app_name=settings.service_name),
+            ],
             logger=None,
         )
         self.relay = (
@@ -136,12 +143,16 @@ class ServiceRuntime:
                 name="housekeeping",
             )
         )
+        self._tasks.append(asyncio.create_task(count_backlog(self._pool), name="outbox-backlog"))
 
     async def stop(self) -> None:
         if self.relay is not None:
             self.relay.stop()
         for task in self._tasks:
-            if task.get_name() in {"broker", "housekeeping", "consumer-watch"} and not task.done():
+            if (
+                task.get_name() in {"broker", "housekeeping", "consumer-watch", "outbox-backlog"}
+                and not task.done()
+            ):
                 task.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 10)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ServiceSettings(BaseSettings):
@@ -39,3 +39,13 @@ class ServiceSettings(BaseSettings):
     outbox_retention_hours: int = Field(default=24, ge=1)
     inbox_retention_days: int = Field(default=14, ge=8)
     sent_mail_retention_hours: int = Field(default=72, ge=1)
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated networks, e.g.
+    # "10.0.0.0/8,192.168.1.7"). None by default: the socket's peer is the client the audit records.
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

@@ -313,6 +313,7 @@ class ServiceProcess:
                 "--port",
                 str(self.port),
                 "--no-access-log",
+                "--no-proxy-headers",  # X-Forwarded-For is the app's to judge (CDAP_TRUSTED_PROXIES)
             ],
             env=self.env,
             stdout=log,

@@ -72,6 +72,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         lifespan=lifespan,
         routers=[router],
         ready_checks=runtime.ready_checks,
+        trusted_proxies=settings.trusted_proxies,
     )
     app.add_exception_handler(Refused, on_refused)
     shared_asyncapi.install(app, asyncapi.document(settings))

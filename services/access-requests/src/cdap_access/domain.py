@@ -88,6 +88,7 @@ class Actor:
     roles: frozenset[str]
     org: str | None = None
     department: str | None = None
+    email: str | None = None  # lower-cased; people's tokens carry it, partner systems' do not
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ class Facts:
     submitted_by: str
     sensitive: bool
     approvals: tuple[str, ...] = ()
+    applicant_email: str | None = None  # lower-cased
+    applicant_user_id: str | None = None  # known for renewals and once the account exists
 
 
 @dataclass(frozen=True)
@@ -167,10 +170,14 @@ def decide(
 ) -> Step:
     """An approver's decision; the request's state says which stage it is for.
 
-    Checks run from who the actor is to what the request allows: department, own organisation,
-    four eyes, open state, stage role, then the decision's own requirements.
+    Checks run from who the actor is to what the request allows: department, own request, own
+    organisation, four eyes, open state, stage role, then the decision's own requirements.
     """
     _check_staff(facts, actor, APPROVER_ROLES)
+    if actor.sub == facts.applicant_user_id or (
+        actor.email is not None and actor.email == facts.applicant_email
+    ):
+        raise Refused(403, "own_request", "Nobody decides a request that names them.")
     if (actor.org is not None and actor.org == facts.organisation_id) or actor.sub == facts.submitted_by:
         raise Refused(403, "own_organisation", "Nobody decides on their own organisation's request.")
     if actor.sub in facts.approvals:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cdap_access.config import Settings
 from cdap_access.models import AccessRequest
 from cdap_shared.mail import Mail, queue
+from cdap_shared.names import mail_text
 
 INSTRUCTORS = "instructors"
 MANAGERS = "managers"
@@ -78,11 +79,12 @@ def body(
     settings: Settings, row: AccessRequest, action: str, comment: str | None, documents: list[str]
 ) -> str:
     applicant = row.applicant
+    # Through mail_text: a stored name or job title can neither break the line nor pose as a link.
+    person = mail_text(f"{applicant.get('given_name', '')} {applicant.get('family_name', '')}")
     lines = [
         f"Demande {row.id} ({'renouvellement' if row.kind == 'renewal' else 'nouvelle habilitation'})",
         f"Profil {row.profile}, département {row.department}, organisation {row.organisation_id}",
-        f"Bénéficiaire : {applicant.get('given_name', '')} {applicant.get('family_name', '')}, "
-        f"{applicant.get('job_title', '')}",
+        f"Bénéficiaire : {person}, {mail_text(str(applicant.get('job_title', '')))}",
         f"Échéance de l'étape : {row.due.isoformat() if row.due else 'aucune'}",
     ]
     if documents:

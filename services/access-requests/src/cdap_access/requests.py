@@ -6,6 +6,7 @@ is raised before anything is written, so a refused call changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -15,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from cdap_access import domain, store
+from cdap_access import domain, pdf, store
 from cdap_access.calendar import local_date
 from cdap_access.config import Settings
 from cdap_access.domain import Actor, Decision, Refused
@@ -27,7 +28,11 @@ from cdap_shared.envelope import new_event_id
 from cdap_shared.problems import Problem
 
 Outcome = tuple[int, dict[str, Any]]
-PDF_MAGIC = b"%PDF-"
+PDF_REFUSALS = {
+    "not_a_pdf": (415, "Not a PDF", "is not a PDF document."),
+    "unreadable_pdf": (422, "Unreadable PDF", "cannot be read as a PDF (damaged, encrypted or no page)."),
+    "active_pdf_content": (422, "Active PDF content", "contains JavaScript or actions that run."),
+}
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,14 @@ class Upload:
 
 
 def actor_of(principal: Principal) -> Actor:
-    return Actor(principal.sub, principal.roles, principal.org, principal.department)
+    email = principal.claims.get("email")
+    return Actor(
+        principal.sub,
+        principal.roles,
+        principal.org,
+        principal.department,
+        email.lower() if isinstance(email, str) else None,
+    )
 
 
 def summary(row: AccessRequest) -> dict[str, Any]:
@@ -161,8 +173,11 @@ def check_upload(upload: Upload, limit: int) -> None:
             f"{upload.filename} is over {limit} bytes.",
             reason="document_too_large",
         )
-    if not upload.content.startswith(PDF_MAGIC):
-        raise Problem(415, "Not a PDF", f"{upload.filename} is not a PDF document.", reason="not_a_pdf")
+    try:
+        pdf.check(upload.content)
+    except pdf.Unacceptable as refused:
+        status, title, detail = PDF_REFUSALS[refused.reason]
+        raise Problem(status, title, f"{upload.filename} {detail}", reason=refused.reason) from None
 
 
 async def check_uploader(session: AsyncSession, actor: Actor, request_id: str) -> None:
@@ -175,8 +190,8 @@ async def upload_documents(
 ) -> Outcome:
     row = await get_request(session, request_id)
     step = domain.receive_documents(store.facts_of(row), actor)
-    for upload in uploads:
-        check_upload(upload, ctx.settings.max_document_bytes)
+    for upload in uploads:  # parsing a PDF takes CPU time (seconds for a crafted 10 MiB): off the loop
+        await asyncio.to_thread(check_upload, upload, ctx.settings.max_document_bytes)
     documents = [
         Document(
             id=new_event_id(),

@@ -34,6 +34,7 @@ from cdap_access.schemas import (
     WithdrawIn,
 )
 from cdap_shared.auth import CurrentPrincipal, Principal
+from cdap_shared.bodylimit import UPLOAD_MAX_BODY, max_body
 from cdap_shared.db import SessionDep
 from cdap_shared.problems import Problem
 
@@ -199,7 +200,10 @@ def content_disposition(filename: str) -> str:
 
 
 @router.post(
-    "/access-requests/{request_id}/documents", status_code=201, responses={403: {}, 409: {}, 413: {}, 415: {}}
+    "/access-requests/{request_id}/documents",
+    status_code=201,
+    responses={403: {}, 409: {}, 413: {}, 415: {}, 422: {}},
+    openapi_extra=max_body(UPLOAD_MAX_BODY),
 )
 async def upload_documents(
     request_id: RequestId,

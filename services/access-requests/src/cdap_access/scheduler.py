@@ -154,6 +154,7 @@ async def renewals(
                 id=new_event_id(),
                 kind="renewal",
                 renews_grant_id=grant.grant_id,
+                user_id=grant.user_id,  # the holder: never the one who decides its renewal
                 organisation_id=grant.organisation_id,
                 applicant=original.applicant,
                 profile=grant.profile,

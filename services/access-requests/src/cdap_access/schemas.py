@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from cdap_access.domain import Decision
+from cdap_shared.names import PersonName
 
 # Deliberately plain: one @, no spaces or brackets, a dotted domain. Deliverability is the mail
 # relay's business; this only keeps obvious garbage (and header injection) out.
@@ -25,8 +26,8 @@ class Strict(BaseModel):
 
 
 class ApplicantIn(Strict):
-    family_name: str = Field(min_length=1, max_length=100)
-    given_name: str = Field(min_length=1, max_length=100)
+    family_name: PersonName
+    given_name: PersonName
     email: Email
     job_title: str = Field(min_length=1, max_length=200)
 

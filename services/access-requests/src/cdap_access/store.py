@@ -49,6 +49,8 @@ def facts_of(row: AccessRequest) -> Facts:
         submitted_by=row.submitted_by,
         sensitive=row.sensitive,
         approvals=tuple(row.approvals),
+        applicant_email=row.applicant_email,
+        applicant_user_id=row.user_id,
     )
 
 

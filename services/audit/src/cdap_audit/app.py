@@ -40,7 +40,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         settings.consultations_topic,
         settings.alerts_topic,
         group_id=settings.consumer_group,
-        batch_handler=Ingestor(rules, settings.alerts_topic),
+        batch_handler=Ingestor(rules, settings.alerts_topic, traced=settings.otlp_endpoint is not None),
         max_records=settings.consumer_batch,
     )
     tasks = BackgroundTasks(settings, runtime.engine, runtime.sessions, rules)
@@ -68,6 +68,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         lifespan=lifespan,
         routers=[router, witness_router],
         ready_checks=runtime.ready_checks,
+        trusted_proxies=settings.trusted_proxies,
     )
     app.state.settings = settings
     app.state.runtime = runtime

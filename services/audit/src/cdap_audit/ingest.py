@@ -7,11 +7,13 @@ offsets committed after it); this handler only has to be deterministic about wha
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import structlog
 from aiokafka import ConsumerRecord
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_audit import alerts, ledger
@@ -21,6 +23,14 @@ from cdap_shared import standing
 from cdap_shared.envelope import CloudEvent
 
 log = structlog.get_logger(__name__)
+tracer = trace.get_tracer("cdap.audit")
+
+
+def record_context(record: ConsumerRecord[Any, Any]) -> Context:
+    """The trace context of the record's headers (`traceparent`, `tracestate`)."""
+    return propagate.extract(
+        {key: value.decode(errors="replace") for key, value in record.headers or () if value}
+    )
 
 
 def header_trace_id(record: ConsumerRecord[Any, Any]) -> str | None:
@@ -28,25 +38,59 @@ def header_trace_id(record: ConsumerRecord[Any, Any]) -> str | None:
 
     A record without the header has no trace an auditor could follow, so then there is none.
     """
-    for key, value in record.headers or ():
-        if key == "traceparent" and value:
-            context = trace.get_current_span(propagate.extract({key: value.decode(errors="replace")}))
-            span = context.get_span_context()
-            return format(span.trace_id, "032x") if span.is_valid else None
-    return None
+    span = trace.get_current_span(record_context(record)).get_span_context()
+    return format(span.trace_id, "032x") if span.is_valid else None
+
+
+def trace_entries(
+    batch: list[tuple[ConsumerRecord[Any, Any], CloudEvent]],
+    first: int,
+    audited: list[EntryFacts],
+    window: tuple[int, int, int, int],
+) -> None:
+    """Continue each entry's trace in audit: a consumer span (child of the record's `traceparent`)
+    over the batch's handling, and its `audit.append` child over the batch's append, which gave the
+    entry its leaf index. The batch is handled once; each trace shows the part its event was in.
+    `window` is (handling started, append started, append ended, handling ended), in ns."""
+    indices = {facts.event_id: first + i for i, facts in enumerate(audited)}
+    started, appending, appended, ended = window
+    for record, event in batch:
+        parent = record_context(record)
+        if event.id not in indices or not trace.get_current_span(parent).get_span_context().is_valid:
+            continue
+        consume = tracer.start_span(
+            f"{event.type} process",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
+            start_time=started,
+            attributes={"messaging.message.id": event.id, "messaging.destination.name": record.topic},
+        )
+        append = tracer.start_span(
+            "audit.append",
+            context=trace.set_span_in_context(consume),
+            start_time=appending,
+            attributes={"cdap.audit.leaf_index": indices[event.id], "cdap.audit.batch_size": len(audited)},
+        )
+        append.end(end_time=appended)
+        consume.end(end_time=ended)
 
 
 class Ingestor:
-    """`async (session, [(record, event), ...]) -> None`: `ServiceRuntime.consume`'s `batch_handler`."""
+    """`async (session, [(record, event), ...]) -> None`: `ServiceRuntime.consume`'s `batch_handler`.
 
-    def __init__(self, rules: RuleSet, alerts_topic: str) -> None:
+    With `traced`, each entry's trace continues in audit (`trace_entries`): two spans per event, worth
+    it only when spans are exported somewhere (`CDAP_OTLP_ENDPOINT`)."""
+
+    def __init__(self, rules: RuleSet, alerts_topic: str, *, traced: bool = False) -> None:
         self.rules = rules
         self.alerts_topic = alerts_topic
         self.frontier = ledger.Frontier()
+        self.traced = traced
 
     async def __call__(
         self, session: AsyncSession, batch: list[tuple[ConsumerRecord[Any, Any], CloudEvent]]
     ) -> None:
+        started = time.time_ns()
         audited: list[EntryFacts] = []
         for record, event in batch:
             try:
@@ -56,8 +100,12 @@ class Ingestor:
                 log.warning("event type not audited, skipped", type=event.type, event_id=event.id)
         if not audited:
             return
+        appending = time.time_ns()
         first = await ledger.append(session, audited, self.frontier)
+        appended = time.time_ns()
         entries = [(facts, first + i) for i, facts in enumerate(audited)]
         await alerts.check(session, self.rules, entries, self.alerts_topic)
         for _, event in batch:
             await standing.apply(session, event)  # who may still read the log
+        if self.traced:
+            trace_entries(batch, first, audited, (started, appending, appended, time.time_ns()))

@@ -7,7 +7,6 @@ from fastapi import FastAPI
 from cdap_dossiers import projections
 from cdap_dossiers.config import Settings
 from cdap_dossiers.policy import load_policy
-from cdap_dossiers.ratelimit import RateLimiter
 from cdap_dossiers.routes import record_refusal, router
 from cdap_shared import asyncapi, standing
 from cdap_shared.auth import TokenVerifier
@@ -31,6 +30,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         lifespan=runtime.lifespan,
         routers=[router],
         ready_checks=runtime.ready_checks,
+        trusted_proxies=settings.trusted_proxies,
     )
     asyncapi.install(
         app,
@@ -47,7 +47,6 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app.state.runtime = runtime
     app.state.sessions = runtime.sessions
     app.state.policy = policy
-    app.state.limiter = RateLimiter()
     app.state.standing = standing.ProjectedStanding(runtime)
     app.state.record_refusal = record_refusal
     app.state.token_verifier = verifier or TokenVerifier(

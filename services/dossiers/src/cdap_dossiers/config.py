@@ -18,6 +18,10 @@ class Settings(ServiceSettings):
     rate_limit_client: float = Field(
         default=50.0, gt=0, description="lookups per second for a partner system"
     )
+    search_rate_limit_user: float = Field(default=5.0, gt=0, description="searches per second for a person")
+    search_rate_limit_client: float = Field(
+        default=20.0, gt=0, description="searches per second for a partner system"
+    )
     consumer_group: str = "dossiers"
     caf_topic: str = "caf.dossiers"
     identity_topic: str = "identity.events"

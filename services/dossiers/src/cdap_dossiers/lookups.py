@@ -16,6 +16,7 @@ from sqlalchemy import and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from cdap_dossiers import ratelimit
 from cdap_dossiers.domain import ActiveGrant, DossierFacts, Verdict, decide, filtered_view, name_key
 from cdap_dossiers.models import Dossier, GrantRecord
 from cdap_dossiers.policy import Policy
@@ -36,6 +37,8 @@ MAX_SEARCH_RESULTS = 20
 class Caller:
     principal: Principal
     client_ip: str | None
+    lookup_limit: int  # calls per rate window (ratelimit.py)
+    search_limit: int
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Outcome:
 
     status: int
     audit_id: str
+    rate: ratelimit.RateDecision
     body: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
 
@@ -76,10 +80,13 @@ async def active_grants(session: AsyncSession, principal: Principal) -> tuple[li
     return grants, bool(account and "suspended" in account.refusals)
 
 
-# Everything a lookup decides on, in one round trip: the caller's active grants (among those its token
-# names), its suspension, and the dossier (absent: NULL columns).
-_LOOKUP = """
-    SELECT d.numero, d.department, d.opposition, d.family_name, d.landlord_siret, d.rsa_referent_siret,
+# Everything a lookup decides on, in one round trip: the caller's call count in this second (bumped
+# here: see ratelimit.py), its active grants (among those its token names), its suspension, and the
+# dossier (absent: NULL columns). Only constants are interpolated.
+_LOOKUP = f"""
+    WITH hit AS ({ratelimit.HIT.format(caller="$2", kind="'lookup'")})
+    SELECT (SELECT calls FROM hit) AS calls,
+           d.numero, d.department, d.opposition, d.family_name, d.landlord_siret, d.rsa_referent_siret,
            d.sections::text AS sections,
            (SELECT coalesce(json_agg(json_build_array(g.grant_id, g.profile, g.department, g.organisation_id,
                                                       g.organisation_siret)), '[]')::text
@@ -89,7 +96,7 @@ _LOOKUP = """
            coalesce((SELECT 'suspended' = ANY(refusals) FROM standing
                       WHERE kind = 'account' AND subject = $2), false) AS suspended
       FROM (SELECT 1) AS one LEFT JOIN dossier d ON d.numero = $3
-"""
+"""  # noqa: S608
 
 
 async def _record(session: AsyncSession, event: CloudEvent) -> str:
@@ -126,12 +133,18 @@ async def lookup(
             _LOOKUP, [g.id for g in caller.principal.grants], caller.principal.sub, numero, civil_today()
         )
         assert row is not None
+        rate = ratelimit.RateDecision("lookup", caller.lookup_limit, row["calls"])
+        if not rate.allowed:
+            event = _consulted(
+                caller, numero, motif, None, policy, decision="rate_limited", reason="rate_limited"
+            )
+            return Outcome(429, await outbox.add_pg(conn, event), rate, reason="rate_limited")
         grants = [ActiveGrant(*g) for g in json.loads(row["grants"])]
         if row["numero"] is None:
             event = _consulted(
                 caller, numero, motif, None, policy, decision="not_found", reason="unknown_numero"
             )
-            return Outcome(404, await outbox.add_pg(conn, event), reason="unknown_numero")
+            return Outcome(404, await outbox.add_pg(conn, event), rate, reason="unknown_numero")
         facts = DossierFacts(
             numero=row["numero"],
             department=row["department"],
@@ -145,7 +158,7 @@ async def lookup(
             event = _consulted(
                 caller, numero, motif, verdict, policy, decision="denied", reason=verdict.reason
             )
-            return Outcome(403, await outbox.add_pg(conn, event), reason=verdict.reason)
+            return Outcome(403, await outbox.add_pg(conn, event), rate, reason=verdict.reason)
         view = filtered_view(json.loads(row["sections"]), verdict.sections)
         event = _consulted(caller, numero, motif, verdict, policy, decision="granted", sections=sorted(view))
         audit_id = await outbox.add_pg(conn, event)
@@ -156,15 +169,7 @@ async def lookup(
         "policy_version": policy.version,
         "sections": view,
     }
-    return Outcome(200, audit_id, body)
-
-
-async def record_rate_limited(
-    pool: asyncpg.Pool, policy: Policy, caller: Caller, numero: str, motif: str
-) -> str:
-    event = _consulted(caller, numero, motif, None, policy, decision="rate_limited", reason="rate_limited")
-    async with pool.acquire() as conn, conn.transaction():
-        return await outbox.add_pg(conn, event)
+    return Outcome(200, audit_id, rate, body)
 
 
 async def record_refusal(
@@ -221,6 +226,9 @@ def _scope_clause(policy: Policy, grant: ActiveGrant) -> Any:
 
 async def search(session: AsyncSession, policy: Policy, caller: Caller, criteria: SearchCriteria) -> Outcome:
     """Minimal matches (numero, names) inside the caller's scope only; recorded as `dossier.searched`."""
+    rate = ratelimit.RateDecision(
+        "search", caller.search_limit, await ratelimit.hit(session, caller.principal.sub, "search")
+    )
     grants, suspended = await active_grants(session, caller.principal)
     usable = [
         g
@@ -229,7 +237,10 @@ async def search(session: AsyncSession, policy: Policy, caller: Caller, criteria
         and policy.profiles[g.profile].searchable
         and criteria.motif in policy.profiles[g.profile].motifs
     ]
-    reason = "suspended" if suspended else None if usable else "motif_not_allowed"
+    if not rate.allowed:
+        reason: str | None = "rate_limited"
+    else:
+        reason = "suspended" if suspended else None if usable else "motif_not_allowed"
     matches: list[dict[str, str]] = []
     if reason is None:
         table = Dossier.__table__.c  # type: ignore[attr-defined]
@@ -259,7 +270,7 @@ async def search(session: AsyncSession, policy: Policy, caller: Caller, criteria
         grant_id=grant.id if grant else None,
         motif=criteria.motif,
         criteria=criteria.used(),
-        decision="denied" if reason else "granted",
+        decision="rate_limited" if reason == "rate_limited" else "denied" if reason else "granted",
         reason=reason,
         numeros=[m["numero"] for m in matches],
         policy_version=policy.version,
@@ -269,5 +280,6 @@ async def search(session: AsyncSession, policy: Policy, caller: Caller, criteria
     event = ev.make_event("dossier.searched", source=SOURCE, subject=caller.principal.sub, data=data)
     audit_id = await _record(session, event)
     if reason:
-        return Outcome(403, audit_id, reason=reason)
-    return Outcome(200, audit_id, {"items": matches, "truncated": len(matches) == MAX_SEARCH_RESULTS})
+        return Outcome(429 if reason == "rate_limited" else 403, audit_id, rate, reason=reason)
+    body = {"items": matches, "truncated": len(matches) == MAX_SEARCH_RESULTS}
+    return Outcome(200, audit_id, rate, body)

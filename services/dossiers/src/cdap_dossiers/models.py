@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, func
+from sqlalchemy import BigInteger, Column, DateTime, Index, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -60,5 +60,19 @@ class GrantRecord(SQLModel, table=True):
     status: str = Field(default="active", max_length=10)
 
 
+class RateWindow(SQLModel, table=True):
+    """A caller's calls of one kind (lookup, search) in the current second, shared by every replica.
+
+    UNLOGGED: counters need no crash safety (a crash forgets at most one second), and skip the WAL."""
+
+    __tablename__ = "rate_window"
+    __table_args__ = {"prefixes": ["UNLOGGED"]}
+
+    caller: str = Field(primary_key=True)  # a token's `sub`, whatever its length
+    kind: str = Field(primary_key=True, max_length=10)
+    second: int = Field(sa_column=Column(BigInteger, nullable=False))
+    calls: int
+
+
 metadata = SQLModel.metadata
-__all__ = ["Dossier", "GrantRecord", "InboxRecord", "OutboxRecord", "Standing", "metadata"]
+__all__ = ["Dossier", "GrantRecord", "InboxRecord", "OutboxRecord", "RateWindow", "Standing", "metadata"]

@@ -1,52 +1,64 @@
-"""Per-caller token buckets (in this process: each replica enforces the limit for the calls it serves)."""
+"""Per-caller rate limits that every replica shares: a fixed one-second window counted in PostgreSQL.
+
+Each lookup or search bumps its caller's counter for the current second in the same statement that
+reads what it decides on (`lookups._LOOKUP`, `hit()` for searches), so N replicas hold a caller to the
+limit together, at no extra round trip. A fixed window lets a caller spend its quota at the end of one
+second and again at the start of the next (2x the rate for an instant): accepted for its simplicity.
+"""
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
-@dataclass
-class _Bucket:
-    tokens: float
-    stamp: float
+from cdap_shared.auth import Principal
+
+WINDOW_SECONDS = 1
+
+# The caller's count in the current second, after this call: one row per (caller, kind), reset when a new
+# second starts. `clock_timestamp()` is the database's: every replica reads the same clock.
+HIT = """
+    INSERT INTO rate_window AS w (caller, kind, second, calls)
+    VALUES ({caller}, {kind}, floor(extract(epoch FROM clock_timestamp()))::bigint, 1)
+    ON CONFLICT (caller, kind) DO UPDATE
+       SET calls = CASE WHEN w.second = excluded.second THEN w.calls + 1 ELSE 1 END,
+           second = excluded.second
+    RETURNING calls
+"""
 
 
 @dataclass(frozen=True)
 class RateDecision:
-    allowed: bool
+    """`calls` made in the current window, this one included, against `limit` per window."""
+
+    policy: str
     limit: int
-    remaining: int
-    reset_seconds: int
+    calls: int
 
+    @property
+    def allowed(self) -> bool:
+        return self.calls <= self.limit
 
-class RateLimiter:
-    """`rate` calls per second, with bursts of up to `rate` calls."""
-
-    def __init__(self) -> None:
-        self._buckets: dict[str, _Bucket] = {}
-
-    def check(self, caller: str, rate: float, now: float | None = None) -> RateDecision:
-        now = time.monotonic() if now is None else now
-        bucket = self._buckets.get(caller)
-        if bucket is None:
-            bucket = self._buckets[caller] = _Bucket(tokens=rate, stamp=now)
-        bucket.tokens = min(rate, bucket.tokens + (now - bucket.stamp) * rate)
-        bucket.stamp = now
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
-            return RateDecision(True, int(rate), int(bucket.tokens), 1)
-        wait = math.ceil((1 - bucket.tokens) / rate)
-        return RateDecision(False, int(rate), 0, max(wait, 1))
-
-    def headers(self, decision: RateDecision) -> dict[str, str]:
-        """IETF RateLimit header fields, plus Retry-After when refused."""
+    def headers(self) -> dict[str, str]:
+        """The IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers), plus Retry-After when refused."""
         headers = {
-            "RateLimit-Limit": str(decision.limit),
-            "RateLimit-Remaining": str(decision.remaining),
-            "RateLimit-Reset": str(decision.reset_seconds),
+            "RateLimit-Policy": f'"{self.policy}";q={self.limit};w={WINDOW_SECONDS}',
+            "RateLimit": f'"{self.policy}";r={max(self.limit - self.calls, 0)};t={WINDOW_SECONDS}',
         }
-        if not decision.allowed:
-            headers["Retry-After"] = str(decision.reset_seconds)
+        if not self.allowed:
+            headers["Retry-After"] = str(WINDOW_SECONDS)
         return headers
+
+
+def limit_for(principal: Principal, per_person: float, per_system: float) -> int:
+    """The caller's calls per window: partner systems have their own, higher, limit."""
+    rate = per_system if principal.has_role("partner_system") else per_person
+    return max(int(rate * WINDOW_SECONDS), 1)
+
+
+async def hit(session: AsyncSession, caller: str, kind: str) -> int:
+    """Count one call of `kind` by `caller` in the current window (in the session's transaction)."""
+    statement = text(HIT.format(caller=":caller", kind=":kind"))
+    return int((await session.execute(statement, {"caller": caller, "kind": kind})).scalar_one())

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import SQLAlchemyError
 
 from cdap_dossiers import lookups
-from cdap_dossiers.lookups import Caller, SearchCriteria
+from cdap_dossiers.lookups import Caller, Outcome, SearchCriteria
+from cdap_dossiers.ratelimit import limit_for
 from cdap_shared.auth import CurrentPrincipal, Principal
 from cdap_shared.db import SessionDep
 from cdap_shared.problems import Problem
@@ -32,6 +33,7 @@ DENIAL_TITLES = {
     "opposition": "The beneficiary objected to sharing",
     "motif_not_allowed": "Purpose not allowed for your profile",
     "identity_mismatch": "Family name does not match",
+    "rate_limited": "Too many requests",
 }
 
 
@@ -69,13 +71,12 @@ class SearchResult(BaseModel):
 
 
 def _caller(request: Request, principal: Principal) -> Caller:
-    return Caller(principal, request.client.host if request.client else None)
-
-
-def _rate(request: Request, principal: Principal) -> float:
     settings = request.app.state.settings
-    return float(
-        settings.rate_limit_client if principal.has_role("partner_system") else settings.rate_limit_user
+    return Caller(
+        principal,
+        request.client.host if request.client else None,
+        lookup_limit=limit_for(principal, settings.rate_limit_user, settings.rate_limit_client),
+        search_limit=limit_for(principal, settings.search_rate_limit_user, settings.search_rate_limit_client),
     )
 
 
@@ -112,29 +113,16 @@ async def get_dossier(
     family_name: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
 ) -> JSONResponse:
     """The profile-filtered view of one dossier; every call is recorded before it is answered."""
-    limiter = request.app.state.limiter
-    policy = request.app.state.policy
-    caller = _caller(request, principal)
-    allowed = limiter.check(principal.sub, _rate(request, principal))
-    headers = limiter.headers(allowed)
     pool = request.app.state.runtime.pool
+    caller = _caller(request, principal)
     try:
-        if not allowed.allowed:
-            audit_id = await lookups.record_rate_limited(pool, policy, caller, numero, motif)
-            raise Problem(
-                429, "Too many requests", headers=headers | {"X-Audit-Id": audit_id}, reason="rate_limited"
-            )
-        outcome = await lookups.lookup(pool, policy, caller, numero, motif, family_name)
+        outcome = await lookups.lookup(pool, request.app.state.policy, caller, numero, motif, family_name)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
         raise _unavailable() from exc
-    headers["X-Audit-Id"] = outcome.audit_id
-    if outcome.status != 200:
-        reason = outcome.reason or "denied"
-        raise Problem(outcome.status, DENIAL_TITLES.get(reason, "Denied"), headers=headers, reason=reason)
-    return JSONResponse(outcome.body, headers=headers)
+    return _answer(outcome)
 
 
-@router.post("/search", response_model=SearchResult, responses={403: {}, 503: {}})
+@router.post("/search", response_model=SearchResult, responses={403: {}, 429: {}, 503: {}})
 async def search_dossiers(
     body: SearchRequest, request: Request, principal: CurrentPrincipal, session: SessionDep
 ) -> JSONResponse:
@@ -146,7 +134,12 @@ async def search_dossiers(
         )
     except (SQLAlchemyError, OSError) as exc:
         raise _unavailable() from exc
-    headers = {"X-Audit-Id": outcome.audit_id}
+    return _answer(outcome)
+
+
+def _answer(outcome: Outcome) -> JSONResponse:
+    """The recorded outcome as HTTP: its audit id and rate-limit fields on every answer, refusals too."""
+    headers = outcome.rate.headers() | {"X-Audit-Id": outcome.audit_id}
     if outcome.status != 200:
         reason = outcome.reason or "denied"
         raise Problem(outcome.status, DENIAL_TITLES.get(reason, "Denied"), headers=headers, reason=reason)

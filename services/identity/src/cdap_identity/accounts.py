@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Set
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -17,6 +18,7 @@ from cdap_identity.passwords import (
     new_token,
     new_totp_secret,
     otpauth_uri,
+    qr_svg,
     token_digest,
 )
 from cdap_shared import events as ev
@@ -167,9 +169,14 @@ async def publish_organisation(session: AsyncSession, org: Organisation, event_t
     )
 
 
-async def holds_totp_profile(session: AsyncSession, user: User, totp_profiles: set[str]) -> bool:
+async def needs_second_factor(session: AsyncSession, user: User, totp_profiles: Set[str]) -> bool:
+    """True when the account's roles or one of its active grants (T1, T5, ...) make TOTP mandatory."""
     profiles = (
-        (await session.execute(select(col(Grant.profile)).where(col(Grant.user_id) == user.id)))
+        (
+            await session.execute(
+                select(col(Grant.profile)).where(col(Grant.user_id) == user.id, col(Grant.status) == "active")
+            )
+        )
         .scalars()
         .all()
     )
@@ -181,9 +188,10 @@ class Activation:
     user_id: str
     totp_secret: str | None = None
     otpauth_uri: str | None = None
+    qr_svg: str | None = None
 
 
-async def activate(session: AsyncSession, token: str, password: str, totp_profiles: set[str]) -> Activation:
+async def activate(session: AsyncSession, token: str, password: str, totp_profiles: Set[str]) -> Activation:
     """Set the first (or a reset) password from a one-time link; enrol TOTP when the account needs it."""
     record = await session.get(OneTimeToken, token_digest(token), with_for_update=True)
     if record is None or record.used_at is not None or record.expires_at <= utcnow():
@@ -210,9 +218,10 @@ async def activate(session: AsyncSession, token: str, password: str, totp_profil
         user.status = "active"
         await account_event(session, "identity.user.activated", user)
     result = Activation(user.id)
-    if user.totp_secret is None and await holds_totp_profile(session, user, totp_profiles):
+    if user.totp_secret is None and await needs_second_factor(session, user, totp_profiles):
         user.totp_secret = new_totp_secret()
-        result = Activation(user.id, user.totp_secret, otpauth_uri(user.totp_secret, user.email))
+        uri = otpauth_uri(user.totp_secret, user.email)
+        result = Activation(user.id, user.totp_secret, uri, qr_svg(uri))
     return result
 
 
@@ -268,10 +277,15 @@ async def end_sessions(session: AsyncSession, user_id: str) -> None:
     )
 
 
-def grant_claims(grants: list[Grant], today: date) -> list[dict[str, str]]:
-    """The `grants` claim of an access token: the active ones, valid today."""
+def grant_claims(
+    grants: list[Grant], today: date, *, second_factor: bool, totp_profiles: Set[str]
+) -> list[dict[str, str]]:
+    """The `grants` claim of an access token: the active ones, valid today, and usable by their holder (a
+    profile that requires TOTP is left out while the account has no enrolled second factor)."""
     return [
         {"id": g.id, "profile": g.profile, "department": g.department}
         for g in grants
-        if g.status == "active" and g.valid_from <= today <= g.valid_until
+        if g.status == "active"
+        and g.valid_from <= today <= g.valid_until
+        and (second_factor or g.profile not in totp_profiles)
     ]

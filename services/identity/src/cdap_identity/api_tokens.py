@@ -23,8 +23,40 @@ OAUTH_ERROR = {
             "schema": {
                 "type": "object",
                 "required": ["error"],
-                "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
-            }
+                "properties": {
+                    "error": {"type": "string"},
+                    "error_description": {"type": "string"},
+                    "enrolment_ticket": {
+                        "type": "string",
+                        "description": "with `totp enrolment required`: starts `POST /v1/totp/enrolment`",
+                    },
+                    "expires_in": {"type": "integer", "description": "seconds the enrolment ticket lives"},
+                    "organisations": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {"id": {"type": "string"}, "name": {"type": "string"}},
+                        },
+                        "description": "with `invalid_request`: the organisations whose accounts the "
+                        "password opens; send one's `id` as `organisation_id`",
+                    },
+                },
+            },
+            "examples": {
+                "bad_credentials": {
+                    "value": {"error": "invalid_grant", "error_description": "bad credentials"}
+                },
+                "totp_required": {"value": {"error": "invalid_grant", "error_description": "totp required"}},
+                "totp_enrolment_required": {
+                    "summary": "a role or grant requires TOTP and none is enrolled: enrol it first",
+                    "value": {
+                        "error": "invalid_grant",
+                        "error_description": "totp enrolment required",
+                        "enrolment_ticket": "pZ2l0aHViLmNvbS9jZGFwL2lkZW50aXR5L3RpY2tldA",
+                        "expires_in": 600,
+                    },
+                },
+            },
         }
     }
 }
@@ -61,6 +93,18 @@ def _basic_auth(request: Request) -> tuple[str, str] | None:
     return client_id, secret
 
 
+def token_settings(request: Request) -> TokenSettings:
+    """What issuing tokens needs from the app: the signing keys and the settings."""
+    settings = request.app.state.settings
+    return TokenSettings(
+        ring=request.app.state.key_ring,
+        access_seconds=settings.access_token_seconds,
+        refresh_days=settings.refresh_token_days,
+        totp_profiles=frozenset(settings.totp_profiles),
+        enrolment_seconds=settings.totp_enrolment_seconds,
+    )
+
+
 @router.post(
     "/v1/token",
     responses={
@@ -95,12 +139,12 @@ def _basic_auth(request: Request) -> tuple[str, str] | None:
     },
 )
 async def token(request: Request, session: SessionDep) -> JSONResponse:
-    """Exchange credentials for a 5-minute access token (EdDSA JWT) and, for people, a refresh token."""
-    cfg: TokenSettings = TokenSettings(
-        ring=request.app.state.key_ring,
-        access_seconds=request.app.state.settings.access_token_seconds,
-        refresh_days=request.app.state.settings.refresh_token_days,
-    )
+    """Exchange credentials for a 5-minute access token (EdDSA JWT) and, for people, a refresh token.
+
+    A person whose roles or grants require TOTP (CAF staff, T1, T5) and who has none enrolled gets no
+    token: the answer is `invalid_grant` / `totp enrolment required` with an `enrolment_ticket`, to use
+    with `POST /v1/totp/enrolment` then `POST /v1/totp/enrolment/confirm`, which signs them in."""
+    cfg = token_settings(request)
     ip = request.client.host if request.client else None
     try:
         if "form" not in request.headers.get("content-type", ""):
@@ -133,12 +177,8 @@ async def token(request: Request, session: SessionDep) -> JSONResponse:
         await session.commit()
         return JSONResponse(body, headers=NO_STORE)
     except OAuthError as exc:
-        await session.commit()  # failed attempts, lockouts and their events are kept
-        return JSONResponse(
-            {"error": exc.error, "error_description": exc.description},
-            status_code=exc.status,
-            headers=NO_STORE,
-        )
+        await session.commit()  # failed attempts, lockouts, enrolment tickets and their events are kept
+        return JSONResponse(exc.body(), status_code=exc.status, headers=NO_STORE)
 
 
 @router.get("/.well-known/jwks.json")
@@ -146,6 +186,24 @@ async def jwks(request: Request) -> JSONResponse:
     """The public keys that verify CDAP access tokens (current and recently retired)."""
     ring = request.app.state.key_ring
     return JSONResponse(ring.jwks(datetime.now(UTC)), headers={"Cache-Control": "public, max-age=60"})
+
+
+@router.post(
+    "/v1/introspect",
+    responses={
+        200: {"content": {"application/json": {"example": {"active": True}}}},
+        400: {"description": "RFC 6749 error", **OAUTH_ERROR},
+    },
+)
+async def introspect(request: Request, session: SessionDep) -> JSONResponse:
+    """RFC 7662 introspection of a refresh token, the token itself being the credential: `active` while
+    its sign-in session (the token's family) is neither revoked (sign-out, theft) nor expired. The
+    portal asks it, so that a copied session cookie stops working once its owner signed out."""
+    try:
+        token = _field(await _form(request, max_fields=4), "token")
+    except OAuthError as exc:
+        return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=400)
+    return JSONResponse({"active": await tokens.refresh_family_alive(session, token or "")}, headers=NO_STORE)
 
 
 @router.post("/v1/revoke", status_code=200, responses={400: {"description": "RFC 7009 error", **OAUTH_ERROR}})

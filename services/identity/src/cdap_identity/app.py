@@ -11,10 +11,11 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from cdap_identity import habilitations, keystore, tokens
+from cdap_identity import enrolment, habilitations, keystore, tokens
 from cdap_identity.api_accounts import router as accounts_router
 from cdap_identity.api_grants import router as grants_router
 from cdap_identity.api_tokens import router as tokens_router
+from cdap_identity.api_totp import router as totp_router
 from cdap_identity.config import Settings
 from cdap_identity.consumers import IdentityHandlers
 from cdap_identity.standing import OwnStanding
@@ -68,9 +69,17 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app = create_app(
         title="CDAP identity",
         lifespan=lifespan,
-        routers=[tokens_router, accounts_router, grants_router],
+        routers=[tokens_router, totp_router, accounts_router, grants_router],
         ready_checks=runtime.ready_checks,
-        public_paths=("/v1/token", "/v1/activations", "/v1/revoke"),
+        public_paths=(
+            "/v1/token",
+            "/v1/activations",
+            "/v1/revoke",
+            "/v1/totp/enrolment",
+            "/v1/totp/enrolment/confirm",
+            "/v1/introspect",
+        ),
+        trusted_proxies=settings.trusted_proxies,
     )
     asyncapi.install(
         app,
@@ -105,6 +114,7 @@ async def _sweep(runtime: ServiceRuntime) -> None:
     async with runtime.sessions() as session, session.begin():
         expired = await habilitations.expire_due(session, civil_today())
         await tokens.forget_unknown_logins(session, datetime.now(UTC))
+        await enrolment.forget_expired(session, datetime.now(UTC))
     if expired:
         log.info("grants expired", count=expired)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from cdap_identity import domain
 from cdap_shared.settings import ServiceSettings
 
 
@@ -19,7 +20,13 @@ class Settings(ServiceSettings):
     activation_hours: int = Field(default=72, ge=1, le=720)
     grant_sweep_seconds: float = Field(default=60.0, gt=0)
     key_reload_seconds: float = Field(default=30.0, gt=0)
-    totp_profiles: list[str] = Field(default=["T1", "T5"])
+    totp_profiles: list[str] = Field(
+        default=sorted(domain.TOTP_PROFILES),
+        description="profiles whose holders must use TOTP (CAF staff always do)",
+    )
+    totp_enrolment_seconds: int = Field(
+        default=600, ge=60, le=3600, description="lifetime of the ticket that enrols TOTP at login"
+    )
     client_secret_overlap_seconds: int = Field(
         default=0, ge=0, le=7 * 86400, description="how long a rotated client secret keeps working"
     )

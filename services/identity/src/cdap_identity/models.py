@@ -143,6 +143,19 @@ class RefreshToken(SQLModel, table=True):
     revoked: bool = False
 
 
+class TotpEnrolment(SQLModel, table=True):
+    """A second factor being enrolled at login: the short-lived ticket the token endpoint handed out (its
+    SHA-256 only) and, once started, the secret shown to the person. Becomes the account's TOTP secret
+    only when a first code from it is confirmed; deleted then, or swept once expired."""
+
+    __tablename__ = "totp_enrolment"
+
+    ticket_digest: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(foreign_key="user_account.id", max_length=64, index=True)
+    secret: str | None = Field(default=None, max_length=64)
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
 class SigningKeyRecord(SQLModel, table=True):
     """An Ed25519 signing key (PKCS#8 PEM); replicas share the ring through this table."""
 
@@ -165,6 +178,7 @@ __all__ = [
     "QueuedMail",
     "RefreshToken",
     "SigningKeyRecord",
+    "TotpEnrolment",
     "User",
     "metadata",
 ]

@@ -17,6 +17,7 @@ from functools import cache
 from importlib import resources
 
 import pyotp
+import segno
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -127,6 +128,11 @@ def new_totp_secret() -> str:
 def otpauth_uri(secret: str, account_email: str, issuer: str = "CDAP") -> str:
     """`otpauth://` URI for enrolment (rendered as a QR code by the portal)."""
     return pyotp.TOTP(secret).provisioning_uri(name=account_email, issuer_name=issuer)
+
+
+def qr_svg(uri: str) -> str:
+    """The QR code of an `otpauth://` URI as an inline SVG element (no XML declaration), for a web page."""
+    return str(segno.make(uri, error="m").svg_inline(scale=4, border=4, light="#fff", title="CDAP TOTP"))
 
 
 def totp_step(now: datetime) -> int:

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from cdap_identity import domain
+from cdap_shared.names import OrganisationName, PersonName
 
 EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,185}\.[A-Za-z]{2,}$"
 Email = Annotated[str, StringConstraints(pattern=EMAIL, max_length=254, strip_whitespace=True)]
@@ -36,8 +37,8 @@ class Strict(BaseModel):
 
 class Person(Strict):
     email: Email
-    family_name: Name
-    given_name: Name
+    family_name: PersonName
+    given_name: PersonName
 
 
 class Convention(Strict):
@@ -47,7 +48,7 @@ class Convention(Strict):
 
 class OrganisationCreate(Strict):
     siret: Siret
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    name: OrganisationName
     kind: Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,40}$")]
     department: Department
     convention: Convention
@@ -90,6 +91,68 @@ class ActivationResult(BaseModel):
     user_id: str
     totp_secret: str | None = None
     otpauth_uri: str | None = None
+    qr_svg: str | None = Field(
+        default=None, description="the otpauth URI as a QR code, an inline SVG element"
+    )
+
+
+Ticket = Annotated[
+    str,
+    StringConstraints(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$"),
+    Field(description="the `enrolment_ticket` of the `totp enrolment required` answer of `POST /v1/token`"),
+]
+
+
+class EnrolmentStart(Strict):
+    ticket: Ticket
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"ticket": "pZ2l0aHViLmNvbS9jZGFwL2lkZW50aXR5L3RpY2tldA"}]},
+    )
+
+
+class EnrolmentStarted(BaseModel):
+    secret: str = Field(description="base32 TOTP secret (RFC 6238: SHA-1, 6 digits, 30 s), for manual entry")
+    otpauth_uri: str = Field(description="the `otpauth://totp/...` URI authenticator apps read")
+    qr_svg: str = Field(description="the same URI as a QR code: an inline `<svg>` element, ready for a page")
+    expires_in: int = Field(description="seconds left to confirm with a first code")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "secret": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+                    "otpauth_uri": "otpauth://totp/CDAP:jules.petit%40example.fr?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=CDAP",
+                    "qr_svg": '<svg width="164" height="164" class="segno"><title>CDAP TOTP</title>...</svg>',
+                    "expires_in": 587,
+                }
+            ]
+        }
+    )
+
+
+class EnrolmentConfirm(Strict):
+    ticket: Ticket
+    code: Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")] = Field(
+        description="the code the authenticator app shows for the new secret"
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"ticket": "pZ2l0aHViLmNvbS9jZGFwL2lkZW50aXR5L3RpY2tldA", "code": "492039"}]
+        },
+    )
+
+
+class TokenResponse(BaseModel):
+    """What `POST /v1/token` answers a person who signed in (RFC 6749 §5.1)."""
+
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    refresh_token: str
 
 
 class GrantPublic(BaseModel):

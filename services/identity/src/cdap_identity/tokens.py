@@ -18,24 +18,34 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from cdap_identity import domain
-from cdap_identity.accounts import SOURCE, grant_claims, utcnow
+from cdap_identity import domain, enrolment
+from cdap_identity.accounts import SOURCE, grant_claims, needs_second_factor, utcnow
 from cdap_identity.keys import KeyRing, issue_access_token
-from cdap_identity.models import Grant, RefreshToken, UnknownLogin, User
+from cdap_identity.models import Grant, Organisation, RefreshToken, UnknownLogin, User
 from cdap_identity.passwords import DUMMY_HASH, new_token, token_digest, verify_password, verify_totp
 from cdap_shared import events as ev
 from cdap_shared.clock import civil_today
 from cdap_shared.envelope import new_event_id
 from cdap_shared.events import make_event
 from cdap_shared.outbox import add_pg, emit
+from cdap_shared.problems import Problem
+
+SEVERAL_ACCOUNTS = "several accounts use this e-mail and password: give organisation_id"
 
 
 class OAuthError(Exception):
     """An RFC 6749 error answer (400 unless said otherwise)."""
 
-    def __init__(self, error: str, description: str, status: int = 400) -> None:
+    def __init__(
+        self, error: str, description: str, status: int = 400, extra: dict[str, object] | None = None
+    ) -> None:
         super().__init__(description)
         self.error, self.description, self.status = error, description, status
+        self.extra = extra or {}  # extension members of the answer (RFC 6749 §5.2 allows them)
+
+    def body(self) -> dict[str, object]:
+        """The JSON answer: `error`, `error_description` and the extension members."""
+        return {"error": self.error, "error_description": self.description, **self.extra}
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,8 @@ class TokenSettings:
     ring: KeyRing
     access_seconds: int
     refresh_days: int
+    totp_profiles: frozenset[str] = domain.TOTP_PROFILES
+    enrolment_seconds: int = 600
 
 
 def _guard(user: User | UnknownLogin) -> domain.LoginGuard:
@@ -95,7 +107,12 @@ async def _issue(
         sub=user.id,
         org=user.organisation_id,
         roles=user.roles,
-        grants=grant_claims(list(grants), civil_today(now)),
+        grants=grant_claims(
+            list(grants),
+            civil_today(now),
+            second_factor=user.totp_secret is not None,
+            totp_profiles=cfg.totp_profiles,
+        ),
         now=now,
         lifetime=cfg.access_seconds,
         extra=extra,
@@ -132,26 +149,10 @@ async def password_grant(
     stmt = select(User).where(func.lower(col(User.email)) == username.strip().lower()).with_for_update()
     if organisation_id:
         stmt = stmt.where(col(User.organisation_id) == organisation_id)
-    candidates = (await session.execute(stmt)).scalars().all()
-    user = candidates[0] if len(candidates) == 1 else None
-    if len(candidates) > 1:
-        verify_password(DUMMY_HASH, password)
-        raise OAuthError("invalid_request", "several accounts use this e-mail: give organisation_id")
-    if user is None:
+    candidates = list((await session.execute(stmt.order_by(col(User.id)))).scalars().all())
+    if not candidates:
         await _unknown_login(session, username, password, ip, now)
-    status = domain.check(_guard(user), now) if user else domain.LockStatus(domain.LockState.OK)
-    password_ok = verify_password(user.password_hash if user and user.password_hash else DUMMY_HASH, password)
-    if user is None or user.password_hash is None:
-        await _failed(session, user, "bad_credentials", ip, now)
-        raise OAuthError("invalid_grant", "bad credentials")
-    if not status.allowed:
-        await _failed_locked(session, user, ip)
-        raise OAuthError(
-            "invalid_grant", f"account locked{' until ' + status.until.isoformat() if status.until else ''}"
-        )
-    if not password_ok:
-        await _failed(session, user, "bad_credentials", ip, now)
-        raise OAuthError("invalid_grant", "bad credentials")
+    user = await _owner(session, candidates, password, ip, now)
     if user.totp_secret is not None:
         if not totp:
             raise OAuthError("invalid_grant", "totp required")
@@ -165,6 +166,23 @@ async def password_grant(
         raise OAuthError("invalid_grant", "account suspended")
     if user.must_reset_password:
         raise OAuthError("invalid_grant", "password reset required")
+    if user.totp_secret is None and await needs_second_factor(session, user, cfg.totp_profiles):
+        # A role or grant that requires TOTP, and none enrolled yet (e.g. T1 granted to a T2 user): no
+        # token until the person enrols one, with the ticket that proves the password was right.
+        ticket = await enrolment.open_ticket(session, user, now, cfg.enrolment_seconds)
+        await _failed_locked(session, user, ip, reason="totp_enrolment_required")
+        raise OAuthError(
+            "invalid_grant",
+            enrolment.TOTP_ENROLMENT_REQUIRED,
+            extra={"enrolment_ticket": ticket, "expires_in": cfg.enrolment_seconds},
+        )
+    return await _signed_in(session, cfg, user, ip, now)
+
+
+async def _signed_in(
+    session: AsyncSession, cfg: TokenSettings, user: User, ip: str | None, now: datetime
+) -> dict[str, object]:
+    """Every factor checked: clear the lockout state, record the login, issue the tokens."""
     _store_guard(user, domain.record_success(_guard(user), now))
     await emit(
         session,
@@ -174,6 +192,82 @@ async def password_grant(
         data=ev.LoginSucceeded(user_id=user.id, method="password", client_ip=ip),
     )
     return await _issue(session, cfg, user, now)
+
+
+async def _owner(
+    session: AsyncSession, candidates: list[User], password: str, ip: str | None, now: datetime
+) -> User:
+    """The account the password opens among those using the e-mail (one per organisation, CAF staff
+    apart), or the RFC 6749 error to answer.
+
+    The password is checked against every candidate (a pending one against the dummy hash), so a
+    partner's account for the same address never hides another: its owner's password opens their own.
+    When several accounts match, the CAF staff one wins (CAF staff can always sign in whatever a partner
+    files); otherwise the organisation is asked for, and only now, once the password is proven.
+    """
+    # DUMMY_HASH opens nothing: a pending account (no password yet) never matches, at the same cost.
+    opened = [c for c in candidates if verify_password(c.password_hash or DUMMY_HASH, password)]
+    statuses = {c.id: domain.check(_guard(c), now) for c in candidates}
+    if not opened:
+        if all(not status.allowed for status in statuses.values()):
+            for candidate in candidates:
+                await _failed_locked(session, candidate, ip)
+            raise _locked(statuses[candidates[0].id])
+        for candidate in candidates:
+            await _failed(session, candidate, "bad_credentials", ip, now)
+        raise OAuthError("invalid_grant", "bad credentials")
+    staff = [c for c in opened if c.organisation_id is None]
+    if len(opened) > 1 and not staff:
+        organisations = await session.execute(
+            select(col(Organisation.id), col(Organisation.name))
+            .where(col(Organisation.id).in_([c.organisation_id for c in opened]))
+            .order_by(col(Organisation.name), col(Organisation.id))
+        )
+        raise OAuthError(
+            "invalid_request",
+            SEVERAL_ACCOUNTS,
+            extra={"organisations": [{"id": id_, "name": name} for id_, name in organisations]},
+        )
+    user = (staff or opened)[0]
+    if not statuses[user.id].allowed:
+        await _failed_locked(session, user, ip)
+        raise _locked(statuses[user.id])
+    return user
+
+
+def _locked(status: domain.LockStatus) -> OAuthError:
+    return OAuthError(
+        "invalid_grant", f"account locked{' until ' + status.until.isoformat() if status.until else ''}"
+    )
+
+
+async def confirm_enrolment(
+    session: AsyncSession, cfg: TokenSettings, ticket: str, code: str, ip: str | None
+) -> dict[str, object]:
+    """Finish a login through TOTP enrolment: the first code from the new secret enrols it and signs in.
+
+    Wrong codes count towards the account's lockout like wrong passwords; the account must still be
+    active and unlocked. Raises `Problem` (400 unknown ticket or wrong code, 409 not started, 403)."""
+    now = utcnow()
+    record = await enrolment.live_enrolment(session, ticket, now)
+    if record.secret is None:
+        raise Problem(
+            409, "Enrolment not started", "Start it first: POST /v1/totp/enrolment.", reason="not_started"
+        )
+    user = await session.get_one(User, record.user_id, with_for_update=True)
+    status = domain.check(_guard(user), now)
+    if not status.allowed:
+        raise Problem(403, "Account locked", _locked(status).description, reason="account_locked")
+    if user.status != "active" or user.must_reset_password:
+        raise Problem(403, "Account not active", "Sign in again.", reason="account_not_active")
+    step = verify_totp(record.secret, code, now, None)
+    if step is None:
+        await _failed(session, user, "bad_totp", ip, now)
+        raise Problem(
+            400, "Wrong code", "The code does not match the new key (or has expired).", reason="bad_code"
+        )
+    await enrolment.complete(session, record, user, step)
+    return await _signed_in(session, cfg, user, ip, now)
 
 
 async def _unknown_login(
@@ -192,9 +286,7 @@ async def _unknown_login(
     verify_password(DUMMY_HASH, password)
     if not status.allowed:
         await _failed(session, None, "locked", ip, now)
-        raise OAuthError(
-            "invalid_grant", f"account locked{' until ' + status.until.isoformat() if status.until else ''}"
-        )
+        raise _locked(status)
     guard, _ = domain.record_failure(_guard(phantom), now)
     _store_guard(phantom, guard)
     phantom.updated_at = now
@@ -228,7 +320,8 @@ async def _failed_locked(session: AsyncSession, user: User, ip: str | None, reas
 _CLIENT = """
     SELECT c.id, c.organisation_id, c.secret_digest, c.disabled, c.previous_secret_digest,
            c.previous_secret_until, g.id AS grant_id, g.profile, g.department, g.status, g.valid_from,
-           g.valid_until, u.status AS holder_status, u.must_reset_password AS holder_reset
+           g.valid_until, u.status AS holder_status, u.must_reset_password AS holder_reset,
+           u.totp_secret IS NOT NULL AS holder_enrolled
       FROM client c LEFT JOIN grant_habilitation g ON g.id = c.grant_id
            LEFT JOIN user_account u ON u.id = g.user_id
      WHERE c.id = $1
@@ -261,6 +354,9 @@ async def client_credentials_grant(
             raise OAuthError("invalid_grant", "the client's habilitation is no longer active")
         if row["holder_status"] == "suspended" or row["holder_reset"]:
             raise OAuthError("invalid_grant", "the habilitation's holder is suspended or must reset")
+        if row["profile"] in cfg.totp_profiles and not row["holder_enrolled"]:
+            # A grant that requires TOTP is usable by nobody, its systems included, until its holder enrols.
+            raise OAuthError("invalid_grant", "the habilitation's holder has not enrolled a second factor")
         claims = [{"id": row["grant_id"], "profile": row["profile"], "department": row["department"]}]
         issued = issue_access_token(
             cfg.ring,
@@ -298,8 +394,19 @@ async def refresh_grant(session: AsyncSession, cfg: TokenSettings, refresh: str)
     user = await session.get(User, record.user_id)
     if user is None or user.status != "active" or user.must_reset_password:
         raise OAuthError("invalid_grant", "account not active")
+    if user.totp_secret is None and await needs_second_factor(session, user, cfg.totp_profiles):
+        # Granted T1 (say) since signing in: the person signs in again and enrols a second factor.
+        raise OAuthError("invalid_grant", enrolment.TOTP_ENROLMENT_REQUIRED)
     record.used_at = now
     return await _issue(session, cfg, user, now, family=record.family_id)
+
+
+async def refresh_family_alive(session: AsyncSession, refresh: str) -> bool:
+    """Is the sign-in session this refresh token belongs to still alive (neither revoked nor expired)?
+
+    A token already rotated still names its family: revocation marks every token of the family."""
+    record = await session.get(RefreshToken, token_digest(refresh))
+    return record is not None and not record.revoked and record.expires_at > utcnow()
 
 
 async def revoke_refresh(session: AsyncSession, refresh: str) -> None:

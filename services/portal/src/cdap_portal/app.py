@@ -17,7 +17,7 @@ from cdap_portal import (
     routes_instruction,
     routes_requests,
 )
-from cdap_portal.auth import Refresher
+from cdap_portal.auth import Refresher, SessionGate
 from cdap_portal.clients import Upstreams
 from cdap_portal.config import Settings
 from cdap_portal.policy import load_policy_view
@@ -41,8 +41,9 @@ def build(settings: Settings | None = None, *, transport: httpx.AsyncBaseTranspo
         codec=SessionCodec(secret),
         upstreams=Upstreams(settings, transport),
         policy=load_policy_view(settings.policy_path),
-        templates=make_templates(),
+        templates=make_templates(settings.trace_viewer_url),
         refresher=Refresher(),
+        sessions=SessionGate(settings.session_check_seconds),
     )
 
     @asynccontextmanager
@@ -69,6 +70,7 @@ def build(settings: Settings | None = None, *, transport: httpx.AsyncBaseTranspo
             routes_instruction.router,
             routes_audit.router,
         ],
+        trusted_proxies=settings.trusted_proxies,
     )
     app.state.portal = portal
     app.state.settings = settings

@@ -20,6 +20,7 @@ from fastapi import Depends, Request
 from cdap_portal.clients import ApiError, OAuthFailure, Upstreams, checked, json_of
 from cdap_portal.session import Session, session_expired
 from cdap_portal.web import (
+    AccountRefused,
     LoginRequired,
     NotAllowed,
     SessionExpired,
@@ -40,7 +41,7 @@ class Refresher:
         self._answers: dict[str, tuple[float, dict[str, Any]]] = {}
 
     async def refresh(self, upstreams: Upstreams, refresh_token: str) -> dict[str, Any]:
-        key = hashlib.sha256(refresh_token.encode()).hexdigest()
+        key = _digest(refresh_token)
         self._prune()
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
@@ -58,6 +59,50 @@ class Refresher:
             lock = self._locks.get(key)
             if lock is not None and not lock.locked():
                 del self._locks[key]
+
+
+class SessionGate:
+    """Whether a sign-in session is still alive, so that a copied cookie dies at its owner's sign-out.
+
+    The portal keeps no database: identity knows. Sign-out revokes the session's refresh-token family
+    there (RFC 7009), and `alive` asks identity (RFC 7662 introspection of the session's refresh token)
+    when its last answer is over `recheck_seconds` old. A sign-out through this process is known at once;
+    through another replica, within `recheck_seconds`. Sessions just issued or refreshed are alive."""
+
+    def __init__(self, recheck_seconds: float) -> None:
+        self.recheck_seconds = recheck_seconds
+        self._answers: dict[str, tuple[float, bool]] = {}
+
+    async def alive(self, upstreams: Upstreams, refresh_token: str) -> bool:
+        key = _digest(refresh_token)
+        known = self._answers.get(key)
+        if known is not None and (not known[1] or time.monotonic() - known[0] < self.recheck_seconds):
+            return known[1]  # a revoked family never comes back
+        try:
+            active = await upstreams.introspect(refresh_token)
+        except ApiError:
+            if known is None:
+                raise
+            # Identity unreachable: the last answer holds, until the access token needs a refresh.
+            return known[1]
+        self._remember(key, active)
+        return active
+
+    def issued(self, refresh_token: str) -> None:
+        """Identity just issued this token: its session is alive."""
+        self._remember(_digest(refresh_token), True)
+
+    def signed_out(self, refresh_token: str) -> None:
+        self._remember(_digest(refresh_token), False)
+
+    def _remember(self, key: str, alive: bool) -> None:
+        if len(self._answers) >= 10_000:
+            self._answers.clear()  # bounded: identity is asked again, and knows
+        self._answers[key] = (time.monotonic(), alive)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -93,6 +138,8 @@ class Viewer:
 
 def start_session(request: Request, tokens: dict[str, Any]) -> None:
     """Signed in: a new session (new id, so any CSRF token issued before no longer works)."""
+    if tokens.get("refresh_token"):
+        portal_of(request).sessions.issued(str(tokens["refresh_token"]))
     replace_session(
         request,
         Session(
@@ -113,6 +160,8 @@ async def refresh_now(request: Request) -> Session:
         tokens = await portal.refresher.refresh(portal.upstreams, session.refresh_token)
     except OAuthFailure as exc:
         raise SessionExpired from exc
+    if tokens.get("refresh_token"):
+        portal.sessions.issued(str(tokens["refresh_token"]))
     renewed = Session(
         sid=session.sid,  # same session: the forms on the person's open pages keep working
         access_token=str(tokens["access_token"]),
@@ -131,6 +180,8 @@ async def fresh_session(request: Request) -> Session:
         raise LoginRequired
     if session_expired(session, portal.settings.session_hours * 3600):
         raise SessionExpired
+    if session.refresh_token and not await portal.sessions.alive(portal.upstreams, session.refresh_token):
+        raise SessionExpired  # signed out (perhaps from another browser holding a copy of this cookie)
     if session.expires_at() - time.time() < portal.settings.refresh_margin_seconds:
         session = await refresh_now(request)
     return session
@@ -174,10 +225,11 @@ class Api:
             response = await self.upstreams.send(service, method, path, token=session.access_token, **kwargs)
             if response.status_code == 401:
                 raise SessionExpired
-        if response.status_code == 403 and json_of(response).get("reason") in standing.REASONS:
+        reason = json_of(response).get("reason") if response.status_code == 403 else None
+        if reason in standing.REASONS:
             # The account is suspended, must reset its password...: identity revoked its refresh tokens,
             # and this session ends here rather than at the access token's expiry.
-            raise SessionExpired
+            raise AccountRefused(str(reason))
         return response
 
     async def json(self, service: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

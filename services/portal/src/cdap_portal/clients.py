@@ -43,6 +43,7 @@ class OAuthFailure(Exception):
 
     error: str
     description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # extension members, e.g. `enrolment_ticket`
 
     def __post_init__(self) -> None:
         super().__init__(self.error)
@@ -92,13 +93,30 @@ class Upstreams:
             return body
         if response.status_code >= 500 or "error" not in body:
             raise ApiError("identity", response.status_code, body)
-        raise OAuthFailure(str(body["error"]), str(body.get("error_description", "")))
+        raise OAuthFailure(str(body["error"]), str(body.get("error_description", "")), body)
 
     async def revoke(self, refresh_token: str) -> None:
         """RFC 7009 revocation of the session's refresh token family (logout); best effort."""
         # Identity unreachable: the cookie is forgotten anyway, and the family expires in days.
         with contextlib.suppress(ApiError):
             await self.send("identity", "POST", "/v1/revoke", data={"token": refresh_token})
+
+    async def start_enrolment(self, ticket: str) -> dict[str, Any]:
+        """`POST /v1/totp/enrolment`: the new TOTP secret, its otpauth URI and QR code (inline SVG)."""
+        response = await self.send("identity", "POST", "/v1/totp/enrolment", json={"ticket": ticket})
+        return checked("identity", response)
+
+    async def confirm_enrolment(self, ticket: str, code: str) -> dict[str, Any]:
+        """`POST /v1/totp/enrolment/confirm`: the first code enrols the secret; the answer is the tokens."""
+        response = await self.send(
+            "identity", "POST", "/v1/totp/enrolment/confirm", json={"ticket": ticket, "code": code}
+        )
+        return checked("identity", response)
+
+    async def introspect(self, refresh_token: str) -> bool:
+        """RFC 7662: is the sign-in session of this refresh token still alive at identity?"""
+        response = await self.send("identity", "POST", "/v1/introspect", data={"token": refresh_token})
+        return bool(checked("identity", response).get("active"))
 
     async def activate(self, token: str, password: str) -> dict[str, Any]:
         response = await self.send(

@@ -40,3 +40,14 @@ class Settings(ServiceSettings):
         "cdap_dossiers package when unset",
     )
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    session_check_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=300,
+        description="how old identity's last word on a session may be: a sign-out through another "
+        "replica ends the copies of its cookie within this time",
+    )
+    trace_viewer_url: str | None = Field(
+        default="http://127.0.0.1:16686",
+        description="the trace viewer (Jaeger) a trace id links to, at <url>/trace/<id>; empty: no link",
+    )

@@ -18,7 +18,9 @@ from cdap_portal import texts
 from cdap_portal.auth import UserApi, Viewer, require
 from cdap_portal.clients import ApiError
 from cdap_portal.web import CsrfForm, field, portal_of, redirect, render
+from cdap_shared.bodylimit import UPLOAD_MAX_BODY, max_body
 from cdap_shared.clock import civil_today
+from cdap_shared.names import check_name
 
 router = APIRouter(tags=["demandes"])
 PartnerAdmin = require("partner_admin")
@@ -120,6 +122,12 @@ def _validate_request(values: dict[str, str], profiles: dict[str, Any]) -> dict[
     for name, message in required.items():
         if not values.get(name):
             errors[name] = message
+    for name in ("family_name", "given_name"):
+        try:
+            check_name(values.get(name, ""))
+        except ValueError:
+            # The same rule access-requests applies: a name ends up in mails with links.
+            errors[name] = "Un nom ne peut contenir ni adresse web ou électronique, ni caractère de contrôle."
     if values.get("email") and not EMAIL.fullmatch(values["email"]):
         errors["email"] = "Adresse électronique invalide (exemple : prenom.nom@organisme.fr)."
     if values.get("profile") and profiles and values["profile"] not in profiles:
@@ -225,7 +233,7 @@ async def _detail_with_error(
     )
 
 
-@router.post("/demandes/{request_id}/pieces")
+@router.post("/demandes/{request_id}/pieces", openapi_extra=max_body(UPLOAD_MAX_BODY))
 async def upload(
     request: Request,
     form: CsrfForm,

@@ -28,6 +28,10 @@ COOKIE = "cdap_session"
 # travel in their own encrypted cookie, valid 5 minutes, sent only to /login, deleted once used.
 PENDING_COOKIE = "cdap_login"
 PENDING_SECONDS = 300
+# A sign-in that must first enrol TOTP keeps identity's enrolment ticket (not the password) in its own
+# cookie, for as long as identity's ticket lives by default.
+ENROLMENT_COOKIE = "cdap_enrol"
+ENROLMENT_SECONDS = 600
 CSRF_FIELD = "csrf_token"
 
 
@@ -109,6 +113,17 @@ class SessionCodec:
         try:
             raw = json.loads(self._fernet.decrypt(value.encode(), ttl=PENDING_SECONDS))
             return str(raw["email"]), str(raw["password"])
+        except (InvalidToken, ValueError, KeyError, TypeError):
+            return None
+
+    # ------------------------------------------------------------ TOTP enrolment at sign-in
+    def encode_enrolment(self, ticket: str) -> str:
+        return self._fernet.encrypt(json.dumps({"ticket": ticket}).encode()).decode()
+
+    def decode_enrolment(self, value: str) -> str | None:
+        """The enrolment ticket identity handed out, if the cookie is ours and not older than its life."""
+        try:
+            return str(json.loads(self._fernet.decrypt(value.encode(), ttl=ENROLMENT_SECONDS))["ticket"])
         except (InvalidToken, ValueError, KeyError, TypeError):
             return None
 

@@ -45,6 +45,7 @@ REQUEST_REASONS = {
     "duplicate_request": "Une demande est déjà en cours pour cette personne et ce profil.",
     "other_department": "Cette demande relève de la CAF d'un autre département.",
     "own_organisation": "Vous ne pouvez pas décider d'une demande de votre propre organisme.",
+    "own_request": "Vous ne pouvez pas décider d'une demande qui vous désigne.",
     "already_decided": "Vous avez déjà validé cette demande : une autre personne doit prendre "
     "la décision suivante.",
     "request_closed": "Cette demande est close ; elle ne peut plus changer.",
@@ -56,6 +57,10 @@ REQUEST_REASONS = {
     "stale_version": "La demande a changé depuis son affichage. Rechargez la page puis décidez à nouveau.",
     "concurrent_modification": "La demande a été modifiée en même temps. Rechargez la page.",
     "not_a_pdf": "Le fichier transmis n'est pas un document PDF.",
+    "unreadable_pdf": "Le fichier PDF est illisible (endommagé, chiffré ou sans page).",
+    "active_pdf_content": "Le fichier PDF contient du JavaScript ou des actions automatiques : "
+    "transmettez une version sans contenu actif.",
+    "body_too_large": "L'envoi dépasse la taille autorisée (10 Mo en tout).",
     "document_too_large": "Le fichier dépasse la taille autorisée (10 Mo).",
     "too_many_files": "Transmettez au plus 10 fichiers à la fois.",
     "unknown_request": "Cette demande n'existe pas.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -42,6 +43,18 @@ class SessionExpired(Exception):
     """The session cannot be refreshed (or is too old): sign out, say why."""
 
 
+class AccountRefused(SessionExpired):
+    """An API refuses the account itself (`reason`: suspended, password reset required...): sign out."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# The login page's notice (`raison`) after a sign-out an API's refusal caused.
+REFUSAL_NOTICES = {"suspended": "suspendu", "password_reset_required": "reinitialisation"}
+
+
 class NotAllowed(Exception):
     """The signed-in person's role does not open this page."""
 
@@ -60,6 +73,7 @@ class Portal:
     policy: PolicyView
     templates: Jinja2Templates
     refresher: Any  # auth.Refresher (typed there; kept loose to avoid an import cycle)
+    sessions: Any  # auth.SessionGate (idem)
 
 
 def portal_of(request: Request) -> Portal:
@@ -83,14 +97,21 @@ def clear_session(request: Request) -> None:
     replace_session(request, Session())
 
 
-def make_templates() -> Jinja2Templates:
+def make_templates(trace_viewer_url: str | None = None) -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     env = templates.env
-    env.globals.update(texts=texts, label=texts.label)
+    env.globals.update(texts=texts, label=texts.label, trace_url=partial(trace_url, trace_viewer_url))
     env.filters["date_fr"] = texts.date_fr
     env.trim_blocks = True
     env.lstrip_blocks = True
     return templates
+
+
+def trace_url(viewer_url: str | None, trace_id: str | None) -> str | None:
+    """The trace viewer's page of `trace_id` (Jaeger's `/trace/<id>`), if a viewer is configured."""
+    if not viewer_url or not trace_id:
+        return None
+    return f"{viewer_url.rstrip('/')}/trace/{trace_id}"
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> Response:
@@ -200,7 +221,8 @@ def install(app: FastAPI) -> None:
 
     async def on_expired(request: Request, exc: Exception) -> Response:
         clear_session(request)
-        return leave_for(request, "/login?raison=expiree")
+        refused = REFUSAL_NOTICES.get(exc.reason) if isinstance(exc, AccountRefused) else None
+        return leave_for(request, f"/login?raison={refused or 'expiree'}")
 
     async def on_not_allowed(request: Request, exc: Exception) -> Response:
         return error_page(request, 403, "Cette page n'est pas accessible avec votre rôle.")

@@ -91,6 +91,7 @@ VALID_DATA: dict[str, dict[str, Any]] = {
     "identity.user.activated": {"user_id": "u1"},
     "identity.user.suspended": {"user_id": "u1", "by": "admin", "reason": "alert"},
     "identity.user.reinstated": {"user_id": "u1", "by": "admin"},
+    "identity.user.totp_enrolled": {"user_id": "u1"},
     "identity.user.locked": {"user_id": "u1", "permanent": True},
     "identity.login.succeeded": {"user_id": "u1", "method": "password"},
     "identity.login.failed": {"method": "password", "reason": "bad_credentials"},

@@ -1,0 +1,39 @@
+#!/bin/sh
+# The image's entry point:
+#   cdap-service serve SERVICE     run SERVICE's HTTP app (and its consumers) on $PORT
+#   cdap-service migrate SERVICE   apply SERVICE's Alembic migrations to $CDAP_DATABASE_URL
+#   cdap-service topics            create the Kafka topics and their .dlq at $CDAP_KAFKA_BOOTSTRAP
+set -eu
+
+package() {
+  case "$1" in
+    identity) echo cdap_identity ;;
+    access-requests) echo cdap_access ;;
+    dossiers) echo cdap_dossiers ;;
+    audit) echo cdap_audit ;;
+    portal) echo cdap_portal ;;
+    *) echo "unknown service '$1' (identity, access-requests, dossiers, audit, portal)" >&2; exit 64 ;;
+  esac
+}
+
+case "${1:-}" in
+  serve)
+    module=$(package "${2:-}")
+    # X-Forwarded-* are believed only from the proxies in CDAP_TRUSTED_PROXIES (the app reads them:
+    # docs/architecture.md, "Limits"); uvicorn's own reading would believe whoever sends them.
+    exec uvicorn --factory "$module.app:build" --host 0.0.0.0 --port "$PORT" \
+      --no-access-log --no-proxy-headers
+    ;;
+  migrate)
+    package "${2:-}" >/dev/null
+    [ -f "/app/services/$2/alembic.ini" ] || { echo "$2 has no database"; exit 0; }
+    cd "/app/services/$2" && exec alembic -c alembic.ini upgrade head
+    ;;
+  topics)
+    exec python -m cdap_shared.topics --bootstrap "$CDAP_KAFKA_BOOTSTRAP"
+    ;;
+  *)
+    echo "usage: cdap-service serve|migrate SERVICE, or cdap-service topics" >&2
+    exit 64
+    ;;
+esac
