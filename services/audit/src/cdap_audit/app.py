@@ -68,6 +68,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         lifespan=lifespan,
         routers=[router, witness_router],
         ready_checks=runtime.ready_checks,
+        public_paths=("/v1/checkpoints/cosignatures",),
         trusted_proxies=settings.trusted_proxies,
     )
     app.state.settings = settings
