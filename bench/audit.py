@@ -33,6 +33,7 @@ from bench import lookup
 from bench.common import KAFKA, RESULTS, drop_database, fresh_database, fresh_topic, percentile
 from bench.outbox import consultation
 from cdap_shared.db import asyncpg_dsn
+from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.relay import make_producer
 from cdap_shared.testing import JwksServer, ServiceProcess, TokenMinter, migrate
 
@@ -275,6 +276,7 @@ async def run_plain(n: int, progress: Progress) -> dict[str, Any]:
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=KAFKA,
+        **KafkaLogin.from_env().options(),
         group_id=f"g-{topic}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -14,7 +14,11 @@ from typing import Any
 import asyncpg
 
 from cdap_shared.envelope import new_event_id
+from cdap_shared.kafka_access import TEST, export_login
 from cdap_shared.topics import ensure_topics
+
+# Benchmarks make their own topics and groups, as tests do: they log in as the test principal.
+export_login(TEST)
 
 RESULTS = Path(__file__).with_name("results")
 KAFKA = os.environ.get("CDAP_KAFKA_BOOTSTRAP", "127.0.0.1:9092")

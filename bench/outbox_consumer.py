@@ -22,6 +22,7 @@ from sqlmodel import Field, SQLModel
 from cdap_shared.consumer import EventConsumer
 from cdap_shared.db import create_engine, create_tables, session_factory
 from cdap_shared.envelope import CloudEvent
+from cdap_shared.kafka_access import KafkaLogin
 
 
 class BenchEffect(SQLModel, table=True):
@@ -42,7 +43,7 @@ async def apply_effect(session: AsyncSession, event: CloudEvent) -> None:
 async def run_cdap(kafka: str, topic: str, group: str, database_url: str) -> None:
     engine = create_engine(database_url, 5)
     await create_tables(engine)
-    broker = KafkaBroker(kafka, logger=None)
+    broker = KafkaBroker(kafka, security=KafkaLogin.from_env().security(), logger=None)
     EventConsumer(broker, session_factory(engine), group_id=group, handler=apply_effect).subscribe(
         topic, max_records=2000
     )
@@ -53,7 +54,12 @@ async def run_cdap(kafka: str, topic: str, group: str, database_url: str) -> Non
 
 async def run_plain(kafka: str, topic: str, group: str, expect: int) -> None:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False
+        topic,
+        bootstrap_servers=kafka,
+        **KafkaLogin.from_env().options(),
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     await consumer.start()
     print("ready", flush=True)

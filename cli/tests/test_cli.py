@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer
 
 from cdap_dossiers.generate import valid_nir
 from cdap_shared import events as ev
+from cdap_shared.kafka_access import KafkaLogin
 
 CDAP = str(Path(sys.executable).with_name("cdap"))
 
@@ -45,7 +46,12 @@ async def test_generate_publishes_valid_dossiers_keyed_by_numero(
     )
     assert code == 0, out
     assert "published 300 dossiers" in out
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack["kafka"], auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=stack["kafka"],
+        **KafkaLogin.from_env().options(),
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     records = []
     try:

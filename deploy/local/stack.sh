@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The local stack: Apache Kafka (KRaft, combined mode) on 127.0.0.1:9092, PostgreSQL from Debian's
-# packages on 127.0.0.1:5432 (one database and role per service), an SMTP sink on 127.0.0.1:1025 and
-# the trace viewer (Jaeger v2, built from the Go module proxy) on 127.0.0.1:16686, OTLP on :4317/:4318.
-#   stack.sh up | down | status
+# The local stack: Apache Kafka (KRaft, combined mode, SASL/SCRAM-SHA-512 and ACLs) on 127.0.0.1:9092
+# (CDAP_KAFKA_BROKERS=3: three nodes, on 9092, 9094 and 9096), PostgreSQL from Debian's packages on
+# 127.0.0.1:5432 (one database and role per service), an SMTP sink on 127.0.0.1:1025 and the trace
+# viewer (Jaeger v2, built from the Go module proxy) on 127.0.0.1:16686, OTLP on :4317/:4318.
+#   stack.sh up | down | status | kafka-up | kafka-down (Kafka alone, e.g. a second one beside the stack)
+# CDAP_STACK_DIR (default .stack/) and CDAP_KAFKA_PORT (default 9092) let a second Kafka run beside it.
 # `up` installs what is missing, is idempotent, and waits until each part answers.
 set -euo pipefail
 
@@ -10,7 +12,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 stack=${CDAP_STACK_DIR:-$root/.stack}
 kafka_dir=$stack/kafka
-libs=$kafka_dir/libs
+libs=${CDAP_KAFKA_LIBS:-$kafka_dir/libs} # another stack's jars may serve
 mail_dir=$stack/mail
 python=${CDAP_PYTHON:-$root/.venv/bin/python}
 services=(identity access dossiers audit)
@@ -93,51 +95,185 @@ pg_down() {
 }
 
 # ---------------------------------------------------------------- Kafka
-kafka_up() {
+# One KRaft node by default; CDAP_KAFKA_BROKERS=3 runs three (a quorum of three controllers). Node i
+# listens on port+2(i-1) for clients and on the next port for the controllers.
+kafka_port=${CDAP_KAFKA_PORT:-9092}
+credentials=$kafka_dir/credentials
+export CDAP_STACK_DIR=$stack # where cdap_shared.kafka_access finds the credentials
+
+node_port() { echo $((kafka_port + 2 * ($1 - 1))); }
+# The single node keeps the layout it always had; a cluster's nodes each have a folder.
+node_dir() { if [ "$brokers" = 1 ]; then echo "$kafka_dir"; else echo "$kafka_dir/cluster/node-$1"; fi; }
+bootstrap() {
+  local i list=()
+  for ((i = 1; i <= brokers; i++)); do list+=("127.0.0.1:$(node_port "$i")"); done
+  (IFS=,; echo "${list[*]}")
+}
+
+kafka_java() { # class, args...: Kafka's tools
+  java -cp "$libs/*" -Dlog4j2.configurationFile="$here/kafka/log4j2.xml" -Dkafka.logs.dir="$kafka_dir/logs" "$@"
+}
+
+kafka_fetch() {
   command -v java >/dev/null || apt_install default-jre-headless
-  if [ ! -f "$libs/.complete" ]; then
-    command -v mvn >/dev/null || apt_install maven
-    say "fetching Apache Kafka jars from Maven Central into $libs"
-    rm -rf "$libs"
-    mvn -q -B -f "$here/kafka/pom.xml" dependency:copy-dependencies \
-      -DoutputDirectory="$libs" -DincludeScope=runtime \
-      || die "mvn could not fetch Kafka; check Maven Central is reachable and try again"
-    touch "$libs/.complete"
-  fi
-  if port_open 9092; then
-    say "Kafka already answers on 127.0.0.1:9092"
+  # Fetched again when pom.xml changes (e.g. when kafka-tools was added).
+  local want
+  want=$(sha256sum "$here/kafka/pom.xml" | cut -c1-16)
+  [ -f "$libs/.complete" ] && [ "$(cat "$libs/.complete")" = "$want" ] && return
+  command -v mvn >/dev/null || apt_install maven
+  say "fetching Apache Kafka jars from Maven Central into $libs"
+  rm -rf "$libs.new"
+  mvn -q -B -f "$here/kafka/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$libs.new" -DincludeScope=runtime \
+    || die "mvn could not fetch Kafka; check Maven Central is reachable and try again"
+  echo "$want" >"$libs.new/.complete"
+  # A running broker keeps its jars open: swap the folders rather than overwrite files in place.
+  rm -rf "$libs.old"
+  if [ -d "$libs" ]; then mv "$libs" "$libs.old"; fi
+  mv "$libs.new" "$libs"
+  rm -rf "$libs.old"
+}
+
+# One password per principal, made once, readable by this user only.
+kafka_credentials() {
+  eval "$("$python" -m cdap_shared.kafka_access shell)" || die "cannot read the Kafka principals"
+  (umask 077 && mkdir -p "$credentials")
+  local p
+  for p in "${kafka_principals[@]}"; do
+    [ -s "$credentials/$p" ] \
+      || (umask 077 && "$python" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$credentials/$p")
+  done
+  admin_password=$(cat "$credentials/$kafka_admin")
+  rm -f "$kafka_dir/admin.properties"
+  (
+    umask 077
+    printf '%s\n' "security.protocol=SASL_PLAINTEXT" "sasl.mechanism=SCRAM-SHA-512" \
+      "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"$kafka_admin\" password=\"$admin_password\";" \
+      >"$kafka_dir/admin.properties"
+  )
+}
+
+node_up() { # node number, quorum, initial controllers (cluster only), cluster id
+  local i=$1 dir port
+  dir=$(node_dir "$i")
+  port=$(node_port "$i")
+  if port_open "$port"; then
+    say "Kafka already answers on 127.0.0.1:$port"
     return
   fi
-  mkdir -p "$kafka_dir/data" "$kafka_dir/logs"
-  sed "s#@DATA_DIR@#$kafka_dir/data#" "$here/kafka/server.properties.in" >"$kafka_dir/server.properties"
-  local cp="$libs/*"
-  if [ ! -f "$kafka_dir/data/meta.properties" ]; then
-    say "formatting KRaft storage in $kafka_dir/data"
-    java -cp "$cp" -Dlog4j2.configurationFile="$here/kafka/log4j2.xml" -Dkafka.logs.dir="$kafka_dir/logs" \
-      kafka.tools.StorageTool format --standalone --ignore-formatted \
-      -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)" \
-      -c "$kafka_dir/server.properties" >"$kafka_dir/logs/format.log" 2>&1 \
-      || die "formatting Kafka storage failed; see $kafka_dir/logs/format.log"
+  mkdir -p "$dir/data" "$dir/logs"
+  local replicas=$((brokers < 3 ? brokers : 3)) min_isr=$((brokers < 3 ? 1 : 2))
+  rm -f "$dir/server.properties" # an older one may be world-readable; this one holds a password
+  (umask 077 && sed -e "s#@DATA_DIR@#$dir/data#" -e "s#@NODE_ID@#$i#" -e "s#@NODES@#$brokers#" \
+    -e "s#@PORT@#$port#" -e "s#@CONTROLLER_PORT@#$((port + 1))#" -e "s#@QUORUM@#$2#" \
+    -e "s#@REPLICAS@#$replicas#" -e "s#@MIN_ISR@#$min_isr#" -e "s#@ADMIN@#$kafka_admin#g" \
+    -e "s#@SUPER_USERS@#$kafka_super_users#" -e "s#@ADMIN_PASSWORD@#$admin_password#g" \
+    "$here/kafka/server.properties.in" >"$dir/server.properties")
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    say "formatting KRaft storage in $dir/data, with every principal's SCRAM credential"
+    local how=(--standalone) scram=() p
+    [ "$brokers" = 1 ] || how=(--initial-controllers "$3")
+    for p in "${kafka_principals[@]}"; do
+      scram+=(--add-scram "SCRAM-SHA-512=[name=$p,password=$(cat "$credentials/$p")]")
+    done
+    # The tool prints the salted credentials: its log is this user's only.
+    (umask 077 && kafka_java kafka.tools.StorageTool format "${how[@]}" --ignore-formatted -t "$4" \
+      -c "$dir/server.properties" "${scram[@]}" >"$dir/logs/format.log" 2>&1) \
+      || die "formatting Kafka storage failed; see $dir/logs/format.log"
   fi
   # Every partition keeps files open: raise the limit as far as this machine allows.
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-  say "starting Kafka on 127.0.0.1:9092 (logs: $kafka_dir/logs)"
-  nohup java -Xms512m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$here/kafka/log4j2.xml" -Dkafka.logs.dir="$kafka_dir/logs" \
-    -cp "$cp" kafka.Kafka "$kafka_dir/server.properties" >"$kafka_dir/logs/stdout.log" 2>&1 &
-  echo $! >"$kafka_dir/kafka.pid"
-  wait_port 9092 Kafka 60 "$kafka_dir/logs/server.log"
+  local heap=1g
+  [ "$brokers" = 1 ] || heap=512m
+  say "starting Kafka node $i on 127.0.0.1:$port (logs: $dir/logs)"
+  nohup java -Xms256m -Xmx$heap -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$here/kafka/log4j2.xml" -Dkafka.logs.dir="$dir/logs" \
+    -cp "$libs/*" kafka.Kafka "$dir/server.properties" >"$dir/logs/stdout.log" 2>&1 &
+  echo $! >"$dir/kafka.pid"
+}
+
+kafka_up() {
+  kafka_fetch
+  kafka_credentials
+  if [ "$running" != "$brokers" ] && [ -n "$(kafka_pids)" ]; then
+    die "Kafka runs $running node(s) here: 'make down' before starting $brokers"
+  fi
+  echo "$brokers" >"$kafka_dir/brokers"
+  local i dir quorum=() initial=()
+  for ((i = 1; i <= brokers; i++)); do
+    quorum+=("127.0.0.1:$(($(node_port "$i") + 1))")
+    if [ "$brokers" != 1 ]; then
+      # Each controller's directory id, made once: formatting names the first quorum with them.
+      dir=$(node_dir "$i")
+      mkdir -p "$dir"
+      [ -s "$dir/directory.id" ] || kafka_java kafka.tools.StorageTool random-uuid | tail -1 >"$dir/directory.id"
+      initial+=("$i@127.0.0.1:$(($(node_port "$i") + 1)):$(cat "$dir/directory.id")")
+    fi
+  done
+  local cluster_id_file=$kafka_dir/cluster.id
+  [ "$brokers" = 1 ] || cluster_id_file=$kafka_dir/cluster/cluster.id
+  [ -s "$cluster_id_file" ] || kafka_java kafka.tools.StorageTool random-uuid | tail -1 >"$cluster_id_file"
+  for ((i = 1; i <= brokers; i++)); do
+    node_up "$i" "$(IFS=,; echo "${quorum[*]}")" "$(IFS=,; echo "${initial[*]}")" "$(cat "$cluster_id_file")"
+  done
+  for ((i = 1; i <= brokers; i++)); do
+    wait_port "$(node_port "$i")" "Kafka node $i" 90 "$(node_dir "$i")/logs/server.log"
+  done
+  kafka_access
+}
+
+# The SCRAM credential of any principal the cluster does not know yet (one added since the storage was
+# formatted), then the ACLs if they changed: both through the admin, both idempotent.
+kafka_access() {
+  local p unknown
+  unknown=$("$python" -m cdap_shared.kafka_access unknown "$(bootstrap)" 2>/dev/null) \
+    || die "cannot reach Kafka at $(bootstrap)"
+  if [[ " $unknown " == *" $kafka_admin "* ]]; then
+    # SCRAM credentials can only be created through a broker, by someone who can log in: a storage
+    # formatted before authentication existed (or a broker started by an older stack.sh) has no one.
+    die "Kafka at $(bootstrap) does not know $kafka_admin: it was formatted before authentication.
+  Stop that Kafka (kill \$(cat $(node_dir 1)/kafka.pid), or 'make down'), remove its log
+  (rm -rf $kafka_dir/data $kafka_dir/cluster) and run 'make up' again: topics are recreated."
+  fi
+  for p in $unknown; do
+    say "creating the SCRAM credential of $p"
+    kafka_java org.apache.kafka.tools.ConfigCommand --bootstrap-server "$(bootstrap)" \
+      --command-config "$kafka_dir/admin.properties" --alter --entity-type users --entity-name "$p" \
+      --add-config "SCRAM-SHA-512=[password=$(cat "$credentials/$p")]" >/dev/null \
+      || die "kafka-configs could not create the credential of $p"
+  done
+  local acls want line
+  acls=$("$python" -m cdap_shared.kafka_access acls) || die "cannot read the Kafka ACLs"
+  want=$( (echo "$acls" && cat "$(node_dir 1)/data/meta.properties") | sha256sum | cut -c1-16)
+  [ "$(cat "$kafka_dir/acls.applied" 2>/dev/null)" = "$want" ] && return
+  say "granting each principal its topics and consumer group (Kafka ACLs)"
+  while read -r line; do
+    # shellcheck disable=SC2086 # each line is a list of arguments
+    kafka_java org.apache.kafka.tools.AclCommand --bootstrap-server "$(bootstrap)" \
+      --command-config "$kafka_dir/admin.properties" --add $line >/dev/null \
+      || die "kafka-acls failed on: $line"
+  done <<<"$acls"
+  echo "$want" >"$kafka_dir/acls.applied"
+}
+
+kafka_pids() { # the pid files of the running nodes
+  local f
+  for f in "$kafka_dir/kafka.pid" "$kafka_dir"/cluster/node-*/kafka.pid; do
+    if [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then echo "$f"; fi
+  done
 }
 
 kafka_down() {
-  local pidf=$kafka_dir/kafka.pid
-  if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then
-    say "stopping Kafka (pid $(cat "$pidf"))"
-    kill "$(cat "$pidf")"
-    for _ in $(seq 1 120); do kill -0 "$(cat "$pidf")" 2>/dev/null || break; sleep 0.25; done
-    kill -9 "$(cat "$pidf")" 2>/dev/null || true
-  fi
-  rm -f "$pidf"
+  local f
+  for f in $(kafka_pids); do
+    say "stopping Kafka (pid $(cat "$f"))"
+    kill "$(cat "$f")"
+  done
+  for f in $(kafka_pids); do
+    for _ in $(seq 1 120); do kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.25; done
+    kill -9 "$(cat "$f")" 2>/dev/null || true
+  done
+  rm -f "$kafka_dir/kafka.pid" "$kafka_dir"/cluster/node-*/kafka.pid
 }
 
 # ---------------------------------------------------------------- SMTP sink
@@ -227,15 +363,27 @@ jaeger_down() {
 
 status_line() { if port_open "$2"; then say "$1: up on 127.0.0.1:$2"; else say "$1: down"; fi; }
 
-mkdir -p "$stack"
+mkdir -p "$kafka_dir"
+# How many Kafka nodes: as asked, else as many as run now, else one.
+running=$(cat "$kafka_dir/brokers" 2>/dev/null || echo 1)
+if [ -n "${CDAP_KAFKA_BROKERS:-}" ]; then brokers=$CDAP_KAFKA_BROKERS
+elif [ -n "$(kafka_pids)" ]; then brokers=$running
+else brokers=1; fi
+case "$brokers" in [1-9]) ;; *) die "CDAP_KAFKA_BROKERS must be a number of nodes, 1 to 9" ;; esac
+topics_up() {
+  CDAP_KAFKA_USERNAME=$kafka_admin CDAP_KAFKA_PASSWORD=$admin_password \
+    "$python" -m cdap_shared.topics --bootstrap "$(bootstrap)" || die "creating topics failed"
+}
+
 case "${1:-}" in
   up)
     pg_up
     kafka_up
-    "$python" -m cdap_shared.topics --bootstrap 127.0.0.1:9092 || die "creating topics failed"
+    topics_up
     smtp_up
     jaeger_up
-    say "ready: PostgreSQL 127.0.0.1:5432, Kafka 127.0.0.1:9092, SMTP 127.0.0.1:1025, traces http://127.0.0.1:16686"
+    say "ready: PostgreSQL 127.0.0.1:5432, Kafka $(bootstrap), SMTP 127.0.0.1:1025, traces http://127.0.0.1:16686"
+    say "Kafka asks for SASL/SCRAM-SHA-512: each principal's password is in $credentials"
     say "logs: $kafka_dir/logs, /var/log/postgresql, $stack/mailsink.log, $jaeger_dir; mail: $mail_dir"
     ;;
   down)
@@ -246,9 +394,17 @@ case "${1:-}" in
     ;;
   status)
     status_line PostgreSQL 5432
-    status_line Kafka 9092
+    if [ "$brokers" = 1 ]; then status_line Kafka "$kafka_port"; else
+      for ((i = 1; i <= brokers; i++)); do status_line "Kafka node $i" "$(node_port "$i")"; done
+    fi
     status_line "SMTP sink" 1025
     status_line "Trace viewer (Jaeger)" 16686
     ;;
-  *) die "usage: stack.sh up|down|status" ;;
+  kafka-up)
+    kafka_up
+    topics_up
+    say "ready: Kafka $(bootstrap) (passwords in $credentials)"
+    ;;
+  kafka-down) kafka_down ;;
+  *) die "usage: stack.sh up|down|status|kafka-up|kafka-down" ;;
 esac

@@ -17,6 +17,7 @@ from cdap_shared import outbox
 from cdap_shared.consumer import EventConsumer
 from cdap_shared.db import asyncpg_dsn, create_engine, create_tables, session_factory
 from cdap_shared.envelope import CloudEvent
+from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.relay import OutboxRelay
 
 
@@ -101,7 +102,9 @@ async def build_pipeline(
     await create_tables(consumer_engine)
     topic = await make_topic("pipeline")
     middlewares = [KafkaTelemetryMiddleware(tracer_provider=tracer_provider)] if tracer_provider else []
-    broker = KafkaBroker(stack["kafka"], middlewares=middlewares, logger=None)
+    broker = KafkaBroker(
+        stack["kafka"], security=KafkaLogin.from_env().security(), middlewares=middlewares, logger=None
+    )
     consumer_sessions = session_factory(consumer_engine)
     consumer = EventConsumer(
         broker, consumer_sessions, group_id=f"group-{topic}", handler=handler, retry_delay=0.05

@@ -9,6 +9,7 @@ from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka
 from cloudevents.core.formats.json import JSONFormat
 
 from cdap_shared import events as ev
+from cdap_shared.kafka_access import KafkaLogin
 
 from .pipeline import Pipeline
 from .samples import SAMPLES
@@ -23,7 +24,10 @@ async def test_the_sdk_reads_a_published_record_as_the_event(pipeline: Pipeline)
     await pipeline.write(event)
     relay = pipeline.start_relay()
     consumer = AIOKafkaConsumer(
-        pipeline.topic, bootstrap_servers=pipeline.kafka, auto_offset_reset="earliest"
+        pipeline.topic,
+        bootstrap_servers=pipeline.kafka,
+        auto_offset_reset="earliest",
+        **KafkaLogin.from_env().options(),
     )
     await consumer.start()
     try:

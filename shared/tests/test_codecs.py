@@ -1,4 +1,4 @@
-"""Records compressed by a real client (kcat, librdkafka) with every codec Kafka carries are applied; a
+"""Records compressed by a real client (librdkafka) with every codec Kafka carries are applied; a
 record the consumer cannot read is dead-lettered as a trace and the records after it are applied."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import aiokafka.codec
 import pytest
 
 from cdap_shared import events as ev
-from cdap_shared.testing import eventually, kcat_produce
+from cdap_shared.testing import eventually, librdkafka_produce
 
 from .pipeline import Pipeline
 from .samples import SAMPLES
@@ -24,14 +24,14 @@ def sample(subject: str) -> ev.CloudEvent:
     )
 
 
-def kcat(kafka: str, topic: str, codec: str, *events: ev.CloudEvent) -> None:
-    kcat_produce(kafka, topic, codec, [e.to_bytes() for e in events])
+def produce(kafka: str, topic: str, codec: str, *events: ev.CloudEvent) -> None:
+    librdkafka_produce(kafka, topic, codec, [e.to_bytes() for e in events])
 
 
 async def test_records_of_every_codec_are_applied(pipeline: Pipeline) -> None:
     sent = {codec: [sample(f"{codec}-{i}") for i in range(3)] for codec in CODECS}
     for codec, events in sent.items():
-        kcat(pipeline.kafka, pipeline.topic, codec, *events)
+        produce(pipeline.kafka, pipeline.topic, codec, *events)
 
     effects = await eventually(lambda: _applied(pipeline, 12))
     assert effects == {e.id: 1 for events in sent.values() for e in events}
@@ -44,9 +44,9 @@ async def test_an_unreadable_record_is_dead_lettered_and_the_next_ones_applied(
     # undo that compression, so those records cannot be read at all.
     monkeypatch.setattr(aiokafka.codec, "cramjam", None)
     before, unreadable, after = sample("before"), [sample("lz4-a"), sample("lz4-b")], sample("after")
-    kcat(pipeline.kafka, pipeline.topic, "none", before)
-    kcat(pipeline.kafka, pipeline.topic, "lz4", *unreadable)
-    kcat(pipeline.kafka, pipeline.topic, "none", after)
+    produce(pipeline.kafka, pipeline.topic, "none", before)
+    produce(pipeline.kafka, pipeline.topic, "lz4", *unreadable)
+    produce(pipeline.kafka, pipeline.topic, "none", after)
 
     effects = await eventually(lambda: _applied(pipeline, 2), within=60)
     assert effects == {before.id: 1, after.id: 1}

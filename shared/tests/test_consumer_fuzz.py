@@ -29,6 +29,7 @@ from cdap_shared.consumer import EventConsumer
 from cdap_shared.db import create_engine, create_tables, session_factory
 from cdap_shared.envelope import CloudEvent, new_event_id
 from cdap_shared.inbox import InboxRecord
+from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.testing import eventually
 
 from .pipeline import record_effect
@@ -196,7 +197,7 @@ async def test_through_the_broker_every_hostile_record_is_dead_lettered_and_the_
     # Published before the consumer starts, so hostile records and the valid event share batches: a bad
     # header used to make FastStream drop its whole batch, the valid event with it.
     await fuzz.publish(stack["kafka"], topic, [*hostile, fuzz.Hostile(valid.to_bytes())])
-    broker = KafkaBroker(stack["kafka"], logger=None)
+    broker = KafkaBroker(stack["kafka"], security=KafkaLogin.from_env().security(), logger=None)
     EventConsumer(
         broker, session_factory(engine), group_id=group, handler=record_effect, retry_delay=0
     ).subscribe(topic)

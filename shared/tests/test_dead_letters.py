@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_shared import events as ev
+from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.relay import make_producer
 from cdap_shared.testing import eventually
 
@@ -86,7 +87,12 @@ async def _applied(p: Pipeline, n: int) -> dict[str, int] | None:
 async def _read_dlq(p: Pipeline, n: int) -> list[tuple[bytes, dict[str, str]]]:
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(f"{p.topic}.dlq", bootstrap_servers=p.kafka, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        f"{p.topic}.dlq",
+        bootstrap_servers=p.kafka,
+        **KafkaLogin.from_env().options(),
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     out: list[tuple[bytes, dict[str, str]]] = []
     try:

@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaConsumer
 
 from cdap_shared import events as ev
 from cdap_shared.db import asyncpg_dsn
+from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.relay import OutboxRelay, make_producer
 from cdap_shared.testing import eventually
 
@@ -26,7 +27,13 @@ async def read_topic(
     kafka: str, topic: str, expect: int, timeout_ms: int = 10_000
 ) -> list[tuple[bytes, bytes]]:
     """Every (key, value) on a topic from the beginning, once `expect` records were seen or time ran out."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka, auto_offset_reset="earliest", group_id=None)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka,
+        **KafkaLogin.from_env().options(),
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
     await consumer.start()
     seen: list[tuple[bytes, bytes]] = []
     try:

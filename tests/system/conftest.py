@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 
-from .harness import System
+from .harness import CLIENT_LIMITS, System
 
 
 @pytest.fixture
@@ -14,3 +15,9 @@ def system(stack: dict[str, str]) -> Iterator[System]:
     running = System(admin_url=stack["database"], kafka=stack["kafka"])
     yield running
     running.stop()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30, limits=CLIENT_LIMITS) as c:
+        yield c

@@ -1,6 +1,6 @@
 """The whole system as users run it: every service a real uvicorn process, on fresh databases, against
 the local Kafka and PostgreSQL. Consumer groups are fresh and start at the end of the (long-lived)
-topics, so a run never replays earlier runs' events."""
+topics, so a run never replays earlier runs' events. Each service logs in to Kafka as itself."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import httpx
 import pyotp
 
 from cdap_shared.envelope import new_event_id
+from cdap_shared.kafka_access import local_credentials, service_principal
 from cdap_shared.testing import MAIL_DIR, ServiceProcess, create_database_sync, free_port, migrate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,6 +70,9 @@ class System:
                 self.databases[name] = create_database_sync(self.admin_url)
                 migrate(str(folder), self.databases[name])
             env = {
+                # Each service logs in as itself, with only its own rights (the test's principal,
+                # which the fixtures use, may do anything).
+                **local_credentials(service_principal(name)),
                 "CDAP_DATABASE_URL": self.databases[name],
                 "CDAP_KAFKA_BOOTSTRAP": self.kafka,
                 "CDAP_CONSUMER_GROUP": f"{name}-{self.run_id}",

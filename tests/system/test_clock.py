@@ -32,6 +32,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.testing import eventually
 from cdap_shared.topics import all_topics
 
@@ -115,7 +116,7 @@ async def accept_stamps_from_the_future(kafka: str) -> None:
     `message.timestamp.after.max.ms`, one hour by default), and a producer stamps records with its process's
     clock: a service living days ahead could not publish. The CDAP topics get a topic-level override, kept
     with any other override (AlterConfigs replaces a topic's whole set)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka, **KafkaLogin.from_env().options())
     await admin.start()
     try:
         for topic in all_topics():

@@ -9,7 +9,7 @@ import json
 import random
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from cdap_dossiers.generate import build_pools, make_dossier
 from cdap_shared import events as ev
 from cdap_shared.envelope import new_event_id
+from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.testing import eventually
 from cdap_shared.topics import PARTITIONS
 
 from .harness import (
-    CLIENT_LIMITS,
     MAILBOX,
     System,
     access_request,
@@ -131,10 +131,36 @@ async def auditor(system: System, client: httpx.AsyncClient, admin: dict[str, An
     return (await activate_and_login(client, system.url("identity"), email))["headers"]
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30, limits=CLIENT_LIMITS) as c:
-        yield c
+Answer = tuple[int, str | None, str]  # status, X-Audit-Id, body
+BURST = 5_000
+
+
+async def lookup_burst(
+    client: httpx.AsyncClient,
+    lookup: str,
+    numeros: list[str],
+    headers: dict[str, str],
+    chaos: Callable[[list[Answer]], Awaitable[None]],
+) -> list[Answer]:
+    """`BURST` lookups over `numeros`, 20 at a time, with `chaos(the answers so far)` running beside."""
+    answered: list[Answer] = []
+    sem = asyncio.Semaphore(20)
+
+    async def one(i: int) -> None:
+        async with sem:
+            r = await client.get(
+                lookup + numeros[i % len(numeros)], params={"motif": "accompagnement_social"}, headers=headers
+            )
+            answered.append((r.status_code, r.headers.get("X-Audit-Id"), r.text))
+
+    await asyncio.gather(chaos(answered), *(one(i) for i in range(BURST)))
+    assert len(answered) == BURST
+    return answered
+
+
+async def until_counted(answered: list[Answer], count: int) -> None:
+    while len(answered) < count:
+        await asyncio.sleep(0.05)
 
 
 async def test_kafka_killed_during_a_burst_every_consultation_is_audited_once(
@@ -149,34 +175,17 @@ async def test_kafka_killed_during_a_burst_every_consultation_is_audited_once(
     for numero in numeros:
         await until_granted(client, lookup + numero, user["headers"])
 
-    total, answered = 5_000, []
-    sem = asyncio.Semaphore(20)
-
-    async def one(i: int) -> None:
-        async with sem:
-            r = await client.get(
-                lookup + numeros[i % len(numeros)],
-                params={"motif": "accompagnement_social"},
-                headers=user["headers"],
-            )
-            answered.append(
-                (r.status_code, r.headers.get("X-Audit-Id"), "sections" in r.text or r.text[:200])
-            )
-
-    async def chaos() -> None:
-        while len(answered) < total // 3:
-            await asyncio.sleep(0.05)
+    async def chaos(answered: list[Answer]) -> None:
+        await until_counted(answered, BURST // 3)
         pid, stack_script = running_kafka()
         subprocess.run(["kill", "-9", str(pid)], check=True)
-        while len(answered) < 2 * total // 3:
-            await asyncio.sleep(0.05)
+        await until_counted(answered, 2 * BURST // 3)
         await asyncio.to_thread(subprocess.run, ["bash", stack_script, "up"], check=True, capture_output=True)
 
-    await asyncio.gather(chaos(), *(one(i) for i in range(total)))
-    assert len(answered) == total
-    for status, audit_id, has_data in answered:
-        assert status == 200 and audit_id, (status, audit_id, has_data)
-        assert has_data
+    answered = await lookup_burst(client, lookup, numeros, user["headers"], chaos)
+    for status, audit_id, body in answered:
+        assert status == 200 and audit_id, (status, audit_id, body[:200])
+        assert "sections" in body
     expected = sorted(a for _, a, _ in answered)
     audit = system.url("audit")
     headers = await auditor(system, client, admin)
@@ -457,7 +466,7 @@ CONSUMED = {
 
 async def records_since(kafka: str, since: dict[TopicPartition, int]) -> list[Any]:
     """Every record from `since` up to the end offsets as they are now."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, **KafkaLogin.from_env().options())
     await consumer.start()
     found: list[Any] = []
     try:
@@ -732,7 +741,7 @@ async def test_a_replica_killed_leaves_its_partitions_to_the_other(
 
 
 async def end_offsets(kafka: str, topics: list[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=kafka)
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=kafka, **KafkaLogin.from_env().options())
     await consumer.start()
     try:
         parts = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or []]
@@ -743,7 +752,7 @@ async def end_offsets(kafka: str, topics: list[str]) -> dict[TopicPartition, int
 
 async def groups_in_dlq(kafka: str, since: dict[TopicPartition, int], poison: bytes) -> set[tuple[str, str]]:
     """(original topic, consumer group) of every dead letter carrying `poison`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, **KafkaLogin.from_env().options())
     await consumer.start()
     found: set[tuple[str, str]] = set()
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +16,7 @@ from cdap_audit.cli import app as audit_app
 from cdap_cli.demo_cli import demo
 from cdap_dossiers.cli import app as dossiers_app
 from cdap_identity.cli import app as identity_app
+from cdap_shared.kafka_access import ADMIN, log_in_as
 from cdap_shared.watch import group_lags
 
 app = typer.Typer(help="CDAP — the CAF partner portal.", no_args_is_help=True)
@@ -28,18 +30,27 @@ app.command("demo")(demo)
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _stack(command: str) -> None:
+def _stack(command: str, env: dict[str, str] | None = None) -> None:
     script = ROOT / "deploy" / "local" / "stack.sh"
     if not script.exists():
         typer.secho(f"{script} not found: run cdap from a CDAP checkout", fg="red")
         raise typer.Exit(2)
-    raise typer.Exit(subprocess.run(["bash", str(script), command], check=False).returncode)  # noqa: S603,S607
+    run = subprocess.run(["bash", str(script), command], check=False, env={**os.environ, **(env or {})})  # noqa: S603,S607
+    raise typer.Exit(run.returncode)
 
 
 @stack_app.command()
-def up() -> None:
+def up(
+    brokers: int | None = typer.Option(
+        None,
+        "--brokers",
+        min=1,
+        max=9,
+        help="Kafka nodes (3: replication 3, min.insync.replicas 2); default: as running, else 1.",
+    ),
+) -> None:
     """Install what is missing and start Kafka, PostgreSQL and the SMTP sink."""
-    _stack("up")
+    _stack("up", {"CDAP_KAFKA_BROKERS": str(brokers)} if brokers else None)
 
 
 @stack_app.command()
@@ -61,7 +72,8 @@ def lag(
 ) -> None:
     """Every consumer group's lag: records behind the log end, per topic (partitions summed)."""
     try:
-        lags = asyncio.run(group_lags(bootstrap, group))
+        # An operator's view of every group: as the admin, unless CDAP_KAFKA_USERNAME says otherwise.
+        lags = asyncio.run(group_lags(bootstrap, group, log_in_as(ADMIN)))
     except Exception as exc:
         typer.secho(
             f"Kafka at {bootstrap} did not answer ({type(exc).__name__}): is the stack up? `make up`",

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from cdap_access.models import PartnerOrganisation
 from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent
+from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.testing import MAIL_DIR, eventually, mails_to
 
 from .conftest import ORG, PARTNER, Service
@@ -25,7 +26,11 @@ async def _events_on(
 ) -> list[CloudEvent]:
     """The events of one subject on a topic, from the start, until one of type `until` arrives."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+        topic,
+        bootstrap_servers=bootstrap,
+        **KafkaLogin.from_env().options(),
+        auto_offset_reset="earliest",
+        group_id=None,
     )
     await consumer.start()
     found: list[CloudEvent] = []

@@ -26,6 +26,7 @@ from cdap_audit.app import build
 from cdap_audit.config import Settings
 from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent
+from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.migrations import upgrade_to_head
 from cdap_shared.outbox import OutboxRecord
 from cdap_shared.relay import make_producer
@@ -217,7 +218,7 @@ async def audit_factory(
 async def delete_topics(bootstrap: str, names: list[str]) -> None:
     if not names:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **KafkaLogin.from_env().options())
     await admin.start()
     try:
         with contextlib.suppress(Exception):  # best effort: a leftover topic only costs disk

@@ -1,10 +1,10 @@
-"""Consultations that a real client (kcat) compressed with each of Kafka's codecs are logged."""
+"""Consultations that a real client (librdkafka) compressed with each of Kafka's codecs are logged."""
 
 from __future__ import annotations
 
 import pytest
 
-from cdap_shared.testing import eventually, kcat_produce
+from cdap_shared.testing import eventually, librdkafka_produce
 
 from .conftest import Audit, consulted
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.stack
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
 async def test_compressed_consultations_are_logged(audit: Audit, codec: str) -> None:
     events = [consulted(f"actor-{codec}", f"{2000000 + i:07d}") for i in range(5)]
-    kcat_produce(
+    librdkafka_produce(
         audit.settings.kafka_bootstrap,
         audit.settings.consultations_topic,
         codec,

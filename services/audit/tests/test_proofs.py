@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cdap_audit.checkpoint import Checkpoint, NoteVerifier, open_note
 from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent
+from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.testing import eventually
 
 from . import rfc9162
@@ -137,6 +138,7 @@ async def _on_kafka(audit: Audit, event_id: str) -> bool:
     consumer = AIOKafkaConsumer(
         audit.settings.checkpoints_topic,
         bootstrap_servers=audit.settings.kafka_bootstrap,
+        **KafkaLogin.from_env().options(),
         auto_offset_reset="earliest",
     )
     await consumer.start()

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from cdap_dossiers import projections
 from cdap_dossiers.generate import make_dossier
 from cdap_shared import events as ev
+from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.testing import eventually
 
 from .conftest import POOLS, Service
@@ -47,7 +48,9 @@ async def seed(svc: Service, numero: str, user: str) -> dict[str, str]:
 
 
 async def end_offsets(kafka: str, topic: str) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka)  # subscribing fetches its metadata
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka, **KafkaLogin.from_env().options()
+    )  # subscribing fetches its metadata
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
@@ -58,7 +61,7 @@ async def end_offsets(kafka: str, topic: str) -> dict[TopicPartition, int]:
 
 
 async def ids_since(kafka: str, offsets: dict[TopicPartition, int]) -> list[str]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, **KafkaLogin.from_env().options())
     await consumer.start()
     try:
         consumer.assign(list(offsets))

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from cdap_identity import habilitations
 from cdap_identity.models import Grant, User
 from cdap_shared import events as ev
+from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.testing import eventually
 
 from .conftest import STRONG, Identity, auth, unique_email
@@ -78,6 +79,7 @@ async def test_a_grant_for_an_unknown_organisation_goes_to_the_dlq(idp: Identity
     consumer = AIOKafkaConsumer(
         f"{idp.settings.access_topic}.dlq",
         bootstrap_servers=idp.settings.kafka_bootstrap,
+        **KafkaLogin.from_env().options(),
         auto_offset_reset="earliest",
     )
     await consumer.start()

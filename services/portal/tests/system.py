@@ -29,6 +29,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent, new_event_id
+from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.relay import make_producer
 from cdap_shared.testing import (
     MAIL_DIR,
@@ -76,7 +77,7 @@ async def _publish(bootstrap: str, topic: str, events: list[CloudEvent]) -> None
 
 async def _group_joined(bootstrap: str, group: str, within: float) -> None:
     """Wait until consumer group `group` is Stable with at least one member (it then reads new events)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **KafkaLogin.from_env().options())
     await admin.start()
     try:
         deadline = time.monotonic() + within

@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from cdap_shared.kafka_access import local_credentials, service_principal
+
 ROOT = Path(__file__).resolve().parents[3]
 # The local stack's trace viewer (Jaeger, started by `make up`) takes OTLP/HTTP here.
 LOCAL_OTLP_ENDPOINT = "http://127.0.0.1:4318/v1/traces"
@@ -32,7 +34,12 @@ class Service:
         return ROOT / "services" / self.name
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ, CDAP_SERVICE_NAME=self.name)
+        # Each service logs in to Kafka as itself (`cdap-<name>`), with the password `make up` made.
+        env = {
+            **local_credentials(service_principal(self.name)),
+            **os.environ,
+            "CDAP_SERVICE_NAME": self.name,
+        }
         env.setdefault("CDAP_OTLP_ENDPOINT", LOCAL_OTLP_ENDPOINT)
         if self.database:
             env.setdefault(

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from opentelemetry import propagate, trace
 from prometheus_client import Counter, Gauge
 
+from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.outbox import NOTIFY_CHANNEL
 
 log = structlog.get_logger(__name__)
@@ -34,10 +35,12 @@ tracer = trace.get_tracer("cdap.relay")
 RELAY_LOCK_KEY = 0x0CDA9_0B0C
 
 
-def make_producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
+def make_producer(bootstrap: str, login: KafkaLogin | None = None, **overrides: Any) -> AIOKafkaProducer:
     """The producer every CDAP publisher uses: idempotent, `acks=all`, small linger for batching, lz4
-    (every CDAP consumer reads every codec; a batch of consultations shrinks about fourfold)."""
+    (every CDAP consumer reads every codec; a batch of consultations shrinks about fourfold). It logs in
+    as `login` (by default the one in `CDAP_KAFKA_USERNAME` / `CDAP_KAFKA_PASSWORD`)."""
     options: dict[str, Any] = {
+        **(login or KafkaLogin.from_env()).options(),
         "bootstrap_servers": bootstrap,
         "enable_idempotence": True,
         "acks": "all",
@@ -62,9 +65,11 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         retry_delay: float = 1.0,
         connect_timeout: float = 10.0,
+        login: KafkaLogin | None = None,
     ) -> None:
         self.dsn = dsn
         self.bootstrap = bootstrap
+        self.login = login
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.retry_delay = retry_delay
@@ -90,7 +95,7 @@ class OutboxRelay:
     async def _run_as_leader(self) -> None:
         # Connect to Kafka before taking the lock: a relay that cannot reach the broker must not
         # keep a replica that can from publishing.
-        producer = make_producer(self.bootstrap)
+        producer = make_producer(self.bootstrap, self.login)
         conn: asyncpg.Connection | None = None
         try:
             await asyncio.wait_for(producer.start(), self.connect_timeout)

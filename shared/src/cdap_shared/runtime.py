@@ -44,8 +44,10 @@ class ServiceRuntime:
         self.engine = create_engine(settings.database_url, settings.db_pool_size)
         self.sessions = session_factory(self.engine)
         self.broker = KafkaBroker(
-            settings.kafka_bootstrap,
+            # FastStream takes a string as one address: a cluster's "host:port,host:port" becomes a list.
+            settings.kafka_bootstrap.split(","),
             client_id=settings.service_name,
+            security=settings.kafka_login.security(),
             enable_idempotence=True,
             acks="all",
             # FastStream's own metrics (batches received, their size and handling time, per subscriber)
@@ -61,6 +63,7 @@ class ServiceRuntime:
                 asyncpg_dsn(settings.database_url),
                 settings.kafka_bootstrap,
                 batch_size=settings.outbox_batch_size,
+                login=settings.kafka_login,
             )
             if run_relay
             else None

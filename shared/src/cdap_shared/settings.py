@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, IPvAnyNetwork, field_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from cdap_shared.kafka_access import KafkaLogin
 
 
 class ServiceSettings(BaseSettings):
@@ -16,6 +18,9 @@ class ServiceSettings(BaseSettings):
     service_name: str = "cdap"
     database_url: str = "postgresql+asyncpg://cdap:cdap@127.0.0.1:5432/cdap"
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # SASL/SCRAM-SHA-512 principal and password (`cdap-<service>`; see kafka_access.py); unset = no SASL.
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
     jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"
     jwt_audience: str = "cdap"
     jwt_issuer: str = "cdap-identity"
@@ -39,6 +44,13 @@ class ServiceSettings(BaseSettings):
     outbox_retention_hours: int = Field(default=24, ge=1)
     inbox_retention_days: int = Field(default=14, ge=8)
     sent_mail_retention_hours: int = Field(default=72, ge=1)
+
+    @property
+    def kafka_login(self) -> KafkaLogin:
+        """The credentials every Kafka client of the service connects with."""
+        password = self.kafka_password.get_secret_value() if self.kafka_password else None
+        return KafkaLogin(self.kafka_username, password)
+
     # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated networks, e.g.
     # "10.0.0.0/8,192.168.1.7"). None by default: the socket's peer is the client the audit records.
     trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)

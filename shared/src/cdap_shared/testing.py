@@ -3,6 +3,9 @@
 Where the parts come from, in order: `CDAP_KAFKA_BOOTSTRAP` / `CDAP_DATABASE_URL` when set; else
 testcontainers when a Docker engine answers; else the local stack (`make up`, which `make test` runs).
 Each test gets its own throwaway database and its own topics, so tests never see each other's data.
+Unless `CDAP_KAFKA_USERNAME` is set, every Kafka client of the run (fixtures, services built in the test
+process or started as processes) logs in as `cdap-test` with the local stack's password: tests make their
+own topics and groups, which no service principal may touch.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncpg
 import pytest
 
 from cdap_shared.envelope import new_event_id
+from cdap_shared.kafka_access import TEST, KafkaLogin, export_login
 from cdap_shared.mailsink import mail_dir
 from cdap_shared.topics import ensure_topics
 
@@ -61,9 +65,11 @@ def locate_stack() -> Iterator[dict[str, str]]:
     kafka = os.environ.get("CDAP_KAFKA_BOOTSTRAP")
     database = os.environ.get("CDAP_DATABASE_URL")
     if kafka and database:
+        export_login(TEST)
         yield {"kafka": kafka, "database": database}
         return
     if _port_open("127.0.0.1", 9092) and _port_open("127.0.0.1", 5432):
+        export_login(TEST)
         yield {"kafka": kafka or LOCAL_KAFKA, "database": database or LOCAL_DATABASE}
         return
     if _docker_answers():
@@ -146,7 +152,7 @@ async def make_topic(stack: dict[str, str]) -> AsyncIterator[Callable[[str], Awa
 
     yield make
     if created:
-        admin = AIOKafkaAdminClient(bootstrap_servers=stack["kafka"])
+        admin = AIOKafkaAdminClient(bootstrap_servers=stack["kafka"], **KafkaLogin.from_env().options())
         try:
             await admin.start()
             await admin.delete_topics(created)
@@ -156,17 +162,27 @@ async def make_topic(stack: dict[str, str]) -> AsyncIterator[Callable[[str], Awa
             await admin.close()
 
 
-def kcat_produce(kafka: str, topic: str, codec: str, values: list[bytes], partition: int = 0) -> None:
-    """Produce `values` as compressed batches with kcat (librdkafka, a client CDAP does not control)."""
-    kcat = shutil.which("kcat")
-    if kcat is None:
-        pytest.fail("kcat is missing: `make tools` installs it from Debian's packages")
-    subprocess.run(  # noqa: S603 - our own arguments, no shell
-        [kcat, "-P", "-b", kafka, "-t", topic, "-p", str(partition), "-z", codec, "-X", "linger.ms=100"],
-        input=b"".join(v + b"\n" for v in values),
-        check=True,
-        timeout=30,
+def librdkafka_produce(kafka: str, topic: str, codec: str, values: list[bytes], partition: int = 0) -> None:
+    """Produce `values` as `codec`-compressed batches with librdkafka, a client CDAP does not control
+    (confluent-kafka's own build: Debian's, 2.0.2, is refused by Kafka 4's SCRAM)."""
+    from confluent_kafka import Producer  # type: ignore[import-untyped]
+
+    options = KafkaLogin.from_env().options()
+    login = (
+        {
+            "security.protocol": options["security_protocol"],
+            "sasl.mechanism": options["sasl_mechanism"],
+            "sasl.username": options["sasl_plain_username"],
+            "sasl.password": options["sasl_plain_password"],
+        }
+        if options
+        else {}
     )
+    producer = Producer({"bootstrap.servers": kafka, "compression.type": codec, "linger.ms": 100, **login})
+    for value in values:
+        producer.produce(topic, value, partition=partition)
+    if producer.flush(30) != 0:
+        raise RuntimeError(f"librdkafka could not deliver every record to {topic} within 30 s")
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], within: float = 20.0, interval: float = 0.1) -> Any:

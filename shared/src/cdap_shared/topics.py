@@ -10,25 +10,38 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from cdap_shared.events import TOPICS, dlq_for
+from cdap_shared.kafka_access import KafkaLogin
 
 PARTITIONS = 6
+# Three copies, two of which must have a record before it is acknowledged (producers use acks=all):
+# one broker of three can be lost without losing a record or refusing writes.
+REPLICAS = 3
+MIN_IN_SYNC = 2
 
 
 def all_topics() -> list[str]:
     return [name for topic in TOPICS for name in (topic, dlq_for(topic))]
 
 
-async def ensure_topics(bootstrap: str, names: list[str] | None = None, partitions: int = PARTITIONS) -> int:
-    """Create any missing topic (existing ones are left as they are); returns how many were created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def ensure_topics(
+    bootstrap: str,
+    names: list[str] | None = None,
+    partitions: int = PARTITIONS,
+    login: KafkaLogin | None = None,
+) -> int:
+    """Create any missing topic (existing ones are left as they are), replicated on up to `REPLICAS`
+    brokers; returns how many were created. Logs in as `login` (by default from the environment)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(login or KafkaLogin.from_env()).options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [n for n in (names or all_topics()) if n not in existing]
         if missing:
+            replicas = min(REPLICAS, len((await admin.describe_cluster())["brokers"]))
+            configs = {"min.insync.replicas": str(min(MIN_IN_SYNC, replicas))}
             with contextlib.suppress(TopicAlreadyExistsError):  # another process created it meanwhile
                 await admin.create_topics(
-                    [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing]
+                    [NewTopic(n, partitions, replicas, topic_configs=configs) for n in missing]
                 )
         return len(missing)
     finally:

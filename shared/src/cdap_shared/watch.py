@@ -19,6 +19,7 @@ from prometheus_client import Gauge
 
 from cdap_shared.consumer import EventConsumer
 from cdap_shared.http import NotReady
+from cdap_shared.kafka_access import KafkaLogin
 
 log = structlog.get_logger(__name__)
 
@@ -123,13 +124,17 @@ class ConsumerWatch:
             raise ConsumerStalled("; ".join(stalled))
 
 
-async def group_lags(bootstrap: str, prefix: str = "") -> dict[str, list[PartitionLag]]:
+async def group_lags(
+    bootstrap: str, prefix: str = "", login: KafkaLogin | None = None
+) -> dict[str, list[PartitionLag]]:
     """Every consumer group of the cluster (whose name starts with `prefix`) and its lag per partition,
-    as an operator's tool sees it from outside the services."""
+    as an operator's tool sees it from outside the services (logged in as `login`, which must be allowed
+    to describe every group and topic; by default the one in the environment)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    ends_reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    options = (login or KafkaLogin.from_env()).options()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
+    ends_reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **options)
     await admin.start()
     await ends_reader.start()
     try:

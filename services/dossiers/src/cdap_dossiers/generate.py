@@ -187,12 +187,17 @@ async def publish(
     rsa_referents: list[str] = (),  # type: ignore[assignment]
     progress: Any = None,
 ) -> int:
-    """Publish `count` dossiers numbered from `start` (key = numero); returns how many were acknowledged."""
+    """Publish `count` dossiers numbered from `start` (key = numero); returns how many were acknowledged.
+    Logs in as the CAF feed (`cdap-caf-feed`, which may write only `caf.dossiers`) unless
+    `CDAP_KAFKA_USERNAME` says otherwise."""
+    from cdap_shared.kafka_access import CAF_FEED, log_in_as
     from cdap_shared.relay import make_producer
 
     rng = random.Random(seed)
     pools = build_pools(seed)
-    producer = make_producer(bootstrap, linger_ms=20, compression_type="lz4" if _has_lz4() else None)
+    producer = make_producer(
+        bootstrap, log_in_as(CAF_FEED), linger_ms=20, compression_type="lz4" if _has_lz4() else None
+    )
     await producer.start()
     sent = 0
     try:

@@ -19,6 +19,7 @@ from cdap_shared.db import session_factory
 from cdap_shared.envelope import CloudEvent
 from cdap_shared.events import dlq_for
 from cdap_shared.fuzz.strategies import DLQ_HEADERS, NIR, Hostile
+from cdap_shared.kafka_access import KafkaLogin
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,9 @@ def consumer_record(
 
 async def publish(bootstrap: str, topic: str, records: Sequence[Hostile], *, key: bytes = b"s-1") -> None:
     """Send `records` in order to partition 0 of `topic` (so what follows them waits behind them)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, **KafkaLogin.from_env().options(), acks="all", enable_idempotence=True
+    )
     await producer.start()
     try:
         for record in records:
@@ -84,7 +87,12 @@ async def read_dead_letters(
     bootstrap: str, topic: str, expect: int, within: float = 30.0
 ) -> list[DeadLetter]:
     """The records of `<topic>.dlq` in their original order, once `expect` arrived (or time ran out)."""
-    consumer = AIOKafkaConsumer(dlq_for(topic), bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        dlq_for(topic),
+        bootstrap_servers=bootstrap,
+        **KafkaLogin.from_env().options(),
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     letters: list[DeadLetter] = []
     try:
@@ -102,7 +110,7 @@ async def read_dead_letters(
 
 async def committed_offset(bootstrap: str, group: str, topic: str, partition: int = 0) -> int:
     """Where `group` has committed on `topic`'s partition (-1 before its first commit)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **KafkaLogin.from_env().options())
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
