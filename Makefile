@@ -38,11 +38,13 @@ browser: ## Debian's Chromium for the portal's browser tests (never a downloaded
 		 (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) \
 		|| { echo "could not install chromium: run 'apt-get install chromium'"; exit 1; }; }
 
-tools: ## Debian's libfaketime: the system tests' simulated day change (tests/system/test_clock.py)
-	@ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || { echo "installing faketime from Debian's packages"; \
-		(apt-get install -y -qq faketime >/dev/null 2>&1 || \
-		 (apt-get update -qq && apt-get install -y -qq faketime >/dev/null)) \
-		|| { echo "could not install faketime: run 'apt-get install faketime'"; exit 1; }; }
+tools: ## Debian's libfaketime (tests/system/test_clock.py) and kcat (records produced by librdkafka, every codec)
+	@missing=""; ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing="$$missing faketime"; \
+	command -v kcat >/dev/null 2>&1 || missing="$$missing kcat"; \
+	if [ -n "$$missing" ]; then echo "installing$$missing from Debian's packages"; \
+		(apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null)) \
+		|| { echo "could not install$$missing: run 'apt-get install$$missing'"; exit 1; }; fi
 
 test: up browser tools ## every test, against the real Kafka and PostgreSQL
 	@failed=""; for d in $(TEST_DIRS); do \

@@ -293,7 +293,7 @@ async def run(progress: Progress, quick: bool = False) -> dict[str, Any]:
 # ---------------------------------------------------------------- workflow throughput, end to end
 
 ORG = "org-bench-workflow"
-SIRET = "21760540700019"
+SIRET = "21760540100025"
 
 
 async def drive(

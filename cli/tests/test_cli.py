@@ -77,3 +77,33 @@ async def test_errors_say_what_to_do() -> None:
     assert code == 1 and "make up" in out
     code, out = await run("dossiers", "generate", "--count", "0")
     assert code == 2
+
+
+@pytest.mark.stack
+async def test_lag_shows_how_far_behind_each_group_is(
+    stack: dict[str, str], make_topic: Callable[[str], Awaitable[str]]
+) -> None:
+    from aiokafka import AIOKafkaProducer, TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    topic = await make_topic("lagging")
+    producer = AIOKafkaProducer(bootstrap_servers=stack["kafka"])
+    await producer.start()
+    try:
+        for i in range(5):
+            await producer.send_and_wait(topic, b"x", partition=0, key=str(i).encode())
+    finally:
+        await producer.stop()
+    group = f"lag-{topic}"
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack["kafka"], group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        await consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(2, "")})
+    finally:
+        await consumer.stop()
+
+    code, out = await run("lag", "--group", group, "--bootstrap", stack["kafka"])
+    assert code == 0, out
+    row = next(line for line in out.splitlines() if topic in line)
+    assert row.split("│")[-2].strip() == "3"  # 5 records, 2 committed

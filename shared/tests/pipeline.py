@@ -45,6 +45,7 @@ class Pipeline:
     consumer_engine: AsyncEngine
     consumer_sessions: async_sessionmaker[AsyncSession]
     broker: KafkaBroker
+    consumer: EventConsumer
     relays: list[tuple[OutboxRelay, asyncio.Task[None]]] = field(default_factory=list)
 
     async def write(self, *events: CloudEvent) -> None:
@@ -102,9 +103,10 @@ async def build_pipeline(
     middlewares = [KafkaTelemetryMiddleware(tracer_provider=tracer_provider)] if tracer_provider else []
     broker = KafkaBroker(stack["kafka"], middlewares=middlewares, logger=None)
     consumer_sessions = session_factory(consumer_engine)
-    EventConsumer(
+    consumer = EventConsumer(
         broker, consumer_sessions, group_id=f"group-{topic}", handler=handler, retry_delay=0.05
-    ).subscribe(topic)
+    )
+    consumer.subscribe(topic)
     await broker.start()
     return Pipeline(
         topic=topic,
@@ -115,6 +117,7 @@ async def build_pipeline(
         consumer_engine=consumer_engine,
         consumer_sessions=consumer_sessions,
         broker=broker,
+        consumer=consumer,
     )
 
 

@@ -50,6 +50,14 @@ SAMPLES: dict[str, ev.EventData] = {
     ),
     "identity.grant.revoked": ev.GrantEnded(grant_id="g1", user_id="u1", by="admin"),
     "identity.grant.expired": ev.GrantEnded(grant_id="g1", user_id="u1"),
+    "identity.user.reset_required": ev.UserRef(user_id="u1", by="admin"),
+    "identity.user.reset_completed": ev.UserRef(user_id="u1"),
+    **{
+        f"identity.client.{change}": ev.ClientChanged(
+            client_id="c1", organisation_id="o1", grant_id="g1", by="pa1"
+        )
+        for change in ("created", "rotated", "disabled", "deleted")
+    },
     "access.request.submitted": ev.RequestSubmitted(
         request_id="r1",
         organisation_id="o1",

@@ -13,9 +13,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
-from cdap_shared.auth import CurrentPrincipal, TokenVerifier, require_roles
+from cdap_shared.auth import CurrentPrincipal, Principal, TokenVerifier, require_roles
 from cdap_shared.http import create_app
 from cdap_shared.problems import Problem
+from cdap_shared.standing import Fact
 
 
 def public_jwk(key: Ed25519PrivateKey, kid: str) -> dict[str, Any]:
@@ -89,9 +90,20 @@ async def test_bad_tokens_are_refused_with_401(verifier: TokenVerifier, bad: Any
     assert caught.value.status == 401
 
 
-def app_with(verifier: TokenVerifier) -> FastAPI:
+class Known:
+    """A standing source holding the facts a test gives it."""
+
+    def __init__(self, *facts: Fact) -> None:
+        self.known = list(facts)
+
+    async def facts(self, principal: Principal) -> list[Fact]:
+        return self.known
+
+
+def app_with(verifier: TokenVerifier, standing: Known | None = None) -> FastAPI:
     app = create_app(title="t")
     app.state.token_verifier = verifier
+    app.state.standing = standing or Known()
 
     @app.get("/me")
     async def me(principal: CurrentPrincipal) -> dict[str, str]:
@@ -118,3 +130,17 @@ async def test_http_answers_are_problem_json(verifier: TokenVerifier) -> None:
         unknown = await client.get("/nowhere")
         assert unknown.status_code == 404 and unknown.headers["content-type"] == "application/problem+json"
         assert (await client.get("/health")).json() == {"status": "ok"}
+
+
+async def test_every_route_taking_a_token_refuses_a_caller_identity_no_longer_honours(
+    verifier: TokenVerifier,
+) -> None:
+    suspended = Known(Fact("account", "u1", ("suspended",)))
+    async with AsyncClient(
+        transport=ASGITransport(app=app_with(verifier, suspended)), base_url="http://t"
+    ) as c:
+        for path in ("/me", "/admin"):
+            refused = await c.get(path, headers={"Authorization": f"Bearer {token(roles=['caf_admin'])}"})
+            assert refused.status_code == 403, path
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.json()["reason"] == "suspended"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -12,21 +12,10 @@ from cdap_shared.db import asyncpg_dsn
 from cdap_shared.relay import OutboxRelay, make_producer
 from cdap_shared.testing import eventually
 
-from .pipeline import Pipeline, build_pipeline, close_pipeline
+from .pipeline import Pipeline
 from .samples import SAMPLES
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture
-async def pipeline(
-    stack: dict[str, str],
-    make_database: Callable[[], Awaitable[str]],
-    make_topic: Callable[[str], Awaitable[str]],
-) -> AsyncIterator[Pipeline]:
-    p = await build_pipeline(stack, make_database, make_topic)
-    yield p
-    await close_pipeline(p)
 
 
 def sample(event_type: str, subject: str = "s-1") -> ev.CloudEvent:

@@ -251,7 +251,7 @@ async def caf_staff(
 
 
 async def partner_organisation(
-    system: System, client: httpx.AsyncClient, admin: dict[str, Any], siret: str = "21760540700014"
+    system: System, client: httpx.AsyncClient, admin: dict[str, Any], siret: str = "21760540100017"
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """An organisation of department 76 registered by the CAF admin, and its administrator, logged in."""
     email = f"gestion.{new_event_id()[-10:]}@partenaire.fr"

@@ -145,7 +145,7 @@ async def _identity_callers(system: System, staff: tuple[str, ...] = ()) -> dict
             f"{identity}/v1/organisations",
             headers=admin["headers"],
             json={
-                "siret": "21760540700014",
+                "siret": "21760540100017",
                 "name": "CCAS fuzz",
                 "kind": "ccas",
                 "department": "76",

@@ -39,7 +39,7 @@ async def provisioned_partner(
         f"{identity}/v1/organisations",
         headers=admin["headers"],
         json={
-            "siret": "21760540700014",
+            "siret": "21760540100017",
             "name": "CCAS de Rouen",
             "kind": "ccas",
             "department": "76",

@@ -31,7 +31,7 @@ DEPARTMENT = "76"
 ORGANISATIONS = (
     # siret, name, kind, admin e-mail, staff e-mail, profile, job title
     (
-        "21760540700014",
+        "21760540100017",
         "CCAS de Rouen",
         "ccas",
         "gestion@ccas-rouen.demo",
@@ -40,7 +40,7 @@ ORGANISATIONS = (
         "Assistante sociale",
     ),
     (
-        "78285238500015",
+        "78285238800019",
         "Rouen Habitat",
         "bailleur",
         "gestion@rouen-habitat.demo",
@@ -58,7 +58,7 @@ ORGANISATIONS = (
         "Chargée d'accueil",
     ),
     (
-        "44012345600012",
+        "44012345300019",
         "Crèches de Rouen",
         "petite_enfance",
         "gestion@creches-rouen.demo",
@@ -320,7 +320,7 @@ class Demo:
             bootstrap="127.0.0.1:9092",
             department=DEPARTMENT,
             seed=76,
-            landlords=["78285238500015"],
+            landlords=["78285238800019"],
             rsa_referents=["22760540900019"],
         )
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
+from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from cdap_audit.cli import app as audit_app
 from cdap_cli.demo_cli import demo
 from cdap_dossiers.cli import app as dossiers_app
 from cdap_identity.cli import app as identity_app
+from cdap_shared.watch import group_lags
 
 app = typer.Typer(help="CDAP — the CAF partner portal.", no_args_is_help=True)
 stack_app = typer.Typer(help="The local stack: Kafka, PostgreSQL, SMTP sink.", no_args_is_help=True)
@@ -45,5 +50,32 @@ def down() -> None:
 
 @stack_app.command()
 def status() -> None:
-    """Say what answers."""
+    """Say what answers (and `cdap lag` for how far behind each consumer group is)."""
     _stack("status")
+
+
+@app.command()
+def lag(
+    bootstrap: Annotated[str, typer.Option(envvar="CDAP_KAFKA_BOOTSTRAP")] = "127.0.0.1:9092",
+    group: Annotated[str, typer.Option(help="only groups whose name starts with this")] = "",
+) -> None:
+    """Every consumer group's lag: records behind the log end, per topic (partitions summed)."""
+    try:
+        lags = asyncio.run(group_lags(bootstrap, group))
+    except Exception as exc:
+        typer.secho(
+            f"Kafka at {bootstrap} did not answer ({type(exc).__name__}): is the stack up? `make up`",
+            fg="red",
+        )
+        raise typer.Exit(1) from exc
+    table = Table("consumer group", "topic", "partitions", "behind")
+    for name, partitions in lags.items():
+        # A group whose topics are gone (a finished test's) has no partition left to show.
+        by_topic: dict[str, list[int]] = {}
+        for p in partitions:
+            by_topic.setdefault(p.topic, []).append(p.lag)
+        for topic, behind in sorted(by_topic.items()):
+            table.add_row(
+                name, topic, str(len(behind)), f"[{'red' if sum(behind) else 'green'}]{sum(behind)}"
+            )
+    Console().print(table if lags else "no consumer group yet")

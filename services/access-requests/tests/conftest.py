@@ -115,7 +115,7 @@ class Service:
         data = ev.OrganisationRegistered(
             **{
                 "organisation_id": org,
-                "siret": "21760540900019",
+                "siret": "21760540100033",
                 "name": "CCAS de Rouen",
                 "kind": "social_services",
                 "department": "76",

@@ -209,7 +209,7 @@ async def make_world(svc: Service) -> World:
             grant_id="g-matrix",
             user_id="user-of-a",
             organisation_id=ORG,
-            organisation_siret="21760540900019",
+            organisation_siret="21760540100033",
             profile="T1",
             department="76",
             valid_from=today,

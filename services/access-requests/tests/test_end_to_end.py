@@ -50,7 +50,7 @@ async def test_submit_to_provisioned_through_kafka_with_mails(svc_without_organi
         ORG,
         ev.OrganisationRegistered(
             organisation_id=ORG,
-            siret="21760540900019",
+            siret="21760540100033",
             name="CCAS de Rouen",
             kind="social_services",
             department="76",
@@ -95,7 +95,7 @@ async def test_submit_to_provisioned_through_kafka_with_mails(svc_without_organi
             grant_id="grant-claire-t1",
             user_id="user-claire",
             organisation_id=ORG,
-            organisation_siret="21760540900019",
+            organisation_siret="21760540100033",
             profile=approved.profile,
             department=approved.department,
             valid_from=date.today(),

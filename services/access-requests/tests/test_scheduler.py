@@ -79,7 +79,7 @@ async def _provisioned(svc: Service, *, grant_id: str, ends_in_days: int, email:
             grant_id=grant_id,
             user_id="user-" + grant_id,
             organisation_id=ORG,
-            organisation_siret="21760540900019",
+            organisation_siret="21760540100033",
             profile="T2",
             department="76",
             valid_from=date.today() - timedelta(days=300),

@@ -141,3 +141,17 @@ def test_organisations_revocations_and_types_added_later_keep_references_only() 
     assert facts[2].refs == {} and facts[2].subject == "o"
     text = b"".join(leaf_bytes(f) for f in facts).decode()
     assert "CCAS de Rouen" not in text and "left" not in text and "free text" not in text
+
+
+def test_partner_system_changes_keep_who_which_client_and_grant() -> None:
+    data = ev.ClientChanged(client_id="cdap-1", organisation_id="o1", grant_id="g1", by="u1", reason="left")
+    facts = facts_from_event(
+        ev.make_event("identity.client.disabled", source="/id", subject="cdap-1", data=data)
+    )
+    assert (facts.actor, facts.subject, facts.organisation_id, facts.reason, facts.refs) == (
+        "u1",
+        "cdap-1",
+        "o1",
+        "left",
+        {"grant_id": "g1"},
+    )

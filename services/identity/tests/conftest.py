@@ -81,7 +81,13 @@ class Identity:
         secret = r.json()["totp_secret"]
         login = await self.token(email, STRONG, pyotp.TOTP(secret).now())
         assert login.status_code == 200, login.text
-        return {"Authorization": f"Bearer {login.json()['access_token']}", "email": email, "totp": secret}
+        return {
+            "Authorization": f"Bearer {login.json()['access_token']}",
+            "email": email,
+            "totp": secret,
+            "refresh": login.json()["refresh_token"],
+            "id": r.json()["user_id"],
+        }
 
     async def create_organisation(
         self, admin: dict[str, str], n_admins: int = 1, **overrides: Any

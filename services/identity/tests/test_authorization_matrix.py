@@ -28,7 +28,7 @@ from sqlalchemy import text
 from cdap_identity import domain
 from cdap_identity.app import build
 from cdap_identity.keys import issue_access_token
-from cdap_identity.models import Grant, Organisation, User
+from cdap_identity.models import Client, Grant, Organisation, User
 from cdap_shared.authz_table import HIDDEN, cell_mismatch, coverage_gaps
 
 from .conftest import STRONG, Identity, unique_email
@@ -65,6 +65,11 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     "POST /v1/grants/{grant}/revoke":           (401,  403,  403,  403,  403,  403,  403,  403,  403,  200,  403,  200,  200,  403,  403),
     # A partner system's credentials: the grant's organisation administrators, or a CAF admin.
     "POST /v1/clients":                         (401,  403,  403,  201,  403,  403,  403,  403,  403,  403,  403,  201,  201,  403,  403),
+    # ... listed, given a new secret, disabled and deleted by the same people (auditors read them in the audit log).
+    "GET /v1/clients?organisation={A}":         (401,  403,  403,  200,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
+    "POST /v1/clients/{client}/rotate":         (401,  403,  403,  200,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
+    "POST /v1/clients/{client}/disable":        (401,  403,  403,  200,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
+    "DELETE /v1/clients/{client}":              (401,  403,  403,  204,  403,  403,  403,  403,  403,  403,  403,  204,  204,  403,  403),
     # Last: withdrawing A's delegation changes what A's admins may do afterwards (no more clients).
     "POST /v1/organisations/{A}/withdraw-delegation":
                                                 (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
@@ -109,6 +114,8 @@ class World:
     grant_revoked: str
     grant_for_client: str
     callers: dict[str, str]  # column -> user id (or client id for partner systems)
+    client: str  # a partner system of A, rotated and disabled by the rows that may
+    deletable: list[str]  # partner systems of A, one per call of the DELETE row
     created: int = 0
 
     def headers(self, column: str) -> dict[str, str]:
@@ -127,6 +134,9 @@ class World:
             extra=extra,
         )
         return {"Authorization": f"Bearer {token.token}"}
+
+    def next_deletable(self) -> str:
+        return self.deletable.pop()
 
     def next_siret(self) -> str:
         self.created += 1
@@ -206,6 +216,14 @@ CALLS: dict[str, Callable[[World], Call]] = {
         {"json": {"grant_id": w.grant_for_client, "name": "SI matrice"}},
         None,
     ),
+    "GET /v1/clients?organisation={A}": lambda w: (
+        "/v1/clients",
+        {"params": {"organisation": w.org["A"]}},
+        w.client,
+    ),
+    "POST /v1/clients/{client}/rotate": lambda w: (f"/v1/clients/{w.client}/rotate", {}, None),
+    "POST /v1/clients/{client}/disable": lambda w: (f"/v1/clients/{w.client}/disable", {}, None),
+    "DELETE /v1/clients/{client}": lambda w: (f"/v1/clients/{w.next_deletable()}", {}, None),
 }
 
 
@@ -228,7 +246,6 @@ async def make_world(idp: Identity) -> World:
         callers: dict[str, str] = {}
         for column, who in WHO.items():
             if not who.person:
-                callers[column] = f"cdap-client-{column.strip('~')}-{who.side}"
                 continue
             partner = who.roles[0].startswith("partner")
             user = User(
@@ -266,7 +283,26 @@ async def make_world(idp: Identity) -> World:
             for _ in range(3)
         ]
         s.add_all(grants)
+        # Partner systems are real clients (identity refuses a client it does not know), each bound to a
+        # grant of its side's partner user, so that no row acting on the target touches them.
+        own = {
+            side: Grant(
+                user_id=callers[column],
+                organisation_id=orgs[side].id,
+                profile="T3",
+                department=DEPARTMENT[side],
+                valid_from=today,
+                valid_until=today + timedelta(days=100),
+            )
+            for side, column in (("A", "user"), ("B", "user~"))
+        }
+        s.add_all(own.values())
         await s.flush()
+        for column, who in WHO.items():
+            if not who.person:
+                callers[column] = _client(s, own[who.side], f"cdap-matrix-{column}")
+        managed = _client(s, grants[2], "cdap-matrix-managed")
+        deletable = [_client(s, grants[2], f"cdap-matrix-delete-{i}") for i in range(len(PRINCIPALS))]
         return World(
             idp,
             {side: o.id for side, o in orgs.items()},
@@ -275,7 +311,23 @@ async def make_world(idp: Identity) -> World:
             grants[1].id,
             grants[2].id,
             callers,
+            managed,
+            deletable,
         )
+
+
+def _client(s: Any, grant: Grant, client_id: str) -> str:
+    s.add(
+        Client(
+            id=f"{client_id}-{grant.id[-6:]}",
+            secret_digest="0" * 64,
+            name=client_id,
+            organisation_id=grant.organisation_id,
+            grant_id=grant.id,
+            created_by="matrix",
+        )
+    )
+    return f"{client_id}-{grant.id[-6:]}"
 
 
 # Everything a refused call must leave as it was, read in one round trip (it is read twice per refusal, and
@@ -288,7 +340,7 @@ SNAPSHOT = text(
                                    password_hash), ';' ORDER BY id) FROM user_account),
       (SELECT string_agg(concat_ws(',', id, delegation_withdrawn), ';' ORDER BY id) FROM organisation),
       (SELECT string_agg(concat_ws(',', id, status), ';' ORDER BY id) FROM grant_habilitation),
-      (SELECT string_agg(id, ';' ORDER BY id) FROM client),
+      (SELECT string_agg(concat_ws(',', id, disabled, secret_digest), ';' ORDER BY id) FROM client),
       (SELECT string_agg(concat_ws(',', digest, used_at), ';' ORDER BY digest) FROM one_time_token),
       (SELECT string_agg(concat_ws(',', digest, used_at, revoked), ';' ORDER BY digest) FROM refresh_token),
       (SELECT max(id) FROM outbox),

@@ -39,21 +39,24 @@ MIN = timedelta(minutes=1)
 # ----------------------------------------------------------------- SIRET
 
 
-def luhn_complete(first13: str) -> str:
-    """Append the Luhn check digit that makes a 14-digit SIRET valid."""
+def luhn_complete(digits: str) -> str:
+    """Append the Luhn check digit that makes `digits` + it valid (a SIREN's 9th, a SIRET's 14th)."""
     for check_digit in "0123456789":
         total = 0
-        for position, char in enumerate(reversed(first13 + check_digit)):
+        for position, char in enumerate(reversed(digits + check_digit)):
             value = int(char) * (2 if position % 2 else 1)
             total += value - 9 if value > 9 else value
         if total % 10 == 0:
-            return first13 + check_digit
+            return digits + check_digit
     raise AssertionError("unreachable")
 
 
-not_la_poste_prefix = st.text("0123456789", min_size=13, max_size=13).filter(
-    lambda s: not s.startswith("356000000")
-)
+# A SIRET is a SIREN (8 digits and its own Luhn key) then a 4-digit NIC; the 14th digit keys the whole.
+not_la_poste_prefix = st.builds(
+    lambda siren8, nic: luhn_complete(siren8) + nic,
+    st.text("0123456789", min_size=8, max_size=8),
+    st.text("0123456789", min_size=4, max_size=4),
+).filter(lambda s: not s.startswith("356000000"))
 
 
 @pytest.mark.parametrize(
@@ -74,6 +77,7 @@ def test_valid_sirets_are_accepted(siret: str) -> None:
     "siret",
     [
         "73282932000075",  # wrong key
+        "00000000100008",  # Luhn-keyed as a whole, but its SIREN 000000001 has a wrong key
         "7328293200007A",  # a letter
         "7328293200007",  # 13 digits
         "732829320000740",  # 15 digits

@@ -227,6 +227,27 @@ async def test_a_session_that_cannot_be_refreshed_is_logged_out_with_a_message(p
     assert portal.fakes.calls == []
 
 
+@pytest.mark.parametrize("reason", ["suspended", "password_reset_required"])
+async def test_a_session_whose_account_an_api_no_longer_honours_is_signed_out(
+    portal: PortalClient, reason: str
+) -> None:
+    """Suspended or forced to reset while signed in: the first API call that refuses the account ends the
+    session (its refresh tokens are already revoked), rather than its access token's expiry."""
+    await portal.login(T1_USER)
+    refusal = {"title": "Account suspended", "status": 403, "reason": reason}
+    portal.fakes.on("dossiers", "GET", "/v1/dossiers/1234567", httpx.Response(403, json=refusal))
+    token = await portal.csrf("/dossiers")
+    r = await portal.client.post(
+        "/dossiers/consultation",
+        data={"csrf_token": token, "numero": "1234567", "motif": "accompagnement_social"},
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/login?raison=expiree"
+    portal.fakes.calls.clear()
+    again = await portal.client.get("/dossiers")
+    assert again.status_code == 303 and again.headers["location"].startswith("/login?suite=")
+    assert portal.fakes.calls == []
+
+
 async def test_a_session_older_than_its_lifetime_is_logged_out(
     make_portal: Callable[..., PortalClient],
 ) -> None:

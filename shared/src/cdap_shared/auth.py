@@ -11,11 +11,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import asyncpg
 import httpx
 import jwt
 from fastapi import Depends, Request
 
+from cdap_shared.clock import civil_today
 from cdap_shared.problems import Problem
+from cdap_shared.standing import NotInGoodStanding, StandingSource, judge
 
 ALGORITHMS = ["EdDSA"]
 
@@ -69,7 +72,7 @@ class TokenVerifier:
         self._keys: dict[str, Any] = {}
         self._fetched_at = 0.0
         # Verified tokens, until they expire: a lookup path verifies the same token many times over its
-        # 5 minutes. Only signatures are cached; revocation is checked elsewhere (grant projections).
+        # 5 minutes. Only signatures are cached; the standing is judged at each call (`current_principal`).
         self._verified: dict[str, Principal] = {}
         self._lock = asyncio.Lock()
         if keys is not None:
@@ -176,9 +179,25 @@ def bearer_token(request: Request) -> str:
 
 
 async def current_principal(request: Request) -> Principal:
-    """FastAPI dependency: the verified caller (the app's `state.token_verifier` does the work)."""
+    """FastAPI dependency of every route that takes a token: the verified caller (the app's
+    `state.token_verifier`) as identity's current state allows it (`state.standing`): its ended grants
+    dropped, and a 403 with the `reason` when its account, client or grant is no longer honoured.
+
+    A service may set `state.record_refusal(request, principal, reason) -> headers` to record such a
+    refusal before it is answered (dossiers records it as a consultation)."""
     verifier: TokenVerifier = request.app.state.token_verifier
-    return await verifier.verify(bearer_token(request))
+    principal = await verifier.verify(bearer_token(request))
+    source: StandingSource = request.app.state.standing
+    try:
+        facts = await source.facts(principal)
+    except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:  # the database is unreachable
+        raise Problem(503, "Service unavailable", "Try again shortly.") from exc
+    try:
+        return judge(principal, facts, civil_today())
+    except NotInGoodStanding as refusal:
+        record = getattr(request.app.state, "record_refusal", None)
+        headers = await record(request, principal, refusal.reason) if record is not None else {}
+        raise Problem(403, refusal.title, headers=headers, reason=refusal.reason) from None
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -5,18 +5,24 @@ after that transaction (FastStream `AckPolicy.NACK_ON_ERROR`: an exception rewin
 An event that keeps failing is retried alone a bounded number of times, then sent to `<topic>.dlq`
 with the error in headers, and consumption goes on. An outage (database or broker unreachable) is
 not the event's fault: the batch is rewound and retried, never dead-lettered.
+
+A record the Kafka client cannot even read (a corrupt batch, a compression it cannot undo) is
+dead-lettered too, as a trace naming its topic, partition and offset, and the consumer moves past it
+(`_fetch`): FastStream's own loop would log it to nobody and fetch the same bytes forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Literal
 
 import asyncpg
 import structlog
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import errors as kafka_errors
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -42,6 +48,11 @@ BatchHandler = Callable[[AsyncSession, Fresh], Awaitable[None]]
 APPLIED = Counter("cdap_events_applied_total", "Events applied", ["topic"])
 DUPLICATES = Counter("cdap_events_duplicate_total", "Redelivered events skipped by the inbox", ["topic"])
 DEAD_LETTERED = Counter("cdap_events_dead_lettered_total", "Events sent to a DLQ", ["topic"])
+UNREADABLE = Counter(
+    "cdap_records_unreadable_total",
+    "Records the Kafka client could not read, dead-lettered as a trace",
+    ["topic"],
+)
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -59,6 +70,21 @@ def is_outage(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or getattr(seen, "orig", None)
     return False
+
+
+# Fetch errors that say the bytes at the position cannot be read, as opposed to a broker that cannot be
+# reached (FastStream's loop retries those, and the watch reports a consumer that stops progressing).
+_UNREADABLE_KAFKA_ERRORS = (kafka_errors.UnsupportedCodecError, kafka_errors.CorruptRecordException)
+
+
+def is_unreadable(exc: BaseException) -> bool:
+    """True when a fetch failed on the records themselves (codec, corruption, a decoder's own error)."""
+    if isinstance(exc, _UNREADABLE_KAFKA_ERRORS):
+        return True
+    # A decompressor's own exception (cramjam, gzip, struct) is not a KafkaError; connection errors are.
+    return not isinstance(
+        exc, kafka_errors.KafkaError | kafka_errors.ConsumerStoppedError | OSError | asyncio.CancelledError
+    )
 
 
 def describe(exc: BaseException) -> str:
@@ -106,6 +132,14 @@ class EventConsumer:
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
         self.outage_delay = outage_delay
+        self.topics: tuple[str, ...] = ()
+        self.max_records = 500
+        self.subscriber: Any = None
+
+    @property
+    def kafka_consumer(self) -> AIOKafkaConsumer | None:
+        """The running aiokafka consumer (None before the broker started the subscriber)."""
+        return getattr(self.subscriber, "consumer", None)
 
     def subscribe(
         self, *topics: str, max_records: int = 500, offset_reset: Literal["earliest", "latest"] = "earliest"
@@ -122,6 +156,10 @@ class EventConsumer:
             parser=_tolerant_parse,
         )
         subscriber(self.on_batch)
+        self.subscriber, self.topics, self.max_records = subscriber, topics, max_records
+        # FastStream's consume loop catches a fetch error, logs it through the broker's logger (none
+        # here) and fetches the same records again, forever: unreadable records are handled here.
+        subscriber.get_msg = functools.partial(self._fetch, subscriber.get_msg)  # type: ignore[method-assign]
 
     async def on_batch(self, body: list[Any], message: KafkaMessage) -> None:
         """FastStream entrypoint: `message.raw_message` holds the batch's ConsumerRecords."""
@@ -199,6 +237,75 @@ class EventConsumer:
                     await self._dead_letter(record, exc)
                     return
                 await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
+
+    async def _fetch(
+        self,
+        default: Callable[[AIOKafkaConsumer], Awaitable[tuple[ConsumerRecord[Any, Any], ...]]],
+        consumer: AIOKafkaConsumer,
+    ) -> tuple[ConsumerRecord[Any, Any], ...]:
+        """FastStream's batch fetch, moving past what the client cannot read instead of stopping."""
+        try:
+            return await default(consumer)
+        except Exception as exc:
+            if not is_unreadable(exc):
+                raise
+            log.error(
+                "a Kafka record could not be read; isolating it", group=self.group_id, error=describe(exc)
+            )
+            return await self._fetch_around_unreadable(consumer)
+
+    async def _fetch_around_unreadable(
+        self, consumer: AIOKafkaConsumer
+    ) -> tuple[ConsumerRecord[Any, Any], ...]:
+        """Read each partition record by record from its committed offset; dead-letter what fails.
+
+        aiokafka advances a partition's position only when a fetch is returned whole, so after a failure
+        the records read before the bad one were neither delivered nor skipped: going back to the
+        committed offsets and reading one record at a time finds exactly which offset cannot be read.
+        """
+        assignment = sorted(consumer.assignment())
+        for tp in assignment:
+            committed = await consumer.committed(tp)
+            if committed is not None:
+                consumer.seek(tp, committed)
+        records: list[ConsumerRecord[Any, Any]] = []
+        for tp in assignment:
+            while len(records) < self.max_records:
+                try:
+                    got = await consumer.getmany(tp, timeout_ms=200, max_records=1)
+                except Exception as exc:
+                    if not is_unreadable(exc):
+                        raise
+                    offset = await consumer.position(tp)
+                    await self._dead_letter_unreadable(tp, offset, exc)
+                    consumer.seek(tp, offset + 1)
+                    break
+                if not got:
+                    break
+                records.extend(got.get(tp, ()))
+        return tuple(records)
+
+    async def _dead_letter_unreadable(self, tp: TopicPartition, offset: int, error: BaseException) -> None:
+        """Publish a trace of a record that could not be read (its bytes cannot be had) to the DLQ."""
+        headers = {
+            "x-error": f"record could not be read by the Kafka client: {describe(error)}",
+            "x-error-type": type(error).__name__,
+            "x-original-topic": tp.topic,
+            "x-original-partition": str(tp.partition),
+            "x-original-offset": str(offset),
+            "x-consumer-group": self.group_id,
+        }
+        await self.broker.publish(b"", topic=dlq_for(tp.topic), headers=headers)
+        UNREADABLE.labels(tp.topic).inc()
+        DEAD_LETTERED.labels(tp.topic).inc()
+        log.error(
+            "unreadable record dead-lettered, consumer moves past it",
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=offset,
+            group=self.group_id,
+            error_type=type(error).__name__,
+        )
 
     async def _dead_letter(self, record: ConsumerRecord[Any, Any], error: BaseException) -> None:
         """Publish the untouched record to `<topic>.dlq` with why it failed (waits for the ack)."""

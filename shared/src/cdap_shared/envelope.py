@@ -10,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
+# The CloudEvents Kafka protocol binding, structured mode: the record's `content-type` header says the
+# value is a whole event in JSON, so a standard CloudEvents consumer does not take it for binary mode.
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+KAFKA_HEADERS: dict[str, str] = {"content-type": STRUCTURED_CONTENT_TYPE}
 
 
 def new_event_id() -> str:

@@ -76,6 +76,16 @@ class GrantEnded(EventData):
     request_id: str | None = None
 
 
+class ClientChanged(EventData):
+    """A partner-system client created, its secret rotated, disabled or deleted (key: the client id)."""
+
+    client_id: str
+    organisation_id: str
+    grant_id: str
+    by: str | None = None
+    reason: str | None = None
+
+
 class OrganisationRegistered(EventData):
     """A partner organisation as the CAF registered it (other services keep a projection of it)."""
 
@@ -211,6 +221,8 @@ EVENT_DATA: dict[str, type[EventData]] = {
     "identity.user.suspended": UserRef,
     "identity.user.reinstated": UserRef,
     "identity.user.locked": UserLocked,
+    "identity.user.reset_required": UserRef,
+    "identity.user.reset_completed": UserRef,
     "identity.login.succeeded": LoginSucceeded,
     "identity.login.failed": LoginFailed,
     "identity.organisation.registered": OrganisationRegistered,
@@ -218,6 +230,10 @@ EVENT_DATA: dict[str, type[EventData]] = {
     "identity.grant.issued": GrantIssued,
     "identity.grant.revoked": GrantEnded,
     "identity.grant.expired": GrantEnded,
+    "identity.client.created": ClientChanged,
+    "identity.client.rotated": ClientChanged,
+    "identity.client.disabled": ClientChanged,
+    "identity.client.deleted": ClientChanged,
     "access.request.submitted": RequestSubmitted,
     "access.request.documents_requested": RequestDecision,
     "access.request.documents_received": RequestDecision,

@@ -14,6 +14,10 @@ from cdap_shared.problems import Problem, install_problem_handlers
 ReadyCheck = Callable[[], Awaitable[None]]
 
 
+class NotReady(Exception):
+    """A readiness failure whose text is safe to show (it names a consumer, never a credential)."""
+
+
 def create_app(
     *,
     title: str,
@@ -34,17 +38,24 @@ def create_app(
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["ops"], responses={503: {"description": "A dependency is unreachable"}})
+    @app.get(
+        "/ready",
+        tags=["ops"],
+        responses={503: {"description": "A dependency is unreachable, or a consumer is stalled"}},
+    )
     async def ready() -> dict[str, Any]:
-        """Readiness: every dependency (database, Kafka) answers."""
+        """Readiness: every dependency (database, Kafka) answers and every consumer progresses."""
         failed = {}
         for name, check in checks.items():
             try:
                 await check()
+            except NotReady as exc:
+                failed[name] = str(exc)
             except Exception as exc:
                 failed[name] = type(exc).__name__
         if failed:
-            raise Problem(503, "Not ready", "A dependency is unreachable.", failed=failed)
+            detail = "; ".join(f"{name}: {why}" for name, why in failed.items())
+            raise Problem(503, "Not ready", detail, failed=failed)
         return {"status": "ready", "checks": sorted(checks)}
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)

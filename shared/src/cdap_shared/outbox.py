@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
-from cdap_shared.envelope import CloudEvent
+from cdap_shared.envelope import KAFKA_HEADERS, CloudEvent
 from cdap_shared.events import EventData, make_event, topic_for
 
 NOTIFY_CHANNEL = "cdap_outbox"
@@ -68,7 +68,7 @@ def _row(event: CloudEvent, key: str | None, topic: str | None) -> tuple[str, st
         topic or topic_for(event.type),
         key or event.subject,
         event.to_bytes(),
-        json.dumps(current_trace_headers()),
+        json.dumps(KAFKA_HEADERS | current_trace_headers()),
     )
 
 

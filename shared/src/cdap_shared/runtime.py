@@ -25,6 +25,7 @@ from cdap_shared.housekeeping import Retention, run_periodically
 from cdap_shared.relay import OutboxRelay
 from cdap_shared.settings import ServiceSettings
 from cdap_shared.telemetry import configure_logging, configure_tracing
+from cdap_shared.watch import ConsumerWatch
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +59,12 @@ class ServiceRuntime:
             else None
         )
         self._tasks: list[asyncio.Task[Any]] = []
+        self.consumers: list[EventConsumer] = []
+        self.watch = ConsumerWatch(
+            self.consumers,
+            stall_after=settings.consumer_stall_seconds,
+            interval=settings.consumer_watch_interval_seconds,
+        )
         self.broker_started = asyncio.Event()
         self._pool: asyncpg.Pool | None = None
 
@@ -87,6 +94,7 @@ class ServiceRuntime:
             max_attempts=self.settings.consumer_max_attempts,
         )
         consumer.subscribe(*topics, max_records=max_records, offset_reset=self.settings.consumer_offset_reset)
+        self.consumers.append(consumer)
         return consumer
 
     async def _start_broker(self) -> None:
@@ -114,6 +122,7 @@ class ServiceRuntime:
             timeout=5,
         )
         self._tasks.append(asyncio.create_task(self._start_broker(), name="broker"))
+        self._tasks.append(asyncio.create_task(self.watch.run(), name="consumer-watch"))
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         retention = Retention(
@@ -132,7 +141,7 @@ class ServiceRuntime:
         if self.relay is not None:
             self.relay.stop()
         for task in self._tasks:
-            if task.get_name() in {"broker", "housekeeping"} and not task.done():
+            if task.get_name() in {"broker", "housekeeping", "consumer-watch"} and not task.done():
                 task.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 10)
@@ -149,6 +158,11 @@ class ServiceRuntime:
             yield
         finally:
             await self.stop()
+
+    @property
+    def ready_checks(self) -> dict[str, Any]:
+        """What `/ready` checks for a service: its database, Kafka, and that every consumer progresses."""
+        return {"database": self.check_database, "kafka": self.check_kafka, "consumers": self.watch.check}
 
     async def check_database(self) -> None:
         async with self.engine.connect() as conn:

@@ -28,6 +28,10 @@ class ServiceSettings(BaseSettings):
     # Where a consumer group that has no committed offset starts: "earliest" (the default) misses
     # nothing; "latest" serves system tests that start fresh groups on long-lived topics.
     consumer_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # A consumer with records waiting that commits nothing for this long is reported stalled: /ready
+    # answers 503 naming it, and an error is logged (see watch.py).
+    consumer_stall_seconds: float = Field(default=30, gt=0)
+    consumer_watch_interval_seconds: float = Field(default=5, gt=0)
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
     # Housekeeping of outbox / inbox / mail_outbox (see housekeeping.py); the inbox outlives Kafka's
     # 7-day retention so a redelivered event is always recognised.

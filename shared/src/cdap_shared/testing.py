@@ -8,6 +8,7 @@ Each test gets its own throwaway database and its own topics, so tests never see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -50,6 +51,13 @@ def _docker_answers() -> bool:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[dict[str, str]]:
     """`{"kafka": bootstrap, "database": admin SQLAlchemy URL}` for the run."""
+    with locate_stack() as found:
+        yield found
+
+
+@contextlib.contextmanager
+def locate_stack() -> Iterator[dict[str, str]]:
+    """Where the parts are: the environment, else the local stack, else containers on a Docker host."""
     kafka = os.environ.get("CDAP_KAFKA_BOOTSTRAP")
     database = os.environ.get("CDAP_DATABASE_URL")
     if kafka and database:
@@ -59,10 +67,13 @@ def stack() -> Iterator[dict[str, str]]:
         yield {"kafka": kafka or LOCAL_KAFKA, "database": database or LOCAL_DATABASE}
         return
     if _docker_answers():
-        from testcontainers.kafka import KafkaContainer  # type: ignore[import-not-found]
-        from testcontainers.postgres import PostgresContainer  # type: ignore[import-not-found]
+        from testcontainers.community.kafka import KafkaContainer
+        from testcontainers.community.postgres import PostgresContainer
 
-        with KafkaContainer().with_kraft() as k, PostgresContainer("postgres:16", driver="asyncpg") as p:
+        with (
+            KafkaContainer("apache/kafka:4.1.0").with_kraft() as k,
+            PostgresContainer("postgres:16", username="cdap", password="cdap", driver="asyncpg") as p,
+        ):
             yield {"kafka": k.get_bootstrap_server(), "database": p.get_connection_url()}
         return
     pytest.fail("No Kafka/PostgreSQL: run `make up` (or set CDAP_KAFKA_BOOTSTRAP and CDAP_DATABASE_URL).")
@@ -143,6 +154,19 @@ async def make_topic(stack: dict[str, str]) -> AsyncIterator[Callable[[str], Awa
             pass
         finally:
             await admin.close()
+
+
+def kcat_produce(kafka: str, topic: str, codec: str, values: list[bytes], partition: int = 0) -> None:
+    """Produce `values` as compressed batches with kcat (librdkafka, a client CDAP does not control)."""
+    kcat = shutil.which("kcat")
+    if kcat is None:
+        pytest.fail("kcat is missing: `make tools` installs it from Debian's packages")
+    subprocess.run(  # noqa: S603 - our own arguments, no shell
+        [kcat, "-P", "-b", kafka, "-t", topic, "-p", str(partition), "-z", codec, "-X", "linger.ms=100"],
+        input=b"".join(v + b"\n" for v in values),
+        check=True,
+        timeout=30,
+    )
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], within: float = 20.0, interval: float = 0.1) -> Any:

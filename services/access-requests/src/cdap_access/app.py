@@ -19,6 +19,7 @@ from cdap_access.requests import Context
 from cdap_access.routes import router
 from cdap_access.scheduler import Scheduler
 from cdap_shared import asyncapi as shared_asyncapi
+from cdap_shared import standing
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.envelope import utcnow
 from cdap_shared.http import create_app
@@ -70,7 +71,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         title="CDAP access requests",
         lifespan=lifespan,
         routers=[router],
-        ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
+        ready_checks=runtime.ready_checks,
     )
     app.add_exception_handler(Refused, on_refused)
     shared_asyncapi.install(app, asyncapi.document(settings))
@@ -80,6 +81,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app.state.sessions = runtime.sessions
     app.state.ctx = ctx
     app.state.clock = utcnow
+    app.state.standing = standing.ProjectedStanding(runtime)
     app.state.token_verifier = verifier or TokenVerifier(
         settings.jwks_url, settings.jwt_audience, settings.jwt_issuer
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from cdap_access.config import Settings
-from cdap_shared import asyncapi
+from cdap_shared import asyncapi, standing
 
 SENT = (
     "access.request.submitted",
@@ -25,13 +25,18 @@ SENT = (
     "access.request.escalated",
     "access.grant.revocation_requested",
 )
-RECEIVED = (
-    "identity.organisation.registered",
-    "identity.organisation.updated",
-    "identity.grant.issued",
-    "identity.grant.revoked",
-    "identity.grant.expired",
-    "identity.user.provisioned",
+RECEIVED = tuple(
+    dict.fromkeys(
+        (
+            "identity.organisation.registered",
+            "identity.organisation.updated",
+            "identity.grant.issued",
+            "identity.grant.revoked",
+            "identity.grant.expired",
+            "identity.user.provisioned",
+            *standing.EVENT_TYPES,
+        )
+    )
 )
 
 

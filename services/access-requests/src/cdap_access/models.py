@@ -16,6 +16,7 @@ from sqlmodel import Field, SQLModel
 from cdap_shared.inbox import InboxRecord
 from cdap_shared.mail import QueuedMail
 from cdap_shared.outbox import OutboxRecord
+from cdap_shared.standing import Standing
 
 
 def _now_column(nullable: bool = False) -> Any:
@@ -168,5 +169,6 @@ __all__ = [
     "PartnerOrganisation",
     "QueuedMail",
     "RemovalRequest",
+    "Standing",
     "metadata",
 ]

@@ -19,6 +19,7 @@ from cdap_access import domain, store
 from cdap_access.config import Settings
 from cdap_access.models import AccessRequest, IssuedGrant, PartnerOrganisation
 from cdap_shared import events as ev
+from cdap_shared import standing
 from cdap_shared.consumer import Handler
 from cdap_shared.envelope import CloudEvent
 
@@ -91,7 +92,8 @@ async def user_provisioned(session: AsyncSession, data: ev.UserProvisioned) -> N
 
 
 def handler(settings: Settings) -> Handler:
-    """The consumer's handler; other event types on identity's topic are ignored."""
+    """The consumer's handler (and the callers' standing, `cdap_shared.standing`); other event types
+    on identity's topic are ignored."""
 
     async def apply(session: AsyncSession, event: CloudEvent) -> None:
         data = ev.parse_data(event)
@@ -104,5 +106,6 @@ def handler(settings: Settings) -> Handler:
             await grant_ended(session, settings, data, revoked=event.type == "identity.grant.revoked", at=at)
         elif isinstance(data, ev.UserProvisioned):
             await user_provisioned(session, data)
+        await standing.apply(session, event)
 
     return apply

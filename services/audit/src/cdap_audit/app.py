@@ -17,6 +17,7 @@ from cdap_audit.routes import router
 from cdap_audit.rules import load_rules
 from cdap_audit.tasks import BackgroundTasks
 from cdap_shared import asyncapi as shared_asyncapi
+from cdap_shared import standing
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.http import create_app
 from cdap_shared.runtime import ServiceRuntime
@@ -61,13 +62,14 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         title="CDAP audit",
         lifespan=lifespan,
         routers=[router],
-        ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
+        ready_checks=runtime.ready_checks,
     )
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.sessions = runtime.sessions
     app.state.rules = rules
     app.state.tasks = tasks
+    app.state.standing = standing.ProjectedStanding(runtime)
     shared_asyncapi.install(app, asyncapi.document(settings))
 
     app.state.token_verifier = verifier or TokenVerifier(

@@ -153,6 +153,14 @@ def _fields(data: ev.EventData) -> dict[str, Any]:
     if isinstance(data, ev.GrantEnded):
         refs = {"grant_id": data.grant_id, "request_id": data.request_id}
         return {"actor": data.by, "subject": data.user_id, "reason": data.reason, "refs": refs}
+    if isinstance(data, ev.ClientChanged):
+        return {
+            "actor": data.by,
+            "subject": data.client_id,
+            "organisation_id": data.organisation_id,
+            "reason": data.reason,
+            "refs": {"grant_id": data.grant_id},
+        }
     if isinstance(data, ev.OrganisationRegistered):
         refs = data.model_dump(mode="json", exclude={"organisation_id", "name"})
         return {"subject": data.organisation_id, "organisation_id": data.organisation_id, "refs": refs}

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cdap_audit import alerts, ledger
 from cdap_audit.domain import EntryFacts, NotAudited, facts_from_event
 from cdap_audit.rules import RuleSet
+from cdap_shared import standing
 from cdap_shared.envelope import CloudEvent
 
 log = structlog.get_logger(__name__)
@@ -58,3 +59,5 @@ class Ingestor:
         first = await ledger.append(session, audited, self.frontier)
         entries = [(facts, first + i) for i, facts in enumerate(audited)]
         await alerts.check(session, self.rules, entries, self.alerts_topic)
+        for _, event in batch:
+            await standing.apply(session, event)  # who may still read the log

@@ -18,6 +18,7 @@ from sqlmodel import Field, SQLModel
 
 from cdap_shared.inbox import InboxRecord
 from cdap_shared.outbox import OutboxRecord
+from cdap_shared.standing import Standing
 
 
 def _now_column(**kw: Any) -> Any:
@@ -152,6 +153,7 @@ __all__ = [
     "OutboxRecord",
     "RuleCounter",
     "SigningKey",
+    "Standing",
     "TreeState",
     "metadata",
 ]

@@ -8,8 +8,8 @@ from cdap_dossiers import projections
 from cdap_dossiers.config import Settings
 from cdap_dossiers.policy import load_policy
 from cdap_dossiers.ratelimit import RateLimiter
-from cdap_dossiers.routes import router
-from cdap_shared import asyncapi
+from cdap_dossiers.routes import record_refusal, router
+from cdap_shared import asyncapi, standing
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.http import create_app
 from cdap_shared.runtime import ServiceRuntime
@@ -30,7 +30,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         title="CDAP dossiers",
         lifespan=runtime.lifespan,
         routers=[router],
-        ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
+        ready_checks=runtime.ready_checks,
     )
     asyncapi.install(
         app,
@@ -39,13 +39,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
             sends={"dossier.consultations": ["dossier.consulted", "dossier.searched"]},
             receives={
                 settings.caf_topic: ["caf.dossier.upserted"],
-                settings.identity_topic: [
-                    "identity.grant.issued",
-                    "identity.grant.revoked",
-                    "identity.grant.expired",
-                    "identity.user.suspended",
-                    "identity.user.reinstated",
-                ],
+                settings.identity_topic: list(standing.EVENT_TYPES),
             },
         ),
     )
@@ -54,6 +48,8 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app.state.sessions = runtime.sessions
     app.state.policy = policy
     app.state.limiter = RateLimiter()
+    app.state.standing = standing.ProjectedStanding(runtime)
+    app.state.record_refusal = record_refusal
     app.state.token_verifier = verifier or TokenVerifier(
         settings.jwks_url, settings.jwt_audience, settings.jwt_issuer
     )

@@ -12,21 +12,24 @@ from datetime import date, timedelta
 from typing import Any
 
 from faker import Faker
+from stdnum.fr import nir
 
 from cdap_shared import events as ev
+from cdap_shared.envelope import KAFKA_HEADERS
 
 SOURCE = "/caf/core"
+HEADERS = [(k, v.encode()) for k, v in KAFKA_HEADERS.items()]
 PRESTATIONS = ("AF", "ALF", "APL", "ALS", "PAJE", "RSA", "PPA", "AAH", "CF", "ASF")
 
 
 def nir_key(body: str) -> str:
-    """The two-digit key of a 13-character NIR body (Corsica's 2A/2B count as 19/18)."""
-    number = int(body.replace("2A", "19").replace("2B", "18"))
-    return f"{97 - number % 97:02d}"
+    """The two-digit key of a 13-character NIR body (python-stdnum; Corsica's 2A/2B count as 19/18)."""
+    return str(nir.calc_check_digits(body))
 
 
-def valid_nir(nir: str) -> bool:
-    return len(nir) == 15 and nir[13:].isdigit() and nir_key(nir[:13]) == nir[13:]
+def valid_nir(value: str) -> bool:
+    """A 15-character NIR whose key matches its body."""
+    return nir.is_valid(value) and len(value) == 15
 
 
 @dataclass
@@ -200,7 +203,7 @@ async def publish(
                 rng, pools, numero, department, landlords=landlords, rsa_referents=rsa_referents
             )
             event = ev.make_event("caf.dossier.upserted", source=SOURCE, subject=numero, data=data)
-            pending.append(await producer.send(topic, event.to_bytes(), key=numero.encode()))
+            pending.append(await producer.send(topic, event.to_bytes(), key=numero.encode(), headers=HEADERS))
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
                 sent += len(pending)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from cdap_dossiers.domain import ActiveGrant, DossierFacts, Verdict, decide, filtered_view, name_key
-from cdap_dossiers.models import Dossier, GrantRecord, UserStatus
+from cdap_dossiers.models import Dossier, GrantRecord
 from cdap_dossiers.policy import Policy
 from cdap_dossiers.projections import phone_key
 from cdap_shared import events as ev
@@ -25,6 +25,7 @@ from cdap_shared import outbox
 from cdap_shared.auth import Principal
 from cdap_shared.clock import civil_today
 from cdap_shared.envelope import CloudEvent
+from cdap_shared.standing import ACCOUNT, Standing
 from cdap_shared.telemetry import current_trace_id
 
 SOURCE = "/cdap/dossiers"
@@ -67,12 +68,12 @@ async def active_grants(session: AsyncSession, principal: Principal) -> tuple[li
         if ids
         else []
     )
-    status = await session.get(UserStatus, principal.sub)
+    account = await session.get(Standing, (ACCOUNT, principal.sub))
     grants = [
         ActiveGrant(r.grant_id, r.profile, r.department, r.organisation_id, r.organisation_siret)
         for r in rows
     ]
-    return grants, bool(status and status.suspended)
+    return grants, bool(account and "suspended" in account.refusals)
 
 
 # Everything a lookup decides on, in one round trip: the caller's active grants (among those its token
@@ -85,7 +86,8 @@ _LOOKUP = """
               FROM grant_projection g
              WHERE g.grant_id = ANY($1::text[]) AND g.status = 'active'
                AND g.valid_from <= $4 AND g.valid_until >= $4) AS grants,
-           coalesce((SELECT suspended FROM user_status WHERE user_id = $2), false) AS suspended
+           coalesce((SELECT 'suspended' = ANY(refusals) FROM standing
+                      WHERE kind = 'account' AND subject = $2), false) AS suspended
       FROM (SELECT 1) AS one LEFT JOIN dossier d ON d.numero = $3
 """
 
@@ -161,6 +163,30 @@ async def record_rate_limited(
     pool: asyncpg.Pool, policy: Policy, caller: Caller, numero: str, motif: str
 ) -> str:
     event = _consulted(caller, numero, motif, None, policy, decision="rate_limited", reason="rate_limited")
+    async with pool.acquire() as conn, conn.transaction():
+        return await outbox.add_pg(conn, event)
+
+
+async def record_refusal(
+    pool: asyncpg.Pool, policy: Policy, caller: Caller, reason: str, numero: str | None, motif: str | None
+) -> str:
+    """A caller identity no longer honours (suspended, client disabled...), refused before its lookup
+    (`numero` given) or search: recorded as a denied consultation all the same."""
+    if numero is not None:
+        event = _consulted(caller, numero, motif or "", None, policy, decision="denied", reason=reason)
+    else:
+        data = ev.DossierSearched(
+            actor=caller.principal.sub,
+            organisation_id=caller.principal.org,
+            motif=motif,
+            criteria=[],
+            decision="denied",
+            reason=reason,
+            policy_version=policy.version,
+            client_ip=caller.client_ip,
+            trace_id=current_trace_id(),
+        )
+        event = ev.make_event("dossier.searched", source=SOURCE, subject=caller.principal.sub, data=data)
     async with pool.acquire() as conn, conn.transaction():
         return await outbox.add_pg(conn, event)
 

@@ -1,4 +1,5 @@
-"""This service's tables: the dossier read model and its projection of identity's grants and users."""
+"""This service's tables: the dossier read model and its projection of identity's grants
+(the accounts' standing is `cdap_shared.standing`'s)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlmodel import Field, SQLModel
 
 from cdap_shared.inbox import InboxRecord
 from cdap_shared.outbox import OutboxRecord
+from cdap_shared.standing import Standing
 
 
 class Dossier(SQLModel, table=True):
@@ -58,14 +60,5 @@ class GrantRecord(SQLModel, table=True):
     status: str = Field(default="active", max_length=10)
 
 
-class UserStatus(SQLModel, table=True):
-    """Suspended accounts: their lookups are denied whatever their token says."""
-
-    __tablename__ = "user_status"
-
-    user_id: str = Field(primary_key=True, max_length=64)
-    suspended: bool = False
-
-
 metadata = SQLModel.metadata
-__all__ = ["Dossier", "GrantRecord", "InboxRecord", "OutboxRecord", "UserStatus", "metadata"]
+__all__ = ["Dossier", "GrantRecord", "InboxRecord", "OutboxRecord", "Standing", "metadata"]

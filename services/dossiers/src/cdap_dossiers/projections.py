@@ -14,8 +14,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_dossiers.domain import name_key
-from cdap_dossiers.models import Dossier, GrantRecord, UserStatus
+from cdap_dossiers.models import Dossier, GrantRecord
 from cdap_shared import events as ev
+from cdap_shared import standing
 from cdap_shared.envelope import CloudEvent
 
 
@@ -104,13 +105,4 @@ async def apply(session: AsyncSession, event: CloudEvent) -> None:
         await session.execute(
             update(GrantRecord).where(GrantRecord.grant_id == data.grant_id).values(status=status)  # type: ignore[arg-type]
         )
-    elif event.type in ("identity.user.suspended", "identity.user.reinstated"):
-        assert isinstance(data, ev.UserRef)
-        stmt = insert(UserStatus).values(
-            user_id=data.user_id, suspended=event.type == "identity.user.suspended"
-        )
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["user_id"], set_={"suspended": stmt.excluded.suspended}
-            )
-        )
+    await standing.apply(session, event)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Annotated, Any
 
@@ -19,8 +20,9 @@ from cdap_shared.problems import Problem
 
 router = APIRouter(prefix="/v1/dossiers", tags=["dossiers"])
 
-Numero = Annotated[str, Path(pattern=r"^\d{7}$", description="numéro allocataire (7 digits)")]
-Motif = Annotated[str, Query(pattern=r"^[a-z_]{1,50}$", description="purpose of the consultation")]
+NUMERO, MOTIF = re.compile(r"\d{7}"), re.compile(r"[a-z_]{1,50}")
+Numero = Annotated[str, Path(pattern=f"^{NUMERO.pattern}$", description="numéro allocataire (7 digits)")]
+Motif = Annotated[str, Query(pattern=f"^{MOTIF.pattern}$", description="purpose of the consultation")]
 
 DENIAL_TITLES = {
     "unknown_numero": "Unknown dossier",
@@ -75,6 +77,20 @@ def _rate(request: Request, principal: Principal) -> float:
     return float(
         settings.rate_limit_client if principal.has_role("partner_system") else settings.rate_limit_user
     )
+
+
+async def record_refusal(request: Request, principal: Principal, reason: str) -> dict[str, str]:
+    """`state.record_refusal` of this app: a lookup or search refused for the caller's standing is a
+    consultation like any other (an invalid numero or motif is not: it names no dossier)."""
+    numero = request.path_params.get("numero")
+    motif = request.query_params.get("motif")
+    if request.url.path == "/v1/dossiers/search":
+        numero = motif = None
+    elif not (isinstance(numero, str) and NUMERO.fullmatch(numero) and motif and MOTIF.fullmatch(motif)):
+        return {}
+    caller = _caller(request, principal)
+    pool, policy = request.app.state.runtime.pool, request.app.state.policy
+    return {"X-Audit-Id": await lookups.record_refusal(pool, policy, caller, reason, numero, motif)}
 
 
 def _unavailable() -> Problem:

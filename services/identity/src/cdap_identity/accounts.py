@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from cdap_identity import domain
-from cdap_identity.models import Grant, OneTimeToken, Organisation, User
+from cdap_identity.models import Grant, OneTimeToken, Organisation, RefreshToken, User
 from cdap_identity.passwords import (
     check_policy,
     hash_password,
@@ -201,18 +201,14 @@ async def activate(session: AsyncSession, token: str, password: str, totp_profil
     new_hash = hash_password(password)
     user.password_hash = new_hash
     user.password_history = [*user.password_history[-4:], new_hash]
-    user.must_reset_password = False
+    if user.must_reset_password:
+        user.must_reset_password = False
+        await account_event(session, "identity.user.reset_completed", user)
     user.failures, user.temporary_locks, user.locked_until, user.permanently_locked = [], 0, None, False
     first_activation = user.status == "pending"
     if first_activation:
         user.status = "active"
-        await emit(
-            session,
-            "identity.user.activated",
-            source=SOURCE,
-            subject=user.id,
-            data=ev.UserRef(user_id=user.id),
-        )
+        await account_event(session, "identity.user.activated", user)
     result = Activation(user.id)
     if user.totp_secret is None and await holds_totp_profile(session, user, totp_profiles):
         user.totp_secret = new_totp_secret()
@@ -229,22 +225,11 @@ async def set_status(
         raise Problem(404, "Unknown account")
     if action == "suspend" and user.status != "suspended":
         user.status = "suspended"
-        await emit(
-            session,
-            "identity.user.suspended",
-            source=SOURCE,
-            subject=user.id,
-            data=ev.UserRef(user_id=user.id, by=by, reason=reason),
-        )
+        await end_sessions(session, user.id)  # and a reinstatement does not bring them back
+        await account_event(session, "identity.user.suspended", user, by=by, reason=reason)
     elif action == "reinstate" and user.status == "suspended":
         user.status = "active" if user.password_hash else "pending"
-        await emit(
-            session,
-            "identity.user.reinstated",
-            source=SOURCE,
-            subject=user.id,
-            data=ev.UserRef(user_id=user.id, by=by, reason=reason),
-        )
+        await account_event(session, "identity.user.reinstated", user, by=by, reason=reason)
     elif action == "unlock":
         user.failures, user.temporary_locks, user.locked_until, user.permanently_locked = [], 0, None, False
     return user
@@ -255,9 +240,32 @@ async def force_password_reset(session: AsyncSession, user_id: str, by: str, hou
     user = await session.get(User, user_id, with_for_update=True)
     if user is None:
         raise Problem(404, "Unknown account")
-    user.must_reset_password = True
+    if not user.must_reset_password:
+        user.must_reset_password = True
+        await account_event(session, "identity.user.reset_required", user, by=by)
+    await end_sessions(session, user.id)
     token = await issue_one_time_token(session, user, "reset", hours)
     return user, token
+
+
+async def account_event(
+    session: AsyncSession, event_type: str, user: User, by: str | None = None, reason: str | None = None
+) -> None:
+    """Stage an `identity.user.*` event about `user` (the `UserRef` ones)."""
+    await emit(
+        session,
+        event_type,
+        source=SOURCE,
+        subject=user.id,
+        data=ev.UserRef(user_id=user.id, by=by, reason=reason),
+    )
+
+
+async def end_sessions(session: AsyncSession, user_id: str) -> None:
+    """Revoke every refresh-token family of the account: no session of it can be renewed."""
+    await session.execute(
+        update(RefreshToken).where(col(RefreshToken.user_id) == user_id).values(revoked=True)
+    )
 
 
 def grant_claims(grants: list[Grant], today: date) -> list[dict[str, str]]:

@@ -17,6 +17,7 @@ from cdap_identity.api_grants import router as grants_router
 from cdap_identity.api_tokens import router as tokens_router
 from cdap_identity.config import Settings
 from cdap_identity.consumers import IdentityHandlers
+from cdap_identity.standing import OwnStanding
 from cdap_shared import asyncapi
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.clock import civil_today
@@ -68,7 +69,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         title="CDAP identity",
         lifespan=lifespan,
         routers=[tokens_router, accounts_router, grants_router],
-        ready_checks={"database": runtime.check_database, "kafka": runtime.check_kafka},
+        ready_checks=runtime.ready_checks,
         public_paths=("/v1/token", "/v1/activations", "/v1/revoke"),
     )
     asyncapi.install(
@@ -86,6 +87,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app.state.runtime = runtime
     app.state.sessions = runtime.sessions
     app.state.token_verifier = verifier
+    app.state.standing = OwnStanding(runtime)
     app.state.mail_relay = mail_relay
     return app
 

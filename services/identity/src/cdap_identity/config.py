@@ -20,3 +20,6 @@ class Settings(ServiceSettings):
     grant_sweep_seconds: float = Field(default=60.0, gt=0)
     key_reload_seconds: float = Field(default=30.0, gt=0)
     totp_profiles: list[str] = Field(default=["T1", "T5"])
+    client_secret_overlap_seconds: int = Field(
+        default=0, ge=0, le=7 * 86400, description="how long a rotated client secret keeps working"
+    )

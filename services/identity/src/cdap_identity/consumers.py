@@ -14,7 +14,8 @@ from cdap_shared.mail import queue
 
 
 class IdentityHandlers:
-    """Provision on approved requests, revoke on removal requests, suspend on critical alerts."""
+    """Provision on approved requests, revoke on removal requests, suspend (an account) or disable
+    (a partner system) on critical alerts."""
 
     def __init__(self, portal_url: str, activation_hours: int) -> None:
         self.portal_url = portal_url
@@ -38,4 +39,4 @@ class IdentityHandlers:
                 session, data.grant_id, "revoked", by=data.by, reason=data.comment, request_id=data.request_id
             )
         elif isinstance(data, ev.AlertRaised):
-            await habilitations.suspend_on_alert(session, data)
+            await habilitations.act_on_alert(session, data)

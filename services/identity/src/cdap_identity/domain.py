@@ -12,34 +12,18 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
+from stdnum.fr import siret as stdnum_siret
+
 # ----------------------------------------------------------------- SIRET
 
 _SIRET = re.compile(r"[0-9]{14}")
-# La Poste registers all its establishments under one SIREN; their NIC cannot all fit a Luhn key, so INSEE
-# checks them with "sum of the digits is a multiple of 5" instead. The head office keeps the Luhn rule.
-LA_POSTE_SIREN = "356000000"
-LA_POSTE_HEAD_OFFICE = "35600000000048"
-
-
-def _luhn_ok(digits: str) -> bool:
-    """Luhn: from the right, double every second digit (minus 9 when > 9); the total is a multiple of 10."""
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = int(char)
-        if position % 2 == 1:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
 
 
 def valid_siret(siret: str) -> bool:
-    """True when `siret` is exactly 14 ASCII digits with a valid key (Luhn, or La Poste's sum rule)."""
-    # fullmatch on [0-9] rather than str.isdigit(), which also accepts "²" or Arabic-Indic digits.
-    if not _SIRET.fullmatch(siret):
-        return False
-    if siret.startswith(LA_POSTE_SIREN) and siret != LA_POSTE_HEAD_OFFICE:
-        return sum(int(c) for c in siret) % 5 == 0
-    return _luhn_ok(siret)
+    """True when `siret` is exactly 14 ASCII digits with a valid key (python-stdnum: Luhn, or La Poste's
+    sum-of-digits rule for its establishments other than the head office)."""
+    # fullmatch on [0-9] first: stdnum would also accept spaces or dots, which a SIRET field must not hold.
+    return bool(_SIRET.fullmatch(siret)) and stdnum_siret.is_valid(siret)
 
 
 # ----------------------------------------------------------------- departments

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import date
+from datetime import date, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -129,9 +129,33 @@ async def expire_due(session: AsyncSession, today: date) -> int:
     return len(due)
 
 
+async def _client_changed(
+    session: AsyncSession, change: str, client: Client, by: str, reason: str | None = None
+) -> None:
+    await emit(
+        session,
+        f"identity.client.{change}",
+        source=SOURCE,
+        subject=client.id,
+        data=ev.ClientChanged(
+            client_id=client.id,
+            organisation_id=client.organisation_id,
+            grant_id=client.grant_id,
+            by=by,
+            reason=reason,
+        ),
+    )
+
+
 async def create_client(session: AsyncSession, grant: Grant, name: str, by: str) -> tuple[Client, str]:
-    """A client id and secret bound to `grant`. Secrets are 256-bit random, so SHA-256 is enough to store
-    them (nothing to brute-force), which keeps `client_credentials` fast."""
+    """A client id and secret bound to `grant`, whose holder must be in good standing. Secrets are
+    256-bit random, so SHA-256 is enough to store them (nothing to brute-force), which keeps
+    `client_credentials` fast."""
+    if grant.status != "active":
+        raise Problem(409, "Grant not active", reason="grant_not_active")
+    holder = await session.get(User, grant.user_id)
+    if holder is None or holder.status == "suspended":
+        raise Problem(409, "Holder suspended", "The grant's holder is suspended.", reason="holder_suspended")
     secret = secrets.token_urlsafe(32)
     client = Client(
         id=f"cdap-{secrets.token_hex(8)}",
@@ -142,13 +166,44 @@ async def create_client(session: AsyncSession, grant: Grant, name: str, by: str)
         created_by=by,
     )
     session.add(client)
+    await _client_changed(session, "created", client, by)
     return client, secret
 
 
-async def suspend_on_alert(session: AsyncSession, alert: ev.AlertRaised) -> User | None:
-    """A critical alert suspends the account it names; the CAF then reviews it."""
+async def rotate_client(session: AsyncSession, client: Client, by: str, overlap: timedelta) -> str:
+    """A new secret (returned, shown once); the previous one keeps working for `overlap`."""
+    if client.disabled:
+        raise Problem(
+            409, "Client disabled", "A disabled client is not given a new secret.", reason="disabled"
+        )
+    secret = secrets.token_urlsafe(32)
+    client.previous_secret_digest = client.secret_digest if overlap else None
+    client.previous_secret_until = utcnow() + overlap if overlap else None
+    client.secret_digest = token_digest(secret)
+    await _client_changed(session, "rotated", client, by)
+    return secret
+
+
+async def disable_client(session: AsyncSession, client: Client, by: str, reason: str | None = None) -> None:
+    """Refuse the client's tokens (new and current) from now on; a no-op on one already disabled."""
+    if not client.disabled:
+        client.disabled = True
+        await _client_changed(session, "disabled", client, by, reason)
+
+
+async def delete_client(session: AsyncSession, client: Client, by: str) -> None:
+    """Forget the client: its secret and tokens stop working; its history stays in the audit log."""
+    await session.delete(client)
+    await _client_changed(session, "deleted", client, by)
+
+
+async def act_on_alert(session: AsyncSession, alert: ev.AlertRaised) -> None:
+    """A critical alert suspends the account, or disables the partner system, it names; the CAF then
+    reviews it."""
     if alert.severity != "critical" or not alert.actor:
-        return None
-    if await session.get(User, alert.actor) is None:
-        return None  # an alert about a partner system or an unknown actor: nothing to suspend here
-    return await set_status(session, alert.actor, "suspend", by="audit", reason=f"alert:{alert.rule}")
+        return
+    reason = f"alert:{alert.rule}"
+    if await session.get(User, alert.actor) is not None:
+        await set_status(session, alert.actor, "suspend", by="audit", reason=reason)
+    elif (client := await session.get(Client, alert.actor, with_for_update=True)) is not None:
+        await disable_client(session, client, by="audit", reason=reason)

@@ -125,6 +125,9 @@ class Client(SQLModel, table=True):
     created_by: str = Field(max_length=64)
     disabled: bool = False
     created_at: datetime | None = Field(default=None, sa_column=_now_column())
+    # After a rotation the previous secret keeps working until this moment (the overlap, 0 by default).
+    previous_secret_digest: str | None = Field(default=None, max_length=64)
+    previous_secret_until: datetime | None = Field(default=None, sa_column=_now_column(nullable=True))
 
 
 class RefreshToken(SQLModel, table=True):

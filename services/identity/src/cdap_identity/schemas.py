@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -121,6 +121,22 @@ class ClientCreated(BaseModel):
     client_id: str
     client_secret: str
     grant_id: str
+
+
+class ClientPublic(BaseModel):
+    client_id: str
+    name: str
+    organisation_id: str
+    grant_id: str
+    created_by: str
+    created_at: datetime | None
+    disabled: bool
+
+
+class ClientRotated(ClientCreated):
+    previous_secret_valid_until: datetime | None = Field(
+        description="until when the previous secret still works (none: it stopped at once)"
+    )
 
 
 class Reason(Strict):

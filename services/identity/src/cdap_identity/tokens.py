@@ -224,28 +224,43 @@ async def _failed_locked(session: AsyncSession, user: User, ip: str | None, reas
     )
 
 
-# The client and its grant in one round trip: this is the hot path of partner systems.
+# The client, its grant and the grant's holder in one round trip: this is the hot path of partner systems.
 _CLIENT = """
-    SELECT c.id, c.organisation_id, c.secret_digest, c.disabled,
-           g.id AS grant_id, g.profile, g.department, g.status, g.valid_from, g.valid_until
+    SELECT c.id, c.organisation_id, c.secret_digest, c.disabled, c.previous_secret_digest,
+           c.previous_secret_until, g.id AS grant_id, g.profile, g.department, g.status, g.valid_from,
+           g.valid_until, u.status AS holder_status, u.must_reset_password AS holder_reset
       FROM client c LEFT JOIN grant_habilitation g ON g.id = c.grant_id
+           LEFT JOIN user_account u ON u.id = g.user_id
      WHERE c.id = $1
 """
+
+
+def _secret_matches(row: asyncpg.Record, digest: str, now: datetime) -> bool:
+    """The current secret, or the previous one during a rotation's overlap."""
+    if hmac.compare_digest(row["secret_digest"], digest):
+        return True
+    previous, until = row["previous_secret_digest"], row["previous_secret_until"]
+    return (
+        previous is not None and until is not None and until > now and hmac.compare_digest(previous, digest)
+    )
 
 
 async def client_credentials_grant(
     pool: asyncpg.Pool, cfg: TokenSettings, client_id: str, secret: str, ip: str | None
 ) -> dict[str, object]:
-    """A partner system's token: its organisation and its one grant, while that grant is active."""
+    """A partner system's token: its organisation and its one grant, while that grant is active and its
+    holder in good standing."""
     now = utcnow()
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(_CLIENT, client_id)
         digest = token_digest(secret)
-        if row is None or row["disabled"] or not hmac.compare_digest(row["secret_digest"], digest):
+        if row is None or row["disabled"] or not _secret_matches(row, digest, now):
             raise OAuthError("invalid_client", "unknown client or bad secret", status=401)
         active = row["status"] == "active" and row["valid_from"] <= civil_today(now) <= row["valid_until"]
         if not active:
             raise OAuthError("invalid_grant", "the client's habilitation is no longer active")
+        if row["holder_status"] == "suspended" or row["holder_reset"]:
+            raise OAuthError("invalid_grant", "the habilitation's holder is suspended or must reset")
         claims = [{"id": row["grant_id"], "profile": row["profile"], "department": row["department"]}]
         issued = issue_access_token(
             cfg.ring,

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import Depends, Request
 
-from cdap_portal.clients import ApiError, OAuthFailure, Upstreams, checked
+from cdap_portal.clients import ApiError, OAuthFailure, Upstreams, checked, json_of
 from cdap_portal.session import Session, session_expired
 from cdap_portal.web import (
     LoginRequired,
@@ -27,6 +27,7 @@ from cdap_portal.web import (
     replace_session,
     session_of,
 )
+from cdap_shared import standing
 
 SHARE_SECONDS = 30.0  # how long a refresh's answer is reused for the same (now spent) refresh token
 
@@ -173,6 +174,10 @@ class Api:
             response = await self.upstreams.send(service, method, path, token=session.access_token, **kwargs)
             if response.status_code == 401:
                 raise SessionExpired
+        if response.status_code == 403 and json_of(response).get("reason") in standing.REASONS:
+            # The account is suspended, must reset its password...: identity revoked its refresh tokens,
+            # and this session ends here rather than at the access token's expiry.
+            raise SessionExpired
         return response
 
     async def json(self, service: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

@@ -87,7 +87,7 @@ class Upstreams:
     async def token(self, form: dict[str, str]) -> dict[str, Any]:
         """`POST /v1/token`; raises `OAuthFailure` with identity's error otherwise."""
         response = await self.send("identity", "POST", "/v1/token", data=form)
-        body = _json(response)
+        body = json_of(response)
         if response.status_code == 200 and "access_token" in body:
             return body
         if response.status_code >= 500 or "error" not in body:
@@ -107,7 +107,7 @@ class Upstreams:
         return checked("identity", response)
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def json_of(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
@@ -118,5 +118,5 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 def checked(service: str, response: httpx.Response) -> dict[str, Any]:
     """The JSON body of a 2xx answer; an `ApiError` otherwise."""
     if response.is_success:
-        return _json(response)
-    raise ApiError(service, response.status_code, _json(response), dict(response.headers))
+        return json_of(response)
+    raise ApiError(service, response.status_code, json_of(response), dict(response.headers))

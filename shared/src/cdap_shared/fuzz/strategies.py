@@ -99,6 +99,17 @@ VALID_DATA: dict[str, dict[str, Any]] = {
     "identity.grant.issued": _GRANT,
     "identity.grant.revoked": {"grant_id": "g1", "user_id": "u1", "by": "admin"},
     "identity.grant.expired": {"grant_id": "g1", "user_id": "u1"},
+    "identity.user.reset_required": {"user_id": "u1", "by": "admin"},
+    "identity.user.reset_completed": {"user_id": "u1"},
+    **{
+        f"identity.client.{change}": {
+            "client_id": "c1",
+            "organisation_id": "o1",
+            "grant_id": "g1",
+            "by": "pa1",
+        }
+        for change in ("created", "rotated", "disabled", "deleted")
+    },
     "access.request.submitted": _REQUEST,
     "access.request.documents_requested": _DECISION | {"documents": ["convention"]},
     "access.request.documents_received": _DECISION,

@@ -1,0 +1,162 @@
+"""Is each consumer keeping up? Lag per partition, time since its last progress, and a verdict for /ready.
+
+A consumer that has records waiting and has committed nothing for `stall_after` seconds is stalled: it
+is named (group and topics) by `/ready`, which then answers 503, and an error is logged once saying
+why, and again when it moves. Progress is read from the group's committed offsets, so a consumer whose
+batches keep failing (rewound and retried) is stalled too, not busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import Gauge
+
+from cdap_shared.consumer import EventConsumer
+from cdap_shared.http import NotReady
+
+log = structlog.get_logger(__name__)
+
+LAG = Gauge("cdap_consumer_lag", "Records behind the log end", ["group", "topic", "partition"])
+SINCE_PROGRESS = Gauge(
+    "cdap_consumer_seconds_since_progress",
+    "Seconds since the group last committed progress while records were waiting (0 when caught up)",
+    ["group"],
+)
+STALLED = Gauge(
+    "cdap_consumer_stalled", "1 when the group has records waiting and makes no progress", ["group"]
+)
+
+
+class ConsumerStalled(NotReady):
+    """Raised by the readiness check; its text names the consumer group, topics and partitions."""
+
+
+@dataclass
+class _GroupState:
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+    waiting: dict[TopicPartition, int] = field(default_factory=dict)
+    last_progress: float = field(default_factory=time.monotonic)
+    stalled: bool = False
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """One partition's position as the watch last saw it."""
+
+    topic: str
+    partition: int
+    committed: int | None
+    end: int
+
+    @property
+    def lag(self) -> int:
+        return self.end - (self.committed or 0)
+
+
+class ConsumerWatch:
+    """Samples every consumer of a process every `interval` seconds (a task run by the runtime)."""
+
+    def __init__(self, consumers: list[EventConsumer], *, stall_after: float, interval: float) -> None:
+        self.consumers = consumers
+        self.stall_after = stall_after
+        self.interval = interval
+        self._state: dict[str, _GroupState] = {}
+
+    async def run(self) -> None:
+        """Sample until cancelled; a failed sample (broker away) is retried at the next tick."""
+        while True:
+            for consumer in self.consumers:
+                with contextlib.suppress(Exception):
+                    await self.sample(consumer)
+            await asyncio.sleep(self.interval)
+
+    async def sample(self, consumer: EventConsumer) -> None:
+        """Read the group's committed and end offsets; update metrics and the stalled verdict."""
+        kafka = consumer.kafka_consumer
+        if kafka is None:
+            return
+        lags = await partition_lags(kafka)
+        state = self._state.setdefault(consumer.group_id, _GroupState())
+        now = time.monotonic()
+        committed = {TopicPartition(p.topic, p.partition): p.committed or 0 for p in lags}
+        waiting = {tp: lag.lag for tp, lag in zip(committed, lags, strict=True) if lag.lag > 0}
+        for p in lags:
+            LAG.labels(consumer.group_id, p.topic, str(p.partition)).set(p.lag)
+        moved = any(committed[tp] > state.committed.get(tp, -1) for tp in committed)
+        if moved or not waiting:
+            state.last_progress = now
+        state.committed, state.waiting = committed, waiting
+        idle = now - state.last_progress
+        SINCE_PROGRESS.labels(consumer.group_id).set(idle if waiting else 0)
+        stalled = bool(waiting) and idle >= self.stall_after
+        if stalled and not state.stalled:
+            log.error(
+                "consumer makes no progress: records are waiting and nothing was committed",
+                group=consumer.group_id,
+                seconds=round(idle),
+                waiting={f"{tp.topic}[{tp.partition}]": n for tp, n in sorted(waiting.items())},
+                next_step="read this service's log for the failing batch; `cdap lag` shows every group",
+            )
+        elif state.stalled and not stalled:
+            log.info("consumer progressing again", group=consumer.group_id)
+        state.stalled = stalled
+        STALLED.labels(consumer.group_id).set(1 if stalled else 0)
+
+    async def check(self) -> None:
+        """Readiness: raise `ConsumerStalled` naming every stalled consumer and its waiting partitions."""
+        stalled = []
+        for group, state in sorted(self._state.items()):
+            if state.stalled:
+                parts = ", ".join(
+                    f"{tp.topic}[{tp.partition}] {n} waiting" for tp, n in sorted(state.waiting.items())
+                )
+                stalled.append(
+                    f"consumer group {group} has made no progress for {self.stall_after:g} s ({parts})"
+                )
+        if stalled:
+            raise ConsumerStalled("; ".join(stalled))
+
+
+async def group_lags(bootstrap: str, prefix: str = "") -> dict[str, list[PartitionLag]]:
+    """Every consumer group of the cluster (whose name starts with `prefix`) and its lag per partition,
+    as an operator's tool sees it from outside the services."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    ends_reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await ends_reader.start()
+    try:
+        groups = sorted(g[0] for g in await admin.list_consumer_groups() if g[0].startswith(prefix))
+        result: dict[str, list[PartitionLag]] = {}
+        for group in groups:
+            offsets = await admin.list_consumer_group_offsets(group)
+            tps = sorted(offsets)
+            ends = await ends_reader.end_offsets(tps) if tps else {}
+            result[group] = [PartitionLag(tp.topic, tp.partition, offsets[tp].offset, ends[tp]) for tp in tps]
+        return result
+    finally:
+        await ends_reader.stop()
+        await admin.close()
+
+
+async def partition_lags(kafka: AIOKafkaConsumer) -> list[PartitionLag]:
+    """Committed offset and log end of each partition assigned to this consumer."""
+    assigned = sorted(kafka.assignment())
+    if not assigned:
+        return []
+    ends = await kafka.end_offsets(assigned)
+    lags = []
+    for tp in assigned:
+        # Nothing committed yet: the group starts where its offset reset put it, not at 0.
+        committed = await kafka.committed(tp)
+        if committed is None:
+            committed = await kafka.position(tp)
+        lags.append(PartitionLag(tp.topic, tp.partition, committed, ends[tp]))
+    return lags
