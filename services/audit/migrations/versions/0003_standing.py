@@ -1,15 +1,15 @@
 """standing: identity's current word on accounts, grants and partner systems, checked on every call
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 """
 
 from alembic import op
 
 from cdap_shared import standing
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
