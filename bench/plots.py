@@ -1,8 +1,6 @@
 """PNG plots of the load sweeps in bench/results/*.json (matplotlib, Agg backend: no display needed).
 
 - lookup-load.png: lookups/s and p50/p99 latency against wrk connections, CDAP and the floor;
-- audit-ingestion-load.png: entries/s ingested and publish-to-checkpoint latency against the offered
-  rate of `dossier.consulted` events;
 - lookup-replicas.png: lookups/s with one and two replicas of the dossiers service.
 """
 
@@ -92,42 +90,11 @@ def lookup_replicas(data: dict[str, Any]) -> Path | None:
     return path
 
 
-def audit_load(data: dict[str, Any]) -> Path | None:
-    sweep = data.get("sweep")
-    if not sweep:
-        return None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    x = [p["offered_per_s"] for p in sweep]
-    left.plot(x, x, ":", color="grey", label="offered")
-    left.plot(x, [p["ingested_per_s"] for p in sweep], "-o", label="ingested into the log")
-    left.set_ylabel("entries/s")
-    left.set_title("audit ingestion: throughput")
-    right.plot(x, [p["latency_p50_ms"] for p in sweep], "-o", label="p50")
-    right.plot(x, [p["latency_p99_ms"] for p in sweep], "-s", label="p99")
-    right.axhline(1000, color="red", linestyle=":", label="target p99 1 s")
-    right.set_ylabel("publish -> signed checkpoint (ms)")
-    right.set_yscale("log")
-    right.set_title("latency (lag behind the feed)")
-    for ax in (left, right):
-        ax.set_xlabel("offered rate (events/s, open loop)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    _stamp(fig, data)
-    fig.tight_layout()
-    path = RESULTS / "audit-ingestion-load.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def render_all() -> list[Path]:
     out = []
     lookup = _load("lookup")
     if lookup:
         out += [p for p in (lookup_load(lookup), lookup_replicas(lookup)) if p]
-    audit = _load("audit")
-    if audit:
-        out += [p for p in (audit_load(audit),) if p]
     return out
 
 

@@ -15,21 +15,14 @@ import time
 import httpx
 import pytest
 
+from cdap_shared.testing import protected_operations
+
 from .harness import LOGS, System, activate_and_login, bearer, caf_staff, wait_ready
 from .test_revocation import provisioned_partner
 
 pytestmark = pytest.mark.stack
 
 SERVICES = ("identity", "access-requests", "dossiers", "audit")
-# Identity's operations that take no bearer token, by design (the credential is in the form or the body).
-PUBLIC = {
-    "/v1/token",
-    "/v1/revoke",
-    "/v1/introspect",
-    "/v1/activations",
-    "/v1/totp/enrolment",
-    "/v1/totp/enrolment/confirm",
-}
 # One call per service that the caller may make while in good standing: polled until it is refused.
 PROBES = {
     "identity": "/v1/organisations/0000001",
@@ -44,13 +37,10 @@ async def operations(client: httpx.AsyncClient, system: System) -> list[tuple[st
     found = []
     for service in SERVICES:
         document = (await client.get(f"{system.url(service)}/openapi.json")).json()
-        for path, item in document["paths"].items():
-            concrete = re.sub(r"\{[^}]+\}", "0000001", path)
-            found += [
-                (service, method.upper(), concrete)
-                for method in item
-                if path.startswith("/v1/") and path not in PUBLIC
-            ]
+        found += [
+            (service, method, re.sub(r"\{[^}]+\}", "0000001", path))
+            for method, path in protected_operations(document)
+        ]
     return found
 
 

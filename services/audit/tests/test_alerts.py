@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import pytest
 
-from cdap_audit.config import Settings
 from cdap_audit.rules import DEFAULT_RULES
 from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent
-from cdap_shared.testing import plain_dsn
 
-from .conftest import SERVICE_DIR, TOPIC_SETTINGS, Audit, consulted, searched
+from .conftest import Audit, consulted, searched
 
 pytestmark = pytest.mark.stack
 
@@ -160,54 +156,3 @@ async def test_a_partner_system_s_lookups_and_searches_count_like_a_person_s(
     raised = await alerts_after(audit, lookups + searches)  # 101 in the hour: one over the limit of 100
     assert [(a.rule, a.severity, a.actor) for a in raised] == [("volume_per_hour", "warning", system)]
     assert "dossier.consulted/dossier.searched" in raised[0].detail
-
-
-async def test_activity_recorded_before_the_upgrade_still_counts(
-    audit_factory: Callable[..., Awaitable[Audit]],
-    make_database: Callable[[], Awaitable[str]],
-    make_topic: Callable[[str], Awaitable[str]],
-    stack: dict[str, str],
-    tmp_path: Path,
-) -> None:
-    """A database at the first schema, with three lookups by `pia` recorded one row each: after the
-    upgrade to per-minute counters, a fourth lookup in the hour sets off the limit of 3."""
-    start = datetime.now(UTC) - timedelta(minutes=30)  # recent: older counters are purged at start
-    url = await make_database()
-    await _migrate(url, "0001")
-    conn = await asyncpg.connect(plain_dsn(url))
-    try:
-        for minutes in (0, 5, 5):
-            await conn.execute(
-                "INSERT INTO rule_activity (actor, type, decision, at) VALUES ('pia', 'dossier.consulted', "
-                "'granted', $1)",
-                start + timedelta(minutes=minutes),
-            )
-    finally:
-        await conn.close()
-    await _migrate(url, "head")
-    rules = tmp_path / "rules.toml"
-    rules.write_text(RULES)
-    topics = {name: await make_topic(name.removesuffix("_topic")) for name in TOPIC_SETTINGS}
-    settings = Settings(
-        database_url=url,
-        kafka_bootstrap=stack["kafka"],
-        consumer_group=f"audit-{random.random()}",
-        checkpoint_interval=0.2,
-        alert_rules_path=rules,
-        **topics,
-    )
-    audit = await audit_factory(settings=settings)
-    raised = await alerts_after(audit, [consulted("pia", "1000060", at=start + timedelta(minutes=20))])
-    [volume] = [a for a in raised if a.rule == "volume"]  # (at night in Paris, the night rule fires too)
-    assert volume.actor == "pia"
-    assert volume.detail.startswith("4 dossier.consulted events within 60 min")
-
-
-async def _migrate(url: str, revision: str) -> None:
-    from alembic.command import upgrade
-    from alembic.config import Config
-
-    config = Config(f"{SERVICE_DIR}/alembic.ini")
-    config.set_main_option("script_location", f"{SERVICE_DIR}/migrations")
-    config.attributes["database_url"] = url
-    await asyncio.to_thread(upgrade, config, revision)

@@ -162,6 +162,18 @@ async def make_topic(stack: dict[str, str]) -> AsyncIterator[Callable[[str], Awa
             await admin.close()
 
 
+def protected_operations(document: dict[str, Any]) -> list[tuple[str, str]]:
+    """(METHOD, path) of every /v1 operation of an OpenAPI document that takes a bearer token: those the
+    service documents with a 401 (`create_app` leaves it out for its `public_paths` only)."""
+    return [
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        if path.startswith("/v1/")
+        for method, operation in item.items()
+        if "401" in operation.get("responses", {})
+    ]
+
+
 def librdkafka_produce(kafka: str, topic: str, codec: str, values: list[bytes], partition: int = 0) -> None:
     """Produce `values` as `codec`-compressed batches with librdkafka, a client CDAP does not control
     (confluent-kafka's own build: Debian's, 2.0.2, is refused by Kafka 4's SCRAM)."""

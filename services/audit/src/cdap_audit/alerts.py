@@ -57,9 +57,9 @@ async def check(
     for facts, index in entries:
         found: dict[str, int] = {}
         if facts.actor is not None and facts.type in counted:
-            queries = window_queries(rules, facts)
-            counts.add(facts.actor, facts, queries)
-            found = {q.rule: counts.count(facts.actor, q, facts.time) for q in queries}
+            queries, minute = window_queries(rules, facts), minute_of(facts.time)
+            counts.add(facts.actor, facts, minute, queries)
+            found = {q.rule: counts.count(facts.actor, q, minute) for q in queries}
         for triggered in evaluate(rules, facts, found):
             fired.setdefault(triggered.dedup_key, (facts, index, triggered))  # the first one wins
     await _store(session, counts)

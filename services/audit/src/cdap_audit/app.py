@@ -68,6 +68,8 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         lifespan=lifespan,
         routers=[router, witness_router],
         ready_checks=runtime.ready_checks,
+        # A witness has no account: its cosignature (a key of CDAP_AUDIT_WITNESS_KEYS) is its credential.
+        public_paths=("/v1/checkpoints/cosignatures",),
         trusted_proxies=settings.trusted_proxies,
     )
     app.state.settings = settings

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 HASH_SIZE = 32
 """Size in bytes of every hash in the tree (SHA-256)."""
@@ -74,12 +73,14 @@ def root_from_leaves(leaf_hashes: Sequence[bytes]) -> bytes:
     return mth(0, len(leaf_hashes))
 
 
-@dataclass(frozen=True, slots=True)
-class Node:
-    """A complete subtree hash, covering leaves ``[index * 2**level, (index + 1) * 2**level)``."""
+class Node(NamedTuple):
+    """A complete subtree hash, covering leaves ``[index * 2**level, (index + 1) * 2**level)``.
+
+    A named tuple rather than a frozen dataclass: a batch makes two per entry, and building these is
+    several times cheaper."""
 
     level: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, which nothing here calls
     hash: bytes
 
 

@@ -19,11 +19,12 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator
 
 from cdap_audit.domain import EntryFacts, format_time
 from cdap_shared.datafiles import load_toml
@@ -98,7 +99,6 @@ class RuleSet(BaseModel):
     timezone: str = "Europe/Paris"
     rules: tuple[Rule, ...] = ()
     organisations: dict[str, Organisation] = Field(default_factory=dict)
-    _by_type: dict[str, tuple[Rule, ...]] = PrivateAttr(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod
@@ -122,11 +122,34 @@ class RuleSet(BaseModel):
     def active(self) -> tuple[Rule, ...]:
         return tuple(r for r in self.rules if r.enabled)
 
+    @cached_property
+    def _by_type(self) -> dict[str, tuple[Rule, ...]]:
+        return {}
+
+    @cached_property
+    def _queries(self) -> dict[tuple[str, str | None], tuple[WindowQuery, ...]]:
+        return {}
+
     def for_type(self, event_type: str) -> tuple[Rule, ...]:
         """The active rules that look at `event_type` (worked out once per type: asked for every entry)."""
         found = self._by_type.get(event_type)
         if found is None:
             found = self._by_type[event_type] = tuple(r for r in self.active if event_type in r.types)
+        return found
+
+    def window_queries(self, event_type: str, decision: str | None) -> tuple[WindowQuery, ...]:
+        """The windowed rules an event of `event_type` with `decision` could set off (worked out once)."""
+        found = self._queries.get((event_type, decision))
+        if found is None:
+            queries = []
+            for rule in self.for_type(event_type):
+                if isinstance(rule, VolumeRule):
+                    window = timedelta(minutes=rule.window_minutes)
+                    queries.append(WindowQuery(rule.name, window, rule.types, None))
+                elif isinstance(rule, DenialsRule) and decision in rule.decisions:
+                    window = timedelta(minutes=rule.window_minutes)
+                    queries.append(WindowQuery(rule.name, window, rule.types, rule.decisions))
+            found = self._queries[(event_type, decision)] = tuple(queries)
         return found
 
     def counted_types(self) -> frozenset[str]:
@@ -207,9 +230,10 @@ class MinuteCounts:
             bucket = self.series.setdefault(actor, {}).setdefault((type_, decision), {})
             bucket[minute] = bucket.get(minute, 0) + n
 
-    def add(self, actor: str, facts: EntryFacts, queries: Iterable[WindowQuery]) -> None:
-        """Count `facts` for `actor`; `queries` are the windowed rules it concerns (`window_queries`)."""
-        minute, decision = minute_of(facts.time), facts.decision or ""
+    def add(self, actor: str, facts: EntryFacts, minute: int, queries: Iterable[WindowQuery]) -> None:
+        """Count `facts` for `actor` in `minute` (`minute_of` its time); `queries` are the windowed rules
+        it concerns (`window_queries`)."""
+        decision = facts.decision or ""
         bucket = self.series.setdefault(actor, {}).setdefault((facts.type, decision), {})
         bucket[minute] = bucket.get(minute, 0) + 1
         key = (actor, facts.type, decision, minute)
@@ -219,9 +243,8 @@ class MinuteCounts:
             if known is not None and known[0] == minute:
                 self._known[(actor, counted)] = (minute, known[1] + 1)
 
-    def count(self, actor: str, query: WindowQuery, at: datetime) -> int:
-        """The count `query` asks for, for `actor`'s event at `at`."""
-        minute = minute_of(at)
+    def count(self, actor: str, query: WindowQuery, minute: int) -> int:
+        """The count `query` asks for, for `actor`'s event in `minute`."""
         known = self._known.get((actor, query.counted))
         if known is not None and known[0] == minute:
             return known[1]
@@ -247,15 +270,7 @@ def window_queries(rules: RuleSet, facts: EntryFacts) -> list[WindowQuery]:
     """What must be counted for `facts`; only rules the event itself could set off are asked."""
     if facts.actor is None:
         return []
-    queries = []
-    for rule in rules.for_type(facts.type):
-        if isinstance(rule, VolumeRule):
-            window = timedelta(minutes=rule.window_minutes)
-            queries.append(WindowQuery(rule.name, window, rule.types, None))
-        elif isinstance(rule, DenialsRule) and facts.decision in rule.decisions:
-            window = timedelta(minutes=rule.window_minutes)
-            queries.append(WindowQuery(rule.name, window, rule.types, rule.decisions))
-    return queries
+    return list(rules.window_queries(facts.type, facts.decision))
 
 
 def evaluate(rules: RuleSet, facts: EntryFacts, counts: dict[str, int]) -> list[Triggered]:
