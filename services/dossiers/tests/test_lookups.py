@@ -6,7 +6,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
+from sqlalchemy import text
 
+from cdap_dossiers import ratelimit
 from cdap_shared import events as ev
 from cdap_shared.testing import eventually
 
@@ -254,3 +256,18 @@ async def test_partner_systems_use_the_same_endpoint_with_their_own_limit(svc: S
     assert r.status_code == 200 and r.headers["RateLimit-Policy"] == '"lookup";q=50;w=1'
     [consulted] = await svc.consultations()
     assert consulted.data["actor"] == "cdap-client-1" and consulted.data["decision"] == "granted"
+
+
+async def test_a_late_call_counts_in_the_newer_window_never_resets_it(svc: Service) -> None:
+    """A call that read the clock just before a new second, then waited for the counter's lock while
+    another replica's call opened that second, counts in the newer second rather than resetting it."""
+    async with svc.app.state.sessions() as session, session.begin():
+        await ratelimit.hit(session, "ines", "lookup")
+        read = text("SELECT second FROM rate_window WHERE caller = 'ines'")
+        first = (await session.execute(read)).scalar()
+        # Another replica's calls, in a second that has begun meanwhile (here: one ahead of the clock).
+        await session.execute(
+            text("UPDATE rate_window SET second = second + 1, calls = 3 WHERE caller = 'ines'")
+        )
+        assert await ratelimit.hit(session, "ines", "lookup") == 4
+        assert (await session.execute(read)).scalar() == first + 1  # the window did not go back

@@ -18,13 +18,15 @@ from cdap_shared.auth import Principal
 WINDOW_SECONDS = 1
 
 # The caller's count in the current second, after this call: one row per (caller, kind), reset when a new
-# second starts. `clock_timestamp()` is the database's: every replica reads the same clock.
+# second starts. `clock_timestamp()` is the database's: every replica reads the same clock. The window
+# never goes back: a call that read the clock before waiting for the row's lock, while a newer second
+# began, counts in the newer second (going back reset the count: twice the limit under load).
 HIT = """
     INSERT INTO rate_window AS w (caller, kind, second, calls)
     VALUES ({caller}, {kind}, floor(extract(epoch FROM clock_timestamp()))::bigint, 1)
     ON CONFLICT (caller, kind) DO UPDATE
-       SET calls = CASE WHEN w.second = excluded.second THEN w.calls + 1 ELSE 1 END,
-           second = excluded.second
+       SET calls = CASE WHEN excluded.second > w.second THEN 1 ELSE w.calls + 1 END,
+           second = greatest(w.second, excluded.second)
     RETURNING calls
 """
 
