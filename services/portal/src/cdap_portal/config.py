@@ -46,7 +46,7 @@ class Settings(ServiceSettings):
     )
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     session_check_seconds: float = Field(
-        default=10.0,
+        default=2.0,
         ge=0,
         le=300,
         description="how old identity's last word on a session may be: a sign-out through another "
