@@ -164,13 +164,14 @@ async def make_topic(stack: dict[str, str]) -> AsyncIterator[Callable[[str], Awa
 
 def protected_operations(document: dict[str, Any]) -> list[tuple[str, str]]:
     """(METHOD, path) of every /v1 operation of an OpenAPI document that takes a bearer token: those the
-    service documents with a 401 (`create_app` leaves it out for its `public_paths` only)."""
+    service documents with both a 401 and a 403, which `create_app` adds to all but its `public_paths`
+    (the token endpoint documents a 401 of its own, RFC 6749's invalid_client, and no 403)."""
     return [
         (method.upper(), path)
         for path, item in document["paths"].items()
         if path.startswith("/v1/")
         for method, operation in item.items()
-        if "401" in operation.get("responses", {})
+        if {"401", "403"} <= operation.get("responses", {}).keys()
     ]
 
 
