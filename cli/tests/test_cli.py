@@ -93,7 +93,8 @@ async def test_lag_shows_how_far_behind_each_group_is(
     from aiokafka.structs import OffsetAndMetadata
 
     topic = await make_topic("lagging")
-    producer = AIOKafkaProducer(bootstrap_servers=stack["kafka"])
+    login = KafkaLogin.from_env().options()
+    producer = AIOKafkaProducer(bootstrap_servers=stack["kafka"], **login)
     await producer.start()
     try:
         for i in range(5):
@@ -101,7 +102,9 @@ async def test_lag_shows_how_far_behind_each_group_is(
     finally:
         await producer.stop()
     group = f"lag-{topic}"
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack["kafka"], group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=stack["kafka"], group_id=group, enable_auto_commit=False, **login
+    )
     await consumer.start()
     try:
         consumer.assign([TopicPartition(topic, 0)])
