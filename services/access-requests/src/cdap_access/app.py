@@ -11,12 +11,18 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from cdap_access import asyncapi, projections
+from cdap_access import (
+    asyncapi,
+    projections,
+    routes_documents,
+    routes_grants,
+    routes_profiles,
+    routes_requests,
+)
 from cdap_access.config import Settings
 from cdap_access.domain import Refused
 from cdap_access.profiles import load_profiles
 from cdap_access.requests import Context
-from cdap_access.routes import router
 from cdap_access.scheduler import Scheduler
 from cdap_shared import asyncapi as shared_asyncapi
 from cdap_shared import standing
@@ -70,7 +76,12 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app = create_app(
         title="CDAP access requests",
         lifespan=lifespan,
-        routers=[router],
+        routers=[
+            routes_requests.router,
+            routes_documents.router,
+            routes_grants.router,
+            routes_profiles.router,
+        ],
         ready_checks=runtime.ready_checks,
         trusted_proxies=settings.trusted_proxies,
     )
