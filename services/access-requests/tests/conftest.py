@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient, Response
 from sqlalchemy import func, select
 
-from cdap_access import projections
+from cdap_access import handlers
 from cdap_access.app import build
 from cdap_access.config import Settings
 from cdap_access.models import AccessRequest, Document, HistoryEntry
@@ -123,7 +123,7 @@ class Service:
         """Feed identity's event through the consumer's own handler (no Kafka round trip)."""
         event = ev.make_event(event_type, source="/test", subject=subject, data=data)
         async with self.app.state.sessions() as session, session.begin():
-            await projections.handler(self.settings)(session, event)
+            await handlers.handler(self.settings)(session, event)
 
     async def publish(self, event_type: str, subject: str, data: ev.EventData) -> CloudEvent:
         """Publish as identity would, on this test's identity topic."""

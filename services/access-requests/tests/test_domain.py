@@ -12,7 +12,20 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from cdap_access import domain
-from cdap_access.domain import FINAL, OPEN, Actor, Decision, Facts, Organisation, Refused, State, Step
+from cdap_access.domain import (
+    FINAL,
+    OPEN,
+    Actor,
+    Conflict,
+    Decision,
+    Facts,
+    Invalid,
+    NotPermitted,
+    Organisation,
+    Refused,
+    State,
+    Step,
+)
 
 ORG = "org-1"
 ACTORS = {
@@ -50,7 +63,7 @@ class Workflow(RuleBasedStateMachine):
         try:
             step = command()
         except Refused as refused:
-            assert refused.status in (403, 409, 422) and refused.reason
+            assert type(refused) in (NotPermitted, Conflict, Invalid) and refused.reason
             assert self.facts == before  # a refusal changes nothing
             return None
         if step is None:
@@ -157,7 +170,7 @@ def test_the_full_sensitive_path_needs_two_different_people() -> None:
     assert step.action == "stage_approved" and step.after.state is State.AWAITING_SECOND_APPROVAL
     with pytest.raises(Refused) as refused:
         domain.decide(step.after, ACTORS["both-roles"], Decision.APPROVE)
-    assert (refused.value.status, refused.value.reason) == (403, "already_decided")
+    assert (type(refused.value), refused.value.reason) == (NotPermitted, "already_decided")
     final = domain.decide(step.after, ACTORS["manager-1"], Decision.APPROVE)
     assert final.action == "approved" and final.event_type == "access.request.approved"
     assert final.after.approvals == ("both-roles", "manager-1")
@@ -170,7 +183,7 @@ def test_the_person_a_request_names_never_decides_it() -> None:
     for facts, actor in ((renewal, ACTORS["instructor-1"]), (by_email, named)):
         with pytest.raises(Refused) as refused:
             domain.decide(facts, actor, Decision.APPROVE)
-        assert (refused.value.status, refused.value.reason) == (403, "own_request")
+        assert (type(refused.value), refused.value.reason) == (NotPermitted, "own_request")
     assert domain.decide(renewal, ACTORS["instructor-2"], Decision.APPROVE).after.state is State.APPROVED
 
 
@@ -185,15 +198,19 @@ GOOD_ORG = Organisation(ORG, "76", TODAY + timedelta(days=700), frozenset({"part
 
 
 @pytest.mark.parametrize(
-    ("actor", "organisation", "overrides", "status", "reason"),
+    ("actor", "organisation", "overrides", "kind", "reason"),
     [
-        ("instructor-1", GOOD_ORG, {}, 403, "role_not_allowed"),
-        ("partner-other", GOOD_ORG, {}, 403, "not_your_organisation"),
-        ("partner-1", None, {}, 422, "unknown_organisation"),
+        ("instructor-1", GOOD_ORG, {}, NotPermitted, "role_not_allowed"),
+        ("partner-other", GOOD_ORG, {}, NotPermitted, "not_your_organisation"),
+        ("partner-1", None, {}, Invalid, "unknown_organisation"),
     ],
 )
 def test_check_submission_basic_refusals(
-    actor: str, organisation: Organisation | None, overrides: dict[str, object], status: int, reason: str
+    actor: str,
+    organisation: Organisation | None,
+    overrides: dict[str, object],
+    kind: type[Refused],
+    reason: str,
 ) -> None:
     arguments: dict[str, object] = {
         "organisation_id": ORG,
@@ -204,25 +221,25 @@ def test_check_submission_basic_refusals(
     } | overrides
     with pytest.raises(Refused) as refused:
         domain.check_submission(ACTORS[actor], organisation, **arguments)  # type: ignore[arg-type]
-    assert (refused.value.status, refused.value.reason) == (status, reason)
+    assert (type(refused.value), refused.value.reason) == (kind, reason)
 
 
 @pytest.mark.parametrize(
-    ("organisation_changes", "overrides", "status", "reason"),
+    ("organisation_changes", "overrides", "kind", "reason"),
     [
-        ({"administrators": frozenset({"someone-else"})}, {}, 403, "not_an_administrator"),
-        ({"delegation_withdrawn": True}, {}, 403, "delegation_withdrawn"),
-        ({"convention_valid_until": TODAY - timedelta(days=1)}, {}, 422, "convention_expired"),
-        ({}, {"department": "20"}, 422, "unknown_department"),
-        ({}, {"department": "27"}, 422, "department_mismatch"),
-        ({}, {"profile_known": False}, 422, "unknown_profile"),
-        ({}, {"valid_until": TODAY}, 422, "end_date_not_in_future"),
-        ({}, {"valid_until": date(2027, 11, 28)}, 422, "end_date_too_far"),
-        ({"convention_valid_until": TODAY + timedelta(days=30)}, {}, 422, "beyond_convention"),
+        ({"administrators": frozenset({"someone-else"})}, {}, NotPermitted, "not_an_administrator"),
+        ({"delegation_withdrawn": True}, {}, NotPermitted, "delegation_withdrawn"),
+        ({"convention_valid_until": TODAY - timedelta(days=1)}, {}, Invalid, "convention_expired"),
+        ({}, {"department": "20"}, Invalid, "unknown_department"),
+        ({}, {"department": "27"}, Invalid, "department_mismatch"),
+        ({}, {"profile_known": False}, Invalid, "unknown_profile"),
+        ({}, {"valid_until": TODAY}, Invalid, "end_date_not_in_future"),
+        ({}, {"valid_until": date(2027, 11, 28)}, Invalid, "end_date_too_far"),
+        ({"convention_valid_until": TODAY + timedelta(days=30)}, {}, Invalid, "beyond_convention"),
     ],
 )
 def test_check_submission_organisation_and_dates(
-    organisation_changes: dict[str, object], overrides: dict[str, object], status: int, reason: str
+    organisation_changes: dict[str, object], overrides: dict[str, object], kind: type[Refused], reason: str
 ) -> None:
     organisation = replace(GOOD_ORG, **organisation_changes)  # type: ignore[arg-type]
     arguments: dict[str, object] = {
@@ -234,7 +251,7 @@ def test_check_submission_organisation_and_dates(
     } | overrides
     with pytest.raises(Refused) as refused:
         domain.check_submission(ACTORS["partner-1"], organisation, **arguments)  # type: ignore[arg-type]
-    assert (refused.value.status, refused.value.reason) == (status, reason)
+    assert (type(refused.value), refused.value.reason) == (kind, reason)
 
 
 def test_a_year_to_the_day_is_allowed() -> None:

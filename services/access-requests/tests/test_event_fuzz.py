@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cdap_access import projections
+from cdap_access import handlers
 from cdap_access.config import Settings
 from cdap_access.models import PartnerOrganisation
 from cdap_shared import events as ev
@@ -38,7 +38,7 @@ async def db(make_database: Callable[[], Awaitable[str]]) -> AsyncIterator[tuple
     url = await make_database()
     await upgrade_to_head(SERVICE_DIR, url)
     engine = create_engine(url, 5)
-    handler = projections.handler(Settings(database_url=url))
+    handler = handlers.handler(Settings(database_url=url))
     seeds = [
         fuzz.encode(fuzz.envelope(t, fuzz.VALID_DATA[t]))
         for t in ("identity.organisation.registered", "identity.grant.issued")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cdap_shared.envelope import utcnow
+from cdap_access.web import current_time
 
 from .conftest import ORG, Service, assert_problem
 
@@ -15,11 +15,11 @@ pytestmark = pytest.mark.stack
 
 
 async def _submit_at(svc: Service, moment: datetime, headers: dict[str, str], **overrides: Any) -> str:
-    svc.app.state.clock = lambda: moment
+    svc.app.dependency_overrides[current_time] = lambda: moment
     try:
         return await svc.submit(headers=headers, **overrides)
     finally:
-        svc.app.state.clock = utcnow
+        del svc.app.dependency_overrides[current_time]
 
 
 async def _list(svc: Service, headers: dict[str, str], **params: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from cdap_access.scheduler import Report, run_due_jobs
+from cdap_access.web import current_time
 from cdap_shared import events as ev
 from cdap_shared.envelope import utcnow
 from cdap_shared.testing import eventually
@@ -124,9 +125,9 @@ async def test_a_grant_ending_within_thirty_days_gets_one_renewal_request(svc: S
 async def test_the_lifespan_runs_the_scheduler(service_factory: Callable[..., Awaitable[Service]]) -> None:
     svc = await service_factory(scheduler_interval_seconds=0.2)
     await svc.organisation()
-    svc.app.state.clock = lambda: datetime.now(UTC) - timedelta(days=20)
+    svc.app.dependency_overrides[current_time] = lambda: datetime.now(UTC) - timedelta(days=20)
     request_id = await svc.submit()
-    svc.app.state.clock = utcnow
+    del svc.app.dependency_overrides[current_time]
 
     async def escalated() -> bool:
         return any(h["action"] == "escalated" for h in (await svc.get(request_id))["history"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -55,6 +56,24 @@ def problem_response(problem: Problem, request: Request | None = None) -> JSONRe
         media_type=PROBLEM_JSON,
         headers=problem.headers,
     )
+
+
+def install_error_table(app: FastAPI, table: Mapping[type[Exception], tuple[int, str]]) -> None:
+    """Answer a service's domain errors with problem+json, from one table: error class -> (status, title).
+
+    The nearest class of the error's MRO in `table` gives the status and title; the error's message is
+    the `detail`, and its `reason` attribute, when it has one, the machine-readable `reason`. The
+    domain raises errors in its own words and never learns of HTTP; this is the one place that maps.
+    """
+
+    async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+        status, title = next(table[cls] for cls in type(exc).__mro__ if cls in table)
+        reason = getattr(exc, "reason", None)
+        extra = {"reason": reason} if reason else {}
+        return problem_response(Problem(status, title, str(exc), **extra), request)
+
+    for error in table:
+        app.add_exception_handler(error, on_domain_error)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

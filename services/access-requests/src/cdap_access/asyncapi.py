@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from cdap_access.config import Settings
+from cdap_access.handlers import HANDLERS
 from cdap_shared import asyncapi, standing
 
 SENT = (
@@ -25,19 +26,7 @@ SENT = (
     "access.request.escalated",
     "access.grant.revocation_requested",
 )
-RECEIVED = tuple(
-    dict.fromkeys(
-        (
-            "identity.organisation.registered",
-            "identity.organisation.updated",
-            "identity.grant.issued",
-            "identity.grant.revoked",
-            "identity.grant.expired",
-            "identity.user.provisioned",
-            *standing.EVENT_TYPES,
-        )
-    )
-)
+RECEIVED = tuple(dict.fromkeys((*HANDLERS, *standing.EVENT_TYPES)))
 
 
 def document(settings: Settings) -> dict[str, Any]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field
 
-from cdap_access.profiles import DEFAULT_PROFILES
+from cdap_access.profiles import DEFAULT_PROFILES, Catalogue
 from cdap_shared.settings import ServiceSettings
 
 
@@ -34,3 +35,11 @@ class Settings(ServiceSettings):
     )
     mail_poll_seconds: float = Field(default=2.0, ge=0, description="mail outbox polling period; 0 disables")
     portal_url: str = "http://127.0.0.1:8000"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the use cases need besides the session: the settings and the profile catalogue."""
+
+    settings: Settings
+    catalogue: Catalogue

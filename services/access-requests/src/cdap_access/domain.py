@@ -1,7 +1,7 @@
 """The access-request workflow as a pure state machine: states, stages, and who may do what.
 
 No I/O here: the service layer loads a request's `Facts`, asks a function below for the `Step` a
-command leads to (or gets `Refused` with an HTTP status and a machine-readable reason), and writes
+command leads to (or gets a `Refused` of the kind that says why, with a machine-readable reason), and writes
 the step, its history entry and its event in one transaction.
 
     submitted --request_documents--> documents_requested --documents_received--> submitted
@@ -71,13 +71,47 @@ EVENT_TYPES = {
 
 
 class Refused(Exception):
-    """A command the workflow does not allow: `status` (403, 409, 422) and a `reason` code."""
+    """A command the rules do not allow: a machine-readable `reason` and a sentence for people.
 
-    def __init__(self, status: int, reason: str, detail: str) -> None:
+    The subclass says which kind of refusal it is; the HTTP edge maps each kind to a status.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
-        self.status = status
         self.reason = reason
         self.detail = detail
+
+
+class NotPermitted(Refused):
+    """Not for this actor: its role, organisation or department, its own request, or four eyes."""
+
+
+class Conflict(Refused):
+    """Not now: the request is closed, waits for something else, changed meanwhile, or is a duplicate."""
+
+
+class Invalid(Refused):
+    """Not as asked: the organisation, department, profile, dates or comment break a rule."""
+
+
+class Unknown(Refused):
+    """No such request, grant or document."""
+
+
+class DocumentTooLarge(Refused):
+    """A document over the size limit."""
+
+
+class NotAPdf(Refused):
+    """A document that is not a PDF at all."""
+
+
+class UnreadablePdf(Refused):
+    """A PDF that cannot be read: damaged, encrypted, or without a page."""
+
+
+class ActivePdfContent(Refused):
+    """A PDF carrying JavaScript or actions a viewer would run."""
 
 
 @dataclass(frozen=True)
@@ -135,16 +169,16 @@ def stage_of(state: State) -> int | None:
 
 def _check_partner(facts: Facts, actor: Actor) -> None:
     if PARTNER_ADMIN not in actor.roles:
-        raise Refused(403, "role_not_allowed", "Only a partner administrator may do this.")
+        raise NotPermitted("role_not_allowed", "Only a partner administrator may do this.")
     if actor.org != facts.organisation_id:
-        raise Refused(403, "not_your_organisation", "This request belongs to another organisation.")
+        raise NotPermitted("not_your_organisation", "This request belongs to another organisation.")
 
 
 def _check_staff(facts: Facts, actor: Actor, roles: frozenset[str]) -> None:
     if not actor.roles & roles:
-        raise Refused(403, "role_not_allowed", "Your role does not allow this.")
+        raise NotPermitted("role_not_allowed", "Your role does not allow this.")
     if actor.department != facts.department:
-        raise Refused(403, "other_department", "This request belongs to another department's CAF.")
+        raise NotPermitted("other_department", "This request belongs to another department's CAF.")
 
 
 def check_reader(facts: Facts, actor: Actor) -> None:
@@ -157,7 +191,7 @@ def check_reader(facts: Facts, actor: Actor) -> None:
 
 def _check_open(facts: Facts) -> None:
     if facts.state not in OPEN:
-        raise Refused(409, "request_closed", f"The request is {facts.state.value}; it can no longer change.")
+        raise Conflict("request_closed", f"The request is {facts.state.value}; it can no longer change.")
 
 
 def decide(
@@ -177,30 +211,29 @@ def decide(
     if actor.sub == facts.applicant_user_id or (
         actor.email is not None and actor.email == facts.applicant_email
     ):
-        raise Refused(403, "own_request", "Nobody decides a request that names them.")
+        raise NotPermitted("own_request", "Nobody decides a request that names them.")
     if (actor.org is not None and actor.org == facts.organisation_id) or actor.sub == facts.submitted_by:
-        raise Refused(403, "own_organisation", "Nobody decides on their own organisation's request.")
+        raise NotPermitted("own_organisation", "Nobody decides on their own organisation's request.")
     if actor.sub in facts.approvals:
-        raise Refused(
-            403,
+        raise NotPermitted(
             "already_decided",
             "You already approved this request; another person must take the next decision (four eyes).",
         )
     _check_open(facts)
     if facts.state is State.DOCUMENTS_REQUESTED:
-        raise Refused(409, "awaiting_documents", "The partner has not sent the requested documents yet.")
+        raise Conflict("awaiting_documents", "The partner has not sent the requested documents yet.")
     stage = STAGE_OF[facts.state]
     if STAGE_ROLE[stage] not in actor.roles:
-        raise Refused(403, "wrong_stage_role", f"Stage {stage} is decided by a {STAGE_ROLE[stage]}.")
+        raise NotPermitted("wrong_stage_role", f"Stage {stage} is decided by a {STAGE_ROLE[stage]}.")
     if decision is Decision.REJECT:
         if not (comment and comment.strip()):
-            raise Refused(422, "comment_required", "A rejection needs a comment giving the reason.")
+            raise Invalid("comment_required", "A rejection needs a comment giving the reason.")
         return Step("rejected", stage, replace(facts, state=State.REJECTED))
     if decision is Decision.REQUEST_DOCUMENTS:
         if stage != 1:
-            raise Refused(409, "not_at_this_stage", "Documents are requested at stage 1, before approval.")
+            raise Conflict("not_at_this_stage", "Documents are requested at stage 1, before approval.")
         if not documents:
-            raise Refused(422, "documents_required", "Say which documents are needed.")
+            raise Invalid("documents_required", "Say which documents are needed.")
         return Step("documents_requested", stage, replace(facts, state=State.DOCUMENTS_REQUESTED))
     approvals = (*facts.approvals, actor.sub)
     if stage == 1 and facts.sensitive:
@@ -228,7 +261,7 @@ def withdraw(facts: Facts, actor: Actor) -> Step:
 def expire(facts: Facts) -> Step:
     """Documents never came: the request ends (the scheduler decides when)."""
     if facts.state is not State.DOCUMENTS_REQUESTED:
-        raise Refused(409, "not_awaiting_documents", "Only a request waiting for documents expires.")
+        raise Conflict("not_awaiting_documents", "Only a request waiting for documents expires.")
     return Step("expired", 1, replace(facts, state=State.EXPIRED))
 
 
@@ -237,7 +270,7 @@ def provision(facts: Facts) -> Step | None:
     if facts.state is State.PROVISIONED:
         return None
     if facts.state is not State.APPROVED:
-        raise Refused(409, "not_approved", "A grant was issued for a request that is not approved.")
+        raise Conflict("not_approved", "A grant was issued for a request that is not approved.")
     return Step("provisioned", None, replace(facts, state=State.PROVISIONED))
 
 
@@ -267,38 +300,38 @@ def check_submission(
     access may last at most a year and not beyond the convention.
     """
     if PARTNER_ADMIN not in actor.roles:
-        raise Refused(403, "role_not_allowed", "Only a partner administrator may ask for access.")
+        raise NotPermitted("role_not_allowed", "Only a partner administrator may ask for access.")
     if actor.org != organisation_id:
-        raise Refused(403, "not_your_organisation", "You may ask for access for your organisation only.")
+        raise NotPermitted("not_your_organisation", "You may ask for access for your organisation only.")
     if organisation is None:
-        raise Refused(422, "unknown_organisation", "This organisation is not registered with a CAF.")
+        raise Invalid("unknown_organisation", "This organisation is not registered with a CAF.")
     if actor.sub not in organisation.administrators:
-        raise Refused(403, "not_an_administrator", "You are not an administrator of this organisation.")
+        raise NotPermitted("not_an_administrator", "You are not an administrator of this organisation.")
     if organisation.delegation_withdrawn:
-        raise Refused(403, "delegation_withdrawn", "The CAF withdrew this organisation's delegation.")
+        raise NotPermitted("delegation_withdrawn", "The CAF withdrew this organisation's delegation.")
     if organisation.convention_valid_until < today:
-        raise Refused(422, "convention_expired", "The organisation's convention with the CAF has ended.")
+        raise Invalid("convention_expired", "The organisation's convention with the CAF has ended.")
     if department not in DEPARTMENTS:
-        raise Refused(422, "unknown_department", f"{department!r} is not a French department code.")
+        raise Invalid("unknown_department", f"{department!r} is not a French department code.")
     if organisation.department != department:
-        raise Refused(
-            422, "department_mismatch", "The convention is with another department's CAF than the one asked."
+        raise Invalid(
+            "department_mismatch", "The convention is with another department's CAF than the one asked."
         )
     if not profile_known:
-        raise Refused(422, "unknown_profile", "This profile does not exist.")
+        raise Invalid("unknown_profile", "This profile does not exist.")
     if valid_until <= today:
-        raise Refused(422, "end_date_not_in_future", "The access must end in the future.")
+        raise Invalid("end_date_not_in_future", "The access must end in the future.")
     if valid_until > add_years(today, 1):
-        raise Refused(422, "end_date_too_far", "An access lasts at most one year.")
+        raise Invalid("end_date_too_far", "An access lasts at most one year.")
     if valid_until > organisation.convention_valid_until:
-        raise Refused(422, "beyond_convention", "The access cannot outlast the organisation's convention.")
+        raise Invalid("beyond_convention", "The access cannot outlast the organisation's convention.")
 
 
 def check_removal(actor: Actor, *, organisation_id: str, active: bool) -> None:
     """May `actor` ask identity to remove this grant? Removal only reduces privilege: no CAF decision."""
     if PARTNER_ADMIN not in actor.roles:
-        raise Refused(403, "role_not_allowed", "Only a partner administrator may ask for a removal.")
+        raise NotPermitted("role_not_allowed", "Only a partner administrator may ask for a removal.")
     if actor.org != organisation_id:
-        raise Refused(403, "not_your_organisation", "This grant belongs to another organisation.")
+        raise NotPermitted("not_your_organisation", "This grant belongs to another organisation.")
     if not active:
-        raise Refused(409, "grant_not_active", "This grant is already revoked or expired.")
+        raise Conflict("grant_not_active", "This grant is already revoked or expired.")

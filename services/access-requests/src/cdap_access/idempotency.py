@@ -1,7 +1,8 @@
 """`Idempotency-Key`: a retried call gets the first call's answer and has no second effect.
 
-The key is scoped to the caller (two people may pick the same key). The answer is stored in the same
-transaction as the change it reports, so "done" and "remembered" cannot disagree. Only successes are
+This is where an HTTP command commits: the use case writes, its answer (the edge's status and body) is
+remembered in the same transaction, then `run_once` commits, so "done" and "remembered" cannot
+disagree. The key is scoped to the caller (two people may pick the same key). Only successes are
 remembered: a refusal changed nothing, so a retry may as well be judged afresh.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cdap_access.domain import Conflict
 from cdap_access.models import IdempotencyRecord
 from cdap_access.store import StaleRequest
 from cdap_shared.problems import Problem
@@ -68,9 +70,7 @@ async def run_once(
         await session.rollback()
         if key is not None and (prior := await _lookup(session, actor, key)) is not None:
             return _replay(prior, print_)
-        raise Problem(
-            409,
-            "Conflict",
+        raise Conflict(
+            "concurrent_modification",
             "The request changed while you were deciding; reload it and decide again.",
-            reason="concurrent_modification",
         ) from exc

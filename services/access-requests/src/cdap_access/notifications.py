@@ -104,8 +104,8 @@ def notify(
     recipients: Iterable[str] | None = None,
     comment: str | None = None,
     documents: list[str] | None = None,
-) -> int:
-    """Queue the mails `action` calls for (in the caller's transaction); returns how many."""
+) -> None:
+    """Queue the mails `action` calls for (in the caller's transaction)."""
     if recipients is None:
         # Documents go to whoever holds the request now (instructors, or managers at stage 2).
         recipients = (
@@ -116,4 +116,3 @@ def notify(
     text = body(settings, row, action, comment, documents or [])
     for to in dict.fromkeys(targets):  # once per address, in order
         queue(session, Mail(to=to, subject=subject, body=text))
-    return len(targets)

@@ -14,6 +14,8 @@ from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, NameObject, PdfObject
 
+from cdap_access.domain import ActivePdfContent, NotAPdf, UnreadablePdf
+
 MAGIC = b"%PDF-"
 # Action types a viewer runs or opens on its own, and the keys that hold JavaScript.
 ACTIVE_ACTIONS = frozenset({"/JavaScript", "/Launch", "/ImportData", "/SubmitForm"})
@@ -22,29 +24,23 @@ ACTIVE_KEYS = frozenset({"/JS", "/JavaScript"})
 logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings repeat what the refusal says
 
 
-class Unacceptable(Exception):
-    """The document is refused; `reason` says why (machine-readable)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def check(content: bytes) -> None:
-    """Raise `Unacceptable` unless `content` is a PDF that parses, has a page and holds no active content."""
+def check(content: bytes, name: str) -> None:
+    """Raise the domain's refusal unless `content` (the file `name`) is a PDF that parses, has a page
+    and holds no active content."""
     if not content.startswith(MAGIC):
-        raise Unacceptable("not_a_pdf")
+        raise NotAPdf("not_a_pdf", f"{name} is not a PDF document.")
+    unreadable = UnreadablePdf(
+        "unreadable_pdf", f"{name} cannot be read as a PDF (damaged, encrypted or no page)."
+    )
     try:
         reader = PdfReader(io.BytesIO(content), strict=False)
-        if reader.is_encrypted:  # nothing inside can be inspected
-            raise Unacceptable("unreadable_pdf")
-        if len(reader.pages) == 0:
-            raise Unacceptable("unreadable_pdf")
+        if reader.is_encrypted or len(reader.pages) == 0:  # encrypted: nothing inside can be inspected
+            raise unreadable
         active = _carries_active_content(reader.trailer)
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise Unacceptable("unreadable_pdf") from exc
+        raise unreadable from exc
     if active:
-        raise Unacceptable("active_pdf_content")
+        raise ActivePdfContent("active_pdf_content", f"{name} contains JavaScript or actions that run.")
 
 
 def _carries_active_content(root: PdfObject) -> bool:

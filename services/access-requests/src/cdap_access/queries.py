@@ -5,9 +5,7 @@ Approvers see their own department's requests only, partner administrators their
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -16,25 +14,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from cdap_access import domain, store
-from cdap_access.domain import Actor, Refused
+from cdap_access.domain import Actor, NotPermitted, Unknown
 from cdap_access.models import AccessRequest, Document, HistoryEntry
 from cdap_access.requests import get_request
-from cdap_shared.problems import Problem
+
+QueueKey = tuple[date | None, str]  # (due, id): where a page of the queue ends
 
 
-def encode_cursor(due: date | None, request_id: str) -> str:
-    raw = json.dumps([due.isoformat() if due else None, request_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+@dataclass(frozen=True)
+class Page:
+    """Queue items, and the key of the last one when more follow."""
 
-
-def decode_cursor(cursor: str) -> tuple[date | None, str]:
-    try:
-        due, request_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return (date.fromisoformat(due) if due is not None else None), str(request_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise Problem(
-            400, "Invalid cursor", "Use the next_cursor of a previous page.", reason="bad_cursor"
-        ) from exc
+    items: list[dict[str, Any]]
+    last: QueueKey | None
 
 
 def visibility(actor: Actor, department: str | None) -> list[ColumnElement[bool]]:
@@ -43,15 +35,15 @@ def visibility(actor: Actor, department: str | None) -> list[ColumnElement[bool]
         scope = [col(AccessRequest.organisation_id) == actor.org]
         return scope + ([col(AccessRequest.department) == department] if department else [])
     if not actor.roles & domain.STAFF_READER_ROLES:
-        raise Refused(403, "role_not_allowed", "Your role does not allow reading access requests.")
+        raise NotPermitted("role_not_allowed", "Your role does not allow reading access requests.")
     if actor.department is None or (department is not None and department != actor.department):
-        raise Refused(403, "other_department", "You may read your own department's requests only.")
+        raise NotPermitted("other_department", "You may read your own department's requests only.")
     return [col(AccessRequest.department) == actor.department]
 
 
-def after(cursor: str) -> ColumnElement[bool]:
-    """Rows after the cursor in (due ascending, NULLs last; id) order."""
-    due, request_id = decode_cursor(cursor)
+def after(key: QueueKey) -> ColumnElement[bool]:
+    """Rows after `key` in (due ascending, NULLs last; id) order."""
+    due, request_id = key
     due_col, id_col = col(AccessRequest.due), col(AccessRequest.id)
     if due is None:
         return and_(due_col.is_(None), id_col > request_id)
@@ -82,15 +74,15 @@ async def queue(
     today: date,
     department: str | None,
     state: str | None,
-    cursor: str | None,
+    after_key: QueueKey | None,
     limit: int,
-) -> dict[str, Any]:
-    """One page of the requests `actor` may see, oldest due date first, then `next_cursor` or None."""
+) -> Page:
+    """One page of the requests `actor` may see, oldest due date first, after `after_key` if given."""
     where = visibility(actor, department)
     if state:
         where.append(col(AccessRequest.state) == state)
-    if cursor:
-        where.append(after(cursor))
+    if after_key:
+        where.append(after(after_key))
     rows = (
         (
             await session.execute(
@@ -104,8 +96,8 @@ async def queue(
         .all()
     )
     page = list(rows[:limit])
-    next_cursor = encode_cursor(page[-1].due, page[-1].id) if len(rows) > limit else None
-    return {"items": [item(r, today) for r in page], "next_cursor": next_cursor}
+    last = (page[-1].due, page[-1].id) if len(rows) > limit else None
+    return Page([item(r, today) for r in page], last)
 
 
 async def detail(session: AsyncSession, actor: Actor, request_id: str, today: date) -> dict[str, Any]:
@@ -163,5 +155,5 @@ async def document(session: AsyncSession, actor: Actor, request_id: str, documen
     domain.check_reader(store.facts_of(row), actor)
     found = await session.get(Document, document_id)
     if found is None or found.request_id != row.id:
-        raise Problem(404, "Not found", "This request has no such document.", reason="unknown_document")
+        raise Unknown("unknown_document", "This request has no such document.")
     return found

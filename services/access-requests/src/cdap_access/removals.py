@@ -8,43 +8,31 @@ Removal only reduces privilege, so it needs no CAF decision: the request is reco
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_access import domain
 from cdap_access.config import Settings
-from cdap_access.domain import Actor
+from cdap_access.domain import Actor, Unknown
 from cdap_access.models import IssuedGrant, RemovalRequest
 from cdap_access.store import SOURCE
 from cdap_shared import events as ev
 from cdap_shared import outbox
 from cdap_shared.envelope import new_event_id
-from cdap_shared.problems import Problem
-
-
-def _answer(removal: RemovalRequest) -> dict[str, Any]:
-    return {
-        "id": removal.id,
-        "grant_id": removal.grant_id,
-        "requested_by": removal.requested_by,
-        "requested_at": removal.requested_at.isoformat(),
-        "state": "requested",
-    }
 
 
 async def request_removal(
     session: AsyncSession, settings: Settings, actor: Actor, grant_id: str, comment: str | None, now: datetime
-) -> tuple[int, dict[str, Any]]:
-    """Record the removal and emit its event; asking twice answers with the first removal request."""
+) -> RemovalRequest:
+    """Record the removal and emit its event; asking twice gives back the first removal request."""
     grant = await session.get(IssuedGrant, grant_id, with_for_update=True)
     if grant is None:
-        raise Problem(404, "Not found", "No grant has this id.", reason="unknown_grant")
+        raise Unknown("unknown_grant", "No grant has this id.")
     domain.check_removal(actor, organisation_id=grant.organisation_id, active=grant.status == "active")
     if grant.removal_request_id is not None:
         existing = await session.get(RemovalRequest, grant.removal_request_id)
         if existing is not None:
-            return 202, _answer(existing)
+            return existing
     removal_id = new_event_id()
     event = ev.make_event(
         "access.grant.revocation_requested",
@@ -70,4 +58,4 @@ async def request_removal(
     )
     session.add(removal)
     grant.removal_request_id = removal_id
-    return 202, _answer(removal)
+    return removal

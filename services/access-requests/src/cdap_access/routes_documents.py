@@ -11,12 +11,11 @@ from urllib.parse import quote
 from fastapi import APIRouter, File, Path, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from cdap_access import queries
+from cdap_access import idempotency, queries
 from cdap_access import requests as service
-from cdap_access.requests import Upload, actor_of
+from cdap_access.requests import Upload
 from cdap_access.schemas import UUID_PATTERN
-from cdap_access.web import RequestId, context, current_time, write
-from cdap_shared.auth import CurrentPrincipal
+from cdap_access.web import Ctx, CurrentActor, Now, RequestId, summary, write
 from cdap_shared.bodylimit import UPLOAD_MAX_BODY, max_body
 from cdap_shared.db import SessionDep
 from cdap_shared.problems import Problem
@@ -47,7 +46,9 @@ def content_disposition(filename: str) -> str:
 async def upload_documents(
     request_id: RequestId,
     request: Request,
-    principal: CurrentPrincipal,
+    actor: CurrentActor,
+    ctx: Ctx,
+    now: Now,
     session: SessionDep,
     files: Annotated[list[UploadFile], File(description="PDF documents, each at most 10 MB")],
 ) -> JSONResponse:
@@ -56,17 +57,20 @@ async def upload_documents(
         raise Problem(
             422, "Too many files", f"Send at most {MAX_FILES} files at once.", reason="too_many_files"
         )
-    ctx, now, actor = context(request), current_time(request), actor_of(principal)
     await service.check_uploader(session, actor, request_id)
     await session.rollback()  # end the read transaction: the upload is judged again when written
     limit = ctx.settings.max_document_bytes
     uploads = [Upload(safe_filename(f.filename), await f.read(limit + 1)) for f in files]
-    return await write(
-        request,
-        session,
-        principal,
-        lambda: service.upload_documents(session, ctx, actor, request_id, uploads, now),
-    )
+
+    async def action() -> idempotency.Outcome:
+        received = await service.upload_documents(session, ctx, actor, request_id, uploads, now)
+        listed = [
+            {"id": d.id, "filename": d.filename, "size": d.size, "sha256": d.sha256}
+            for d in received.documents
+        ]
+        return 201, summary(received.request) | {"documents": listed}
+
+    return await write(request, session, actor, action)
 
 
 @router.get(
@@ -77,11 +81,11 @@ async def upload_documents(
 async def get_document(
     request_id: RequestId,
     document_id: Annotated[str, Path(pattern=UUID_PATTERN)],
-    principal: CurrentPrincipal,
+    actor: CurrentActor,
     session: SessionDep,
 ) -> Response:
     """The document viewer: the PDF as stored, with its SHA-256 in `Repr-Digest`."""
-    document = await queries.document(session, actor_of(principal), request_id, document_id)
+    document = await queries.document(session, actor, request_id, document_id)
     digest = base64.b64encode(bytes.fromhex(document.sha256)).decode()
     return Response(
         document.content,

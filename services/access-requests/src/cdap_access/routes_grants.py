@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
-from cdap_access import removals
-from cdap_access.requests import actor_of
+from cdap_access import idempotency, removals
+from cdap_access.models import RemovalRequest
 from cdap_access.schemas import RemovalIn, RemovalOut
-from cdap_access.web import context, current_time, write
-from cdap_shared.auth import CurrentPrincipal
+from cdap_access.web import Ctx, CurrentActor, Now, write
 from cdap_shared.db import SessionDep
 
 router = APIRouter(prefix="/v1", tags=["access requests"])
@@ -26,17 +25,28 @@ router = APIRouter(prefix="/v1", tags=["access requests"])
 async def request_removal(
     grant_id: Annotated[str, Path(min_length=1, max_length=64)],
     request: Request,
-    principal: CurrentPrincipal,
+    actor: CurrentActor,
+    ctx: Ctx,
+    now: Now,
     session: SessionDep,
     body: RemovalIn | None = None,
 ) -> JSONResponse:
     """A partner administrator asks that a grant of their organisation be removed (identity revokes it)."""
-    ctx, now, actor = context(request), current_time(request), actor_of(principal)
-    return await write(
-        request,
-        session,
-        principal,
-        lambda: removals.request_removal(
-            session, ctx.settings, actor, grant_id, body.comment if body else None, now
-        ),
-    )
+    comment = body.comment if body else None
+
+    async def action() -> idempotency.Outcome:
+        return 202, _answer(
+            await removals.request_removal(session, ctx.settings, actor, grant_id, comment, now)
+        )
+
+    return await write(request, session, actor, action)
+
+
+def _answer(removal: RemovalRequest) -> dict[str, Any]:
+    return {
+        "id": removal.id,
+        "grant_id": removal.grant_id,
+        "requested_by": removal.requested_by,
+        "requested_at": removal.requested_at.isoformat(),
+        "state": "requested",
+    }

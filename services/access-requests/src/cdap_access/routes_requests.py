@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -11,9 +15,10 @@ from cdap_access import idempotency, queries
 from cdap_access import requests as service
 from cdap_access.calendar import local_date
 from cdap_access.domain import State
-from cdap_access.requests import Submission, actor_of
+from cdap_access.queries import QueueKey
+from cdap_access.requests import Submission
 from cdap_access.schemas import CommentIn, DecisionIn, QueuePage, RequestState, SubmissionIn, WithdrawIn
-from cdap_access.web import IdempotencyKey, RequestId, context, current_time, write
+from cdap_access.web import Ctx, CurrentActor, IdempotencyKey, Now, RequestId, summary, write
 from cdap_shared.auth import CurrentPrincipal, Principal
 from cdap_shared.db import SessionDep
 from cdap_shared.problems import Problem
@@ -34,6 +39,9 @@ async def submit(
     body: SubmissionIn,
     request: Request,
     principal: CurrentPrincipal,
+    actor: CurrentActor,
+    ctx: Ctx,
+    now: Now,
     session: SessionDep,
     key: IdempotencyKey = None,
 ) -> JSONResponse:
@@ -47,18 +55,18 @@ async def submit(
         valid_until=body.valid_until,
         contact_email=_contact(principal, body),
     )
-    ctx, now, actor = context(request), current_time(request), actor_of(principal)
 
     async def action() -> idempotency.Outcome:
-        return await service.submit(session, ctx, actor, form, now)
+        return 201, summary(await service.submit(session, ctx, actor, form, now))
 
-    return await write(request, session, principal, action, key=key, canonical_body=body.model_dump_json())
+    return await write(request, session, actor, action, key=key, canonical_body=body.model_dump_json())
 
 
 @router.get("/access-requests", response_model=QueuePage, responses={400: {}, 403: {}})
 async def list_requests(
-    request: Request,
-    principal: CurrentPrincipal,
+    actor: CurrentActor,
+    ctx: Ctx,
+    now: Now,
     session: SessionDep,
     department: Annotated[str | None, Query(min_length=2, max_length=3)] = None,
     state: State | None = None,
@@ -66,25 +74,41 @@ async def list_requests(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     """The queue: requests the caller may see, oldest due date first (closed ones, with none, last)."""
-    today = local_date(current_time(request), context(request).settings.timezone)
-    return await queries.queue(
+    page = await queries.queue(
         session,
-        actor_of(principal),
-        today=today,
+        actor,
+        today=local_date(now, ctx.settings.timezone),
         department=department,
         state=state.value if state else None,
-        cursor=cursor,
+        after_key=decode_cursor(cursor) if cursor else None,
         limit=limit,
     )
+    return {"items": page.items, "next_cursor": encode_cursor(page.last) if page.last else None}
+
+
+def encode_cursor(key: QueueKey) -> str:
+    """The opaque `next_cursor` a client sends back for the next page."""
+    due, request_id = key
+    raw = json.dumps([due.isoformat() if due else None, request_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> QueueKey:
+    try:
+        due, request_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return (date.fromisoformat(due) if due is not None else None), str(request_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise Problem(
+            400, "Invalid cursor", "Use the next_cursor of a previous page.", reason="bad_cursor"
+        ) from exc
 
 
 @router.get("/access-requests/{request_id}", responses={403: {}, 404: {}})
 async def get_request(
-    request_id: RequestId, request: Request, principal: CurrentPrincipal, session: SessionDep
+    request_id: RequestId, actor: CurrentActor, ctx: Ctx, now: Now, session: SessionDep
 ) -> dict[str, Any]:
     """One request with its documents and history (`at`, `actor`, `action`, `comment`)."""
-    today = local_date(current_time(request), context(request).settings.timezone)
-    return await queries.detail(session, actor_of(principal), request_id, today)
+    return await queries.detail(session, actor, request_id, local_date(now, ctx.settings.timezone))
 
 
 @router.post(
@@ -94,7 +118,9 @@ async def decide(
     request_id: RequestId,
     body: DecisionIn,
     request: Request,
-    principal: CurrentPrincipal,
+    actor: CurrentActor,
+    ctx: Ctx,
+    now: Now,
     session: SessionDep,
     key: IdempotencyKey = None,
     if_match: Annotated[str | None, Header(alias="If-Match", max_length=20)] = None,
@@ -104,10 +130,9 @@ async def decide(
     `If-Match: "<version>"` (the `version` last read) turns a decision on a changed request into 409.
     """
     expected = _version(if_match)
-    ctx, now, actor = context(request), current_time(request), actor_of(principal)
 
     async def action() -> idempotency.Outcome:
-        return await service.decide(
+        row = await service.decide(
             session,
             ctx,
             actor,
@@ -118,8 +143,9 @@ async def decide(
             expected_version=expected,
             now=now,
         )
+        return 200, summary(row)
 
-    return await write(request, session, principal, action, key=key, canonical_body=body.model_dump_json())
+    return await write(request, session, actor, action, key=key, canonical_body=body.model_dump_json())
 
 
 def _version(if_match: str | None) -> int | None:
@@ -139,27 +165,40 @@ def _version(if_match: str | None) -> int | None:
 async def withdraw(
     request_id: RequestId,
     request: Request,
-    principal: CurrentPrincipal,
+    actor: CurrentActor,
+    ctx: Ctx,
+    now: Now,
     session: SessionDep,
     body: WithdrawIn | None = None,
 ) -> JSONResponse:
     """The partner administrator withdraws a request that is still open."""
-    ctx, now, actor = context(request), current_time(request), actor_of(principal)
     comment = body.comment if body else None
-    return await write(
-        request, session, principal, lambda: service.withdraw(session, ctx, actor, request_id, comment, now)
-    )
+
+    async def action() -> idempotency.Outcome:
+        return 200, summary(await service.withdraw(session, ctx, actor, request_id, comment, now))
+
+    return await write(request, session, actor, action)
 
 
 @router.post("/access-requests/{request_id}/comments", status_code=201, responses={403: {}, 404: {}})
 async def comment(
-    request_id: RequestId, body: CommentIn, request: Request, principal: CurrentPrincipal, session: SessionDep
+    request_id: RequestId,
+    body: CommentIn,
+    request: Request,
+    actor: CurrentActor,
+    ctx: Ctx,
+    now: Now,
+    session: SessionDep,
 ) -> JSONResponse:
     """A message in the request's thread, between the partner and the department's CAF."""
-    ctx, now, actor = context(request), current_time(request), actor_of(principal)
-    return await write(
-        request,
-        session,
-        principal,
-        lambda: service.add_comment(session, ctx, actor, request_id, body.text, now),
-    )
+
+    async def action() -> idempotency.Outcome:
+        entry = await service.add_comment(session, ctx, actor, request_id, body.text, now)
+        return 201, {
+            "at": entry.at.isoformat(),
+            "actor": entry.actor,
+            "action": entry.action,
+            "comment": entry.comment,
+        }
+
+    return await write(request, session, actor, action)

@@ -1,16 +1,14 @@
 """Time-driven work: reminders and escalations of late stages, expiry of requests whose documents never
 came, and renewal requests for grants about to end.
 
-`run_due_jobs(sessions, ctx, now)` does one pass and is what tests call with the `now` they want; the
-`Scheduler` runs it periodically in the app's lifespan. Each request is handled in its own transaction
-and every write is guarded (version, flag, or "no renewal yet"), so two replicas running a pass at
-once still remind, escalate, expire and renew each request once.
+`run_due_jobs(sessions, ctx, now)` does one pass and is what tests call with the `now` they want;
+`periodic(sessions, ctx)` runs it every `scheduler_interval_seconds` in the app's lifespan. Each request
+is handled in its own transaction and every write is guarded (version, flag, or "no renewal yet"), so
+two replicas running a pass at once still remind, escalate, expire and renew each request once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, cast
@@ -22,11 +20,12 @@ from sqlmodel import col
 
 from cdap_access import domain, store
 from cdap_access.calendar import add_years, local_date
+from cdap_access.config import Context
 from cdap_access.domain import State
 from cdap_access.models import AccessRequest, IssuedGrant, PartnerOrganisation
 from cdap_access.notifications import MANAGERS, stage_queue
-from cdap_access.requests import Context
 from cdap_shared.envelope import new_event_id, utcnow
+from cdap_shared.periodic import Periodic
 
 log = structlog.get_logger(__name__)
 IN_A_STAGE = (State.SUBMITTED.value, State.AWAITING_SECOND_APPROVAL.value)
@@ -180,24 +179,12 @@ async def run_due_jobs(sessions: async_sessionmaker[AsyncSession], ctx: Context,
     return report
 
 
-class Scheduler:
-    """Runs `run_due_jobs` every `interval` seconds until stopped; a failed pass is retried next time."""
+def periodic(sessions: async_sessionmaker[AsyncSession], ctx: Context) -> Periodic:
+    """`run_due_jobs` at the real time, every `scheduler_interval_seconds`; a failed pass (a database
+    outage) is retried at the next one, which catches up."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], ctx: Context, interval: float) -> None:
-        self.sessions = sessions
-        self.ctx = ctx
-        self.interval = interval
-        self._stopping = asyncio.Event()
+    async def pass_now() -> None:
+        report = await run_due_jobs(sessions, ctx, utcnow())
+        log.info("scheduled jobs ran", **{k: len(v) for k, v in vars(report).items()})
 
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                report = await run_due_jobs(self.sessions, self.ctx, utcnow())
-                log.info("scheduled jobs ran", **{k: len(v) for k, v in vars(report).items()})
-            except Exception as exc:  # a database outage: the next pass catches up
-                log.warning("scheduled jobs interrupted", error=type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.interval)
+    return Periodic("scheduler", pass_now, ctx.settings.scheduler_interval_seconds)

@@ -3,7 +3,7 @@
 Nothing here commits: callers (a route, the consumer, the scheduler) own the transaction, so a state
 change, its outbox event and its queued mails are all kept or all dropped. A change of state is an
 `UPDATE ... WHERE id = :id AND version = :version`: of two concurrent writers exactly one succeeds,
-the other gets `StaleRequest` (HTTP 409).
+the other gets `StaleRequest`.
 """
 
 from __future__ import annotations
@@ -105,24 +105,23 @@ async def _history(
     comment: str | None,
     documents: list[str],
     event_type: str | None,
-) -> CloudEvent | None:
+) -> HistoryEntry:
     event = None
     if event_type is not None:
         event = event_for(row, action, stage, actor, comment, documents)
         await outbox.add(session, event, topic=settings.access_topic)
-    session.add(
-        HistoryEntry(
-            request_id=row.id,
-            at=now,
-            actor=actor,
-            action=action,
-            stage=stage,
-            comment=comment,
-            documents=documents,
-            event_id=event.id if event else None,
-        )
+    entry = HistoryEntry(
+        request_id=row.id,
+        at=now,
+        actor=actor,
+        action=action,
+        stage=stage,
+        comment=comment,
+        documents=documents,
+        event_id=event.id if event else None,
     )
-    return event
+    session.add(entry)
+    return entry
 
 
 def new_request(settings: Settings, *, now: datetime, **fields: Any) -> AccessRequest:
@@ -141,12 +140,12 @@ def new_request(settings: Settings, *, now: datetime, **fields: Any) -> AccessRe
 
 async def insert_request(
     session: AsyncSession, settings: Settings, row: AccessRequest, *, actor: str, now: datetime
-) -> CloudEvent | None:
+) -> None:
     """Add a `new_request` with its `access.request.submitted` event and mails."""
     session.add(row)
     await session.flush()
     session.expunge(row)
-    event = await _history(
+    await _history(
         session,
         settings,
         row,
@@ -161,7 +160,6 @@ async def insert_request(
     notifications.notify(
         session, settings, row, "renewal_submitted" if row.kind == "renewal" else "submitted"
     )
-    return event
 
 
 async def record_step(
@@ -174,7 +172,7 @@ async def record_step(
     now: datetime,
     comment: str | None = None,
     documents: Sequence[str] = (),
-) -> CloudEvent | None:
+) -> None:
     """Apply `step` to `row` (version-checked), record it, stage its event and queue its mails.
 
     Entering a state starts a new stage visit: a new due date, and reminders may be sent again.
@@ -207,7 +205,7 @@ async def record_step(
         raise StaleRequest(row.id)
     for name, value in values.items():
         setattr(row, name, value)
-    event = await _history(
+    await _history(
         session,
         settings,
         row,
@@ -220,7 +218,6 @@ async def record_step(
         event_type=step.event_type,
     )
     notifications.notify(session, settings, row, step.action, comment=comment, documents=list(documents))
-    return event
 
 
 async def record_note(
@@ -234,9 +231,9 @@ async def record_note(
     comment: str | None = None,
     event_type: str | None = None,
     recipients: Sequence[str] | None = None,
-) -> CloudEvent | None:
+) -> HistoryEntry:
     """Something that does not change the state (a comment, a reminder): history, event, mails."""
-    event = await _history(
+    entry = await _history(
         session,
         settings,
         row,
@@ -249,4 +246,4 @@ async def record_note(
         event_type=event_type,
     )
     notifications.notify(session, settings, row, action, recipients=recipients, comment=comment)
-    return event
+    return entry

@@ -1,24 +1,40 @@
-"""What every route of access-requests needs: path and header types, "now", the service context, and
-writes committed once per `Idempotency-Key`.
+"""What every route of access-requests needs: the caller as the domain's `Actor`, "now", the service
+context, writes committed once per `Idempotency-Key`, and the one table from domain refusals to HTTP.
 
-`app.state.clock` gives "now" (tests replace it to travel in time); writes go through
-`idempotency.run_once`, which commits, so a retried call with the same `Idempotency-Key` has one effect.
+Routes parse, call a use case, and map its result to a body; a `domain.Refused` they let through is
+answered by `PROBLEMS` (installed by `app.py`). "Now" is a dependency, so tests travel in time with
+`app.dependency_overrides[current_time]`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Header, Path, Request
+from fastapi import Depends, Header, Path, Request
 from fastapi.responses import JSONResponse
 
-from cdap_access import idempotency
-from cdap_access.requests import Context
+from cdap_access import domain, idempotency
+from cdap_access.config import Context
+from cdap_access.domain import Actor
+from cdap_access.models import AccessRequest
 from cdap_access.schemas import UUID_PATTERN
-from cdap_shared.auth import Principal
+from cdap_shared.auth import CurrentPrincipal
 from cdap_shared.db import SessionDep
+from cdap_shared.envelope import utcnow
+
+# Domain refusal -> (status, title): the only place access-requests turns a refusal into HTTP.
+PROBLEMS: dict[type[Exception], tuple[int, str]] = {
+    domain.NotPermitted: (403, "Forbidden"),
+    domain.Unknown: (404, "Not found"),
+    domain.Conflict: (409, "Conflict"),
+    domain.Invalid: (422, "Invalid request"),
+    domain.DocumentTooLarge: (413, "Document too large"),
+    domain.NotAPdf: (415, "Not a PDF"),
+    domain.UnreadablePdf: (422, "Unreadable PDF"),
+    domain.ActivePdfContent: (422, "Active PDF content"),
+}
 
 RequestId = Annotated[str, Path(pattern=UUID_PATTERN)]
 IdempotencyKey = Annotated[
@@ -27,27 +43,54 @@ IdempotencyKey = Annotated[
 
 
 def context(request: Request) -> Context:
+    """The settings and profile catalogue `app.py` built."""
     ctx: Context = request.app.state.ctx
     return ctx
 
 
-def current_time(request: Request) -> datetime:
-    clock: Callable[[], datetime] = request.app.state.clock
-    return clock()
+def current_time() -> datetime:
+    return utcnow()
+
+
+def actor_of(principal: CurrentPrincipal) -> Actor:
+    """The token's caller in the domain's terms (its e-mail lower-cased, as requests store it)."""
+    email = principal.claims.get("email")
+    return Actor(
+        principal.sub,
+        principal.roles,
+        principal.org,
+        principal.department,
+        email.lower() if isinstance(email, str) else None,
+    )
+
+
+Ctx = Annotated[Context, Depends(context)]
+Now = Annotated[datetime, Depends(current_time)]
+CurrentActor = Annotated[Actor, Depends(actor_of)]
+
+
+def summary(row: AccessRequest) -> dict[str, Any]:
+    """The answer to a command on a request: where it stands now (`RequestState`)."""
+    return {
+        "id": row.id,
+        "state": row.state,
+        "stage": row.stage,
+        "due": row.due.isoformat() if row.due else None,
+        "version": row.version,
+    }
 
 
 async def write(
     request: Request,
     session: SessionDep,
-    principal: Principal,
+    actor: Actor,
     action: Callable[[], Awaitable[idempotency.Outcome]],
     *,
     key: str | None = None,
     canonical_body: str = "",
 ) -> JSONResponse:
-    """Run a write and commit it (once per `Idempotency-Key`, when one is given)."""
+    """Run a command (`action` calls the use case and maps its result to status and body) and commit
+    it, once per `Idempotency-Key` when one is given."""
     print_ = idempotency.fingerprint(request.method, request.url.path, canonical_body)
-    status, body = await idempotency.run_once(
-        session, actor=principal.sub, key=key, print_=print_, action=action
-    )
+    status, body = await idempotency.run_once(session, actor=actor.sub, key=key, print_=print_, action=action)
     return JSONResponse(body, status_code=status)

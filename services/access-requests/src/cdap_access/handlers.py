@@ -1,13 +1,17 @@
-"""Handlers of identity's events: the organisation and grant projections, and the requests they close.
+"""Kafka handlers of identity's events: the organisation and grant projections, and the requests they close.
 
-Each runs inside the consumer's transaction (with the inbox claim), so a redelivery changes nothing.
-An event that does not fit a request's state (a grant for a withdrawn request) is logged and left:
-identity is the authority on grants, and dead-lettering it would not make it fit better.
+`HANDLERS` is the table: event type -> a plain function taking the session, the settings, the event's
+typed data and its time. Each runs inside the consumer's transaction (with the inbox claim), so a
+redelivery changes nothing. An event that does not fit a request's state (a grant for a withdrawn
+request) is logged and left: identity is the authority on grants, and dead-lettering it would not make
+it fit better.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from sqlalchemy import select, update
@@ -27,7 +31,10 @@ log = structlog.get_logger(__name__)
 IDENTITY = "identity"  # the actor recorded in a request's history for what identity did
 
 
-async def upsert_organisation(session: AsyncSession, data: ev.OrganisationRegistered) -> None:
+async def organisation_registered(
+    session: AsyncSession, settings: Settings, data: ev.OrganisationRegistered, at: datetime
+) -> None:
+    """A new organisation, or a new description of one (convention, administrators, delegation)."""
     row = data.model_dump()
     stmt = insert(PartnerOrganisation).values(row)
     await session.execute(
@@ -39,6 +46,7 @@ async def upsert_organisation(session: AsyncSession, data: ev.OrganisationRegist
 
 
 async def grant_issued(session: AsyncSession, settings: Settings, data: ev.GrantIssued, at: datetime) -> None:
+    """Identity issued a grant: remember it, and mark the approved request it answers provisioned."""
     fields = set(IssuedGrant.model_fields) - {"status", "renewal_request_id", "removal_request_id"}
     stmt = insert(IssuedGrant).values(data.model_dump(include=fields) | {"status": "active"})
     await session.execute(stmt.on_conflict_do_nothing(index_elements=["grant_id"]))
@@ -62,9 +70,18 @@ async def grant_issued(session: AsyncSession, settings: Settings, data: ev.Grant
         )
 
 
-async def grant_ended(
-    session: AsyncSession, settings: Settings, data: ev.GrantEnded, *, revoked: bool, at: datetime
+async def grant_revoked(session: AsyncSession, settings: Settings, data: ev.GrantEnded, at: datetime) -> None:
+    await _grant_ended(session, settings, data, at, revoked=True)
+
+
+async def grant_expired(session: AsyncSession, settings: Settings, data: ev.GrantEnded, at: datetime) -> None:
+    await _grant_ended(session, settings, data, at, revoked=False)
+
+
+async def _grant_ended(
+    session: AsyncSession, settings: Settings, data: ev.GrantEnded, at: datetime, *, revoked: bool
 ) -> None:
+    """The grant is over: so is the request it came from (revoked, or expired)."""
     await session.execute(
         update(IssuedGrant)
         .where(col(IssuedGrant.grant_id) == data.grant_id)
@@ -83,7 +100,9 @@ async def grant_ended(
         )
 
 
-async def user_provisioned(session: AsyncSession, data: ev.UserProvisioned) -> None:
+async def user_provisioned(
+    session: AsyncSession, settings: Settings, data: ev.UserProvisioned, at: datetime
+) -> None:
     """Remember which account identity created for a request (shown to the approvers)."""
     if data.request_id is not None:
         await session.execute(
@@ -91,21 +110,26 @@ async def user_provisioned(session: AsyncSession, data: ev.UserProvisioned) -> N
         )
 
 
+EventHandler = Callable[[AsyncSession, Settings, Any, datetime], Awaitable[None]]
+
+HANDLERS: dict[str, EventHandler] = {
+    "identity.organisation.registered": organisation_registered,
+    "identity.organisation.updated": organisation_registered,
+    "identity.grant.issued": grant_issued,
+    "identity.grant.revoked": grant_revoked,
+    "identity.grant.expired": grant_expired,
+    "identity.user.provisioned": user_provisioned,
+}
+
+
 def handler(settings: Settings) -> Handler:
-    """The consumer's handler (and the callers' standing, `cdap_shared.standing`); other event types
-    on identity's topic are ignored."""
+    """The consumer's handler: every event is validated against its type's model, applied by its row of
+    `HANDLERS` if it has one, and given to the callers' standing (`cdap_shared.standing`)."""
 
     async def apply(session: AsyncSession, event: CloudEvent) -> None:
         data = ev.parse_data(event)
-        at = event.time.astimezone(UTC)
-        if isinstance(data, ev.OrganisationRegistered):
-            await upsert_organisation(session, data)
-        elif isinstance(data, ev.GrantIssued):
-            await grant_issued(session, settings, data, at)
-        elif isinstance(data, ev.GrantEnded):
-            await grant_ended(session, settings, data, revoked=event.type == "identity.grant.revoked", at=at)
-        elif isinstance(data, ev.UserProvisioned):
-            await user_provisioned(session, data)
+        if (handle := HANDLERS.get(event.type)) is not None:
+            await handle(session, settings, data, event.time.astimezone(UTC))
         await standing.apply(session, event)
 
     return apply
