@@ -79,7 +79,6 @@ class Refused(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
-        self.detail = detail
 
 
 class NotPermitted(Refused):
