@@ -29,10 +29,10 @@ status:
 	@bash $(STACK) status
 
 migrate: up ## apply every service's database migrations
-	@$(PY) -m cdap_shared.devrun migrate
+	@$(PY) -m cdap_cli.devrun migrate
 
 run: migrate ## the whole system in the foreground, logs prefixed by service; Ctrl-C stops it
-	@$(PY) -m cdap_shared.devrun run
+	@$(PY) -m cdap_cli.devrun run
 
 # One pytest process per workspace member: each member's tests/ is its own package, and each
 # service's SQLModel metadata stays its own. The stack lifecycle tests (tests/) run last.

@@ -28,7 +28,7 @@ import httpx
 
 from bench.common import KAFKA, RESULTS, drop_database, fresh_database, fresh_topic, percentile, run_wrk
 from cdap_shared.db import asyncpg_dsn
-from cdap_shared.testing import JwksServer, ServiceProcess, TokenMinter, free_port, migrate
+from cdap_testing import JwksServer, ServiceProcess, TokenMinter, free_port, migrate
 
 Progress = Callable[[str, float], None]
 ROOT = Path(__file__).resolve().parents[1]

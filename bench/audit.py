@@ -35,7 +35,7 @@ from bench.outbox import consultation
 from cdap_shared.db import asyncpg_dsn
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.relay import make_producer
-from cdap_shared.testing import JwksServer, ServiceProcess, TokenMinter, migrate
+from cdap_testing import JwksServer, ServiceProcess, TokenMinter, migrate
 
 Progress = Callable[[str, float], None]
 ROOT = Path(__file__).resolve().parents[1]

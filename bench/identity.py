@@ -21,7 +21,7 @@ from cdap_identity.models import Organisation
 from cdap_identity.passwords import _HASHER
 from cdap_shared import events as ev
 from cdap_shared.db import create_engine, session_factory
-from cdap_shared.testing import ServiceProcess, migrate
+from cdap_testing import ServiceProcess, migrate
 
 DB = "cdap_bench_identity"
 ROOT = Path(__file__).resolve().parents[1]

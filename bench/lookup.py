@@ -25,7 +25,7 @@ import httpx
 from bench.common import ADMIN_DSN, KAFKA, RESULTS, fresh_topic, run_wrk
 from cdap_dossiers.generate import build_pools, make_dossier
 from cdap_dossiers.projections import dossier_row
-from cdap_shared.testing import JwksServer, ServiceProcess, TokenMinter, free_port, migrate
+from cdap_testing import JwksServer, ServiceProcess, TokenMinter, free_port, migrate
 
 DB = "cdap_bench_dossiers"
 ROOT = Path(__file__).resolve().parents[1]

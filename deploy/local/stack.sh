@@ -282,7 +282,7 @@ smtp_up() {
   [ -x "$python" ] || die "no Python environment at $python: run 'make setup' first"
   mkdir -p "$mail_dir"
   say "starting the SMTP sink on 127.0.0.1:1025 (messages: $mail_dir)"
-  nohup "$python" -m cdap_shared.mailsink --dir "$mail_dir" --port 1025 >"$stack/mailsink.log" 2>&1 &
+  nohup "$python" -m cdap_cli.mailsink --dir "$mail_dir" --port 1025 >"$stack/mailsink.log" 2>&1 &
   echo $! >"$stack/mailsink.pid"
   wait_port 1025 "SMTP sink" 20 "$stack/mailsink.log"
 }

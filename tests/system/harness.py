@@ -18,7 +18,7 @@ import pyotp
 
 from cdap_shared.envelope import new_event_id
 from cdap_shared.kafka_access import local_credentials, service_principal
-from cdap_shared.testing import MAIL_DIR, ServiceProcess, create_database_sync, free_port, migrate
+from cdap_testing import MAIL_DIR, ServiceProcess, create_database_sync, free_port, migrate
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "test-artifacts" / "system"

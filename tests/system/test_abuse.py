@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cdap_identity.domain import DEFAULT_POLICY, valid_siret
 from cdap_identity.keys import jwk_thumbprint
 from cdap_shared.envelope import new_event_id
-from cdap_shared.testing import plain_dsn, protected_operations
+from cdap_testing import plain_dsn, protected_operations
 
 from .harness import (
     PASSWORD,

@@ -22,8 +22,8 @@ from cdap_dossiers.generate import build_pools, make_dossier
 from cdap_shared import events as ev
 from cdap_shared.envelope import new_event_id
 from cdap_shared.kafka_access import KafkaLogin
-from cdap_shared.testing import eventually
 from cdap_shared.topics import PARTITIONS
+from cdap_testing import eventually
 
 from .harness import (
     MAILBOX,

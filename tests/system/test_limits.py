@@ -22,7 +22,7 @@ import pytest
 
 from cdap_shared.bodylimit import UPLOAD_MAX_BODY
 from cdap_shared.envelope import new_event_id
-from cdap_shared.testing import plain_dsn
+from cdap_testing import plain_dsn
 
 from .harness import System, bootstrap_admin, wait_ready
 

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from cdap_shared.testing import protected_operations
+from cdap_testing import protected_operations
 
 from .harness import LOGS, System, activate_and_login, bearer, caf_staff, wait_ready
 from .test_revocation import provisioned_partner

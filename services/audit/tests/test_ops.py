@@ -13,7 +13,7 @@ from cdap_audit.checkpoint import Checkpoint, NoteSigner, open_note
 from cdap_audit.config import Settings
 from cdap_audit.rules import RulesError
 from cdap_audit.signing import SigningKeyError
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from .conftest import Audit
 

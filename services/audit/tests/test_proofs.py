@@ -14,7 +14,7 @@ from cdap_audit.checkpoint import Checkpoint, NoteVerifier, open_note
 from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent
 from cdap_shared.kafka_access import KafkaLogin
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from . import rfc9162
 from .conftest import Audit, consulted, suspended

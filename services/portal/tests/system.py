@@ -31,7 +31,8 @@ from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent, new_event_id
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.relay import make_producer
-from cdap_shared.testing import (
+from cdap_shared.topics import ensure_topics
+from cdap_testing import (
     MAIL_DIR,
     ServiceProcess,
     create_database_sync,
@@ -40,7 +41,6 @@ from cdap_shared.testing import (
     mails_to,
     migrate,
 )
-from cdap_shared.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[3]
 SERVICES = ROOT / "services"

@@ -1,4 +1,4 @@
-"""pytest fixtures for tests against real Kafka and PostgreSQL (load with `-p cdap_shared.testing`).
+"""pytest fixtures for tests against real Kafka and PostgreSQL (load with `-p cdap_testing`).
 
 Where the parts come from, in order: `CDAP_KAFKA_BOOTSTRAP` / `CDAP_DATABASE_URL` when set; else
 testcontainers when a Docker engine answers; else the local stack (`make up`, which `make test` runs).
@@ -24,9 +24,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from cdap_cli.mailsink import mail_dir
 from cdap_shared.envelope import new_event_id
 from cdap_shared.kafka_access import TEST, KafkaLogin, export_login
-from cdap_shared.mailsink import mail_dir
 from cdap_shared.topics import ensure_topics
 
 LOCAL_KAFKA = "127.0.0.1:9092"
