@@ -3,8 +3,8 @@
 Every CDAP consumer must survive whatever lands on its topics: a record that is not an event, or
 an event whose payload does not fit its type's model, goes to `<topic>.dlq` and consumption goes on.
 The strategies here draw such records (as the raw bytes a producer would have written); service
-tests combine them with valid events of the types they consume. Test-only code, like
-`cdap_testing`: it needs the dev dependency `hypothesis`.
+tests combine them with valid events of the types they consume. Test-only code, in the dev-only
+`cdap_testing` package.
 
 Two families, because they must be judged differently:
 
