@@ -378,8 +378,8 @@ class Demo:
         raise DemoError("no dossier could be consulted: were the demo dossiers published?")
 
     async def audit_check(self, numero: str, audit_id: str) -> None:
-        from cdap_audit.checkpoint import NoteVerifier, open_note
-        from cdap_audit.merkle import leaf_hash, verify_inclusion
+        from cdap_shared.tlog.checkpoint import NoteVerifier, open_note
+        from cdap_shared.tlog.merkle import leaf_hash, verify_inclusion
 
         headers = await self.headers("auditeur@caf76.demo")
         entry = None
