@@ -105,5 +105,6 @@ format: setup
 
 reset: down ## forget all local data (Kafka log, service databases, mail)
 	@rm -rf .stack/kafka/data .stack/kafka/cluster .stack/mail
-	@runuser -u postgres -- bash -c 'for d in identity access dossiers audit; do dropdb --if-exists --force cdap_$$d; done' 2>/dev/null || true
+	@for d in $$($(PY) -m cdap_shared.services databases); do \
+		runuser -u postgres -- dropdb --if-exists --force $$d 2>/dev/null || true; done
 	@echo "local data removed; 'make up' recreates it"

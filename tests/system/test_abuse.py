@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cdap_identity.domain import DEFAULT_POLICY, valid_siret
 from cdap_identity.keys import jwk_thumbprint
 from cdap_shared.envelope import new_event_id
+from cdap_shared.services import backends
 from cdap_testing import plain_dsn, protected_operations
 
 from .harness import (
@@ -52,7 +53,7 @@ from .harness import (
 
 pytestmark = pytest.mark.stack
 
-SERVICES = ("identity", "access-requests", "dossiers", "audit")
+SERVICES = backends()
 TIMING_RESULTS = ROOT / "bench" / "results" / "login-timing.json"
 TIMING_ATTEMPTS = 40  # per kind (unknown user, known user + wrong password), interleaved
 TIMING_BOUND = (0.67, 1.5)  # accepted ratio of the medians (known / unknown)

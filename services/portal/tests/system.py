@@ -31,6 +31,7 @@ from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent, new_event_id
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.relay import make_producer
+from cdap_shared.services import service
 from cdap_shared.topics import ensure_topics
 from cdap_testing import (
     MAIL_DIR,
@@ -166,8 +167,11 @@ class System:
             "CDAP_LOG_LEVEL": "WARNING",
         }
 
-    def start(self, name: str, module: str, env: dict[str, str]) -> None:
-        process = ServiceProcess(module, env, self.log_dir / f"{name}.log", port=self.ports[name])
+    def start(self, name: str, registered: str, env: dict[str, str]) -> None:
+        """Start the service `registered` in cdap_shared.services, known here as `name`."""
+        process = ServiceProcess(
+            service(registered).package, env, self.log_dir / f"{name}.log", port=self.ports[name]
+        )
         self.processes[name] = process
         process.start(wait=60)
 
@@ -179,16 +183,16 @@ class System:
             "CDAP_ACCESS_TOPIC": self.topics["access"],
             "CDAP_ALERTS_TOPIC": self.topics["alerts"],
         }
-        self.start("identity", "cdap_identity", identity)
+        self.start("identity", "identity", identity)
         dossiers = self._common("dossiers") | {
             "CDAP_DATABASE_URL": self._database("dossiers"),
             "CDAP_CAF_TOPIC": self.topics["caf"],
             "CDAP_IDENTITY_TOPIC": "identity.events",
         }
-        self.start("dossiers", "cdap_dossiers", dossiers)
+        self.start("dossiers", "dossiers", dossiers)
         self.start(
             "portal",
-            "cdap_portal",
+            "portal",
             {
                 "CDAP_IDENTITY_URL": self.url("identity"),
                 "CDAP_ACCESS_REQUESTS_URL": self.url("access"),
@@ -207,7 +211,7 @@ class System:
             "CDAP_IDENTITY_TOPIC": "identity.events",
             "CDAP_ACCESS_TOPIC": self.topics["access"],
         }
-        self.start("access", "cdap_access", access)
+        self.start("access", "access-requests", access)
         audit = self._common("audit") | {
             "CDAP_DATABASE_URL": self._database("audit"),
             "CDAP_IDENTITY_TOPIC": "identity.events",
@@ -216,7 +220,7 @@ class System:
             "CDAP_ALERTS_TOPIC": self.topics["alerts"],
             "CDAP_CHECKPOINTS_TOPIC": self.topics["checks"],
         }
-        self.start("audit", "cdap_audit", audit)
+        self.start("audit", "audit", audit)
         self.wait_for_groups("access", "audit")
 
     def wait_for_groups(self, *names: str) -> None:
