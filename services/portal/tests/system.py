@@ -119,6 +119,36 @@ def activation_link(email: str, within: float = 30.0) -> str:
     return result
 
 
+# A family's file as the CAF core system describes it, one value in each section a profile may open.
+SAMPLE_SECTIONS: dict[str, Any] = {
+    "identite": {"family_name": "Lefebvre", "given_name": "Camille", "birth_date": "1985-05-14", "sex": "F"},
+    "adresse": {"line": "12 rue du Gros-Horloge", "postal_code": "76000", "city": "Rouen"},
+    "contact": {"telephone": "06 12 34 56 78", "email": "camille.lefebvre@example.fr"},
+    "foyer": {
+        "members": [
+            {
+                "role": "allocataire",
+                "family_name": "Lefebvre",
+                "given_name": "Camille",
+                "birth_date": "1985-05-14",
+            },
+            {"role": "enfant", "family_name": "Lefebvre", "given_name": "Louis", "birth_date": "2015-09-02"},
+            {"role": "enfant", "family_name": "Lefebvre", "given_name": "Inès", "birth_date": "2018-03-21"},
+        ],
+        "children": 2,
+    },
+    "ressources": {"monthly_income": 1450, "reference_year": 2025},
+    "droits": [
+        {"prestation": "AF", "monthly_amount": 141.99, "from": "2024-01-01", "to": None},
+        {"prestation": "APL", "monthly_amount": 280, "from": "2024-01-01", "to": None},
+    ],
+    "paiements": [{"date": "2026-11-05", "amount": 421.99, "payee": "allocataire"}],
+    "quotient_familial": {"month": "2026-11", "value": 580},
+    "logement": {"status": "locataire", "aid_paid_to": "allocataire", "landlord_siret": None, "rent": 620},
+    "rsa": {"referent_siret": None, "status": "sans_droit"},
+}
+
+
 @dataclass
 class System:
     """The running services of one test module, and helpers that act as the CAF and its core system."""
@@ -339,13 +369,17 @@ class System:
         run(_publish(self.kafka, self.topics["access"], [event]))
 
     def publish_dossier(self, numero: str, department: str = "76", **overrides: Any) -> ev.DossierUpserted:
-        """What the CAF core system publishes: one dossier on the CAF feed."""
-        import random
-
-        from cdap_dossiers.generate import build_pools, make_dossier
-
-        data = make_dossier(random.Random(int(numero)), build_pools(3, size=50), numero, department)
-        data = data.model_copy(update={"opposition": False, **overrides})
+        """What the CAF core system publishes: one dossier on the CAF feed, every section filled (the
+        event's model is the contract; the portal's tests need no service's code to write one)."""
+        nir = f"28505{department}{numero[-6:]}"  # a woman born in May 1985, and the NIR's key below
+        data = ev.DossierUpserted(
+            numero=numero,
+            nir=f"{nir}{97 - int(nir) % 97:02d}",
+            department=department,
+            version=1,
+            opposition=False,
+            sections=SAMPLE_SECTIONS,
+        ).model_copy(update=overrides)
         event = ev.make_event("caf.dossier.upserted", source="/caf/core", subject=numero, data=data)
         run(_publish(self.kafka, self.topics["caf"], [event]))
         return data
