@@ -12,7 +12,7 @@ from cdap_access.scheduler import Report, run_due_jobs
 from cdap_access.web import current_time
 from cdap_shared import events as ev
 from cdap_shared.envelope import utcnow
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from .conftest import ORG, Service, assert_problem, mail_with
 
