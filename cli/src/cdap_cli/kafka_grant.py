@@ -9,7 +9,9 @@ import os
 from typing import Annotated
 
 import typer
-from confluent_kafka.admin import (
+
+# The documented public names; the package re-exports them without an __all__, which mypy wants.
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AclBinding,
     AclOperation,
     AclPermissionType,
@@ -18,6 +20,7 @@ from confluent_kafka.admin import (
     ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
+    UserScramCredentialAlteration,
     UserScramCredentialUpsertion,
 )
 
@@ -62,7 +65,7 @@ def grant(
 ) -> None:
     """Give each principal in `passwords` its SCRAM credential, then every principal its ACLs."""
     if passwords:
-        upserts = [
+        upserts: list[UserScramCredentialAlteration] = [
             UserScramCredentialUpsertion(
                 name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS), password.encode()
             )
