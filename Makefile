@@ -52,7 +52,8 @@ tools: ## Debian's libfaketime (tests/system/test_clock.py)
 		|| { echo "could not install$$missing: run 'apt-get install$$missing'"; exit 1; }; fi
 
 # What tests/deploy needs to validate deploy/ without a Docker engine or a cluster: kubeconform and
-# kustomize built from the Go module proxy, and the Kubernetes JSON schemas from a PyPI package.
+# kustomize built from the Go module proxy, the Kubernetes and Compose Specification JSON schemas from
+# PyPI packages.
 KUBECONFORM_VERSION := v0.7.0
 KUSTOMIZE_VERSION := v5.8.1
 K8S_SCHEMAS := .stack/k8s-schemas/v1.33.0-local-strict
