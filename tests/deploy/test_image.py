@@ -42,10 +42,13 @@ def test_the_entrypoint_knows_every_service_and_refuses_an_unknown_one(tmp_path:
     script = ENTRYPOINT.read_text()
     for service in SERVICES:
         assert f"{service.name}) echo {service.module} ;;" in script
-    done = subprocess.run(
-        ["sh", str(ENTRYPOINT), "serve", "billing"], capture_output=True, text=True, timeout=10
-    )
-    assert done.returncode == 64 and "unknown service 'billing'" in done.stderr
+    for command in ("serve", "migrate", "wait-migrated"):
+        done = subprocess.run(
+            ["sh", str(ENTRYPOINT), command, "billing"], capture_output=True, text=True, timeout=10
+        )
+        assert done.returncode == 64 and "unknown service 'billing'" in done.stderr
+    # The release's jobs: Kafka's principals (cdap kafka grant), the topics.
+    assert "kafka-access)\n    exec cdap kafka grant" in script and "topics)" in script
     for ignored in ("tests", ".venv", ".stack", "bench"):
         assert ignored in (ROOT / ".dockerignore").read_text().splitlines()
 
