@@ -46,7 +46,14 @@ class DossierView(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"motif": "accompagnement_social", "family_name": "Martin", "birth_date": "1984-03-12"}
+            ]
+        },
+    )
 
     motif: str = Field(pattern=r"^[a-z_]{1,50}$")
     nir: str | None = Field(
