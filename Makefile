@@ -106,7 +106,7 @@ bench: up ## benchmarks; results in bench/results/, summary in docs/benchmarks.m
 lint: setup
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
-	@$(PY) -m mypy shared/src services/*/src cli/src
+	@$(PY) -m mypy shared/src services/*/src cli/src testing/src
 
 format: setup
 	@$(PY) -m ruff format .
