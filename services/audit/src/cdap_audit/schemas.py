@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 class EntryItem(BaseModel):
@@ -21,6 +23,8 @@ class EntryItem(BaseModel):
     client_ip: str | None
     trace_id: str | None
     leaf: str = Field(description="base64 of the exact canonical bytes hashed into the tree (RFC 6962 leaf)")
+    actor_name: str | None = Field(description="the actor's name in identity's directory (not hashed)")
+    organisation_name: str | None = Field(description="the organisation's name (not hashed)")
 
 
 class EntryPage(BaseModel):
@@ -39,11 +43,35 @@ class AlertItem(BaseModel):
     entry_index: int
     event_time: str
     raised_at: str
+    actor_name: str | None
+    organisation_name: str | None
+    state: str = Field(description="open, acknowledged or closed")
+    acknowledged_by: str | None
+    acknowledged_at: str | None
+    acknowledgement: str | None = Field(description="the acknowledging auditor's comment")
+    closed_by: str | None
+    closed_at: str | None
+    closing_comment: str | None
 
 
 class AlertPage(BaseModel):
     items: list[AlertItem]
     next_cursor: str | None
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("the comment is blank")
+    return value.strip()
+
+
+Comment = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_not_blank)]
+
+
+class Review(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    comment: Comment | None = Field(default=None, description="what is being done; required to acknowledge")
 
 
 class CheckpointBody(BaseModel):
