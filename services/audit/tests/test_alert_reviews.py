@@ -189,6 +189,7 @@ async def test_an_alert_is_acknowledged_with_a_comment_then_closed_each_step_log
         ("acknowledge", {"comment": None}, 422),
         ("reopen", {"comment": "ok"}, 422),
         ("acknowledge", {"comment": "   "}, 422),
+        ("acknowledge", {"comment": "vu\x00"}, 422),
         ("acknowledge", {"comment": "x" * 2001}, 422),
         ("acknowledge", {"comment": "ok", "state": "closed"}, 422),
         ("close", {"comment": 3}, 422),

@@ -59,13 +59,17 @@ class AlertPage(BaseModel):
     next_cursor: str | None
 
 
-def _not_blank(value: str) -> str:
+def _written_text(value: str) -> str:
+    """Text a person typed: not blank, no control characters but line breaks and tabs (PostgreSQL
+    refuses NUL, and a control character is never meant)."""
     if not value.strip():
         raise ValueError("the comment is blank")
+    if any((ord(c) < 32 and c not in "\n\r\t") or ord(c) == 127 for c in value):
+        raise ValueError("the comment holds control characters")
     return value.strip()
 
 
-Comment = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_not_blank)]
+Comment = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_written_text)]
 
 
 class Review(BaseModel):
