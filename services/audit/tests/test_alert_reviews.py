@@ -197,6 +197,13 @@ async def test_an_alert_is_acknowledged_with_a_comment_then_closed_each_step_log
         response = await post(action, body)
         assert response.status_code == status, (action, body, response.text)
         assert response.headers["content-type"] == "application/problem+json"
+    # A lone surrogate, as a JSON escape (what a broken client sends): PostgreSQL could not store it.
+    surrogate = await audit.client.post(
+        f"{path}/close",
+        content=b'{"comment": "vu \\ud800"}',
+        headers=audit.headers() | {"content-type": "application/json"},
+    )
+    assert surrogate.status_code == 422, surrogate.text
     unknown = await audit.client.post(
         "/v1/alerts/no-such-alert/acknowledge", json={"comment": "ok"}, headers=audit.headers()
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -60,12 +61,12 @@ class AlertPage(BaseModel):
 
 
 def _written_text(value: str) -> str:
-    """Text a person typed: not blank, no control characters but line breaks and tabs (PostgreSQL
-    refuses NUL, and a control character is never meant)."""
+    """Text a person typed: not blank, no control character but line breaks and tabs, no lone surrogate
+    (PostgreSQL refuses NUL and cannot encode a surrogate; neither is ever meant)."""
     if not value.strip():
         raise ValueError("the comment is blank")
-    if any((ord(c) < 32 and c not in "\n\r\t") or ord(c) == 127 for c in value):
-        raise ValueError("the comment holds control characters")
+    if any(unicodedata.category(c) in ("Cc", "Cs") and c not in "\n\r\t" for c in value):
+        raise ValueError("the comment holds control characters or lone surrogates")
     return value.strip()
 
 
