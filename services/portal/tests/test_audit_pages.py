@@ -14,7 +14,7 @@ import httpx
 from cdap_audit import merkle
 from cdap_audit.checkpoint import Checkpoint, NoteSigner
 
-from .conftest import AUDITOR, PortalClient, csrf_of
+from .conftest import AUDITOR, T1_USER, PortalClient, csrf_of
 
 FIELDS = {
     "event_id": "e", "type": "dossier.consulted", "time": "2026-11-30T10:00:00+00:00", "actor": "u-1",
@@ -223,3 +223,12 @@ async def test_the_live_feed_relays_the_audit_stream_as_table_rows_and_resumes(p
     older = await portal.client.get("/audit?acteur=u-1&page=5")
     assert "sse-connect" not in older.text
     assert (await portal.client.get("/audit/flux?dossier=12")).status_code == 204  # a bad search: nothing
+
+
+async def test_only_auditors_follow_the_feed_or_review_alerts(portal: PortalClient) -> None:
+    await portal.login(T1_USER)
+    csrf = await portal.csrf("/")
+    assert (await portal.client.get("/audit/flux")).status_code == 403
+    form = {"csrf_token": csrf, "commentaire": "vu", "confirme": "oui"}
+    assert (await portal.client.post("/audit/alertes/al-1/acquittement", data=form)).status_code == 403
+    assert portal.fakes.made("audit") == []  # the audit service was never asked
