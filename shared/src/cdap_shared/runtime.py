@@ -92,9 +92,10 @@ class ServiceRuntime:
         handler: Handler | None = None,
         batch_handler: BatchHandler | None = None,
         max_records: int = 500,
+        inbox: bool = True,
     ) -> EventConsumer:
         """Apply `handler` (or `batch_handler`, once per batch) to every event on `topics`, exactly once,
-        in consumer group `group_id`."""
+        in consumer group `group_id` (at least once with `inbox=False`: see `EventConsumer`)."""
         consumer = EventConsumer(
             self.broker,
             self.sessions,
@@ -102,6 +103,7 @@ class ServiceRuntime:
             handler=handler,
             batch_handler=batch_handler,
             max_attempts=self.settings.consumer_max_attempts,
+            inbox=inbox,
         )
         consumer.subscribe(*topics, max_records=max_records, offset_reset=self.settings.consumer_offset_reset)
         self.consumers.append(consumer)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, Literal
 
 from cdap_shared import events as ev
+from cdap_shared.clock import CIVIL_ZONE
 from cdap_shared.envelope import CloudEvent
 
 LEAF_VERSION = 1
@@ -222,3 +223,40 @@ def _common_consultation(data: ev.DossierConsulted | ev.DossierSearched) -> dict
         "trace_id": data.trace_id,
         "refs": {"grant_id": data.grant_id, "policy_version": data.policy_version},
     }
+
+
+# ----------------------------------------------------------------- what becomes of an alert
+ALERT_STATES = ("open", "acknowledged", "closed")
+ReviewAction = Literal["acknowledge", "close"]
+_REACHES = {
+    ("open", "acknowledge"): "acknowledged",
+    ("open", "close"): "closed",
+    ("acknowledged", "close"): "closed",
+}
+_DONE = {"acknowledge": "acknowledged", "close": "closed"}
+
+
+class InvalidTransition(ValueError):
+    """The action does not apply to the alert's state (acknowledged twice, or already closed)."""
+
+
+class CommentRequired(ValueError):
+    """Acknowledging says what is being done about the alert."""
+
+
+def next_state(state: str, action: ReviewAction, comment: str | None) -> str:
+    """The state `action` takes an alert in `state` to: open -> acknowledged -> closed, or open -> closed."""
+    if action == "acknowledge" and not comment:
+        raise CommentRequired("Acknowledging an alert needs a comment: what is being done about it.")
+    reached = _REACHES.get((state, action))
+    if reached is None:
+        raise InvalidTransition(f"An alert already {state} cannot be {_DONE[action]}.")
+    return reached
+
+
+def digest_cutoff(now: datetime, hour: int) -> datetime:
+    """The last digest time at or before `now`: `hour` o'clock in Paris, today or yesterday. The digest
+    sent from then on lists the warnings raised before it; later ones wait for the next day's."""
+    local = now.astimezone(CIVIL_ZONE)
+    day = local.date() if local.hour >= hour else local.date() - timedelta(days=1)
+    return datetime.combine(day, time(hour), CIVIL_ZONE)

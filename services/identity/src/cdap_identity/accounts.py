@@ -104,6 +104,9 @@ async def create_account(
             roles=user.roles,
             department=department,
             request_id=request_id,
+            email=user.email,
+            family_name=family_name,
+            given_name=given_name,
         ),
     )
     return NewAccount(user, token)
