@@ -1,6 +1,8 @@
 """The outbox relay: publishes committed outbox rows to Kafka, in order, at least once.
 
-- wakes on LISTEN/NOTIFY, with a polling fallback (a lost notification only delays, never loses);
+- wakes on LISTEN/NOTIFY, with a polling fallback (a lost notification only delays, never loses); while
+  rows keep coming it polls every `busy_poll_interval` (the lookups' rows come without a notification:
+  see `outbox.add_pg`);
 - claims rows `FOR UPDATE SKIP LOCKED` in id order and marks them sent in the same transaction, after
   the broker acknowledged them (idempotent producer, `acks=all`);
 - one relay per database publishes at a time (a PostgreSQL advisory lock): with several replicas,
@@ -63,6 +65,7 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         poll_interval: float = 1.0,
+        busy_poll_interval: float = 0.05,
         retry_delay: float = 1.0,
         connect_timeout: float = 10.0,
         login: KafkaLogin | None = None,
@@ -72,6 +75,7 @@ class OutboxRelay:
         self.login = login
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.busy_poll_interval = busy_poll_interval
         self.retry_delay = retry_delay
         self.connect_timeout = connect_timeout
         self._wake = asyncio.Event()
@@ -107,8 +111,11 @@ class OutboxRelay:
             log.info("outbox relay publishing")
             while not self._stopping.is_set():
                 self._wake.clear()
-                if await self.publish_batch(conn, producer) < self.batch_size:
+                published = await self.publish_batch(conn, producer)
+                if published == 0:
                     await self._wait_for_work()
+                elif published < self.batch_size:
+                    await self._sleep(self.busy_poll_interval)  # let the next rows gather
         finally:
             with contextlib.suppress(Exception):
                 await producer.stop()

@@ -15,7 +15,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from cdap_dossiers import lookups
 from cdap_dossiers.lookups import Caller, Outcome, SearchCriteria
 from cdap_dossiers.ratelimit import limit_for
-from cdap_shared.auth import CurrentPrincipal, Principal
+from cdap_shared import standing
+from cdap_shared.auth import CurrentPrincipal, Principal, VerifiedPrincipal
 from cdap_shared.db import SessionDep
 from cdap_shared.problems import Problem
 
@@ -27,14 +28,13 @@ Motif = Annotated[str, Query(pattern=f"^{MOTIF.pattern}$", description="purpose 
 
 DENIAL_TITLES = {
     "unknown_numero": "Unknown dossier",
-    "suspended": "Account suspended",
     "no_grant_for_department": "No habilitation for this department",
     "outside_caseload": "Dossier outside your caseload",
     "opposition": "The beneficiary objected to sharing",
     "motif_not_allowed": "Purpose not allowed for your profile",
     "identity_mismatch": "Family name does not match",
     "rate_limited": "Too many requests",
-}
+} | standing.TITLES  # the lookup judges the caller's standing itself
 
 
 class DossierView(BaseModel):
@@ -81,17 +81,11 @@ def _caller(request: Request, principal: Principal) -> Caller:
 
 
 async def record_refusal(request: Request, principal: Principal, reason: str) -> dict[str, str]:
-    """`state.record_refusal` of this app: a lookup or search refused for the caller's standing is a
-    consultation like any other (an invalid numero or motif is not: it names no dossier)."""
-    numero = request.path_params.get("numero")
-    motif = request.query_params.get("motif")
-    if request.url.path == "/v1/dossiers/search":
-        numero = motif = None
-    elif not (isinstance(numero, str) and NUMERO.fullmatch(numero) and motif and MOTIF.fullmatch(motif)):
-        return {}
+    """`state.record_refusal` of this app: a search refused for the caller's standing is recorded like
+    any other (a lookup judges the standing itself, in `lookups.lookup`)."""
     caller = _caller(request, principal)
     pool, policy = request.app.state.runtime.pool, request.app.state.policy
-    return {"X-Audit-Id": await lookups.record_refusal(pool, policy, caller, reason, numero, motif)}
+    return {"X-Audit-Id": await lookups.record_refusal(pool, policy, caller, reason)}
 
 
 def _unavailable() -> Problem:
@@ -109,7 +103,7 @@ async def get_dossier(
     numero: Numero,
     motif: Motif,
     request: Request,
-    principal: CurrentPrincipal,
+    principal: VerifiedPrincipal,  # its standing is judged in the lookup's own statement
     family_name: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
 ) -> JSONResponse:
     """The profile-filtered view of one dossier; every call is recorded before it is answered."""
