@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import Counter as Tally
 from typing import Any
 
 import asyncpg
@@ -112,10 +113,8 @@ class OutboxRelay:
             while not self._stopping.is_set():
                 self._wake.clear()
                 published = await self.publish_batch(conn, producer)
-                if published == 0:
-                    await self._wait_for_work()
-                elif published < self.batch_size:
-                    await self._sleep(self.busy_poll_interval)  # let the next rows gather
+                if published < self.batch_size:
+                    await self._wait_for_work(self.busy_poll_interval if published else self.poll_interval)
         finally:
             with contextlib.suppress(Exception):
                 await producer.stop()
@@ -126,9 +125,10 @@ class OutboxRelay:
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
-    async def _wait_for_work(self) -> None:
+    async def _wait_for_work(self, seconds: float) -> None:
+        """Until a notification, or `seconds` (a row staged without one is found at the next poll)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            await asyncio.wait_for(self._wake.wait(), seconds)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -165,8 +165,8 @@ class OutboxRelay:
                     )
             await asyncio.gather(*futures)
             await self.mark_sent(conn, [row["id"] for row in rows])
-        for row in rows:
-            PUBLISHED.labels(row["topic"]).inc()
+        for topic, count in Tally(row["topic"] for row in rows).items():
+            PUBLISHED.labels(topic).inc(count)
         return len(rows)
 
     async def mark_sent(self, conn: asyncpg.Connection, ids: list[int]) -> None:
