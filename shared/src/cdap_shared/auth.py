@@ -179,9 +179,9 @@ def bearer_token(request: Request) -> str:
 
 
 async def verified_principal(request: Request) -> Principal:
-    """FastAPI dependency: the caller whose token the app's `state.token_verifier` verified, its standing
-    not yet judged. Only for a route that judges it itself (`standing.judge`) from facts its own
-    statement reads (dossiers' lookup); every other route takes `CurrentPrincipal`."""
+    """The caller whose token the app's `state.token_verifier` verified, its standing not yet judged: for a
+    route that judges it itself (`standing.judge`) from facts its own statement reads (dossiers' lookup);
+    every other route takes `CurrentPrincipal`."""
     verifier: TokenVerifier = request.app.state.token_verifier
     return await verifier.verify(bearer_token(request))
 
@@ -208,7 +208,6 @@ async def current_principal(request: Request) -> Principal:
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
-VerifiedPrincipal = Annotated[Principal, Depends(verified_principal)]
 
 
 def require_roles(*roles: str) -> Any:
