@@ -207,3 +207,9 @@ async def test_a_change_made_elsewhere_reaches_the_cache_within_its_lifetime(idp
     assert fresh is not None and fresh["disabled"] and pool.reads == 2
     assert await cache.get("cdap-unknown") is None and await cache.get("cdap-unknown") is None
     assert pool.reads == 4  # unknown ids are not kept
+
+
+async def test_a_token_form_with_too_many_fields_is_an_oauth_error(idp: Identity) -> None:
+    form = {"grant_type": "client_credentials", **{f"x{i}": "1" for i in range(20)}}
+    refused = await idp.client.post("/v1/token", data=form)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_request"

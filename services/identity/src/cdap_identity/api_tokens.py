@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -17,6 +18,7 @@ from cdap_shared.db import SessionDep
 
 router = APIRouter(tags=["tokens"])
 MAX_FIELD = 512
+URLENCODED = "application/x-www-form-urlencoded"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 OAUTH_ERROR = {
     "content": {
@@ -77,6 +79,14 @@ def _field(form: FormData, name: str, required: bool = True) -> str | None:
 async def _form(request: Request, max_fields: int) -> FormData:
     """The OAuth form; a form Starlette refuses (too many fields, a file) is an RFC 6749 error, not a
     problem document, so clients of the token endpoint see one error format (found by schemathesis)."""
+    if request.headers.get("content-type", "").partition(";")[0].strip().lower() == URLENCODED:
+        # What Starlette's parser makes of this encoding (bytes as latin-1, then percent-decoding as
+        # UTF-8), for a fraction of its cost on the hot path of partner systems.
+        body = (await request.body()).decode("latin-1")
+        try:
+            return FormData(dict(parse_qsl(body, keep_blank_values=True, max_num_fields=max_fields)))
+        except ValueError as exc:
+            raise OAuthError("invalid_request", f"more than {max_fields} fields") from exc
     try:
         return await request.form(max_files=0, max_fields=max_fields)
     except HTTPException as exc:
@@ -116,7 +126,7 @@ def token_settings(request: Request) -> TokenSettings:
     openapi_extra={
         "requestBody": {
             "content": {
-                "application/x-www-form-urlencoded": {
+                URLENCODED: {
                     "schema": {
                         "type": "object",
                         "required": ["grant_type"],
