@@ -11,7 +11,7 @@ from httpx import Response
 
 from cdap_identity.client_cache import ClientCache
 from cdap_shared import events as ev
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from .conftest import Identity, auth
 from .test_grants import partner_admin_with_a_grant
