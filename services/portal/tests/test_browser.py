@@ -515,16 +515,16 @@ def test_a_caf_admin_registers_an_organisation_renews_its_convention_and_suspend
         shot(page, "c-admin-organisation-form")
         page.get_by_role("button", name="Enregistrer l'organisme").click()
         expect(page.get_by_role("heading", name="Centre social des Hauts de Rouen")).to_be_visible()
-        expect(page.locator("#convention")).to_contain_text("30/06/2027")
+        expect(page.locator("#convention")).to_contain_text("30 juin 2027")
         shot(page, "c-admin-organisation")
 
         # -- renew its convention: asked, then done
         page.get_by_label("Référence de la convention").fill("CONV-76-0047-A1")
         page.get_by_label("Nouvelle fin de la convention").fill("2028-06-30")
         page.get_by_role("button", name="Enregistrer la convention").click()
-        confirm_action(page, "c-admin-convention-confirm", "court jusqu'au 30/06/2028")
+        confirm_action(page, "c-admin-convention-confirm", "court jusqu'au 30 juin 2028")
         expect(page.get_by_role("status")).to_contain_text("La convention est enregistrée")
-        expect(page.locator("#convention")).to_contain_text("CONV-76-0047-A1, jusqu'au 30/06/2028")
+        expect(page.locator("#convention")).to_contain_text("CONV-76-0047-A1, jusqu'au 30 juin 2028")
 
         # -- find it by SIRET
         page.goto(f"{portal}/administration/organismes?q=329297097")

@@ -60,7 +60,7 @@ async def test_only_the_sections_the_api_returned_are_shown(portal: PortalClient
     assert shown == ["identite", "logement"]
     for absent in ("Ressources", "Paiements", "Composition du foyer", "Quotient familial", "RSA"):
         assert f">{absent}</h2>" not in r.text
-    assert "Martin" in r.text and "02/04/1990" in r.text and "512" in r.text
+    assert "Martin" in r.text and "2 avril 1990" in r.text and "512" in r.text
     assert '<span class="reference" id="audit-id">0196-audit-id</span>' in r.text
     [call] = portal.fakes.made("dossiers")
     assert call.request.url.params["motif"] == "accompagnement_social"
@@ -158,7 +158,9 @@ async def test_search_lists_matches_with_a_consult_button(portal: PortalClient) 
     )
     assert r.status_code == 200 and "Consulter le dossier 1000001" in r.text and "s-1" in r.text
     # Two namesakes are told apart by birth date and commune.
-    assert "02/04/1990" in r.text and "Rouen" in r.text and "30/11/1984" in r.text and "Dieppe" in r.text
+    assert (
+        "2 avril 1990" in r.text and "Rouen" in r.text and "30 novembre 1984" in r.text and "Dieppe" in r.text
+    )
     [call] = portal.fakes.made("dossiers")
     assert json.loads(call.request.content) == {"motif": "accompagnement_social", "family_name": "Martin"}
 
@@ -234,7 +236,7 @@ async def test_the_queue_highlights_overdue_requests_and_filters_by_state(portal
     )
     r = await portal.client.get("/instruction?etat=submitted")
     assert r.status_code == 200
-    assert '<tr class="overdue">' in r.text and "En retard" in r.text and "05/01/2026" in r.text
+    assert '<tr class="overdue">' in r.text and "En retard" in r.text and "5 janvier 2026" in r.text
     assert "page=c2" in r.text
     [call] = portal.fakes.made("access")
     assert call.request.url.params["state"] == "submitted"

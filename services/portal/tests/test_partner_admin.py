@@ -29,7 +29,7 @@ async def test_the_organisation_s_grants_in_force_first_and_ending_one(portal: P
     await signed_in(portal)
     page = await portal.client.get("/habilitations")
     assert page.status_code == 200
-    assert page.text.index("En cours") < page.text.index("Révoquée") and "31/12/2026" in page.text
+    assert page.text.index("En cours") < page.text.index("Révoquée") and "31 décembre 2026" in page.text
     assert page.text.count("Mettre fin<") == 1  # only the grant in force can be ended
 
     removals: list[object] = []

@@ -264,17 +264,41 @@ def label(table: dict[str, str], code: object) -> str:
     return table.get(text, text.replace("_", " "))
 
 
+MONTHS = (
+    "janvier", "février", "mars", "avril", "mai", "juin",
+    "juillet", "août", "septembre", "octobre", "novembre", "décembre",
+)  # fmt: skip
+
+
+def _day_fr(day: date) -> str:
+    return f"{'1er' if day.day == 1 else day.day} {MONTHS[day.month - 1]} {day.year}"
+
+
 def date_fr(value: object) -> str:
-    """`2026-11-27` (or a datetime) as `27/11/2026`; anything else as it is."""
+    """How every page writes a date: `2026-11-30` as `30 novembre 2026`, a moment as `30 novembre 2026 à
+    14:05` in Paris time (the services speak UTC); anything else as it is."""
     if value is None or value == "":
         return ""
-    text = str(value)
-    try:
-        if len(text) == 10:
-            return date.fromisoformat(text).strftime("%d/%m/%Y")
-        moment = datetime.fromisoformat(text)
-        if moment.tzinfo is not None:  # the services speak UTC; people read Paris time
-            moment = moment.astimezone(PARIS)
-        return moment.strftime("%d/%m/%Y %H:%M")
-    except ValueError:
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        return _day_fr(value)
+    else:
+        text = str(value)
+        try:
+            if len(text) == 10:
+                return _day_fr(date.fromisoformat(text))
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return text
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(PARIS)
+    return f"{_day_fr(moment.date())} à {moment:%H:%M}"
+
+
+def siret_fr(value: object) -> str:
+    """A SIRET as people read it: `123 456 789 00012` (SIREN in threes, then the establishment's NIC)."""
+    text = str(value or "")
+    if not re.fullmatch(r"\d{14}", text):
         return text
+    return f"{text[:3]} {text[3:6]} {text[6:9]} {text[9:]}"
