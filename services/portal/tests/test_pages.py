@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 
@@ -226,20 +227,49 @@ def detail(state: str = "submitted", **extra: object) -> dict[str, object]:
     }
 
 
-async def test_the_queue_highlights_overdue_requests_and_filters_by_state(portal: PortalClient) -> None:
+async def test_the_queue_opens_on_what_awaits_the_viewer_with_a_count_and_days_left(
+    portal: PortalClient,
+) -> None:
     await portal.login(INSTRUCTOR)
     portal.fakes.on(
         "access",
         "GET",
         "/v1/access-requests",
-        httpx.Response(200, json={"items": [detail()], "next_cursor": "c2"}),
+        httpx.Response(
+            200,
+            json={
+                "items": [
+                    detail(
+                        business_days_left=-3,
+                        organisation_name="CCAS de Rouen",
+                        organisation_siret="21760540100033",
+                    )
+                ],
+                "next_cursor": "c2",
+                "total": 7,
+            },
+        ),
     )
-    r = await portal.client.get("/instruction?etat=submitted")
+    r = await portal.client.get("/instruction", params={"q": "rouen"})
     assert r.status_code == 200
-    assert '<tr class="overdue">' in r.text and "En retard" in r.text and "5 janvier 2026" in r.text
-    assert "page=c2" in r.text
+    assert "À traiter (7)" in r.text and "en retard de 3 jours ouvrés" in r.text
+    assert '<tr class="overdue">' in r.text and "5 janvier 2026" in r.text
+    assert "CCAS de Rouen" in r.text and "SIRET 217 605 401 00033" in r.text and "page=c2" in r.text
     [call] = portal.fakes.made("access")
-    assert call.request.url.params["state"] == "submitted"
+    assert dict(call.request.url.params) == {"awaiting_me": "true", "q": "rouen"}
+    assert portal.fakes.made("identity") == []  # the queue already named the organisation
+
+
+async def test_every_request_of_the_department_by_state(portal: PortalClient) -> None:
+    await portal.login(INSTRUCTOR)
+    portal.fakes.on(
+        "access", "GET", "/v1/access-requests", httpx.Response(200, json={"items": [detail()], "total": 1})
+    )
+    r = await portal.client.get("/instruction", params={"vue": "toutes", "etat": "submitted"})
+    assert r.status_code == 200 and "À traiter (1)" in r.text
+    listing, count = portal.fakes.made("access")
+    assert dict(listing.request.url.params) == {"state": "submitted"}
+    assert dict(count.request.url.params) == {"awaiting_me": "true", "limit": "1"}
 
 
 async def test_the_queue_and_the_request_name_the_organisation(portal: PortalClient) -> None:
@@ -274,7 +304,7 @@ async def test_a_decision_carries_the_version_read_and_an_idempotency_key(portal
     assert "Demander des pièces" in page.text and 'name="version" value="3"' in page.text
     key = re.search(r'name="idempotency_key" value="([^"]+-d)"', page.text)
     assert key
-    r = await portal.client.post(
+    asked = await portal.client.post(
         f"/instruction/{REQUEST_ID}/decision",
         data={
             "csrf_token": csrf_of(page.text),
@@ -284,6 +314,16 @@ async def test_a_decision_carries_the_version_read_and_an_idempotency_key(portal
             "documents": "Convention signée\n\nBulletin d'adhésion\n",
         },
     )
+    # First the confirmation, saying what the decision will do; nothing sent yet.
+    assert asked.status_code == 200 and "Ce que cette action va faire" in asked.text
+    assert "Convention signée ; Bulletin d&#39;adhésion" in asked.text
+    assert [c.method for c in portal.fakes.made("access")] == ["GET", "GET"]
+    kept = {
+        name: html.unescape(value)
+        for name, value in re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"', asked.text)
+    }
+    assert kept["confirme"] == "oui"
+    r = await portal.client.post(f"/instruction/{REQUEST_ID}/decision", data=kept)
     assert (
         r.status_code == 303 and r.headers["location"] == f"/instruction/{REQUEST_ID}?info=request_documents"
     )
@@ -315,7 +355,8 @@ async def test_a_refused_decision_is_explained_and_a_rejection_needs_a_reason(po
         ),
     )
     refused = await portal.client.post(
-        f"/instruction/{REQUEST_ID}/decision", data={"csrf_token": token, "decision": "approve"}
+        f"/instruction/{REQUEST_ID}/decision",
+        data={"csrf_token": token, "decision": "approve", "confirme": "oui"},
     )
     assert refused.status_code == 403
     assert "Vous ne pouvez pas décider d&#39;une demande de votre propre organisme." in refused.text

@@ -166,6 +166,9 @@ ROLES = {
 }
 
 GRANT_STATES = {"active": "En cours", "revoked": "Révoquée", "expired": "Expirée", "ended": "Terminée"}
+# Who a request's history names when no person acted: identity's events, the service's own scheduler.
+SERVICE_ACTORS = (None, "", "identity", "cdap-access-requests")
+
 ACCOUNT_STATES = {"pending": "En attente d'activation", "active": "Actif", "suspended": "Suspendu"}
 
 # Event types an auditor filters on.
@@ -294,6 +297,16 @@ def date_fr(value: object) -> str:
     if moment.tzinfo is not None:
         moment = moment.astimezone(PARIS)
     return f"{_day_fr(moment.date())} à {moment:%H:%M}"
+
+
+def business_days_left(days: int) -> str:
+    """A deadline in business days as the queue says it: left, due today, or late."""
+    plural = "s" if abs(days) > 1 else ""
+    if days > 0:
+        return f"{days} jour{plural} ouvré{plural} restant{plural}"
+    if days == 0:
+        return "à traiter aujourd'hui"
+    return f"en retard de {-days} jour{plural} ouvré{plural}"
 
 
 def siret_fr(value: object) -> str:
