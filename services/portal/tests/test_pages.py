@@ -291,6 +291,44 @@ async def test_the_queue_and_the_request_name_the_organisation(portal: PortalCli
     assert '<dd id="organisation">CCAS de Rouen</dd>' in page.text
 
 
+async def test_the_decision_forms_are_only_for_whoever_may_decide_and_history_names_people(
+    portal: PortalClient,
+) -> None:
+    await portal.login(INSTRUCTOR)
+    history = [
+        {"at": "2026-01-01T09:00:00+00:00", "actor": "padmin", "action": "submitted"},
+        {"at": "2026-01-02T13:05:00+00:00", "actor": "instr", "action": "stage_approved", "stage": 1},
+        {"at": "2026-01-03T10:00:00+00:00", "actor": "identity", "action": "provisioned"},
+    ]
+    waiting = detail(state="awaiting_second_approval", stage=2, history=history)
+    portal.fakes.on("access", "GET", f"/v1/access-requests/{REQUEST_ID}", httpx.Response(200, json=waiting))
+    portal.fakes.on(
+        "identity",
+        "GET",
+        "/v1/users",
+        httpx.Response(200, json={"items": [{"id": "padmin", "display_name": "Claire Durand"}]}),
+    )
+    page = await portal.client.get(f"/instruction/{REQUEST_ID}")
+    # Stage 2 is a manager's: the instructor gets no form, and is told who decides.
+    assert "/decision" not in page.text and "attend la décision d&#39;un responsable" in page.text
+    assert (
+        "par Claire Durand" in page.text and "par vous" in page.text and "CDAP (automatiquement)" in page.text
+    )
+    assert "2 janvier 2026 à 14:05" in page.text  # Paris time, in words
+    [names] = [c for c in portal.fakes.made("identity") if c.path == "/v1/users"]
+    assert sorted(names.request.url.params.get_list("id")) == ["identity", "instr", "padmin"]
+
+
+async def test_a_manager_gets_the_folded_second_stage_forms(portal: PortalClient) -> None:
+    await portal.login({**INSTRUCTOR, "sub": "mgr", "roles": ["caf_manager"]})
+    waiting = detail(state="awaiting_second_approval", stage=2)
+    portal.fakes.on("access", "GET", f"/v1/access-requests/{REQUEST_ID}", httpx.Response(200, json=waiting))
+    page = await portal.client.get(f"/instruction/{REQUEST_ID}")
+    # Approve or reject (no documents at stage 2), each folded until opened.
+    assert re.findall(r'<details class="decision" id="decide-([a-z_]+)">', page.text) == ["approve", "reject"]
+    assert "Accorder (second niveau)" in page.text
+
+
 async def test_a_decision_carries_the_version_read_and_an_idempotency_key(portal: PortalClient) -> None:
     await portal.login(INSTRUCTOR)
     portal.fakes.on("access", "GET", f"/v1/access-requests/{REQUEST_ID}", httpx.Response(200, json=detail()))

@@ -171,6 +171,19 @@ SERVICE_ACTORS = (None, "", "identity", "cdap-access-requests")
 
 ACCOUNT_STATES = {"pending": "En attente d'activation", "active": "Actif", "suspended": "Suspendu"}
 
+
+def account_action_applies(action: str, account: dict[str, object]) -> bool:
+    """Whether a list offers `action` for `account` as it now is (identity decides in the end)."""
+    status = account.get("status")
+    return {
+        "suspend": status != "suspended",
+        "reinstate": status == "suspended",
+        "force-password-reset": status == "active",
+        "unlock": bool(account.get("locked")),
+        "resend-activation": status == "pending",
+    }.get(action, False)
+
+
 # Event types an auditor filters on.
 EVENT_TYPES = {
     "dossier.consulted": "Consultation d'un dossier",
