@@ -287,18 +287,36 @@ def test_from_the_access_request_to_the_audit_trail(workflow: System, browser: B
             assert secrets_of[who], f"{who}: CAF staff enrol TOTP"
             sign_in(people[who][1], system, email, secrets_of[who], f"b-{who}")
 
-        # -- instructor: the queue, then ask for documents
+        # -- instructor: the work list ("À traiter", with the organisation's name and the days left)
         instructor = people["instructor"][1]
         instructor.goto(f"{portal}/instruction")
         expect(instructor.get_by_role("heading", name=re.compile("File d'instruction"))).to_be_visible()
+        todo = instructor.get_by_role("row", name=re.compile("Jules Petit"))
+        expect(todo).to_contain_text("CCAS de Rouen")
+        expect(todo).to_contain_text("SIRET 552 049 447 76279")
+        expect(todo).to_contain_text(re.compile(r"\d+ jours? ouvrés? restants?"))
+        expect(instructor.locator("#views")).to_contain_text(re.compile(r"À traiter \(\d+\)"))
         shot(instructor, "b-instructor-queue")
+        instructor.get_by_label("Organisme, SIRET ou personne").fill("ccas de rouen")
+        instructor.get_by_role("button", name="Rechercher").click()
+        expect(instructor.get_by_role("row", name=re.compile("Jules Petit"))).to_be_visible()
+        shot(instructor, "b-instructor-queue-search")
         # The request is opened from the link in the mail its department's queue received.
         instructor.goto(mail_link("instruction-caf76@cdap.local", request_url.rsplit("/", 1)[-1]))
         expect(instructor).to_have_url(re.compile(r"/instruction/[0-9a-f-]{36}$"))
         expect(instructor.get_by_role("heading", name=re.compile("Jules Petit"))).to_be_visible()
         expect(instructor.locator("#request-state")).to_have_text("À instruire")
+        expect(instructor.locator("#organisation")).to_have_text("CCAS de Rouen")
+        expect(instructor.locator("#history")).to_contain_text("par Claire Durand")
+        # The decision forms stay folded until one is opened; each decision is confirmed with its effect.
+        expect(instructor.get_by_label("Pièces demandées")).to_be_hidden()
+        instructor.locator("#decide-request_documents summary").click()
         instructor.get_by_label("Pièces demandées").fill("Convention signée\nBulletin d'adhésion")
-        instructor.get_by_role("button", name="Demander les pièces").click()
+        shot(instructor, "b-instructor-decision-open")
+        instructor.get_by_role("button", name="Demander les pièces…").click()
+        confirm_action(
+            instructor, "b-instructor-documents-confirm", "Convention signée ; Bulletin d'adhésion"
+        )
         expect(instructor.locator("#request-state")).to_have_text("Pièces demandées")
         shot(instructor, "b-instructor-documents-requested")
         instruction_url = instructor.url.split("?")[0]
@@ -321,18 +339,30 @@ def test_from_the_access_request_to_the_audit_trail(workflow: System, browser: B
         assert pdf.status == 200 and pdf.headers["content-type"] == "application/pdf"
         assert pdf.body() == PDF
         shot(instructor, "b-instructor-detail-with-document")
-        instructor.get_by_role("button", name="Valider", exact=True).click()
+        instructor.locator("#decide-approve summary").click()
+        instructor.get_by_role("button", name="Valider…").click()
+        confirm_action(instructor, "b-instructor-approve-confirm", "validée au premier niveau")
         expect(instructor.locator("#request-state")).to_have_text("En attente de seconde validation")
+        # Four eyes: the stage is the manager's now; the instructor has no form left, and is told why.
+        expect(instructor.locator("#decision-waits")).to_contain_text("d'un responsable")
+        expect(instructor.locator("details.decision")).to_have_count(0)
 
-        # -- manager: second approval, from the filtered queue
+        # -- manager: second approval, from their work list, then every request filtered by state
         manager = people["manager"][1]
         manager.goto(f"{portal}/instruction")
-        manager.get_by_label("État").select_option("awaiting_second_approval")  # htmx swaps the table
+        expect(manager.get_by_role("row", name=re.compile("Jules Petit"))).to_contain_text("CCAS de Rouen")
+        shot(manager, "b-manager-queue")
+        manager.get_by_role("link", name="Toutes les demandes").click()
+        manager.get_by_label("État").select_option("awaiting_second_approval")
+        manager.get_by_role("button", name="Rechercher").click()
         expect(manager).to_have_url(re.compile(r"etat=awaiting_second_approval"))
         shot(manager, "b-manager-queue-filtered")
         manager.get_by_role("link", name="Jules Petit").click()
+        expect(manager.locator("#history")).to_contain_text("par Agent Instructeur")
         shot(manager, "b-manager-detail")
-        manager.get_by_role("button", name="Valider", exact=True).click()
+        manager.locator("#decide-approve summary").click()
+        manager.get_by_role("button", name="Valider…").click()
+        confirm_action(manager, "b-manager-approve-confirm", "est accordée à Jules Petit (CCAS de Rouen)")
         expect(manager.locator("#request-state")).to_have_text(re.compile("Accordée|Habilitation créée"))
 
         def provisioned() -> bool:
@@ -511,7 +541,8 @@ def test_a_caf_admin_registers_an_organisation_renews_its_convention_and_suspend
         page.get_by_label("Fin de la convention").fill("2027-06-30")
         page.get_by_label("Nom", exact=True).fill("Lemoine")
         page.get_by_label("Prénom", exact=True).fill("Sarah")
-        page.get_by_label("Adresse électronique professionnelle").fill(unique_email("gestionnaire"))
+        manager_email = unique_email("gestionnaire")
+        page.get_by_label("Adresse électronique professionnelle").fill(manager_email)
         shot(page, "c-admin-organisation-form")
         page.get_by_role("button", name="Enregistrer l'organisme").click()
         expect(page.get_by_role("heading", name="Centre social des Hauts de Rouen")).to_be_visible()
@@ -532,21 +563,40 @@ def test_a_caf_admin_registers_an_organisation_renews_its_convention_and_suspend
         expect(page.locator("#organisations")).to_contain_text("CONV-76-0047-A1")
         shot(page, "c-admin-organisations-by-siret")
 
-        # -- a CAF staff account: create, suspend, reinstate
+        # -- its administrator has not activated yet: a new link, by mail
+        page.goto(f"{portal}/administration/organismes?q=329297097")
+        page.get_by_role("link", name="Centre social des Hauts de Rouen").click()
+        page.get_by_role("button", name="Renvoyer le lien d'activation : Sarah Lemoine").click()
+        confirm_action(page, "c-admin-resend-confirm", "Compte de Sarah Lemoine")
+        expect(page.get_by_role("status")).to_contain_text("Un nouveau lien d'activation a été envoyé.")
+        wait_until(lambda: len(mails_to(MAIL_DIR, manager_email)) == 2, what="the second activation mail")
+
+        # -- a CAF staff account: create, then from the list suspend, reinstate
         page.get_by_role("link", name="Comptes CAF").click()
         page.get_by_label("Nom", exact=True).fill("Girard")
         page.get_by_label("Prénom", exact=True).fill("Hugo")
         page.get_by_label("Adresse électronique professionnelle").fill(unique_email("instructeur"))
         page.get_by_label("Instructeur CAF").check(force=True)  # the DSFR draws the box on the label
         page.get_by_role("button", name="Créer le compte").click()
-        expect(page.locator("#account-status")).to_have_text("En attente d'activation")
+        expect(page.get_by_role("status")).to_contain_text("Le compte est créé")
+        row = page.get_by_role("row", name=re.compile("Hugo Girard"))
+        expect(row.locator(".account-status")).to_have_text("En attente d'activation")
         shot(page, "c-admin-account-created")
-        page.get_by_role("button", name="Suspendre le compte").click()
+        row.get_by_role("button", name="Suspendre le compte : Hugo Girard").click()
         confirm_action(page, "c-admin-suspend-confirm", "ne pourra plus se connecter")
-        expect(page.locator("#account-status")).to_have_text("Suspendu")
-        page.get_by_role("button", name="Rétablir le compte").click()
+        expect(page.get_by_role("status")).to_contain_text("Le compte est suspendu.")
+        page.get_by_label("Nom ou adresse électronique").fill("girard")
+        page.get_by_role("button", name="Rechercher").click()
+        row = page.get_by_role("row", name=re.compile("Hugo Girard"))
+        expect(row.locator(".account-status")).to_have_text("Suspendu")
+        shot(page, "c-admin-staff-list")
+        row.get_by_role("button", name="Rétablir le compte : Hugo Girard").click()
         confirm_action(page, "c-admin-reinstate-confirm", "pourra de nouveau se connecter")
-        expect(page.locator("#account-status")).to_have_text("En attente d'activation")
+        page.get_by_label("Nom ou adresse électronique").fill("girard")
+        page.get_by_role("button", name="Rechercher").click()
+        expect(
+            page.get_by_role("row", name=re.compile("Hugo Girard")).locator(".account-status")
+        ).to_have_text("En attente d'activation")
         shot(page, "c-admin-account-reinstated")
 
         # -- the footer's mandatory pages, and an error page (a partner user's page, refused)
