@@ -4,13 +4,16 @@ Each person in their own browser context (own cookies):
 - a partner user, provisioned from an approved request, activates their account from the mail's link,
   signs in with TOTP, looks up dossiers and sees only their profile's sections and the audit reference,
   all with JavaScript turned off;
-- the whole path: a partner administrator asks for access, an instructor opens it from the queue's mail
-  and asks for documents, the partner uploads them, instructor then manager approve, the new user
+- the whole path: a partner administrator asks for access, an instructor finds it in their work list
+  ("À traiter", the organisation named, the business days left), opens it from the queue's mail and asks
+  for documents (a folded form, then a confirmation stating the effect), the partner uploads them,
+  instructor then manager approve (the instructor then has no form left: four eyes), the new user
   activates and looks up, an auditor finds that consultation (and its trace id), verifies its entry's
   inclusion proof and exports CSV; the partner administrator then writes in the thread, creates and
   rotates a partner-system client, and ends the grant;
-- a CAF administrator registers an organisation, renews its convention, finds it by SIRET, creates a
-  staff account, suspends and reinstates it (each change through its confirmation page).
+- a CAF administrator registers an organisation, renews its convention, finds it by SIRET, resends its
+  administrator's activation link (the second mail read from the SMTP sink), creates a staff account,
+  suspends and reinstates it from the staff list (each change through its confirmation page).
 
 Every page visited is screenshot at 1440 and 390 px into `test-artifacts/portal/`, must not scroll
 sideways at either width, and (JavaScript on) gets no serious or critical axe-core violation.
