@@ -29,10 +29,10 @@ status:
 	@bash $(STACK) status
 
 migrate: up ## apply every service's database migrations
-	@$(PY) -m cdap_shared.devrun migrate
+	@$(PY) -m cdap_cli.devrun migrate
 
 run: migrate ## the whole system in the foreground, logs prefixed by service; Ctrl-C stops it
-	@$(PY) -m cdap_shared.devrun run
+	@$(PY) -m cdap_cli.devrun run
 
 # One pytest process per workspace member: each member's tests/ is its own package, and each
 # service's SQLModel metadata stays its own. The stack lifecycle tests (tests/) run last.
@@ -105,5 +105,6 @@ format: setup
 
 reset: down ## forget all local data (Kafka log, service databases, mail)
 	@rm -rf .stack/kafka/data .stack/kafka/cluster .stack/mail
-	@runuser -u postgres -- bash -c 'for d in identity access dossiers audit; do dropdb --if-exists --force cdap_$$d; done' 2>/dev/null || true
+	@for d in $$($(PY) -m cdap_shared.services databases); do \
+		runuser -u postgres -- dropdb --if-exists --force $$d 2>/dev/null || true; done
 	@echo "local data removed; 'make up' recreates it"

@@ -5,15 +5,8 @@
 #   cdap-service topics            create the Kafka topics and their .dlq at $CDAP_KAFKA_BOOTSTRAP
 set -eu
 
-package() {
-  case "$1" in
-    identity) echo cdap_identity ;;
-    access-requests) echo cdap_access ;;
-    dossiers) echo cdap_dossiers ;;
-    audit) echo cdap_audit ;;
-    portal) echo cdap_portal ;;
-    *) echo "unknown service '$1' (identity, access-requests, dossiers, audit, portal)" >&2; exit 64 ;;
-  esac
+package() {  # the service's Python package, from the one list of services (cdap_shared.services)
+  python -m cdap_shared.services package "$1" || exit 64
 }
 
 case "${1:-}" in

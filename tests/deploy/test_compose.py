@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from cdap_shared.devrun import SERVICES
+from cdap_shared.services import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deploy" / "compose" / "compose.yaml"

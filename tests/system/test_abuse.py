@@ -38,7 +38,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cdap_identity.domain import DEFAULT_POLICY, valid_siret
 from cdap_identity.keys import jwk_thumbprint
 from cdap_shared.envelope import new_event_id
-from cdap_shared.testing import plain_dsn, protected_operations
+from cdap_shared.services import backends
+from cdap_testing import plain_dsn, protected_operations
 
 from .harness import (
     PASSWORD,
@@ -53,7 +54,7 @@ from .harness import (
 
 pytestmark = pytest.mark.stack
 
-SERVICES = ("identity", "access-requests", "dossiers", "audit")
+SERVICES = backends()
 # A test run must leave the working tree as it found it: the measurement goes under .stack/ unless
 # CDAP_TIMING_RESULTS names the file (set it to bench/results/login-timing.json to record a run).
 TIMING_RESULTS = Path(

@@ -10,8 +10,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from cdap_audit.domain import facts_from_event
 from cdap_audit.ingest import trace_entries
-from cdap_shared.fuzz.running import consumer_record
 from cdap_shared.telemetry import configure_tracing
+from cdap_testing.fuzz.running import consumer_record
 
 from .conftest import consulted
 
