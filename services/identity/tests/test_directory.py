@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cdap_shared.testing import MAIL_DIR, eventually, mails_to
+from cdap_testing import MAIL_DIR, eventually, mails_to
 
 from .conftest import SIRETS, STRONG, Identity, auth, unique_email
 
