@@ -52,6 +52,7 @@ SAMPLES: dict[str, ev.EventData] = {
     "identity.grant.revoked": ev.GrantEnded(grant_id="g1", user_id="u1", by="admin"),
     "identity.grant.expired": ev.GrantEnded(grant_id="g1", user_id="u1"),
     "identity.user.reset_required": ev.UserRef(user_id="u1", by="admin"),
+    "identity.user.activation_resent": ev.UserRef(user_id="u1", by="admin"),
     "identity.user.reset_completed": ev.UserRef(user_id="u1"),
     **{
         f"identity.client.{change}": ev.ClientChanged(

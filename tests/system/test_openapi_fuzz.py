@@ -315,6 +315,9 @@ portal = schemathesis.pytest.from_fixture("portal_schema").exclude(path="/audit/
 
 
 @pytest.mark.stack
+@pytest.mark.timeout(
+    900
+)  # every page's cases, five times (anonymous and four people): minutes on a busy host
 @portal.parametrize()
 @FUZZ
 def test_portal_never_500_anonymous_or_signed_in(case: Any, portal_api: dict[str, Any]) -> None:

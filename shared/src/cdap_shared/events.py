@@ -236,6 +236,7 @@ EVENT_DATA: dict[str, type[EventData]] = {
     "identity.user.locked": UserLocked,
     "identity.user.reset_required": UserRef,
     "identity.user.reset_completed": UserRef,
+    "identity.user.activation_resent": UserRef,
     "identity.login.succeeded": LoginSucceeded,
     "identity.login.failed": LoginFailed,
     "identity.organisation.registered": OrganisationRegistered,

@@ -115,10 +115,17 @@ async def list_requests(
     session: SessionDep,
     department: Annotated[str | None, Query(min_length=2, max_length=3)] = None,
     state: State | None = None,
+    awaiting_me: bool = False,
+    q: Annotated[str | None, Query(max_length=100)] = None,
     cursor: Annotated[str | None, Query(max_length=400)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
-    """The queue: requests the caller may see, oldest due date first (closed ones, with none, last)."""
+    """The queue: requests the caller may see, oldest due date first (closed ones, with none, last).
+
+    `awaiting_me`: only those waiting for the caller's decision (their stage, not approved by them yet);
+    `q`: part of the organisation's name or the applicant's name, or the start of the SIRET. Each item
+    gives its organisation's name and SIRET and, while open, `business_days_left` before the due date
+    (negative: business days late); `total` counts every page."""
     today = local_date(_now(request), _ctx(request).settings.timezone)
     return await queries.queue(
         session,
@@ -126,6 +133,8 @@ async def list_requests(
         today=today,
         department=department,
         state=state.value if state else None,
+        awaiting_me=awaiting_me,
+        search=q,
         cursor=cursor,
         limit=limit,
     )

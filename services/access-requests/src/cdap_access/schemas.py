@@ -103,6 +103,7 @@ class RequestState(BaseModel):
 class QueuePage(BaseModel):
     items: list[dict[str, Any]]
     next_cursor: str | None
+    total: int
 
 
 class RemovalOut(BaseModel):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import func, or_, select
 from sqlmodel import col
 
-from cdap_identity import accounts, domain
+from cdap_identity import accounts, directory, domain
 from cdap_identity.models import Grant, Organisation, User
 from cdap_identity.notifications import activation_mail, reset_mail
 from cdap_identity.schemas import (
@@ -22,6 +22,7 @@ from cdap_identity.schemas import (
     Reason,
     StaffCreate,
     UserPublic,
+    UsersPage,
 )
 from cdap_shared.auth import CurrentPrincipal, Principal, require_roles
 from cdap_shared.clock import civil_today
@@ -233,6 +234,59 @@ async def create_staff(
     )
     await session.commit()
     return UserPublic(**created.user.model_dump())
+
+
+@router.get("/v1/users", response_model=UsersPage, responses={400: {}, 403: {}})
+async def list_users(
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    q: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    staff: Annotated[bool | None, Query(description="true: CAF staff only; false: partners' only")] = None,
+    organisation: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    status: Annotated[str | None, Query(pattern=r"^(pending|active|suspended)$")] = None,
+    id: Annotated[list[str] | None, Query(max_length=100, description="these accounts only")] = None,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    """Accounts by name, with their state, in name order (keyset pages): the list CAF admins manage staff
+    from (`staff=true`, `q` = part of the e-mail or a name), and the names pages show for account ids
+    (`id=...&id=...`). CAF admins and auditors read every account, instructors and managers their
+    department's, partner administrators their organisation's."""
+    return await directory.find_users(
+        session,
+        principal,
+        now=accounts.utcnow(),
+        ids=[i for i in id or [] if 0 < len(i) <= 64],
+        search=q,
+        staff=staff,
+        organisation_id=organisation,
+        status=status,
+        cursor=cursor,
+        limit=limit,
+    )
+
+
+@router.post(
+    "/v1/users/{user_id}/resend-activation", response_model=UserPublic, responses={403: {}, 404: {}, 409: {}}
+)
+async def resend_activation(
+    user_id: Id, request: Request, session: SessionDep, principal: CurrentPrincipal
+) -> UserPublic:
+    """A new activation mail for an account not activated yet; the earlier links stop working. A CAF admin
+    for any account, a partner administrator for their organisation's."""
+    if principal.has_role(domain.CAF_ADMIN):
+        organisation_id = None
+    elif principal.has_role(domain.PARTNER_ADMIN) and principal.org:
+        organisation_id = principal.org
+    else:
+        raise Problem(403, "Forbidden", "Your role cannot resend activation links.", reason="role")
+    settings = request.app.state.settings
+    user, token = await accounts.resend_activation(
+        session, user_id, principal.sub, organisation_id, settings.activation_hours
+    )
+    queue(session, activation_mail(user, token, settings.portal_url, settings.activation_hours))
+    await session.commit()
+    return UserPublic(**user.model_dump())
 
 
 @router.post("/v1/activations", response_model=ActivationResult, responses={400: {}, 422: {}})

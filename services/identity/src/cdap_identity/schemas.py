@@ -131,6 +131,27 @@ class UserPublic(BaseModel):
     status: str
 
 
+class UserSummary(BaseModel):
+    """An account as the lists show it: who (the name to display), where, and what state it is in."""
+
+    id: str
+    email: str
+    family_name: str
+    given_name: str
+    display_name: str = Field(description="given name then family name, as pages write a person")
+    organisation_id: str | None = Field(description="none: CAF staff")
+    department: str | None
+    roles: list[str]
+    status: str = Field(description="pending (not activated yet) | active | suspended")
+    locked: bool = Field(description="login refused for now after too many failures (unlock clears it)")
+    must_reset_password: bool
+
+
+class UsersPage(BaseModel):
+    items: list[UserSummary]
+    next_cursor: str | None = Field(description="pass it as `cursor` for the next page; none on the last")
+
+
 class ActivationRequest(Strict):
     token: Annotated[str, StringConstraints(min_length=16, max_length=128)]
     password: Annotated[str, StringConstraints(min_length=1, max_length=512)]

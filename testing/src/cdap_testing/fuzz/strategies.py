@@ -101,6 +101,7 @@ VALID_DATA: dict[str, dict[str, Any]] = {
     "identity.grant.revoked": {"grant_id": "g1", "user_id": "u1", "by": "admin"},
     "identity.grant.expired": {"grant_id": "g1", "user_id": "u1"},
     "identity.user.reset_required": {"user_id": "u1", "by": "admin"},
+    "identity.user.activation_resent": {"user_id": "u1", "by": "admin"},
     "identity.user.reset_completed": {"user_id": "u1"},
     **{
         f"identity.client.{change}": {
