@@ -27,8 +27,9 @@ import asyncpg
 import httpx
 
 from bench.common import KAFKA, RESULTS, drop_database, fresh_database, fresh_topic, percentile, run_wrk
+from cdap_shared import services as registry
 from cdap_shared.db import asyncpg_dsn
-from cdap_shared.testing import JwksServer, ServiceProcess, TokenMinter, free_port, migrate
+from cdap_testing import JwksServer, ServiceProcess, TokenMinter, free_port, migrate
 
 Progress = Callable[[str, float], None]
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,7 +216,7 @@ async def run(progress: Progress, quick: bool = False) -> dict[str, Any]:
         await load_requests(dsn, count, progress)
         base = await baseline(dsn, runs, pages, progress)
         service = ServiceProcess(
-            "cdap_access",
+            registry.service("access-requests").package,
             {
                 "CDAP_DATABASE_URL": url,
                 "CDAP_KAFKA_BOOTSTRAP": KAFKA,
@@ -406,12 +407,12 @@ async def workflow(progress: Progress, count: int, concurrency: int) -> tuple[di
         "CDAP_LOG_LEVEL": "WARNING",
     }
     identity = ServiceProcess(
-        "cdap_identity",
+        registry.service("identity").package,
         {**common, "CDAP_DATABASE_URL": identity_url, "CDAP_CONSUMER_GROUP": f"bench-wf-identity-{run}"},
         RESULTS / "logs" / "access-workflow-identity.log",
     )
     service = ServiceProcess(
-        "cdap_access",
+        registry.service("access-requests").package,
         {
             **common,
             "CDAP_DATABASE_URL": access_url,

@@ -33,10 +33,11 @@ from aiokafka import AIOKafkaConsumer
 from bench import lookup
 from bench.common import KAFKA, RESULTS, drop_database, fresh_database, fresh_topic, percentile
 from bench.outbox import consultation
+from cdap_shared import services as registry
 from cdap_shared.db import asyncpg_dsn
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.relay import make_producer
-from cdap_shared.testing import JwksServer, ServiceProcess, TokenMinter, migrate
+from cdap_testing import JwksServer, ServiceProcess, TokenMinter, migrate
 
 Progress = Callable[[str, float], None]
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +97,7 @@ async def audit_service(
     jwks = JwksServer(minter.jwks)
     token = minter.mint("bench-auditor", roles=["auditor"], ttl=3600)
     service = ServiceProcess(
-        "cdap_audit",
+        registry.service("audit").package,
         {
             "CDAP_DATABASE_URL": url,
             "CDAP_KAFKA_BOOTSTRAP": KAFKA,
@@ -269,7 +270,9 @@ async def lookup_to_checkpoint(rate: int, seconds: int, progress: Progress) -> d
         "CDAP_IDENTITY_TOPIC": await fresh_topic("lookup-identity"),
     }
     dossiers = ServiceProcess(
-        "cdap_dossiers", lookup.cdap_env(jwks.url, topics), RESULTS / "logs" / "audit-dossiers.log"
+        registry.service("dossiers").package,
+        lookup.cdap_env(jwks.url, topics),
+        RESULTS / "logs" / "audit-dossiers.log",
     )
     conn = await asyncpg.connect(asyncpg_dsn(url))
     sent: dict[str, float] = {}

@@ -33,7 +33,7 @@ from cdap_audit import ledger, merkle
 from cdap_audit.domain import EntryFacts, leaf_bytes
 from cdap_audit.merkle import MemoryStore, Node
 from cdap_audit.partitions import SCHEMA, month_start, next_month, partition_name
-from cdap_shared.testing import migrate
+from cdap_testing import migrate
 
 Progress = Callable[[str, float], None]
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,10 +18,11 @@ import asyncpg
 from bench.common import ADMIN_DSN, KAFKA, RESULTS, run_wrk
 from cdap_identity import accounts, habilitations
 from cdap_identity.models import Organisation
-from cdap_identity.passwords import _HASHER
+from cdap_identity.passwords import HASHER
 from cdap_shared import events as ev
+from cdap_shared import services as registry
 from cdap_shared.db import create_engine, session_factory
-from cdap_shared.testing import ServiceProcess, migrate
+from cdap_testing import ServiceProcess, migrate
 
 DB = "cdap_bench_identity"
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +112,7 @@ async def run(progress: Any, quick: bool = False) -> dict[str, Any]:
     client_id, secret, emails = await prepare()
     progress("preparing identity database", 1.0)
     identity = ServiceProcess(
-        "cdap_identity",
+        registry.service("identity").package,
         {
             "CDAP_DATABASE_URL": _url(),
             "CDAP_KAFKA_BOOTSTRAP": KAFKA,
@@ -156,7 +157,7 @@ async def run(progress: Any, quick: bool = False) -> dict[str, Any]:
         identity.stop()
         floor.terminate()
         floor.wait()
-    params = _HASHER
+    params = HASHER
     return {
         "description": "POST /v1/token, wrk 20 connections, vs a bare FastAPI form->JSON endpoint; argon2id "
         f"m={params.memory_cost} KiB, t={params.time_cost}, p={params.parallelism}",

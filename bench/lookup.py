@@ -25,7 +25,8 @@ import httpx
 from bench.common import ADMIN_DSN, KAFKA, RESULTS, fresh_topic, run_wrk
 from cdap_dossiers.generate import build_pools, make_dossier
 from cdap_dossiers.projections import dossier_row
-from cdap_shared.testing import JwksServer, ServiceProcess, TokenMinter, free_port, migrate
+from cdap_shared import services as registry
+from cdap_testing import JwksServer, ServiceProcess, TokenMinter, free_port, migrate
 
 DB = "cdap_bench_dossiers"
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +157,14 @@ async def profile(
         path.unlink(missing_ok=True)
     log = (RESULTS / "logs" / "lookup-profile.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.profile_server", "cdap_dossiers", str(port), str(stem)],
+        [
+            sys.executable,
+            "-m",
+            "bench.profile_server",
+            registry.service("dossiers").package,
+            str(port),
+            str(stem),
+        ],
         env={**os.environ, **env},
         cwd=ROOT,
         stdout=log,
@@ -215,8 +223,8 @@ async def run(progress: Any, quick: bool = False) -> dict[str, Any]:
         "CDAP_IDENTITY_TOPIC": await fresh_topic("lookup-identity"),
     }
     env = cdap_env(jwks.url, topics)
-    cdap = ServiceProcess("cdap_dossiers", env, logs / "lookup-cdap.log")
-    second = ServiceProcess("cdap_dossiers", env, logs / "lookup-cdap-2.log")
+    cdap = ServiceProcess(registry.service("dossiers").package, env, logs / "lookup-cdap.log")
+    second = ServiceProcess(registry.service("dossiers").package, env, logs / "lookup-cdap-2.log")
     floor = subprocess.Popen(
         [
             sys.executable,

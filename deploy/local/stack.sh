@@ -15,7 +15,6 @@ kafka_dir=$stack/kafka
 libs=${CDAP_KAFKA_LIBS:-$kafka_dir/libs} # another stack's jars may serve
 mail_dir=$stack/mail
 python=${CDAP_PYTHON:-$root/.venv/bin/python}
-services=(identity access dossiers audit)
 
 say() { printf '\033[1m[stack]\033[0m %s\n' "$*"; }
 die() { printf '\033[31m[stack] %s\033[0m\n' "$*" >&2; exit 1; }
@@ -68,18 +67,22 @@ EOF
     touch "$stack/pg.started-by-stack"
   fi
   wait_port 5432 PostgreSQL 30 "/var/log/postgresql/postgresql-$v-main.log"
-  # One role and database per service, and 'cdap' (CREATEDB) that tests use for throwaway databases.
-  local sql="" s
-  for s in cdap "${services[@]/#/cdap_}"; do
+  # One role and database per service (cdap_shared.services), and 'cdap' (CREATEDB) that tests use for
+  # throwaway databases.
+  [ -x "$python" ] || die "no Python environment at $python: run 'make setup' first"
+  local sql="" s databases
+  mapfile -t databases < <("$python" -m cdap_shared.services databases)
+  [ "${#databases[@]}" -gt 0 ] || die "cannot read the list of services (cdap_shared.services)"
+  for s in cdap "${databases[@]}"; do
     sql+="DO \$\$ BEGIN
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$s') THEN
         CREATE ROLE $s LOGIN PASSWORD '$s' CREATEDB;
       END IF; END \$\$;"
   done
   runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -c "$sql" >/dev/null
-  for s in "${services[@]}"; do
-    if ! runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_database WHERE datname='cdap_$s'" | grep -q 1; then
-      runuser -u postgres -- createdb -O "cdap_$s" "cdap_$s"
+  for s in "${databases[@]}"; do
+    if ! runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_database WHERE datname='$s'" | grep -q 1; then
+      runuser -u postgres -- createdb -O "$s" "$s"
     fi
   done
 }
@@ -282,7 +285,7 @@ smtp_up() {
   [ -x "$python" ] || die "no Python environment at $python: run 'make setup' first"
   mkdir -p "$mail_dir"
   say "starting the SMTP sink on 127.0.0.1:1025 (messages: $mail_dir)"
-  nohup "$python" -m cdap_shared.mailsink --dir "$mail_dir" --port 1025 >"$stack/mailsink.log" 2>&1 &
+  nohup "$python" -m cdap_cli.mailsink --dir "$mail_dir" --port 1025 >"$stack/mailsink.log" 2>&1 &
   echo $! >"$stack/mailsink.pid"
   wait_port 1025 "SMTP sink" 20 "$stack/mailsink.log"
 }

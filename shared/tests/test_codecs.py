@@ -7,7 +7,7 @@ import aiokafka.codec
 import pytest
 
 from cdap_shared import events as ev
-from cdap_shared.testing import eventually, librdkafka_produce
+from cdap_testing import eventually, librdkafka_produce
 
 from .pipeline import Pipeline
 from .samples import SAMPLES

@@ -24,13 +24,12 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from cdap_shared import fuzz
 from cdap_shared.consumer import EventConsumer
 from cdap_shared.db import create_engine, create_tables, session_factory
 from cdap_shared.envelope import CloudEvent, new_event_id
 from cdap_shared.inbox import InboxRecord
 from cdap_shared.kafka_access import KafkaLogin
-from cdap_shared.testing import eventually
+from cdap_testing import eventually, fuzz
 
 from .pipeline import record_effect
 

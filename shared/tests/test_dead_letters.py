@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cdap_shared import events as ev
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.relay import make_producer
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from .pipeline import Pipeline, build_pipeline, close_pipeline, record_effect
 from .samples import SAMPLES

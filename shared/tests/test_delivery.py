@@ -11,7 +11,7 @@ from cdap_shared import events as ev
 from cdap_shared.db import asyncpg_dsn
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.relay import OutboxRelay, make_producer
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from .pipeline import Pipeline
 from .samples import SAMPLES

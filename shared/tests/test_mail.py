@@ -14,10 +14,10 @@ from sqlalchemy import MetaData, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
 
+from cdap_cli.mailsink import EmlWriter
 from cdap_shared.db import create_engine, create_tables, session_factory
 from cdap_shared.mail import Mail, Mailer, MailRelay, QueuedMail, queue
-from cdap_shared.mailsink import EmlWriter
-from cdap_shared.testing import free_port
+from cdap_testing import free_port
 
 pytestmark = pytest.mark.stack
 

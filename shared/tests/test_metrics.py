@@ -16,7 +16,7 @@ from cdap_shared import events as ev
 from cdap_shared.db import asyncpg_dsn
 from cdap_shared.http import create_app
 from cdap_shared.relay import count_backlog
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from .pipeline import build_pipeline, close_pipeline
 from .samples import SAMPLES

@@ -12,7 +12,7 @@ import pytest
 import testcontainers.community.kafka
 import testcontainers.community.postgres
 
-from cdap_shared import testing
+import cdap_testing as testing
 
 started: list[str] = []
 

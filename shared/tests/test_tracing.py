@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from cdap_shared import events as ev
 from cdap_shared.telemetry import configure_tracing
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from .pipeline import build_pipeline, close_pipeline
 from .samples import SAMPLES

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cdap_shared import events as ev
 from cdap_shared.http import create_app
 from cdap_shared.relay import make_producer
-from cdap_shared.testing import eventually
 from cdap_shared.watch import ConsumerWatch
+from cdap_testing import eventually
 
 from .pipeline import Pipeline, build_pipeline, close_pipeline, record_effect
 from .samples import SAMPLES

@@ -18,7 +18,8 @@ import pyotp
 
 from cdap_shared.envelope import new_event_id
 from cdap_shared.kafka_access import local_credentials, service_principal
-from cdap_shared.testing import MAIL_DIR, ServiceProcess, create_database_sync, free_port, migrate
+from cdap_shared.services import backends, service
+from cdap_testing import MAIL_DIR, ServiceProcess, create_database_sync, free_port, migrate
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "test-artifacts" / "system"
@@ -28,12 +29,8 @@ PASSWORD = "Systeme-CDAP-2026!"
 # earlier on the client's side avoids the race.
 CLIENT_LIMITS = httpx.Limits(max_connections=40, keepalive_expiry=2)
 
-SERVICES = {
-    "identity": ("cdap_identity", ROOT / "services" / "identity"),
-    "access-requests": ("cdap_access", ROOT / "services" / "access-requests"),
-    "dossiers": ("cdap_dossiers", ROOT / "services" / "dossiers"),
-    "audit": ("cdap_audit", ROOT / "services" / "audit"),
-}
+# name -> (package, folder) of each service behind the portal, from the one list (cdap_shared.services).
+SERVICES = {name: (service(name).package, ROOT / "services" / name) for name in backends()}
 
 
 def available(name: str) -> bool:

@@ -28,7 +28,7 @@ from cdap_audit.client import AuditClient, AuditClientError
 from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent
 from cdap_shared.kafka_access import KafkaLogin, stack_dir
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from .harness import System
 from .test_faults import (

@@ -33,8 +33,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from cdap_shared.kafka_access import KafkaLogin
-from cdap_shared.testing import eventually
 from cdap_shared.topics import all_topics
+from cdap_testing import eventually
 
 from .harness import (
     CLIENT_LIMITS,

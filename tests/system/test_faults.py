@@ -22,8 +22,9 @@ from cdap_dossiers.generate import build_pools, make_dossier
 from cdap_shared import events as ev
 from cdap_shared.envelope import new_event_id
 from cdap_shared.kafka_access import KafkaLogin
-from cdap_shared.testing import eventually
+from cdap_shared.services import backends
 from cdap_shared.topics import PARTITIONS
+from cdap_testing import eventually
 
 from .harness import (
     MAILBOX,
@@ -774,7 +775,7 @@ async def groups_in_dlq(kafka: str, since: dict[TopicPartition, int], poison: by
 async def test_poison_on_every_topic_goes_to_the_dlq_and_processing_goes_on(
     system: System, client: httpx.AsyncClient
 ) -> None:
-    names = [n for n in ("identity", "access-requests", "dossiers", "audit") if available(n)]
+    names = [n for n in backends() if available(n)]
     await system.start(*names)
     _, user = await ready_partner(system, client)
     topics = ["identity.events", "access.events", "caf.dossiers", "dossier.consultations", "audit.alerts"]

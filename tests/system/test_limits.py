@@ -22,13 +22,14 @@ import pytest
 
 from cdap_shared.bodylimit import UPLOAD_MAX_BODY
 from cdap_shared.envelope import new_event_id
-from cdap_shared.testing import plain_dsn
+from cdap_shared.services import backends
+from cdap_testing import plain_dsn
 
 from .harness import System, bootstrap_admin, wait_ready
 
 pytestmark = pytest.mark.stack
 
-SERVICES = ("identity", "access-requests", "dossiers", "audit")
+SERVICES = backends()
 HUNDRED_MB = 100 * 1024 * 1024
 SEARCH_LIMIT = 1  # per caller and second: 12 searches at once cannot all fit, however slow the machine
 LOOKUP_LIMIT = 5  # per caller and second, for the two replicas together: well under what a loaded

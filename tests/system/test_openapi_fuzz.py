@@ -27,7 +27,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from cdap_shared.envelope import new_event_id
-from cdap_shared.testing import (
+from cdap_shared.topics import ensure_topics
+from cdap_testing import (
     JwksServer,
     ServiceProcess,
     TokenMinter,
@@ -36,7 +37,6 @@ from cdap_shared.testing import (
     free_port,
     migrate,
 )
-from cdap_shared.topics import ensure_topics
 
 from .harness import LOGS, PASSWORD, SERVICES, System, activate_and_login, bootstrap_admin, wait_ready
 

@@ -15,14 +15,15 @@ import time
 import httpx
 import pytest
 
-from cdap_shared.testing import protected_operations
+from cdap_shared.services import backends
+from cdap_testing import protected_operations
 
 from .harness import LOGS, System, activate_and_login, bearer, caf_staff, wait_ready
 from .test_revocation import provisioned_partner
 
 pytestmark = pytest.mark.stack
 
-SERVICES = ("identity", "access-requests", "dossiers", "audit")
+SERVICES = backends()
 # One call per service that the caller may make while in good standing: polled until it is refused.
 PROBES = {
     "identity": "/v1/organisations/0000001",

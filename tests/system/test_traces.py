@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from cdap_cli.devrun import LOCAL_OTLP_ENDPOINT
 from cdap_dossiers.generate import build_pools, make_dossier
 from cdap_shared import events as ev
-from cdap_shared.devrun import LOCAL_OTLP_ENDPOINT
 
 from .harness import System, activate_and_login, caf_staff, wait_ready
 from .test_revocation import provisioned_partner, publish

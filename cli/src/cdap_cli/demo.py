@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pyotp
 
-from cdap_shared.mailsink import mail_dir
+from cdap_cli.mailsink import mail_dir, mails_to
 
 ROOT = Path(__file__).resolve().parents[3]
 STATE = Path(os.environ.get("CDAP_DEMO_STATE", str(ROOT / ".stack" / "demo.json")))
@@ -134,8 +134,6 @@ class Demo:
         return response.json() if response.content else {}
 
     def _mails(self, email: str) -> list[str]:
-        from cdap_shared.testing import mails_to
-
         return mails_to(str(mail_dir(1025, ROOT / ".stack" / "mail")), email)
 
     def expect_mail(self, email: str) -> None:
@@ -380,8 +378,8 @@ class Demo:
         raise DemoError("no dossier could be consulted: were the demo dossiers published?")
 
     async def audit_check(self, numero: str, audit_id: str) -> None:
-        from cdap_audit.checkpoint import NoteVerifier, open_note
-        from cdap_audit.merkle import leaf_hash, verify_inclusion
+        from cdap_shared.tlog.checkpoint import NoteVerifier, open_note
+        from cdap_shared.tlog.merkle import leaf_hash, verify_inclusion
 
         headers = await self.headers("auditeur@caf76.demo")
         entry = None

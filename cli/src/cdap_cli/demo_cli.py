@@ -18,10 +18,10 @@ console = Console()
 
 
 async def _bootstrap_admin(email: str) -> str:
-    from cdap_identity.cli import _bootstrap
+    from cdap_identity.cli import bootstrap_admin
     from cdap_identity.config import Settings
 
-    _, token = await _bootstrap(Settings(), email, "Administrateur", "CAF", "76")
+    _, token = await bootstrap_admin(Settings(), email, "Administrateur", "CAF", "76")
     return token
 
 

@@ -27,7 +27,7 @@ from cdap_shared.mail import QueuedMail
 from cdap_shared.migrations import upgrade_to_head
 from cdap_shared.outbox import OutboxRecord
 from cdap_shared.relay import make_producer
-from cdap_shared.testing import MAIL_DIR, TokenMinter, eventually, mails_to
+from cdap_testing import MAIL_DIR, TokenMinter, eventually, mails_to
 
 SERVICE_DIR = str(Path(__file__).resolve().parents[1])
 ORG = "org-76-ccas"

@@ -14,7 +14,7 @@ from cdap_access.models import PartnerOrganisation
 from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent
 from cdap_shared.kafka_access import KafkaLogin
-from cdap_shared.testing import MAIL_DIR, eventually, mails_to
+from cdap_testing import MAIL_DIR, eventually, mails_to
 
 from .conftest import ORG, PARTNER, Service
 

@@ -18,10 +18,9 @@ from cdap_access import projections
 from cdap_access.config import Settings
 from cdap_access.models import PartnerOrganisation
 from cdap_shared import events as ev
-from cdap_shared import fuzz
 from cdap_shared.db import create_engine, session_factory
 from cdap_shared.migrations import upgrade_to_head
-from cdap_shared.testing import eventually
+from cdap_testing import eventually, fuzz
 
 from .conftest import ORG, SERVICE_DIR, Service
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cdap_access.profiles import ProfilesError, load_profiles
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from .conftest import Service, assert_problem
 

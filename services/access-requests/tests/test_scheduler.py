@@ -11,7 +11,7 @@ import pytest
 from cdap_access.scheduler import Report, run_due_jobs
 from cdap_shared import events as ev
 from cdap_shared.envelope import utcnow
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from .conftest import ORG, Service, assert_problem, mail_with
 

@@ -10,7 +10,7 @@ import pytest
 
 from cdap_access.calendar import add_business_days
 from cdap_shared import events as ev
-from cdap_shared.testing import MAIL_DIR, mails_to
+from cdap_testing import MAIL_DIR, mails_to
 
 from .conftest import OTHER_ORG, PARTNER, Service, assert_problem, mail_with
 

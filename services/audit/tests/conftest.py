@@ -30,7 +30,7 @@ from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.migrations import upgrade_to_head
 from cdap_shared.outbox import OutboxRecord
 from cdap_shared.relay import make_producer
-from cdap_shared.testing import TokenMinter, eventually, plain_dsn
+from cdap_testing import TokenMinter, eventually, plain_dsn
 
 SERVICE_DIR = str(Path(__file__).resolve().parents[1])
 TOPIC_SETTINGS = (

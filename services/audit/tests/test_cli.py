@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from .conftest import Audit, consulted, serve, suspended
 

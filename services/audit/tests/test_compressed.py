@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdap_shared.testing import eventually, librdkafka_produce
+from cdap_testing import eventually, librdkafka_produce
 
 from .conftest import Audit, consulted
 

@@ -17,7 +17,7 @@ import pytest
 
 from cdap_audit.merkle import verify_consistency
 from cdap_shared.relay import make_producer
-from cdap_shared.testing import JwksServer, ServiceProcess, TokenMinter, eventually, plain_dsn
+from cdap_testing import JwksServer, ServiceProcess, TokenMinter, eventually, plain_dsn
 
 from . import rfc9162
 from .conftest import SERVICE_DIR, consulted

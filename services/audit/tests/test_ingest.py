@@ -11,7 +11,7 @@ import pytest
 from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent
 from cdap_shared.relay import make_producer
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from . import rfc9162
 from .conftest import Audit, consulted, suspended

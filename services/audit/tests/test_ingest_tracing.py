@@ -12,8 +12,8 @@ from cdap_audit.domain import facts_from_event
 from cdap_audit.ingest import trace_entries
 from cdap_shared.consumer import Incoming
 from cdap_shared.events import parse_data
-from cdap_shared.fuzz.running import consumer_record
 from cdap_shared.telemetry import configure_tracing
+from cdap_testing.fuzz.running import consumer_record
 
 from .conftest import consulted
 

@@ -9,11 +9,11 @@ import pytest
 from pydantic import SecretStr
 
 from cdap_audit.app import build
-from cdap_audit.checkpoint import Checkpoint, NoteSigner, open_note
 from cdap_audit.config import Settings
 from cdap_audit.rules import RulesError
 from cdap_audit.signing import SigningKeyError
-from cdap_shared.testing import eventually
+from cdap_shared.tlog.checkpoint import Checkpoint, NoteSigner, open_note
+from cdap_testing import eventually
 
 from .conftest import Audit
 

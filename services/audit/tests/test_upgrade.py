@@ -16,7 +16,7 @@ import pytest
 from cdap_audit.config import Settings
 from cdap_audit.domain import facts_from_event, leaf_bytes
 from cdap_audit.ledger import ENTRY_COLUMNS, entry_row
-from cdap_shared.testing import eventually, plain_dsn
+from cdap_testing import eventually, plain_dsn
 
 from . import rfc9162
 from .conftest import SERVICE_DIR, TOPIC_SETTINGS, Audit, consulted, suspended

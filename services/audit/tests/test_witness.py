@@ -18,7 +18,12 @@ from pydantic import SecretStr
 
 from cdap_audit import merkle
 from cdap_audit.app import build
-from cdap_audit.checkpoint import (
+from cdap_audit.client import AuditClient
+from cdap_audit.config import Settings
+from cdap_audit.signing import SigningKeyError
+from cdap_audit.verify import SavedCheckpoint, fetch_checkpoint, verify_log
+from cdap_audit.witness import Refused, Witness, WitnessState, check
+from cdap_shared.tlog.checkpoint import (
     Checkpoint,
     Cosigner,
     CosignerVerifier,
@@ -29,12 +34,7 @@ from cdap_audit.checkpoint import (
     key_id,
     open_note,
 )
-from cdap_audit.client import AuditClient
-from cdap_audit.config import Settings
-from cdap_audit.signing import SigningKeyError
-from cdap_audit.verify import SavedCheckpoint, fetch_checkpoint, verify_log
-from cdap_audit.witness import Refused, Witness, WitnessState, check
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from .conftest import Audit, consulted, serve
 from .test_cli import _signed, cdap, grow_to, token, verify

@@ -23,7 +23,7 @@ from cdap_shared import events as ev
 from cdap_shared.migrations import upgrade_to_head
 from cdap_shared.outbox import OutboxRecord
 from cdap_shared.relay import make_producer
-from cdap_shared.testing import TokenMinter, eventually
+from cdap_testing import TokenMinter, eventually
 
 SERVICE_DIR = str(Path(__file__).resolve().parents[1])
 LANDLORD = "73282932000074"

@@ -52,7 +52,10 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
     #                                anon  user  user~ padm  sys   sys~  ins   mgr   adm   aud
     "GET /v1/dossiers/{numero}":    (401,  200,  403,  403,  200,  403,  403,  403,  403,  403),
     "POST /v1/dossiers/search":     (401,  200,  HID,  403,  200,  HID,  403,  403,  403,  403),
+    "GET /v1/dossiers/policy":      (401,  200,  200,  200,  200,  200,  200,  200,  200,  200),
 }
+# Rows that read no dossier: answered to any signed-in caller, and nothing is recorded.
+NOT_CONSULTATIONS = {"GET /v1/dossiers/policy"}
 # fmt: on
 
 # column -> (sub, roles, department of its T1 grant or None)
@@ -95,6 +98,7 @@ CALLS: dict[str, Callable[[World], tuple[str, dict[str, Any]]]] = {
         "/v1/dossiers/search",
         {"json": {"motif": "accompagnement_social", "nir": w.nir}},
     ),
+    "GET /v1/dossiers/policy": lambda w: ("/v1/dossiers/policy", {}),
 }
 
 
@@ -160,6 +164,12 @@ async def test_the_matrix(service_factory: Callable[..., Any]) -> None:
                 wrong.append((row, column, status, f"not problem+json: {r.headers.get('content-type')}"))
             elif want == 403 and (w.nir in r.text or w.family_name in r.text):
                 wrong.append((row, column, status, "dossier data in a refusal"))
+            elif row in NOT_CONSULTATIONS:
+                if status == 200 and "accompagnement_social" not in r.json()["profiles"]["T1"]["motifs"]:
+                    wrong.append((row, column, status, f"not the policy: {r.text[:80]}"))
+                if events:
+                    wrong.append((row, column, status, f"recorded {len(events)} events for no dossier"))
+                continue
             elif want == 200 and NUMERO not in r.text:
                 wrong.append((row, column, status, f"does not show {NUMERO}"))
             if status == 401:

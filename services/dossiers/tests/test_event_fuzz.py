@@ -21,9 +21,9 @@ from cdap_dossiers.domain import ActiveGrant, DossierFacts, name_key, scope_fail
 from cdap_dossiers.generate import make_dossier
 from cdap_dossiers.policy import load_policy
 from cdap_shared import events as ev
-from cdap_shared import fuzz
 from cdap_shared.db import create_engine, session_factory
 from cdap_shared.migrations import upgrade_to_head
+from cdap_testing import fuzz
 
 from .conftest import POOLS, SERVICE_DIR, Service
 
@@ -142,7 +142,7 @@ async def test_the_running_service_dead_letters_hostile_records_and_keeps_the_ne
 
 
 async def eventually_committed(svc: Service, topic: str, offset: int) -> None:
-    from cdap_shared.testing import eventually
+    from cdap_testing import eventually
 
     async def committed() -> bool:
         group = svc.settings.consumer_group

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from cdap_dossiers import ratelimit
 from cdap_shared import events as ev
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from .conftest import LANDLORD, OTHER_LANDLORD, Service
 
@@ -124,7 +124,7 @@ async def test_bad_input_is_a_4xx_that_records_nothing(
 
 
 async def test_no_token_or_a_forged_one_is_401(svc: Service) -> None:
-    from cdap_shared.testing import TokenMinter
+    from cdap_testing import TokenMinter
 
     r = await svc.client.get("/v1/dossiers/1000001", params={"motif": "accompagnement_social"})
     assert r.status_code == 401

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from cdap_shared.migrations import upgrade_to_head
-from cdap_shared.testing import plain_dsn
+from cdap_testing import plain_dsn
 
 from .conftest import SERVICE_DIR
 

@@ -18,7 +18,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from cdap_shared.testing import (
+from cdap_shared.topics import ensure_topics
+from cdap_testing import (
     JwksServer,
     ServiceProcess,
     TokenMinter,
@@ -26,7 +27,6 @@ from cdap_shared.testing import (
     drop_database_sync,
     migrate,
 )
-from cdap_shared.topics import ensure_topics
 
 SERVICE_DIR = str(Path(__file__).resolve().parents[1])
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"

@@ -12,7 +12,7 @@ from cdap_dossiers import projections
 from cdap_dossiers.generate import make_dossier
 from cdap_shared import events as ev
 from cdap_shared.kafka_access import KafkaLogin
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from .conftest import POOLS, Service
 

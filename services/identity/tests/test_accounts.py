@@ -282,11 +282,11 @@ async def test_forced_password_reset_blocks_login_until_a_new_password(idp: Iden
     assert (await idp.token(email, STRONG)).json()["error_description"] == "password reset required"
 
     async def two_mails() -> bool:
-        from cdap_shared.testing import MAIL_DIR, mails_to
+        from cdap_testing import MAIL_DIR, mails_to
 
         return len(mails_to(MAIL_DIR, email)) >= 2
 
-    from cdap_shared.testing import eventually
+    from cdap_testing import eventually
 
     await eventually(two_mails, within=15)
     token = await idp.activation_token_from_mail(email)

@@ -9,7 +9,7 @@ from typing import Any
 from httpx import Response
 
 from cdap_shared import events as ev
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from .conftest import Identity, auth
 from .test_grants import partner_admin_with_a_grant

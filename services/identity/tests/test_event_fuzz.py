@@ -17,10 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cdap_identity.consumers import IdentityHandlers
 from cdap_identity.models import Organisation
 from cdap_shared import events as ev
-from cdap_shared import fuzz
 from cdap_shared.db import create_engine, session_factory
 from cdap_shared.migrations import upgrade_to_head
-from cdap_shared.testing import eventually
+from cdap_testing import eventually, fuzz
 
 from .conftest import SERVICE_DIR, Identity, unique_email
 

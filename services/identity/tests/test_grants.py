@@ -14,7 +14,7 @@ from cdap_identity import habilitations
 from cdap_identity.models import Grant, User
 from cdap_shared import events as ev
 from cdap_shared.kafka_access import KafkaLogin
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from .conftest import STRONG, Identity, auth, unique_email
 

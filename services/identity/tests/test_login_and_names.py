@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from cdap_identity.models import Organisation, User
-from cdap_shared.testing import MAIL_DIR, eventually, mails_to
+from cdap_testing import MAIL_DIR, eventually, mails_to
 
 from .conftest import SIRETS, STRONG, Identity, auth, unique_email
 from .test_grants import approved

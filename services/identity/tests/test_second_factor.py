@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from cdap_identity.accounts import grant_claims
 from cdap_identity.models import Grant
-from cdap_shared.testing import eventually
+from cdap_testing import eventually
 
 from .conftest import STRONG, Identity, auth, unique_email
 from .test_grants import approved

@@ -19,6 +19,37 @@ from cdap_portal.config import Settings
 from cdap_shared.envelope import new_event_id
 
 Handler = Callable[[httpx.Request], httpx.Response]
+# What the dossiers service serves at GET /v1/dossiers/policy (three of its profiles), for the lookup form.
+POLICY_PATH = "/v1/dossiers/policy"
+POLICY: dict[str, Any] = {
+    "version": "test-1",
+    "profiles": {
+        "T1": {
+            "label": "Travailleurs sociaux",
+            "sections": ["identite", "adresse", "foyer", "ressources"],
+            "motifs": ["accompagnement_social", "instruction_aide", "verification_droits"],
+            "scope": "department",
+            "opposition": True,
+            "searchable": True,
+        },
+        "T2": {
+            "label": "Bailleurs sociaux",
+            "sections": ["identite", "adresse", "logement"],
+            "motifs": ["gestion_aide_logement"],
+            "scope": "landlord",
+            "opposition": True,
+            "searchable": True,
+        },
+        "T3": {
+            "label": "Organismes d'aide aux vacances",
+            "sections": ["identite", "foyer", "quotient_familial"],
+            "motifs": ["tarification_vacances"],
+            "scope": "match",
+            "opposition": True,
+            "searchable": False,
+        },
+    },
+}
 HOSTS = {
     "identity.test": "identity",
     "access.test": "access",
@@ -57,6 +88,10 @@ class Fakes:
 
     routes: list[tuple[str, str, re.Pattern[str], Handler]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
+    # Dossiers' policy, served to the portal's form and not counted in `calls` (which are the actions a
+    # test checks); None: dossiers does not answer it. `policy_reads` counts the reads.
+    policy: dict[str, Any] | None = field(default_factory=lambda: POLICY)
+    policy_reads: list[httpx.Request] = field(default_factory=list)
 
     def on(self, service: str, method: str, path: str, handler: Handler | httpx.Response) -> None:
         fn: Handler = handler if callable(handler) else (lambda _r, resp=handler: resp)  # type: ignore[misc]
@@ -64,6 +99,9 @@ class Fakes:
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         service = HOSTS[request.url.host]
+        if (service, request.url.path) == ("dossiers", POLICY_PATH) and self.policy is not None:
+            self.policy_reads.append(request)
+            return httpx.Response(200, json=self.policy)
         self.calls.append(Call(service, request.method, request.url.path, request))
         for svc, method, pattern, fn in self.routes:
             if svc == service and method == request.method and pattern.match(request.url.path):

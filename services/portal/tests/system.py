@@ -31,7 +31,9 @@ from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent, new_event_id
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.relay import make_producer
-from cdap_shared.testing import (
+from cdap_shared.services import service
+from cdap_shared.topics import ensure_topics
+from cdap_testing import (
     MAIL_DIR,
     ServiceProcess,
     create_database_sync,
@@ -40,7 +42,6 @@ from cdap_shared.testing import (
     mails_to,
     migrate,
 )
-from cdap_shared.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[3]
 SERVICES = ROOT / "services"
@@ -118,6 +119,36 @@ def activation_link(email: str, within: float = 30.0) -> str:
     return result
 
 
+# A family's file as the CAF core system describes it, one value in each section a profile may open.
+SAMPLE_SECTIONS: dict[str, Any] = {
+    "identite": {"family_name": "Lefebvre", "given_name": "Camille", "birth_date": "1985-05-14", "sex": "F"},
+    "adresse": {"line": "12 rue du Gros-Horloge", "postal_code": "76000", "city": "Rouen"},
+    "contact": {"telephone": "06 12 34 56 78", "email": "camille.lefebvre@example.fr"},
+    "foyer": {
+        "members": [
+            {
+                "role": "allocataire",
+                "family_name": "Lefebvre",
+                "given_name": "Camille",
+                "birth_date": "1985-05-14",
+            },
+            {"role": "enfant", "family_name": "Lefebvre", "given_name": "Louis", "birth_date": "2015-09-02"},
+            {"role": "enfant", "family_name": "Lefebvre", "given_name": "Inès", "birth_date": "2018-03-21"},
+        ],
+        "children": 2,
+    },
+    "ressources": {"monthly_income": 1450, "reference_year": 2025},
+    "droits": [
+        {"prestation": "AF", "monthly_amount": 141.99, "from": "2024-01-01", "to": None},
+        {"prestation": "APL", "monthly_amount": 280, "from": "2024-01-01", "to": None},
+    ],
+    "paiements": [{"date": "2026-11-05", "amount": 421.99, "payee": "allocataire"}],
+    "quotient_familial": {"month": "2026-11", "value": 580},
+    "logement": {"status": "locataire", "aid_paid_to": "allocataire", "landlord_siret": None, "rent": 620},
+    "rsa": {"referent_siret": None, "status": "sans_droit"},
+}
+
+
 @dataclass
 class System:
     """The running services of one test module, and helpers that act as the CAF and its core system."""
@@ -166,8 +197,11 @@ class System:
             "CDAP_LOG_LEVEL": "WARNING",
         }
 
-    def start(self, name: str, module: str, env: dict[str, str]) -> None:
-        process = ServiceProcess(module, env, self.log_dir / f"{name}.log", port=self.ports[name])
+    def start(self, name: str, registered: str, env: dict[str, str]) -> None:
+        """Start the service `registered` in cdap_shared.services, known here as `name`."""
+        process = ServiceProcess(
+            service(registered).package, env, self.log_dir / f"{name}.log", port=self.ports[name]
+        )
         self.processes[name] = process
         process.start(wait=60)
 
@@ -179,16 +213,16 @@ class System:
             "CDAP_ACCESS_TOPIC": self.topics["access"],
             "CDAP_ALERTS_TOPIC": self.topics["alerts"],
         }
-        self.start("identity", "cdap_identity", identity)
+        self.start("identity", "identity", identity)
         dossiers = self._common("dossiers") | {
             "CDAP_DATABASE_URL": self._database("dossiers"),
             "CDAP_CAF_TOPIC": self.topics["caf"],
             "CDAP_IDENTITY_TOPIC": "identity.events",
         }
-        self.start("dossiers", "cdap_dossiers", dossiers)
+        self.start("dossiers", "dossiers", dossiers)
         self.start(
             "portal",
-            "cdap_portal",
+            "portal",
             {
                 "CDAP_IDENTITY_URL": self.url("identity"),
                 "CDAP_ACCESS_REQUESTS_URL": self.url("access"),
@@ -207,7 +241,7 @@ class System:
             "CDAP_IDENTITY_TOPIC": "identity.events",
             "CDAP_ACCESS_TOPIC": self.topics["access"],
         }
-        self.start("access", "cdap_access", access)
+        self.start("access", "access-requests", access)
         audit = self._common("audit") | {
             "CDAP_DATABASE_URL": self._database("audit"),
             "CDAP_IDENTITY_TOPIC": "identity.events",
@@ -216,7 +250,7 @@ class System:
             "CDAP_ALERTS_TOPIC": self.topics["alerts"],
             "CDAP_CHECKPOINTS_TOPIC": self.topics["checks"],
         }
-        self.start("audit", "cdap_audit", audit)
+        self.start("audit", "audit", audit)
         self.wait_for_groups("access", "audit")
 
     def wait_for_groups(self, *names: str) -> None:
@@ -335,13 +369,17 @@ class System:
         run(_publish(self.kafka, self.topics["access"], [event]))
 
     def publish_dossier(self, numero: str, department: str = "76", **overrides: Any) -> ev.DossierUpserted:
-        """What the CAF core system publishes: one dossier on the CAF feed."""
-        import random
-
-        from cdap_dossiers.generate import build_pools, make_dossier
-
-        data = make_dossier(random.Random(int(numero)), build_pools(3, size=50), numero, department)
-        data = data.model_copy(update={"opposition": False, **overrides})
+        """What the CAF core system publishes: one dossier on the CAF feed, every section filled (the
+        event's model is the contract; the portal's tests need no service's code to write one)."""
+        nir = f"28505{department}{numero[-6:]}"  # a woman born in May 1985, and the NIR's key below
+        data = ev.DossierUpserted(
+            numero=numero,
+            nir=f"{nir}{97 - int(nir) % 97:02d}",
+            department=department,
+            version=1,
+            opposition=False,
+            sections=SAMPLE_SECTIONS,
+        ).model_copy(update=overrides)
         event = ev.make_event("caf.dossier.upserted", source="/caf/core", subject=numero, data=data)
         run(_publish(self.kafka, self.topics["caf"], [event]))
         return data

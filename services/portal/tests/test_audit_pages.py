@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from cdap_audit import merkle
-from cdap_audit.checkpoint import Checkpoint, NoteSigner
+from cdap_shared.tlog.checkpoint import Checkpoint, NoteSigner
 
 from .conftest import AUDITOR, PortalClient
 

@@ -30,7 +30,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from cdap_cli.demo import CONVENTION_PDF
 from cdap_portal import texts
-from cdap_shared.testing import MAIL_DIR, mails_to
+from cdap_testing import MAIL_DIR, mails_to
 
 from .system import ARTIFACTS, STRONG, System, activation_link, unique_email, wait_until
 

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 import httpx
+import jwt
 import pytest
 
 from cdap_portal import texts
 from cdap_portal.outcomes import Outcome, Outcomes
 from cdap_shared import standing
 
-from .conftest import AUDITOR, INSTRUCTOR, PARTNER_ADMIN, T1_USER, T3_USER, PortalClient, csrf_of
+from .conftest import (
+    AUDITOR,
+    INSTRUCTOR,
+    PARTNER_ADMIN,
+    POLICY,
+    T1_USER,
+    T3_USER,
+    PortalClient,
+    csrf_of,
+)
 
 REQUEST_ID = "0196f3a0-0000-7000-8000-000000000001"
 DOC_ID = "0196f3a0-0000-7000-8000-0000000000d0"
@@ -39,6 +50,31 @@ async def test_the_lookup_form_offers_the_profile_motifs(portal: PortalClient) -
     assert 'lang="fr"' in page and '<main id="contenu"' in page and 'for="f-numero"' in page
     assert "Rechercher un dossier" in page  # T1 may search
     assert "Nom de famille de l&#39;allocataire" not in page  # T1 never needs it
+
+
+async def test_the_form_is_built_from_the_policy_dossiers_serves_read_once_with_the_persons_token(
+    make_portal: Callable[..., PortalClient],
+) -> None:
+    portal = make_portal()
+    portal.fakes.policy = None  # dossiers does not answer yet: the motif is typed, not chosen
+    await portal.login(T1_USER)
+    page = (await portal.client.get("/dossiers")).text
+    assert 'name="motif" value=""' in page and "<optgroup" not in page
+    portal.fakes.policy = {
+        **POLICY,
+        "profiles": {"T1": {**POLICY["profiles"]["T1"], "motifs": ["motif_nouveau"]}},
+    }
+    for _ in range(2):
+        page = (await portal.client.get("/dossiers")).text
+        assert set(re.findall(r'<option value="([a-z_]+)"', page)) == {"motif_nouveau"}
+    (read,) = portal.fakes.policy_reads  # kept: the second page did not read it again
+    assert (
+        jwt.decode(
+            read.headers["authorization"].removeprefix("Bearer "), options={"verify_signature": False}
+        )["sub"]
+        == T1_USER["sub"]
+    )
+    await portal.client.aclose()
 
 
 async def test_only_the_sections_the_api_returned_are_shown(portal: PortalClient) -> None:

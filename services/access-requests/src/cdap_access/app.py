@@ -73,6 +73,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         routers=[router],
         ready_checks=runtime.ready_checks,
         trusted_proxies=settings.trusted_proxies,
+        token_url=settings.token_url,
     )
     app.add_exception_handler(Refused, on_refused)
     shared_asyncapi.install(app, asyncapi.document(settings))

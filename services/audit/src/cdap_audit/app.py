@@ -71,6 +71,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         # A witness has no account: its cosignature (a key of CDAP_AUDIT_WITNESS_KEYS) is its credential.
         public_paths=("/v1/checkpoints/cosignatures",),
         trusted_proxies=settings.trusted_proxies,
+        token_url=settings.token_url,
     )
     app.state.settings = settings
     app.state.runtime = runtime

@@ -16,16 +16,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from cdap_audit.checkpoint import Cosigner, NoteSigner
 from cdap_audit.client import DEFAULT_URL, AuditClient, AuditClientError
-from cdap_audit.verify import (
-    SavedCheckpoint,
-    VerificationFailed,
-    fetch_checkpoint,
-    parse_key,
-    parse_witness_key,
-    verify_log,
-)
+from cdap_audit.verify import SavedCheckpoint, fetch_checkpoint, parse_witness_key, verify_log
+from cdap_shared.tlog.checkpoint import Cosigner, NoteSigner
+from cdap_shared.tlog.verify import VerificationFailed, parse_key
 
 app = typer.Typer(help="The audit log: checkpoints, verification, export.", no_args_is_help=True)
 console = Console(highlight=False)

@@ -267,10 +267,18 @@ async def consistency_proof(first: Position, second: Position, session: SessionD
 witness_router = APIRouter(prefix="/v1", tags=["audit"])
 
 
+# A checkpoint as served (origin, tree size, root hash, the log's signature) with a witness's cosignature.
+COSIGNED_NOTE = (
+    "cdap.audit/compose\n1024\nKgKpjlqSmJ8Z0o8Tq3l9o6QkRkKq5P0n0UQz3wA2eXY=\n\n"
+    "\u2014 cdap.audit/compose 3Fq1dQAAAAGZk0v9m3d6q1b2YxTn0wq4A0P7q2n8mZ6s8k1cQ9tH5r0xL2u3Yg==\n"
+    "\u2014 witness.caf.example 7cC2bQAAAABnTQ7fq9k2m4ZB1bX3hJ6s0o9lV2cR8yT4wE5uI7pK0aN3dF6gH1jS2qW==\n"
+)
+
+
 @witness_router.post(
     "/checkpoints/cosignatures",
     responses={400: {}, 403: {}, 404: {}, 413: {}, 200: {"content": {"text/plain": {}}}},
-    openapi_extra={"requestBody": {"content": {"text/plain": {}}, "required": True}},
+    openapi_extra={"requestBody": {"content": {"text/plain": {"example": COSIGNED_NOTE}}, "required": True}},
 )
 async def add_cosignatures(request: Request) -> Response:
     """A witness submits a checkpoint signed here with its cosignature line(s); answers the note as served."""

@@ -23,7 +23,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cdap_audit import ledger
-from cdap_audit.checkpoint import (
+from cdap_audit.models import CheckpointRecord, SigningKey
+from cdap_shared import events as ev
+from cdap_shared import outbox
+from cdap_shared.tlog.checkpoint import (
     Checkpoint,
     CosignerVerifier,
     InvalidSignatureError,
@@ -32,9 +35,6 @@ from cdap_audit.checkpoint import (
     cosignatures,
     split_note,
 )
-from cdap_audit.models import CheckpointRecord, SigningKey
-from cdap_shared import events as ev
-from cdap_shared import outbox
 
 log = structlog.get_logger(__name__)
 

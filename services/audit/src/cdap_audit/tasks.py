@@ -16,10 +16,10 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cdap_audit import partitions, signing
-from cdap_audit.checkpoint import NoteSigner
 from cdap_audit.config import Settings
 from cdap_audit.models import RuleCounter
 from cdap_audit.rules import RuleSet
+from cdap_shared.tlog.checkpoint import NoteSigner
 
 log = structlog.get_logger(__name__)
 

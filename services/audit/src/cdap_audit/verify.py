@@ -24,37 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cdap_audit import merkle
-from cdap_audit.checkpoint import (
-    Checkpoint,
-    CosignerVerifier,
-    NoteError,
-    NoteVerifier,
-    cosignatures,
-    open_note,
-)
 from cdap_audit.client import AuditClient, AuditClientError
-
-# Served entry fields that must equal the hashed leaf's (leaf name when it differs).
-CHECKED_FIELDS = {
-    "event_id": "event_id",
-    "type": "event_type",
-    "time": "time",
-    "actor": "actor",
-    "organisation_id": "organisation_id",
-    "profile": "profile",
-    "subject": "subject",
-    "decision": "decision",
-    "reason": "reason",
-    "motif": "motif",
-    "sections": "sections",
-    "client_ip": "client_ip",
-    "trace_id": "trace_id",
-}
-
-
-class VerificationFailed(Exception):
-    """The log does not match what was signed or saved; the message says where."""
+from cdap_shared.tlog import merkle
+from cdap_shared.tlog.checkpoint import Checkpoint, CosignerVerifier, NoteError, cosignatures
+from cdap_shared.tlog.verify import VerificationFailed, leaf_of, open_checkpoint, parse_key
 
 
 @dataclass(frozen=True)
@@ -98,13 +71,6 @@ def fetch_checkpoint(
         url=client.url,
         saved_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-
-
-def parse_key(key: str) -> NoteVerifier:
-    try:
-        return NoteVerifier.from_key(key)
-    except ValueError as exc:
-        raise VerificationFailed(f"the verifier key is malformed: {exc}") from exc
 
 
 def parse_witness_key(key: str) -> CosignerVerifier:
@@ -158,15 +124,6 @@ def check_cosigned(note: str, witnesses: Sequence[CosignerVerifier], what: str) 
     for witness in witnesses:
         if witness not in found:
             raise VerificationFailed(f"{what} is not cosigned by witness {witness.key}")
-
-
-def open_checkpoint(note: str, verifier: NoteVerifier, what: str) -> Checkpoint:
-    try:
-        return Checkpoint.parse(open_note(note, verifier))
-    except NoteError as exc:
-        raise VerificationFailed(f"{what} is not signed by key {verifier.key}: {exc}") from exc
-    except ValueError as exc:
-        raise VerificationFailed(f"{what} is not a valid checkpoint: {exc}") from exc
 
 
 def _same_as_body(checkpoint: Checkpoint, body: dict[str, Any] | SavedCheckpoint, what: str) -> None:
@@ -234,24 +191,6 @@ def check_entry(client: AuditClient, index: int, current: Checkpoint) -> str:
     if not merkle.verify_inclusion(merkle.leaf_hash(leaf), index, size, client.inclusion(index, size), root):
         raise VerificationFailed(f"entry {index} was altered: its bytes are not in the signed tree")
     return f"entry {index} is in the signed tree (inclusion proof) and its fields match its bytes"
-
-
-def leaf_of(item: dict[str, Any], index: int) -> bytes:
-    """The entry's hashed bytes, after checking the served fields say the same thing."""
-    if item.get("index") != index:
-        raise VerificationFailed(f"entry {index} is missing (got {item.get('index')} in its place)")
-    try:
-        leaf = base64.b64decode(item["leaf"], validate=True)
-        document = json.loads(leaf)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise VerificationFailed(f"entry {index}: its leaf is not base64 JSON") from exc
-    for served, hashed in CHECKED_FIELDS.items():
-        if item.get(served) != document.get(hashed):
-            raise VerificationFailed(
-                f"entry {index} was altered: {served} is {item.get(served)!r} "
-                f"but its hashed bytes say {document.get(hashed)!r}"
-            )
-    return leaf
 
 
 class RootAccumulator:

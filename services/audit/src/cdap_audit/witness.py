@@ -24,7 +24,8 @@ from pathlib import Path
 import structlog
 
 from cdap_audit import merkle
-from cdap_audit.checkpoint import (
+from cdap_audit.client import AuditClient, AuditClientError
+from cdap_shared.tlog.checkpoint import (
     Checkpoint,
     Cosigner,
     NoteError,
@@ -32,7 +33,6 @@ from cdap_audit.checkpoint import (
     cosignatures,
     open_note,
 )
-from cdap_audit.client import AuditClient, AuditClientError
 
 log = structlog.get_logger(__name__)
 

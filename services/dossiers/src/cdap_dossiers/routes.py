@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cdap_dossiers import lookups
 from cdap_dossiers.lookups import Caller, Outcome, SearchCriteria
+from cdap_dossiers.policy import Policy
 from cdap_dossiers.ratelimit import limit_for
 from cdap_shared.auth import CurrentPrincipal, Principal
 from cdap_shared.db import SessionDep
@@ -45,7 +46,14 @@ class DossierView(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"motif": "accompagnement_social", "family_name": "Martin", "birth_date": "1984-03-12"}
+            ]
+        },
+    )
 
     motif: str = Field(pattern=r"^[a-z_]{1,50}$")
     nir: str | None = Field(
@@ -98,6 +106,17 @@ def _unavailable() -> Problem:
     return Problem(
         503, "Service unavailable", "The consultation could not be recorded; no data was returned."
     )
+
+
+# Declared before `/{numero}`, which would otherwise take `policy` for a (malformed) numero.
+@router.get("/policy", response_model=Policy, responses={403: {}})
+async def get_policy(request: Request, principal: CurrentPrincipal) -> Policy:
+    """The consultation policy in force: each profile's sections, motifs and scope, and its version.
+
+    Any signed-in caller may read it (the portal builds its lookup form from it); reading it names no
+    dossier, so it is not a consultation and is not recorded."""
+    policy: Policy = request.app.state.policy
+    return policy
 
 
 @router.get(

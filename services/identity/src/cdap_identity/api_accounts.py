@@ -153,18 +153,33 @@ async def get_organisation(
 
 
 @router.post(
-    "/v1/organisations/{organisation_id}/{action}", response_model=OrganisationPublic, responses={404: {}}
+    "/v1/organisations/{organisation_id}/withdraw-delegation",
+    response_model=OrganisationPublic,
+    responses={404: {}},
 )
-async def delegation(
-    organisation_id: Id,
-    action: Annotated[str, Path(pattern=r"^(withdraw|restore)-delegation$")],
-    session: SessionDep,
-    admin: CafAdmin,
+async def withdraw_delegation(
+    organisation_id: Id, session: SessionDep, admin: CafAdmin
 ) -> OrganisationPublic:
-    """withdraw-delegation: the CAF takes back the organisation's delegated administration (its admins
-    can no longer ask for access nor create clients); restore-delegation gives it back."""
+    """The CAF takes back the organisation's delegated administration: its admins can no longer ask for
+    access nor create clients."""
+    return await _set_delegation(session, organisation_id, withdrawn=True)
+
+
+@router.post(
+    "/v1/organisations/{organisation_id}/restore-delegation",
+    response_model=OrganisationPublic,
+    responses={404: {}},
+)
+async def restore_delegation(organisation_id: Id, session: SessionDep, admin: CafAdmin) -> OrganisationPublic:
+    """The CAF gives the organisation its delegated administration back."""
+    return await _set_delegation(session, organisation_id, withdrawn=False)
+
+
+async def _set_delegation(
+    session: SessionDep, organisation_id: str, *, withdrawn: bool
+) -> OrganisationPublic:
     org = await _locked_org(session, organisation_id)
-    org.delegation_withdrawn = action == "withdraw-delegation"
+    org.delegation_withdrawn = withdrawn
     return await _published(session, org)
 
 
@@ -249,25 +264,47 @@ async def me(session: SessionDep, principal: CurrentPrincipal) -> Me:
     )
 
 
-@router.post("/v1/users/{user_id}/{action}", response_model=UserPublic, responses={404: {}})
-async def account_action(
-    user_id: Id,
-    action: Annotated[str, Path(pattern=r"^(suspend|reinstate|unlock|force-password-reset)$")],
-    request: Request,
-    session: SessionDep,
-    admin: CafAdmin,
-    body: Reason | None = None,
+@router.post("/v1/users/{user_id}/suspend", response_model=UserPublic, responses={404: {}})
+async def suspend_user(
+    user_id: Id, session: SessionDep, admin: CafAdmin, body: Reason | None = None
 ) -> UserPublic:
-    """suspend | reinstate | unlock | force-password-reset (CAF admin)."""
-    reason = body.reason if body else None
-    if action == "force-password-reset":
-        settings = request.app.state.settings
-        user, token = await accounts.force_password_reset(
-            session, user_id, admin.sub, settings.activation_hours
-        )
-        queue(session, reset_mail(user, token, settings.portal_url, settings.activation_hours))
-        await session.commit()
-    else:
-        user = await accounts.set_status(session, user_id, action, by=admin.sub, reason=reason)
-        await session.commit()
+    """Suspend the account (CAF admin): every service refuses it within seconds, its sessions end."""
+    return await _set_status(session, user_id, "suspend", admin, body)
+
+
+@router.post("/v1/users/{user_id}/reinstate", response_model=UserPublic, responses={404: {}})
+async def reinstate_user(
+    user_id: Id, session: SessionDep, admin: CafAdmin, body: Reason | None = None
+) -> UserPublic:
+    """Lift a suspension (CAF admin)."""
+    return await _set_status(session, user_id, "reinstate", admin, body)
+
+
+@router.post("/v1/users/{user_id}/unlock", response_model=UserPublic, responses={404: {}})
+async def unlock_user(
+    user_id: Id, session: SessionDep, admin: CafAdmin, body: Reason | None = None
+) -> UserPublic:
+    """Lift a lockout after too many failed sign-ins (CAF admin)."""
+    return await _set_status(session, user_id, "unlock", admin, body)
+
+
+@router.post("/v1/users/{user_id}/force-password-reset", response_model=UserPublic, responses={404: {}})
+async def force_password_reset(
+    user_id: Id, request: Request, session: SessionDep, admin: CafAdmin, body: Reason | None = None
+) -> UserPublic:
+    """Make the person choose a new password from a mailed link before signing in again (CAF admin)."""
+    settings = request.app.state.settings
+    user, token = await accounts.force_password_reset(session, user_id, admin.sub, settings.activation_hours)
+    queue(session, reset_mail(user, token, settings.portal_url, settings.activation_hours))
+    await session.commit()
+    return UserPublic(**user.model_dump())
+
+
+async def _set_status(
+    session: SessionDep, user_id: str, action: str, admin: Principal, body: Reason | None
+) -> UserPublic:
+    user = await accounts.set_status(
+        session, user_id, action, by=admin.sub, reason=body.reason if body else None
+    )
+    await session.commit()
     return UserPublic(**user.model_dump())

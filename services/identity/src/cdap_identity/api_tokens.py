@@ -132,7 +132,30 @@ def token_settings(request: Request) -> TokenSettings:
                                 "refresh_token",
                             )
                         },
-                    }
+                    },
+                    "examples": {
+                        "password": {
+                            "summary": "A person (TOTP once enrolled)",
+                            "value": {
+                                "grant_type": "password",
+                                "username": "marie.durand@ccas-rouen.example",
+                                "password": "correct horse battery staple",
+                                "totp": "492039",
+                            },
+                        },
+                        "client_credentials": {
+                            "summary": "A partner system",
+                            "value": {
+                                "grant_type": "client_credentials",
+                                "client_id": "cli_2b7f4c1e",
+                                "client_secret": "s3cr3t-shown-once",
+                            },
+                        },
+                        "refresh_token": {
+                            "summary": "A new access token for a signed-in person",
+                            "value": {"grant_type": "refresh_token", "refresh_token": "rt_Q2RhcC1yZWZyZXNo"},
+                        },
+                    },
                 }
             }
         }

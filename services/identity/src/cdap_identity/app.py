@@ -80,6 +80,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
             "/v1/introspect",
         ),
         trusted_proxies=settings.trusted_proxies,
+        token_url=settings.token_url,
     )
     asyncapi.install(
         app,

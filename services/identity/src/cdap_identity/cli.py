@@ -16,9 +16,10 @@ from cdap_shared.problems import Problem
 app = typer.Typer(help="The identity service: accounts and signing keys.", no_args_is_help=True)
 
 
-async def _bootstrap(
+async def bootstrap_admin(
     settings: Settings, email: str, family: str, given: str, department: str
 ) -> tuple[str, str]:
+    """Create a CAF admin of `department` in identity's database; its id and its activation token."""
     engine = create_engine(settings.database_url, 1)
     try:
         async with session_factory(engine)() as session, session.begin():
@@ -50,7 +51,7 @@ def bootstrap(
         raise typer.BadParameter("department must be 01-95 (not 20), 2A, 2B or 971-976")
     settings = Settings()
     try:
-        user_id, token = asyncio.run(_bootstrap(settings, email, family_name, given_name, department))
+        user_id, token = asyncio.run(bootstrap_admin(settings, email, family_name, given_name, department))
     except Problem as exc:
         typer.secho(f"{exc.title}: {exc.detail}", fg="red", err=True)
         raise typer.Exit(1) from exc

@@ -22,7 +22,7 @@ from cdap_portal import (
 from cdap_portal.auth import Refresher, SessionGate
 from cdap_portal.clients import Upstreams
 from cdap_portal.config import Settings
-from cdap_portal.policy import load_policy_view
+from cdap_portal.policy import DossiersPolicy
 from cdap_portal.session import SessionCodec
 from cdap_portal.web import HERE, Portal, dsfr_files, install, make_templates
 from cdap_shared.http import create_app
@@ -43,7 +43,7 @@ def build(settings: Settings | None = None, *, transport: httpx.AsyncBaseTranspo
         settings=settings,
         codec=SessionCodec(secret),
         upstreams=Upstreams(settings, transport),
-        policy=load_policy_view(settings.policy_path),
+        policy=DossiersPolicy(settings.policy_cache_seconds),
         templates=make_templates(dsfr_version, settings.trace_viewer_url),
         refresher=Refresher(),
         sessions=SessionGate(settings.session_check_seconds),

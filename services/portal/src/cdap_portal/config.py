@@ -34,10 +34,12 @@ class Settings(ServiceSettings):
         default=30, ge=0, le=240, description="refresh the access token when it has less than this left"
     )
     upstream_timeout: float = Field(default=10.0, gt=0, le=120)
-    policy_path: Path | None = Field(
-        default=None,
-        description="the dossiers service's policy.toml (motifs per profile); found next to the "
-        "cdap_dossiers package when unset",
+    policy_cache_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=86400,
+        description="how long the dossiers service's consultation policy (motifs per profile), read from "
+        "GET /v1/dossiers/policy, is kept before it is read again",
     )
     dsfr_dir: Path | None = Field(
         default=None,

@@ -1,22 +1,26 @@
 """The consultation policy as far as the lookup form needs it: motifs per profile, and whether a profile
 must give the family name (scope `match`) or may search.
 
-The dossiers service has no endpoint that publishes its policy, so the portal reads the same TOML file
-(`CDAP_POLICY_PATH`, else the one shipped next to the `cdap_dossiers` package when it is installed).
-Nothing here decides anything: the dossiers service still judges every lookup; a wrong form only means
-a refusal the user can read.
+The dossiers service publishes its policy (`GET /v1/dossiers/policy`); the portal reads it with the
+signed-in person's token and keeps it for `CDAP_POLICY_CACHE_SECONDS`. Nothing here decides anything:
+the dossiers service still judges every lookup; a wrong form only means a refusal the user can read.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import tomllib
+import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from cdap_portal.clients import ApiError
+
+if TYPE_CHECKING:
+    from cdap_portal.auth import Api
+
 log = structlog.get_logger(__name__)
+POLICY_PATH = "/v1/dossiers/policy"
 
 
 @dataclass(frozen=True)
@@ -36,39 +40,48 @@ class PolicyView:
     def known(self) -> bool:
         return bool(self.profiles)
 
-
-def default_policy_path() -> Path | None:
-    """`policy.toml` beside the dossiers package, found without importing it."""
-    spec = importlib.util.find_spec("cdap_dossiers")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / "policy.toml"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def load_policy_view(path: Path | None) -> PolicyView:
-    """Read the policy; an unreadable one gives an empty view (the form then asks for a free motif)."""
-    path = path or default_policy_path()
-    if path is None:
-        log.warning("no consultation policy found: motifs will be typed, not chosen")
-        return PolicyView()
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        profiles = {
-            name: ProfileRules(
-                name=name,
-                label=str(body.get("label", name)),
-                motifs=tuple(str(m) for m in body.get("motifs", ())),
-                sections=tuple(str(s) for s in body.get("sections", ())),
-                needs_family_name=body.get("scope") == "match",
-                searchable=bool(body.get("searchable", False)),
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> PolicyView:
+        """The view of the policy document dossiers serves; `ValueError` when it is not one."""
+        try:
+            return cls(
+                {
+                    name: ProfileRules(
+                        name=name,
+                        label=str(body.get("label", name)),
+                        motifs=tuple(str(m) for m in body.get("motifs", ())),
+                        sections=tuple(str(s) for s in body.get("sections", ())),
+                        needs_family_name=body.get("scope") == "match",
+                        searchable=bool(body.get("searchable", False)),
+                    )
+                    for name, body in document["profiles"].items()
+                }
             )
-            for name, body in raw.get("profiles", {}).items()
-        }
-    except (OSError, tomllib.TOMLDecodeError, AttributeError, TypeError) as exc:
-        log.warning("consultation policy unreadable", path=str(path), error=type(exc).__name__)
-        return PolicyView()
-    return PolicyView(profiles)
+        except (KeyError, AttributeError, TypeError) as exc:
+            raise ValueError(f"not a policy document: {type(exc).__name__}") from exc
+
+
+class DossiersPolicy:
+    """The policy dossiers served last, kept `ttl` seconds: it changes with a dossiers deployment, not
+    between two page loads. Dossiers unreachable: the last view read (at first, an empty one, and the form
+    asks for a free motif), asked again at the next page."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._view = PolicyView()
+        self._read_at = 0.0
+
+    async def view(self, api: Api) -> PolicyView:
+        """The policy, read from dossiers as the signed-in person when the kept copy is missing or old."""
+        if self._view.known() and time.monotonic() - self._read_at < self.ttl:
+            return self._view
+        try:
+            response = await api.call("dossiers", "GET", POLICY_PATH)
+            if response.status_code != 200:
+                raise ApiError("dossiers", response.status_code)
+            self._view = PolicyView.from_document(response.json())
+        except (ApiError, ValueError) as exc:
+            log.warning("consultation policy not read from dossiers", error=str(exc))
+            return self._view
+        self._read_at = time.monotonic()
+        return self._view

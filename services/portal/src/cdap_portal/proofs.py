@@ -1,6 +1,6 @@
 """An audit entry checked as an outside auditor would: the latest checkpoint's signature with the log's
-verifier key, then the entry's inclusion proof against that checkpoint's root. The checks are the audit
-package's own (`cdap_audit.verify`, `cdap_audit.merkle`): one implementation, here fed with what the
+verifier key, then the entry's inclusion proof against that checkpoint's root. The checks are
+`cdap_shared.tlog`'s, the ones the audit service and `cdap audit verify` use, here fed with what the
 audit API answered."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-from cdap_audit import merkle
-from cdap_audit.verify import VerificationFailed, leaf_of, open_checkpoint, parse_key
+from cdap_shared.tlog import merkle
+from cdap_shared.tlog.verify import VerificationFailed, leaf_of, open_checkpoint, parse_key
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from cdap_portal import texts
 from cdap_portal.auth import UserApi, Viewer, require
 from cdap_portal.clients import checked
 from cdap_portal.outcomes import Outcome
+from cdap_portal.policy import PolicyView
 from cdap_portal.web import CsrfForm, field, portal_of, redirect, render, session_of
 from cdap_shared.telemetry import current_trace_id
 
@@ -32,9 +33,8 @@ POSTAL = re.compile(r"^\d{5}$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-def motif_choices(request: Request, viewer: Viewer) -> list[dict[str, Any]]:
+def motif_choices(policy: PolicyView, viewer: Viewer) -> list[dict[str, Any]]:
     """The motifs the person's profiles allow, grouped by profile (what the lookup form offers)."""
-    policy = portal_of(request).policy
     groups: dict[str, dict[str, Any]] = {}
     for grant in viewer.grants:
         rules = policy.profiles.get(grant["profile"])
@@ -56,8 +56,11 @@ def _motif_needs_name(choices: list[dict[str, Any]], motif: str) -> bool:
     return bool(offering) and all(c["needs_family_name"] for c in offering)
 
 
-def _page(request: Request, viewer: Viewer, status: int = 200, **context: Any) -> Response:
-    choices = motif_choices(request, viewer)
+async def _page(
+    request: Request, api: UserApi, viewer: Viewer, status: int = 200, **context: Any
+) -> Response:
+    policy = await portal_of(request).policy.view(api)
+    choices = motif_choices(policy, viewer)
     context.setdefault("values", {})
     context.setdefault("errors", {})
     context.setdefault("search_values", {})
@@ -67,7 +70,7 @@ def _page(request: Request, viewer: Viewer, status: int = 200, **context: Any) -
         "lookup.html",
         status=status,
         choices=choices,
-        free_motif=not portal_of(request).policy.known(),
+        free_motif=not policy.known(),
         needs_family_name=any(c["needs_family_name"] for c in choices),
         searchable=any(c["searchable"] for c in choices),
         **context,
@@ -75,8 +78,8 @@ def _page(request: Request, viewer: Viewer, status: int = 200, **context: Any) -
 
 
 @router.get("/dossiers")
-async def lookup_page(request: Request, viewer: Viewer = PartnerUser) -> Response:
-    return _page(request, viewer)
+async def lookup_page(request: Request, api: UserApi, viewer: Viewer = PartnerUser) -> Response:
+    return await _page(request, api, viewer)
 
 
 def _check_motif(choices: list[dict[str, Any]], free: bool, motif: str) -> str | None:
@@ -91,17 +94,18 @@ def _check_motif(choices: list[dict[str, Any]], free: bool, motif: str) -> str |
 @router.post("/dossiers/consultation")
 async def consult(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer = PartnerUser) -> Response:
     values = {k: field(form, k, 100) for k in ("numero", "motif", "family_name")}
-    choices = motif_choices(request, viewer)
+    policy = await portal_of(request).policy.view(api)
+    choices = motif_choices(policy, viewer)
     errors: dict[str, str] = {}
     if not NUMERO.fullmatch(values["numero"]):
         errors["numero"] = "Le numéro allocataire comporte 7 chiffres."
-    motif_error = _check_motif(choices, not portal_of(request).policy.known(), values["motif"])
+    motif_error = _check_motif(choices, not policy.known(), values["motif"])
     if motif_error:
         errors["motif"] = motif_error
     elif _motif_needs_name(choices, values["motif"]) and not values["family_name"]:
         errors["family_name"] = "Pour ce motif, saisissez le nom de famille de l'allocataire."
     if errors:
-        return _page(request, viewer, status=400, values=values, errors=errors)
+        return await _page(request, api, viewer, status=400, values=values, errors=errors)
     params = {"motif": values["motif"]}
     if values["family_name"]:
         params["family_name"] = values["family_name"]
@@ -135,15 +139,17 @@ async def consult(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer
         }
         return show(request, Outcome("lookup", response.status_code, denied))
     if response.status_code == 422:
-        return _page(
+        return await _page(
             request,
+            api,
             viewer,
             status=400,
             values=values,
             errors={"numero": "Vérifiez le numéro allocataire et le motif."},
         )
-    return _page(
+    return await _page(
         request,
+        api,
         viewer,
         status=503,
         values=values,
@@ -167,15 +173,18 @@ def show(request: Request, outcome: Outcome) -> Response:
 
 @router.get(RESULT + "/{key}")
 async def result(
-    request: Request, key: str = Path(pattern=r"^[A-Za-z0-9_-]{10,40}$"), viewer: Viewer = PartnerUser
+    request: Request,
+    api: UserApi,
+    key: str = Path(pattern=r"^[A-Za-z0-9_-]{10,40}$"),
+    viewer: Viewer = PartnerUser,
 ) -> Response:
     """The result of this session's recent lookup or search, as it was shown; never asks again."""
     outcome = portal_of(request).outcomes.shown(session_of(request).sid, key)
     if outcome is None:
-        return _page(request, viewer, status=404, gone=GONE)
+        return await _page(request, api, viewer, status=404, gone=GONE)
     if outcome.page == "dossier":
         return render(request, "dossier.html", status=outcome.status, **outcome.context)
-    return _page(request, viewer, status=outcome.status, **outcome.context)
+    return await _page(request, api, viewer, status=outcome.status, **outcome.context)
 
 
 def _reason(response: Any) -> str | None:
@@ -198,11 +207,10 @@ def ordered_sections(sections: dict[str, Any]) -> list[tuple[str, Any]]:
 async def search(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer = PartnerUser) -> Response:
     names = ("motif", "nir", "family_name", "birth_date", "telephone", "postal_code")
     values = {k: field(form, k, 100) for k in names}
-    choices = motif_choices(request, viewer)
+    policy = await portal_of(request).policy.view(api)
+    choices = motif_choices(policy, viewer)
     errors: dict[str, str] = {}
-    motif_error = _check_motif(
-        [c for c in choices if c["searchable"]], not portal_of(request).policy.known(), values["motif"]
-    )
+    motif_error = _check_motif([c for c in choices if c["searchable"]], not policy.known(), values["motif"])
     if motif_error:
         errors["search_motif"] = motif_error
     checks = (("nir", NIR, "Le NIR comporte 15 caractères (13 chiffres et la clé)."),
@@ -217,7 +225,7 @@ async def search(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer 
     if values["birth_date"] and not values["family_name"]:
         errors.setdefault("search_family_name", "La date de naissance s'utilise avec le nom de famille.")
     if errors:
-        return _page(request, viewer, status=400, search_values=values, search_errors=errors)
+        return await _page(request, api, viewer, status=400, search_values=values, search_errors=errors)
     body = {k: v for k, v in values.items() if v}
     response = await api.call("dossiers", "POST", "/v1/dossiers/search", json=body)
     if response.status_code != 200:
@@ -227,8 +235,9 @@ async def search(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer 
             if response.status_code in (403, 429)
             else "La recherche n'a pas pu aboutir. Réessayez plus tard."
         )
-        return _page(
+        return await _page(
             request,
+            api,
             viewer,
             status=response.status_code if response.status_code < 500 else 503,
             search_values=values,

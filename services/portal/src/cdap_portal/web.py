@@ -22,7 +22,7 @@ from cdap_portal import texts
 from cdap_portal.clients import ApiError, Upstreams
 from cdap_portal.config import Settings
 from cdap_portal.outcomes import Outcomes
-from cdap_portal.policy import PolicyView
+from cdap_portal.policy import DossiersPolicy
 from cdap_portal.session import COOKIE, CSRF_FIELD, Session, SessionCodec
 
 HERE = Path(__file__).resolve().parent
@@ -75,7 +75,7 @@ class Portal:
     settings: Settings
     codec: SessionCodec
     upstreams: Upstreams
-    policy: PolicyView
+    policy: DossiersPolicy
     templates: Jinja2Templates
     refresher: Any  # auth.Refresher (typed there; kept loose to avoid an import cycle)
     sessions: Any  # auth.SessionGate (idem)

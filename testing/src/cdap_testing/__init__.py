@@ -1,4 +1,6 @@
-"""pytest fixtures for tests against real Kafka and PostgreSQL (load with `-p cdap_shared.testing`).
+"""pytest fixtures for tests against real Kafka and PostgreSQL (load with `-p cdap_testing`).
+
+Dev-only: no service or runtime tool imports this package (tests/test_boundaries.py checks it).
 
 Where the parts come from, in order: `CDAP_KAFKA_BOOTSTRAP` / `CDAP_DATABASE_URL` when set; else
 testcontainers when a Docker engine answers; else the local stack (`make up`, which `make test` runs).
@@ -24,9 +26,10 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from cdap_cli.mailsink import mail_dir
+from cdap_cli.mailsink import mails_to as mails_to  # tests read mail through the fixtures' module
 from cdap_shared.envelope import new_event_id
 from cdap_shared.kafka_access import TEST, KafkaLogin, export_login
-from cdap_shared.mailsink import mail_dir
 from cdap_shared.topics import ensure_topics
 
 LOCAL_KAFKA = "127.0.0.1:9092"
@@ -261,19 +264,6 @@ class TokenMinter:
             **extra,  # e.g. department, email
         }
         return jwt.encode(claims, self.key, algorithm="EdDSA", headers={"kid": self.kid})
-
-
-def mails_to(folder: str, address: str) -> list[str]:
-    """The raw text of every `.eml` the SMTP sink stored for `address`, oldest first."""
-    from email import message_from_bytes, policy
-
-    found = []
-    for path in sorted(Path(folder).glob("*.eml")):
-        message = message_from_bytes(path.read_bytes(), policy=policy.default)
-        if address.lower() in str(message.get("To", "")).lower():
-            body = message.get_body(preferencelist=("plain",))
-            found.append(f"Subject: {message['Subject']}\n\n{body.get_content() if body else ''}")
-    return found
 
 
 def free_port() -> int:

@@ -3,8 +3,8 @@
 Every CDAP consumer must survive whatever lands on its topics: a record that is not an event, or
 an event whose payload does not fit its type's model, goes to `<topic>.dlq` and consumption goes on.
 The strategies here draw such records (as the raw bytes a producer would have written); service
-tests combine them with valid events of the types they consume. Test-only code, like
-`cdap_shared.testing`: it needs the dev dependency `hypothesis`.
+tests combine them with valid events of the types they consume. Test-only code, in the dev-only
+`cdap_testing` package.
 
 Two families, because they must be judged differently:
 
@@ -15,5 +15,5 @@ Two families, because they must be judged differently:
   extreme dates). A service may apply them or dead-letter them, but must not stall on them.
 """
 
-from cdap_shared.fuzz.running import *  # noqa: F403
-from cdap_shared.fuzz.strategies import *  # noqa: F403
+from cdap_testing.fuzz.running import *  # noqa: F403
+from cdap_testing.fuzz.strategies import *  # noqa: F403

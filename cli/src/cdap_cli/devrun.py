@@ -11,10 +11,10 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from cdap_shared.kafka_access import local_credentials, service_principal
+from cdap_shared.services import SERVICES, ServiceInfo
 
 ROOT = Path(__file__).resolve().parents[3]
 # The local stack's trace viewer (Jaeger, started by `make up`) takes OTLP/HTTP here.
@@ -22,57 +22,42 @@ LOCAL_OTLP_ENDPOINT = "http://127.0.0.1:4318/v1/traces"
 COLOURS = ("36", "33", "35", "32", "34")
 
 
-@dataclass(frozen=True)
-class Service:
-    name: str  # folder under services/
-    module: str  # Python package
-    port: int
-    database: str | None  # local database and role name
-
-    @property
-    def folder(self) -> Path:
-        return ROOT / "services" / self.name
-
-    def env(self) -> dict[str, str]:
-        # Each service logs in to Kafka as itself (`cdap-<name>`), with the password `make up` made.
-        env = {
-            **local_credentials(service_principal(self.name)),
-            **os.environ,
-            "CDAP_SERVICE_NAME": self.name,
-        }
-        env.setdefault("CDAP_OTLP_ENDPOINT", LOCAL_OTLP_ENDPOINT)
-        if self.database:
-            env.setdefault(
-                "CDAP_DATABASE_URL",
-                f"postgresql+asyncpg://{self.database}:{self.database}@127.0.0.1:5432/{self.database}",
-            )
-        return env
+def folder(service: ServiceInfo) -> Path:
+    return ROOT / "services" / service.name
 
 
-SERVICES = (
-    Service("identity", "cdap_identity", 8001, "cdap_identity"),
-    Service("access-requests", "cdap_access", 8002, "cdap_access"),
-    Service("dossiers", "cdap_dossiers", 8003, "cdap_dossiers"),
-    Service("audit", "cdap_audit", 8004, "cdap_audit"),
-    Service("portal", "cdap_portal", 8000, None),
-)
+def environment(service: ServiceInfo) -> dict[str, str]:
+    """The environment `service` runs with locally: its Kafka login, its database, the trace viewer."""
+    # Each service logs in to Kafka as itself (`cdap-<name>`), with the password `make up` made.
+    env = {
+        **local_credentials(service_principal(service.name)),
+        **os.environ,
+        "CDAP_SERVICE_NAME": service.name,
+    }
+    env.setdefault("CDAP_OTLP_ENDPOINT", LOCAL_OTLP_ENDPOINT)
+    if service.database:
+        env.setdefault(
+            "CDAP_DATABASE_URL",
+            f"postgresql+asyncpg://{service.database}:{service.database}@127.0.0.1:5432/{service.database}",
+        )
+    return env
 
 
-def present() -> list[Service]:
+def present() -> list[ServiceInfo]:
     """The services this checkout has (an issue's service appears when it is built)."""
-    return [s for s in SERVICES if (s.folder / "pyproject.toml").exists()]
+    return [s for s in SERVICES if (folder(s) / "pyproject.toml").exists()]
 
 
 def migrate() -> None:
     for service in present():
-        if not (service.folder / "alembic.ini").exists():
+        if not (folder(service) / "alembic.ini").exists():
             continue
         print(f"[migrate] {service.name}", flush=True)
         subprocess.run(  # noqa: S603
-            [sys.executable, "-m", "alembic", "-c", str(service.folder / "alembic.ini"), "upgrade", "head"],
+            [sys.executable, "-m", "alembic", "-c", str(folder(service) / "alembic.ini"), "upgrade", "head"],
             check=True,
-            env=service.env(),
-            cwd=service.folder,
+            env=environment(service),
+            cwd=folder(service),
         )
 
 
@@ -94,14 +79,14 @@ def run() -> None:
             "-m",
             "uvicorn",
             "--factory",
-            f"{service.module}.app:build",
+            f"{service.package}.app:build",
             "--host",
             "127.0.0.1",
         ]
         proc = subprocess.Popen(  # noqa: S603
             # X-Forwarded-For is the app's to judge (CDAP_TRUSTED_PROXIES), never uvicorn's
             [*cmd, "--port", str(service.port), "--no-access-log", "--no-proxy-headers"],
-            env=service.env(),
+            env=environment(service),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -128,7 +113,7 @@ def run() -> None:
                 p.kill()
 
 
-def _seed_when_ready(services: list[Service]) -> None:
+def _seed_when_ready(services: list[ServiceInfo]) -> None:
     """Once every service is ready, load the demo data (once) and print the URLs and demo logins."""
     import time
     import urllib.request

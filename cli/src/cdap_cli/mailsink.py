@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import tempfile
+from email import message_from_bytes, policy
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,17 @@ def mail_dir(port: int = 1025, default: Path | None = None) -> Path:
         return Path(json.loads(advertisement(port).read_text())["dir"])
     except (OSError, ValueError, KeyError):
         return default or Path(".stack/mail")
+
+
+def mails_to(folder: str, address: str) -> list[str]:
+    """The raw text of every `.eml` the SMTP sink stored for `address`, oldest first."""
+    found = []
+    for path in sorted(Path(folder).glob("*.eml")):
+        message = message_from_bytes(path.read_bytes(), policy=policy.default)
+        if address.lower() in str(message.get("To", "")).lower():
+            body = message.get_body(preferencelist=("plain",))
+            found.append(f"Subject: {message['Subject']}\n\n{body.get_content() if body else ''}")
+    return found
 
 
 def main() -> None:

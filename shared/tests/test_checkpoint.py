@@ -1,4 +1,4 @@
-"""Tests for cdap_audit.checkpoint: C2SP tlog-checkpoint bodies and Ed25519 signed notes."""
+"""Tests for cdap_shared.tlog.checkpoint: C2SP tlog-checkpoint bodies and Ed25519 signed notes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cdap_audit.checkpoint import (
+from cdap_shared.tlog.checkpoint import (
     Checkpoint,
     InvalidSignatureError,
     MalformedNoteError,

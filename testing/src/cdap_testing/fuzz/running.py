@@ -18,8 +18,8 @@ from cdap_shared.consumer import BatchHandler, EventConsumer, Handler
 from cdap_shared.db import session_factory
 from cdap_shared.envelope import CloudEvent
 from cdap_shared.events import dlq_for
-from cdap_shared.fuzz.strategies import DLQ_HEADERS, NIR, Hostile
 from cdap_shared.kafka_access import KafkaLogin
+from cdap_testing.fuzz.strategies import DLQ_HEADERS, NIR, Hostile
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,143 @@
+"""What each package may import, read from its source files (ast), and what each member declares.
+
+- A service's runtime package imports no other service's package, nor the CLI, nor test support.
+- `cdap_shared` imports no service, no CLI, no test support.
+- Runtime code (`cdap_shared`, every service, the CLI) imports no test library.
+- The CLI and the benchmarks use only public names of CDAP's packages (no `_private`).
+- No service or `cdap-shared` declares another service, the CLI, test support or a test library as a
+  runtime dependency; only the workspace's dev group brings `cdap-testing`.
+"""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from cdap_shared.services import SERVICES
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICE_PACKAGES = {s.package: s.name for s in SERVICES}
+TEST_LIBRARIES = {"pytest", "_pytest", "hypothesis", "schemathesis", "testcontainers", "cdap_testing"}
+# Distributions a runtime member must not depend on: test libraries, and local-only tools.
+TEST_DISTRIBUTIONS = {"pytest", "hypothesis", "schemathesis", "testcontainers", "cdap-testing", "aiosmtpd"}
+
+
+@dataclass(frozen=True)
+class Import:
+    file: Path
+    line: int
+    module: str  # the module imported from, absolute
+    name: str | None  # the name taken from it (`from module import name`), else None
+
+    def __str__(self) -> str:
+        what = f"{self.module}.{self.name}" if self.name else self.module
+        return f"{self.file.relative_to(ROOT)}:{self.line} imports {what}"
+
+
+def imports_in(source: str, file: Path) -> Iterator[Import]:
+    """Every import of `source` (also those inside functions), and every `module._name` it reads from
+    an imported CDAP module."""
+    tree = ast.parse(source, str(file))
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                aliases[alias.asname or alias.name.split(".")[0]] = (
+                    alias.name if alias.asname else alias.name.split(".")[0]
+                )
+                yield Import(file, node.lineno, alias.name, None)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+                yield Import(file, node.lineno, node.module, alias.name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            module = aliases.get(node.value.id, "")
+            if module.startswith("cdap_") and node.attr.startswith("_") and not node.attr.startswith("__"):
+                yield Import(file, node.lineno, module, node.attr)
+
+
+def imports_under(folder: Path) -> list[Import]:
+    return [i for path in sorted(folder.rglob("*.py")) for i in imports_in(path.read_text(), path)]
+
+
+def top(module: str) -> str:
+    return module.split(".")[0]
+
+
+def private(item: Import) -> bool:
+    parts = [*item.module.split("."), *([item.name] if item.name else [])]
+    return any(p.startswith("_") and not p.startswith("__") for p in parts)
+
+
+def runtime_packages() -> dict[str, Path]:
+    """package -> source folder, for cdap_shared, each service and the CLI."""
+    found = {s.package: ROOT / "services" / s.name / "src" / s.package for s in SERVICES}
+    return {"cdap_shared": ROOT / "shared/src/cdap_shared", "cdap_cli": ROOT / "cli/src/cdap_cli", **found}
+
+
+def test_the_walker_sees_what_the_rules_forbid() -> None:
+    """The checks below can fail: the walker finds each kind of import they refuse."""
+    source = (
+        "import pytest\n"
+        "from cdap_audit.merkle import _split\n"
+        "def f():\n"
+        "    from cdap_dossiers import policy\n"
+        "    from cdap_identity import passwords\n"
+        "    return passwords._HASHER\n"
+    )
+    found = list(imports_in(source, ROOT / "x.py"))
+    assert {top(i.module) for i in found} == {"pytest", "cdap_audit", "cdap_dossiers", "cdap_identity"}
+    assert {str(i.name) for i in found if private(i)} == {"_split", "_HASHER"}
+
+
+@pytest.mark.parametrize("package", sorted(runtime_packages()))
+def test_runtime_code_imports_no_other_service_and_no_test_library(package: str) -> None:
+    folder = runtime_packages()[package]
+    assert folder.is_dir(), folder
+    # The CLI mounts the services' own sub-commands (`cdap identity ...`): it may import them.
+    forbidden = set(SERVICE_PACKAGES) - {package} if package != "cdap_cli" else set()
+    if package != "cdap_cli":
+        forbidden.add("cdap_cli")
+    wrong = [
+        str(i) for i in imports_under(folder) if top(i.module) in forbidden or top(i.module) in TEST_LIBRARIES
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("folder", ["cli/src", "bench"])
+def test_the_cli_and_the_benchmarks_use_only_public_names(folder: str) -> None:
+    wrong = [str(i) for i in imports_under(ROOT / folder) if top(i.module).startswith("cdap_") and private(i)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_cli_imports_no_test_support() -> None:
+    wrong = [str(i) for i in imports_under(ROOT / "cli/src") if top(i.module) in TEST_LIBRARIES]
+    assert not wrong, "\n".join(wrong)
+
+
+def dependencies(pyproject: Path) -> set[str]:
+    project = tomllib.loads(pyproject.read_text())["project"]
+    return {Requirement(r).name for r in project.get("dependencies", [])}
+
+
+@pytest.mark.parametrize("member", ["shared", *(f"services/{s.name}" for s in SERVICES)])
+def test_no_runtime_member_depends_on_another_service_or_on_test_support(member: str) -> None:
+    declared = dependencies(ROOT / member / "pyproject.toml")
+    services = {f"cdap-{s.name}" for s in SERVICES}
+    own = tomllib.loads((ROOT / member / "pyproject.toml").read_text())["project"]["name"]
+    assert not declared & (services - {own}), f"{member} depends on {declared & services}"
+    assert not declared & (TEST_DISTRIBUTIONS | {"cdap-cli"}), f"{member} depends on test or dev tooling"
+
+
+def test_test_support_comes_only_with_the_dev_group() -> None:
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "cdap-testing" not in {Requirement(r).name for r in root["project"]["dependencies"]}
+    assert "cdap-testing" in {Requirement(r).name for r in root["dependency-groups"]["dev"]}
+    assert "rich" not in dependencies(ROOT / "shared" / "pyproject.toml")
