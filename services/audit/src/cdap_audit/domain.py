@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 
+import orjson
+
 from cdap_shared import events as ev
 from cdap_shared.clock import CIVIL_ZONE
 from cdap_shared.envelope import CloudEvent
@@ -48,8 +50,37 @@ class EntryFacts:
 
 
 def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no whitespace, UTF-8 (not \\u-escaped): one byte string per value."""
+    """Sorted keys, no whitespace, UTF-8 (not \\u-escaped): one byte string per value.
+
+    These bytes are hashed into the tree, so they are those of `json.dumps(sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False)`, forever. orjson writes the very same bytes for
+    strings, booleans, null, integers (up to 64 bits), lists and string-keyed objects, several times
+    faster; anything else (a float, whose text differs, a huge integer, another type) goes to `json`.
+    """
+    if _orjson_writes_as_json(value):
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits, a lone surrogate: json decides
+            pass
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _orjson_writes_as_json(value: Any) -> bool:
+    """Whether `value` holds only types whose orjson text is byte for byte `json.dumps`'s (exact types:
+    a subclass such as an enum may write differently)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is list or kind is tuple:
+        return all(type(v) in _SCALARS or _orjson_writes_as_json(v) for v in value)
+    if kind is dict:
+        return all(
+            type(k) is str and (type(v) in _SCALARS or _orjson_writes_as_json(v)) for k, v in value.items()
+        )
+    return False
+
+
+_SCALARS = frozenset({str, bool, int, type(None)})
 
 
 def format_time(value: datetime) -> str:
@@ -87,14 +118,18 @@ class NotAudited(ValueError):
     """An event type the audit log must not keep (e.g. a CAF dossier feed event carrying content)."""
 
 
-def facts_from_event(event: CloudEvent, trace_id: str | None = None) -> EntryFacts:
+def facts_from_event(
+    event: CloudEvent, trace_id: str | None = None, data: ev.EventData | None = None
+) -> EntryFacts:
     """Keep the references of `event`; `trace_id` is the Kafka header's, used when the data has none.
+    `data` is the event's payload when the caller validated it already (the consumer does).
 
     Raises `NotAudited` for the CAF feed's types, which carry dossier content.
     """
     if event.type.startswith("caf."):
         raise NotAudited(f"{event.type} carries dossier content: not kept in the audit log")
-    data = ev.parse_data(event)
+    if data is None:
+        data = ev.parse_data(event)
     base: dict[str, Any] = {
         "event_id": event.id,
         "type": event.type,
