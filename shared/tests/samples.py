@@ -52,6 +52,7 @@ SAMPLES: dict[str, ev.EventData] = {
     "identity.grant.revoked": ev.GrantEnded(grant_id="g1", user_id="u1", by="admin"),
     "identity.grant.expired": ev.GrantEnded(grant_id="g1", user_id="u1"),
     "identity.user.reset_required": ev.UserRef(user_id="u1", by="admin"),
+    "identity.user.activation_resent": ev.UserRef(user_id="u1", by="admin"),
     "identity.user.reset_completed": ev.UserRef(user_id="u1"),
     **{
         f"identity.client.{change}": ev.ClientChanged(
@@ -102,5 +103,7 @@ SAMPLES: dict[str, ev.EventData] = {
         numero="1234567", nir="185057800608436", department="76", version=1, sections={"identite": {}}
     ),
     "audit.alert.raised": ev.AlertRaised(alert_id="a1", rule="night_use", severity="warning", detail="03:12"),
+    "audit.alert.acknowledged": ev.AlertReviewed(alert_id="a1", by="auditor-1"),
+    "audit.alert.closed": ev.AlertReviewed(alert_id="a1", by="auditor-1"),
     "audit.checkpoint.signed": ev.CheckpointSigned(origin="cdap", tree_size=1, root_hash="AA==", note="n"),
 }

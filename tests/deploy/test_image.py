@@ -43,7 +43,8 @@ def test_the_image_installs_from_the_lock_and_runs_as_a_non_root_user_with_a_hea
 def test_the_entrypoint_knows_every_service_and_refuses_an_unknown_one(tmp_path: Path) -> None:
     # The image puts its environment's python first on the PATH, as this does.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    assert 'python -m cdap_shared.services package "$1"' in ENTRYPOINT.read_text()
+    script = ENTRYPOINT.read_text()
+    assert 'python -m cdap_shared.services package "$1"' in script
     for service in SERVICES:  # known: `migrate` goes on to look for its Alembic folder (none here)
         known = subprocess.run(
             ["sh", str(ENTRYPOINT), "migrate", service.name],
@@ -53,10 +54,13 @@ def test_the_entrypoint_knows_every_service_and_refuses_an_unknown_one(tmp_path:
             env=env,
         )
         assert known.returncode == 0 and known.stdout.strip() == f"{service.name} has no database", known
-    done = subprocess.run(
-        ["sh", str(ENTRYPOINT), "serve", "billing"], capture_output=True, text=True, timeout=30, env=env
-    )
-    assert done.returncode == 64 and "unknown service 'billing'" in done.stderr
+    for command in ("serve", "migrate", "wait-migrated"):
+        done = subprocess.run(
+            ["sh", str(ENTRYPOINT), command, "billing"], capture_output=True, text=True, timeout=30, env=env
+        )
+        assert done.returncode == 64 and "unknown service 'billing'" in done.stderr
+    # The release's jobs: Kafka's principals (cdap kafka grant), the topics.
+    assert "kafka-access)\n    exec cdap kafka grant" in script and "topics)" in script
     for ignored in ("tests", ".venv", ".stack", "bench"):
         assert ignored in (ROOT / ".dockerignore").read_text().splitlines()
 

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from cdap_audit.cli import app as audit_app
 from cdap_cli.demo_cli import demo
+from cdap_cli.kafka_grant import app as kafka_app
 from cdap_dossiers.cli import app as dossiers_app
 from cdap_identity.cli import app as identity_app
 from cdap_shared.kafka_access import ADMIN, log_in_as
@@ -25,6 +26,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(identity_app, name="identity")
 app.add_typer(dossiers_app, name="dossiers")
 app.add_typer(audit_app, name="audit")
+app.add_typer(kafka_app, name="kafka")
 app.command("demo")(demo)
 
 ROOT = Path(__file__).resolve().parents[3]

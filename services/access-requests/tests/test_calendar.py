@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cdap_access.calendar import add_business_days, add_years, is_business_day, local_date
+from cdap_access.calendar import (
+    add_business_days,
+    add_years,
+    business_days_between,
+    is_business_day,
+    local_date,
+)
 
 
 @pytest.mark.parametrize(
@@ -82,3 +88,25 @@ def test_add_years_keeps_29_february_valid() -> None:
 def test_today_is_the_date_in_paris() -> None:
     assert local_date(datetime(2026, 7, 13, 22, 30, tzinfo=UTC)) == date(2026, 7, 14)
     assert local_date(datetime(2026, 1, 1, 22, 59, tzinfo=UTC)) == date(2026, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("today", "due", "department", "expected", "why"),
+    [
+        (date(2026, 7, 13), date(2026, 7, 13), None, 0, "due today: nothing left"),
+        (date(2026, 7, 13), date(2026, 7, 15), None, 1, "14 July in between does not count"),
+        (date(2026, 7, 10), date(2026, 7, 20), None, 5, "a Friday to the Monday week after next"),
+        (date(2026, 7, 20), date(2026, 7, 10), None, -5, "late: the business days past the due date"),
+        (date(2025, 12, 24), date(2025, 12, 29), "57", 1, "26 December counts nowhere but Alsace-Moselle"),
+        (date(2025, 12, 24), date(2025, 12, 29), "76", 2, "in Seine-Maritime 26 December is worked"),
+    ],
+)
+def test_business_days_left_before_a_deadline(
+    today: date, due: date, department: str | None, expected: int, why: str
+) -> None:
+    assert business_days_between(today, due, department) == expected, why
+
+
+@given(st.dates(date(2020, 1, 1), date(2030, 12, 31)), st.integers(0, 60))
+def test_business_days_left_undo_adding_them(start: date, n: int) -> None:
+    assert business_days_between(start, add_business_days(start, n)) == n

@@ -148,3 +148,42 @@ async def test_queue_refusals(svc: Service, queue: dict[str, str]) -> None:
     assert_problem(r, 422)
     r = await svc.client.get("/v1/access-requests", params={"limit": 0}, headers=svc.instructor())
     assert_problem(r, 422)
+
+
+async def test_the_work_list_names_organisations_counts_and_keeps_what_awaits_the_viewer(
+    svc: Service, queue: dict[str, str]
+) -> None:
+    everything = await _list(svc, svc.instructor())
+    assert everything["total"] == 4
+    by_id = {i["id"]: i for i in everything["items"]}
+    assert by_id[queue["bailleur"]]["organisation_name"] == "Rouen Habitat"
+    assert by_id[queue["oldest"]]["organisation_name"] == "CCAS de Rouen"
+    assert by_id[queue["oldest"]]["organisation_siret"] == "21760540100033"
+    # Open requests count their business days left (negative once late); closed ones have none.
+    assert by_id[queue["oldest"]]["business_days_left"] < 0 < by_id[queue["newest"]]["business_days_left"]
+    assert by_id[queue["closed"]]["business_days_left"] is None
+    # The request itself names its organisation too.
+    assert (await svc.get(queue["bailleur"], svc.instructor()))["organisation_name"] == "Rouen Habitat"
+
+    # The oldest (T1, sensitive) approved at stage 1: it now waits for a manager, not for instructors.
+    r = await svc.decide(queue["oldest"], svc.instructor(), "approve")
+    assert r.status_code == 200, r.text
+    for_instructor = await _list(svc, svc.instructor("instructor-2"), awaiting_me="true")
+    assert [i["id"] for i in for_instructor["items"]] == [queue["bailleur"], queue["newest"]]
+    assert for_instructor["total"] == 2
+    for_manager = await _list(svc, svc.manager(), awaiting_me="true")
+    assert [i["id"] for i in for_manager["items"]] == [queue["oldest"]] and for_manager["total"] == 1
+    # Four eyes: the instructor who approved it has nothing of it left to decide, even with both roles.
+    both = svc.headers("instructor-1", ["caf_instructor", "caf_manager"], department="76")
+    assert queue["oldest"] not in [i["id"] for i in (await _list(svc, both, awaiting_me="true"))["items"]]
+
+    # Search by organisation name (any case, any part), SIRET start, or the applicant's name.
+    habitat = await _list(svc, svc.instructor(), q="habitat")
+    assert [i["id"] for i in habitat["items"]] == [queue["bailleur"]] and habitat["total"] == 1
+    by_siret = await _list(svc, svc.instructor(), q="2176054")
+    assert {i["id"] for i in by_siret["items"]} == {
+        queue[k] for k in ("oldest", "bailleur", "newest", "closed")
+    }
+    assert (await _list(svc, svc.instructor(), q="%"))["items"] == []  # a wildcard is a character
+    assert (await _list(svc, svc.instructor(), q="Évreux"))["items"] == []  # another department's
+    assert len((await _list(svc, svc.instructor(), q="claire"))["items"]) == 4

@@ -6,8 +6,17 @@ import json
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from cdap_audit.domain import EntryFacts, NotAudited, canonical_json, facts_from_event, leaf_bytes
+from cdap_audit.domain import (
+    EntryFacts,
+    NotAudited,
+    canonical_json,
+    facts_from_event,
+    leaf_bytes,
+    leaf_document,
+)
 from cdap_shared import events as ev
 
 from .conftest import consulted
@@ -15,6 +24,66 @@ from .conftest import consulted
 
 def test_canonical_json_is_sorted_compact_utf8() -> None:
     assert canonical_json({"b": 1, "a": ["é", None]}) == '{"a":["é",null],"b":1}'.encode()
+
+
+def json_dumps_bytes(value: object) -> bytes:
+    """The encoding every existing leaf was written with: any other byte would break their proofs."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def test_every_character_is_written_as_json_dumps_writes_it() -> None:
+    # Control characters, quotes, backslashes, DEL, U+2028/9, accents, astral planes (surrogates cannot
+    # be encoded at all, by either).
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    for start in range(0, len(chars), 4096):
+        text = "".join(chars[start : start + 4096])
+        assert canonical_json({text: text, "k": [text]}) == json_dumps_bytes({text: text, "k": [text]})
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300)
+@given(JSON_VALUES)
+def test_canonical_json_is_json_dumps_byte_for_byte(value: object) -> None:
+    """Floats and integers beyond 64 bits included (they take `json`'s path)."""
+    assert canonical_json(value) == json_dumps_bytes(value)
+
+
+@settings(max_examples=200)
+@given(
+    actor=st.text(min_size=1),
+    numero=st.text(min_size=1),
+    motif=st.none() | st.text(),
+    reason=st.none() | st.text(),
+    sections=st.lists(st.text(), max_size=5),
+    refs=st.dictionaries(st.text(max_size=10), st.none() | st.text() | st.integers(), max_size=4),
+)
+def test_leaf_bytes_are_those_of_json_dumps(
+    actor: str, numero: str, motif: str | None, reason: str | None, sections: list[str], refs: dict
+) -> None:
+    """Accents, nulls, absent fields and any key order in `refs`: the leaf is the same bytes as before."""
+    facts = EntryFacts(
+        event_id="e1",
+        type="dossier.consulted",
+        source="/dossiers",
+        time=datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC),
+        subject=numero,
+        actor=actor,
+        motif=motif,
+        reason=reason,
+        sections=tuple(sections),
+        refs=refs,
+    )
+    assert leaf_bytes(facts) == json_dumps_bytes(leaf_document(facts))
 
 
 def test_a_consultation_keeps_its_references_and_trace_id() -> None:

@@ -23,13 +23,20 @@ ENDPOINTS = [
     "/v1/proofs/consistency?first=0&second=1",
     "/v1/alerts",
     "/v1/checkpoints/witnessed",
+    "/v1/alerts/no-such-alert",
 ]
-# What an auditor gets where it is not 200: no witness is configured in these tests.
-AUDITOR_STATUS = {"/v1/checkpoints/witnessed": 404}
+# What an auditor gets where it is not 200: no witness is configured in these tests, and no alert.
+AUDITOR_STATUS = {"/v1/checkpoints/witnessed": 404, "/v1/alerts/no-such-alert": 404}
 # Operations outside the table, each with its own test: a witness has no token, its cosignature
 # authenticates it (test_witness.py); the stream's body never ends, its roles are checked with ROLES
 # in test_stream.py.
-ELSEWHERE = {("POST", "/v1/checkpoints/cosignatures"), ("GET", "/v1/entries/stream")}
+# Acknowledging and closing need an alert and a body: test_alert_reviews.py checks them with ROLES.
+ELSEWHERE = {
+    ("POST", "/v1/checkpoints/cosignatures"),
+    ("GET", "/v1/entries/stream"),
+    ("POST", "/v1/alerts/{alert_id}/acknowledge"),
+    ("POST", "/v1/alerts/{alert_id}/close"),
+}
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from cdap_audit.domain import facts_from_event
 from cdap_audit.ingest import trace_entries
+from cdap_shared.consumer import Incoming
+from cdap_shared.events import parse_data
 from cdap_shared.telemetry import configure_tracing
 from cdap_testing.fuzz.running import consumer_record
 
@@ -26,7 +28,7 @@ def test_each_traced_entry_gets_a_consumer_span_and_an_append_span_in_its_own_tr
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     traced, untraced = consulted("actor-1", "1234567"), consulted("actor-2", "7654321")
     batch = [
-        (
+        Incoming(
             consumer_record(
                 "dossier.consultations",
                 traced.to_bytes(),
@@ -34,10 +36,13 @@ def test_each_traced_entry_gets_a_consumer_span_and_an_append_span_in_its_own_tr
                 headers=[("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01".encode())],
             ),
             traced,
+            parse_data(traced),
         ),
-        (consumer_record("dossier.consultations", untraced.to_bytes(), 1), untraced),
+        Incoming(
+            consumer_record("dossier.consultations", untraced.to_bytes(), 1), untraced, parse_data(untraced)
+        ),
     ]
-    audited = [facts_from_event(event) for _, event in batch]
+    audited = [facts_from_event(event) for _, event, _ in batch]
 
     trace_entries(batch, 41, audited, (1_000, 2_000, 3_000, 4_000))
 

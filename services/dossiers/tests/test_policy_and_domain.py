@@ -110,12 +110,6 @@ def test_decision_matrix(
         assert (section in verdict.sections) == (reason is None and section in p.sections)
 
 
-def test_a_suspended_account_is_denied_before_anything_else() -> None:
-    grant = ActiveGrant("g", "T1", "76", "o", SIRET)
-    dossier = DossierFacts("1234567", "76", False, "Martin")
-    assert decide(POLICY, [grant], dossier, "accompagnement_social", suspended=True).reason == "suspended"
-
-
 def test_names_match_as_a_person_would() -> None:
     assert name_key("Lefèvre-Dupont") == name_key("LEFEVRE DUPONT") == name_key("lefevre dupont")
     assert name_key("N'Diaye") == name_key("ndiaye")

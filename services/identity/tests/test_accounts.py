@@ -6,6 +6,7 @@ import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import jwt
 import pyotp
 import pytest
@@ -46,20 +47,19 @@ async def test_a_registered_organisation_admin_activates_by_mail_and_logs_in(idp
     assert "identity.login.succeeded" in types
 
 
+async def create_staff(
+    idp: Identity, admin: dict[str, str], email: str, names: tuple[str, str], role: str
+) -> httpx.Response:
+    """`POST /v1/users`: a CAF staff account of department 76 (`names` = given, family)."""
+    given, family = names
+    body = {"email": email, "family_name": family, "given_name": given, "roles": [role], "department": "76"}
+    return await idp.client.post("/v1/users", headers=auth(admin), json=body)
+
+
 async def test_caf_staff_must_enrol_totp_and_codes_cannot_be_replayed(idp: Identity) -> None:
     admin = await idp.caf_admin()
     email = unique_email("instructrice")
-    r = await idp.client.post(
-        "/v1/users",
-        headers=auth(admin),
-        json={
-            "email": email,
-            "family_name": "Martin",
-            "given_name": "Inès",
-            "roles": ["caf_instructor"],
-            "department": "76",
-        },
-    )
+    r = await create_staff(idp, admin, email, ("Inès", "Martin"), "caf_instructor")
     assert r.status_code == 201, r.text
     activation = await idp.activate(email)
     secret = activation["totp_secret"]
@@ -76,6 +76,21 @@ async def test_caf_staff_must_enrol_totp_and_codes_cannot_be_replayed(idp: Ident
     assert claims["department"] == "76" and claims["roles"] == ["caf_instructor"]
     replay = await idp.token(email, STRONG, code)
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+
+
+async def test_a_provisioned_account_s_event_says_who_it_is(idp: Identity) -> None:
+    """The audit's directory shows names beside ids and mails alerts to auditors: the event carries them."""
+    admin = await idp.caf_admin()
+    email = unique_email("auditrice")
+    r = await create_staff(idp, admin, email, ("Anaïs", "Lefèvre"), "auditor")
+    assert r.status_code == 201, r.text
+    [event] = [e for e in await idp.events("identity.user.provisioned") if e.data["email"] == email]
+    assert event.data["user_id"] == r.json()["id"] and event.data["roles"] == ["auditor"]
+    assert (event.data["family_name"], event.data["given_name"], event.data["department"]) == (
+        "Lefèvre",
+        "Anaïs",
+        "76",
+    )
 
 
 async def test_unknown_user_and_wrong_password_look_the_same(idp: Identity) -> None:

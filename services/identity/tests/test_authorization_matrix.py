@@ -62,6 +62,10 @@ MATRIX: dict[str, tuple[Expect, ...]] = {
                                                 (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
     # CAF staff accounts and account actions: CAF admins only.
     "POST /v1/users":                           (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  201,  201,  403,  403),
+    # The account list: CAF admins and auditors every account, CAF staff their department's, partner admins their organisation's.
+    "GET /v1/users?id={user}":                  (401,  403,  403,  200,  HID,  403,  403,  200,  HID,  200,  HID,  200,  200,  200,  200),
+    # A new activation link: a CAF admin for anyone, a partner admin for their organisation (another's answers as unknown).
+    "POST /v1/users/{user}/resend-activation":  (401,  403,  403,  200,  404,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
     "POST /v1/users/{user}/suspend":            (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
     "POST /v1/users/{user}/reinstate":          (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
     "POST /v1/users/{user}/unlock":             (401,  403,  403,  403,  403,  403,  403,  403,  403,  403,  403,  200,  200,  403,  403),
@@ -222,6 +226,12 @@ CALLS: dict[str, Callable[[World], Call]] = {
     "POST /v1/users/{user}/suspend": lambda w: (
         f"/v1/users/{w.target_user}/suspend",
         {"json": {"reason": "matrix"}},
+        None,
+    ),
+    "GET /v1/users?id={user}": lambda w: ("/v1/users", {"params": {"id": w.target_user}}, w.target_user),
+    "POST /v1/users/{user}/resend-activation": lambda w: (
+        f"/v1/users/{w.target_user}/resend-activation",
+        {},
         None,
     ),
     "POST /v1/users/{user}/reinstate": lambda w: (f"/v1/users/{w.target_user}/reinstate", {}, None),

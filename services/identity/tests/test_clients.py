@@ -3,11 +3,13 @@ refused as soon as their grant, their holder or an alert says so. Every change i
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from httpx import Response
 
+from cdap_identity.client_cache import ClientCache
 from cdap_shared import events as ev
 from cdap_testing import eventually
 
@@ -71,6 +73,7 @@ async def test_a_client_is_listed_rotated_disabled_and_deleted_each_with_its_eve
         await idp.client.get("/v1/clients", headers=partner, params={"organisation": org["id"]})
     ).json() == []
     assert (await organisation_as(idp, system, org["id"])).json()["reason"] == "client_deleted"
+    assert (await client_token(idp, client_id, new_secret)).json()["error"] == "invalid_client"
     assert (await idp.client.delete(f"/v1/clients/{client_id}", headers=partner)).status_code == 404
 
     changes = [e for e in await idp.events() if e.type.startswith("identity.client.")]
@@ -144,3 +147,69 @@ async def test_a_critical_alert_naming_a_client_disables_it(idp: Identity) -> No
     assert event.data["by"] == "audit" and event.data["reason"] == "alert:volume"
     assert (await client_token(idp, client_id, secret)).json()["error"] == "invalid_client"
     assert (await organisation_as(idp, system, org["id"])).json()["reason"] == "client_disabled"
+
+
+async def test_a_grant_revoked_by_a_removal_request_stops_its_client_at_once(idp: Identity) -> None:
+    _admin, _org, partner, grant = await partner_admin_with_a_grant(idp)
+    client_id, secret, _ = await new_client(idp, partner, grant)  # its row is now in the client cache
+    removal = ev.RevocationRequested(
+        request_id="req-removal", grant_id=grant["id"], user_id=grant["user_id"], by="manager-1"
+    )
+    await idp.publish(
+        idp.settings.access_topic,
+        ev.make_event("access.grant.revocation_requested", source="/test", subject=grant["id"], data=removal),
+    )
+    await eventually(lambda: idp.events("identity.grant.revoked"))
+    refused = await client_token(idp, client_id, secret)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+
+
+async def test_a_partner_systems_sign_in_is_recorded_once_per_address_and_token_lifetime(
+    idp: Identity,
+) -> None:
+    _admin, _org, partner, grant = await partner_admin_with_a_grant(idp)
+    client_id, secret, _ = await new_client(idp, partner, grant)
+    for _ in range(3):
+        assert (await client_token(idp, client_id, secret)).status_code == 200
+    wrong = await client_token(idp, client_id, secret + "x")
+    assert wrong.status_code == 401
+    [signed_in] = [e for e in await idp.events("identity.login.succeeded") if e.subject == client_id]
+    assert signed_in.data["method"] == "client_credentials" and signed_in.data["client_ip"]
+
+
+class CountingPool:
+    """The app's pool, counting the client reads that reach the database."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool, self.reads = pool, 0
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        self.reads += 1
+        return await self.pool.fetchrow(query, *args)
+
+
+async def test_a_change_made_elsewhere_reaches_the_cache_within_its_lifetime(idp: Identity) -> None:
+    """Another replica's change (here: a direct UPDATE) is seen once the entry is `seconds` old, and
+    concurrent requests of one client share one read."""
+    _admin, _org, partner, grant = await partner_admin_with_a_grant(idp)
+    client_id, _, _ = await new_client(idp, partner, grant)
+    pool, clock = CountingPool(idp.app.state.runtime.pool), [0.0]
+    cache = ClientCache(lambda: pool, 1.0, clock=lambda: clock[0])  # type: ignore[arg-type, return-value]
+
+    rows = await asyncio.gather(*(cache.get(client_id) for _ in range(20)))
+    assert pool.reads == 1 and all(row is not None and not row["disabled"] for row in rows)
+    await idp.app.state.runtime.pool.execute("UPDATE client SET disabled = true WHERE id = $1", client_id)
+    clock[0] = 0.9
+    stale = await cache.get(client_id)
+    assert stale is not None and not stale["disabled"] and pool.reads == 1  # trusted within its lifetime
+    clock[0] = 1.0
+    fresh = await cache.get(client_id)
+    assert fresh is not None and fresh["disabled"] and pool.reads == 2
+    assert await cache.get("cdap-unknown") is None and await cache.get("cdap-unknown") is None
+    assert pool.reads == 4  # unknown ids are not kept
+
+
+async def test_a_token_form_with_too_many_fields_is_an_oauth_error(idp: Identity) -> None:
+    form = {"grant_type": "client_credentials", **{f"x{i}": "1" for i in range(20)}}
+    refused = await idp.client.post("/v1/token", data=form)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_request"

@@ -210,6 +210,16 @@ def test_an_access_token_verifies_against_the_published_jwks() -> None:
     assert exp == datetime.fromtimestamp(iat + 300, UTC)
 
 
+def test_a_key_signs_exactly_what_pyjwt_would() -> None:
+    """Identity signs without PyJWT's per-call overhead; the token is the same bytes all the same
+    (Ed25519 signatures are deterministic), so every JOSE library reads it alike."""
+    key = SigningKey.generate(real_now())
+    claims = {"sub": "cdap-1", "org": "org-é", "roles": ["partner_system"], "grants": GRANTS, "exp": 2}
+    assert key.sign(claims) == jwt.encode(
+        claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid}
+    )
+
+
 def test_each_token_gets_its_own_jti() -> None:
     now = real_now()
     ring = ring_with_key(now)

@@ -37,11 +37,26 @@ GRANT = {
     "request_id": None,
 }
 
+ADMIN_ACCOUNT = {
+    "id": USER_ID,
+    "email": "claire.durand@ccas-rouen.fr",
+    "family_name": "Durand",
+    "given_name": "Claire",
+    "display_name": "Claire Durand",
+    "organisation_id": ORG_ID,
+    "department": "76",
+    "roles": ["partner_admin"],
+    "status": "active",
+    "locked": False,
+    "must_reset_password": False,
+}
+
 
 async def signed_in_admin(portal: PortalClient) -> None:
     await portal.login(CAF_ADMIN)
     portal.fakes.on("identity", "GET", f"/v1/organisations/{ORG_ID}", httpx.Response(200, json=ORG))
     portal.fakes.on("identity", "GET", "/v1/grants", httpx.Response(200, json=[GRANT]))
+    portal.fakes.on("identity", "GET", "/v1/users", httpx.Response(200, json={"items": [ADMIN_ACCOUNT]}))
 
 
 def hidden_fields(html: str) -> dict[str, str]:
@@ -54,7 +69,7 @@ async def confirm(portal: PortalClient, path: str, data: dict[str, str]) -> http
     before = len(portal.fakes.made())
     asked = await portal.client.post(path, data={"csrf_token": token, **data})
     assert asked.status_code == 200 and "Ce que cette action va faire" in asked.text
-    assert [c.method for c in portal.fakes.made()[before:]] == []  # nothing changed yet
+    assert [c.method for c in portal.fakes.made()[before:] if c.method != "GET"] == []  # nothing changed yet
     back = data.get("retour", "/")
     assert f'href="{back}">Annuler</a>' in asked.text  # the way back without acting (local pages only)
     return await portal.client.post(path, data=hidden_fields(asked.text))
@@ -125,10 +140,14 @@ async def test_suspending_an_account_then_revoking_a_grant(portal: PortalClient)
         ),
     )
     suspended = await confirm(
-        portal, f"/administration/comptes/{USER_ID}/suspend", {"retour": "/administration/comptes"}
+        portal,
+        f"/administration/comptes/{USER_ID}/suspend",
+        {"retour": f"/administration/organismes/{ORG_ID}"},
     )
-    assert suspended.status_code == 200 and "Le compte est suspendu." in suspended.text
-    assert 'id="account-status">Suspendu<' in suspended.text
+    assert suspended.status_code == 303
+    assert suspended.headers["location"] == f"/administration/organismes/{ORG_ID}?info=suspend"
+    back = await portal.client.get(suspended.headers["location"])
+    assert "Le compte est suspendu." in back.text and "Claire Durand" in back.text
 
     portal.fakes.on("identity", "POST", f"/v1/grants/{GRANT_ID}/revoke", httpx.Response(200, json=GRANT))
     revoked = await confirm(
@@ -154,3 +173,70 @@ async def test_the_administration_is_for_caf_admins_only(portal: PortalClient) -
         page = await portal.client.get(path)
         assert page.status_code == 403, path
     assert portal.fakes.made() == []
+
+
+STAFF = {
+    **ADMIN_ACCOUNT,
+    "id": "8f1c2d3e-aaaa-4bbb-8ccc-123456789012",
+    "email": "ines.martin@caf76.fr",
+    "family_name": "Martin",
+    "given_name": "Inès",
+    "display_name": "Inès Martin",
+    "organisation_id": None,
+    "roles": ["caf_instructor"],
+}
+
+
+async def test_the_staff_list_offers_each_accounts_actions_by_state(portal: PortalClient) -> None:
+    await portal.login(CAF_ADMIN)
+    pending = {**STAFF, "id": USER_ID, "display_name": "Hugo Lenoir", "status": "pending"}
+    locked = {**STAFF, "locked": True}
+    portal.fakes.on(
+        "identity",
+        "GET",
+        "/v1/users",
+        httpx.Response(200, json={"items": [locked, pending], "next_cursor": "n2"}),
+    )
+    page = await portal.client.get("/administration/comptes", params={"q": "mar", "statut": "active"})
+    assert page.status_code == 200
+    [call] = portal.fakes.made("identity")
+    assert dict(call.request.url.params) == {"staff": "true", "q": "mar", "status": "active"}
+    rows = dict(re.findall(r'<tr id="account-([0-9a-f-]+)">(.*?)</tr>', page.text, re.S))
+    assert "Inès Martin" in rows[STAFF["id"]] and "Bloqué" in rows[STAFF["id"]]
+    assert re.findall(r"/comptes/[0-9a-f-]+/([a-z-]+)", rows[STAFF["id"]]) == [
+        "suspend",
+        "unlock",
+        "force-password-reset",
+    ]
+    assert re.findall(r"/comptes/[0-9a-f-]+/([a-z-]+)", rows[USER_ID]) == ["suspend", "resend-activation"]
+    assert "page=n2" in page.text
+
+
+async def test_resending_an_activation_link_is_confirmed_and_a_refusal_is_an_alert(
+    portal: PortalClient,
+) -> None:
+    await signed_in_admin(portal)
+    sent: list[str] = []
+
+    def resend(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path)
+        if len(sent) == 1:
+            return httpx.Response(200, json={**STAFF, "id": USER_ID, "status": "pending"})
+        return httpx.Response(409, json={"status": 409, "reason": "already_activated", "title": "Already"})
+
+    portal.fakes.on("identity", "POST", f"/v1/users/{USER_ID}/resend-activation", resend)
+    path = f"/administration/comptes/{USER_ID}/resend-activation"
+    done = await confirm(portal, path, {"retour": "/administration/comptes"})
+    assert (
+        done.status_code == 303
+        and done.headers["location"] == "/administration/comptes?info=resend-activation"
+    )
+    token = await portal.csrf("/administration/comptes")
+    asked = await portal.client.post(path, data={"csrf_token": token, "retour": "/administration/comptes"})
+    assert (
+        "Compte de Claire Durand." in asked.text
+        and "les liens envoyés avant ne fonctionnent plus" in asked.text
+    )
+    refused = await portal.client.post(path, data=hidden_fields(asked.text))
+    assert refused.status_code == 409 and "fr-alert" in refused.text and "déjà activé" in refused.text
+    assert len(sent) == 2

@@ -14,7 +14,7 @@ import httpx
 from cdap_audit import merkle
 from cdap_shared.tlog.checkpoint import Checkpoint, NoteSigner
 
-from .conftest import AUDITOR, PortalClient
+from .conftest import AUDITOR, T1_USER, PortalClient, csrf_of
 
 FIELDS = {
     "event_id": "e", "type": "dossier.consulted", "time": "2026-11-30T10:00:00+00:00", "actor": "u-1",
@@ -142,3 +142,93 @@ async def test_before_any_checkpoint_an_entry_is_pending(portal: PortalClient) -
     portal.fakes.on("audit", "GET", "/v1/checkpoints/latest", httpx.Response(404, json={"status": 404}))
     page = await portal.client.get("/audit/entrees/0")
     assert outcome(page) == "pending" and "Point de contrôle utilisé" not in page.text
+
+
+def alert(state: str = "open", **fields: Any) -> dict[str, Any]:
+    """An alert as `GET /v1/alerts` serves it."""
+    return {
+        "id": 1, "alert_id": "al-1", "rule": "repeated_denials", "severity": "critical", "actor": "u-1",
+        "organisation_id": "org-1", "detail": "10 refus en 10 min", "entry_index": 4,
+        "event_time": "2026-11-30T10:00:00+00:00", "raised_at": "2026-11-30T10:00:01+00:00",
+        "actor_name": "Alice Durand", "organisation_name": "CCAS de Rouen", "state": state,
+        "acknowledged_by": None, "acknowledged_at": None, "acknowledgement": None,
+        "closed_by": None, "closed_at": None, "closing_comment": None, **fields,
+    }  # fmt: skip
+
+
+async def test_alerts_show_their_state_and_an_acknowledgement_is_confirmed_then_sent(
+    portal: PortalClient,
+) -> None:
+    await portal.login(AUDITOR)
+    portal.fakes.on(
+        "audit", "GET", "/v1/alerts", httpx.Response(200, json={"items": [alert()], "next_cursor": None})
+    )
+    page = await portal.client.get("/audit/alertes?etat=open")
+    assert page.status_code == 200 and 'data-state="open"' in page.text
+    assert "Alice Durand" in page.text and "CCAS de Rouen" in page.text and "Prendre en charge" in page.text
+    assert portal.fakes.made("audit")[-1].request.url.params["state"] == "open"
+
+    csrf = csrf_of(page.text)
+    form = {"csrf_token": csrf, "commentaire": "Appel au CCAS."}
+    asked = await portal.client.post("/audit/alertes/al-1/acquittement", data=form)
+    assert asked.status_code == 200 and "Confirmer" in asked.text and "inscrits au journal" in asked.text
+    assert [c for c in portal.fakes.made("audit") if c.method == "POST"] == []  # nothing done yet
+
+    acknowledged = alert("acknowledged", acknowledgement="Appel au CCAS.", acknowledged_by="aud")
+    portal.fakes.on("audit", "POST", "/v1/alerts/al-1/acknowledge", httpx.Response(200, json=acknowledged))
+    done = await portal.client.post("/audit/alertes/al-1/acquittement", data=form | {"confirme": "oui"})
+    assert done.status_code == 303 and done.headers["location"] == "/audit/alertes?info=acquittement"
+    [call] = [c for c in portal.fakes.made("audit") if c.method == "POST"]
+    assert json.loads(call.request.content) == {"comment": "Appel au CCAS."} and call.bearer
+
+    # Someone else closed it meanwhile: the audit says 409, the page says nothing was done.
+    portal.fakes.on("audit", "POST", "/v1/alerts/al-1/close", httpx.Response(409, json={"status": 409}))
+    late = await portal.client.post(
+        "/audit/alertes/al-1/cloture", data={"csrf_token": csrf, "confirme": "oui"}
+    )
+    assert late.headers["location"] == "/audit/alertes?info=transition"
+    # Acknowledging says what is done: without a comment nothing is sent.
+    empty = await portal.client.post(
+        "/audit/alertes/al-1/acquittement", data={"csrf_token": csrf, "confirme": "oui"}
+    )
+    assert empty.headers["location"] == "/audit/alertes?info=commentaire"
+    assert len([c for c in portal.fakes.made("audit") if c.method == "POST"]) == 2
+
+
+async def test_the_live_feed_relays_the_audit_stream_as_table_rows_and_resumes(portal: PortalClient) -> None:
+    await portal.login(AUDITOR)
+    entries, _ = log(2, signed=2)
+    named = {**entries[1], "actor_name": "Alice Durand", "organisation_name": "CCAS de Rouen"}
+    upstream = f"retry: 1000\n\n: heartbeat\n\nid: 1\nevent: entry\ndata: {json.dumps(named)}\n\n"
+    portal.fakes.on(
+        "audit",
+        "GET",
+        "/v1/entries/stream",
+        httpx.Response(200, text=upstream, headers={"content-type": "text/event-stream"}),
+    )
+    feed = await portal.client.get("/audit/flux?acteur=u-1", headers={"Last-Event-ID": "0"})
+    assert feed.status_code == 200 and feed.headers["content-type"].startswith("text/event-stream")
+    assert feed.text.startswith("retry: 1000\n\n: heartbeat\n\nid: 1\nevent: entry\ndata: <tr>")
+    assert "Alice Durand" in feed.text and "/audit/entrees/1" in feed.text
+    [call] = portal.fakes.made("audit")
+    assert call.request.headers["last-event-id"] == "0" and call.request.url.params["actor"] == "u-1"
+    assert call.bearer  # the auditor's own token: the audit checks the role
+
+    # The first page of a search follows the feed; an older page does not.
+    portal.fakes.on(
+        "audit", "GET", "/v1/entries", httpx.Response(200, json={"items": [named], "next_cursor": None})
+    )
+    page = await portal.client.get("/audit?acteur=u-1")
+    assert 'sse-connect="/audit/flux?acteur=u-1"' in page.text and "htmx-ext-sse.min.js" in page.text
+    older = await portal.client.get("/audit?acteur=u-1&page=5")
+    assert "sse-connect" not in older.text
+    assert (await portal.client.get("/audit/flux?dossier=12")).status_code == 204  # a bad search: nothing
+
+
+async def test_only_auditors_follow_the_feed_or_review_alerts(portal: PortalClient) -> None:
+    await portal.login(T1_USER)
+    csrf = await portal.csrf("/")
+    assert (await portal.client.get("/audit/flux")).status_code == 403
+    form = {"csrf_token": csrf, "commentaire": "vu", "confirme": "oui"}
+    assert (await portal.client.post("/audit/alertes/al-1/acquittement", data=form)).status_code == 403
+    assert portal.fakes.made("audit") == []  # the audit service was never asked

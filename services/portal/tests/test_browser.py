@@ -4,13 +4,16 @@ Each person in their own browser context (own cookies):
 - a partner user, provisioned from an approved request, activates their account from the mail's link,
   signs in with TOTP, looks up dossiers and sees only their profile's sections and the audit reference,
   all with JavaScript turned off;
-- the whole path: a partner administrator asks for access, an instructor opens it from the queue's mail
-  and asks for documents, the partner uploads them, instructor then manager approve, the new user
+- the whole path: a partner administrator asks for access, an instructor finds it in their work list
+  ("À traiter", the organisation named, the business days left), opens it from the queue's mail and asks
+  for documents (a folded form, then a confirmation stating the effect), the partner uploads them,
+  instructor then manager approve (the instructor then has no form left: four eyes), the new user
   activates and looks up, an auditor finds that consultation (and its trace id), verifies its entry's
   inclusion proof and exports CSV; the partner administrator then writes in the thread, creates and
   rotates a partner-system client, and ends the grant;
-- a CAF administrator registers an organisation, renews its convention, finds it by SIRET, creates a
-  staff account, suspends and reinstates it (each change through its confirmation page).
+- a CAF administrator registers an organisation, renews its convention, finds it by SIRET, resends its
+  administrator's activation link (the second mail read from the SMTP sink), creates a staff account,
+  suspends and reinstates it from the staff list (each change through its confirmation page).
 
 Every page visited is screenshot at 1440 and 390 px into `test-artifacts/portal/`, must not scroll
 sideways at either width, and (JavaScript on) gets no serious or critical axe-core violation.
@@ -287,18 +290,36 @@ def test_from_the_access_request_to_the_audit_trail(workflow: System, browser: B
             assert secrets_of[who], f"{who}: CAF staff enrol TOTP"
             sign_in(people[who][1], system, email, secrets_of[who], f"b-{who}")
 
-        # -- instructor: the queue, then ask for documents
+        # -- instructor: the work list ("À traiter", with the organisation's name and the days left)
         instructor = people["instructor"][1]
         instructor.goto(f"{portal}/instruction")
         expect(instructor.get_by_role("heading", name=re.compile("File d'instruction"))).to_be_visible()
+        todo = instructor.get_by_role("row", name=re.compile("Jules Petit"))
+        expect(todo).to_contain_text("CCAS de Rouen")
+        expect(todo).to_contain_text("SIRET 552 049 447 76279")
+        expect(todo).to_contain_text(re.compile(r"\d+ jours? ouvrés? restants?"))
+        expect(instructor.locator("#views")).to_contain_text(re.compile(r"À traiter \(\d+\)"))
         shot(instructor, "b-instructor-queue")
+        instructor.get_by_label("Organisme, SIRET ou personne").fill("ccas de rouen")
+        instructor.get_by_role("button", name="Rechercher").click()
+        expect(instructor.get_by_role("row", name=re.compile("Jules Petit"))).to_be_visible()
+        shot(instructor, "b-instructor-queue-search")
         # The request is opened from the link in the mail its department's queue received.
         instructor.goto(mail_link("instruction-caf76@cdap.local", request_url.rsplit("/", 1)[-1]))
         expect(instructor).to_have_url(re.compile(r"/instruction/[0-9a-f-]{36}$"))
         expect(instructor.get_by_role("heading", name=re.compile("Jules Petit"))).to_be_visible()
         expect(instructor.locator("#request-state")).to_have_text("À instruire")
+        expect(instructor.locator("#organisation")).to_have_text("CCAS de Rouen")
+        expect(instructor.locator("#history")).to_contain_text("par Claire Durand")
+        # The decision forms stay folded until one is opened; each decision is confirmed with its effect.
+        expect(instructor.get_by_label("Pièces demandées")).to_be_hidden()
+        instructor.locator("#decide-request_documents summary").click()
         instructor.get_by_label("Pièces demandées").fill("Convention signée\nBulletin d'adhésion")
-        instructor.get_by_role("button", name="Demander les pièces").click()
+        shot(instructor, "b-instructor-decision-open")
+        instructor.get_by_role("button", name="Demander les pièces…").click()
+        confirm_action(
+            instructor, "b-instructor-documents-confirm", "Convention signée ; Bulletin d'adhésion"
+        )
         expect(instructor.locator("#request-state")).to_have_text("Pièces demandées")
         shot(instructor, "b-instructor-documents-requested")
         instruction_url = instructor.url.split("?")[0]
@@ -321,18 +342,30 @@ def test_from_the_access_request_to_the_audit_trail(workflow: System, browser: B
         assert pdf.status == 200 and pdf.headers["content-type"] == "application/pdf"
         assert pdf.body() == PDF
         shot(instructor, "b-instructor-detail-with-document")
-        instructor.get_by_role("button", name="Valider", exact=True).click()
+        instructor.locator("#decide-approve summary").click()
+        instructor.get_by_role("button", name="Valider…").click()
+        confirm_action(instructor, "b-instructor-approve-confirm", "validée au premier niveau")
         expect(instructor.locator("#request-state")).to_have_text("En attente de seconde validation")
+        # Four eyes: the stage is the manager's now; the instructor has no form left, and is told why.
+        expect(instructor.locator("#decision-waits")).to_contain_text("d'un responsable")
+        expect(instructor.locator("details.decision")).to_have_count(0)
 
-        # -- manager: second approval, from the filtered queue
+        # -- manager: second approval, from their work list, then every request filtered by state
         manager = people["manager"][1]
         manager.goto(f"{portal}/instruction")
-        manager.get_by_label("État").select_option("awaiting_second_approval")  # htmx swaps the table
+        expect(manager.get_by_role("row", name=re.compile("Jules Petit"))).to_contain_text("CCAS de Rouen")
+        shot(manager, "b-manager-queue")
+        manager.get_by_role("link", name="Toutes les demandes").click()
+        manager.get_by_label("État").select_option("awaiting_second_approval")
+        manager.get_by_role("button", name="Rechercher").click()
         expect(manager).to_have_url(re.compile(r"etat=awaiting_second_approval"))
         shot(manager, "b-manager-queue-filtered")
         manager.get_by_role("link", name="Jules Petit").click()
+        expect(manager.locator("#history")).to_contain_text("par Agent Instructeur")
         shot(manager, "b-manager-detail")
-        manager.get_by_role("button", name="Valider", exact=True).click()
+        manager.locator("#decide-approve summary").click()
+        manager.get_by_role("button", name="Valider…").click()
+        confirm_action(manager, "b-manager-approve-confirm", "est accordée à Jules Petit (CCAS de Rouen)")
         expect(manager.locator("#request-state")).to_have_text(re.compile("Accordée|Habilitation créée"))
 
         def provisioned() -> bool:
@@ -511,20 +544,21 @@ def test_a_caf_admin_registers_an_organisation_renews_its_convention_and_suspend
         page.get_by_label("Fin de la convention").fill("2027-06-30")
         page.get_by_label("Nom", exact=True).fill("Lemoine")
         page.get_by_label("Prénom", exact=True).fill("Sarah")
-        page.get_by_label("Adresse électronique professionnelle").fill(unique_email("gestionnaire"))
+        manager_email = unique_email("gestionnaire")
+        page.get_by_label("Adresse électronique professionnelle").fill(manager_email)
         shot(page, "c-admin-organisation-form")
         page.get_by_role("button", name="Enregistrer l'organisme").click()
         expect(page.get_by_role("heading", name="Centre social des Hauts de Rouen")).to_be_visible()
-        expect(page.locator("#convention")).to_contain_text("30/06/2027")
+        expect(page.locator("#convention")).to_contain_text("30 juin 2027")
         shot(page, "c-admin-organisation")
 
         # -- renew its convention: asked, then done
         page.get_by_label("Référence de la convention").fill("CONV-76-0047-A1")
         page.get_by_label("Nouvelle fin de la convention").fill("2028-06-30")
         page.get_by_role("button", name="Enregistrer la convention").click()
-        confirm_action(page, "c-admin-convention-confirm", "court jusqu'au 30/06/2028")
+        confirm_action(page, "c-admin-convention-confirm", "court jusqu'au 30 juin 2028")
         expect(page.get_by_role("status")).to_contain_text("La convention est enregistrée")
-        expect(page.locator("#convention")).to_contain_text("CONV-76-0047-A1, jusqu'au 30/06/2028")
+        expect(page.locator("#convention")).to_contain_text("CONV-76-0047-A1, jusqu'au 30 juin 2028")
 
         # -- find it by SIRET
         page.goto(f"{portal}/administration/organismes?q=329297097")
@@ -532,21 +566,40 @@ def test_a_caf_admin_registers_an_organisation_renews_its_convention_and_suspend
         expect(page.locator("#organisations")).to_contain_text("CONV-76-0047-A1")
         shot(page, "c-admin-organisations-by-siret")
 
-        # -- a CAF staff account: create, suspend, reinstate
+        # -- its administrator has not activated yet: a new link, by mail
+        page.goto(f"{portal}/administration/organismes?q=329297097")
+        page.get_by_role("link", name="Centre social des Hauts de Rouen").click()
+        page.get_by_role("button", name="Renvoyer le lien d'activation : Sarah Lemoine").click()
+        confirm_action(page, "c-admin-resend-confirm", "Compte de Sarah Lemoine")
+        expect(page.get_by_role("status")).to_contain_text("Un nouveau lien d'activation a été envoyé.")
+        wait_until(lambda: len(mails_to(MAIL_DIR, manager_email)) == 2, what="the second activation mail")
+
+        # -- a CAF staff account: create, then from the list suspend, reinstate
         page.get_by_role("link", name="Comptes CAF").click()
         page.get_by_label("Nom", exact=True).fill("Girard")
         page.get_by_label("Prénom", exact=True).fill("Hugo")
         page.get_by_label("Adresse électronique professionnelle").fill(unique_email("instructeur"))
         page.get_by_label("Instructeur CAF").check(force=True)  # the DSFR draws the box on the label
         page.get_by_role("button", name="Créer le compte").click()
-        expect(page.locator("#account-status")).to_have_text("En attente d'activation")
+        expect(page.get_by_role("status")).to_contain_text("Le compte est créé")
+        row = page.get_by_role("row", name=re.compile("Hugo Girard"))
+        expect(row.locator(".account-status")).to_have_text("En attente d'activation")
         shot(page, "c-admin-account-created")
-        page.get_by_role("button", name="Suspendre le compte").click()
+        row.get_by_role("button", name="Suspendre le compte : Hugo Girard").click()
         confirm_action(page, "c-admin-suspend-confirm", "ne pourra plus se connecter")
-        expect(page.locator("#account-status")).to_have_text("Suspendu")
-        page.get_by_role("button", name="Rétablir le compte").click()
+        expect(page.get_by_role("status")).to_contain_text("Le compte est suspendu.")
+        page.get_by_label("Nom ou adresse électronique").fill("girard")
+        page.get_by_role("button", name="Rechercher").click()
+        row = page.get_by_role("row", name=re.compile("Hugo Girard"))
+        expect(row.locator(".account-status")).to_have_text("Suspendu")
+        shot(page, "c-admin-staff-list")
+        row.get_by_role("button", name="Rétablir le compte : Hugo Girard").click()
         confirm_action(page, "c-admin-reinstate-confirm", "pourra de nouveau se connecter")
-        expect(page.locator("#account-status")).to_have_text("En attente d'activation")
+        page.get_by_label("Nom ou adresse électronique").fill("girard")
+        page.get_by_role("button", name="Rechercher").click()
+        expect(
+            page.get_by_role("row", name=re.compile("Hugo Girard")).locator(".account-status")
+        ).to_have_text("En attente d'activation")
         shot(page, "c-admin-account-reinstated")
 
         # -- the footer's mandatory pages, and an error page (a partner user's page, refused)

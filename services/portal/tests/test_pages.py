@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Callable
@@ -96,7 +97,7 @@ async def test_only_the_sections_the_api_returned_are_shown(portal: PortalClient
     assert shown == ["identite", "logement"]
     for absent in ("Ressources", "Paiements", "Composition du foyer", "Quotient familial", "RSA"):
         assert f">{absent}</h2>" not in r.text
-    assert "Martin" in r.text and "02/04/1990" in r.text and "512" in r.text
+    assert "Martin" in r.text and "2 avril 1990" in r.text and "512" in r.text
     assert '<span class="reference" id="audit-id">0196-audit-id</span>' in r.text
     [call] = portal.fakes.made("dossiers")
     assert call.request.url.params["motif"] == "accompagnement_social"
@@ -194,7 +195,9 @@ async def test_search_lists_matches_with_a_consult_button(portal: PortalClient) 
     )
     assert r.status_code == 200 and "Consulter le dossier 1000001" in r.text and "s-1" in r.text
     # Two namesakes are told apart by birth date and commune.
-    assert "02/04/1990" in r.text and "Rouen" in r.text and "30/11/1984" in r.text and "Dieppe" in r.text
+    assert (
+        "2 avril 1990" in r.text and "Rouen" in r.text and "30 novembre 1984" in r.text and "Dieppe" in r.text
+    )
     [call] = portal.fakes.made("dossiers")
     assert json.loads(call.request.content) == {"motif": "accompagnement_social", "family_name": "Martin"}
 
@@ -260,20 +263,49 @@ def detail(state: str = "submitted", **extra: object) -> dict[str, object]:
     }
 
 
-async def test_the_queue_highlights_overdue_requests_and_filters_by_state(portal: PortalClient) -> None:
+async def test_the_queue_opens_on_what_awaits_the_viewer_with_a_count_and_days_left(
+    portal: PortalClient,
+) -> None:
     await portal.login(INSTRUCTOR)
     portal.fakes.on(
         "access",
         "GET",
         "/v1/access-requests",
-        httpx.Response(200, json={"items": [detail()], "next_cursor": "c2"}),
+        httpx.Response(
+            200,
+            json={
+                "items": [
+                    detail(
+                        business_days_left=-3,
+                        organisation_name="CCAS de Rouen",
+                        organisation_siret="21760540100033",
+                    )
+                ],
+                "next_cursor": "c2",
+                "total": 7,
+            },
+        ),
     )
-    r = await portal.client.get("/instruction?etat=submitted")
+    r = await portal.client.get("/instruction", params={"q": "rouen"})
     assert r.status_code == 200
-    assert '<tr class="overdue">' in r.text and "En retard" in r.text and "05/01/2026" in r.text
-    assert "page=c2" in r.text
+    assert "À traiter (7)" in r.text and "en retard de 3 jours ouvrés" in r.text
+    assert '<tr class="overdue">' in r.text and "5 janvier 2026" in r.text
+    assert "CCAS de Rouen" in r.text and "SIRET 217 605 401 00033" in r.text and "page=c2" in r.text
     [call] = portal.fakes.made("access")
-    assert call.request.url.params["state"] == "submitted"
+    assert dict(call.request.url.params) == {"awaiting_me": "true", "q": "rouen"}
+    assert portal.fakes.made("identity") == []  # the queue already named the organisation
+
+
+async def test_every_request_of_the_department_by_state(portal: PortalClient) -> None:
+    await portal.login(INSTRUCTOR)
+    portal.fakes.on(
+        "access", "GET", "/v1/access-requests", httpx.Response(200, json={"items": [detail()], "total": 1})
+    )
+    r = await portal.client.get("/instruction", params={"vue": "toutes", "etat": "submitted"})
+    assert r.status_code == 200 and "À traiter (1)" in r.text
+    listing, count = portal.fakes.made("access")
+    assert dict(listing.request.url.params) == {"state": "submitted"}
+    assert dict(count.request.url.params) == {"awaiting_me": "true", "limit": "1"}
 
 
 async def test_the_queue_and_the_request_name_the_organisation(portal: PortalClient) -> None:
@@ -295,6 +327,44 @@ async def test_the_queue_and_the_request_name_the_organisation(portal: PortalCli
     assert '<dd id="organisation">CCAS de Rouen</dd>' in page.text
 
 
+async def test_the_decision_forms_are_only_for_whoever_may_decide_and_history_names_people(
+    portal: PortalClient,
+) -> None:
+    await portal.login(INSTRUCTOR)
+    history = [
+        {"at": "2026-01-01T09:00:00+00:00", "actor": "padmin", "action": "submitted"},
+        {"at": "2026-01-02T13:05:00+00:00", "actor": "instr", "action": "stage_approved", "stage": 1},
+        {"at": "2026-01-03T10:00:00+00:00", "actor": "identity", "action": "provisioned"},
+    ]
+    waiting = detail(state="awaiting_second_approval", stage=2, history=history)
+    portal.fakes.on("access", "GET", f"/v1/access-requests/{REQUEST_ID}", httpx.Response(200, json=waiting))
+    portal.fakes.on(
+        "identity",
+        "GET",
+        "/v1/users",
+        httpx.Response(200, json={"items": [{"id": "padmin", "display_name": "Claire Durand"}]}),
+    )
+    page = await portal.client.get(f"/instruction/{REQUEST_ID}")
+    # Stage 2 is a manager's: the instructor gets no form, and is told who decides.
+    assert "/decision" not in page.text and "attend la décision d&#39;un responsable" in page.text
+    assert (
+        "par Claire Durand" in page.text and "par vous" in page.text and "CDAP (automatiquement)" in page.text
+    )
+    assert "2 janvier 2026 à 14:05" in page.text  # Paris time, in words
+    [names] = [c for c in portal.fakes.made("identity") if c.path == "/v1/users"]
+    assert sorted(names.request.url.params.get_list("id")) == ["identity", "instr", "padmin"]
+
+
+async def test_a_manager_gets_the_folded_second_stage_forms(portal: PortalClient) -> None:
+    await portal.login({**INSTRUCTOR, "sub": "mgr", "roles": ["caf_manager"]})
+    waiting = detail(state="awaiting_second_approval", stage=2)
+    portal.fakes.on("access", "GET", f"/v1/access-requests/{REQUEST_ID}", httpx.Response(200, json=waiting))
+    page = await portal.client.get(f"/instruction/{REQUEST_ID}")
+    # Approve or reject (no documents at stage 2), each folded until opened.
+    assert re.findall(r'<details class="decision" id="decide-([a-z_]+)">', page.text) == ["approve", "reject"]
+    assert "Accorder (second niveau)" in page.text
+
+
 async def test_a_decision_carries_the_version_read_and_an_idempotency_key(portal: PortalClient) -> None:
     await portal.login(INSTRUCTOR)
     portal.fakes.on("access", "GET", f"/v1/access-requests/{REQUEST_ID}", httpx.Response(200, json=detail()))
@@ -308,7 +378,7 @@ async def test_a_decision_carries_the_version_read_and_an_idempotency_key(portal
     assert "Demander des pièces" in page.text and 'name="version" value="3"' in page.text
     key = re.search(r'name="idempotency_key" value="([^"]+-d)"', page.text)
     assert key
-    r = await portal.client.post(
+    asked = await portal.client.post(
         f"/instruction/{REQUEST_ID}/decision",
         data={
             "csrf_token": csrf_of(page.text),
@@ -318,6 +388,16 @@ async def test_a_decision_carries_the_version_read_and_an_idempotency_key(portal
             "documents": "Convention signée\n\nBulletin d'adhésion\n",
         },
     )
+    # First the confirmation, saying what the decision will do; nothing sent yet.
+    assert asked.status_code == 200 and "Ce que cette action va faire" in asked.text
+    assert "Convention signée ; Bulletin d&#39;adhésion" in asked.text
+    assert [c.method for c in portal.fakes.made("access")] == ["GET", "GET"]
+    kept = {
+        name: html.unescape(value)
+        for name, value in re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"', asked.text)
+    }
+    assert kept["confirme"] == "oui"
+    r = await portal.client.post(f"/instruction/{REQUEST_ID}/decision", data=kept)
     assert (
         r.status_code == 303 and r.headers["location"] == f"/instruction/{REQUEST_ID}?info=request_documents"
     )
@@ -349,7 +429,8 @@ async def test_a_refused_decision_is_explained_and_a_rejection_needs_a_reason(po
         ),
     )
     refused = await portal.client.post(
-        f"/instruction/{REQUEST_ID}/decision", data={"csrf_token": token, "decision": "approve"}
+        f"/instruction/{REQUEST_ID}/decision",
+        data={"csrf_token": token, "decision": "approve", "confirme": "oui"},
     )
     assert refused.status_code == 403
     assert "Vous ne pouvez pas décider d&#39;une demande de votre propre organisme." in refused.text

@@ -8,7 +8,7 @@ import json
 import httpx
 
 from .conftest import PARTNER_ADMIN, PortalClient
-from .test_admin import GRANT, GRANT_ID, confirm
+from .test_admin import ADMIN_ACCOUNT, GRANT, GRANT_ID, confirm, hidden_fields
 
 REQUEST_ID = "0196f3a0-0000-7000-8000-000000000001"
 CLIENT = {
@@ -23,14 +23,26 @@ async def signed_in(portal: PortalClient) -> None:
     await portal.login(PARTNER_ADMIN)
     ended = {**GRANT, "id": "8f1c2d3e-aaaa-4bbb-8ccc-123456789012", "status": "revoked"}
     portal.fakes.on("identity", "GET", "/v1/grants", httpx.Response(200, json=[ended, GRANT]))
+    portal.fakes.on("identity", "GET", "/v1/users", httpx.Response(200, json={"items": ACCOUNTS}))
+
+
+HOLDER = {**ADMIN_ACCOUNT, "id": GRANT["user_id"], "display_name": "Jules Petit", "roles": ["partner_user"]}
+NEWCOMER = {
+    **ADMIN_ACCOUNT,
+    "id": "9f1c2d3e-aaaa-4bbb-8ccc-123456789012",
+    "display_name": "Nora Haddad",
+    "status": "pending",
+}
+ACCOUNTS = [HOLDER, NEWCOMER]
 
 
 async def test_the_organisation_s_grants_in_force_first_and_ending_one(portal: PortalClient) -> None:
     await signed_in(portal)
     page = await portal.client.get("/habilitations")
     assert page.status_code == 200
-    assert page.text.index("En cours") < page.text.index("Révoquée") and "31/12/2026" in page.text
+    assert page.text.index("En cours") < page.text.index("Révoquée") and "31 décembre 2026" in page.text
     assert page.text.count("Mettre fin<") == 1  # only the grant in force can be ended
+    assert "<td>Jules Petit</td>" in page.text  # the holder by name
 
     removals: list[object] = []
 
@@ -102,3 +114,35 @@ async def test_the_clients_page_says_when_identity_does_not_list_clients_yet(por
     await signed_in(portal)  # no fake for GET /v1/clients: the fakes answer 404
     page = await portal.client.get("/habilitations/clients")
     assert page.status_code == 200 and 'id="clients-unavailable"' in page.text
+
+
+async def test_a_partner_admin_resends_a_colleague_s_activation_link(portal: PortalClient) -> None:
+    await signed_in(portal)
+    page = await portal.client.get("/habilitations")
+    path = f"/habilitations/comptes/{NEWCOMER['id']}/resend-activation"
+    assert page.text.count("Renvoyer le lien d&#39;activation<") == 1 and f'action="{path}"' in page.text
+    resent: list[str] = []
+    portal.fakes.on(
+        "identity",
+        "POST",
+        f"/v1/users/{NEWCOMER['id']}/resend-activation",
+        lambda r: resent.append(r.url.path) or httpx.Response(200, json=NEWCOMER),
+    )
+    done = await confirm(portal, path, {"retour": "/habilitations"})
+    assert done.status_code == 303 and done.headers["location"] == "/habilitations?info=resend-activation"
+    assert len(resent) == 1
+    shown = await portal.client.get(done.headers["location"])
+    assert "Un nouveau lien d&#39;activation a été envoyé." in shown.text
+
+    # Identity's refusal (another organisation's account) is an alert, never a 500.
+    portal.fakes.on(
+        "identity",
+        "POST",
+        f"/v1/users/{NEWCOMER['id']}/resend-activation",
+        httpx.Response(404, json={"status": 404, "title": "Unknown account"}),
+    )
+    token = await portal.csrf("/habilitations")
+    asked = await portal.client.post(path, data={"csrf_token": token})
+    assert "Compte de Nora Haddad." in asked.text
+    refused = await portal.client.post(path, data=hidden_fields(asked.text))
+    assert refused.status_code == 404 and "fr-alert" in refused.text

@@ -178,6 +178,14 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
+async def verified_principal(request: Request) -> Principal:
+    """The caller whose token the app's `state.token_verifier` verified, its standing not yet judged: for a
+    route that judges it itself (`standing.judge`) from facts its own statement reads (dossiers' lookup);
+    every other route takes `CurrentPrincipal`."""
+    verifier: TokenVerifier = request.app.state.token_verifier
+    return await verifier.verify(bearer_token(request))
+
+
 async def current_principal(request: Request) -> Principal:
     """FastAPI dependency of every route that takes a token: the verified caller (the app's
     `state.token_verifier`) as identity's current state allows it (`state.standing`): its ended grants
@@ -185,8 +193,7 @@ async def current_principal(request: Request) -> Principal:
 
     A service may set `state.record_refusal(request, principal, reason) -> headers` to record such a
     refusal before it is answered (dossiers records it as a consultation)."""
-    verifier: TokenVerifier = request.app.state.token_verifier
-    principal = await verifier.verify(bearer_token(request))
+    principal = await verified_principal(request)
     source: StandingSource = request.app.state.standing
     try:
         facts = await source.facts(principal)

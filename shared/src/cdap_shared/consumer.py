@@ -14,10 +14,11 @@ dead-lettered too, as a trace naming its topic, partition and offset, and the co
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import asyncpg
 import structlog
@@ -35,13 +36,23 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cdap_shared import inbox
 from cdap_shared.envelope import CloudEvent
-from cdap_shared.events import dlq_for, parse_data
+from cdap_shared.events import EventData, dlq_for, parse_data
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("cdap.consumer")
 
 Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
-Fresh = list[tuple[ConsumerRecord[Any, Any], CloudEvent]]
+
+
+class Incoming(NamedTuple):
+    """A record with its event and the event's payload, each validated once when the batch arrives."""
+
+    record: ConsumerRecord[Any, Any]
+    event: CloudEvent
+    data: EventData
+
+
+Fresh = list[Incoming]
 BatchHandler = Callable[[AsyncSession, Fresh], Awaitable[None]]
 """Takes a batch's new events (inbox-claimed, in order) at once, for handlers whose per-event cost shows."""
 
@@ -121,6 +132,7 @@ class EventConsumer:
         max_attempts: int = 3,
         retry_delay: float = 0.2,
         outage_delay: float = 1.0,
+        inbox: bool = True,
     ) -> None:
         self.broker = broker
         self.sessions = sessions
@@ -132,6 +144,10 @@ class EventConsumer:
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
         self.outage_delay = outage_delay
+        # Without the inbox, a redelivered event is applied again: only for a handler that sets rows to
+        # what the event says (a projection), where a replay in the key's order ends in the same state.
+        # The inbox is one table per database: a second group in it must do without.
+        self.inbox = inbox
         self.topics: tuple[str, ...] = ()
         self.max_records = 500
         self.subscriber: Any = None
@@ -150,6 +166,9 @@ class EventConsumer:
             group_id=self.group_id,
             batch=True,
             max_records=max_records,
+            # The records' bytes as they are: events are validated once, in `handle_records` (FastStream's
+            # default decoder would parse every record's JSON a first time, for nothing).
+            decoder=_raw_bodies,
             batch_timeout_ms=50,
             auto_offset_reset=offset_reset,
             ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -168,13 +187,12 @@ class EventConsumer:
         await self.handle_records(records)
 
     async def handle_records(self, records: tuple[ConsumerRecord[Any, Any], ...]) -> None:
-        parsed: list[tuple[ConsumerRecord[Any, Any], CloudEvent]] = []
+        parsed: Fresh = []
         poison: list[tuple[ConsumerRecord[Any, Any], BaseException]] = []
         for record in records:
             try:
                 event = CloudEvent.from_bytes(record.value)
-                parse_data(event)
-                parsed.append((record, event))
+                parsed.append(Incoming(record, event, parse_data(event)))
             except (ValidationError, ValueError) as exc:
                 poison.append((record, exc))
         try:
@@ -187,24 +205,26 @@ class EventConsumer:
                 await asyncio.sleep(self.outage_delay)
                 raise
             # Something in the batch is bad: find it by applying the events one at a time.
-            for record, event in parsed:
-                await self._apply_alone(record, event)
+            for item in parsed:
+                await self._apply_alone(item)
         for record, error in poison:
             await self._dead_letter(record, error)
 
-    async def _apply(self, items: list[tuple[ConsumerRecord[Any, Any], CloudEvent]]) -> None:
+    async def _apply(self, items: Fresh) -> None:
         if not items:
             return
         async with self.sessions() as session, session.begin():
-            fresh = await inbox.claim(session, [(e.id, r.topic) for r, e in items])
+            claims = [(item.event.id, item.record.topic) for item in items]
+            fresh = await inbox.claim(session, claims) if self.inbox else {i for i, _ in claims}
             batch: Fresh = []
-            for record, event in items:
+            for item in items:
+                record, event = item.record, item.event
                 if event.id not in fresh:
                     DUPLICATES.labels(record.topic).inc()
                     continue
                 fresh.discard(event.id)  # the same id twice in one batch is applied once
                 if self.batch_handler is not None:
-                    batch.append((record, event))
+                    batch.append(item)
                     continue
                 assert self.handler is not None
                 with tracer.start_as_current_span(
@@ -221,20 +241,20 @@ class EventConsumer:
                     attributes={"messaging.batch.message_count": len(batch)},
                 ):
                     await self.batch_handler(session, batch)
-        for record, _ in items:
-            APPLIED.labels(record.topic).inc()
+        for topic, count in collections.Counter(item.record.topic for item in items).items():
+            APPLIED.labels(topic).inc(count)
 
-    async def _apply_alone(self, record: ConsumerRecord[Any, Any], event: CloudEvent) -> None:
+    async def _apply_alone(self, item: Incoming) -> None:
         for attempt in range(1, self.max_attempts + 1):
             try:
-                await self._apply([(record, event)])
+                await self._apply([item])
                 return
             except Exception as exc:
                 if is_outage(exc):
                     await asyncio.sleep(self.outage_delay)
                     raise
                 if attempt == self.max_attempts:
-                    await self._dead_letter(record, exc)
+                    await self._dead_letter(item.record, exc)
                     return
                 await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
 
@@ -331,6 +351,11 @@ class EventConsumer:
             offset=record.offset,
             error_type=type(error).__name__,
         )
+
+
+async def _raw_bodies(message: StreamMessage[Any], _default: Callable[..., Any]) -> Any:
+    """The batch's record values, undecoded (see `subscribe`)."""
+    return message.body
 
 
 async def _tolerant_parse(

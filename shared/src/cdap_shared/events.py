@@ -29,6 +29,11 @@ class UserProvisioned(EventData):
     roles: list[str]
     department: Department | None = None
     request_id: str | None = None
+    # Who the account is, for the audit's directory (names shown beside ids, alert mails to auditors).
+    # Optional: events published before these fields existed carry none.
+    email: str | None = None
+    family_name: str | None = None
+    given_name: str | None = None
 
 
 class UserRef(EventData):
@@ -208,6 +213,13 @@ class AlertRaised(EventData):
     detail: str
 
 
+class AlertReviewed(EventData):
+    """An auditor acknowledged or closed an alert (the comment stays in the audit's own table)."""
+
+    alert_id: str
+    by: str
+
+
 class CheckpointSigned(EventData):
     origin: str
     tree_size: int
@@ -224,6 +236,7 @@ EVENT_DATA: dict[str, type[EventData]] = {
     "identity.user.locked": UserLocked,
     "identity.user.reset_required": UserRef,
     "identity.user.reset_completed": UserRef,
+    "identity.user.activation_resent": UserRef,
     "identity.login.succeeded": LoginSucceeded,
     "identity.login.failed": LoginFailed,
     "identity.organisation.registered": OrganisationRegistered,
@@ -250,6 +263,8 @@ EVENT_DATA: dict[str, type[EventData]] = {
     "dossier.searched": DossierSearched,
     "caf.dossier.upserted": DossierUpserted,
     "audit.alert.raised": AlertRaised,
+    "audit.alert.acknowledged": AlertReviewed,
+    "audit.alert.closed": AlertReviewed,
     "audit.checkpoint.signed": CheckpointSigned,
 }
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Response
+from fastapi.routing import APIRoute
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -64,6 +66,9 @@ class NotReady(Exception):
     """A readiness failure whose text is safe to show (it names a consumer, never a credential)."""
 
 
+TOKEN_PATH = "/v1/token"  # identity's token endpoint, relative to identity itself
+
+
 def create_app(
     *,
     title: str,
@@ -73,11 +78,13 @@ def create_app(
     ready_checks: dict[str, ReadyCheck] | None = None,
     public_paths: Sequence[str] = (),
     trusted_proxies: Sequence[IPv4Network | IPv6Network] = (),
+    token_url: str = TOKEN_PATH,
 ) -> FastAPI:
     """Build a service's app; `ready_checks` maps a dependency name to a coroutine that raises if down;
-    `public_paths` are the /v1 paths that need no bearer token (documented without 401/403);
+    `public_paths` are the /v1 paths that need no bearer token (documented without 401/403, and with no
+    security); `token_url` is identity's token endpoint, where the bearer tokens come from;
     `trusted_proxies` are the networks whose X-Forwarded-For names the client (the settings')."""
-    app = FastAPI(title=title, version=version, lifespan=lifespan)
+    app = FastAPI(title=title, version=version, lifespan=lifespan, generate_unique_id_function=operation_id)
     if trusted_proxies:  # uvicorn runs with --no-proxy-headers: this is the one place XFF is read
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=[str(n) for n in trusted_proxies])
     # Bodies are limited before anything reads them (the route's `max_body`, else 64 KiB).
@@ -123,7 +130,55 @@ def create_app(
         app, excluded_urls="health,ready,metrics", exclude_spans=["receive", "send"]
     )
     _document_problems(app, public_paths)
+    _document_security(app, public_paths, token_url)
     return app
+
+
+def operation_id(route: APIRoute) -> str:
+    """`<first tag>_<function name>` (`accounts_suspend_user`): stable while the handler keeps its name,
+    unlike FastAPI's default, which spells the path and the method out."""
+    tag = re.sub(r"\W+", "_", str(route.tags[0]).lower()) if route.tags else ""
+    return f"{tag}_{route.name}" if tag else route.name
+
+
+# Bearer tokens are EdDSA JWTs from identity's token endpoint: people by the password grant (TOTP in the
+# form when enrolled), partner systems by client credentials.
+def oauth2_scheme(token_url: str) -> dict[str, Any]:
+    """The OAuth2 security scheme of the APIs, both flows at `token_url`."""
+    return {
+        "type": "oauth2",
+        "description": "Bearer access token (EdDSA JWT, 5 minutes) from identity's `POST /v1/token`.",
+        "flows": {
+            "password": {"tokenUrl": token_url, "scopes": {}},
+            "clientCredentials": {"tokenUrl": token_url, "scopes": {}},
+        },
+    }
+
+
+def _document_security(app: FastAPI, public_paths: Sequence[str], token_url: str) -> None:
+    """Give every operation an explicit `security`: a bearer token from identity for the /v1 operations
+    not in `public_paths`, what a FastAPI security dependency already declared (the portal's session
+    cookie), and none (`[]`) for the rest."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        for path, path_item in schema.get("paths", {}).items():
+            for operation in path_item.values():
+                if "security" in operation:
+                    continue
+                if path.startswith("/v1/") and path not in public_paths:
+                    schemes["oauth2"] = oauth2_scheme(token_url)
+                    operation["security"] = [{"oauth2": []}]
+                else:
+                    operation["security"] = []
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 PROBLEM_SCHEMA = {

@@ -16,6 +16,7 @@ import asyncio
 import os
 import sys
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -124,22 +125,49 @@ def export_login(principal: str) -> None:
         os.environ.update(local_credentials(principal))
 
 
-def acl_commands() -> list[list[str]]:
-    """`kafka-acls --add` arguments granting each principal what `PRINCIPALS` says, nothing more.
+@dataclass(frozen=True)
+class Acl:
+    """One ALLOW entry: `principal` may `operation` (Write, Read) the `resource` (topic, group) `name`;
+    a prefixed one covers every name starting with it."""
 
-    Topics are literal names; a group is a prefix, so a system test's fresh group `dossiers-1a2b`
-    belongs to dossiers too. Write and Read imply Describe."""
-    commands = []
-    for p in PRINCIPALS:
-        user = ["--allow-principal", f"User:{p.name}"]
-        commands.append([*user, "--operation", "Write", *_each("--topic", p.writes)])
-        if p.consumes:
-            commands.append([*user, "--operation", "Read", *_each("--topic", p.consumes)])
+    principal: str
+    operation: str
+    resource: str
+    name: str
+    prefixed: bool = False
+
+
+def acls(principals: tuple[Principal, ...] = PRINCIPALS) -> list[Acl]:
+    """What `principals` say, as ACL entries, nothing more (the local stack and a deployment's
+    `cdap kafka grant` both grant exactly these). Topics are literal names; a group is a prefix, so a
+    system test's fresh group `dossiers-1a2b` belongs to dossiers too. Write and Read imply Describe."""
+    entries = []
+    for p in principals:
+        entries += [Acl(p.name, "Write", "topic", t) for t in p.writes]
+        entries += [Acl(p.name, "Read", "topic", t) for t in p.consumes]
         if p.group:
-            commands.append(
-                [*user, "--operation", "Read", "--group", p.group, "--resource-pattern-type", "prefixed"]
-            )
+            entries.append(Acl(p.name, "Read", "group", p.group, prefixed=True))
+    return entries
+
+
+def acl_commands() -> list[list[str]]:
+    """`kafka-acls --add` arguments granting `acls()`, one command per principal, operation and kind."""
+    commands = []
+    for (principal, operation, resource, prefixed), same in groupby(
+        acls(), key=lambda a: (a.principal, a.operation, a.resource, a.prefixed)
+    ):
+        command = ["--allow-principal", f"User:{principal}", "--operation", operation]
+        command += _each(f"--{resource}", tuple(a.name for a in same))
+        if prefixed:
+            command += ["--resource-pattern-type", "prefixed"]
+        commands.append(command)
     return commands
+
+
+def password_variable(principal: str) -> str:
+    """Where a deployment's one-shot grant job finds `principal`'s password: `cdap-access-requests` in
+    `CDAP_KAFKA_PASSWORD_ACCESS_REQUESTS`."""
+    return "CDAP_KAFKA_PASSWORD_" + principal.removeprefix("cdap-").upper().replace("-", "_")
 
 
 def _each(flag: str, values: tuple[str, ...]) -> list[str]:

@@ -1,6 +1,8 @@
 """The outbox relay: publishes committed outbox rows to Kafka, in order, at least once.
 
-- wakes on LISTEN/NOTIFY, with a polling fallback (a lost notification only delays, never loses);
+- wakes on LISTEN/NOTIFY, with a polling fallback (a lost notification only delays, never loses); while
+  rows keep coming it polls every `busy_poll_interval` (the lookups' rows come without a notification:
+  see `outbox.add_pg`);
 - claims rows `FOR UPDATE SKIP LOCKED` in id order and marks them sent in the same transaction, after
   the broker acknowledged them (idempotent producer, `acks=all`);
 - one relay per database publishes at a time (a PostgreSQL advisory lock): with several replicas,
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import Counter as Tally
 from typing import Any
 
 import asyncpg
@@ -63,6 +66,7 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         poll_interval: float = 1.0,
+        busy_poll_interval: float = 0.05,
         retry_delay: float = 1.0,
         connect_timeout: float = 10.0,
         login: KafkaLogin | None = None,
@@ -72,6 +76,7 @@ class OutboxRelay:
         self.login = login
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.busy_poll_interval = busy_poll_interval
         self.retry_delay = retry_delay
         self.connect_timeout = connect_timeout
         self._wake = asyncio.Event()
@@ -107,8 +112,9 @@ class OutboxRelay:
             log.info("outbox relay publishing")
             while not self._stopping.is_set():
                 self._wake.clear()
-                if await self.publish_batch(conn, producer) < self.batch_size:
-                    await self._wait_for_work()
+                published = await self.publish_batch(conn, producer)
+                if published < self.batch_size:
+                    await self._wait_for_work(self.busy_poll_interval if published else self.poll_interval)
         finally:
             with contextlib.suppress(Exception):
                 await producer.stop()
@@ -119,9 +125,10 @@ class OutboxRelay:
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
-    async def _wait_for_work(self) -> None:
+    async def _wait_for_work(self, seconds: float) -> None:
+        """Until a notification, or `seconds` (a row staged without one is found at the next poll)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            await asyncio.wait_for(self._wake.wait(), seconds)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -158,8 +165,8 @@ class OutboxRelay:
                     )
             await asyncio.gather(*futures)
             await self.mark_sent(conn, [row["id"] for row in rows])
-        for row in rows:
-            PUBLISHED.labels(row["topic"]).inc()
+        for topic, count in Tally(row["topic"] for row in rows).items():
+            PUBLISHED.labels(topic).inc(count)
         return len(rows)
 
     async def mark_sent(self, conn: asyncpg.Connection, ids: list[int]) -> None:

@@ -32,6 +32,15 @@ from cdap_shared.watch import ConsumerWatch
 log = structlog.get_logger(__name__)
 
 
+async def _reset_if_in_transaction(conn: asyncpg.Connection) -> None:
+    """What the pool does to a released connection. asyncpg's default (`RESET ALL`, `UNLISTEN *`, unlock
+    advisory locks) is a round trip per release, a third of a lookup's; no user of this pool sets,
+    listens or locks for a session (the relay has its own connection), so only an interrupted
+    transaction needs undoing."""
+    if conn.is_in_transaction():
+        await conn.reset()
+
+
 class ServiceRuntime:
     """Owns the long-lived resources of one service process."""
 
@@ -92,9 +101,10 @@ class ServiceRuntime:
         handler: Handler | None = None,
         batch_handler: BatchHandler | None = None,
         max_records: int = 500,
+        inbox: bool = True,
     ) -> EventConsumer:
         """Apply `handler` (or `batch_handler`, once per batch) to every event on `topics`, exactly once,
-        in consumer group `group_id`."""
+        in consumer group `group_id` (at least once with `inbox=False`: see `EventConsumer`)."""
         consumer = EventConsumer(
             self.broker,
             self.sessions,
@@ -102,6 +112,7 @@ class ServiceRuntime:
             handler=handler,
             batch_handler=batch_handler,
             max_attempts=self.settings.consumer_max_attempts,
+            inbox=inbox,
         )
         consumer.subscribe(*topics, max_records=max_records, offset_reset=self.settings.consumer_offset_reset)
         self.consumers.append(consumer)
@@ -130,6 +141,7 @@ class ServiceRuntime:
             min_size=0,
             max_size=self.settings.db_pool_size,
             timeout=5,
+            reset=_reset_if_in_transaction,
         )
         self._tasks.append(asyncio.create_task(self._start_broker(), name="broker"))
         self._tasks.append(asyncio.create_task(self.watch.run(), name="consumer-watch"))

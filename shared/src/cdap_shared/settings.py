@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import urljoin
 
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -50,6 +51,11 @@ class ServiceSettings(BaseSettings):
         """The credentials every Kafka client of the service connects with."""
         password = self.kafka_password.get_secret_value() if self.kafka_password else None
         return KafkaLogin(self.kafka_username, password)
+
+    @property
+    def token_url(self) -> str:
+        """Identity's token endpoint, beside the JWKS the tokens are checked with (for the OpenAPI)."""
+        return urljoin(self.jwks_url, "/v1/token")
 
     # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated networks, e.g.
     # "10.0.0.0/8,192.168.1.7"). None by default: the socket's peer is the client the audit records.

@@ -63,6 +63,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         ],
         ready_checks=runtime.ready_checks,
         trusted_proxies=settings.trusted_proxies,
+        token_url=settings.token_url,
     )
     install_error_table(app, PROBLEMS)
     shared_asyncapi.install(app, asyncapi.document(settings))

@@ -58,6 +58,14 @@ def add_business_days(start: date, n: int, department: str | None = None) -> dat
     return day
 
 
+def business_days_between(start: date, end: date, department: str | None = None) -> int:
+    """Business days after `start` up to `end` included: what is left before a deadline `end` seen on
+    `start` (0 on the day itself); negative, the business days late, when `end` is already past."""
+    low, high, sign = (start, end, 1) if end >= start else (end, start, -1)
+    days = (low + timedelta(days=n) for n in range(1, (high - low).days + 1))
+    return sign * sum(1 for day in days if is_business_day(day, department))
+
+
 def add_years(start: date, years: int) -> date:
     """`start` moved by whole years; 29 February becomes 28 February in a common year."""
     try:

@@ -48,6 +48,17 @@ PARTNER_ADMIN = "partner_admin"
 APPROVER_ROLES = frozenset(STAGE_ROLE.values())
 STAFF_READER_ROLES = APPROVER_ROLES | {"caf_admin"}
 
+
+def awaiting_decision_states(roles: frozenset[str] | set[str]) -> list[State]:
+    """The states in which a request waits for a decision of someone holding `roles` (their stages'
+    states; a request whose documents are awaited waits for the partner, not for them)."""
+    return [
+        state
+        for state in (State.SUBMITTED, State.AWAITING_SECOND_APPROVAL)
+        if STAGE_ROLE[STAGE_OF[state]] in roles
+    ]
+
+
 # Metropolitan 01-95 without 20 (split into 2A and 2B in 1976), Corsica, and the overseas CAFs.
 DEPARTMENTS = frozenset(
     [f"{n:02d}" for n in range(1, 96) if n != 20] + ["2A", "2B"] + [str(n) for n in range(971, 977)]

@@ -41,7 +41,12 @@ def content_disposition(filename: str) -> str:
     "/access-requests/{request_id}/documents",
     status_code=201,
     responses={403: {}, 409: {}, 413: {}, 415: {}, 422: {}},
-    openapi_extra=max_body(UPLOAD_MAX_BODY),
+    openapi_extra={
+        **max_body(UPLOAD_MAX_BODY),
+        "requestBody": {
+            "content": {"multipart/form-data": {"example": {"files": ["convention-signee.pdf"]}}}
+        },
+    },
 )
 async def upload_documents(
     request_id: RequestId,

@@ -70,20 +70,33 @@ async def list_requests(
     session: SessionDep,
     department: Annotated[str | None, Query(min_length=2, max_length=3)] = None,
     state: State | None = None,
+    awaiting_me: bool = False,
+    q: Annotated[str | None, Query(max_length=100)] = None,
     cursor: Annotated[str | None, Query(max_length=400)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
-    """The queue: requests the caller may see, oldest due date first (closed ones, with none, last)."""
+    """The queue: requests the caller may see, oldest due date first (closed ones, with none, last).
+
+    `awaiting_me`: only those waiting for the caller's decision (their stage, not approved by them yet);
+    `q`: part of the organisation's name or the applicant's name, or the start of the SIRET. Each item
+    gives its organisation's name and SIRET and, while open, `business_days_left` before the due date
+    (negative: business days late); `total` counts every page."""
     page = await queries.queue(
         session,
         actor,
         today=local_date(now, ctx.settings.timezone),
         department=department,
         state=state.value if state else None,
+        awaiting_me=awaiting_me,
+        search=q,
         after_key=decode_cursor(cursor) if cursor else None,
         limit=limit,
     )
-    return {"items": page.items, "next_cursor": encode_cursor(page.last) if page.last else None}
+    return {
+        "items": page.items,
+        "next_cursor": encode_cursor(page.last) if page.last else None,
+        "total": page.total,
+    }
 
 
 def encode_cursor(key: QueueKey) -> str:

@@ -43,6 +43,26 @@ class SubmissionIn(Strict):
         default=None, description="where decisions are mailed when the token carries no `email` claim"
     )
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "organisation_id": "0198c3a2-7d4e-7b1a-9f00-3c5e2a1b4d6f",
+                    "applicant": {
+                        "family_name": "Lefebvre",
+                        "given_name": "Claire",
+                        "email": "claire.lefebvre@ccas-rouen.example",
+                        "job_title": "Assistante sociale",
+                    },
+                    "profile": "T2",
+                    "department": "76",
+                    "justification": "Accompagnement social des familles suivies par le CCAS.",
+                    "valid_until": "2027-06-30",
+                }
+            ]
+        }
+    )
+
 
 class DecisionIn(Strict):
     decision: Decision
@@ -51,17 +71,25 @@ class DecisionIn(Strict):
         default_factory=list, max_length=20, description="required to request documents: which ones"
     )
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"decision": "approve"}]})
+
 
 class WithdrawIn(Strict):
     comment: Comment | None = None
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"comment": "Demande faite en double."}]})
 
 
 class CommentIn(Strict):
     text: Comment
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"text": "La convention signée est jointe."}]})
+
 
 class RemovalIn(Strict):
     comment: Comment | None = None
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"comment": "Départ de l'agent le 31 mars."}]})
 
 
 class RequestState(BaseModel):
@@ -75,6 +103,7 @@ class RequestState(BaseModel):
 class QueuePage(BaseModel):
     items: list[dict[str, Any]]
     next_cursor: str | None
+    total: int
 
 
 class RemovalOut(BaseModel):

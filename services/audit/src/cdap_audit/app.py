@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from cdap_audit import asyncapi, partitions, signing
+from cdap_audit import asyncapi, directory, partitions, signing
 from cdap_audit.config import Settings
 from cdap_audit.ingest import Ingestor
 from cdap_audit.routes import router, witness_router
@@ -21,6 +21,7 @@ from cdap_shared import asyncapi as shared_asyncapi
 from cdap_shared import standing
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.http import create_app
+from cdap_shared.mail import Mailer, MailRelay
 from cdap_shared.runtime import ServiceRuntime
 
 log = structlog.get_logger(__name__)
@@ -43,6 +44,14 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         batch_handler=Ingestor(rules, settings.alerts_topic, traced=settings.otlp_endpoint is not None),
         max_records=settings.consumer_batch,
     )
+    # Names and auditors: its own group on identity.events, so the ingestion's batches never wait for it.
+    runtime.consume(
+        settings.identity_topic,
+        group_id=f"{settings.consumer_group}-directory",
+        handler=directory.apply,
+        inbox=False,
+    )
+    mail_relay = MailRelay(runtime.sessions, Mailer(settings.smtp_url))
     tasks = BackgroundTasks(settings, runtime.engine, runtime.sessions, rules)
     tasks.signer = signer
     watcher = TreeWatcher(runtime.sessions)
@@ -57,9 +66,12 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
             log.warning("partitions not checked at start, will retry", error=type(exc).__name__)
         async with runtime.lifespan(app):
             tasks.start()
+            mailing = asyncio.create_task(mail_relay.run(), name="mail-relay")
             try:
                 yield
             finally:
+                mail_relay.stop()
+                await mailing
                 await watcher.stop()
                 await tasks.stop()
 
@@ -71,6 +83,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         # A witness has no account: its cosignature (a key of CDAP_AUDIT_WITNESS_KEYS) is its credential.
         public_paths=("/v1/checkpoints/cosignatures",),
         trusted_proxies=settings.trusted_proxies,
+        token_url=settings.token_url,
     )
     app.state.settings = settings
     app.state.runtime = runtime

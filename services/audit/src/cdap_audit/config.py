@@ -55,3 +55,10 @@ class Settings(ServiceSettings):
         default=600, gt=0, description="a stream then ends; the client resumes with Last-Event-ID"
     )
     page_limit_max: int = Field(default=1000, ge=1, le=10_000)
+    alert_notify_seconds: float = Field(
+        default=2.0, gt=0, le=60, description="how often new alerts are looked for (critical ones mailed)"
+    )
+    alert_digest_hour: int = Field(
+        default=7, ge=0, le=23, description="hour (Paris) from which the day's digest of warnings is mailed"
+    )
+    portal_url: str = Field(default="http://127.0.0.1:8000", description="base of the links sent by mail")

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, Literal
+
+import orjson
 
 from cdap_shared import events as ev
+from cdap_shared.clock import CIVIL_ZONE
 from cdap_shared.envelope import CloudEvent
 
 LEAF_VERSION = 1
@@ -47,8 +50,37 @@ class EntryFacts:
 
 
 def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no whitespace, UTF-8 (not \\u-escaped): one byte string per value."""
+    """Sorted keys, no whitespace, UTF-8 (not \\u-escaped): one byte string per value.
+
+    These bytes are hashed into the tree, so they are those of `json.dumps(sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False)`, forever. orjson writes the very same bytes for
+    strings, booleans, null, integers (up to 64 bits), lists and string-keyed objects, several times
+    faster; anything else (a float, whose text differs, a huge integer, another type) goes to `json`.
+    """
+    if _orjson_writes_as_json(value):
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits, a lone surrogate: json decides
+            pass
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _orjson_writes_as_json(value: Any) -> bool:
+    """Whether `value` holds only types whose orjson text is byte for byte `json.dumps`'s (exact types:
+    a subclass such as an enum may write differently)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is list or kind is tuple:
+        return all(type(v) in _SCALARS or _orjson_writes_as_json(v) for v in value)
+    if kind is dict:
+        return all(
+            type(k) is str and (type(v) in _SCALARS or _orjson_writes_as_json(v)) for k, v in value.items()
+        )
+    return False
+
+
+_SCALARS = frozenset({str, bool, int, type(None)})
 
 
 def format_time(value: datetime) -> str:
@@ -86,14 +118,18 @@ class NotAudited(ValueError):
     """An event type the audit log must not keep (e.g. a CAF dossier feed event carrying content)."""
 
 
-def facts_from_event(event: CloudEvent, trace_id: str | None = None) -> EntryFacts:
+def facts_from_event(
+    event: CloudEvent, trace_id: str | None = None, data: ev.EventData | None = None
+) -> EntryFacts:
     """Keep the references of `event`; `trace_id` is the Kafka header's, used when the data has none.
+    `data` is the event's payload when the caller validated it already (the consumer does).
 
     Raises `NotAudited` for the CAF feed's types, which carry dossier content.
     """
     if event.type.startswith("caf."):
         raise NotAudited(f"{event.type} carries dossier content: not kept in the audit log")
-    data = ev.parse_data(event)
+    if data is None:
+        data = ev.parse_data(event)
     base: dict[str, Any] = {
         "event_id": event.id,
         "type": event.type,
@@ -222,3 +258,40 @@ def _common_consultation(data: ev.DossierConsulted | ev.DossierSearched) -> dict
         "trace_id": data.trace_id,
         "refs": {"grant_id": data.grant_id, "policy_version": data.policy_version},
     }
+
+
+# ----------------------------------------------------------------- what becomes of an alert
+ALERT_STATES = ("open", "acknowledged", "closed")
+ReviewAction = Literal["acknowledge", "close"]
+_REACHES = {
+    ("open", "acknowledge"): "acknowledged",
+    ("open", "close"): "closed",
+    ("acknowledged", "close"): "closed",
+}
+_DONE = {"acknowledge": "acknowledged", "close": "closed"}
+
+
+class InvalidTransition(ValueError):
+    """The action does not apply to the alert's state (acknowledged twice, or already closed)."""
+
+
+class CommentRequired(ValueError):
+    """Acknowledging says what is being done about the alert."""
+
+
+def next_state(state: str, action: ReviewAction, comment: str | None) -> str:
+    """The state `action` takes an alert in `state` to: open -> acknowledged -> closed, or open -> closed."""
+    if action == "acknowledge" and not comment:
+        raise CommentRequired("Acknowledging an alert needs a comment: what is being done about it.")
+    reached = _REACHES.get((state, action))
+    if reached is None:
+        raise InvalidTransition(f"An alert already {state} cannot be {_DONE[action]}.")
+    return reached
+
+
+def digest_cutoff(now: datetime, hour: int) -> datetime:
+    """The last digest time at or before `now`: `hour` o'clock in Paris, today or yesterday. The digest
+    sent from then on lists the warnings raised before it; later ones wait for the next day's."""
+    local = now.astimezone(CIVIL_ZONE)
+    day = local.date() if local.hour >= hour else local.date() - timedelta(days=1)
+    return datetime.combine(day, time(hour), CIVIL_ZONE)

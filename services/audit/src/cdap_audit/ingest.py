@@ -20,7 +20,7 @@ from cdap_audit import alerts, ledger
 from cdap_audit.domain import EntryFacts, NotAudited, facts_from_event
 from cdap_audit.rules import RuleSet
 from cdap_shared import standing
-from cdap_shared.envelope import CloudEvent
+from cdap_shared.consumer import Fresh
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("cdap.audit")
@@ -38,12 +38,14 @@ def header_trace_id(record: ConsumerRecord[Any, Any]) -> str | None:
 
     A record without the header has no trace an auditor could follow, so then there is none.
     """
+    if not record.headers:
+        return None
     span = trace.get_current_span(record_context(record)).get_span_context()
     return format(span.trace_id, "032x") if span.is_valid else None
 
 
 def trace_entries(
-    batch: list[tuple[ConsumerRecord[Any, Any], CloudEvent]],
+    batch: Fresh,
     first: int,
     audited: list[EntryFacts],
     window: tuple[int, int, int, int],
@@ -54,7 +56,7 @@ def trace_entries(
     `window` is (handling started, append started, append ended, handling ended), in ns."""
     indices = {facts.event_id: first + i for i, facts in enumerate(audited)}
     started, appending, appended, ended = window
-    for record, event in batch:
+    for record, event, _ in batch:
         parent = record_context(record)
         if event.id not in indices or not trace.get_current_span(parent).get_span_context().is_valid:
             continue
@@ -87,14 +89,14 @@ class Ingestor:
         self.frontier = ledger.Frontier()
         self.traced = traced
 
-    async def __call__(
-        self, session: AsyncSession, batch: list[tuple[ConsumerRecord[Any, Any], CloudEvent]]
-    ) -> None:
+    async def __call__(self, session: AsyncSession, batch: Fresh) -> None:
         started = time.time_ns()
         audited: list[EntryFacts] = []
-        for record, event in batch:
+        for record, event, data in batch:
             try:
-                audited.append(facts_from_event(event, header_trace_id(record)))
+                # The header's trace id is only read when the payload has none (parsing it costs).
+                own = getattr(data, "trace_id", None)
+                audited.append(facts_from_event(event, own or header_trace_id(record), data))
             except NotAudited:
                 # e.g. a `caf.dossier.upserted` published on a wrong topic: its content must not be kept.
                 log.warning("event type not audited, skipped", type=event.type, event_id=event.id)
@@ -105,7 +107,7 @@ class Ingestor:
         appended = time.time_ns()
         entries = [(facts, first + i) for i, facts in enumerate(audited)]
         await alerts.check(session, self.rules, entries, self.alerts_topic)
-        for _, event in batch:
+        for _, event, _ in batch:
             await standing.apply(session, event)  # who may still read the log
         if self.traced:
             trace_entries(batch, first, audited, (started, appending, appended, time.time_ns()))

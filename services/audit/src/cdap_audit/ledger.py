@@ -18,10 +18,10 @@ Reading
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import event, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -71,7 +71,7 @@ def entry_row(index: int, facts: EntryFacts, leaf: bytes) -> tuple[Any, ...]:
         facts.decision,
         facts.reason,
         facts.motif,
-        json.dumps(list(facts.sections)),
+        orjson.dumps(facts.sections).decode(),
         facts.client_ip,
         facts.trace_id,
         leaf,

@@ -12,11 +12,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, LargeBinary, SmallInteger, func, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
 from cdap_shared.inbox import InboxRecord
+from cdap_shared.mail import QueuedMail
 from cdap_shared.outbox import OutboxRecord
 from cdap_shared.standing import Standing
 
@@ -143,14 +155,62 @@ class RuleCounter(SQLModel, table=True):
     n: int = Field(sa_column=Column(Integer, nullable=False))
 
 
+class Person(SQLModel, table=True):
+    """An account as identity described it (`identity.user.provisioned`): its name is shown beside its
+    id when entries and alerts are read (never hashed), its e-mail, roles and department say which
+    auditors an alert is mailed to."""
+
+    __tablename__ = "person"
+
+    user_id: str = Field(primary_key=True, max_length=64)
+    display_name: str | None = None
+    email: str | None = Field(default=None, max_length=254)
+    organisation_id: str | None = None
+    department: str | None = Field(default=None, max_length=3, index=True)
+    roles: list[str] = Field(
+        default_factory=list, sa_column=Column(ARRAY(String(40)), nullable=False, server_default="{}")
+    )
+
+
+class KnownOrganisation(SQLModel, table=True):
+    """A partner organisation's name and department, as identity last published them."""
+
+    __tablename__ = "known_organisation"
+
+    organisation_id: str = Field(primary_key=True, max_length=64)
+    name: str
+    department: str = Field(max_length=3)
+
+
+class AlertReview(SQLModel, table=True):
+    """What became of an alert: its state (open, acknowledged, closed), the auditors' comments, and
+    when it was mailed. Written once the notifier has seen the alert (no row yet: new, open)."""
+
+    __tablename__ = "alert_review"
+
+    alert_id: str = Field(primary_key=True, max_length=64)
+    state: str = Field(default="open", max_length=20)
+    mailed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    acknowledgement: str | None = None
+    closed_by: str | None = None
+    closed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    closing_comment: str | None = None
+
+
 metadata = SQLModel.metadata
 __all__ = [
     "AlertRecord",
+    "AlertReview",
     "CheckpointRecord",
     "Entry",
     "InboxRecord",
+    "KnownOrganisation",
     "MerkleNode",
     "OutboxRecord",
+    "Person",
+    "QueuedMail",
     "RuleCounter",
     "SigningKey",
     "Standing",

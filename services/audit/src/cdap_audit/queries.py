@@ -1,4 +1,5 @@
-"""Read side: entries and alerts, keyset-paginated on their position (never OFFSET).
+"""Read side: entries and alerts, keyset-paginated on their position (never OFFSET), with the names
+of their actor and organisation joined from the directory (`directory.py`) as they are read.
 
 The cursor is the position of the last item returned (a leaf index, or an alert id) written in
 decimal: documented, so a client may also start anywhere (`cdap audit tail` starts at the end).
@@ -16,11 +17,13 @@ from typing import Any, Literal
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cdap_audit import directory
 from cdap_audit.domain import format_time
-from cdap_audit.models import AlertRecord, Entry
+from cdap_audit.models import AlertRecord, AlertReview, Entry
 
 ENTRY = Entry.__table__  # type: ignore[attr-defined]
 ALERT = AlertRecord.__table__  # type: ignore[attr-defined]
+REVIEW = AlertReview.__table__  # type: ignore[attr-defined]
 Order = Literal["asc", "desc"]
 
 
@@ -99,16 +102,21 @@ async def entries(
         query = query.where(ENTRY.c.time < where.until)
     key = ENTRY.c.leaf_index
     rows, more = await _page(session, _keyset(query, key, cursor, order), limit)
-    items = [entry_item(r) for r in rows]
+    items = await directory.with_names(session, [entry_item(r) for r in rows])
     return Page(items, str(items[-1]["index"]) if more else None)
 
 
 async def entry_at(session: AsyncSession, index: int) -> dict[str, Any] | None:
     row = (await session.execute(select(*_entry_columns()).where(ENTRY.c.leaf_index == index))).first()
-    return entry_item(row) if row is not None else None
+    return (await directory.with_names(session, [entry_item(row)]))[0] if row is not None else None
+
+
+def _moment(value: datetime | None) -> str | None:
+    return format_time(value) if value is not None else None
 
 
 def alert_item(row: Any) -> dict[str, Any]:
+    """The API shape of an alert with its review (no review yet: open)."""
     return {
         "id": row.id,
         "alert_id": row.alert_id,
@@ -120,7 +128,19 @@ def alert_item(row: Any) -> dict[str, Any]:
         "entry_index": row.entry_index,
         "event_time": format_time(row.event_time),
         "raised_at": format_time(row.raised_at),
+        "state": row.state or "open",
+        "acknowledged_by": row.acknowledged_by,
+        "acknowledged_at": _moment(row.acknowledged_at),
+        "acknowledgement": row.acknowledgement,
+        "closed_by": row.closed_by,
+        "closed_at": _moment(row.closed_at),
+        "closing_comment": row.closing_comment,
     }
+
+
+def _alerts_query() -> Select[Any]:
+    reviewed = [c for c in REVIEW.c if c.name not in ("alert_id", "mailed_at")]
+    return select(ALERT, *reviewed).outerjoin(REVIEW, REVIEW.c.alert_id == ALERT.c.alert_id)
 
 
 async def alerts(
@@ -129,15 +149,26 @@ async def alerts(
     actor: str | None,
     rule: str | None,
     severity: str | None,
+    state: str | None = None,
     cursor: int | None,
     limit: int,
     order: Order = "asc",
 ) -> Page:
-    query = select(ALERT)
+    query = _alerts_query()
     for column, value in ((ALERT.c.actor, actor), (ALERT.c.rule, rule), (ALERT.c.severity, severity)):
         if value is not None:
             query = query.where(column == value)
+    if state == "open":
+        query = query.where(REVIEW.c.state.is_(None) | (REVIEW.c.state == "open"))
+    elif state is not None:
+        query = query.where(REVIEW.c.state == state)
     key = ALERT.c.id
     rows, more = await _page(session, _keyset(query, key, cursor, order), limit)
-    items = [alert_item(r) for r in rows]
+    items = await directory.with_names(session, [alert_item(r) for r in rows])
     return Page(items, str(items[-1]["id"]) if more else None)
+
+
+async def alert(session: AsyncSession, alert_id: str) -> dict[str, Any] | None:
+    """One alert by its id, with its review and names; None if unknown."""
+    row = (await session.execute(_alerts_query().where(ALERT.c.alert_id == alert_id))).first()
+    return (await directory.with_names(session, [alert_item(row)]))[0] if row is not None else None

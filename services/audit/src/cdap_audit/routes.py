@@ -10,20 +10,24 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from cdap_audit import ledger, queries, signing, stream
+from cdap_audit import ledger, queries, reviews, signing, stream
+from cdap_audit.domain import CommentRequired, InvalidTransition, ReviewAction
 from cdap_audit.merkle import MissingNodeError
 from cdap_audit.models import CheckpointRecord
 from cdap_audit.queries import EntryFilter, Order
 from cdap_audit.schemas import (
+    AlertItem,
     AlertPage,
     CheckpointBody,
     ConsistencyProof,
     EntryItem,
     EntryPage,
     InclusionProof,
+    Review,
 )
-from cdap_shared.auth import require_roles
+from cdap_shared.auth import CurrentPrincipal, require_roles
 from cdap_shared.db import SessionDep
 from cdap_shared.problems import Problem
 
@@ -155,21 +159,86 @@ async def list_alerts(
     actor: Text = None,
     rule: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]{0,49}$")] = None,
     severity: Annotated[str | None, Query(pattern=r"^(info|warning|critical)$")] = None,
+    state: Annotated[str | None, Query(pattern=r"^(open|acknowledged|closed)$")] = None,
     cursor: Cursor = None,
     limit: Limit = 100,
     order: OrderQuery = "asc",
 ) -> dict[str, Any]:
-    """Alerts raised by the rules, oldest first by default."""
+    """Alerts raised by the rules with their state, oldest first by default."""
     page = await queries.alerts(
         session,
         actor=actor,
         rule=rule,
         severity=severity,
+        state=state,
         cursor=int(cursor) if cursor else None,
         limit=limit,
         order=order,
     )
     return page.body()
+
+
+AlertId = Annotated[str, Path(pattern=r"^[0-9A-Za-z-]{1,64}$", description="`alert_id` of the alert")]
+
+
+@router.get("/alerts/{alert_id}", response_model=AlertItem, responses={**ERRORS, 404: {}})
+async def get_alert(alert_id: AlertId, session: SessionDep) -> dict[str, Any]:
+    """One alert, with its state and the auditors' comments."""
+    item = await queries.alert(session, alert_id)
+    if item is None:
+        raise Problem(404, "No such alert", f"No alert {alert_id}.")
+    return item
+
+
+REVIEW_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 404: {}, 409: {}}
+
+
+@router.post("/alerts/{alert_id}/acknowledge", response_model=AlertItem, responses=REVIEW_ERRORS)
+async def acknowledge_alert(
+    request: Request, session: SessionDep, principal: CurrentPrincipal, alert_id: AlertId, body: Review
+) -> dict[str, Any]:
+    """Acknowledge an open alert, saying in a comment what is being done; 409 otherwise.
+    Logged as `audit.alert.acknowledged` (who and which alert, not the comment)."""
+    return await _review(request, session, principal.sub, alert_id, "acknowledge", body.comment)
+
+
+@router.post("/alerts/{alert_id}/close", response_model=AlertItem, responses=REVIEW_ERRORS)
+async def close_alert(
+    request: Request, session: SessionDep, principal: CurrentPrincipal, alert_id: AlertId, body: Review
+) -> dict[str, Any]:
+    """Close an open or acknowledged alert; 409 otherwise. Logged as `audit.alert.closed`."""
+    return await _review(request, session, principal.sub, alert_id, "close", body.comment)
+
+
+async def _review(
+    request: Request,
+    session: AsyncSession,
+    by: str,
+    alert_id: str,
+    action: ReviewAction,
+    comment: str | None,
+) -> dict[str, Any]:
+    try:
+        async with session.begin():
+            await reviews.review(
+                session,
+                alert_id,
+                action,
+                by=by,
+                comment=comment,
+                topic=request.app.state.settings.alerts_topic,
+                now=datetime.now(UTC),
+            )
+    except reviews.UnknownAlert as exc:
+        raise Problem(404, "No such alert", f"No alert {alert_id}.") from exc
+    except CommentRequired as exc:
+        raise Problem(422, "Comment required", str(exc), reason="comment_required") from exc
+    except InvalidTransition as exc:
+        raise Problem(409, "Invalid transition", str(exc), reason="invalid_transition") from exc
+    item = await queries.alert(session, alert_id)
+    if item is None:  # reviewed a moment ago, so only a concurrent purge could get here
+        raise Problem(404, "No such alert", f"No alert {alert_id}.")
+    return item
 
 
 @router.get(
@@ -267,10 +336,18 @@ async def consistency_proof(first: Position, second: Position, session: SessionD
 witness_router = APIRouter(prefix="/v1", tags=["audit"])
 
 
+# A checkpoint as served (origin, tree size, root hash, the log's signature) with a witness's cosignature.
+COSIGNED_NOTE = (
+    "cdap.audit/compose\n1024\nKgKpjlqSmJ8Z0o8Tq3l9o6QkRkKq5P0n0UQz3wA2eXY=\n\n"
+    "\u2014 cdap.audit/compose 3Fq1dQAAAAGZk0v9m3d6q1b2YxTn0wq4A0P7q2n8mZ6s8k1cQ9tH5r0xL2u3Yg==\n"
+    "\u2014 witness.caf.example 7cC2bQAAAABnTQ7fq9k2m4ZB1bX3hJ6s0o9lV2cR8yT4wE5uI7pK0aN3dF6gH1jS2qW==\n"
+)
+
+
 @witness_router.post(
     "/checkpoints/cosignatures",
     responses={400: {}, 403: {}, 404: {}, 413: {}, 200: {"content": {"text/plain": {}}}},
-    openapi_extra={"requestBody": {"content": {"text/plain": {}}, "required": True}},
+    openapi_extra={"requestBody": {"content": {"text/plain": {"example": COSIGNED_NOTE}}, "required": True}},
 )
 async def add_cosignatures(request: Request) -> Response:
     """A witness submits a checkpoint signed here with its cosignature line(s); answers the note as served."""

@@ -1,4 +1,4 @@
-"""Background work of a running audit service: signing checkpoints, and hourly maintenance.
+"""Background work of a running audit service: signing checkpoints, mailing alerts, hourly maintenance.
 
 Both loops survive outages (log, wait, try again): a database restart must not stop the signing.
 """
@@ -15,7 +15,7 @@ from prometheus_client import Gauge
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from cdap_audit import partitions, signing
+from cdap_audit import partitions, reviews, signing
 from cdap_audit.config import Settings
 from cdap_audit.models import RuleCounter
 from cdap_audit.rules import RuleSet
@@ -58,6 +58,7 @@ class BackgroundTasks:
         signing_loop = self._every(self.settings.checkpoint_interval, self.sign)
         self._tasks = [
             asyncio.create_task(signing_loop, name="checkpoints"),
+            asyncio.create_task(self._every(self.settings.alert_notify_seconds, self.notify), name="notify"),
             asyncio.create_task(self._every(MAINTENANCE_INTERVAL, self.maintain), name="maintenance"),
         ]
 
@@ -87,6 +88,16 @@ class BackgroundTasks:
         if record is not None:
             CHECKPOINT_SIZE.set(record.tree_size)
             log.debug("checkpoint signed", tree_size=record.tree_size)
+
+    async def notify(self) -> None:
+        """Critical alerts mailed at once; the day's digest of warnings once its hour has come."""
+        settings, now = self.settings, datetime.now(UTC)
+        async with self.sessions() as session, session.begin():
+            await reviews.notify_new(session, portal_url=settings.portal_url, now=now)
+        async with self.sessions() as session, session.begin():
+            await reviews.send_digest(
+                session, hour=settings.alert_digest_hour, portal_url=settings.portal_url, now=now
+            )
 
     async def maintain(self) -> None:
         """Partitions ahead, window counters trimmed (the outbox is the shared housekeeping's)."""

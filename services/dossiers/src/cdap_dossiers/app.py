@@ -31,6 +31,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         routers=[router],
         ready_checks=runtime.ready_checks,
         trusted_proxies=settings.trusted_proxies,
+        token_url=settings.token_url,
     )
     asyncapi.install(
         app,

@@ -72,14 +72,12 @@ def decide(
     motif: str,
     *,
     family_name: str | None = None,
-    suspended: bool = False,
 ) -> Verdict:
     """The first grant that lets the caller consult `dossier` for `motif`, or the reason none does.
 
-    Checks run from the broadest to the narrowest: account, department, motif, scope, opposition.
+    Checks run from the broadest to the narrowest: department, motif, scope, opposition (the account's
+    standing is judged before, by `cdap_shared.standing.judge`).
     """
-    if suspended:
-        return Verdict("denied", "suspended", None)
     in_department = [g for g in grants if g.department == dossier.department and g.profile in policy.profiles]
     if not in_department:
         return Verdict("denied", "no_grant_for_department", None)

@@ -22,7 +22,7 @@ from cdap_dossiers.models import Dossier, GrantRecord
 from cdap_dossiers.policy import Policy
 from cdap_dossiers.projections import phone_key
 from cdap_shared import events as ev
-from cdap_shared import outbox
+from cdap_shared import outbox, standing
 from cdap_shared.auth import Principal
 from cdap_shared.clock import civil_today
 from cdap_shared.envelope import CloudEvent
@@ -81,20 +81,20 @@ async def active_grants(session: AsyncSession, principal: Principal) -> tuple[li
 
 
 # Everything a lookup decides on, in one round trip: the caller's call count in this second (bumped
-# here: see ratelimit.py), its active grants (among those its token names), its suspension, and the
-# dossier (absent: NULL columns). Only constants are interpolated.
+# here: see ratelimit.py), what identity last said about its account, client and grants (the standing
+# facts every other route reads in a statement of its own), its active grants (among those its token
+# names), and the dossier (absent: NULL columns). Only constants are interpolated.
 _LOOKUP = f"""
-    WITH hit AS ({ratelimit.HIT.format(caller="$2", kind="'lookup'")})
+    WITH hit AS ({ratelimit.HIT.format(caller="$1", kind="'lookup'")})
     SELECT (SELECT calls FROM hit) AS calls,
+           ARRAY(SELECT ROW(f.kind, f.subject, f.refusals::text[], f.holder, f.valid_from, f.valid_until)
+                   FROM ({standing.FACTS}) AS f) AS facts,
+           ARRAY(SELECT ROW(g.grant_id, g.profile, g.department, g.organisation_id, g.organisation_siret)
+                   FROM grant_projection g
+                  WHERE g.grant_id = ANY($2::text[]) AND g.status = 'active'
+                    AND g.valid_from <= $4 AND g.valid_until >= $4) AS grants,
            d.numero, d.department, d.opposition, d.family_name, d.landlord_siret, d.rsa_referent_siret,
-           d.sections::text AS sections,
-           (SELECT coalesce(json_agg(json_build_array(g.grant_id, g.profile, g.department, g.organisation_id,
-                                                      g.organisation_siret)), '[]')::text
-              FROM grant_projection g
-             WHERE g.grant_id = ANY($1::text[]) AND g.status = 'active'
-               AND g.valid_from <= $4 AND g.valid_until >= $4) AS grants,
-           coalesce((SELECT 'suspended' = ANY(refusals) FROM standing
-                      WHERE kind = 'account' AND subject = $2), false) AS suspended
+           d.sections::text AS sections
       FROM (SELECT 1) AS one LEFT JOIN dossier d ON d.numero = $3
 """  # noqa: S608
 
@@ -127,24 +127,27 @@ def _consulted(
 async def lookup(
     pool: asyncpg.Pool, policy: Policy, caller: Caller, numero: str, motif: str, family_name: str | None
 ) -> Outcome:
-    """One consultation of one dossier, recorded whatever its outcome (plain asyncpg: the hot path)."""
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            _LOOKUP, [g.id for g in caller.principal.grants], caller.principal.sub, numero, civil_today()
-        )
+    """One consultation of one dossier, recorded whatever its outcome (plain asyncpg: the hot path).
+
+    Two statements, each its own transaction: the read (which counts the call) and the record. The
+    caller's standing is judged from facts the read brings, as `CurrentPrincipal` judges it elsewhere;
+    the answer leaves only once the record has committed."""
+    today = civil_today()
+    principal = caller.principal
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(_LOOKUP, principal.sub, [g.id for g in principal.grants], numero, today)
         assert row is not None
         rate = ratelimit.RateDecision("lookup", caller.lookup_limit, row["calls"])
+        try:
+            judged = standing.judge(principal, [standing.Fact.of(f) for f in row["facts"]], today)
+        except standing.NotInGoodStanding as refusal:
+            return await _refused(conn, policy, caller, numero, motif, rate, refusal.reason, 403)
         if not rate.allowed:
-            event = _consulted(
-                caller, numero, motif, None, policy, decision="rate_limited", reason="rate_limited"
-            )
-            return Outcome(429, await outbox.add_pg(conn, event), rate, reason="rate_limited")
-        grants = [ActiveGrant(*g) for g in json.loads(row["grants"])]
+            return await _refused(conn, policy, caller, numero, motif, rate, "rate_limited", 429)
         if row["numero"] is None:
-            event = _consulted(
-                caller, numero, motif, None, policy, decision="not_found", reason="unknown_numero"
-            )
-            return Outcome(404, await outbox.add_pg(conn, event), rate, reason="unknown_numero")
+            return await _refused(conn, policy, caller, numero, motif, rate, "unknown_numero", 404)
+        live = {g.id for g in judged.grants}
+        grants = [ActiveGrant(*g) for g in row["grants"] if g[0] in live]
         facts = DossierFacts(
             numero=row["numero"],
             department=row["department"],
@@ -153,7 +156,7 @@ async def lookup(
             landlord_siret=row["landlord_siret"],
             rsa_referent_siret=row["rsa_referent_siret"],
         )
-        verdict = decide(policy, grants, facts, motif, family_name=family_name, suspended=row["suspended"])
+        verdict = decide(policy, grants, facts, motif, family_name=family_name)
         if verdict.decision == "denied":
             event = _consulted(
                 caller, numero, motif, verdict, policy, decision="denied", reason=verdict.reason
@@ -162,7 +165,7 @@ async def lookup(
         view = filtered_view(json.loads(row["sections"]), verdict.sections)
         event = _consulted(caller, numero, motif, verdict, policy, decision="granted", sections=sorted(view))
         audit_id = await outbox.add_pg(conn, event)
-    # The transaction has committed: only now may the data leave.
+    # The record has committed: only now may the data leave.
     body = {
         "numero": numero,
         "department": row["department"],
@@ -172,27 +175,40 @@ async def lookup(
     return Outcome(200, audit_id, rate, body)
 
 
-async def record_refusal(
-    pool: asyncpg.Pool, policy: Policy, caller: Caller, reason: str, numero: str | None, motif: str | None
-) -> str:
-    """A caller identity no longer honours (suspended, client disabled...), refused before its lookup
-    (`numero` given) or search: recorded as a denied consultation all the same."""
-    if numero is not None:
-        event = _consulted(caller, numero, motif or "", None, policy, decision="denied", reason=reason)
-    else:
-        data = ev.DossierSearched(
-            actor=caller.principal.sub,
-            organisation_id=caller.principal.org,
-            motif=motif,
-            criteria=[],
-            decision="denied",
-            reason=reason,
-            policy_version=policy.version,
-            client_ip=caller.client_ip,
-            trace_id=current_trace_id(),
-        )
-        event = ev.make_event("dossier.searched", source=SOURCE, subject=caller.principal.sub, data=data)
-    async with pool.acquire() as conn, conn.transaction():
+_DECISIONS = {403: "denied", 404: "not_found", 429: "rate_limited"}
+
+
+async def _refused(
+    conn: asyncpg.pool.PoolConnectionProxy,  # type: ignore[type-arg]
+    policy: Policy,
+    caller: Caller,
+    numero: str,
+    motif: str,
+    rate: ratelimit.RateDecision,
+    reason: str,
+    status: int,
+) -> Outcome:
+    """Record a lookup refused before any grant was weighed (standing, rate, unknown numero)."""
+    event = _consulted(caller, numero, motif, None, policy, decision=_DECISIONS[status], reason=reason)
+    return Outcome(status, await outbox.add_pg(conn, event), rate, reason=reason)
+
+
+async def record_refusal(pool: asyncpg.Pool, policy: Policy, caller: Caller, reason: str) -> str:
+    """A caller identity no longer honours (suspended, client disabled...), refused before its search:
+    recorded as a denied search all the same."""
+    data = ev.DossierSearched(
+        actor=caller.principal.sub,
+        organisation_id=caller.principal.org,
+        motif=None,
+        criteria=[],
+        decision="denied",
+        reason=reason,
+        policy_version=policy.version,
+        client_ip=caller.client_ip,
+        trace_id=current_trace_id(),
+    )
+    event = ev.make_event("dossier.searched", source=SOURCE, subject=caller.principal.sub, data=data)
+    async with pool.acquire() as conn:
         return await outbox.add_pg(conn, event)
 
 

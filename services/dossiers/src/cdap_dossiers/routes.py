@@ -7,7 +7,7 @@ from datetime import date
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import SQLAlchemyError
@@ -16,26 +16,27 @@ from cdap_dossiers import lookups
 from cdap_dossiers.lookups import Caller, Outcome, SearchCriteria
 from cdap_dossiers.policy import Policy
 from cdap_dossiers.ratelimit import limit_for
-from cdap_shared.auth import CurrentPrincipal, Principal
+from cdap_shared import standing
+from cdap_shared.auth import CurrentPrincipal, Principal, current_principal, verified_principal
 from cdap_shared.db import SessionDep
 from cdap_shared.problems import Problem
 
 router = APIRouter(prefix="/v1/dossiers", tags=["dossiers"])
 
 NUMERO, MOTIF = re.compile(r"\d{7}"), re.compile(r"[a-z_]{1,50}")
+NAME_LENGTH = 100  # the longest family name a lookup or search takes
 Numero = Annotated[str, Path(pattern=f"^{NUMERO.pattern}$", description="numéro allocataire (7 digits)")]
 Motif = Annotated[str, Query(pattern=f"^{MOTIF.pattern}$", description="purpose of the consultation")]
 
 DENIAL_TITLES = {
     "unknown_numero": "Unknown dossier",
-    "suspended": "Account suspended",
     "no_grant_for_department": "No habilitation for this department",
     "outside_caseload": "Dossier outside your caseload",
     "opposition": "The beneficiary objected to sharing",
     "motif_not_allowed": "Purpose not allowed for your profile",
     "identity_mismatch": "Family name does not match",
     "rate_limited": "Too many requests",
-}
+} | standing.TITLES  # the lookup judges the caller's standing itself
 
 
 class DossierView(BaseModel):
@@ -46,13 +47,20 @@ class DossierView(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"motif": "accompagnement_social", "family_name": "Martin", "birth_date": "1984-03-12"}
+            ]
+        },
+    )
 
     motif: str = Field(pattern=r"^[a-z_]{1,50}$")
     nir: str | None = Field(
         default=None, pattern=r"^[12]\s?\d{2}\s?\d{2}\s?(\d{2}|2[AB])\s?\d{3}\s?\d{3}\s?\d{2}$"
     )
-    family_name: str | None = Field(default=None, min_length=1, max_length=100)
+    family_name: str | None = Field(default=None, min_length=1, max_length=NAME_LENGTH)
     birth_date: date | None = None
     telephone: str | None = Field(default=None, pattern=r"^\+?[0-9 .\-]{9,20}$")
     postal_code: str | None = Field(default=None, pattern=r"^\d{5}$")
@@ -82,17 +90,27 @@ def _caller(request: Request, principal: Principal) -> Caller:
 
 
 async def record_refusal(request: Request, principal: Principal, reason: str) -> dict[str, str]:
-    """`state.record_refusal` of this app: a lookup or search refused for the caller's standing is a
-    consultation like any other (an invalid numero or motif is not: it names no dossier)."""
-    numero = request.path_params.get("numero")
-    motif = request.query_params.get("motif")
-    if request.url.path == "/v1/dossiers/search":
-        numero = motif = None
-    elif not (isinstance(numero, str) and NUMERO.fullmatch(numero) and motif and MOTIF.fullmatch(motif)):
+    """`state.record_refusal` of this app: a search refused for the caller's standing is recorded like
+    any other. A well-formed lookup judges the standing itself (`lookups.lookup`); a malformed one names
+    no dossier and is not recorded."""
+    if request.url.path != "/v1/dossiers/search":
         return {}
     caller = _caller(request, principal)
     pool, policy = request.app.state.runtime.pool, request.app.state.policy
-    return {"X-Audit-Id": await lookups.record_refusal(pool, policy, caller, reason, numero, motif)}
+    return {"X-Audit-Id": await lookups.record_refusal(pool, policy, caller, reason)}
+
+
+async def lookup_principal(request: Request) -> Principal:
+    """The caller of a lookup. A well-formed lookup has its standing judged in its own statement
+    (`lookups.lookup`); a malformed one is judged here as on every route, so that a refused caller hears
+    its 403 rather than the 422."""
+    numero = request.path_params.get("numero", "")
+    motif = request.query_params.get("motif", "")
+    family_name = request.query_params.get("family_name")
+    name_ok = family_name is None or 0 < len(family_name) <= NAME_LENGTH
+    if NUMERO.fullmatch(numero) and MOTIF.fullmatch(motif) and name_ok:
+        return await verified_principal(request)
+    return await current_principal(request)
 
 
 def _unavailable() -> Problem:
@@ -121,8 +139,8 @@ async def get_dossier(
     numero: Numero,
     motif: Motif,
     request: Request,
-    principal: CurrentPrincipal,
-    family_name: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    principal: Annotated[Principal, Depends(lookup_principal)],
+    family_name: Annotated[str | None, Query(min_length=1, max_length=NAME_LENGTH)] = None,
 ) -> JSONResponse:
     """The profile-filtered view of one dossier; every call is recorded before it is answered."""
     pool = request.app.state.runtime.pool

@@ -104,6 +104,9 @@ async def create_account(
             roles=user.roles,
             department=department,
             request_id=request_id,
+            email=user.email,
+            family_name=family_name,
+            given_name=given_name,
         ),
     )
     return NewAccount(user, token)
@@ -254,6 +257,34 @@ async def force_password_reset(session: AsyncSession, user_id: str, by: str, hou
         await account_event(session, "identity.user.reset_required", user, by=by)
     await end_sessions(session, user.id)
     token = await issue_one_time_token(session, user, "reset", hours)
+    return user, token
+
+
+async def resend_activation(
+    session: AsyncSession, user_id: str, by: str, organisation_id: str | None, hours: int
+) -> tuple[User, str]:
+    """A new activation link for an account not activated yet (the earlier links stop working), with its
+    `identity.user.activation_resent` event. `organisation_id`: the caller's organisation when they are a
+    partner administrator, who may only do it for their own organisation's accounts; None for a CAF admin."""
+    user = await session.get(User, user_id, with_for_update=True)
+    if user is None or (organisation_id is not None and user.organisation_id != organisation_id):
+        # Another organisation's account answers like an unknown one: its existence is not theirs to learn.
+        raise Problem(404, "Unknown account")
+    if user.password_hash is not None:
+        raise Problem(
+            409, "Already activated", "This account already has a password.", reason="already_activated"
+        )
+    await session.execute(
+        update(OneTimeToken)
+        .where(
+            col(OneTimeToken.user_id) == user.id,
+            col(OneTimeToken.purpose) == "activation",
+            col(OneTimeToken.used_at).is_(None),
+        )
+        .values(expires_at=utcnow())
+    )
+    token = await issue_one_time_token(session, user, "activation", hours)
+    await account_event(session, "identity.user.activation_resent", user, by=by)
     return user, token
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import func, or_, select
 from sqlmodel import col
 
-from cdap_identity import accounts, domain
+from cdap_identity import accounts, directory, domain
 from cdap_identity.models import Grant, Organisation, User
 from cdap_identity.notifications import activation_mail, reset_mail
 from cdap_identity.schemas import (
@@ -22,6 +22,7 @@ from cdap_identity.schemas import (
     Reason,
     StaffCreate,
     UserPublic,
+    UsersPage,
 )
 from cdap_shared.auth import CurrentPrincipal, Principal, require_roles
 from cdap_shared.clock import civil_today
@@ -153,18 +154,33 @@ async def get_organisation(
 
 
 @router.post(
-    "/v1/organisations/{organisation_id}/{action}", response_model=OrganisationPublic, responses={404: {}}
+    "/v1/organisations/{organisation_id}/withdraw-delegation",
+    response_model=OrganisationPublic,
+    responses={404: {}},
 )
-async def delegation(
-    organisation_id: Id,
-    action: Annotated[str, Path(pattern=r"^(withdraw|restore)-delegation$")],
-    session: SessionDep,
-    admin: CafAdmin,
+async def withdraw_delegation(
+    organisation_id: Id, session: SessionDep, admin: CafAdmin
 ) -> OrganisationPublic:
-    """withdraw-delegation: the CAF takes back the organisation's delegated administration (its admins
-    can no longer ask for access nor create clients); restore-delegation gives it back."""
+    """The CAF takes back the organisation's delegated administration: its admins can no longer ask for
+    access nor create clients."""
+    return await _set_delegation(session, organisation_id, withdrawn=True)
+
+
+@router.post(
+    "/v1/organisations/{organisation_id}/restore-delegation",
+    response_model=OrganisationPublic,
+    responses={404: {}},
+)
+async def restore_delegation(organisation_id: Id, session: SessionDep, admin: CafAdmin) -> OrganisationPublic:
+    """The CAF gives the organisation its delegated administration back."""
+    return await _set_delegation(session, organisation_id, withdrawn=False)
+
+
+async def _set_delegation(
+    session: SessionDep, organisation_id: str, *, withdrawn: bool
+) -> OrganisationPublic:
     org = await _locked_org(session, organisation_id)
-    org.delegation_withdrawn = action == "withdraw-delegation"
+    org.delegation_withdrawn = withdrawn
     return await _published(session, org)
 
 
@@ -220,6 +236,59 @@ async def create_staff(
     return UserPublic(**created.user.model_dump())
 
 
+@router.get("/v1/users", response_model=UsersPage, responses={400: {}, 403: {}})
+async def list_users(
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    q: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    staff: Annotated[bool | None, Query(description="true: CAF staff only; false: partners' only")] = None,
+    organisation: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    status: Annotated[str | None, Query(pattern=r"^(pending|active|suspended)$")] = None,
+    id: Annotated[list[str] | None, Query(max_length=100, description="these accounts only")] = None,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    """Accounts by name, with their state, in name order (keyset pages): the list CAF admins manage staff
+    from (`staff=true`, `q` = part of the e-mail or a name), and the names pages show for account ids
+    (`id=...&id=...`). CAF admins and auditors read every account, instructors and managers their
+    department's, partner administrators their organisation's."""
+    return await directory.find_users(
+        session,
+        principal,
+        now=accounts.utcnow(),
+        ids=[i for i in id or [] if 0 < len(i) <= 64],
+        search=q,
+        staff=staff,
+        organisation_id=organisation,
+        status=status,
+        cursor=cursor,
+        limit=limit,
+    )
+
+
+@router.post(
+    "/v1/users/{user_id}/resend-activation", response_model=UserPublic, responses={403: {}, 404: {}, 409: {}}
+)
+async def resend_activation(
+    user_id: Id, request: Request, session: SessionDep, principal: CurrentPrincipal
+) -> UserPublic:
+    """A new activation mail for an account not activated yet; the earlier links stop working. A CAF admin
+    for any account, a partner administrator for their organisation's."""
+    if principal.has_role(domain.CAF_ADMIN):
+        organisation_id = None
+    elif principal.has_role(domain.PARTNER_ADMIN) and principal.org:
+        organisation_id = principal.org
+    else:
+        raise Problem(403, "Forbidden", "Your role cannot resend activation links.", reason="role")
+    settings = request.app.state.settings
+    user, token = await accounts.resend_activation(
+        session, user_id, principal.sub, organisation_id, settings.activation_hours
+    )
+    queue(session, activation_mail(user, token, settings.portal_url, settings.activation_hours))
+    await session.commit()
+    return UserPublic(**user.model_dump())
+
+
 @router.post("/v1/activations", response_model=ActivationResult, responses={400: {}, 422: {}})
 async def activate(body: ActivationRequest, request: Request, session: SessionDep) -> ActivationResult:
     """Choose a password from an activation (or reset) link; returns the TOTP secret to enrol if needed."""
@@ -249,25 +318,47 @@ async def me(session: SessionDep, principal: CurrentPrincipal) -> Me:
     )
 
 
-@router.post("/v1/users/{user_id}/{action}", response_model=UserPublic, responses={404: {}})
-async def account_action(
-    user_id: Id,
-    action: Annotated[str, Path(pattern=r"^(suspend|reinstate|unlock|force-password-reset)$")],
-    request: Request,
-    session: SessionDep,
-    admin: CafAdmin,
-    body: Reason | None = None,
+@router.post("/v1/users/{user_id}/suspend", response_model=UserPublic, responses={404: {}})
+async def suspend_user(
+    user_id: Id, session: SessionDep, admin: CafAdmin, body: Reason | None = None
 ) -> UserPublic:
-    """suspend | reinstate | unlock | force-password-reset (CAF admin)."""
-    reason = body.reason if body else None
-    if action == "force-password-reset":
-        settings = request.app.state.settings
-        user, token = await accounts.force_password_reset(
-            session, user_id, admin.sub, settings.activation_hours
-        )
-        queue(session, reset_mail(user, token, settings.portal_url, settings.activation_hours))
-        await session.commit()
-    else:
-        user = await accounts.set_status(session, user_id, action, by=admin.sub, reason=reason)
-        await session.commit()
+    """Suspend the account (CAF admin): every service refuses it within seconds, its sessions end."""
+    return await _set_status(session, user_id, "suspend", admin, body)
+
+
+@router.post("/v1/users/{user_id}/reinstate", response_model=UserPublic, responses={404: {}})
+async def reinstate_user(
+    user_id: Id, session: SessionDep, admin: CafAdmin, body: Reason | None = None
+) -> UserPublic:
+    """Lift a suspension (CAF admin)."""
+    return await _set_status(session, user_id, "reinstate", admin, body)
+
+
+@router.post("/v1/users/{user_id}/unlock", response_model=UserPublic, responses={404: {}})
+async def unlock_user(
+    user_id: Id, session: SessionDep, admin: CafAdmin, body: Reason | None = None
+) -> UserPublic:
+    """Lift a lockout after too many failed sign-ins (CAF admin)."""
+    return await _set_status(session, user_id, "unlock", admin, body)
+
+
+@router.post("/v1/users/{user_id}/force-password-reset", response_model=UserPublic, responses={404: {}})
+async def force_password_reset(
+    user_id: Id, request: Request, session: SessionDep, admin: CafAdmin, body: Reason | None = None
+) -> UserPublic:
+    """Make the person choose a new password from a mailed link before signing in again (CAF admin)."""
+    settings = request.app.state.settings
+    user, token = await accounts.force_password_reset(session, user_id, admin.sub, settings.activation_hours)
+    queue(session, reset_mail(user, token, settings.portal_url, settings.activation_hours))
+    await session.commit()
+    return UserPublic(**user.model_dump())
+
+
+async def _set_status(
+    session: SessionDep, user_id: str, action: str, admin: Principal, body: Reason | None
+) -> UserPublic:
+    user = await accounts.set_status(
+        session, user_id, action, by=admin.sub, reason=body.reason if body else None
+    )
+    await session.commit()
     return UserPublic(**user.model_dump())

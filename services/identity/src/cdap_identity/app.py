@@ -16,6 +16,7 @@ from cdap_identity.api_accounts import router as accounts_router
 from cdap_identity.api_grants import router as grants_router
 from cdap_identity.api_tokens import router as tokens_router
 from cdap_identity.api_totp import router as totp_router
+from cdap_identity.client_cache import ClientCache, SignIns
 from cdap_identity.config import Settings
 from cdap_identity.consumers import IdentityHandlers
 from cdap_identity.standing import OwnStanding
@@ -38,6 +39,8 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         settings.access_topic, settings.alerts_topic, group_id=settings.consumer_group, handler=handlers.apply
     )
     mail_relay = MailRelay(runtime.sessions, Mailer(settings.smtp_url))
+    client_cache = ClientCache(lambda: runtime.pool, settings.client_cache_seconds)
+    client_cache.watch(runtime.sessions)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,6 +83,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
             "/v1/introspect",
         ),
         trusted_proxies=settings.trusted_proxies,
+        token_url=settings.token_url,
     )
     asyncapi.install(
         app,
@@ -97,6 +101,8 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app.state.sessions = runtime.sessions
     app.state.token_verifier = verifier
     app.state.standing = OwnStanding(runtime)
+    app.state.client_cache = client_cache
+    app.state.sign_ins = SignIns(lambda: runtime.pool, settings.access_token_seconds)
     app.state.mail_relay = mail_relay
     return app
 

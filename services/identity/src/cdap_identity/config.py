@@ -30,3 +30,10 @@ class Settings(ServiceSettings):
     client_secret_overlap_seconds: int = Field(
         default=0, ge=0, le=7 * 86400, description="how long a rotated client secret keeps working"
     )
+    client_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=2,
+        description="how long a replica trusts a partner-system client read from the database (changes made "
+        "through the replica itself apply at once; 2 s is the bound the enforcement guarantees give)",
+    )

@@ -13,9 +13,9 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any, NamedTuple
 
-import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
@@ -74,17 +74,34 @@ class SigningKey:
             "use": "sig",
         }
 
+    @cached_property
+    def _jws_header(self) -> bytes:
+        return _b64(_compact({"alg": ALGORITHM, "kid": self.kid, "typ": "JWT"}))
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        """`claims` as a compact JWS (a JWT) signed by this key, byte for byte what PyJWT writes, without
+        its per-call key and header handling, which cost more than the Ed25519 signature itself."""
+        signing_input = self._jws_header + b"." + _b64(_compact(claims))
+        return (signing_input + b"." + _b64(self.private_key.sign(signing_input))).decode("ascii")
+
     def retire(self, now: datetime) -> SigningKey:
         """This key no longer signing from `now` (kept for verification for a while)."""
         return replace(self, retired_at=now)
 
 
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _compact(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
 def jwk_thumbprint(private_key: Ed25519PrivateKey) -> str:
     """RFC 7638 thumbprint of the public key: a stable kid that can be recomputed from the key itself."""
     jwk = OKPAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
-    canonical = json.dumps({"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"]}, separators=(",", ":"))
-    digest = hashlib.sha256(canonical.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    digest = hashlib.sha256(_compact({"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"]})).digest()
+    return _b64(digest).decode("ascii")
 
 
 class KeyRing:
@@ -203,5 +220,4 @@ def issue_access_token(
         "exp": iat + lifetime,
         "jti": jti,
     }
-    token = jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
-    return IssuedToken(token, jti, datetime.fromtimestamp(iat + lifetime, UTC))
+    return IssuedToken(key.sign(claims), jti, datetime.fromtimestamp(iat + lifetime, UTC))

@@ -54,6 +54,27 @@ class OrganisationCreate(Strict):
     convention: Convention
     administrators: list[Person] = Field(min_length=1, max_length=2)
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "siret": "35600000000048",
+                    "name": "CCAS de Rouen",
+                    "kind": "ccas",
+                    "department": "76",
+                    "convention": {"reference": "CONV-76-2026-014", "valid_until": "2028-12-31"},
+                    "administrators": [
+                        {
+                            "email": "marie.durand@ccas-rouen.example",
+                            "family_name": "Durand",
+                            "given_name": "Marie",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
 
 class OrganisationUpdate(Strict):
     """What the CAF may amend: name, kind, convention (renewed or amended). Omitted: unchanged."""
@@ -61,6 +82,12 @@ class OrganisationUpdate(Strict):
     name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)] | None = None
     kind: Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,40}$")] | None = None
     convention: Convention | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"convention": {"reference": "CONV-76-2026-014-A1", "valid_until": "2029-12-31"}}]
+        }
+    )
 
 
 class OrganisationPublic(BaseModel):
@@ -81,6 +108,20 @@ class StaffCreate(Person):
     ] = Field(min_length=1, max_length=4)
     department: Department
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "paul.martin@caf76.example",
+                    "family_name": "Martin",
+                    "given_name": "Paul",
+                    "roles": ["caf_instructor"],
+                    "department": "76",
+                }
+            ]
+        }
+    )
+
 
 class UserPublic(BaseModel):
     id: str
@@ -90,9 +131,36 @@ class UserPublic(BaseModel):
     status: str
 
 
+class UserSummary(BaseModel):
+    """An account as the lists show it: who (the name to display), where, and what state it is in."""
+
+    id: str
+    email: str
+    family_name: str
+    given_name: str
+    display_name: str = Field(description="given name then family name, as pages write a person")
+    organisation_id: str | None = Field(description="none: CAF staff")
+    department: str | None
+    roles: list[str]
+    status: str = Field(description="pending (not activated yet) | active | suspended")
+    locked: bool = Field(description="login refused for now after too many failures (unlock clears it)")
+    must_reset_password: bool
+
+
+class UsersPage(BaseModel):
+    items: list[UserSummary]
+    next_cursor: str | None = Field(description="pass it as `cursor` for the next page; none on the last")
+
+
 class ActivationRequest(Strict):
     token: Annotated[str, StringConstraints(min_length=16, max_length=128)]
     password: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"token": "q1Vx8bB7oZ3mT5rK9wL2", "password": "correct horse battery staple"}]
+        }
+    )
 
 
 class ActivationResult(BaseModel):
@@ -187,6 +255,14 @@ class ClientCreate(Strict):
     grant_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     name: Name
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"grant_id": "0198c3a2-7d4e-7b1a-9f00-3c5e2a1b4d6f", "name": "Logiciel de suivi social"}
+            ]
+        }
+    )
+
 
 class ClientCreated(BaseModel):
     client_id: str
@@ -212,3 +288,5 @@ class ClientRotated(ClientCreated):
 
 class Reason(Strict):
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "Départ de l'organisme"}]})

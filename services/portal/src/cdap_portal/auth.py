@@ -16,9 +16,10 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie
 
 from cdap_portal.clients import ApiError, OAuthFailure, Upstreams, checked, json_of
-from cdap_portal.session import Session, session_expired
+from cdap_portal.session import COOKIE, Session, session_expired
 from cdap_portal.web import (
     AccountRefused,
     LoginRequired,
@@ -187,7 +188,19 @@ async def fresh_session(request: Request) -> Session:
     return session
 
 
-async def current_viewer(request: Request) -> Viewer:
+# Declares the pages that need a signed-in session in the OpenAPI document; the session itself is read
+# (and checked) by the SessionGate middleware, so a missing cookie is not an error here.
+SessionCookie = Annotated[
+    str | None,
+    Depends(
+        APIKeyCookie(
+            name=COOKIE, scheme_name="session", description="The signed-in session.", auto_error=False
+        )
+    ),
+]
+
+
+async def current_viewer(request: Request, _: SessionCookie) -> Viewer:
     """FastAPI dependency: the signed-in person (else a redirect to the login page)."""
     session = await fresh_session(request)
     viewer = Viewer.from_claims(session.claims())
@@ -237,7 +250,7 @@ class Api:
         return checked(service, await self.call(service, method, path, **kwargs))
 
 
-def api(request: Request) -> Api:
+def api(request: Request, _: SessionCookie) -> Api:
     return Api(request)
 
 

@@ -84,6 +84,29 @@ class Upstreams:
         except httpx.HTTPError as exc:
             raise ApiError(service, 503, {"title": "unreachable", "error_type": type(exc).__name__}) from exc
 
+    async def open_stream(
+        self, service: str, path: str, *, token: str | None, params: dict[str, Any], headers: dict[str, str]
+    ) -> httpx.Response:
+        """A GET whose body is read as it comes (Server-Sent Events), without a read timeout; the caller
+        closes it. An answer other than 200 is read, closed and raised as an `ApiError`."""
+        sent = dict(headers)
+        inject(sent)
+        if token:
+            sent["Authorization"] = f"Bearer {token}"
+        timeout = httpx.Timeout(self.http.timeout.connect, read=None)
+        request = self.http.build_request(
+            "GET", self.urls[service] + path, params=params, headers=sent, timeout=timeout
+        )
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise ApiError(service, 503, {"title": "unreachable", "error_type": type(exc).__name__}) from exc
+        if response.status_code != 200:
+            await response.aread()
+            await response.aclose()
+            raise ApiError(service, response.status_code, json_of(response), dict(response.headers))
+        return response
+
     # ------------------------------------------------------------------ identity, without a session
     async def token(self, form: dict[str, str]) -> dict[str, Any]:
         """`POST /v1/token`; raises `OAuthFailure` with identity's error otherwise."""

@@ -12,6 +12,7 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
@@ -19,9 +20,9 @@ from starlette.datastructures import FormData
 
 from cdap_portal import texts
 from cdap_portal.auth import UserApi, Viewer, require
-from cdap_portal.clients import ApiError, checked
-from cdap_portal.routes_requests import DEPARTMENT, EMAIL, UUID
-from cdap_portal.web import CsrfForm, confirmation, field, redirect, render
+from cdap_portal.clients import ApiError, checked, json_of
+from cdap_portal.routes_requests import DEPARTMENT, EMAIL, UUID, account_names
+from cdap_portal.web import CsrfForm, confirmation, error_page, field, redirect, render
 from cdap_shared.clock import civil_today
 
 router = APIRouter(tags=["administration"])
@@ -63,7 +64,15 @@ ACCOUNT_ACTIONS = {
         "nouveau.",
         "Un courriel de réinitialisation a été envoyé.",
     ),
+    "resend-activation": (
+        "Renvoyer le lien d'activation",
+        "Un nouveau courriel d'activation part à la personne ; les liens envoyés avant ne fonctionnent plus.",
+        "Un nouveau lien d'activation a été envoyé.",
+    ),
 }
+# After an account action, the page it came from says what was done (`?info=<action>`).
+INFOS |= {action: done for action, (_, _, done) in ACCOUNT_ACTIONS.items()}
+INFOS["compte-cree"] = "Le compte est créé ; un courriel d'activation est envoyé à la personne."
 KINDS = {
     "ccas": "Centre communal d'action sociale",
     "conseil_departemental": "Conseil départemental",
@@ -188,12 +197,18 @@ async def _org_page(
 ) -> Response:
     org = await api.json("identity", "GET", f"/v1/organisations/{organisation_id}")
     grants = (await api.json("identity", "GET", "/v1/grants"))["items"]
+    users = await api.json(
+        "identity", "GET", "/v1/users", params={"organisation": organisation_id, "limit": 200}
+    )
     context.setdefault("errors", {})
     return render(
         request,
         "admin_org.html",
         status=status,
         org=org,
+        accounts=users.get("items", []),
+        names={str(u["id"]): u["display_name"] for u in users.get("items", [])},
+        actions=ACCOUNT_ACTIONS,
         grants=[g for g in grants if g.get("organisation_id") == organisation_id],
         kinds=KINDS,
         today=civil_today().isoformat(),
@@ -338,9 +353,10 @@ STAFF_ROLES = ("caf_instructor", "caf_manager", "caf_admin", "auditor")
 
 
 def _staff_page(request: Request, values: dict[str, str], status: int = 200, **context: Any) -> Response:
-    """The staff page: the creation form (with `values`), and the account just created or acted on."""
+    """The staff page: the creation form (with `values`) and the list (`users`, `search`...)."""
     context.setdefault("errors", {})
-    context.setdefault("account", None)
+    context.setdefault("users", [])
+    context.setdefault("search", {"q": "", "statut": ""})
     return render(
         request, "admin_staff.html", status=status, values=values, roles=STAFF_ROLES, actions=ACCOUNT_ACTIONS,
         **context,
@@ -348,8 +364,28 @@ def _staff_page(request: Request, values: dict[str, str], status: int = 200, **c
 
 
 @router.get(STAFF)
-async def staff_page(request: Request, viewer: Viewer = CafAdmin) -> Response:
-    return _staff_page(request, {"department": viewer.department or ""})
+async def staff_page(
+    request: Request,
+    api: UserApi,
+    q: str = "",
+    statut: str = "",
+    page: str = "",
+    info: str = "",
+    viewer: Viewer = CafAdmin,
+) -> Response:
+    """CAF staff accounts by name (search by part of a name or e-mail, filter by state), each with the
+    actions its state allows, and the form to create one."""
+    search = {"q": q.strip()[:100], "statut": statut if statut in texts.ACCOUNT_STATES else ""}
+    params = {"staff": "true", "q": search["q"], "status": search["statut"], "cursor": page}
+    listing = await api.json("identity", "GET", "/v1/users", params={k: v for k, v in params.items() if v})
+    return _staff_page(
+        request,
+        {"department": viewer.department or ""},
+        users=listing.get("items", []),
+        next_cursor=listing.get("next_cursor"),
+        search=search,
+        notice=INFOS.get(info),
+    )
 
 
 @router.post(STAFF)
@@ -379,14 +415,7 @@ async def create_staff(request: Request, form: CsrfForm, api: UserApi, viewer: V
             else _problem_text(error)
         )
         return _staff_page(request, values, status=400, failure=failure)
-    account = response.json()
-    return _staff_page(
-        request,
-        {"department": values["department"]},
-        status=201,
-        account=account,
-        notice=f"Le compte de {values['email']} est créé ; un courriel d'activation lui est envoyé.",
-    )
+    return redirect(f"{STAFF}?info=compte-cree&q={quote(values['email'])}")
 
 
 @router.post(STAFF + "/{user_id}/{action}")
@@ -395,17 +424,40 @@ async def account_action(
     form: CsrfForm,
     api: UserApi,
     user_id: str = Path(pattern=UUID),
-    action: str = Path(pattern=r"^(suspend|reinstate|unlock|force-password-reset)$"),
+    action: str = Path(pattern=r"^(suspend|reinstate|unlock|force-password-reset|resend-activation)$"),
     viewer: Viewer = CafAdmin,
 ) -> Response:
-    """Suspend, reinstate, unlock, or force a password reset (partner staff and CAF staff alike)."""
-    title, effect, done = ACCOUNT_ACTIONS[action]
-    asked = confirmation(request, form, title, effect, back=STAFF)
+    """Suspend, reinstate, unlock, force a password reset, or resend the activation link (partner staff
+    and CAF staff alike); confirmed first, naming the person, then back to the page it came from."""
+    retour = field(form, "retour", 300)
+    back = retour if re.fullmatch(r"/administration/[a-z0-9/-]*", retour) else STAFF
+    return await confirmed_account_action(request, form, api, user_id, action, back)
+
+
+async def confirmed_account_action(
+    request: Request, form: FormData, api: UserApi, user_id: str, action: str, back: str
+) -> Response:
+    """The confirmation page naming the person and stating the action's effect; once confirmed, the call
+    to identity, then back to `back` saying what was done, or identity's refusal as an alert."""
+    title, effect, _ = ACCOUNT_ACTIONS[action]
+    names = await account_names(api, [user_id])
+    who = f"Compte de {names[user_id]}. " if user_id in names else ""
+    asked = confirmation(request, form, title, who + effect, back=back)
     if asked:
         return asked
     reason = field(form, "reason", 500)
     body = {"reason": reason} if reason and action == "suspend" else None
-    account = checked(
-        "identity", await api.call("identity", "POST", f"/v1/users/{user_id}/{action}", json=body)
-    )
-    return _staff_page(request, {"department": viewer.department or ""}, account=account, notice=done)
+    response = await api.call("identity", "POST", f"/v1/users/{user_id}/{action}", json=body)
+    if response.is_success:
+        return redirect(f"{back}?info={action}")
+    error = ApiError("identity", response.status_code, json_of(response))
+    if error.status >= 500:
+        raise error
+    refusal = ACCOUNT_REFUSALS.get(error.reason or "") or _problem_text(error)
+    return error_page(request, error.status, refusal)
+
+
+# Identity's refusals of an account action, in words.
+ACCOUNT_REFUSALS = {
+    "already_activated": "Ce compte est déjà activé : il n'y a plus de lien d'activation à envoyer.",
+}

@@ -1,7 +1,9 @@
-"""Auditors: search the audit log, who consulted a given dossier, the alerts, the latest signed checkpoint.
+"""Auditors: search the audit log (new entries added live), who consulted a given dossier, the alerts
+and what becomes of them, the latest signed checkpoint.
 
-These pages only read (the audit service records nothing for them), so they are plain GET forms: a
-search can be bookmarked and shared between auditors.
+Searches are plain GET forms: a search can be bookmarked and shared between auditors. The first page
+of a search follows the audit's live stream through `/audit/flux` (htmx SSE), which relays it with the
+auditor's own token. Acknowledging or closing an alert is a confirmed POST, logged by the audit service.
 """
 
 from __future__ import annotations
@@ -10,18 +12,20 @@ import csv
 import io
 import json
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Path, Request
-from fastapi.responses import Response
+from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi.responses import Response, StreamingResponse
 
 from cdap_portal import texts
-from cdap_portal.auth import UserApi, Viewer, require
-from cdap_portal.clients import ApiError
+from cdap_portal.auth import UserApi, Viewer, fresh_session, require
+from cdap_portal.clients import ApiError, checked
 from cdap_portal.proofs import ProofCheck, check_entry
-from cdap_portal.web import render
+from cdap_portal.web import CsrfForm, confirmation, field, portal_of, redirect, render
 
 router = APIRouter(tags=["audit"])
 Auditor = require("auditor")
@@ -95,6 +99,9 @@ async def entries(
     if errors:
         return render(request, "audit_entries.html", status=400, values=values, errors=errors, items=[])
     listing = await api.json("audit", "GET", "/v1/entries", params=params)
+    query = {k: v for k, v in values.items() if v}
+    # Only the first page (newest first) grows at its top as entries arrive.
+    live = None if "cursor" in params else "/audit/flux" + (f"?{urlencode(query)}" if query else "")
     return render(
         request,
         "audit_entries.html",
@@ -102,8 +109,60 @@ async def entries(
         errors={},
         items=listing.get("items", []),
         next_cursor=listing.get("next_cursor"),
-        query={k: v for k, v in values.items() if v},
+        query=query,
+        live_url=live,
     )
+
+
+STREAMED = ("actor", "dossier", "type", "trace_id", "from", "to")  # the list's filters the stream takes
+
+
+@router.get("/audit/flux")
+async def live_entries(
+    request: Request,
+    search: Search,
+    last_event_id: Annotated[str | None, Header()] = None,
+    viewer: Viewer = Auditor,
+) -> Response:
+    """The audit's live stream of the search's entries, each as a table row (Server-Sent Events for the
+    htmx SSE extension); a reconnecting browser's `Last-Event-ID` resumes it with nothing missed."""
+    if search.errors:
+        return Response(status_code=204)  # an EventSource stops on 204: nothing to follow
+    params = {k: v for k, v in search.params.items() if k in STREAMED}
+    resume = {"Last-Event-ID": last_event_id} if last_event_id and CURSOR.fullmatch(last_event_id) else {}
+    portal = portal_of(request)
+    session = await fresh_session(request)
+    upstream = await portal.upstreams.open_stream(
+        "audit", "/v1/entries/stream", token=session.access_token, params=params, headers=resume
+    )
+    row = portal.templates.get_template("_audit_entry_row.html")
+
+    async def relay() -> AsyncIterator[str]:
+        try:
+            async for kind, value in server_sent_events(upstream.aiter_lines()):
+                if kind == "entry":
+                    html = " ".join(row.render(e=value).split())  # one `data:` line
+                    yield f"id: {value['index']}\nevent: entry\ndata: {html}\n\n"
+                else:
+                    yield f"{value}\n\n"  # `retry:` and heartbeats pass through
+        finally:
+            await upstream.aclose()
+
+    headers = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+    return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
+
+
+async def server_sent_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, Any]]:
+    """The audit stream's events: ("entry", the entry as listed), or ("line", a `retry:` or comment line)."""
+    data: list[str] = []
+    async for line in lines:
+        if line.startswith((":", "retry:")):
+            yield "line", line
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif not line and data:
+            yield "entry", json.loads("\n".join(data))
+            data = []
 
 
 @router.get("/audit/consultations")
@@ -133,13 +192,33 @@ async def consultations(
     )
 
 
+ALERT_STATES = {"open": "Ouverte", "acknowledged": "Prise en charge", "closed": "Close"}
+# What the alert forms ask the audit service to do, and the page's message after it.
+REVIEWS = {"acquittement": "acknowledge", "cloture": "close"}
+ALERT_NOTICES = {
+    "acquittement": "L'alerte est prise en charge ; l'acquittement est inscrit au journal.",
+    "cloture": "L'alerte est close ; la clôture est inscrite au journal.",
+    "transition": "L'alerte a changé d'état entre-temps : rien n'a été fait.",
+    "commentaire": "Pour prendre une alerte en charge, dites ce qui est fait (commentaire).",
+}
+
+
 @router.get("/audit/alertes")
 async def alerts(
-    request: Request, api: UserApi, gravite: str = "", page: str = "", viewer: Viewer = Auditor
+    request: Request,
+    api: UserApi,
+    gravite: str = "",
+    etat: str = "",
+    page: str = "",
+    info: str = "",
+    viewer: Viewer = Auditor,
 ) -> Response:
+    """Alerts with their state; open ones can be acknowledged (with a comment) or closed."""
     params: dict[str, Any] = {"order": "desc", "limit": PAGE_SIZE}
     if gravite in texts.SEVERITIES:
         params["severity"] = gravite
+    if etat in ALERT_STATES:
+        params["state"] = etat
     if CURSOR.fullmatch(page):
         params["cursor"] = page
     listing = await api.json("audit", "GET", "/v1/alerts", params=params)
@@ -149,7 +228,44 @@ async def alerts(
         items=listing.get("items", []),
         next_cursor=listing.get("next_cursor"),
         severity=params.get("severity", ""),
+        state=params.get("state", ""),
+        states=ALERT_STATES,
+        notice=ALERT_NOTICES.get(info),
+        error=info in ("transition", "commentaire"),
     )
+
+
+@router.post("/audit/alertes/{alert_id}/{review}")
+async def review_alert(
+    request: Request,
+    form: CsrfForm,
+    api: UserApi,
+    alert_id: str = Path(pattern=r"^[0-9A-Za-z-]{1,64}$"),
+    review: str = Path(pattern=r"^(acquittement|cloture)$"),
+    viewer: Viewer = Auditor,
+) -> Response:
+    """Acknowledge (with a comment) or close an alert, once confirmed."""
+    comment = field(form, "commentaire")
+    if review == "acquittement" and not comment:
+        return redirect("/audit/alertes?info=commentaire")
+    effect = (
+        "L'alerte passe à « prise en charge » avec votre commentaire ; votre nom et l'heure sont inscrits "
+        "au journal d'audit."
+        if review == "acquittement"
+        else "L'alerte est close : elle ne pourra plus être prise en charge. La clôture est inscrite au "
+        "journal d'audit."
+    )
+    title = "Prendre l'alerte en charge" if review == "acquittement" else "Clore l'alerte"
+    asked = confirmation(request, form, title, effect, back="/audit/alertes")
+    if asked:
+        return asked
+    response = await api.call(
+        "audit", "POST", f"/v1/alerts/{alert_id}/{REVIEWS[review]}", json={"comment": comment or None}
+    )
+    if response.status_code == 409:
+        return redirect("/audit/alertes?info=transition")
+    checked("audit", response)
+    return redirect(f"/audit/alertes?info={review}")
 
 
 @router.get("/audit/point-de-controle")

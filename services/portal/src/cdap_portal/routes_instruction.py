@@ -1,6 +1,7 @@
-"""CAF instructors and managers: the department's queue (oldest due date first, overdue highlighted,
-filter by state) and a request's detail with the decision forms (approve, reject with a reason,
-request documents).
+"""CAF instructors and managers: the department's queue as a work list ("À traiter": what awaits the
+viewer's own decision, with a count; every request by state; search by organisation, SIRET or person;
+business days left), and a request's detail with the decision forms (approve, reject with a reason,
+request documents) for whoever may take the decision, each confirmed with its effect first.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from fastapi.responses import Response
 
 from cdap_portal import texts
 from cdap_portal.auth import UserApi, Viewer, require
+from cdap_portal.clients import ApiError
 from cdap_portal.routes_requests import (
     MESSAGE_INFOS,
     UUID,
@@ -20,7 +22,7 @@ from cdap_portal.routes_requests import (
     organisation_names,
     request_detail,
 )
-from cdap_portal.web import CsrfForm, field, redirect, render
+from cdap_portal.web import CsrfForm, confirmation, field, redirect, render
 
 router = APIRouter(tags=["instruction"])
 Approver = require("caf_instructor", "caf_manager")
@@ -32,26 +34,89 @@ DECISIONS = {
 }
 
 
+TODO, ALL = "a-traiter", "toutes"
+
+DECISION_TITLES = {
+    "approve": "Valider la demande",
+    "reject": "Refuser la demande",
+    "request_documents": "Demander des pièces",
+}
+
+
 @router.get("/instruction")
 async def queue(
-    request: Request, api: UserApi, etat: str = "", page: str = "", viewer: Viewer = Approver
+    request: Request,
+    api: UserApi,
+    vue: str = "",
+    etat: str = "",
+    q: str = "",
+    page: str = "",
+    viewer: Viewer = Approver,
 ) -> Response:
-    params = {"state": etat if etat in texts.STATES else "", "cursor": page}
+    """The work list: by default what awaits this person's decision (their stage, not yet approved by
+    them), oldest due date first; `vue=toutes` shows every request of the department, by state."""
+    view = ALL if vue == ALL else TODO
+    search = q.strip()[:100]
+    params = {
+        "awaiting_me": "true" if view == TODO else "",
+        "state": etat if view == ALL and etat in texts.STATES else "",
+        "q": search,
+        "cursor": page,
+    }
     listing = await api.json(
         "access", "GET", "/v1/access-requests", params={k: v for k, v in params.items() if v}
     )
     items = listing.get("items", [])
+    unnamed = (str(r.get("organisation_id", "")) for r in items if not r.get("organisation_name"))
+    names = await organisation_names(api, unnamed)
+    for r in items:
+        r["organisation_name"] = r.get("organisation_name") or names.get(str(r.get("organisation_id", "")))
+    todo_count = listing.get("total") if view == TODO else await _todo_count(api)
     return render(
         request,
         "queue.html",
         items=items,
-        organisations=await organisation_names(api, (str(r.get("organisation_id", "")) for r in items)),
+        total=listing.get("total"),
+        todo_count=todo_count,
+        view=view,
+        search=search,
         next_cursor=listing.get("next_cursor"),
         state=params["state"],
     )
 
 
-def _detail_page(request: Request, detail: dict[str, Any], status: int = 200, **context: Any) -> Response:
+async def _todo_count(api: UserApi) -> int | None:
+    """How many requests await the viewer's decision (for the tab), or None when it cannot be said."""
+    try:
+        page = await api.json(
+            "access", "GET", "/v1/access-requests", params={"awaiting_me": "true", "limit": 1}
+        )
+    except ApiError:
+        return None
+    total = page.get("total")
+    return total if isinstance(total, int) else None
+
+
+# The role that decides a request in each state that waits for a CAF decision.
+DECIDER_ROLE = {"submitted": "caf_instructor", "awaiting_second_approval": "caf_manager"}
+
+
+def may_decide(detail: dict[str, Any], viewer: Viewer) -> bool:
+    """Whether the decision forms are for this person: the request waits for their stage's role and they
+    have not approved it already (four eyes). Access-requests checks again; this only hides useless forms."""
+    role = DECIDER_ROLE.get(str(detail.get("state")))
+    if role is None or not viewer.has(role):
+        return False
+    approvers = {h.get("actor") for h in detail.get("history") or [] if h.get("action") in APPROVALS}
+    return viewer.sub not in approvers
+
+
+APPROVALS = ("stage_approved", "approved")
+
+
+def _detail_page(
+    request: Request, detail: dict[str, Any], viewer: Viewer, status: int = 200, **context: Any
+) -> Response:
     context.setdefault("errors", {})
     context.setdefault("values", {})
     return render(
@@ -60,8 +125,38 @@ def _detail_page(request: Request, detail: dict[str, Any], status: int = 200, **
         status=status,
         req=detail,
         mode="caf",
+        may_decide=may_decide(detail, viewer),
+        decider_role=DECIDER_ROLE.get(str(detail.get("state"))),
         idempotency_key=new_idempotency_key(),
         **context,
+    )
+
+
+def decision_effect(detail: dict[str, Any], decision: str, comment: str, documents: list[str]) -> str:
+    """What a decision will do, in the words of the confirmation page."""
+    applicant = detail.get("applicant") or {}
+    who = f"{applicant.get('given_name', '')} {applicant.get('family_name', '')}".strip()
+    organisation = detail.get("organisation_name") or "son organisme"
+    if decision == "reject":
+        return (
+            f"La demande de {who} ({organisation}) est refusée : c'est définitif. Le gestionnaire "
+            f"d'habilitations de l'organisme reçoit un courriel avec ce motif : « {comment} »."
+        )
+    if decision == "request_documents":
+        return (
+            f"Le gestionnaire d'habilitations de {organisation} reçoit un courriel lui demandant : "
+            f"{' ; '.join(documents)}. La demande attend ces pièces, puis revient dans la file d'instruction."
+        )
+    if detail.get("state") == "awaiting_second_approval":
+        return (
+            f"L'habilitation {detail.get('profile')} est accordée à {who} ({organisation}) jusqu'au "
+            f"{texts.date_fr(detail.get('valid_until'))} : son compte est créé ou complété, et la personne "
+            "reçoit un courriel."
+        )
+    return (
+        f"La demande de {who} ({organisation}) est validée au premier niveau. Si le profil "
+        f"{detail.get('profile')} exige un second niveau, elle part à la validation d'un responsable ; sinon "
+        "l'habilitation est accordée et la personne reçoit un courriel."
     )
 
 
@@ -74,7 +169,7 @@ async def instruction_detail(
     viewer: Viewer = Approver,
 ) -> Response:
     detail = await request_detail(api, request_id)
-    return _detail_page(request, detail, notice=DECISIONS.get(info) or MESSAGE_INFOS.get(info))
+    return _detail_page(request, detail, viewer, notice=DECISIONS.get(info) or MESSAGE_INFOS.get(info))
 
 
 @router.post("/instruction/{request_id}/decision")
@@ -96,9 +191,18 @@ async def decide(
         errors[f"comment-{decision}"] = texts.REQUEST_REASONS["comment_required"]
     elif decision == "request_documents" and not documents:
         errors["documents"] = texts.REQUEST_REASONS["documents_required"]
+    detail = await request_detail(api, request_id)
     if errors:
-        detail = await request_detail(api, request_id)
-        return _detail_page(request, detail, status=400, errors=errors, values=values)
+        return _detail_page(request, detail, viewer, status=400, errors=errors, values=values)
+    asked = confirmation(
+        request,
+        form,
+        DECISION_TITLES[decision],
+        decision_effect(detail, decision, comment, documents),
+        back=f"/instruction/{request_id}",
+    )
+    if asked:
+        return asked
     body: dict[str, Any] = {"decision": decision}
     if comment:
         body["comment"] = comment
@@ -123,6 +227,7 @@ async def decide(
     return _detail_page(
         request,
         detail,
+        viewer,
         status=error.status,
         failure=texts.request_refusal(error.reason, error.status),
         values=values,

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 
 from cdap_portal.auth import UserApi, Viewer
 from cdap_portal.clients import ApiError, checked
+from cdap_portal.routes_admin import ACCOUNT_ACTIONS, confirmed_account_action
 from cdap_portal.routes_requests import UUID, MailRecipient, PartnerAdmin
 from cdap_portal.web import CsrfForm, confirmation, field, redirect, render
 
@@ -24,17 +25,42 @@ CLIENTS = "/habilitations/clients"
 INFOS = {
     "fin": "La fin de l'habilitation est demandée : elle sera révoquée dans les secondes qui suivent.",
     "desactive": "Le client est désactivé : ses jetons sont refusés.",
+    "resend-activation": ACCOUNT_ACTIONS["resend-activation"][2],
 }
+# The one account action a partner administrator has: a new activation link for a colleague.
+PARTNER_ACCOUNT_ACTIONS = {"resend-activation": ACCOUNT_ACTIONS["resend-activation"]}
 
 
 @router.get(GRANTS)
 async def grants_page(
     request: Request, api: UserApi, info: str = "", viewer: Viewer = PartnerAdmin
 ) -> Response:
-    """The organisation's habilitations, the ones in force first, with their end dates."""
+    """The organisation's habilitations, the ones in force first, with their end dates and holders' names,
+    and its accounts (a new activation link for those not activated yet)."""
     grants = (await api.json("identity", "GET", "/v1/grants"))["items"]
     grants.sort(key=lambda g: (g.get("status") != "active", g.get("valid_until", "")))
-    return render(request, "partner_grants.html", grants=grants, notice=INFOS.get(info))
+    accounts = (await api.json("identity", "GET", "/v1/users", params={"limit": 200})).get("items", [])
+    return render(
+        request,
+        "partner_grants.html",
+        grants=grants,
+        accounts=accounts,
+        names={str(a["id"]): a["display_name"] for a in accounts},
+        actions=PARTNER_ACCOUNT_ACTIONS,
+        notice=INFOS.get(info),
+    )
+
+
+@router.post(GRANTS + "/comptes/{user_id}/resend-activation")
+async def resend_activation(
+    request: Request,
+    form: CsrfForm,
+    api: UserApi,
+    user_id: str = Path(pattern=UUID),
+    viewer: Viewer = PartnerAdmin,
+) -> Response:
+    """A new activation link for a colleague who has not activated their account (confirmed first)."""
+    return await confirmed_account_action(request, form, api, user_id, "resend-activation", GRANTS)
 
 
 @router.post(GRANTS + "/{grant_id}/fin")

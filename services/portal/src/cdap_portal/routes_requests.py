@@ -227,11 +227,31 @@ async def organisation_names(api: UserApi, ids: Iterable[str]) -> dict[str, str]
     return {i: n for i, n in zip(unique, names, strict=True) if n}
 
 
+async def account_names(api: UserApi, ids: Iterable[str]) -> dict[str, str]:
+    """People's names by account id, from identity's account list (one call); an account identity does
+    not show to this person (another department's, the CAF's staff for a partner) is left out."""
+    unique = sorted({i for i in ids if i})[:100]
+    if not unique:
+        return {}
+    try:
+        page = await api.json("identity", "GET", "/v1/users", params={"id": unique, "limit": 100})
+    except ApiError:
+        return {}
+    return {str(u["id"]): str(u["display_name"]) for u in page.get("items", []) if u.get("display_name")}
+
+
 async def request_detail(api: UserApi, request_id: str) -> dict[str, Any]:
-    """The request, with its organisation's name (`organisation_name`) when identity gives it."""
+    """The request, with its organisation's name (`organisation_name`: access-requests' projection, else
+    identity) and the names of the people in its history (`actor_names`, by account id)."""
     detail = await api.json("access", "GET", f"/v1/access-requests/{request_id}")
-    names = await organisation_names(api, [str(detail.get("organisation_id", ""))])
-    detail["organisation_name"] = names.get(str(detail.get("organisation_id", "")))
+    organisation_id = str(detail.get("organisation_id", ""))
+    history = detail.get("history") or []
+    names, actors = await asyncio.gather(
+        organisation_names(api, [] if detail.get("organisation_name") else [organisation_id]),
+        account_names(api, (str(h.get("actor") or "") for h in history)),
+    )
+    detail["organisation_name"] = detail.get("organisation_name") or names.get(organisation_id)
+    detail["actor_names"] = actors
     return detail
 
 

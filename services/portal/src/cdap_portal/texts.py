@@ -166,7 +166,23 @@ ROLES = {
 }
 
 GRANT_STATES = {"active": "En cours", "revoked": "Révoquée", "expired": "Expirée", "ended": "Terminée"}
+# Who a request's history names when no person acted: identity's events, the service's own scheduler.
+SERVICE_ACTORS = (None, "", "identity", "cdap-access-requests")
+
 ACCOUNT_STATES = {"pending": "En attente d'activation", "active": "Actif", "suspended": "Suspendu"}
+
+
+def account_action_applies(action: str, account: dict[str, object]) -> bool:
+    """Whether a list offers `action` for `account` as it now is (identity decides in the end)."""
+    status = account.get("status")
+    return {
+        "suspend": status != "suspended",
+        "reinstate": status == "suspended",
+        "force-password-reset": status == "active",
+        "unlock": bool(account.get("locked")),
+        "resend-activation": status == "pending",
+    }.get(action, False)
+
 
 # Event types an auditor filters on.
 EVENT_TYPES = {
@@ -264,17 +280,51 @@ def label(table: dict[str, str], code: object) -> str:
     return table.get(text, text.replace("_", " "))
 
 
+MONTHS = (
+    "janvier", "février", "mars", "avril", "mai", "juin",
+    "juillet", "août", "septembre", "octobre", "novembre", "décembre",
+)  # fmt: skip
+
+
+def _day_fr(day: date) -> str:
+    return f"{'1er' if day.day == 1 else day.day} {MONTHS[day.month - 1]} {day.year}"
+
+
 def date_fr(value: object) -> str:
-    """`2026-11-27` (or a datetime) as `27/11/2026`; anything else as it is."""
+    """How every page writes a date: `2026-11-30` as `30 novembre 2026`, a moment as `30 novembre 2026 à
+    14:05` in Paris time (the services speak UTC); anything else as it is."""
     if value is None or value == "":
         return ""
-    text = str(value)
-    try:
-        if len(text) == 10:
-            return date.fromisoformat(text).strftime("%d/%m/%Y")
-        moment = datetime.fromisoformat(text)
-        if moment.tzinfo is not None:  # the services speak UTC; people read Paris time
-            moment = moment.astimezone(PARIS)
-        return moment.strftime("%d/%m/%Y %H:%M")
-    except ValueError:
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        return _day_fr(value)
+    else:
+        text = str(value)
+        try:
+            if len(text) == 10:
+                return _day_fr(date.fromisoformat(text))
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return text
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(PARIS)
+    return f"{_day_fr(moment.date())} à {moment:%H:%M}"
+
+
+def business_days_left(days: int) -> str:
+    """A deadline in business days as the queue says it: left, due today, or late."""
+    plural = "s" if abs(days) > 1 else ""
+    if days > 0:
+        return f"{days} jour{plural} ouvré{plural} restant{plural}"
+    if days == 0:
+        return "à traiter aujourd'hui"
+    return f"en retard de {-days} jour{plural} ouvré{plural}"
+
+
+def siret_fr(value: object) -> str:
+    """A SIRET as people read it: `123 456 789 00012` (SIREN in threes, then the establishment's NIC)."""
+    text = str(value or "")
+    if not re.fullmatch(r"\d{14}", text):
         return text
+    return f"{text[:3]} {text[3:6]} {text[6:9]} {text[9:]}"

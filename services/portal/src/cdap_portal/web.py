@@ -122,6 +122,7 @@ def make_templates(dsfr_version: str = "", trace_viewer_url: str | None = None) 
         trace_url=partial(trace_url, trace_viewer_url),
     )
     env.filters["date_fr"] = texts.date_fr
+    env.filters["siret"] = texts.siret_fr
     env.trim_blocks = True
     env.lstrip_blocks = True
     return templates

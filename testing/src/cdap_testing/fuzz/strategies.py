@@ -101,6 +101,7 @@ VALID_DATA: dict[str, dict[str, Any]] = {
     "identity.grant.revoked": {"grant_id": "g1", "user_id": "u1", "by": "admin"},
     "identity.grant.expired": {"grant_id": "g1", "user_id": "u1"},
     "identity.user.reset_required": {"user_id": "u1", "by": "admin"},
+    "identity.user.activation_resent": {"user_id": "u1", "by": "admin"},
     "identity.user.reset_completed": {"user_id": "u1"},
     **{
         f"identity.client.{change}": {
@@ -138,6 +139,8 @@ VALID_DATA: dict[str, dict[str, Any]] = {
         "sections": {"identite": {"family_name": "Martin", "given_name": "Léa", "birth_date": "1985-05-01"}},
     },
     "audit.alert.raised": {"alert_id": "a1", "rule": "night_use", "severity": "warning", "detail": "03:12"},
+    "audit.alert.acknowledged": {"alert_id": "a1", "by": "auditor-1"},
+    "audit.alert.closed": {"alert_id": "a1", "by": "auditor-1"},
     "audit.checkpoint.signed": {"origin": "cdap", "tree_size": 1, "root_hash": "AA==", "note": "n"},
 }
 """One valid payload (JSON form) per event type: the base every payload mutation starts from."""
