@@ -6,7 +6,7 @@ PY := .venv/bin/python
 STACK := deploy/local/stack.sh
 export UV_LINK_MODE := copy
 
-.PHONY: setup up down status migrate run browser tools deploy-tools test test-cluster test-fast bench lint format reset
+.PHONY: setup up down status migrate run browser tools deploy-tools test test-cluster test-fast bench bench-tools lint format reset
 
 setup: ## install uv (from PyPI) and the locked workspace into .venv; the portal's npm packages
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
@@ -100,7 +100,12 @@ test-cluster: up ## the broker-loss test on a three-broker KRaft cluster (SASL, 
 test-fast: setup deploy-tools ## tests that need no running stack
 	@for d in $(TEST_DIRS); do $(PY) -m pytest -q -m "not stack" $$d || exit 1; done
 
-bench: up ## benchmarks; results in bench/results/, summary in docs/benchmarks.md
+bench-tools: ## Debian's wrk, the HTTP load generator of the benchmarks
+	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk from Debian's packages"; \
+		(apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)) \
+		|| { echo "could not install wrk: run 'apt-get install wrk'"; exit 1; }; }
+
+bench: up bench-tools ## benchmarks; results in bench/results/, summary in docs/benchmarks.md
 	@$(PY) -m bench
 
 lint: setup
