@@ -57,6 +57,10 @@ class System:
         """Start services (blocking work in a thread: the test's event loop keeps running)."""
         return await asyncio.to_thread(self._start, *names, extra_env=extra_env)
 
+    def consumer_group(self, name: str) -> str:
+        """The consumer group of service `name` in this run (it may run more groups, named after it)."""
+        return f"{name}-{self.run_id}"
+
     def _start(self, *names: str, extra_env: dict[str, dict[str, str]] | None = None) -> System:
         for name in names:
             self.ports.setdefault(name, free_port())
@@ -72,7 +76,7 @@ class System:
                 **local_credentials(service_principal(name)),
                 "CDAP_DATABASE_URL": self.databases[name],
                 "CDAP_KAFKA_BOOTSTRAP": self.kafka,
-                "CDAP_CONSUMER_GROUP": f"{name}-{self.run_id}",
+                "CDAP_CONSUMER_GROUP": self.consumer_group(name),
                 "CDAP_CONSUMER_OFFSET_RESET": "latest",
                 "CDAP_LOG_LEVEL": "INFO",
                 **self.common_env,
@@ -310,12 +314,12 @@ _ASSIGNED = re.compile(r"Setting newly assigned partitions \{(.*?)\} for group (
 _PARTITION = re.compile(r"TopicPartition\(topic='([^']+)', partition=(\d+)\)")
 
 
-def assigned_partitions(log_path: Path) -> set[tuple[str, int]] | None:
-    """The partitions a service process was last given in its consumer group, as its log says (aiokafka
-    logs each assignment); None before the first assignment."""
+def assigned_partitions(log_path: Path, group: str) -> set[tuple[str, int]] | None:
+    """The partitions a service process was last given in consumer group `group`, as its log says
+    (aiokafka logs each assignment); None before the first assignment."""
     if not log_path.exists():
         return None
-    found = _ASSIGNED.findall(log_path.read_text(errors="replace"))
+    found = [a for a in _ASSIGNED.findall(log_path.read_text(errors="replace")) if a[1] == group]
     if not found:
         return None
     return {(topic, int(p)) for topic, p in _PARTITION.findall(found[-1][0])}

@@ -720,10 +720,11 @@ async def test_a_replica_killed_leaves_its_partitions_to_the_other(
     try:
         await wait_ready(client, second.url(name))
         everything = {(topic, p) for topic in CONSUMED[name] for p in range(PARTITIONS)}
+        group = system.consumer_group(name)  # audit also runs its directory's group: not this one
 
         async def shared() -> bool:  # both replicas hold partitions: the takeover below is a real one
-            mine = assigned_partitions(system.log_path(name))
-            theirs = assigned_partitions(second.log_path(name))
+            mine = assigned_partitions(system.log_path(name), group)
+            theirs = assigned_partitions(second.log_path(name), group)
             return bool(mine and theirs and mine | theirs == everything and not mine & theirs)
 
         await eventually(shared, within=60, interval=0.5)
@@ -733,7 +734,7 @@ async def test_a_replica_killed_leaves_its_partitions_to_the_other(
         await scenario.act(second.url(name))
 
         async def taken_over() -> bool:
-            return assigned_partitions(second.log_path(name)) == everything
+            return assigned_partitions(second.log_path(name), group) == everything
 
         await eventually(taken_over, within=60, interval=0.5)
         await scenario.check(second.url(name))
