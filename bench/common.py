@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -14,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+import cdap_testing as testing
 from cdap_shared.envelope import new_event_id
 from cdap_shared.kafka_access import TEST, export_login
 from cdap_shared.topics import ensure_topics
@@ -48,16 +48,7 @@ async def drop_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
     conn = await asyncpg.connect(ADMIN_DSN)
     try:
-        for attempt in range(10):
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                return
-            except asyncpg.InsufficientPrivilegeError:
-                # An autovacuum worker (no role of ours to terminate) was in the database after a
-                # large load: it ends on its own.
-                if attempt == 9:
-                    raise
-                await asyncio.sleep(1)
+        await testing.drop_database(conn, name)
     finally:
         await conn.close()
 

@@ -117,12 +117,12 @@ async def make_database(stack: dict[str, str]) -> AsyncIterator[Callable[[], Awa
     conn = await asyncpg.connect(admin_url)
     try:
         for name in created:
-            await _drop(conn, name)
+            await drop_database(conn, name)
     finally:
         await conn.close()
 
 
-async def _drop(conn: asyncpg.Connection, name: str) -> None:
+async def drop_database(conn: asyncpg.Connection, name: str) -> None:
     """DROP ... WITH (FORCE), retried: it may meet an autovacuum worker it is not allowed to terminate."""
     for attempt in range(10):
         try:
@@ -391,7 +391,7 @@ def drop_database_sync(admin_url: str, url: str) -> None:
     async def drop() -> None:
         conn = await asyncpg.connect(plain_dsn(admin_url))
         try:
-            await _drop(conn, urlsplit(url).path.lstrip("/"))
+            await drop_database(conn, urlsplit(url).path.lstrip("/"))
         finally:
             await conn.close()
 
