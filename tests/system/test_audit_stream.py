@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -22,12 +21,10 @@ import asyncpg
 import httpx
 import pytest
 
-from cdap_dossiers.generate import build_pools, make_dossier
-from cdap_shared import events as ev
 from cdap_testing import plain_dsn
 
 from .harness import MAILBOX, System, activate_and_login, caf_staff, wait_ready
-from .test_revocation import provisioned_partner, publish
+from .test_revocation import dossier_in_reach, provisioned_partner
 
 pytestmark = pytest.mark.stack
 
@@ -112,23 +109,7 @@ async def test_a_lookup_reaches_the_auditor_s_stream_and_a_critical_alert_reache
         auditor = await caf_staff(system, client, admin, "auditor")
         audit = system.url("audit")
 
-        numero = f"{7_000_000 + int(time.time() * 1000) % 999_999:07d}"
-        dossier = make_dossier(random.Random(7), build_pools(1, 50), numero, "76").model_copy(
-            update={"opposition": False}
-        )
-        await publish(
-            system.kafka,
-            "caf.dossiers",
-            ev.make_event("caf.dossier.upserted", source="/caf", subject=numero, data=dossier),
-        )
-        lookup = f"{system.url('dossiers')}/v1/dossiers/{numero}"
-        params = {"motif": "accompagnement_social"}
-        for _ in range(100):  # the grant and the dossier reach the dossiers service's projections
-            r = await client.get(lookup, params=params, headers=user["headers"])
-            if r.status_code == 200:
-                break
-            await asyncio.sleep(0.2)
-        assert r.status_code == 200, r.text
+        numero, lookup, params, _ = await dossier_in_reach(system, client, user["headers"], seed=7)
 
         # 1. Each lookup's entry reaches the open stream after its response: how long after, measured.
         mine = {"actor": user["user_id"], "type": "dossier.consulted"}

@@ -4,6 +4,7 @@ dossier lookups within 2 seconds, while the partner's token is still valid."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from datetime import date, timedelta
 
@@ -79,6 +80,33 @@ async def provisioned_partner(
     return admin, email, org.json()
 
 
+MOTIF = {"motif": "accompagnement_social"}
+
+
+async def dossier_in_reach(
+    system: System, client: httpx.AsyncClient, headers: dict[str, str], seed: int = 1
+) -> tuple[str, str, dict[str, str], httpx.Response]:
+    """Publish a dossier of department 76 on the CAF feed and look it up until the grant and the dossier
+    have reached the dossiers service: (numero, lookup URL, params, the first granted response)."""
+    numero = f"{7_000_000 + int(time.time() * 1000) % 999_999:07d}"
+    dossier = make_dossier(random.Random(seed), build_pools(1, 50), numero, "76").model_copy(
+        update={"opposition": False}
+    )
+    await publish(
+        system.kafka,
+        "caf.dossiers",
+        ev.make_event("caf.dossier.upserted", source="/caf", subject=numero, data=dossier),
+    )
+    lookup = f"{system.url('dossiers')}/v1/dossiers/{numero}"
+    for _ in range(100):
+        r = await client.get(lookup, params=MOTIF, headers=headers)
+        if r.status_code == 200:
+            break
+        await asyncio.sleep(0.1)
+    assert r.status_code == 200, r.text
+    return numero, lookup, MOTIF, r
+
+
 @pytest.mark.parametrize("how", ["revoke", "suspend"])
 async def test_identity_decision_denies_lookups_within_two_seconds(system: System, how: str) -> None:
     await system.start("identity", "dossiers")
@@ -87,26 +115,7 @@ async def test_identity_decision_denies_lookups_within_two_seconds(system: Syste
             await wait_ready(client, system.url(name))
         admin, email, _ = await provisioned_partner(system, client)
         user = await activate_and_login(client, system.url("identity"), email)
-        numero = f"{7_000_000 + int(time.time()) % 999_999:07d}"
-        import random
-
-        dossier = make_dossier(random.Random(1), build_pools(1, 50), numero, "76").model_copy(
-            update={"opposition": False}
-        )
-        await publish(
-            system.kafka,
-            "caf.dossiers",
-            ev.make_event("caf.dossier.upserted", source="/caf", subject=numero, data=dossier),
-        )
-
-        lookup = f"{system.url('dossiers')}/v1/dossiers/{numero}"
-        params = {"motif": "accompagnement_social"}
-        for _ in range(100):  # the grant and the dossier reach the dossiers service's projections
-            r = await client.get(lookup, params=params, headers=user["headers"])
-            if r.status_code == 200:
-                break
-            await asyncio.sleep(0.1)
-        assert r.status_code == 200, r.text
+        _, lookup, params, r = await dossier_in_reach(system, client, user["headers"])
         assert r.headers["X-Audit-Id"]
 
         me = await client.get(f"{system.url('identity')}/v1/me", headers=user["headers"])
