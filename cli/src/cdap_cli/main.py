@@ -1,4 +1,5 @@
-"""`cdap`: one command for operators and demos; each service contributes its own sub-commands."""
+"""`cdap`: one command for operators and demos; a sub-command per service, over its public functions
+or its HTTP API, so that no service installs a command-line library."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cdap_audit.cli import app as audit_app
+from cdap_cli.audit import app as audit_app
 from cdap_cli.demo_cli import demo
+from cdap_cli.dossiers import app as dossiers_app
+from cdap_cli.identity import app as identity_app
 from cdap_cli.kafka_grant import app as kafka_app
-from cdap_dossiers.cli import app as dossiers_app
-from cdap_identity.cli import app as identity_app
 from cdap_shared.kafka_access import ADMIN, log_in_as
 from cdap_shared.watch import group_lags
 

@@ -1,4 +1,8 @@
-"""`cdap identity ...`: bootstrap the first CAF admin, rotate the signing keys."""
+"""`cdap identity ...`: bootstrap the first CAF admin, rotate the signing keys.
+
+Both run against identity's database (`CDAP_DATABASE_URL`) with identity's own service functions: the
+first admin exists before anyone could call the API, and a key rotation is an operator's act.
+"""
 
 from __future__ import annotations
 
