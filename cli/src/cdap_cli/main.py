@@ -28,6 +28,8 @@ app.add_typer(identity_app, name="identity")
 app.add_typer(dossiers_app, name="dossiers")
 app.add_typer(audit_app, name="audit")
 app.add_typer(kafka_app, name="kafka")
+docs_app = typer.Typer(help="The repository's docs.", no_args_is_help=True)
+app.add_typer(docs_app, name="docs")
 app.command("demo")(demo)
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -94,3 +96,21 @@ def lag(
                 name, topic, str(len(behind)), f"[{'red' if sum(behind) else 'green'}]{sum(behind)}"
             )
     Console().print(table if lags else "no consumer group yet")
+
+
+@docs_app.command("settings")
+def docs_settings(
+    check: Annotated[
+        bool, typer.Option("--check", help="change nothing; exit 1 if a table is stale")
+    ] = False,
+) -> None:
+    """Write the settings tables (docs/<service>.md, docs/configuration.md) from the settings classes."""
+    from cdap_cli import settings_docs
+
+    if check:
+        stale = settings_docs.stale()
+        for page in stale:
+            typer.secho(f"{page}: settings table out of date; run `cdap docs settings`", fg="red")
+        raise typer.Exit(1 if stale else 0)
+    for page in settings_docs.write():
+        typer.echo(f"rewrote {page}")
