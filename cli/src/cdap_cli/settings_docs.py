@@ -105,8 +105,12 @@ def with_table(text: str, rows: list[Setting], page: str) -> str:
 
 def stale(root: Path = ROOT) -> list[str]:
     """The pages whose table differs from their settings class (empty: the docs agree)."""
-    texts = {page: (root / page).read_text() for page in pages()}
-    return [page for page, rows in pages().items() if texts[page] != with_table(texts[page], rows, page)]
+    found = []
+    for page, rows in pages().items():
+        text = (root / page).read_text()
+        if with_table(text, rows, page) != text:
+            found.append(page)
+    return found
 
 
 def write(root: Path = ROOT) -> list[str]:
