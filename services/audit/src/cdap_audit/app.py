@@ -22,6 +22,7 @@ from cdap_shared import standing
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.http import create_app
 from cdap_shared.mail import Mailer, MailRelay
+from cdap_shared.periodic import running
 from cdap_shared.runtime import ServiceRuntime
 
 log = structlog.get_logger(__name__)
@@ -64,14 +65,11 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
             await asyncio.wait_for(partitions.ensure(runtime.engine, ahead=settings.partitions_ahead), 10)
         except Exception as exc:
             log.warning("partitions not checked at start, will retry", error=type(exc).__name__)
-        async with runtime.lifespan(app):
+        async with runtime.lifespan(app), running(mail_relay.periodic()):
             tasks.start()
-            mailing = asyncio.create_task(mail_relay.run(), name="mail-relay")
             try:
                 yield
             finally:
-                mail_relay.stop()
-                await mailing
                 await watcher.stop()
                 await tasks.stop()
 
