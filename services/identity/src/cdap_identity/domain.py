@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Set
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Literal
@@ -144,7 +144,7 @@ class Reach:
     """The part of CDAP a caller reads: everything, one department's, or one organisation's."""
 
     by: Literal["everything", "department", "organisation"]
-    value: str | None = field(default=None)
+    value: str | None = None
 
 
 EVERYTHING = Reach("everything")
