@@ -31,12 +31,11 @@ from cdap_shared import standing
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.http import create_app
 from cdap_shared.mail import Mailer, MailRelay
-from cdap_shared.periodic import Periodic, running
+from cdap_shared.periodic import running
 from cdap_shared.problems import install_error_table
 from cdap_shared.runtime import ServiceRuntime
 
 log = structlog.get_logger(__name__)
-MAIL_POLL_SECONDS = 0.5
 
 
 def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = None) -> FastAPI:
@@ -67,8 +66,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     mail_relay = MailRelay(runtime.sessions, Mailer(settings.smtp_url))
     jobs = [
         *tasks.jobs(settings, runtime.engine, runtime.sessions, rules, key),
-        # Sent mails call for another round at once: a backlog is not sent one batch per period.
-        Periodic("mail-relay", mail_relay.send_pending, MAIL_POLL_SECONDS, drain=True),
+        mail_relay.periodic(),
     ]
 
     @asynccontextmanager
