@@ -14,6 +14,7 @@ from cdap_audit import asyncapi, directory, partitions, signing
 from cdap_audit.config import Settings
 from cdap_audit.ingest import Ingestor
 from cdap_audit.routes import router, witness_router
+from cdap_audit.routes_freshness import router as freshness_router
 from cdap_audit.rules import load_rules
 from cdap_audit.stream import TreeWatcher
 from cdap_audit.tasks import BackgroundTasks
@@ -78,7 +79,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app = create_app(
         title="CDAP audit",
         lifespan=lifespan,
-        routers=[router, witness_router],
+        routers=[router, witness_router, freshness_router],
         ready_checks=runtime.ready_checks,
         # A witness has no account: its cosignature (a key of CDAP_AUDIT_WITNESS_KEYS) is its credential.
         public_paths=("/v1/checkpoints/cosignatures",),

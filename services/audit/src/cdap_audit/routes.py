@@ -40,6 +40,12 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 OrderQuery = Annotated[Order, Query(description="by position: asc (log order) or desc (newest first)")]
 Numero = Annotated[str, Path(pattern=r"^\d{7}$", description="numéro allocataire (7 digits)")]
 Text = Annotated[str | None, Query(min_length=1, max_length=200)]
+Actor = Annotated[
+    str | None,
+    Query(
+        min_length=1, max_length=254, description="an account's id, or a person's e-mail (all its accounts)"
+    ),
+]
 ERRORS: dict[int | str, dict[str, Any]] = {400: {}, 401: {}, 403: {}, 422: {}}
 
 
@@ -64,7 +70,7 @@ def _wants_json(request: Request) -> bool:
 
 
 def entry_filter(
-    actor: Text = None,
+    actor: Actor = None,
     dossier: Annotated[str | None, Query(pattern=r"^\d{7}$")] = None,
     type: Annotated[str | None, Query(max_length=100, pattern=r"^[a-z]+(\.[a-z_]+)+$")] = None,
     since: Annotated[datetime | None, Query(alias="from", description="event time, inclusive")] = None,
@@ -156,7 +162,7 @@ async def dossier_consultations(
 @router.get("/alerts", response_model=AlertPage, responses=ERRORS)
 async def list_alerts(
     session: SessionDep,
-    actor: Text = None,
+    actor: Actor = None,
     rule: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]{0,49}$")] = None,
     severity: Annotated[str | None, Query(pattern=r"^(info|warning|critical)$")] = None,
     state: Annotated[str | None, Query(pattern=r"^(open|acknowledged|closed)$")] = None,

@@ -478,7 +478,10 @@ def _account_route(action: str) -> None:
 
     account_action.__doc__ = f"{ACCOUNT_ACTIONS[action][0]} (partner or CAF staff), confirmed first."
     router.add_api_route(
-        f"{STAFF}/{{user_id}}/{action}", account_action, methods=["POST"], name=f"account_{action}"
+        f"{STAFF}/{{user_id}}/{action}",
+        account_action,
+        methods=["POST"],
+        name=f"account_{action.replace('-', '_')}",
     )
 
 
