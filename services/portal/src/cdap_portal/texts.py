@@ -315,6 +315,18 @@ def date_fr(value: object) -> str:
     return f"{_day_fr(moment.date())} à {moment:%H:%M}"
 
 
+def day_and_time(value: object) -> str:
+    """A moment the short way, in Paris time: `30/11 14:05` ("journal à jour au 30/11 14:05"); anything
+    that is not a moment as it is."""
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value or "")
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(PARIS)
+    return f"{moment:%d/%m %H:%M}"
+
+
 def business_days_left(days: int) -> str:
     """A deadline in business days as the queue says it: left, due today, or late."""
     plural = "s" if abs(days) > 1 else ""

@@ -124,6 +124,7 @@ def make_templates(dsfr_version: str = "", trace_viewer_url: str | None = None) 
     env.filters["date_fr"] = texts.date_fr
     env.filters["siret"] = texts.siret_fr
     env.filters["euros"] = texts.euros
+    env.filters["day_and_time"] = texts.day_and_time
     env.trim_blocks = True
     env.lstrip_blocks = True
     return templates
