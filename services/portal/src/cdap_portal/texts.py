@@ -197,6 +197,7 @@ EVENT_TYPES = {
     "identity.user.suspended": "Compte suspendu",
     "identity.grant.issued": "Habilitation créée",
     "identity.grant.revoked": "Habilitation révoquée",
+    "identity.client.disabled": "Client désactivé",
     "access.request.submitted": "Demande d'habilitation déposée",
     "access.request.approved": "Demande d'habilitation accordée",
     "access.request.rejected": "Demande d'habilitation refusée",
