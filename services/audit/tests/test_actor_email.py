@@ -7,11 +7,14 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from cdap_shared import events as ev
 from cdap_shared.envelope import new_event_id
 from cdap_testing import eventually
 
 from .conftest import Audit, consulted
-from .test_alert_reviews import provisioned
+from .test_alert_reviews import Department, audit, denials, one_alert, provisioned
+
+__all__ = ["audit"]  # the alert tests' service (rules without the night rule), used here as a fixture
 
 pytestmark = pytest.mark.stack
 
@@ -49,3 +52,16 @@ async def test_the_log_is_searched_by_a_person_s_e_mail(
     )
     assert too_long.status_code in (400, 422)
     assert too_long.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_alerts_are_searched_by_the_person_s_e_mail(audit: Audit) -> None:
+    d = Department()
+    await d.known_to(audit)
+    await audit.publish(*denials(d.user, d.org))
+    alert = await one_alert(audit, "critical")
+    user = ev.parse_data(d.events[1])  # the department's partner user, as identity provisioned them
+    assert isinstance(user, ev.UserProvisioned) and user.user_id == d.user and user.email
+    email = user.email
+    found = (await audit.get("/v1/alerts", actor=email))["items"]
+    assert [a["alert_id"] for a in found] == [alert["alert_id"]]
+    assert (await audit.get("/v1/alerts", actor="personne@example.fr"))["items"] == []
