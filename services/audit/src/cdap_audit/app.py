@@ -17,6 +17,7 @@ from cdap_audit import (
     routes_alerts,
     routes_checkpoints,
     routes_entries,
+    routes_freshness,
     routes_proofs,
     routes_stream,
     signing,
@@ -94,6 +95,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
             routes_checkpoints.router,
             routes_proofs.router,
             routes_checkpoints.witness_router,
+            routes_freshness.router,
         ],
         ready_checks=runtime.ready_checks,
         # A witness has no account: its cosignature (a key of CDAP_AUDIT_WITNESS_KEYS) is its credential.
@@ -104,7 +106,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     install_error_table(app, PROBLEMS)
     shared_asyncapi.install(app, asyncapi.document(settings))
 
-    app.state.ctx = Context(settings, runtime.sessions, key, witnesses, watcher)
+    app.state.ctx = Context(settings, runtime.sessions, key, witnesses, watcher, runtime.watch)
     app.state.runtime = runtime
     app.state.sessions = runtime.sessions
     app.state.standing = standing.ProjectedStanding(runtime)
