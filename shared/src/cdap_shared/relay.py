@@ -5,11 +5,13 @@
   see `outbox.add_pg`);
 - claims rows `FOR UPDATE SKIP LOCKED` in id order and marks them sent in the same transaction, after
   the broker acknowledged them (idempotent producer, `acks=all`);
+- publishes through the service's FastStream `KafkaBroker` (its producer, its middlewares), one record
+  per row, keyed by the row's key, with the row's headers (CloudEvents `content-type`, trace context);
 - one relay per database publishes at a time (a PostgreSQL advisory lock): with several replicas,
   per-key order would otherwise depend on which replica claimed which row;
 - a crash between publishing and marking sent republishes the rows: consumers deduplicate by event id;
-- each record is sent inside a producer span whose parent is the trace stored with the row, so the
-  trace of a request shows when its event left, and the consumer's span is that span's child.
+- each record is published in the trace stored with its row, so the broker's telemetry middleware makes
+  the producer span a child of the request that wrote the row, and the consumer's span its descendant.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Any
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
-from opentelemetry import propagate, trace
+from faststream.kafka import KafkaBroker
+from opentelemetry import context, propagate
 from prometheus_client import Counter, Gauge
 
 from cdap_shared.kafka_access import KafkaLogin
@@ -33,47 +36,55 @@ log = structlog.get_logger(__name__)
 
 PUBLISHED = Counter("cdap_outbox_published_total", "Outbox events published to Kafka", ["topic"])
 BACKLOG = Gauge("cdap_outbox_backlog", "Outbox rows not yet published (counted every few seconds)")
-tracer = trace.get_tracer("cdap.relay")
 # Any constant works; it only has to be the same for every replica of one service.
 RELAY_LOCK_KEY = 0x0CDA9_0B0C
 
+# What every CDAP producer runs with: idempotent, `acks=all`, a small linger for batching, lz4 (every
+# CDAP consumer reads every codec; a batch of consultations shrinks about fourfold).
+PRODUCER_OPTIONS: dict[str, Any] = {
+    "enable_idempotence": True,
+    "acks": "all",
+    "compression_type": "lz4",
+    "linger_ms": 5,
+    "max_batch_size": 256 * 1024,
+    "request_timeout_ms": 15_000,
+}
+
 
 def make_producer(bootstrap: str, login: KafkaLogin | None = None, **overrides: Any) -> AIOKafkaProducer:
-    """The producer every CDAP publisher uses: idempotent, `acks=all`, small linger for batching, lz4
-    (every CDAP consumer reads every codec; a batch of consultations shrinks about fourfold). It logs in
-    as `login` (by default the one in `CDAP_KAFKA_USERNAME` / `CDAP_KAFKA_PASSWORD`)."""
+    """A bare producer with `PRODUCER_OPTIONS`, for tools and tests that write records themselves. It
+    logs in as `login` (by default the one in `CDAP_KAFKA_USERNAME` / `CDAP_KAFKA_PASSWORD`)."""
     options: dict[str, Any] = {
         **(login or KafkaLogin.from_env()).options(),
         "bootstrap_servers": bootstrap,
-        "enable_idempotence": True,
-        "acks": "all",
-        "compression_type": "lz4",
-        "linger_ms": 5,
-        "max_batch_size": 256 * 1024,
-        "request_timeout_ms": 15_000,
+        **PRODUCER_OPTIONS,
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)
 
 
+_CLAIM = (
+    "SELECT id, event_id, topic, key, payload, headers FROM outbox WHERE sent_at IS NULL "
+    "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+)
+
+
 class OutboxRelay:
-    """Publishes one database's outbox; `run()` until `stop()`."""
+    """Publishes one database's outbox through `broker` (started by its owner); `run()` until `stop()`."""
 
     def __init__(
         self,
         dsn: str,
-        bootstrap: str,
+        broker: KafkaBroker,
         *,
         batch_size: int = 500,
         poll_interval: float = 1.0,
         busy_poll_interval: float = 0.05,
         retry_delay: float = 1.0,
         connect_timeout: float = 10.0,
-        login: KafkaLogin | None = None,
     ) -> None:
         self.dsn = dsn
-        self.bootstrap = bootstrap
-        self.login = login
+        self.broker = broker
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.busy_poll_interval = busy_poll_interval
@@ -98,13 +109,13 @@ class OutboxRelay:
                 await self._sleep(self.retry_delay)
 
     async def _run_as_leader(self) -> None:
-        # Connect to Kafka before taking the lock: a relay that cannot reach the broker must not
-        # keep a replica that can from publishing.
-        producer = make_producer(self.bootstrap, self.login)
-        conn: asyncpg.Connection | None = None
+        # Reach Kafka before taking the lock: a relay that cannot must not keep a replica that can from
+        # publishing (the broker is not connected yet, or the cluster does not answer).
+        if not await self.broker.ping(timeout=self.connect_timeout):
+            await self._sleep(self.retry_delay)
+            return
+        conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
         try:
-            await asyncio.wait_for(producer.start(), self.connect_timeout)
-            conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
                 await self._sleep(self.poll_interval)  # another replica publishes; stand by
                 return
@@ -112,15 +123,12 @@ class OutboxRelay:
             log.info("outbox relay publishing")
             while not self._stopping.is_set():
                 self._wake.clear()
-                published = await self.publish_batch(conn, producer)
+                published = await self.publish_batch(conn)
                 if published < self.batch_size:
                     await self._wait_for_work(self.busy_poll_interval if published else self.poll_interval)
         finally:
             with contextlib.suppress(Exception):
-                await producer.stop()
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
+                await conn.close()
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
@@ -134,40 +142,36 @@ class OutboxRelay:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def publish_batch(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
+    async def publish_batch(self, conn: asyncpg.Connection) -> int:
         """Claim, publish and mark one batch; returns how many rows it published."""
         async with conn.transaction():
-            rows = await conn.fetch(
-                "SELECT id, topic, key, payload, headers FROM outbox WHERE sent_at IS NULL "
-                "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                self.batch_size,
-            )
+            rows = await conn.fetch(_CLAIM, self.batch_size)
             if not rows:
                 return 0
-            futures = []
-            for row in rows:
-                stored = json.loads(row["headers"]) if isinstance(row["headers"], str) else row["headers"]
-                with tracer.start_as_current_span(
-                    f"{row['topic']} publish",
-                    context=propagate.extract(stored or {}),
-                    kind=trace.SpanKind.PRODUCER,
-                    attributes={"messaging.system": "kafka", "messaging.destination.name": row["topic"]},
-                ):
-                    headers = dict(stored or {})
-                    propagate.inject(headers)  # the consumer's parent is this span
-                    futures.append(
-                        await producer.send(
-                            row["topic"],
-                            value=row["payload"],
-                            key=row["key"].encode(),
-                            headers=[(k, v.encode()) for k, v in headers.items()],
-                        )
-                    )
-            await asyncio.gather(*futures)
+            # Every record is handed to the producer before any acknowledgement is awaited: the
+            # producer batches them per partition (in row order, so per key), then one wait for all.
+            acknowledgements = [await self.send(row) for row in rows]
+            await asyncio.gather(*acknowledgements)
             await self.mark_sent(conn, [row["id"] for row in rows])
         for topic, count in Tally(row["topic"] for row in rows).items():
             PUBLISHED.labels(topic).inc(count)
         return len(rows)
+
+    async def send(self, row: asyncpg.Record) -> asyncio.Future[Any]:
+        """Hand one row's record to the producer; returns the future of its acknowledgement."""
+        headers = json.loads(row["headers"])
+        token = context.attach(propagate.extract(headers))  # the request that wrote the row
+        try:
+            return await self.broker.publish(
+                row["payload"],
+                row["topic"],
+                key=row["key"].encode(),
+                headers=headers,
+                correlation_id=row["event_id"],  # rather than a fresh uuid4 per record
+                no_confirm=True,
+            )
+        finally:
+            context.detach(token)
 
     async def mark_sent(self, conn: asyncpg.Connection, ids: list[int]) -> None:
         await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", ids)
