@@ -18,7 +18,7 @@ from cdap_shared.consumer import EventConsumer
 from cdap_shared.db import asyncpg_dsn, create_engine, create_tables, session_factory
 from cdap_shared.envelope import CloudEvent
 from cdap_shared.kafka_access import KafkaLogin
-from cdap_shared.relay import PRODUCER_OPTIONS, OutboxRelay
+from cdap_shared.relay import OutboxRelay
 
 
 class Effect(SQLModel, table=True):
@@ -57,7 +57,7 @@ class Pipeline:
 
     def start_relay(self, relay: OutboxRelay | None = None) -> OutboxRelay:
         relay = relay or OutboxRelay(
-            asyncpg_dsn(self.producer_url), self.broker, poll_interval=0.2, retry_delay=0.2
+            asyncpg_dsn(self.producer_url), self.kafka, poll_interval=0.2, retry_delay=0.2
         )
         self.relays.append((relay, asyncio.create_task(relay.run())))
         return relay
@@ -102,13 +102,8 @@ async def build_pipeline(
     await create_tables(consumer_engine)
     topic = await make_topic("pipeline")
     middlewares = [KafkaTelemetryMiddleware(tracer_provider=tracer_provider)] if tracer_provider else []
-    # One broker, as a service has: its consumer reads the topic, its producer publishes the relay's rows.
     broker = KafkaBroker(
-        stack["kafka"],
-        security=KafkaLogin.from_env().security(),
-        middlewares=middlewares,
-        logger=None,
-        **PRODUCER_OPTIONS,
+        stack["kafka"], security=KafkaLogin.from_env().security(), middlewares=middlewares, logger=None
     )
     consumer_sessions = session_factory(consumer_engine)
     consumer = EventConsumer(

@@ -54,7 +54,7 @@ async def test_the_sdk_reads_a_published_record_as_the_event(pipeline: Pipeline)
 
 def _read_with_librdkafka(kafka: str, topic: str, expect: int) -> list[tuple[bytes, dict[str, bytes], bytes]]:
     """(key, headers, value) of the first `expect` records, read by librdkafka (confluent-kafka), a
-    client that shares no code with the relay's aiokafka and FastStream."""
+    client that shares no code with the relay's aiokafka."""
     from confluent_kafka import Consumer
 
     login = KafkaLogin.from_env()
@@ -86,7 +86,7 @@ def _read_with_librdkafka(kafka: str, topic: str, expect: int) -> list[tuple[byt
     return seen
 
 
-async def test_each_record_published_through_faststream_carries_its_key_and_binding_headers(
+async def test_each_record_the_relay_publishes_carries_its_key_and_binding_headers(
     pipeline: Pipeline,
 ) -> None:
     events = [suspended(f"u-{i}") for i in range(3)]

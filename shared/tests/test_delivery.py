@@ -100,7 +100,7 @@ class CrashAfterPublish(OutboxRelay):
 async def test_relay_killed_after_publishing_is_deduplicated_by_the_inbox(pipeline: Pipeline) -> None:
     events = [sample("identity.grant.issued", subject=f"g-{i}") for i in range(10)]
     await pipeline.write(*events)
-    crashing = CrashAfterPublish(asyncpg_dsn(pipeline.producer_url), pipeline.broker, poll_interval=0.2)
+    crashing = CrashAfterPublish(asyncpg_dsn(pipeline.producer_url), pipeline.kafka, poll_interval=0.2)
     pipeline.start_relay(crashing)
     # The crashed relay's batch reached Kafka, yet the rows are still unsent.
     assert len(await read_topic(pipeline.kafka, pipeline.topic, 10)) == 10

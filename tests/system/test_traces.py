@@ -99,11 +99,9 @@ async def test_a_lookup_is_one_trace_from_the_request_to_the_audit_append(system
         return spans.get(refs[0]["spanID"]) if refs else None
 
     http = one("dossiers", "GET /v1/dossiers/{numero}")
-    # The relay publishes through FastStream, whose producer spans are `create` and `publish` under it.
-    create = one("dossiers", "dossier.consultations create")
     produce = one("dossiers", "dossier.consultations publish")
     consume = one("audit", "dossier.consulted process")
     append = one("audit", "audit.append")
-    assert parent(append) is consume and parent(consume) is create and parent(produce) is create
-    assert parent(create) is http  # the event's row was written inside the request
-    assert all(s["traceID"] == trace_id for s in (http, create, produce, consume, append))
+    assert parent(append) is consume and parent(consume) is produce
+    assert parent(produce) is http  # the event's row was written inside the request
+    assert all(s["traceID"] == trace_id for s in (http, produce, consume, append))

@@ -5,13 +5,14 @@
   see `outbox.add_pg`);
 - claims rows `FOR UPDATE SKIP LOCKED` in id order and marks them sent in the same transaction, after
   the broker acknowledged them (idempotent producer, `acks=all`);
-- publishes through the service's FastStream `KafkaBroker` (its producer, its middlewares), one record
-  per row, keyed by the row's key, with the row's headers (CloudEvents `content-type`, trace context);
+- publishes with a bare aiokafka producer, not through FastStream's broker: bench/outbox runs both
+  relays in the same run, and FastStream's per-record path (command, middlewares, two spans) halved
+  the pipeline's throughput (docs/architecture.md, "Delivery");
 - one relay per database publishes at a time (a PostgreSQL advisory lock): with several replicas,
   per-key order would otherwise depend on which replica claimed which row;
 - a crash between publishing and marking sent republishes the rows: consumers deduplicate by event id;
-- each record is published in the trace stored with its row, so the broker's telemetry middleware makes
-  the producer span a child of the request that wrote the row, and the consumer's span its descendant.
+- each record is sent inside a producer span whose parent is the trace stored with the row, so the
+  trace of a request shows when its event left, and the consumer's span is that span's child.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from typing import Any
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
-from faststream.kafka import KafkaBroker
-from opentelemetry import context, propagate
+from opentelemetry import propagate, trace
 from prometheus_client import Counter, Gauge
 
 from cdap_shared.kafka_access import KafkaLogin
@@ -36,8 +36,10 @@ log = structlog.get_logger(__name__)
 
 PUBLISHED = Counter("cdap_outbox_published_total", "Outbox events published to Kafka", ["topic"])
 BACKLOG = Gauge("cdap_outbox_backlog", "Outbox rows not yet published (counted every few seconds)")
+tracer = trace.get_tracer("cdap.relay")
 # Any constant works; it only has to be the same for every replica of one service.
 RELAY_LOCK_KEY = 0x0CDA9_0B0C
+
 
 # What every CDAP producer runs with: idempotent, `acks=all`, a small linger for batching, lz4 (every
 # CDAP consumer reads every codec; a batch of consultations shrinks about fourfold).
@@ -52,8 +54,8 @@ PRODUCER_OPTIONS: dict[str, Any] = {
 
 
 def make_producer(bootstrap: str, login: KafkaLogin | None = None, **overrides: Any) -> AIOKafkaProducer:
-    """A bare producer with `PRODUCER_OPTIONS`, for tools and tests that write records themselves. It
-    logs in as `login` (by default the one in `CDAP_KAFKA_USERNAME` / `CDAP_KAFKA_PASSWORD`)."""
+    """A producer with `PRODUCER_OPTIONS`, logged in as `login` (by default the one in
+    `CDAP_KAFKA_USERNAME` / `CDAP_KAFKA_PASSWORD`)."""
     options: dict[str, Any] = {
         **(login or KafkaLogin.from_env()).options(),
         "bootstrap_servers": bootstrap,
@@ -63,33 +65,30 @@ def make_producer(bootstrap: str, login: KafkaLogin | None = None, **overrides: 
     return AIOKafkaProducer(**options)
 
 
-_CLAIM = (
-    "SELECT id, event_id, topic, key, payload, headers FROM outbox WHERE sent_at IS NULL "
-    "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
-)
-
-
 class OutboxRelay:
-    """Publishes one database's outbox through `broker` (started by its owner); `run()` until `stop()`."""
+    """Publishes one database's outbox; `run()` until `stop()`."""
 
     def __init__(
         self,
         dsn: str,
-        broker: KafkaBroker,
+        bootstrap: str,
         *,
         batch_size: int = 500,
         poll_interval: float = 1.0,
         busy_poll_interval: float = 0.05,
         retry_delay: float = 1.0,
         connect_timeout: float = 10.0,
+        login: KafkaLogin | None = None,
     ) -> None:
         self.dsn = dsn
-        self.broker = broker
+        self.bootstrap = bootstrap
+        self.login = login
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.busy_poll_interval = busy_poll_interval
         self.retry_delay = retry_delay
         self.connect_timeout = connect_timeout
+        self.producer: AIOKafkaProducer  # a new one each time the relay (re)connects
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -109,13 +108,13 @@ class OutboxRelay:
                 await self._sleep(self.retry_delay)
 
     async def _run_as_leader(self) -> None:
-        # Reach Kafka before taking the lock: a relay that cannot must not keep a replica that can from
-        # publishing (the broker is not connected yet, or the cluster does not answer).
-        if not await self.broker.ping(timeout=self.connect_timeout):
-            await self._sleep(self.retry_delay)
-            return
-        conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+        # Connect to Kafka before taking the lock: a relay that cannot reach the broker must not
+        # keep a replica that can from publishing.
+        self.producer = make_producer(self.bootstrap, self.login)
+        conn: asyncpg.Connection | None = None
         try:
+            await asyncio.wait_for(self.producer.start(), self.connect_timeout)
+            conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
                 await self._sleep(self.poll_interval)  # another replica publishes; stand by
                 return
@@ -128,7 +127,10 @@ class OutboxRelay:
                     await self._wait_for_work(self.busy_poll_interval if published else self.poll_interval)
         finally:
             with contextlib.suppress(Exception):
-                await conn.close()
+                await self.producer.stop()
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
@@ -145,11 +147,15 @@ class OutboxRelay:
     async def publish_batch(self, conn: asyncpg.Connection) -> int:
         """Claim, publish and mark one batch; returns how many rows it published."""
         async with conn.transaction():
-            rows = await conn.fetch(_CLAIM, self.batch_size)
+            rows = await conn.fetch(
+                "SELECT id, topic, key, payload, headers FROM outbox WHERE sent_at IS NULL "
+                "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self.batch_size,
+            )
             if not rows:
                 return 0
             # Every record is handed to the producer before any acknowledgement is awaited: the
-            # producer batches them per partition (in row order, so per key), then one wait for all.
+            # producer batches them per partition, in row order (so per key), then one wait for all.
             acknowledgements = [await self.send(row) for row in rows]
             await asyncio.gather(*acknowledgements)
             await self.mark_sent(conn, [row["id"] for row in rows])
@@ -158,20 +164,24 @@ class OutboxRelay:
         return len(rows)
 
     async def send(self, row: asyncpg.Record) -> asyncio.Future[Any]:
-        """Hand one row's record to the producer; returns the future of its acknowledgement."""
-        headers = json.loads(row["headers"])
-        token = context.attach(propagate.extract(headers))  # the request that wrote the row
-        try:
-            return await self.broker.publish(
-                row["payload"],
+        """Hand one row's record to the producer, in a producer span whose parent is the trace stored
+        with the row; returns the future of its acknowledgement."""
+        stored = json.loads(row["headers"])
+        with tracer.start_as_current_span(
+            f"{row['topic']} publish",
+            context=propagate.extract(stored),
+            kind=trace.SpanKind.PRODUCER,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": row["topic"]},
+        ):
+            headers = dict(stored)
+            propagate.inject(headers)  # the consumer's parent is this span
+            acknowledgement: asyncio.Future[Any] = await self.producer.send(
                 row["topic"],
+                value=row["payload"],
                 key=row["key"].encode(),
-                headers=headers,
-                correlation_id=row["event_id"],  # rather than a fresh uuid4 per record
-                no_confirm=True,
+                headers=[(k, v.encode()) for k, v in headers.items()],
             )
-        finally:
-            context.detach(token)
+            return acknowledgement
 
     async def mark_sent(self, conn: asyncpg.Connection, ids: list[int]) -> None:
         await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", ids)

@@ -24,7 +24,7 @@ from sqlalchemy import text
 from cdap_shared.consumer import BatchHandler, EventConsumer, Handler
 from cdap_shared.db import asyncpg_dsn, create_engine, session_factory
 from cdap_shared.housekeeping import Retention, run_periodically
-from cdap_shared.relay import PRODUCER_OPTIONS, OutboxRelay, count_backlog
+from cdap_shared.relay import OutboxRelay, count_backlog
 from cdap_shared.settings import ServiceSettings
 from cdap_shared.telemetry import configure_logging, configure_tracing
 from cdap_shared.watch import ConsumerWatch
@@ -57,7 +57,8 @@ class ServiceRuntime:
             settings.kafka_bootstrap.split(","),
             client_id=settings.service_name,
             security=settings.kafka_login.security(),
-            **PRODUCER_OPTIONS,  # the relay publishes through this broker's producer
+            enable_idempotence=True,
+            acks="all",
             # FastStream's own metrics (batches received, their size and handling time, per subscriber)
             # next to CDAP's, on the /metrics every service serves.
             middlewares=[
@@ -68,7 +69,10 @@ class ServiceRuntime:
         )
         self.relay = (
             OutboxRelay(
-                asyncpg_dsn(settings.database_url), self.broker, batch_size=settings.outbox_batch_size
+                asyncpg_dsn(settings.database_url),
+                settings.kafka_bootstrap,
+                batch_size=settings.outbox_batch_size,
+                login=settings.kafka_login,
             )
             if run_relay
             else None
