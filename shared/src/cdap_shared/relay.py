@@ -167,21 +167,25 @@ class OutboxRelay:
         """Hand one row's record to the producer, in a producer span whose parent is the trace stored
         with the row; returns the future of its acknowledgement."""
         stored = json.loads(row["headers"])
-        with tracer.start_as_current_span(
+        # A span started and ended by hand, not made current: the context manager's attach, detach and
+        # wrappers cost as much again as the span itself, on a path that runs once per event.
+        span = tracer.start_span(
             f"{row['topic']} publish",
             context=propagate.extract(stored),
             kind=trace.SpanKind.PRODUCER,
             attributes={"messaging.system": "kafka", "messaging.destination.name": row["topic"]},
-        ):
-            headers = dict(stored)
-            propagate.inject(headers)  # the consumer's parent is this span
+        )
+        try:
+            propagate.inject(stored, context=trace.set_span_in_context(span))  # the consumer's parent
             acknowledgement: asyncio.Future[Any] = await self.producer.send(
                 row["topic"],
                 value=row["payload"],
                 key=row["key"].encode(),
-                headers=[(k, v.encode()) for k, v in headers.items()],
+                headers=[(k, v.encode()) for k, v in stored.items()],
             )
             return acknowledgement
+        finally:
+            span.end()
 
     async def mark_sent(self, conn: asyncpg.Connection, ids: list[int]) -> None:
         await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", ids)
