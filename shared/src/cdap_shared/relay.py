@@ -6,8 +6,8 @@
 - claims rows `FOR UPDATE SKIP LOCKED` in id order and marks them sent in the same transaction, after
   the broker acknowledged them (idempotent producer, `acks=all`);
 - publishes with a bare aiokafka producer, not through FastStream's broker: bench/outbox runs both
-  relays in the same run, and FastStream's per-record path (command, middlewares, two spans) halved
-  the pipeline's throughput (docs/architecture.md, "Delivery");
+  relays in the same run, and FastStream's per-record path (command, middlewares, two spans) cost
+  about half the relay's throughput (docs/architecture.md, "Delivery");
 - one relay per database publishes at a time (a PostgreSQL advisory lock): with several replicas,
   per-key order would otherwise depend on which replica claimed which row;
 - a crash between publishing and marking sent republishes the rows: consumers deduplicate by event id;
