@@ -19,6 +19,7 @@ from sqlmodel import Field, SQLModel
 
 from cdap_shared.envelope import KAFKA_HEADERS, CloudEvent
 from cdap_shared.events import EventData, make_event, topic_for
+from cdap_shared.topics import named
 
 NOTIFY_CHANNEL = "cdap_outbox"
 
@@ -67,7 +68,7 @@ def _row(event: CloudEvent, key: str | None, topic: str | None) -> tuple[str, st
     return (
         event.id,
         event.type,
-        topic or topic_for(event.type),
+        topic or named(topic_for(event.type)),
         key or event.subject,
         event.to_bytes(),
         json.dumps(KAFKA_HEADERS | current_trace_headers()),

@@ -10,15 +10,14 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from cdap_audit import asyncapi, directory, partitions, signing
+from cdap_audit import directory, partitions, signing
 from cdap_audit.config import Settings
 from cdap_audit.ingest import Ingestor
 from cdap_audit.routes import router, witness_router
 from cdap_audit.rules import load_rules
 from cdap_audit.stream import TreeWatcher
 from cdap_audit.tasks import BackgroundTasks
-from cdap_shared import asyncapi as shared_asyncapi
-from cdap_shared import standing
+from cdap_shared import asyncapi, standing
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.http import create_app
 from cdap_shared.mail import Mailer, MailRelay
@@ -43,6 +42,12 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         group_id=settings.consumer_group,
         batch_handler=Ingestor(rules, settings.alerts_topic, traced=settings.otlp_endpoint is not None),
         max_records=settings.consumer_batch,
+        # Every type on those topics is logged (`caf.*` is never consumed); its own alerts come back too.
+        accepts=[
+            t
+            for p in ("identity.", "access.", "dossier.", "audit.alert.")
+            for t in asyncapi.types_with_prefix(p)
+        ],
     )
     # Names and auditors: its own group on identity.events, so the ingestion's batches never wait for it.
     runtime.consume(
@@ -50,7 +55,14 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         group_id=f"{settings.consumer_group}-directory",
         handler=directory.apply,
         inbox=False,
+        accepts=(
+            "identity.user.provisioned",
+            "identity.organisation.registered",
+            "identity.organisation.updated",
+        ),
     )
+    runtime.publishes(settings.alerts_topic, asyncapi.types_with_prefix("audit.alert."))
+    runtime.publishes(settings.checkpoints_topic, asyncapi.types_with_prefix("audit.checkpoint."))
     mail_relay = MailRelay(runtime.sessions, Mailer(settings.smtp_url))
     tasks = BackgroundTasks(settings, runtime.engine, runtime.sessions, rules)
     tasks.signer = signer
@@ -93,7 +105,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app.state.witnesses = witnesses
     app.state.watcher = watcher
     app.state.standing = standing.ProjectedStanding(runtime)
-    shared_asyncapi.install(app, asyncapi.document(settings))
+    asyncapi.install(app, runtime.broker, "CDAP audit")
 
     app.state.token_verifier = verifier or TokenVerifier(
         settings.jwks_url, settings.jwt_audience, settings.jwt_issuer

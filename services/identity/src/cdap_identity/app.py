@@ -26,6 +26,7 @@ from cdap_shared.clock import civil_today
 from cdap_shared.http import create_app
 from cdap_shared.mail import Mailer, MailRelay
 from cdap_shared.runtime import ServiceRuntime
+from cdap_shared.topics import named
 
 log = structlog.get_logger(__name__)
 
@@ -36,8 +37,13 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     runtime = ServiceRuntime(settings)
     handlers = IdentityHandlers(settings.portal_url, settings.activation_hours)
     runtime.consume(
-        settings.access_topic, settings.alerts_topic, group_id=settings.consumer_group, handler=handlers.apply
+        settings.access_topic,
+        settings.alerts_topic,
+        group_id=settings.consumer_group,
+        handler=handlers.apply,
+        accepts=("access.request.approved", "access.grant.revocation_requested", "audit.alert.raised"),
     )
+    runtime.publishes(named("identity.events"), asyncapi.types_with_prefix("identity."))
     mail_relay = MailRelay(runtime.sessions, Mailer(settings.smtp_url))
     client_cache = ClientCache(lambda: runtime.pool, settings.client_cache_seconds)
     client_cache.watch(runtime.sessions)
@@ -85,17 +91,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         trusted_proxies=settings.trusted_proxies,
         token_url=settings.token_url,
     )
-    asyncapi.install(
-        app,
-        asyncapi.document(
-            "CDAP identity",
-            sends={"identity.events": asyncapi.types_with_prefix("identity.")},
-            receives={
-                settings.access_topic: ["access.request.approved", "access.grant.revocation_requested"],
-                settings.alerts_topic: ["audit.alert.raised"],
-            },
-        ),
-    )
+    asyncapi.install(app, runtime.broker, "CDAP identity")
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.sessions = runtime.sessions
