@@ -187,7 +187,8 @@ class EventConsumer:
 
         # Typed with what the records carry, for the AsyncAPI document. Skipped at run time: each record
         # is validated in `handle_records`, alone, so a bad one is dead-lettered without failing the batch.
-        on_batch.__annotations__["body"] = list[SkipValidation[asyncapi.envelopes(accepts or EVENT_DATA)]]  # type: ignore[misc]
+        carried = asyncapi.envelopes(accepts or EVENT_DATA)
+        on_batch.__annotations__["body"] = list[SkipValidation[carried]]  # type: ignore[valid-type]
         subscriber(on_batch)
         self.subscriber, self.topics, self.max_records = subscriber, topics, max_records
         # FastStream's consume loop catches a fetch error, logs it through the broker's logger (none
