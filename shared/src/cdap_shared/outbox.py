@@ -19,6 +19,7 @@ from sqlmodel import Field, SQLModel
 
 from cdap_shared.envelope import KAFKA_HEADERS, CloudEvent
 from cdap_shared.events import EventData, make_event, topic_for
+from cdap_shared.topics import named
 
 NOTIFY_CHANNEL = "cdap_outbox"
 
@@ -74,7 +75,7 @@ def _row(
     return (
         event.id,
         event.type,
-        topic or topic_for(event.type),
+        topic or named(topic_for(event.type)),
         key or event.subject,
         event.to_bytes(),
         headers,
