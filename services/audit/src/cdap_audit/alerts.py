@@ -15,11 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_audit.domain import EntryFacts
-from cdap_audit.models import AlertRecord
 from cdap_audit.rules import MinuteCounts, RuleSet, Triggered, evaluate, minute_of, window_queries
 from cdap_shared import events as ev
 from cdap_shared import outbox
@@ -28,7 +26,6 @@ from cdap_shared.envelope import CloudEvent, new_event_id
 log = structlog.get_logger(__name__)
 
 SOURCE = "/cdap/audit"
-ALERT = AlertRecord.__table__  # type: ignore[attr-defined]
 
 _LOAD_SQL = """
 SELECT actor, type, decision, minute, n FROM rule_counter
@@ -41,6 +38,22 @@ SELECT * FROM unnest(CAST(:actors AS text[]), CAST(:types AS text[]), CAST(:deci
                      CAST(:minutes AS timestamptz[]), CAST(:ns AS int[]))
 ON CONFLICT (actor, type, decision, minute) DO UPDATE SET n = rule_counter.n + excluded.n
 """
+_RAISE_COLUMNS = {
+    "alert_id": "text",
+    "rule": "text",
+    "severity": "text",
+    "actor": "text",
+    "organisation_id": "text",
+    "detail": "text",
+    "entry_index": "bigint",
+    "event_time": "timestamptz",
+    "dedup_key": "text",
+}
+_RAISE_SQL = f"""
+INSERT INTO alert ({", ".join(_RAISE_COLUMNS)})
+SELECT * FROM unnest({", ".join(f"CAST(:{c} AS {t}[])" for c, t in _RAISE_COLUMNS.items())})
+ON CONFLICT (dedup_key) DO NOTHING RETURNING alert_id
+"""  # noqa: S608  (column names and types are the constants above)
 
 
 async def check(
@@ -60,7 +73,7 @@ async def check(
             queries, minute = window_queries(rules, facts), minute_of(facts.time)
             counts.add(facts.actor, facts, minute, queries)
             found = {q.rule: counts.count(facts.actor, q, minute) for q in queries}
-        for triggered in evaluate(rules, facts, found):
+        for triggered in evaluate(rules, facts, found, fired):
             fired.setdefault(triggered.dedup_key, (facts, index, triggered))  # the first one wins
     await _store(session, counts)
     return await _raise(session, list(fired.values()), topic)
@@ -112,13 +125,11 @@ async def _raise(
         }
         for facts, index, triggered in fired
     ]
-    stmt = (
-        pg_insert(ALERT)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["dedup_key"])
-        .returning(ALERT.c.alert_id)
-    )
-    new = set((await session.execute(stmt)).scalars())  # already raised for that actor, rule and period
+    # One array per column: a multi-row VALUES would be compiled anew by SQLAlchemy for every batch
+    # (hundreds of rows when a rule fires for many actors, most of them already raised).
+    columns = {column: [row[column] for row in rows] for column in _RAISE_COLUMNS}
+    # Those not returned were already raised for that actor, rule and period.
+    new = set((await session.execute(text(_RAISE_SQL), columns)).scalars())
     raised = []
     for row, (facts, index, triggered) in zip(rows, fired, strict=True):
         if row["alert_id"] not in new:
@@ -133,7 +144,7 @@ async def _raise(
         )
         subject = facts.actor or facts.organisation_id or facts.subject
         event = ev.make_event("audit.alert.raised", source=SOURCE, subject=subject, data=data)
-        await outbox.add(session, event, topic=topic)
         log.warning("alert raised", rule=triggered.rule, severity=triggered.severity, entry=index)
         raised.append(event)
+    await outbox.add_all(session, raised, topic=topic)  # one insert: a rule may fire for many actors at once
     return raised

@@ -35,13 +35,20 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     signer = signing.configured_signer(settings.audit_signing_key, settings.audit_signing_key_file)
     witnesses = signing.configured_witnesses(settings.audit_witness_keys)
     runtime = ServiceRuntime(settings)
+    tasks = BackgroundTasks(settings, runtime.engine, runtime.sessions, rules)
+    tasks.signer = signer
     runtime.consume(
         settings.identity_topic,
         settings.access_topic,
         settings.consultations_topic,
         settings.alerts_topic,
         group_id=settings.consumer_group,
-        batch_handler=Ingestor(rules, settings.alerts_topic, traced=settings.otlp_endpoint is not None),
+        batch_handler=Ingestor(
+            rules,
+            settings.alerts_topic,
+            traced=settings.otlp_endpoint is not None,
+            on_commit=tasks.tree_grew,  # a committed batch is signed without waiting for a timer
+        ),
         max_records=settings.consumer_batch,
     )
     # Names and auditors: its own group on identity.events, so the ingestion's batches never wait for it.
@@ -52,8 +59,6 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         inbox=False,
     )
     mail_relay = MailRelay(runtime.sessions, Mailer(settings.smtp_url))
-    tasks = BackgroundTasks(settings, runtime.engine, runtime.sessions, rules)
-    tasks.signer = signer
     watcher = TreeWatcher(runtime.sessions)
 
     @asynccontextmanager

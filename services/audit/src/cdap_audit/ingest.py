@@ -8,6 +8,7 @@ offsets committed after it); this handler only has to be deterministic about wha
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -81,12 +82,20 @@ class Ingestor:
     """`async (session, [(record, event), ...]) -> None`: `ServiceRuntime.consume`'s `batch_handler`.
 
     With `traced`, each entry's trace continues in audit (`trace_entries`): two spans per event, worth
-    it only when spans are exported somewhere (`CDAP_OTLP_ENDPOINT`)."""
+    it only when spans are exported somewhere (`CDAP_OTLP_ENDPOINT`). `on_commit` is called once a
+    batch's entries are committed (the checkpoint signer waits for it)."""
 
-    def __init__(self, rules: RuleSet, alerts_topic: str, *, traced: bool = False) -> None:
+    def __init__(
+        self,
+        rules: RuleSet,
+        alerts_topic: str,
+        *,
+        traced: bool = False,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
         self.rules = rules
         self.alerts_topic = alerts_topic
-        self.frontier = ledger.Frontier()
+        self.frontier = ledger.Frontier(on_commit)
         self.traced = traced
 
     async def __call__(self, session: AsyncSession, batch: Fresh) -> None:

@@ -18,7 +18,7 @@ Reading
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -79,11 +79,13 @@ def entry_row(index: int, facts: EntryFacts, leaf: bytes) -> tuple[Any, ...]:
 
 
 class Frontier:
-    """The tree's frontier as of the last batch this process committed, or nothing known yet."""
+    """The tree's frontier as of the last batch this process committed, or nothing known yet;
+    `on_commit` is called after each such commit."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_commit: Callable[[], None] | None = None) -> None:
         self._size = -1
         self._store = MemoryStore()
+        self._on_commit = on_commit
 
     def at(self, size: int) -> MemoryStore | None:
         """A copy of the frontier if the committed tree has `size` leaves as expected, else None."""
@@ -96,6 +98,8 @@ class Frontier:
 
         def committed(_: Session) -> None:
             self._size, self._store = size, kept
+            if self._on_commit is not None:
+                self._on_commit()
 
         event.listen(session.sync_session, "after_commit", committed, once=True)
 

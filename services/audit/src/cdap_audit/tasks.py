@@ -46,6 +46,7 @@ class BackgroundTasks:
         self.rules = rules
         self.signer: NoteSigner | None = None
         self._stopping = asyncio.Event()
+        self._grown = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def get_signer(self) -> NoteSigner:
@@ -54,8 +55,12 @@ class BackgroundTasks:
             self.signer = await signing.stored_signer(self.sessions, self.settings.audit_origin)
         return self.signer
 
+    def tree_grew(self) -> None:
+        """Called when a batch this process appended has committed: the signing loop wakes for it."""
+        self._grown.set()
+
     def start(self) -> None:
-        signing_loop = self._every(self.settings.checkpoint_interval, self.sign)
+        signing_loop = self._every(self.settings.checkpoint_interval, self.sign_on_growth)
         self._tasks = [
             asyncio.create_task(signing_loop, name="checkpoints"),
             asyncio.create_task(self._every(self.settings.alert_notify_seconds, self.notify), name="notify"),
@@ -78,6 +83,15 @@ class BackgroundTasks:
                 log.warning("background task failed", task=work.__name__, error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), max(0.0, started + seconds - loop.time()))
+
+    async def sign_on_growth(self) -> None:
+        """Sign, then wait for a batch to commit here, an interval at most (another replica may have
+        appended). Run by `_every`: a commit is signed as soon as the last signing is an interval old,
+        so an entry waits at most an interval, and a busy log is signed once per interval, not per batch."""
+        self._grown.clear()
+        await self.sign()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._grown.wait(), self.settings.checkpoint_interval)
 
     async def sign(self) -> None:
         settings = self.settings
