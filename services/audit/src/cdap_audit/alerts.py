@@ -10,6 +10,7 @@ that wins emits `audit.alert.raised`, so a burst of further events raises nothin
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -56,27 +57,48 @@ ON CONFLICT (dedup_key) DO NOTHING RETURNING alert_id
 """  # noqa: S608  (column names and types are the constants above)
 
 
-async def check(
-    session: AsyncSession, rules: RuleSet, entries: Sequence[tuple[EntryFacts, int]], topic: str
-) -> list[CloudEvent]:
-    """Count the batch's `(facts, leaf index)` for the windowed rules, evaluate every rule on each
-    entry in order, and stage each new alert in the outbox; returns the alerts raised."""
+Fired = list[tuple[EntryFacts, int, Triggered]]
+"""The alerts a batch sets off: (facts, leaf index, what fired), the first per dedup key."""
+# Entries evaluated between two yields to the event loop (see `evaluate_batch`).
+_SLICE = 250
+
+
+async def load_counts(session: AsyncSession, rules: RuleSet, batch: Sequence[EntryFacts]) -> MinuteCounts:
+    """The stored minute counters of the batch's actors that its windowed rules can reach."""
     counted = rules.counted_types()
-    actors = sorted({f.actor for f, _ in entries if f.actor is not None and f.type in counted})
+    actors = sorted({f.actor for f in batch if f.actor is not None and f.type in counted})
     counts = MinuteCounts()
     if actors:
-        counts.load(await _load(session, rules, actors, [f.time for f, _ in entries]))
+        counts.load(await _load(session, rules, actors, [f.time for f in batch]))
+    return counts
+
+
+async def evaluate_batch(
+    rules: RuleSet, entries: Sequence[tuple[EntryFacts, int]], counts: MinuteCounts
+) -> Fired:
+    """Count the batch's `(facts, leaf index)` for the windowed rules and evaluate every rule on each
+    entry in order; no I/O. It yields to the event loop every few hundred entries, so that a COPY
+    running meanwhile on the batch's connection keeps sending (`ledger.write`)."""
+    counted = rules.counted_types()
     fired: dict[str, tuple[EntryFacts, int, Triggered]] = {}
-    for facts, index in entries:
+    for n, (facts, index) in enumerate(entries, 1):
         found: dict[str, int] = {}
         if facts.actor is not None and facts.type in counted:
             queries, minute = window_queries(rules, facts), minute_of(facts.time)
             counts.add(facts.actor, facts, minute, queries)
             found = {q.rule: counts.count(facts.actor, q, minute) for q in queries}
         for triggered in evaluate(rules, facts, found, fired):
-            fired.setdefault(triggered.dedup_key, (facts, index, triggered))  # the first one wins
+            fired[triggered.dedup_key] = (facts, index, triggered)  # the first one: later ones skip it
+        if n % _SLICE == 0:
+            await asyncio.sleep(0)
+    return list(fired.values())
+
+
+async def record(session: AsyncSession, counts: MinuteCounts, fired: Fired, topic: str) -> list[CloudEvent]:
+    """Add the batch's counts to the stored counters, and stage each new alert in the outbox;
+    returns the alerts raised."""
     await _store(session, counts)
-    return await _raise(session, list(fired.values()), topic)
+    return await _raise(session, fired, topic)
 
 
 async def _load(
@@ -105,9 +127,7 @@ async def _store(session: AsyncSession, counts: MinuteCounts) -> None:
     )
 
 
-async def _raise(
-    session: AsyncSession, fired: list[tuple[EntryFacts, int, Triggered]], topic: str
-) -> list[CloudEvent]:
+async def _raise(session: AsyncSession, fired: Fired, topic: str) -> list[CloudEvent]:
     """Record the alerts (one statement); those not already recorded for their period are emitted."""
     if not fired:
         return []

@@ -7,6 +7,7 @@ offsets committed after it); this handler only has to be deterministic about wha
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -111,12 +112,21 @@ class Ingestor:
                 log.warning("event type not audited, skipped", type=event.type, event_id=event.id)
         if not audited:
             return
-        appending = time.time_ns()
-        first = await ledger.append(session, audited, self.frontier)
-        appended = time.time_ns()
+        appending_ns = time.time_ns()
+        appending = await ledger.prepare(session, audited, self.frontier)
+        counts = await alerts.load_counts(session, self.rules, audited)
+        # The rules are evaluated (Python) while PostgreSQL takes the COPY: nothing else is sent on
+        # the session until the write is done, and both belong to the batch's one transaction.
+        writing = asyncio.create_task(ledger.write(session, appending, self.frontier))
+        first = appending.first
         entries = [(facts, first + i) for i, facts in enumerate(audited)]
-        await alerts.check(session, self.rules, entries, self.alerts_topic)
+        try:
+            fired = await alerts.evaluate_batch(self.rules, entries, counts)
+        finally:
+            await writing
+        appended = time.time_ns()
+        await alerts.record(session, counts, fired, self.alerts_topic)
         for _, event, _ in batch:
             await standing.apply(session, event)  # who may still read the log
         if self.traced:
-            trace_entries(batch, first, audited, (started, appending, appended, time.time_ns()))
+            trace_entries(batch, first, audited, (started, appending_ns, appended, time.time_ns()))
