@@ -448,8 +448,9 @@ async def run(progress: Progress, quick: bool = False) -> dict[str, Any]:
         f"{history:,} earlier ones) to a committed tree size of N, service start-up excluded; the baseline "
         "from its first stored batch. Peak RSS is the audit process's VmRSS sampled every 0.2 s. The lookup "
         f"latency run: {latency['lookups']} lookups answered 200 ({latency['failed']} not), offered at "
-        f"500/s, achieved {latency['achieved_per_s']}/s, max {latency['max_ms']} ms; checkpoints are signed "
-        "every second, so about 0.5 s of any figure is the signing interval. The audit-alone run "
+        f"500/s, achieved {latency['achieved_per_s']}/s, max {latency['max_ms']} ms; a checkpoint is signed "
+        "when a batch commits, at most one per 0.5 s (the default interval), so up to 0.5 s of any figure is "
+        "the wait for the next signing. The audit-alone run "
         f"produces {produced['events']} consultations straight to the audit's topic at 500/s (achieved "
         f"{produced['achieved_per_s']}/s; no dossiers service): max {produced['max_ms']} ms.",
         "details": {
