@@ -181,3 +181,23 @@ async def test_concurrent_appenders_serialise_on_the_tree_lock(audit: Audit) -> 
     items = await audit.all_entries()
     assert [i["index"] for i in items] == list(range(200))
     await stored_root_matches_leaves(audit, items)
+
+
+async def test_a_committed_batch_wakes_the_signer_and_a_rolled_back_one_does_not(audit: Audit) -> None:
+    """Checkpoints are signed when a batch commits (`Frontier`'s `on_commit`): never for a batch that
+    was rolled back, whose entries do not exist."""
+    from cdap_audit import ledger
+    from cdap_audit.domain import facts_from_event
+
+    woken: list[int] = []
+    frontier = ledger.Frontier(lambda: woken.append(1))
+    with pytest.raises(RuntimeError):
+        async with audit.app.state.sessions() as session, session.begin():
+            await ledger.append(session, [facts_from_event(suspended("rolled-back"))], frontier)
+            raise RuntimeError("the batch fails after its append")
+    assert woken == []
+    async with audit.app.state.sessions() as session, session.begin():
+        await ledger.append(session, [facts_from_event(suspended("committed"))], frontier)
+        assert woken == []  # not before the commit
+    assert woken == [1]
+    assert [i["subject"] for i in await audit.all_entries()] == ["committed"]

@@ -10,16 +10,15 @@ that wins emits `audit.alert.raised`, so a burst of further events raises nothin
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import structlog
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_audit.domain import EntryFacts
-from cdap_audit.models import AlertRecord
 from cdap_audit.rules import MinuteCounts, RuleSet, Triggered, evaluate, minute_of, window_queries
 from cdap_shared import events as ev
 from cdap_shared import outbox
@@ -28,7 +27,6 @@ from cdap_shared.envelope import CloudEvent, new_event_id
 log = structlog.get_logger(__name__)
 
 SOURCE = "/cdap/audit"
-ALERT = AlertRecord.__table__  # type: ignore[attr-defined]
 
 _LOAD_SQL = """
 SELECT actor, type, decision, minute, n FROM rule_counter
@@ -41,29 +39,66 @@ SELECT * FROM unnest(CAST(:actors AS text[]), CAST(:types AS text[]), CAST(:deci
                      CAST(:minutes AS timestamptz[]), CAST(:ns AS int[]))
 ON CONFLICT (actor, type, decision, minute) DO UPDATE SET n = rule_counter.n + excluded.n
 """
+_RAISE_COLUMNS = {
+    "alert_id": "text",
+    "rule": "text",
+    "severity": "text",
+    "actor": "text",
+    "organisation_id": "text",
+    "detail": "text",
+    "entry_index": "bigint",
+    "event_time": "timestamptz",
+    "dedup_key": "text",
+}
+_RAISE_SQL = f"""
+INSERT INTO alert ({", ".join(_RAISE_COLUMNS)})
+SELECT * FROM unnest({", ".join(f"CAST(:{c} AS {t}[])" for c, t in _RAISE_COLUMNS.items())})
+ON CONFLICT (dedup_key) DO NOTHING RETURNING alert_id
+"""  # noqa: S608  (column names and types are the constants above)
 
 
-async def check(
-    session: AsyncSession, rules: RuleSet, entries: Sequence[tuple[EntryFacts, int]], topic: str
-) -> list[CloudEvent]:
-    """Count the batch's `(facts, leaf index)` for the windowed rules, evaluate every rule on each
-    entry in order, and stage each new alert in the outbox; returns the alerts raised."""
+Fired = list[tuple[EntryFacts, int, Triggered]]
+"""The alerts a batch sets off: (facts, leaf index, what fired), the first per dedup key."""
+# Entries evaluated between two yields to the event loop (see `evaluate_batch`).
+_SLICE = 250
+
+
+async def load_counts(session: AsyncSession, rules: RuleSet, batch: Sequence[EntryFacts]) -> MinuteCounts:
+    """The stored minute counters of the batch's actors that its windowed rules can reach."""
     counted = rules.counted_types()
-    actors = sorted({f.actor for f, _ in entries if f.actor is not None and f.type in counted})
+    actors = sorted({f.actor for f in batch if f.actor is not None and f.type in counted})
     counts = MinuteCounts()
     if actors:
-        counts.load(await _load(session, rules, actors, [f.time for f, _ in entries]))
+        counts.load(await _load(session, rules, actors, [f.time for f in batch]))
+    return counts
+
+
+async def evaluate_batch(
+    rules: RuleSet, entries: Sequence[tuple[EntryFacts, int]], counts: MinuteCounts
+) -> Fired:
+    """Count the batch's `(facts, leaf index)` for the windowed rules and evaluate every rule on each
+    entry in order; no I/O. It yields to the event loop every few hundred entries, so that a COPY
+    running meanwhile on the batch's connection keeps sending (`ledger.write`)."""
+    counted = rules.counted_types()
     fired: dict[str, tuple[EntryFacts, int, Triggered]] = {}
-    for facts, index in entries:
+    for n, (facts, index) in enumerate(entries, 1):
         found: dict[str, int] = {}
         if facts.actor is not None and facts.type in counted:
             queries, minute = window_queries(rules, facts), minute_of(facts.time)
             counts.add(facts.actor, facts, minute, queries)
             found = {q.rule: counts.count(facts.actor, q, minute) for q in queries}
-        for triggered in evaluate(rules, facts, found):
-            fired.setdefault(triggered.dedup_key, (facts, index, triggered))  # the first one wins
+        for triggered in evaluate(rules, facts, found, fired):
+            fired[triggered.dedup_key] = (facts, index, triggered)  # the first one: later ones skip it
+        if n % _SLICE == 0:
+            await asyncio.sleep(0)
+    return list(fired.values())
+
+
+async def record(session: AsyncSession, counts: MinuteCounts, fired: Fired, topic: str) -> list[CloudEvent]:
+    """Add the batch's counts to the stored counters, and stage each new alert in the outbox;
+    returns the alerts raised."""
     await _store(session, counts)
-    return await _raise(session, list(fired.values()), topic)
+    return await _raise(session, fired, topic)
 
 
 async def _load(
@@ -92,9 +127,7 @@ async def _store(session: AsyncSession, counts: MinuteCounts) -> None:
     )
 
 
-async def _raise(
-    session: AsyncSession, fired: list[tuple[EntryFacts, int, Triggered]], topic: str
-) -> list[CloudEvent]:
+async def _raise(session: AsyncSession, fired: Fired, topic: str) -> list[CloudEvent]:
     """Record the alerts (one statement); those not already recorded for their period are emitted."""
     if not fired:
         return []
@@ -112,13 +145,11 @@ async def _raise(
         }
         for facts, index, triggered in fired
     ]
-    stmt = (
-        pg_insert(ALERT)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["dedup_key"])
-        .returning(ALERT.c.alert_id)
-    )
-    new = set((await session.execute(stmt)).scalars())  # already raised for that actor, rule and period
+    # One array per column: a multi-row VALUES would be compiled anew by SQLAlchemy for every batch
+    # (hundreds of rows when a rule fires for many actors, most of them already raised).
+    columns = {column: [row[column] for row in rows] for column in _RAISE_COLUMNS}
+    # Those not returned were already raised for that actor, rule and period.
+    new = set((await session.execute(text(_RAISE_SQL), columns)).scalars())
     raised = []
     for row, (facts, index, triggered) in zip(rows, fired, strict=True):
         if row["alert_id"] not in new:
@@ -133,7 +164,7 @@ async def _raise(
         )
         subject = facts.actor or facts.organisation_id or facts.subject
         event = ev.make_event("audit.alert.raised", source=SOURCE, subject=subject, data=data)
-        await outbox.add(session, event, topic=topic)
         log.warning("alert raised", rule=triggered.rule, severity=triggered.severity, entry=index)
         raised.append(event)
+    await outbox.add_all(session, raised, topic=topic)  # one insert: a rule may fire for many actors at once
     return raised

@@ -45,13 +45,14 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     configured = signing.configured_signer(settings.audit_signing_key, settings.audit_signing_key_file)
     witnesses = signing.configured_witnesses(settings.audit_witness_keys)
     runtime = ServiceRuntime(settings)
+    committed = asyncio.Event()  # set by each ingested batch's commit: the signing job waits for it
     runtime.consume(
         settings.identity_topic,
         settings.access_topic,
         settings.consultations_topic,
         settings.alerts_topic,
         group_id=settings.consumer_group,
-        batch_handler=handlers.ingestion(settings, rules),
+        batch_handler=handlers.ingestion(settings, rules, on_commit=committed.set),
         max_records=settings.consumer_batch,
         # Every type on those topics is logged (`caf.*` is never consumed); its own alerts come back too.
         accepts=[
@@ -77,7 +78,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     watcher = TreeWatcher(runtime.sessions)
     mail_relay = MailRelay(runtime.sessions, Mailer(settings.smtp_url))
     jobs = [
-        *tasks.jobs(settings, runtime.engine, runtime.sessions, rules, key),
+        *tasks.jobs(settings, runtime.engine, runtime.sessions, rules, key, committed),
         mail_relay.periodic(),
     ]
 

@@ -46,7 +46,11 @@ class Settings(ServiceSettings):
         "whose cosignatures are accepted and served",
     )
     checkpoint_interval: float = Field(
-        default=1.0, gt=0, le=1, description="seconds between signings (at least one per second)"
+        default=0.5,
+        gt=0,
+        le=1,
+        description="most seconds a committed entry waits for its checkpoint, and least between two "
+        "signings (so at least one per second while the tree grows)",
     )
     consumer_batch: int = Field(
         default=2000, ge=1, le=10_000, description="records taken per batch (one transaction each)"

@@ -71,12 +71,17 @@ def _orjson_writes_as_json(value: Any) -> bool:
     kind = type(value)
     if kind in _SCALARS:
         return True
+    # Plain loops rather than all(<generator>): this runs on every leaf, and the generators cost twice.
     if kind is list or kind is tuple:
-        return all(type(v) in _SCALARS or _orjson_writes_as_json(v) for v in value)
+        for v in value:  # noqa: SIM110  (see above)
+            if type(v) not in _SCALARS and not _orjson_writes_as_json(v):
+                return False
+        return True
     if kind is dict:
-        return all(
-            type(k) is str and (type(v) in _SCALARS or _orjson_writes_as_json(v)) for k, v in value.items()
-        )
+        for k, v in value.items():
+            if type(k) is not str or (type(v) not in _SCALARS and not _orjson_writes_as_json(v)):
+                return False
+        return True
     return False
 
 

@@ -29,9 +29,12 @@ from cdap_shared.consumer import Handler
 from cdap_shared.envelope import CloudEvent
 
 
-def ingestion(settings: Settings, rules: RuleSet) -> Ingestor:
-    """The ingestion's batch handler; with an OTLP endpoint, each entry's trace continues in audit."""
-    return Ingestor(rules, settings.alerts_topic, traced=settings.otlp_endpoint is not None)
+def ingestion(settings: Settings, rules: RuleSet, on_commit: Callable[[], None] | None = None) -> Ingestor:
+    """The ingestion's batch handler; with an OTLP endpoint, each entry's trace continues in audit.
+    `on_commit` is called once each batch's entries are committed."""
+    return Ingestor(
+        rules, settings.alerts_topic, traced=settings.otlp_endpoint is not None, on_commit=on_commit
+    )
 
 
 def display_name(data: ev.UserProvisioned) -> str | None:

@@ -7,7 +7,9 @@ offsets committed after it); this handler only has to be deterministic about wha
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -81,12 +83,20 @@ class Ingestor:
     """`async (session, [(record, event), ...]) -> None`: `ServiceRuntime.consume`'s `batch_handler`.
 
     With `traced`, each entry's trace continues in audit (`trace_entries`): two spans per event, worth
-    it only when spans are exported somewhere (`CDAP_OTLP_ENDPOINT`)."""
+    it only when spans are exported somewhere (`CDAP_OTLP_ENDPOINT`). `on_commit` is called once a
+    batch's entries are committed (the checkpoint signer waits for it)."""
 
-    def __init__(self, rules: RuleSet, alerts_topic: str, *, traced: bool = False) -> None:
+    def __init__(
+        self,
+        rules: RuleSet,
+        alerts_topic: str,
+        *,
+        traced: bool = False,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
         self.rules = rules
         self.alerts_topic = alerts_topic
-        self.frontier = ledger.Frontier()
+        self.frontier = ledger.Frontier(on_commit)
         self.traced = traced
 
     async def __call__(self, session: AsyncSession, batch: Fresh) -> None:
@@ -102,12 +112,21 @@ class Ingestor:
                 log.warning("event type not audited, skipped", type=event.type, event_id=event.id)
         if not audited:
             return
-        appending = time.time_ns()
-        first = await ledger.append(session, audited, self.frontier)
-        appended = time.time_ns()
+        appending_ns = time.time_ns()
+        appending = await ledger.prepare(session, audited, self.frontier)
+        counts = await alerts.load_counts(session, self.rules, audited)
+        # The rules are evaluated (Python) while PostgreSQL takes the COPY: nothing else is sent on
+        # the session until the write is done, and both belong to the batch's one transaction.
+        writing = asyncio.create_task(ledger.write(session, appending, self.frontier))
+        first = appending.first
         entries = [(facts, first + i) for i, facts in enumerate(audited)]
-        await alerts.check(session, self.rules, entries, self.alerts_topic)
+        try:
+            fired = await alerts.evaluate_batch(self.rules, entries, counts)
+        finally:
+            await writing
+        appended = time.time_ns()
+        await alerts.record(session, counts, fired, self.alerts_topic)
         for _, event, _ in batch:
             await standing.apply(session, event)  # who may still read the log
         if self.traced:
-            trace_entries(batch, first, audited, (started, appending, appended, time.time_ns()))
+            trace_entries(batch, first, audited, (started, appending_ns, appended, time.time_ns()))

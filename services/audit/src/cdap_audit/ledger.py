@@ -18,11 +18,11 @@ Reading
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import event, select, text, tuple_, update
+from sqlalchemy import event, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -79,11 +79,13 @@ def entry_row(index: int, facts: EntryFacts, leaf: bytes) -> tuple[Any, ...]:
 
 
 class Frontier:
-    """The tree's frontier as of the last batch this process committed, or nothing known yet."""
+    """The tree's frontier as of the last batch this process committed, or nothing known yet;
+    `on_commit` is called after each such commit."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_commit: Callable[[], None] | None = None) -> None:
         self._size = -1
         self._store = MemoryStore()
+        self._on_commit = on_commit
 
     def at(self, size: int) -> MemoryStore | None:
         """A copy of the frontier if the committed tree has `size` leaves as expected, else None."""
@@ -96,33 +98,65 @@ class Frontier:
 
         def committed(_: Session) -> None:
             self._size, self._store = size, kept
+            if self._on_commit is not None:
+                self._on_commit()
 
         event.listen(session.sync_session, "after_commit", committed, once=True)
 
 
-async def append(session: AsyncSession, batch: Sequence[EntryFacts], frontier: Frontier | None = None) -> int:
-    """Give `batch` the next leaf indices, in order, and write it in the caller's transaction;
-    returns the first index. `frontier`, when given, spares reading the tree's frontier."""
+class Appending(NamedTuple):
+    """A batch given its leaf indices under the tree lock, its rows and nodes computed, not yet written."""
+
+    first: int
+    new_size: int
+    store: MemoryStore
+    rows: list[tuple[Any, ...]]
+    nodes: list[Node]
+
+
+async def prepare(
+    session: AsyncSession, batch: Sequence[EntryFacts], frontier: Frontier | None = None
+) -> Appending:
+    """Lock the tree and give `batch` the next leaf indices, in order; its entries' rows and the tree's
+    new nodes are computed, nothing is written yet (`write`). `frontier`, when given, spares reading
+    the tree's frontier."""
     size = await lock_size(session)
     store = frontier.at(size) if frontier is not None else None
     if store is None:
         store = await load_nodes(session, merkle.frontier(size))
     leaves = [leaf_bytes(facts) for facts in batch]
     new_size, nodes = merkle.append_leaves(store, size, [merkle.leaf_hash(leaf) for leaf in leaves])
-    connection = await (await session.connection()).get_raw_connection()
-    driver = connection.driver_connection  # asyncpg: COPY, in the session's open transaction
-    assert driver is not None
     rows = [
         entry_row(size + i, facts, leaf) for i, (facts, leaf) in enumerate(zip(batch, leaves, strict=True))
     ]
-    await driver.copy_records_to_table("entry", records=rows, columns=ENTRY_COLUMNS)
+    return Appending(size, new_size, store, rows, nodes)
+
+
+async def write(session: AsyncSession, appending: Appending, frontier: Frontier | None = None) -> None:
+    """Write a prepared batch's entries, nodes and the new size in the caller's transaction.
+
+    It only uses the session's connection: the caller may compute meanwhile (the rules) as long as it
+    sends nothing else on the session until this is done."""
+    connection = await (await session.connection()).get_raw_connection()
+    driver = connection.driver_connection  # asyncpg: COPY, in the session's open transaction
+    assert driver is not None
+    await driver.copy_records_to_table("entry", records=appending.rows, columns=ENTRY_COLUMNS)
     await driver.copy_records_to_table(
-        "merkle_node", records=[(n.level, n.index, n.hash) for n in nodes], columns=("level", "idx", "hash")
+        "merkle_node",
+        records=[(n.level, n.index, n.hash) for n in appending.nodes],
+        columns=("level", "idx", "hash"),
     )
-    await session.execute(update(STATE).where(STATE.c.id == 1).values(size=new_size))
+    await driver.execute("UPDATE tree_state SET size = $1 WHERE id = 1", appending.new_size)
     if frontier is not None:
-        frontier.keep_on_commit(session, new_size, store)
-    return size
+        frontier.keep_on_commit(session, appending.new_size, appending.store)
+
+
+async def append(session: AsyncSession, batch: Sequence[EntryFacts], frontier: Frontier | None = None) -> int:
+    """Give `batch` the next leaf indices, in order, and write it in the caller's transaction;
+    returns the first index. `frontier`, when given, spares reading the tree's frontier."""
+    appending = await prepare(session, batch, frontier)
+    await write(session, appending, frontier)
+    return appending.first
 
 
 async def lock_size(session: AsyncSession) -> int:

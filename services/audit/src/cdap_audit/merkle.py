@@ -111,12 +111,10 @@ class MemoryStore:
         Complete subtrees are immutable, so a conflicting write means history is being rewritten (or the
         caller appended at a stale size); refusing it is the in-memory analogue of a unique constraint.
         """
-        for node in nodes:
-            key = (node.level, node.index)
-            existing = self._nodes.get(key)
-            if existing is not None and existing != node.hash:
-                raise ValueError(f"node {key} already stored with a different hash")
-            self._nodes[key] = node.hash
+        stored = self._nodes
+        for level, index, hash_ in nodes:  # a batch puts thousands: one lookup each
+            if stored.setdefault((level, index), hash_) != hash_:
+                raise ValueError(f"node {(level, index)} already stored with a different hash")
 
 
 class MissingNodeError(ValueError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from functools import cached_property
@@ -117,6 +117,10 @@ class RuleSet(BaseModel):
         if duplicates:
             raise ValueError(f"rule names must be unique: {duplicates}")
         return value
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     @property
     def active(self) -> tuple[Rule, ...]:
@@ -273,29 +277,38 @@ def window_queries(rules: RuleSet, facts: EntryFacts) -> list[WindowQuery]:
     return list(rules.window_queries(facts.type, facts.decision))
 
 
-def evaluate(rules: RuleSet, facts: EntryFacts, counts: dict[str, int]) -> list[Triggered]:
-    """The rules `facts` sets off, given the window `counts` (by rule name) that include it."""
-    zone = ZoneInfo(rules.timezone)
+def evaluate(
+    rules: RuleSet, facts: EntryFacts, counts: dict[str, int], raised: Container[str] = ()
+) -> list[Triggered]:
+    """The rules `facts` sets off, given the window `counts` (by rule name) that include it. A rule whose
+    alert for this actor and period is in `raised` (keys of alerts raised already) is not looked at."""
     fired: list[Triggered] = []
+    seconds = int(facts.time.timestamp())
     for rule in rules.for_type(facts.type):
-        detail = _detail(rule, rules, facts, counts, zone)
+        key = _dedup_key(rule, facts, seconds)
+        if key in raised:
+            continue
+        detail = _detail(rule, rules, facts, counts)
         if detail is not None:
-            fired.append(Triggered(rule.name, rule.severity, detail, dedup_key(rule, facts)))
+            fired.append(Triggered(rule.name, rule.severity, detail, key))
     return fired
 
 
 def dedup_key(rule: Rule, facts: EntryFacts) -> str:
     """One alert per rule, actor and cooldown period (periods aligned on the epoch, event time)."""
-    period = int(facts.time.timestamp()) // (rule.cooldown_minutes * 60)
-    return f"{rule.name}|{facts.actor or facts.organisation_id or '-'}|{period}"
+    return _dedup_key(rule, facts, int(facts.time.timestamp()))
 
 
-def _detail(
-    rule: Rule, rules: RuleSet, facts: EntryFacts, counts: dict[str, int], zone: ZoneInfo
-) -> str | None:
+def _dedup_key(rule: Rule, facts: EntryFacts, seconds: int) -> str:
+    return (
+        f"{rule.name}|{facts.actor or facts.organisation_id or '-'}|{seconds // (rule.cooldown_minutes * 60)}"
+    )
+
+
+def _detail(rule: Rule, rules: RuleSet, facts: EntryFacts, counts: dict[str, int]) -> str | None:
     """Why `rule` fires on `facts`, or None when it does not."""
     if isinstance(rule, NightRule):
-        local = facts.time.astimezone(zone)
+        local = facts.time.astimezone(rules.zone)
         if is_night(local.time(), rule.start, rule.end):
             return f"{facts.type} at {local:%H:%M} {rules.timezone} ({format_time(facts.time)})"
     elif isinstance(rule, VolumeRule):

@@ -7,6 +7,8 @@ tick: an outage never stops the signing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -71,12 +73,20 @@ def jobs(
     sessions: async_sessionmaker[AsyncSession],
     rules: RuleSet,
     key: CheckpointKey,
+    committed: asyncio.Event,
 ) -> list[Periodic]:
-    """The three jobs at the real time: signing every `checkpoint_interval`, the notifier every
-    `alert_notify_seconds`, maintenance hourly."""
+    """The three jobs at the real time: signing when a batch has committed (`committed`, set by the
+    ingestion) at most once per `checkpoint_interval`, the notifier every `alert_notify_seconds`,
+    maintenance hourly."""
 
     async def signing_pass() -> None:
+        # Sign, then wait for a batch to commit here, an interval at most (another replica may have
+        # appended); the Periodic then waits out the rest of the interval. So a committed entry is
+        # signed within one interval, and a busy log once per interval, not once per batch.
+        committed.clear()
         await sign(sessions, key, settings)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(committed.wait(), settings.checkpoint_interval)
 
     async def notify_pass() -> None:
         await notify(sessions, settings, datetime.now(UTC))
