@@ -304,6 +304,11 @@ async def test_forced_password_reset_blocks_login_until_a_new_password(idp: Iden
     from cdap_testing import eventually
 
     await eventually(two_mails, within=15)
+    from cdap_testing import MAIL_DIR, mails_to
+
+    # Both the activation and the reset mail say whom the account acts for, by name.
+    for mail in mails_to(MAIL_DIR, email):
+        assert "Ce compte est au nom de Claire Durand, pour Logeo Seine." in mail and org["id"] not in mail
     token = await idp.activation_token_from_mail(email)
     reused = await idp.client.post("/v1/activations", json={"token": token, "password": STRONG})
     assert reused.status_code == 422 and "last" in reused.json()["detail"]  # not one of the last 5

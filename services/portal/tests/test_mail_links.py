@@ -109,10 +109,16 @@ def test_the_access_request_mails_name_the_organisation_and_the_person(action: s
 
 
 def identity_mails() -> list[tuple[str, str]]:
-    user = User(id="u-1", email="claire@example.fr", family_name="Durand", given_name="Claire")
+    user = User(
+        id="u-1",
+        email="claire@example.fr",
+        family_name="Durand",
+        given_name="Claire",
+        organisation_id="org-1",
+    )
     return [
-        ("activation", activation_mail(user, new_token(), PORTAL, 72).body),
-        ("reset", reset_mail(user, new_token(), PORTAL, 72).body),
+        ("activation", activation_mail(user, new_token(), PORTAL, 72, "CCAS de Rouen").body),
+        ("reset", reset_mail(user, new_token(), PORTAL, 72, "CCAS de Rouen").body),
     ]
 
 
@@ -166,4 +172,5 @@ async def test_alert_mails_name_people_and_lead_to_the_alerts_page(
 
 @pytest.mark.parametrize(("kind", "text"), identity_mails(), ids=["activation", "reset"])
 def test_identity_mails_name_the_person(kind: str, text: str) -> None:
-    assert "Ce compte est au nom de Claire Durand." in text, kind
+    assert "Ce compte est au nom de Claire Durand, pour CCAS de Rouen." in text, kind
+    assert "org-1" not in text, kind

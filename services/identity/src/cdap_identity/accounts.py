@@ -15,7 +15,7 @@ from sqlmodel import col
 from cdap_identity import domain
 from cdap_identity.config import Settings
 from cdap_identity.domain import Actor, Conflict, Unknown
-from cdap_identity.models import Grant, OneTimeToken, RefreshToken, UnknownLogin, User
+from cdap_identity.models import Grant, OneTimeToken, Organisation, RefreshToken, UnknownLogin, User
 from cdap_identity.notifications import activation_mail, reset_mail
 from cdap_identity.passwords import (
     check_policy,
@@ -115,12 +115,22 @@ async def create_account(
     return NewAccount(user, token)
 
 
-def mail_activation(session: AsyncSession, settings: Settings, account: NewAccount) -> None:
+async def organisation_name(session: AsyncSession, user: User) -> str | None:
+    """The name of the account's organisation, for its mails (None for CAF staff)."""
+    if user.organisation_id is None:
+        return None
+    organisation = await session.get(Organisation, user.organisation_id)
+    return organisation.name if organisation is not None else None
+
+
+async def mail_activation(session: AsyncSession, settings: Settings, account: NewAccount) -> None:
     """Queue the mail with the account's activation link (sent once the transaction commits)."""
-    link = activation_mail(
-        account.user, account.activation_token, settings.portal_url, settings.activation_hours
+    user = account.user
+    name = await organisation_name(session, user)
+    queue(
+        session,
+        activation_mail(user, account.activation_token, settings.portal_url, settings.activation_hours, name),
     )
-    queue(session, link)
 
 
 async def create_staff(
@@ -144,7 +154,7 @@ async def create_staff(
         department=department,
         activation_hours=settings.activation_hours,
     )
-    mail_activation(session, settings, created)
+    await mail_activation(session, settings, created)
     return created.user
 
 
@@ -243,7 +253,9 @@ async def force_password_reset(session: AsyncSession, settings: Settings, user_i
     await end_sessions(session, user.id)
     hours = settings.activation_hours
     token = await issue_one_time_token(session, user, "reset", hours)
-    queue(session, reset_mail(user, token, settings.portal_url, hours))
+    queue(
+        session, reset_mail(user, token, settings.portal_url, hours, await organisation_name(session, user))
+    )
     return user
 
 
@@ -269,7 +281,7 @@ async def resend_activation(session: AsyncSession, settings: Settings, actor: Ac
     )
     token = await issue_one_time_token(session, user, "activation", settings.activation_hours)
     await account_event(session, "identity.user.activation_resent", user, by=actor.sub)
-    mail_activation(session, settings, NewAccount(user, token))
+    await mail_activation(session, settings, NewAccount(user, token))
     return user
 
 

@@ -28,7 +28,7 @@ async def request_approved(
     """The applicant's account (if new, with its activation mail) and its grant."""
     _, account = await habilitations.provision(session, data, settings.activation_hours, civil_today())
     if account is not None:
-        accounts.mail_activation(session, settings, account)
+        await accounts.mail_activation(session, settings, account)
 
 
 async def revocation_requested(

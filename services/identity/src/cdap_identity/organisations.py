@@ -52,7 +52,7 @@ async def register(
     """Register the organisation and its administrators; each gets an activation mail."""
     created = await register_organisation(session, org, admins, settings.activation_hours)
     for account in created:
-        mail_activation(session, settings, account)
+        await mail_activation(session, settings, account)
     return created
 
 
