@@ -1,23 +1,27 @@
-"""HTTP entrypoints of the dossiers service: thin, they call `lookups` and shape the answer."""
+"""HTTP routes of the dossiers service: parse, call `lookups` or `searches`, map the outcome to HTTP.
+
+A recorded refusal is an outcome, not an error: it is answered with its audit id and rate-limit fields
+(`_answer`). Its dependencies and the error table are in `web.py`, its bodies in `schemas.py`.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Coroutine
-from datetime import date
 from typing import Annotated, Any
 
-import asyncpg
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy.exc import SQLAlchemyError
 
-from cdap_dossiers import lookups
-from cdap_dossiers.lookups import Caller, Outcome, SearchCriteria
+from cdap_dossiers import lookups, searches
+from cdap_dossiers.config import Settings
+from cdap_dossiers.lookups import Caller, Outcome
 from cdap_dossiers.policy import Policy
 from cdap_dossiers.ratelimit import limit_for
+from cdap_dossiers.schemas import NAME_LENGTH, DossierView, SearchRequest, SearchResult
+from cdap_dossiers.searches import SearchCriteria
+from cdap_dossiers.web import Ctx, context
 from cdap_shared import standing
 from cdap_shared.auth import CurrentPrincipal, Principal, verified_principal
 from cdap_shared.db import SessionDep
@@ -26,7 +30,6 @@ from cdap_shared.problems import Problem
 router = APIRouter(prefix="/v1/dossiers", tags=["dossiers"])
 
 NUMERO, MOTIF = re.compile(r"\d{7}"), re.compile(r"[a-z_]{1,50}")
-NAME_LENGTH = 100  # the longest family name a lookup or search takes
 Numero = Annotated[str, Path(pattern=f"^{NUMERO.pattern}$", description="numéro allocataire (7 digits)")]
 Motif = Annotated[str, Query(pattern=f"^{MOTIF.pattern}$", description="purpose of the consultation")]
 
@@ -39,50 +42,10 @@ DENIAL_TITLES = {
     "identity_mismatch": "Family name does not match",
     "rate_limited": "Too many requests",
 } | standing.TITLES  # the lookup judges the caller's standing itself
+STATUS = {"granted": 200, "denied": 403, "not_found": 404, "rate_limited": 429}  # by recorded decision
 
 
-class DossierView(BaseModel):
-    numero: str
-    department: str
-    policy_version: str
-    sections: dict[str, Any]
-
-
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"motif": "accompagnement_social", "family_name": "Martin", "birth_date": "1984-03-12"}
-            ]
-        },
-    )
-
-    motif: str = Field(pattern=r"^[a-z_]{1,50}$")
-    nir: str | None = Field(
-        default=None, pattern=r"^[12]\s?\d{2}\s?\d{2}\s?(\d{2}|2[AB])\s?\d{3}\s?\d{3}\s?\d{2}$"
-    )
-    family_name: str | None = Field(default=None, min_length=1, max_length=NAME_LENGTH)
-    birth_date: date | None = None
-    telephone: str | None = Field(default=None, pattern=r"^\+?[0-9 .\-]{9,20}$")
-    postal_code: str | None = Field(default=None, pattern=r"^\d{5}$")
-
-    @model_validator(mode="after")
-    def _one_identifying_criterion(self) -> SearchRequest:
-        if not (self.nir or self.family_name or self.telephone):
-            raise ValueError("give nir, family_name (+ birth_date) or telephone")
-        if self.birth_date and not self.family_name:
-            raise ValueError("birth_date goes with family_name")
-        return self
-
-
-class SearchResult(BaseModel):
-    items: list[dict[str, str | None]]
-    truncated: bool
-
-
-def _caller(request: Request, principal: Principal) -> Caller:
-    settings = request.app.state.settings
+def _caller(request: Request, settings: Settings, principal: Principal) -> Caller:
     return Caller(
         principal,
         request.client.host if request.client else None,
@@ -97,9 +60,9 @@ async def record_refusal(request: Request, principal: Principal, reason: str) ->
     no dossier and is not recorded."""
     if request.url.path != "/v1/dossiers/search":
         return {}
-    caller = _caller(request, principal)
-    pool, policy = request.app.state.runtime.pool, request.app.state.policy
-    return {"X-Audit-Id": await lookups.record_refusal(pool, policy, caller, reason)}
+    ctx = context(request)
+    caller = _caller(request, ctx.settings, principal)
+    return {"X-Audit-Id": await searches.record_refusal(ctx.runtime.pool, ctx.policy, caller, reason)}
 
 
 def _well_formed(request: Request) -> tuple[str, str, str | None] | None:
@@ -127,46 +90,35 @@ class LookupRoute(APIRoute):
             if params is None:
                 return await validated(request)
             numero, motif, family_name = params
-            return await get_dossier(numero, motif, request, await verified_principal(request), family_name)
+            principal = await verified_principal(request)
+            return await get_dossier(numero, motif, request, context(request), principal, family_name)
 
         return handler
 
 
-def _unavailable() -> Problem:
-    return Problem(
-        503, "Service unavailable", "The consultation could not be recorded; no data was returned."
-    )
-
-
 # Declared before `/{numero}`, which would otherwise take `policy` for a (malformed) numero.
 @router.get("/policy", response_model=Policy, responses={403: {}})
-async def get_policy(request: Request, principal: CurrentPrincipal) -> Policy:
+async def get_policy(ctx: Ctx, principal: CurrentPrincipal) -> Policy:
     """The consultation policy in force: each profile's sections, motifs and scope, and its version.
 
     Any signed-in caller may read it (the portal builds its lookup form from it); reading it names no
     dossier, so it is not a consultation and is not recorded."""
-    policy: Policy = request.app.state.policy
-    return policy
+    return ctx.policy
 
 
 async def get_dossier(
     numero: Numero,
     motif: Motif,
     request: Request,
+    ctx: Ctx,
     principal: CurrentPrincipal,
     family_name: Annotated[str | None, Query(min_length=1, max_length=NAME_LENGTH)] = None,
 ) -> Response:
-    """The profile-filtered view of one dossier; every call is recorded before it is answered.
-
-    The caller's standing is judged in the lookup's own statement (`lookups.lookup`): `LookupRoute` calls
-    this with the token's principal as verified, not yet judged."""
-    pool = request.app.state.runtime.pool
-    caller = _caller(request, principal)
-    try:
-        outcome = await lookups.lookup(pool, request.app.state.policy, caller, numero, motif, family_name)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-        raise _unavailable() from exc
-    return _answer(outcome)
+    """The profile-filtered view of one dossier; every call is recorded before it is answered."""
+    # `LookupRoute` calls this with the token's principal verified, its standing not yet judged: the
+    # lookup's own statement judges it (`lookups.lookup`).
+    caller = _caller(request, ctx.settings, principal)
+    return _answer(await lookups.lookup(ctx.runtime.pool, ctx.policy, caller, numero, motif, family_name))
 
 
 router.add_api_route(
@@ -181,24 +133,19 @@ router.add_api_route(
 
 @router.post("/search", response_model=SearchResult, responses={403: {}, 429: {}, 503: {}})
 async def search_dossiers(
-    body: SearchRequest, request: Request, principal: CurrentPrincipal, session: SessionDep
+    body: SearchRequest, request: Request, ctx: Ctx, principal: CurrentPrincipal, session: SessionDep
 ) -> Response:
     """Minimal matches inside the caller's scope; at most 20; recorded as `dossier.searched`."""
-    criteria = SearchCriteria(**body.model_dump())
-    try:
-        outcome = await lookups.search(
-            session, request.app.state.policy, _caller(request, principal), criteria
-        )
-    except (SQLAlchemyError, OSError) as exc:
-        raise _unavailable() from exc
-    return _answer(outcome)
+    caller = _caller(request, ctx.settings, principal)
+    return _answer(await searches.search(session, ctx.policy, caller, SearchCriteria(**body.model_dump())))
 
 
 def _answer(outcome: Outcome) -> Response:
     """The recorded outcome as HTTP: its audit id and rate-limit fields on every answer, refusals too."""
     headers = outcome.rate.headers() | {"X-Audit-Id": outcome.audit_id}
-    if outcome.status != 200:
+    if outcome.decision != "granted":
         reason = outcome.reason or "denied"
-        raise Problem(outcome.status, DENIAL_TITLES.get(reason, "Denied"), headers=headers, reason=reason)
+        title = DENIAL_TITLES.get(reason, "Denied")
+        raise Problem(STATUS[outcome.decision], title, headers=headers, reason=reason)
     # orjson: the dossier's sections are most of the answer, and the stdlib's encoder its slowest step.
     return Response(orjson.dumps(outcome.body), media_type="application/json", headers=headers)
