@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import asyncpg
 
 from bench.common import ADMIN_DSN, KAFKA, RESULTS, run_wrk
-from cdap_identity import accounts, habilitations
+from cdap_identity import accounts, habilitations, organisations
 from cdap_identity.models import Organisation
 from cdap_identity.passwords import HASHER
 from cdap_shared import events as ev
@@ -68,7 +68,7 @@ async def prepare() -> tuple[str, str, list[str]]:
                     convention_reference=f"B-{i}",
                     convention_valid_until=date(2030, 1, 1),
                 )
-                [account] = await accounts.register_organisation(
+                [account] = await organisations.register_organisation(
                     session, org, [(f"bench{i}@example.fr", "Bench", "Admin")], 72
                 )
                 await accounts.activate(session, account.activation_token, PASSWORD, {"T1", "T5"})

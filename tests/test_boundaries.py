@@ -2,10 +2,13 @@
 
 - A service's runtime package imports no other service's package, nor the CLI, nor test support.
 - `cdap_shared` imports no service, no CLI, no test support.
-- Runtime code (`cdap_shared`, every service, the CLI) imports no test library.
+- Runtime code (`cdap_shared`, every service, the CLI) imports no test library; only the CLI imports a
+  command-line library (typer, rich): a service's commands live in the CLI.
 - The CLI and the benchmarks use only public names of CDAP's packages (no `_private`).
 - No service or `cdap-shared` declares another service, the CLI, test support or a test library as a
   runtime dependency; only the workspace's dev group brings `cdap-testing`.
+- What a service installs (its locked dependencies, followed through uv.lock) holds no test library,
+  no command-line library and no local-only tool.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ SERVICE_PACKAGES = {s.package: s.name for s in SERVICES}
 TEST_LIBRARIES = {"pytest", "_pytest", "hypothesis", "schemathesis", "testcontainers", "cdap_testing"}
 # Distributions a runtime member must not depend on: test libraries, and local-only tools.
 TEST_DISTRIBUTIONS = {"pytest", "hypothesis", "schemathesis", "testcontainers", "cdap-testing", "aiosmtpd"}
+# The command line's libraries: the CLI (`cdap`) has them, a service never runs with them (click is
+# not among them: uvicorn, which serves every service, is built on it).
+CLI_LIBRARIES = {"typer", "rich"}
 
 
 @dataclass(frozen=True)
@@ -101,10 +107,10 @@ def test_the_walker_sees_what_the_rules_forbid() -> None:
 def test_runtime_code_imports_no_other_service_and_no_test_library(package: str) -> None:
     folder = runtime_packages()[package]
     assert folder.is_dir(), folder
-    # The CLI mounts the services' own sub-commands (`cdap identity ...`): it may import them.
+    # The CLI's sub-commands (`cdap identity ...`) call the services' public functions: it may import them.
     forbidden = set(SERVICE_PACKAGES) - {package} if package != "cdap_cli" else set()
     if package != "cdap_cli":
-        forbidden.add("cdap_cli")
+        forbidden |= {"cdap_cli", *CLI_LIBRARIES}
     wrong = [
         str(i) for i in imports_under(folder) if top(i.module) in forbidden or top(i.module) in TEST_LIBRARIES
     ]
@@ -133,7 +139,42 @@ def test_no_runtime_member_depends_on_another_service_or_on_test_support(member:
     services = {f"cdap-{s.name}" for s in SERVICES}
     own = tomllib.loads((ROOT / member / "pyproject.toml").read_text())["project"]["name"]
     assert not declared & (services - {own}), f"{member} depends on {declared & services}"
-    assert not declared & (TEST_DISTRIBUTIONS | {"cdap-cli"}), f"{member} depends on test or dev tooling"
+    assert not declared & (TEST_DISTRIBUTIONS | CLI_LIBRARIES | {"cdap-cli"}), (
+        f"{member} depends on test, command-line or dev tooling"
+    )
+
+
+def installed_with(distribution: str) -> set[str]:
+    """Every distribution uv.lock installs with `distribution` (extras asked for included)."""
+    packages = {p["name"]: p for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    todo: list[tuple[str, tuple[str, ...]]] = [(distribution, ())]
+    while todo:
+        name, extras = todo.pop()
+        if (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        package = packages[name]
+        wanted = [*package.get("dependencies", [])]
+        for extra in extras:
+            wanted += package.get("optional-dependencies", {}).get(extra, [])
+        todo += [(d["name"], tuple(d.get("extra", ()))) for d in wanted]
+    found = {name for name, _ in seen} - {distribution}
+    return found
+
+
+def test_the_lock_walk_finds_what_the_cli_installs() -> None:
+    """The check below can fail: the CLI's command-line libraries are found through the lock."""
+    assert installed_with("cdap-cli") >= CLI_LIBRARIES
+
+
+@pytest.mark.parametrize("service", [s.name for s in SERVICES])
+def test_a_service_installs_only_what_it_runs_with(service: str) -> None:
+    installed = installed_with(f"cdap-{service}")
+    assert "fastapi" in installed  # the walk follows the lock (through cdap-shared)
+    assert not installed & (TEST_DISTRIBUTIONS | CLI_LIBRARIES | {"cdap-cli"}), sorted(
+        installed & (TEST_DISTRIBUTIONS | CLI_LIBRARIES | {"cdap-cli"})
+    )
 
 
 def test_test_support_comes_only_with_the_dev_group() -> None:

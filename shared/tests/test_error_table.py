@@ -9,9 +9,10 @@ from cdap_shared.problems import PROBLEM_JSON, install_error_table, install_prob
 
 
 class Refused(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, **members: object) -> None:
         super().__init__(detail)
         self.reason = reason
+        self.members = members
 
 
 class NotNow(Refused):
@@ -32,7 +33,7 @@ def _app() -> FastAPI:
     install_error_table(app, {NotNow: (409, "Conflict"), TooBig: (413, "Too large")})
     errors = {
         "closed": Closed("request_closed", "The request is closed."),
-        "big": TooBig("too_big", "Over the limit."),
+        "big": TooBig("too_big", "Over the limit.", limit=10),
         "unmapped": Refused("anything", "Not in the table."),
     }
 
@@ -56,6 +57,7 @@ async def test_each_error_gets_its_nearest_class_status_with_its_reason_and_deta
         "reason": "request_closed",
     }
     assert (big.status_code, big.json()["title"], big.json()["reason"]) == (413, "Too large", "too_big")
+    assert big.json()["limit"] == 10  # an error's members are members of its problem
 
 
 async def test_an_error_the_table_does_not_name_stays_an_internal_error() -> None:

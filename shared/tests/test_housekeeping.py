@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import MetaData
 from sqlmodel import SQLModel
 
@@ -14,6 +16,9 @@ from cdap_shared.housekeeping import Retention, purge
 from cdap_shared.inbox import InboxRecord
 from cdap_shared.mail import QueuedMail
 from cdap_shared.outbox import OutboxRecord
+from cdap_shared.runtime import ServiceRuntime
+from cdap_shared.settings import ServiceSettings
+from cdap_testing import eventually
 
 pytestmark = pytest.mark.stack
 
@@ -85,3 +90,33 @@ async def test_a_database_without_a_mail_outbox_is_purged_too(
         assert (purged.outbox, purged.inbox, purged.mail) == (0, 1, 0)
     finally:
         await pool.close()
+
+
+async def test_a_service_process_runs_housekeeping_and_the_consumer_watch(
+    make_database: Callable[[], Awaitable[str]],
+) -> None:
+    url = await make_database()
+    await _tables(url, OutboxRecord, InboxRecord)
+    settings = ServiceSettings(service_name="t", database_url=url, housekeeping_interval_seconds=0.2)
+    runtime = ServiceRuntime(settings, run_relay=False)
+    started = time.time()
+    await runtime.start()
+    try:
+        outbox = (
+            "INSERT INTO outbox (event_id, event_type, topic, key, payload, headers, sent_at) "
+            "VALUES ('published-long-ago', 'x', 't', 'k', ''::bytea, '{}', now() - interval '25 hours')"
+        )
+        await runtime.pool.execute(outbox)
+
+        async def purged() -> bool:
+            return await runtime.pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+        async def watched() -> bool:
+            labels = {"job": "consumer-watch"}
+            last = REGISTRY.get_sample_value("cdap_periodic_last_success_timestamp_seconds", labels)
+            return last is not None and last >= started
+
+        assert await eventually(purged)
+        assert await eventually(watched)
+    finally:
+        await runtime.stop()

@@ -59,3 +59,19 @@ async def test_drain_runs_again_at_once_while_there_is_work() -> None:
                 break
             await asyncio.sleep(0.01)
     assert backlog == []
+
+
+async def test_a_job_without_grace_is_cut_short_at_stop() -> None:
+    started, never = asyncio.Event(), asyncio.Event()
+    finished: list[bool] = []
+
+    async def sample() -> None:
+        started.set()
+        await never.wait()  # a read that hangs (a broker gone away)
+        finished.append(True)
+
+    periodic = Periodic("test-sample", sample, every=3600, grace=0)
+    periodic.start()
+    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(periodic.stop(), 10)
+    assert finished == []

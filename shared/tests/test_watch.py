@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -68,7 +67,8 @@ async def test_a_stalled_consumer_is_not_ready_until_it_progresses(
 ) -> None:
     watch = ConsumerWatch([pipeline.consumer], stall_after=STALL_AFTER, interval=0.2)
     app = create_app(title="t", ready_checks={"consumers": watch.check})
-    watching = asyncio.create_task(watch.run())
+    watching = watch.periodic()
+    watching.start()
     events = [
         ev.make_event(
             "identity.user.activated", source="/t", subject=f"u-{i}", data=SAMPLES["identity.user.activated"]
@@ -100,7 +100,7 @@ async def test_a_stalled_consumer_is_not_ready_until_it_progresses(
             assert await eventually(lambda: _applied(pipeline, len(events)))
             await eventually(lambda: _zero(lag(pipeline)))
     finally:
-        watching.cancel()
+        await watching.stop()
 
 
 async def _zero(value: float) -> bool:

@@ -1,6 +1,6 @@
 """Every service's OpenAPI document keeps the conventions a client generator relies on: stable, named
 operation ids; a declared security on every operation (none for a public one), consistent with the
-401/403 the operation documents; an example for every request body."""
+401/403 the operation documents; an example for every request and response body."""
 
 from __future__ import annotations
 
@@ -39,7 +39,15 @@ def schema_examples(document: dict[str, Any], schema: dict[str, Any]) -> list[An
     found = list(schema.get("examples", []))
     for branch in schema.get("anyOf", []):
         found += schema_examples(document, branch)
+    if schema.get("type") == "array" and "items" in schema:  # a list of models: [their example]
+        found += [[example] for example in schema_examples(document, schema["items"])]
     return found
+
+
+def body_examples(document: dict[str, Any], content: dict[str, Any]) -> list[Any]:
+    """The examples of one media type of a body: its own, or its schema's."""
+    own = content.get("examples") or ([content["example"]] if "example" in content else [])
+    return list(own) or schema_examples(document, content.get("schema", {}))
 
 
 def test_operation_ids_are_unique_and_named_not_generated(document: dict[str, Any]) -> None:
@@ -78,9 +86,26 @@ def test_the_public_operations_declare_no_security(document: dict[str, Any]) -> 
 def test_every_request_body_has_an_example(document: dict[str, Any]) -> None:
     for method, path, operation in operations(document):
         for media_type, content in operation.get("requestBody", {}).get("content", {}).items():
-            examples = (
-                content.get("examples")
-                or content.get("example")
-                or schema_examples(document, content.get("schema", {}))
-            )
-            assert examples, f"{method.upper()} {path} ({media_type}) has no example"
+            assert body_examples(document, content), f"{method.upper()} {path} ({media_type}) has no example"
+
+
+def test_every_response_body_has_an_example(document: dict[str, Any]) -> None:
+    """Every documented response with a JSON body (problem+json included) shows what it looks like."""
+    missing = [
+        f"{method.upper()} {path} {status} ({media_type})"
+        for method, path, operation in operations(document)
+        for status, response in operation.get("responses", {}).items()
+        for media_type, content in response.get("content", {}).items()
+        if "json" in media_type and content.get("schema") and not body_examples(document, content)
+    ]
+    assert not missing, "no example:\n" + "\n".join(missing)
+
+
+def test_the_example_check_sees_a_body_without_one() -> None:
+    """The check above can fail: a response model without examples, alone or in a list, has none."""
+    bare = {"components": {"schemas": {"Thing": {"type": "object"}}}}
+    assert body_examples(bare, {"schema": {"$ref": "#/components/schemas/Thing"}}) == []
+    listed = {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Thing"}}}
+    assert body_examples(bare, listed) == []
+    bare["components"]["schemas"]["Thing"]["examples"] = [{"id": 1}]
+    assert body_examples(bare, listed) == [[{"id": 1}]]

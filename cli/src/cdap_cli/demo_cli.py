@@ -18,7 +18,7 @@ console = Console()
 
 
 async def _bootstrap_admin(email: str) -> str:
-    from cdap_identity.cli import bootstrap_admin
+    from cdap_cli.identity import bootstrap_admin
     from cdap_identity.config import Settings
 
     _, token = await bootstrap_admin(Settings(), email, "Administrateur", "CAF", "76")

@@ -1,4 +1,5 @@
-"""`cdap`: one command for operators and demos; each service contributes its own sub-commands."""
+"""`cdap`: one command for operators and demos; a sub-command per service, over its public functions
+or its HTTP API, so that no service installs a command-line library."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cdap_audit.cli import app as audit_app
+from cdap_cli.audit import app as audit_app
 from cdap_cli.demo_cli import demo
+from cdap_cli.dossiers import app as dossiers_app
+from cdap_cli.identity import app as identity_app
 from cdap_cli.kafka_grant import app as kafka_app
-from cdap_dossiers.cli import app as dossiers_app
-from cdap_identity.cli import app as identity_app
 from cdap_shared.kafka_access import ADMIN, log_in_as
 from cdap_shared.watch import group_lags
 
@@ -27,6 +28,8 @@ app.add_typer(identity_app, name="identity")
 app.add_typer(dossiers_app, name="dossiers")
 app.add_typer(audit_app, name="audit")
 app.add_typer(kafka_app, name="kafka")
+docs_app = typer.Typer(help="The repository's docs.", no_args_is_help=True)
+app.add_typer(docs_app, name="docs")
 app.command("demo")(demo)
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -93,3 +96,21 @@ def lag(
                 name, topic, str(len(behind)), f"[{'red' if sum(behind) else 'green'}]{sum(behind)}"
             )
     Console().print(table if lags else "no consumer group yet")
+
+
+@docs_app.command("settings")
+def docs_settings(
+    check: Annotated[
+        bool, typer.Option("--check", help="change nothing; exit 1 if a table is stale")
+    ] = False,
+) -> None:
+    """Write the settings tables (docs/<service>.md, docs/configuration.md) from the settings classes."""
+    from cdap_cli import settings_docs
+
+    if check:
+        stale = settings_docs.stale()
+        for page in stale:
+            typer.secho(f"{page}: settings table out of date; run `cdap docs settings`", fg="red")
+        raise typer.Exit(1 if stale else 0)
+    for page in settings_docs.write():
+        typer.echo(f"rewrote {page}")

@@ -147,11 +147,20 @@ async def test_export_and_tail(audit: Audit, tmp_path: Path) -> None:
         rows = list(csv.DictReader(out_file.open()))
         assert [int(r["index"]) for r in rows] == list(range(12))
         assert rows[0]["leaf"] and rows[0]["type"] == "dossier.consulted"
+        assert {"actor_name", "organisation_name"} <= rows[0].keys()
 
+        # Names from audit's directory where it knows them (the consultations' actors and org-1).
+        for n in range(4):
+            await audit.sql(f"INSERT INTO person (user_id, display_name) VALUES ('u{n}', 'Agent {n}')")
+        await audit.sql(
+            "INSERT INTO known_organisation (organisation_id, name, department) "
+            "VALUES ('org-1', 'CCAS de Rouen', '76')"
+        )
         code, out = await cdap(
             "audit", "tail", "--from-index", "10", "--count", "2", "--url", url, token=token(audit)
         )
         assert code == 0 and out.count("dossier.consulted") == 2 and "      10 " in out, out
+        assert out.count(" (CCAS de Rouen) -> 30000") == 2 and out.count("dossier.consulted Agent ") == 2, out
 
         # Following from the end: publish once the command says where it starts.
         proc = await asyncio.create_subprocess_exec(
@@ -174,3 +183,4 @@ async def test_export_and_tail(audit: Audit, tmp_path: Path) -> None:
         rest = (await asyncio.wait_for(proc.stdout.read(), 30)).decode()
         assert await proc.wait() == 0
         assert rest.count("identity.user.suspended") == 2 and "dossier.consulted" not in rest, rest
+        assert rest.count("admin-1 ->") == 2, rest  # an actor the directory does not know: its id

@@ -172,3 +172,72 @@ async def test_filters_and_keyset_pages(audit: Audit) -> None:
     [index] = [i["index"] for i in by_event["items"]]
     one = await audit.get(f"/v1/entries/{index}")
     assert one["event_id"] == events[4].id
+
+
+async def test_what_the_log_cannot_give_is_a_problem_in_its_own_words(audit: Audit) -> None:
+    """Each refusal reaches the client through the one error table; the log here is empty."""
+    headers = audit.headers()
+    refusals = [
+        (
+            "GET",
+            "/v1/entries/5",
+            None,
+            404,
+            "No such entry",
+            "No entry at index 5 (beyond the log, or purged).",
+        ),
+        ("GET", "/v1/alerts/no-such-alert", None, 404, "No such alert", "No alert no-such-alert."),
+        (
+            "POST",
+            "/v1/alerts/no-such-alert/acknowledge",
+            b'{"comment": "on it"}',
+            404,
+            "No such alert",
+            "No alert no-such-alert.",
+        ),
+        (
+            "GET",
+            "/v1/proofs/inclusion?index=0&tree_size=1",
+            None,
+            400,
+            "Invalid proof request",
+            "Need index < tree_size <= 0 (the log's size).",
+        ),
+        (
+            "GET",
+            "/v1/proofs/consistency?first=0&second=2",
+            None,
+            400,
+            "Invalid proof request",
+            "Need first <= second <= 0 (the log's size).",
+        ),
+        (
+            "GET",
+            "/v1/checkpoints/witnessed",
+            None,
+            404,
+            "No witness configured",
+            "Set CDAP_AUDIT_WITNESS_KEYS to accept cosignatures.",
+        ),
+        (
+            "POST",
+            "/v1/checkpoints/cosignatures",
+            b"\xff",
+            400,
+            "Not a signed note",
+            "The body is not UTF-8 text.",
+        ),
+    ]
+    for method, path, body, status, title, detail in refusals:
+        answer = await audit.client.request(
+            method, path, content=body, headers={**headers, "Content-Type": "application/json"}
+        )
+        assert answer.status_code == status, (path, answer.text)
+        assert answer.headers["content-type"].startswith("application/problem+json"), path
+        problem = answer.json()
+        assert (problem["title"], problem["detail"], problem["status"]) == (title, detail, status), path
+        assert "reason" not in problem, path
+    # A note that is not one: the signing module's refusal, in its words.
+    answer = await audit.client.post("/v1/checkpoints/cosignatures", content=b"not a note")
+    assert answer.status_code == 400 and answer.json()["title"] == "Not a signed note", answer.text
+    assert await audit.sql("SELECT 1 FROM alert_review") == []

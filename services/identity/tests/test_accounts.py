@@ -307,6 +307,8 @@ async def test_forced_password_reset_blocks_login_until_a_new_password(idp: Iden
     token = await idp.activation_token_from_mail(email)
     reused = await idp.client.post("/v1/activations", json={"token": token, "password": STRONG})
     assert reused.status_code == 422 and "last" in reused.json()["detail"]  # not one of the last 5
+    # The portal shows each broken rule: they come as `violations`, beside the reason.
+    assert reused.json()["reason"] == "password_policy" and reused.json()["violations"]
     assert (
         await idp.client.post("/v1/activations", json={"token": token, "password": STRONG + "-new"})
     ).status_code == 200

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cdap_identity.consumers import IdentityHandlers
+from cdap_identity import handlers
+from cdap_identity.config import Settings
 from cdap_identity.models import Organisation
 from cdap_shared import events as ev
 from cdap_shared.db import create_engine, session_factory
@@ -53,7 +54,7 @@ async def db(make_database: Callable[[], Awaitable[str]]) -> AsyncIterator[Async
 
 
 def handler() -> fuzz.Handler:
-    return IdentityHandlers("http://portal.invalid", 72).apply
+    return handlers.handler(Settings(portal_url="http://portal.invalid"))
 
 
 @fuzz.fuzz_settings(max_examples=40)

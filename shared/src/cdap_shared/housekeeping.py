@@ -8,8 +8,6 @@ while Kafka still holds it, so its id is needed no longer than that (Kafka keeps
 
 from __future__ import annotations
 
-import asyncio
-import random
 from dataclasses import dataclass
 
 import asyncpg
@@ -67,15 +65,10 @@ async def purge(pool: asyncpg.Pool, retention: Retention) -> Purged:
     return Purged(outbox=outbox, inbox=inbox, mail=mail)
 
 
-async def run_periodically(pool: asyncpg.Pool, retention: Retention, every_seconds: float) -> None:
-    """Purge now and then every `every_seconds` (with jitter, so replicas do not all run at once)."""
-    while True:
-        try:
-            purged = await purge(pool, retention)
-            if purged.outbox or purged.inbox or purged.mail:
-                log.info("housekeeping purged", outbox=purged.outbox, inbox=purged.inbox, mail=purged.mail)
-        except Exception as exc:
-            # The database may be down for a while (or the pool not yet usable): the next round retries,
-            # a failed purge never takes the service down.
-            log.warning("housekeeping failed, retrying later", error=type(exc).__name__)
-        await asyncio.sleep(every_seconds * random.uniform(0.9, 1.1))
+async def sweep(pool: asyncpg.Pool, retention: Retention) -> Purged:
+    """One round of `purge`, logged when it deleted anything (the runtime runs it every hour, with
+    `cdap_shared.periodic`: a round that fails, the database being down, is retried at the next)."""
+    purged = await purge(pool, retention)
+    if purged.outbox or purged.inbox or purged.mail:
+        log.info("housekeeping purged", outbox=purged.outbox, inbox=purged.inbox, mail=purged.mail)
+    return purged

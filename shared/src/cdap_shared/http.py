@@ -92,7 +92,7 @@ def create_app(
     install_problem_handlers(app)
     checks = ready_checks or {}
 
-    @app.get("/health", tags=["ops"])
+    @app.get("/health", tags=["ops"], responses={200: example_response({"status": "ok"})})
     async def health() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
@@ -100,7 +100,10 @@ def create_app(
     @app.get(
         "/ready",
         tags=["ops"],
-        responses={503: {"description": "A dependency is unreachable, or a consumer is stalled"}},
+        responses={
+            200: example_response({"status": "ready", "checks": ["database", "kafka"]}),
+            503: {"description": "A dependency is unreachable, or a consumer is stalled"},
+        },
     )
     async def ready() -> dict[str, Any]:
         """Readiness: every dependency (database, Kafka) answers and every consumer progresses."""
@@ -181,6 +184,11 @@ def _document_security(app: FastAPI, public_paths: Sequence[str], token_url: str
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def example_response(body: Any) -> dict[str, Any]:
+    """An operation's `responses` entry giving its JSON body an example (FastAPI keeps the schema)."""
+    return {"content": {"application/json": {"example": body}}}
+
+
 PROBLEM_SCHEMA = {
     "type": "object",
     "required": ["type", "title", "status"],
@@ -193,6 +201,15 @@ PROBLEM_SCHEMA = {
         "reason": {"type": "string", "description": "machine-readable cause, e.g. outside_caseload"},
     },
     "additionalProperties": True,
+    "examples": [
+        {
+            "type": "about:blank",
+            "title": "Forbidden",
+            "status": 403,
+            "detail": "this dossier is outside your caseload",
+            "reason": "outside_caseload",
+        }
+    ],
 }
 
 

@@ -8,7 +8,6 @@ a mail is sent if and only if its transaction committed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import smtplib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +18,8 @@ import structlog
 from sqlalchemy import BigInteger, Column, DateTime, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import Field, SQLModel, col
+
+from cdap_shared.periodic import Periodic
 
 log = structlog.get_logger(__name__)
 
@@ -106,10 +107,11 @@ class MailRelay:
         self.sessions = sessions
         self.mailer = mailer
         self.interval = interval
-        self._stopping = asyncio.Event()
 
-    def stop(self) -> None:
-        self._stopping.set()
+    def periodic(self) -> Periodic:
+        """The job a service runs for its lifespan: send what is queued every `interval` seconds, and
+        again at once after a round that sent mails, so a backlog is not sent one batch per period."""
+        return Periodic("mail-relay", self.send_pending, self.interval, drain=True)
 
     async def send_pending(self, max_attempts: int = 5, batch: int = 50) -> int:
         """Send up to `batch` queued mails; returns how many were tried.
@@ -143,14 +145,3 @@ class MailRelay:
                     row.attempts += 1
                     return tried
         return tried
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                sent = await self.send_pending()
-            except Exception as exc:  # database outage: try again later
-                log.warning("mail relay interrupted", error=type(exc).__name__)
-                sent = 0
-            if not sent:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.interval)

@@ -30,16 +30,24 @@ class Periodic:
     """Runs `job` every `every` seconds until stopped.
 
     With `drain`, a run whose result is truthy (it found work, e.g. mails sent) is followed at once by
-    another, so a backlog empties without waiting a period per batch.
+    another, so a backlog empties without waiting a period per batch. `grace` is how long `stop()` lets
+    a run in progress finish; 0 for a job that only reads (a sample), which may be cut short.
     """
 
     def __init__(
-        self, name: str, job: Callable[[], Awaitable[object]], every: float, *, drain: bool = False
+        self,
+        name: str,
+        job: Callable[[], Awaitable[object]],
+        every: float,
+        *,
+        drain: bool = False,
+        grace: float = STOP_GRACE,
     ) -> None:
         self.name = name
         self.job = job
         self.every = every
         self.drain = drain
+        self.grace = grace
         self.failures = 0
         self.last_success: float | None = None  # wall-clock seconds of the last run that ended well
         self._stopping = asyncio.Event()
@@ -71,13 +79,17 @@ class Periodic:
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name=self.name)
 
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
     async def stop(self) -> None:
-        """Ask the loop to end after the run in progress; cancel it if that run outlasts `STOP_GRACE`."""
+        """Ask the loop to end after the run in progress; cancel it if that run outlasts `grace`."""
         self._stopping.set()
         if self._task is None:
             return
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(self._task, STOP_GRACE)
+            await asyncio.wait_for(self._task, self.grace)
 
 
 @asynccontextmanager

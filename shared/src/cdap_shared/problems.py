@@ -62,14 +62,16 @@ def install_error_table(app: FastAPI, table: Mapping[type[Exception], tuple[int,
     """Answer a service's domain errors with problem+json, from one table: error class -> (status, title).
 
     The nearest class of the error's MRO in `table` gives the status and title; the error's message is
-    the `detail`, and its `reason` attribute, when it has one, the machine-readable `reason`. The
-    domain raises errors in its own words and never learns of HTTP; this is the one place that maps.
+    the `detail`, its `reason` attribute, when it has one, the machine-readable `reason`, and its
+    `members` mapping, when it has one, further members (facts a client acts on). The domain raises
+    errors in its own words and never learns of HTTP; this is the one place that maps.
     """
 
     async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
         status, title = next(table[cls] for cls in type(exc).__mro__ if cls in table)
         reason = getattr(exc, "reason", None)
         extra = {"reason": reason} if reason else {}
+        extra.update(getattr(exc, "members", None) or {})
         return problem_response(Problem(status, title, str(exc), **extra), request)
 
     for error in table:

@@ -23,7 +23,8 @@ from sqlalchemy import text
 
 from cdap_shared.consumer import BatchHandler, EventConsumer, Handler
 from cdap_shared.db import asyncpg_dsn, create_engine, session_factory
-from cdap_shared.housekeeping import Retention, run_periodically
+from cdap_shared.housekeeping import Retention, sweep
+from cdap_shared.periodic import Periodic
 from cdap_shared.relay import OutboxRelay, count_backlog
 from cdap_shared.settings import ServiceSettings
 from cdap_shared.telemetry import configure_logging, configure_tracing
@@ -78,6 +79,7 @@ class ServiceRuntime:
             else None
         )
         self._tasks: list[asyncio.Task[Any]] = []
+        self._jobs: list[Periodic] = []
         self.consumers: list[EventConsumer] = []
         self.watch = ConsumerWatch(
             self.consumers,
@@ -144,7 +146,6 @@ class ServiceRuntime:
             reset=_reset_if_in_transaction,
         )
         self._tasks.append(asyncio.create_task(self._start_broker(), name="broker"))
-        self._tasks.append(asyncio.create_task(self.watch.run(), name="consumer-watch"))
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         retention = Retention(
@@ -152,23 +153,28 @@ class ServiceRuntime:
             inbox_days=self.settings.inbox_retention_days,
             sent_mail_hours=self.settings.sent_mail_retention_hours,
         )
-        self._tasks.append(
-            asyncio.create_task(
-                run_periodically(self._pool, retention, self.settings.housekeeping_interval_seconds),
-                name="housekeeping",
-            )
-        )
+        pool = self._pool
+        self._jobs = [
+            self.watch.periodic(),
+            # Idempotent deletes: a purge cut short at shutdown is finished by the next process.
+            Periodic(
+                "housekeeping",
+                lambda: sweep(pool, retention),
+                self.settings.housekeeping_interval_seconds,
+                grace=0,
+            ),
+        ]
+        for job in self._jobs:
+            job.start()
         self._tasks.append(asyncio.create_task(count_backlog(self._pool), name="outbox-backlog"))
 
     async def stop(self) -> None:
         if self.relay is not None:
             self.relay.stop()
         for task in self._tasks:
-            if (
-                task.get_name() in {"broker", "housekeeping", "consumer-watch", "outbox-backlog"}
-                and not task.done()
-            ):
+            if task.get_name() in {"broker", "outbox-backlog"} and not task.done():
                 task.cancel()
+        await asyncio.gather(*(job.stop() for job in self._jobs))
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 10)
         with contextlib.suppress(Exception):

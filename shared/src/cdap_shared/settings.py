@@ -16,35 +16,71 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CDAP_", env_file=None, extra="ignore")
 
-    service_name: str = "cdap"
-    database_url: str = "postgresql+asyncpg://cdap:cdap@127.0.0.1:5432/cdap"
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    # SASL/SCRAM-SHA-512 principal and password (`cdap-<service>`; see kafka_access.py); unset = no SASL.
-    kafka_username: str | None = None
-    kafka_password: SecretStr | None = None
-    jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"
-    jwt_audience: str = "cdap"
-    jwt_issuer: str = "cdap-identity"
-    otlp_endpoint: str | None = None
-    trace_sql: bool = False  # per-statement spans, for diagnosis (they cost ~10 % of a lookup)
-    log_level: str = "INFO"
-    smtp_url: str = "smtp://127.0.0.1:1025"
-    db_pool_size: int = Field(default=10, ge=1, le=100)
-    consumer_max_attempts: int = Field(default=3, ge=1, le=20)
-    # Where a consumer group that has no committed offset starts: "earliest" (the default) misses
-    # nothing; "latest" serves system tests that start fresh groups on long-lived topics.
-    consumer_offset_reset: Literal["earliest", "latest"] = "earliest"
-    # A consumer with records waiting that commits nothing for this long is reported stalled: /ready
-    # answers 503 naming it, and an error is logged (see watch.py).
-    consumer_stall_seconds: float = Field(default=30, gt=0)
-    consumer_watch_interval_seconds: float = Field(default=5, gt=0)
-    outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
-    # Housekeeping of outbox / inbox / mail_outbox (see housekeeping.py); the inbox outlives Kafka's
-    # 7-day retention so a redelivered event is always recognised.
-    housekeeping_interval_seconds: float = Field(default=3600, gt=0)
-    outbox_retention_hours: int = Field(default=24, ge=1)
-    inbox_retention_days: int = Field(default=14, ge=8)
-    sent_mail_retention_hours: int = Field(default=72, ge=1)
+    service_name: str = Field(
+        default="cdap", description="the name in logs, traces and metrics (set by each service's class)"
+    )
+    database_url: str = Field(
+        default="postgresql+asyncpg://cdap:cdap@127.0.0.1:5432/cdap",
+        description="the service's own PostgreSQL database (SQLAlchemy URL, asyncpg driver)",
+    )
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka brokers, comma-separated")
+    kafka_username: str | None = Field(
+        default=None,
+        description="SASL/SCRAM-SHA-512 principal (`cdap-<service>`, see docs/deploy.md); unset: no SASL",
+    )
+    kafka_password: SecretStr | None = Field(default=None, description="the Kafka principal's password")
+    jwks_url: str = Field(
+        default="http://127.0.0.1:8001/.well-known/jwks.json",
+        description="identity's public keys, which access tokens are checked against",
+    )
+    jwt_audience: str = Field(default="cdap", description="the `aud` an access token must carry")
+    jwt_issuer: str = Field(default="cdap-identity", description="the `iss` an access token must carry")
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="the OTLP/HTTP collector traces are sent to (e.g. Jaeger's "
+        "`http://127.0.0.1:4318/v1/traces`); unset: no traces are exported",
+    )
+    trace_sql: bool = Field(
+        default=False, description="per-statement spans, for diagnosis (they cost ~10 % of a lookup)"
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR (JSON logs on stdout)")
+    smtp_url: str = Field(default="smtp://127.0.0.1:1025", description="where e-mail is sent")
+    db_pool_size: int = Field(default=10, ge=1, le=100, description="database connections per process")
+    consumer_max_attempts: int = Field(
+        default=3, ge=1, le=20, description="tries of an event before it goes to the topic's `.dlq`"
+    )
+    consumer_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest",
+        description="where a consumer group without a committed offset starts: `earliest` misses "
+        "nothing; `latest` serves system tests that start fresh groups on long-lived topics",
+    )
+    consumer_stall_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="a consumer with records waiting that commits nothing for this long is reported "
+        "stalled: /ready answers 503 naming it, and an error is logged",
+    )
+    consumer_watch_interval_seconds: float = Field(
+        default=5, gt=0, description="how often consumers' progress is checked"
+    )
+    outbox_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="outbox rows published per batch by the relay"
+    )
+    housekeeping_interval_seconds: float = Field(
+        default=3600, gt=0, description="how often published outbox, old inbox and sent mail rows are purged"
+    )
+    outbox_retention_hours: int = Field(
+        default=24, ge=1, description="a published outbox row is kept this long"
+    )
+    inbox_retention_days: int = Field(
+        default=14,
+        ge=8,
+        description="an inbox row (an event already handled) is kept this long: longer than Kafka's "
+        "7-day retention, so a redelivered event is always recognised",
+    )
+    sent_mail_retention_hours: int = Field(
+        default=72, ge=1, description="a sent e-mail's row is kept this long"
+    )
 
     @property
     def kafka_login(self) -> KafkaLogin:
@@ -57,9 +93,11 @@ class ServiceSettings(BaseSettings):
         """Identity's token endpoint, beside the JWKS the tokens are checked with (for the OpenAPI)."""
         return urljoin(self.jwks_url, "/v1/token")
 
-    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated networks, e.g.
-    # "10.0.0.0/8,192.168.1.7"). None by default: the socket's peer is the client the audit records.
-    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        default_factory=list,
+        description="proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated "
+        "networks, e.g. `10.0.0.0/8,192.168.1.7`); none by default: the socket's peer is the client",
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

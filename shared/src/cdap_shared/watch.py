@@ -8,7 +8,6 @@ batches keep failing (rewound and retried) is stalled too, not busy.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from prometheus_client import Gauge
 from cdap_shared.consumer import EventConsumer
 from cdap_shared.http import NotReady
 from cdap_shared.kafka_access import KafkaLogin
+from cdap_shared.periodic import Periodic
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +61,7 @@ class PartitionLag:
 
 
 class ConsumerWatch:
-    """Samples every consumer of a process every `interval` seconds (a task run by the runtime)."""
+    """Samples every consumer of a process every `interval` seconds (`periodic()`, run by the runtime)."""
 
     def __init__(self, consumers: list[EventConsumer], *, stall_after: float, interval: float) -> None:
         self.consumers = consumers
@@ -69,13 +69,15 @@ class ConsumerWatch:
         self.interval = interval
         self._state: dict[str, _GroupState] = {}
 
-    async def run(self) -> None:
-        """Sample until cancelled; a failed sample (broker away) is retried at the next tick."""
-        while True:
-            for consumer in self.consumers:
-                with contextlib.suppress(Exception):
-                    await self.sample(consumer)
-            await asyncio.sleep(self.interval)
+    def periodic(self) -> Periodic:
+        """`sample_all` every `interval` seconds; a sample only reads, so stopping cuts it short."""
+        return Periodic("consumer-watch", self.sample_all, self.interval, grace=0)
+
+    async def sample_all(self) -> None:
+        """Sample each consumer; one that cannot be read (broker away) is tried again at the next tick."""
+        for consumer in self.consumers:
+            with contextlib.suppress(Exception):
+                await self.sample(consumer)
 
     async def sample(self, consumer: EventConsumer) -> None:
         """Read the group's committed and end offsets; update metrics and the stalled verdict."""

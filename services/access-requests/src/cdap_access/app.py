@@ -43,9 +43,9 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     if settings.scheduler_interval_seconds > 0:
         jobs.append(scheduler.periodic(runtime.sessions, ctx))
     if settings.mail_poll_seconds > 0:
-        mail_relay = MailRelay(runtime.sessions, Mailer(settings.smtp_url))
-        # Sent mails call for another round at once: a backlog is not sent one batch per period.
-        jobs.append(Periodic("mail-relay", mail_relay.send_pending, settings.mail_poll_seconds, drain=True))
+        jobs.append(
+            MailRelay(runtime.sessions, Mailer(settings.smtp_url), settings.mail_poll_seconds).periodic()
+        )
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:

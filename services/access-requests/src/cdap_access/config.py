@@ -14,10 +14,12 @@ from cdap_shared.settings import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "access-requests"
     database_url: str = "postgresql+asyncpg://cdap_access:cdap_access@127.0.0.1:5432/cdap_access"
-    consumer_group: str = "access-requests"
-    identity_topic: str = "identity.events"
-    access_topic: str = "access.events"
-    profiles_path: Path = DEFAULT_PROFILES
+    consumer_group: str = Field(default="access-requests", description="its Kafka consumer group")
+    identity_topic: str = Field(default="identity.events", description="identity's events (grants issued)")
+    access_topic: str = Field(default="access.events", description="where its own events are published")
+    profiles_path: Path = Field(
+        default=DEFAULT_PROFILES, description="the habilitation profiles' catalogue (TOML, sensitivity)"
+    )
     timezone: str = Field(default="Europe/Paris", description="where 'today' is for deadlines and dates")
     stage_business_days: int = Field(default=5, ge=1, le=60, description="French business days per stage")
     documents_expiry_days: int = Field(
@@ -26,15 +28,23 @@ class Settings(ServiceSettings):
     renewal_window_days: int = Field(
         default=30, ge=1, le=180, description="grants ending within this many days get a renewal request"
     )
-    max_document_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_document_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="largest supporting document accepted"
+    )
     # The service knows no CAF staff e-mail: each department's queue has a functional mailbox.
-    instructors_mailbox: str = "instruction-caf{department}@cdap.local"
-    managers_mailbox: str = "habilitations-caf{department}@cdap.local"
+    instructors_mailbox: str = Field(
+        default="instruction-caf{department}@cdap.local",
+        description="the instructors' mailbox of a department (`{department}` replaced)",
+    )
+    managers_mailbox: str = Field(
+        default="habilitations-caf{department}@cdap.local",
+        description="the managers' mailbox of a department (`{department}` replaced)",
+    )
     scheduler_interval_seconds: float = Field(
         default=300.0, ge=0, description="how often deadlines, expiries and renewals run; 0 disables"
     )
     mail_poll_seconds: float = Field(default=2.0, ge=0, description="mail outbox polling period; 0 disables")
-    portal_url: str = "http://127.0.0.1:8000"
+    portal_url: str = Field(default="http://127.0.0.1:8000", description="base of the links sent by mail")
 
 
 @dataclass(frozen=True)

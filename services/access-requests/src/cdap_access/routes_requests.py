@@ -17,10 +17,19 @@ from cdap_access.calendar import local_date
 from cdap_access.domain import State
 from cdap_access.queries import QueueKey
 from cdap_access.requests import Submission
-from cdap_access.schemas import CommentIn, DecisionIn, QueuePage, RequestState, SubmissionIn, WithdrawIn
+from cdap_access.schemas import (
+    REQUEST_DETAIL_EXAMPLE,
+    CommentIn,
+    DecisionIn,
+    QueuePage,
+    RequestState,
+    SubmissionIn,
+    WithdrawIn,
+)
 from cdap_access.web import Ctx, CurrentActor, IdempotencyKey, Now, RequestId, summary, write
 from cdap_shared.auth import CurrentPrincipal, Principal
 from cdap_shared.db import SessionDep
+from cdap_shared.http import example_response
 from cdap_shared.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["access requests"])
@@ -116,7 +125,10 @@ def decode_cursor(cursor: str) -> QueueKey:
         ) from exc
 
 
-@router.get("/access-requests/{request_id}", responses={403: {}, 404: {}})
+@router.get(
+    "/access-requests/{request_id}",
+    responses={200: example_response(REQUEST_DETAIL_EXAMPLE), 403: {}, 404: {}},
+)
 async def get_request(
     request_id: RequestId, actor: CurrentActor, ctx: Ctx, now: Now, session: SessionDep
 ) -> dict[str, Any]:

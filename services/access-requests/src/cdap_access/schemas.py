@@ -6,6 +6,7 @@ from datetime import date
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.config import JsonDict
 
 from cdap_access.domain import Decision
 from cdap_shared.names import PersonName
@@ -92,6 +93,64 @@ class RemovalIn(Strict):
     model_config = ConfigDict(json_schema_extra={"examples": [{"comment": "Départ de l'agent le 31 mars."}]})
 
 
+# Response examples (OpenAPI shows what an answer looks like).
+REQUEST_EXAMPLE: JsonDict = {
+    "id": "0198c3a2-7c00-7e5f-8b11-2d3c4e5f6a7b",
+    "kind": "new",
+    "state": "submitted",
+    "stage": 1,
+    "due": "2026-03-09",
+    "overdue": False,
+    "business_days_left": 5,
+    "organisation_id": "0198c3a2-6b1f-7c3e-8a2d-5f4e3b2a1c0d",
+    "organisation_name": "CCAS de Rouen",
+    "organisation_siret": "35600000000048",
+    "profile": "T2",
+    "department": "76",
+    "applicant": {
+        "family_name": "Petit",
+        "given_name": "Jules",
+        "email": "jules.petit@ccas-rouen.example",
+        "job_title": "Travailleur social",
+    },
+    "valid_until": "2027-03-01",
+    "submitted_at": "2026-03-02T09:15:00+00:00",
+}
+
+REQUEST_DETAIL_EXAMPLE: JsonDict = REQUEST_EXAMPLE | {
+    "version": 1,
+    "justification": "Suivi des familles accompagnées par le CCAS.",
+    "renews_grant_id": None,
+    "grant_id": None,
+    "requested_documents": [],
+    "documents": [
+        {
+            "id": "0198c3a2-7c10-7a2b-8c3d-4e5f6a7b8c9d",
+            "filename": "convention.pdf",
+            "size": 182044,
+            "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "uploaded_at": "2026-03-02T09:16:00+00:00",
+        }
+    ],
+    "history": [
+        {
+            "at": "2026-03-02T09:15:00+00:00",
+            "actor": "0198c3a2-7a10-7d2b-9c44-1e2f3a4b5c6d",
+            "action": "submitted",
+            "stage": 1,
+            "comment": None,
+            "documents": [],
+        }
+    ],
+}
+PROFILES_EXAMPLE: JsonDict = {
+    "profiles": {
+        "T1": {"label": "Instruction des prestations", "sensitive": True},
+        "T2": {"label": "Accompagnement social", "sensitive": False},
+    }
+}
+
+
 class RequestState(BaseModel):
     id: str
     state: str
@@ -99,11 +158,29 @@ class RequestState(BaseModel):
     due: date | None
     version: int
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": REQUEST_EXAMPLE["id"],
+                    "state": "submitted",
+                    "stage": 1,
+                    "due": "2026-03-09",
+                    "version": 1,
+                }
+            ]
+        }
+    )
+
 
 class QueuePage(BaseModel):
     items: list[dict[str, Any]]
     next_cursor: str | None
     total: int
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [REQUEST_EXAMPLE], "next_cursor": None, "total": 1}]}
+    )
 
 
 class RemovalOut(BaseModel):
@@ -112,3 +189,17 @@ class RemovalOut(BaseModel):
     requested_by: str
     requested_at: str
     state: str
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0198c3a3-0a1b-7c2d-8e3f-4a5b6c7d8e9f",
+                    "grant_id": "0198c3a2-7d4e-7b1a-9f00-3c5e2a1b4d6f",
+                    "requested_by": "0198c3a2-7a10-7d2b-9c44-1e2f3a4b5c6d",
+                    "requested_at": "2026-03-02T09:15:00+00:00",
+                    "state": "requested",
+                }
+            ]
+        }
+    )

@@ -13,14 +13,18 @@ from cdap_shared.settings import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "audit"
     database_url: str = "postgresql+asyncpg://cdap_audit:cdap_audit@127.0.0.1:5432/cdap_audit"
-    consumer_group: str = "audit"
+    consumer_group: str = Field(
+        default="audit", description="its Kafka consumer group (the directory's is `<group>-directory`)"
+    )
     # Topics are settings so tests (and a staging copy) can use fresh ones. `caf.dossiers` is
     # deliberately absent: it carries dossier content and NIRs, which the audit must never store.
-    identity_topic: str = "identity.events"
-    access_topic: str = "access.events"
-    consultations_topic: str = "dossier.consultations"
+    identity_topic: str = Field(default="identity.events", description="logged, and feeds the directory")
+    access_topic: str = Field(default="access.events", description="logged")
+    consultations_topic: str = Field(default="dossier.consultations", description="logged")
     alerts_topic: str = Field(default="audit.alerts", description="consumed and produced")
-    checkpoints_topic: str = "audit.checkpoints"
+    checkpoints_topic: str = Field(
+        default="audit.checkpoints", description="where signed checkpoints are published"
+    )
 
     audit_origin: str = Field(
         default="cdap.audit/local",
@@ -49,12 +53,11 @@ class Settings(ServiceSettings):
     )
     retention_days: int = Field(default=3 * 365, ge=1, description="entries older than this are purged")
     partitions_ahead: int = Field(default=2, ge=1, le=24, description="monthly partitions created ahead")
-    alert_rules_path: Path = DEFAULT_RULES
+    alert_rules_path: Path = Field(default=DEFAULT_RULES, description="the alert rules (TOML)")
     stream_heartbeat_seconds: float = Field(default=15, gt=0, le=300, description="SSE comment interval")
     stream_lifetime_seconds: float = Field(
         default=600, gt=0, description="a stream then ends; the client resumes with Last-Event-ID"
     )
-    page_limit_max: int = Field(default=1000, ge=1, le=10_000)
     alert_notify_seconds: float = Field(
         default=2.0, gt=0, le=60, description="how often new alerts are looked for (critical ones mailed)"
     )

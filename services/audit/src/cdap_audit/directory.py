@@ -1,12 +1,9 @@
-"""Who the ids of the log are: a projection of `identity.events` (accounts and organisations).
+"""Who the ids of the log are: the read side of a projection of `identity.events` (accounts and
+organisations), kept by the directory's handlers (`handlers.py`).
 
 Names are joined to entries and alerts when they are read, never written into an entry: the leaf
 keeps ids only, so a name corrected later shows everywhere and the hashed bytes never change. The
 projection also says which auditors an alert is mailed to (role `auditor`, the alert's department).
-
-It is fed by its own consumer group (`<group>-directory`), apart from the ingestion's batches, and
-needs no inbox: each event sets a row to what identity said last, and one subject's events keep
-their order (same key), so a redelivery replays them to the same state.
 """
 
 from __future__ import annotations
@@ -15,54 +12,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, literal, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_audit.models import KnownOrganisation, Person
-from cdap_shared import events as ev
-from cdap_shared.envelope import CloudEvent
 from cdap_shared.standing import ACCOUNT, Standing
 
 PERSON = Person.__table__  # type: ignore[attr-defined]
 ORGANISATION = KnownOrganisation.__table__  # type: ignore[attr-defined]
 STANDING = Standing.__table__  # type: ignore[attr-defined]
 AUDITOR = "auditor"
-
-
-def display_name(data: ev.UserProvisioned) -> str | None:
-    """ "Given Family" as identity has it, or None for an event published before names were sent."""
-    parts = [p.strip() for p in (data.given_name, data.family_name) if p and p.strip()]
-    return " ".join(parts) or None
-
-
-async def apply(session: AsyncSession, event: CloudEvent) -> None:
-    """Handler of the directory's consumer: keeps accounts' and organisations' latest description."""
-    data = ev.parse_data(event)
-    if isinstance(data, ev.UserProvisioned):
-        row = {
-            "user_id": data.user_id,
-            "display_name": display_name(data),
-            "email": data.email,
-            "organisation_id": data.organisation_id,
-            "department": data.department,
-            "roles": sorted(data.roles),
-        }
-        stmt = pg_insert(PERSON).values(row)
-        changed: dict[str, Any] = {k: stmt.excluded[k] for k in row if k != "user_id"}
-        # An older event without names must not erase the ones a newer one brought.
-        for kept in ("display_name", "email"):
-            changed[kept] = func.coalesce(stmt.excluded[kept], PERSON.c[kept])
-        await session.execute(stmt.on_conflict_do_update(index_elements=["user_id"], set_=changed))
-    elif isinstance(data, ev.OrganisationRegistered):
-        row = {"organisation_id": data.organisation_id, "name": data.name, "department": data.department}
-        stmt = pg_insert(ORGANISATION).values(row)
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["organisation_id"],
-                set_={"name": stmt.excluded.name, "department": stmt.excluded.department},
-            )
-        )
 
 
 @dataclass(frozen=True)

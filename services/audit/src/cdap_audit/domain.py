@@ -271,12 +271,23 @@ _REACHES = {
 _DONE = {"acknowledge": "acknowledged", "close": "closed"}
 
 
+class UnknownAlert(LookupError):
+    """No alert has this id."""
+
+    def __init__(self, alert_id: str) -> None:
+        super().__init__(f"No alert {alert_id}.")
+
+
 class InvalidTransition(ValueError):
     """The action does not apply to the alert's state (acknowledged twice, or already closed)."""
+
+    reason = "invalid_transition"
 
 
 class CommentRequired(ValueError):
     """Acknowledging says what is being done about the alert."""
+
+    reason = "comment_required"
 
 
 def next_state(state: str, action: ReviewAction, comment: str | None) -> str:
@@ -295,3 +306,51 @@ def digest_cutoff(now: datetime, hour: int) -> datetime:
     local = now.astimezone(CIVIL_ZONE)
     day = local.date() if local.hour >= hour else local.date() - timedelta(days=1)
     return datetime.combine(day, time(hour), CIVIL_ZONE)
+
+
+# ----------------------------------------------------------------- what the log cannot give
+class UnknownEntry(LookupError):
+    """No entry at this position: beyond the tree, or purged by retention."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"No entry at index {index} (beyond the log, or purged).")
+
+
+class InvalidProofRequest(ValueError):
+    """The sizes or positions asked for do not fit the log as committed."""
+
+
+class LogDamaged(Exception):
+    """A Merkle node of a committed size is gone: not the caller's doing, only tampering explains it."""
+
+
+class NoCheckpointYet(LookupError):
+    """Nothing is signed yet (the service has just started on an empty log)."""
+
+
+class NoWitnessConfigured(LookupError):
+    """No witness key is configured, so no checkpoint can be witnessed."""
+
+
+class NotWitnessedYet(LookupError):
+    """No checkpoint carries a cosignature of every witness asked for."""
+
+
+class KeyUnavailable(Exception):
+    """The signing key could not be loaded (its first load needs the database)."""
+
+
+class CosignatureRejected(Exception):
+    """A witness's submission was not added; the subclass says why."""
+
+
+class NotASignedNote(CosignatureRejected):
+    """The submission is not a checkpoint note with signature lines."""
+
+
+class CosignatureRefused(CosignatureRejected):
+    """No valid cosignature by a witness configured here (or a forged one)."""
+
+
+class UnknownCheckpoint(CosignatureRejected):
+    """The note's checkpoint text is not one signed here."""

@@ -18,7 +18,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_audit import directory
-from cdap_audit.domain import format_time
+from cdap_audit.domain import UnknownAlert, UnknownEntry, format_time
 from cdap_audit.models import AlertRecord, AlertReview, Entry
 
 ENTRY = Entry.__table__  # type: ignore[attr-defined]
@@ -106,9 +106,12 @@ async def entries(
     return Page(items, str(items[-1]["index"]) if more else None)
 
 
-async def entry_at(session: AsyncSession, index: int) -> dict[str, Any] | None:
+async def entry_at(session: AsyncSession, index: int) -> dict[str, Any]:
+    """One entry by its leaf position, with names; `UnknownEntry` if beyond the tree or purged."""
     row = (await session.execute(select(*_entry_columns()).where(ENTRY.c.leaf_index == index))).first()
-    return (await directory.with_names(session, [entry_item(row)]))[0] if row is not None else None
+    if row is None:
+        raise UnknownEntry(index)
+    return (await directory.with_names(session, [entry_item(row)]))[0]
 
 
 def _moment(value: datetime | None) -> str | None:
@@ -168,7 +171,9 @@ async def alerts(
     return Page(items, str(items[-1]["id"]) if more else None)
 
 
-async def alert(session: AsyncSession, alert_id: str) -> dict[str, Any] | None:
-    """One alert by its id, with its review and names; None if unknown."""
+async def alert(session: AsyncSession, alert_id: str) -> dict[str, Any]:
+    """One alert by its id, with its review and names; `UnknownAlert` if there is none."""
     row = (await session.execute(_alerts_query().where(ALERT.c.alert_id == alert_id))).first()
-    return (await directory.with_names(session, [alert_item(row)]))[0] if row is not None else None
+    if row is None:
+        raise UnknownAlert(alert_id)
+    return (await directory.with_names(session, [alert_item(row)]))[0]

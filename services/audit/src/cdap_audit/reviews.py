@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_audit import directory
 from cdap_audit.alerts import SOURCE
-from cdap_audit.domain import ReviewAction, digest_cutoff, next_state
+from cdap_audit.domain import ReviewAction, UnknownAlert, digest_cutoff, next_state
 from cdap_audit.models import AlertRecord, AlertReview
 from cdap_audit.notifications import AlertNotice, critical_mail, digest_mail
 from cdap_shared import events as ev
@@ -32,10 +32,6 @@ REVIEW = AlertReview.__table__  # type: ignore[attr-defined]
 DIGEST_LOCK = 0x0A1E_D16E  # the advisory lock of the digest (any constant no other lock uses)
 NOTIFY_BATCH = 100
 EVENT_OF = {"acknowledge": "audit.alert.acknowledged", "close": "audit.alert.closed"}
-
-
-class UnknownAlert(LookupError):
-    """No alert has this id."""
 
 
 async def review(

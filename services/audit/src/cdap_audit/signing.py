@@ -13,16 +13,26 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import structlog
 from pydantic import SecretStr
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cdap_audit import ledger
+from cdap_audit.domain import (
+    CosignatureRefused,
+    KeyUnavailable,
+    NoCheckpointYet,
+    NotASignedNote,
+    NotWitnessedYet,
+    NoWitnessConfigured,
+    UnknownCheckpoint,
+)
 from cdap_audit.models import CheckpointRecord, SigningKey
 from cdap_shared import events as ev
 from cdap_shared import outbox
@@ -99,6 +109,30 @@ async def stored_signer(sessions: async_sessionmaker[AsyncSession], origin: str)
     return NoteSigner.from_key(stored)
 
 
+class CheckpointKey:
+    """The log's signing key: the configured one, else the one kept in the database (loaded, or
+    generated, on first use, then kept for the process's life)."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], origin: str, configured: NoteSigner | None
+    ) -> None:
+        self.sessions = sessions
+        self.origin = origin
+        self._signer = configured
+
+    async def signer(self) -> NoteSigner:
+        if self._signer is None:
+            self._signer = await stored_signer(self.sessions, self.origin)
+        return self._signer
+
+    async def verifier_key(self) -> str:
+        """The note verifier key that checks every checkpoint; `KeyUnavailable` if its first load fails."""
+        try:
+            return (await self.signer()).verifier_key
+        except (SQLAlchemyError, OSError) as exc:  # first use, and the database is down
+            raise KeyUnavailable("The signing key could not be loaded; retry.") from exc
+
+
 async def latest(session: AsyncSession) -> CheckpointRecord | None:
     query = select(CheckpointRecord).order_by(CHECKPOINT.c.tree_size.desc()).limit(1)
     return (await session.execute(query)).scalars().first()
@@ -141,14 +175,6 @@ async def sign_if_grown(
         return CheckpointRecord(id=inserted, origin=origin, tree_size=size, root_hash=root, note=note)
 
 
-class CosignatureRejected(Exception):
-    """A witness's submission was not added; `status` is the HTTP status that says why."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-
-
 def _marker(witness_name: str) -> str:
     """What a note carrying a signature line of this key name contains (its lines follow newlines)."""
     return f"\n\u2014 {witness_name} "
@@ -157,7 +183,8 @@ def _marker(witness_name: str) -> str:
 async def add_cosignatures(
     sessions: async_sessionmaker[AsyncSession], note: str, witnesses: Iterable[CosignerVerifier]
 ) -> str:
-    """Append to the stored checkpoint the valid cosignatures of `note` by configured witnesses.
+    """Append to the stored checkpoint the valid cosignatures of `note` by configured witnesses (raises
+    a `domain.CosignatureRejected` saying why not).
 
     The note must carry the exact text of a checkpoint signed here; a witness that already cosigned
     it keeps its first line (resubmitting is harmless). The row is locked so two witnesses adding
@@ -168,19 +195,19 @@ async def add_cosignatures(
         checkpoint = Checkpoint.parse(text)
         offered = cosignatures(note, witnesses)
     except InvalidSignatureError as exc:
-        raise CosignatureRejected(403, str(exc)) from exc
+        raise CosignatureRefused(str(exc)) from exc
     except NoteError as exc:
-        raise CosignatureRejected(400, str(exc)) from exc
+        raise NotASignedNote(str(exc)) from exc
     except ValueError as exc:
-        raise CosignatureRejected(400, f"not a checkpoint: {exc}") from exc
+        raise NotASignedNote(f"not a checkpoint: {exc}") from exc
     if not offered:
-        raise CosignatureRejected(403, "the note carries no cosignature by a witness configured here")
+        raise CosignatureRefused("the note carries no cosignature by a witness configured here")
     size = checkpoint.tree_size
     query = select(CHECKPOINT.c.note).where(CHECKPOINT.c.tree_size == size).with_for_update()
     async with sessions() as session, session.begin():
         stored: str | None = (await session.execute(query)).scalar_one_or_none()
         if stored is None or split_note(stored)[0] != text:
-            raise CosignatureRejected(404, f"no checkpoint with this text was signed here (size {size})")
+            raise UnknownCheckpoint(f"no checkpoint with this text was signed here (size {size})")
         try:
             present = cosignatures(stored, witnesses)
         except InvalidSignatureError:  # a forged line in the database: it stays, for verify to see
@@ -192,6 +219,31 @@ async def add_cosignatures(
             await session.execute(update(CHECKPOINT).where(row).values(note=stored))
             log.info("checkpoint cosigned", tree_size=size, witnesses=[w.name for w in offered])
     return stored
+
+
+async def current(session: AsyncSession) -> CheckpointRecord:
+    """The newest checkpoint; `NoCheckpointYet` before the first."""
+    record = await latest(session)
+    if record is None:
+        raise NoCheckpointYet("The first checkpoint is signed within seconds of start.")
+    return record
+
+
+async def witnessed(
+    session: AsyncSession, configured: Sequence[CosignerVerifier], names: Sequence[str] | None
+) -> CheckpointRecord:
+    """The newest checkpoint cosigned by every witness in `names`, or by any configured witness when
+    none is named; `NoWitnessConfigured` or `NotWitnessedYet` when there is none."""
+    if not (names or configured):
+        raise NoWitnessConfigured("Set CDAP_AUDIT_WITNESS_KEYS to accept cosignatures.")
+    if names:
+        record = await latest_witnessed(session, names)
+    else:
+        records = [await latest_witnessed(session, [w.name]) for w in configured]
+        record = max((r for r in records if r), key=lambda r: r.tree_size, default=None)
+    if record is None:
+        raise NotWitnessedYet("No checkpoint carries a cosignature of these witnesses yet.")
+    return record
 
 
 async def latest_witnessed(session: AsyncSession, witness_names: Iterable[str]) -> CheckpointRecord | None:

@@ -20,17 +20,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cdap_audit import queries
 from cdap_audit.models import TreeState
 from cdap_audit.queries import EntryFilter
-
-log = structlog.get_logger(__name__)
+from cdap_shared.periodic import Periodic
 
 STATE = TreeState.__table__  # type: ignore[attr-defined]
+SIZE = select(STATE.c.size).where(STATE.c.id == 1)
 POLL_INTERVAL = 0.2
 BATCH = 500  # entries read per query while a stream catches up
 
@@ -40,15 +39,15 @@ class TreeWatcher:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], interval: float = POLL_INTERVAL) -> None:
         self.sessions = sessions
-        self.interval = interval
         self.size: int | None = None
         self._grown = asyncio.Condition()
-        self._task: asyncio.Task[None] | None = None
+        # An outage fails a read (logged and counted): streams wait, sending heartbeats, until it ends.
+        self.poll = Periodic("tree-watcher", self.read_size, interval, grace=0)
 
     async def wait_beyond(self, size: int | None, seconds: float) -> int | None:
         """The committed size once it exceeds `size` (or is first known), or as it is after `seconds`."""
-        if self._task is None:  # started on first use: a service nobody streams from does not poll
-            self._task = asyncio.create_task(self._run(), name="tree-watcher")
+        if not self.poll.started:  # started on first use: a service nobody streams from does not poll
+            self.poll.start()
 
         def grown() -> bool:
             return self.size is not None and (size is None or self.size > size)
@@ -59,25 +58,17 @@ class TreeWatcher:
                     await self._grown.wait_for(grown)
         return self.size
 
-    async def _run(self) -> None:
-        query = select(STATE.c.size).where(STATE.c.id == 1)
-        while True:
-            try:
-                async with self.sessions() as session:
-                    size = (await session.execute(query)).scalar_one_or_none() or 0
-                if size != self.size:
-                    async with self._grown:
-                        self.size = size
-                        self._grown.notify_all()
-            except Exception as exc:  # an outage: streams wait (and send heartbeats) until it ends
-                log.warning("tree size not read", error=type(exc).__name__)
-            await asyncio.sleep(self.interval)
+    async def read_size(self) -> None:
+        """Read the committed size; wake the streams if it changed."""
+        async with self.sessions() as session:
+            size = (await session.execute(SIZE)).scalar_one_or_none() or 0
+        if size != self.size:
+            async with self._grown:
+                self.size = size
+                self._grown.notify_all()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self.poll.stop()
 
 
 def event(item: dict[str, Any]) -> str:

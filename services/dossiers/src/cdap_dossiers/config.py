@@ -15,8 +15,14 @@ from cdap_shared.settings import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "dossiers"
     database_url: str = "postgresql+asyncpg://cdap_dossiers:cdap_dossiers@127.0.0.1:5432/cdap_dossiers"
-    policy_path: Path = DEFAULT_POLICY
-    rate_limit_user: float = Field(default=10.0, gt=0, description="lookups per second for a person")
+    policy_path: Path = Field(
+        default=DEFAULT_POLICY,
+        description="the consultation policy (TOML: sections and motifs per profile), served at "
+        "GET /v1/dossiers/policy",
+    )
+    rate_limit_user: float = Field(
+        default=10.0, gt=0, description="lookups per second for a person (token bucket, burst of one second)"
+    )
     rate_limit_client: float = Field(
         default=50.0, gt=0, description="lookups per second for a partner system"
     )
@@ -24,9 +30,9 @@ class Settings(ServiceSettings):
     search_rate_limit_client: float = Field(
         default=20.0, gt=0, description="searches per second for a partner system"
     )
-    consumer_group: str = "dossiers"
-    caf_topic: str = "caf.dossiers"
-    identity_topic: str = "identity.events"
+    consumer_group: str = Field(default="dossiers", description="its Kafka consumer group")
+    caf_topic: str = Field(default="caf.dossiers", description="the CAF's feed of dossiers")
+    identity_topic: str = Field(default="identity.events", description="identity's events (who may see what)")
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,27 @@ class Profile(BaseModel):
 
 
 class Policy(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "version": "2026-01",
+                    "profiles": {
+                        "T2": {
+                            "label": "Accompagnement social",
+                            "sections": ["identite", "foyer"],
+                            "motifs": ["accompagnement_social"],
+                            "scope": "department",
+                            "opposition": True,
+                            "searchable": True,
+                        }
+                    },
+                }
+            ]
+        },
+    )
 
     version: str = Field(min_length=1)
     profiles: dict[str, Profile] = Field(min_length=1)

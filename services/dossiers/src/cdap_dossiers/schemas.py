@@ -16,6 +16,26 @@ class DossierView(BaseModel):
     policy_version: str
     sections: dict[str, Any]
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "numero": "1000042",
+                    "department": "76",
+                    "policy_version": "2026-01",
+                    "sections": {
+                        "foyer": {
+                            "members": [
+                                {"role": "allocataire", "family_name": "Martin", "given_name": "Claire"}
+                            ],
+                            "children": 0,
+                        }
+                    },
+                }
+            ]
+        }
+    )
+
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(
@@ -48,3 +68,21 @@ class SearchRequest(BaseModel):
 class SearchResult(BaseModel):
     items: list[dict[str, str | None]]
     truncated: bool
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "numero": "1000042",
+                            "family_name": "Martin",
+                            "given_name": "Claire",
+                            "department": "76",
+                        }
+                    ],
+                    "truncated": False,
+                }
+            ]
+        }
+    )

@@ -1,4 +1,6 @@
-"""Service functions for organisations and accounts: each change and its event in one transaction."""
+"""Accounts: create (CAF staff, and the accounts of organisations and approved requests), activate,
+suspend, reinstate, unlock, force a password reset, mail a new activation link. Each use case stages
+its change, its event and its mail in the caller's transaction; the caller commits."""
 
 from __future__ import annotations
 
@@ -11,7 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from cdap_identity import domain
-from cdap_identity.models import Grant, OneTimeToken, Organisation, RefreshToken, User
+from cdap_identity.config import Settings
+from cdap_identity.domain import Actor, Conflict, Unknown
+from cdap_identity.models import Grant, OneTimeToken, RefreshToken, UnknownLogin, User
+from cdap_identity.notifications import activation_mail, reset_mail
 from cdap_identity.passwords import (
     check_policy,
     hash_password,
@@ -22,8 +27,8 @@ from cdap_identity.passwords import (
     token_digest,
 )
 from cdap_shared import events as ev
+from cdap_shared.mail import queue
 from cdap_shared.outbox import emit
-from cdap_shared.problems import Problem
 
 SOURCE = "/cdap/identity"
 
@@ -34,7 +39,7 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class NewAccount:
-    """An account just created, with the one-time activation token to mail (never stored in clear)."""
+    """An account and a one-time activation token just issued for it, to mail (never stored in clear)."""
 
     user: User
     activation_token: str
@@ -78,9 +83,7 @@ async def create_account(
 ) -> NewAccount:
     """A pending account and its activation token; emits `identity.user.provisioned`."""
     if await find_user(session, email, organisation_id) is not None:
-        raise Problem(
-            409, "Account exists", "This person already has an account here.", reason="account_exists"
-        )
+        raise Conflict("account_exists", "This person already has an account here.")
     user = User(
         email=email.strip(),
         family_name=family_name,
@@ -112,64 +115,37 @@ async def create_account(
     return NewAccount(user, token)
 
 
-async def register_organisation(
-    session: AsyncSession, org: Organisation, admins: list[tuple[str, str, str]], activation_hours: int
-) -> list[NewAccount]:
-    """Create the organisation and its partner administrators (e-mail, family name, given name)."""
-    if not domain.valid_siret(org.siret):
-        raise Problem(422, "Invalid SIRET", "The SIRET's check digit is wrong.", reason="invalid_siret")
-    if (await session.execute(select(Organisation).where(col(Organisation.siret) == org.siret))).first():
-        raise Problem(
-            409, "Organisation exists", "An organisation with this SIRET exists.", reason="siret_exists"
-        )
-    session.add(org)
-    await session.flush()
-    accounts = [
-        await create_account(
-            session,
-            email=email,
-            family_name=family,
-            given_name=given,
-            roles=[domain.PARTNER_ADMIN],
-            organisation_id=org.id,
-            department=org.department,
-            activation_hours=activation_hours,
-        )
-        for email, family, given in admins
-    ]
-    await publish_organisation(session, org, "identity.organisation.registered")
-    return accounts
-
-
-async def publish_organisation(session: AsyncSession, org: Organisation, event_type: str) -> None:
-    admins = (
-        (
-            await session.execute(
-                select(col(User.id)).where(
-                    col(User.organisation_id) == org.id, col(User.roles).contains([domain.PARTNER_ADMIN])
-                )
-            )
-        )
-        .scalars()
-        .all()
+def mail_activation(session: AsyncSession, settings: Settings, account: NewAccount) -> None:
+    """Queue the mail with the account's activation link (sent once the transaction commits)."""
+    link = activation_mail(
+        account.user, account.activation_token, settings.portal_url, settings.activation_hours
     )
-    await emit(
+    queue(session, link)
+
+
+async def create_staff(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    email: str,
+    family_name: str,
+    given_name: str,
+    roles: list[str],
+    department: str,
+) -> User:
+    """A CAF staff account (instructor, manager, admin, auditor) of a department, and its activation mail."""
+    created = await create_account(
         session,
-        event_type,
-        source=SOURCE,
-        subject=org.id,
-        data=ev.OrganisationRegistered(
-            organisation_id=org.id,
-            siret=org.siret,
-            name=org.name,
-            kind=org.kind,
-            department=org.department,
-            convention_reference=org.convention_reference,
-            convention_valid_until=org.convention_valid_until,
-            administrators=sorted(admins),
-            delegation_withdrawn=org.delegation_withdrawn,
-        ),
+        email=email,
+        family_name=family_name,
+        given_name=given_name,
+        roles=roles,
+        organisation_id=None,
+        department=department,
+        activation_hours=settings.activation_hours,
     )
+    mail_activation(session, settings, created)
+    return created.user
 
 
 async def needs_second_factor(session: AsyncSession, user: User, totp_profiles: Set[str]) -> bool:
@@ -198,16 +174,12 @@ async def activate(session: AsyncSession, token: str, password: str, totp_profil
     """Set the first (or a reset) password from a one-time link; enrol TOTP when the account needs it."""
     record = await session.get(OneTimeToken, token_digest(token), with_for_update=True)
     if record is None or record.used_at is not None or record.expires_at <= utcnow():
-        raise Problem(
-            400, "Invalid or expired link", "Ask your administrator for a new link.", reason="invalid_token"
-        )
+        raise domain.BadProof("invalid_token", "Ask your administrator for a new link.")
     user = await session.get(User, record.user_id, with_for_update=True)
     assert user is not None
     violations = check_policy(password, username=user.email, previous_hashes=user.password_history[-5:])
     if violations:
-        raise Problem(
-            422, "Password refused", "; ".join(violations), reason="password_policy", violations=violations
-        )
+        raise domain.Invalid("password_policy", "; ".join(violations), violations=violations)
     record.used_at = utcnow()
     new_hash = hash_password(password)
     user.password_hash = new_hash
@@ -215,7 +187,7 @@ async def activate(session: AsyncSession, token: str, password: str, totp_profil
     if user.must_reset_password:
         user.must_reset_password = False
         await account_event(session, "identity.user.reset_completed", user)
-    user.failures, user.temporary_locks, user.locked_until, user.permanently_locked = [], 0, None, False
+    store_guard(user, domain.LoginGuard())  # a new password starts the lockout afresh
     first_activation = user.status == "pending"
     if first_activation:
         user.status = "active"
@@ -228,52 +200,64 @@ async def activate(session: AsyncSession, token: str, password: str, totp_profil
     return result
 
 
-async def set_status(
-    session: AsyncSession, user_id: str, action: str, by: str, reason: str | None = None
-) -> User:
-    """suspend | reinstate | unlock, each with its event."""
+async def _account(session: AsyncSession, user_id: str) -> User:
     user = await session.get(User, user_id, with_for_update=True)
     if user is None:
-        raise Problem(404, "Unknown account")
-    if action == "suspend" and user.status != "suspended":
-        user.status = "suspended"
-        await end_sessions(session, user.id)  # and a reinstatement does not bring them back
-        await account_event(session, "identity.user.suspended", user, by=by, reason=reason)
-    elif action == "reinstate" and user.status == "suspended":
-        user.status = "active" if user.password_hash else "pending"
-        await account_event(session, "identity.user.reinstated", user, by=by, reason=reason)
-    elif action == "unlock":
-        user.failures, user.temporary_locks, user.locked_until, user.permanently_locked = [], 0, None, False
+        raise Unknown("unknown_account", "No account has this id.")
     return user
 
 
-async def force_password_reset(session: AsyncSession, user_id: str, by: str, hours: int) -> tuple[User, str]:
-    """Invalidate the password (logins refused until reset) and issue a reset link."""
-    user = await session.get(User, user_id, with_for_update=True)
-    if user is None:
-        raise Problem(404, "Unknown account")
+async def suspend(session: AsyncSession, user_id: str, by: str, reason: str | None = None) -> User:
+    """Suspend the account: every service refuses it within seconds, its sessions end (and a
+    reinstatement does not bring them back)."""
+    user = await _account(session, user_id)
+    if user.status != "suspended":
+        user.status = "suspended"
+        await end_sessions(session, user.id)
+        await account_event(session, "identity.user.suspended", user, by=by, reason=reason)
+    return user
+
+
+async def reinstate(session: AsyncSession, user_id: str, by: str, reason: str | None = None) -> User:
+    """Lift a suspension."""
+    user = await _account(session, user_id)
+    if user.status == "suspended":
+        user.status = "active" if user.password_hash else "pending"
+        await account_event(session, "identity.user.reinstated", user, by=by, reason=reason)
+    return user
+
+
+async def unlock(session: AsyncSession, user_id: str) -> User:
+    """Lift a lockout after too many failed sign-ins, a permanent one too: the escalation restarts."""
+    user = await _account(session, user_id)
+    store_guard(user, domain.LoginGuard())
+    return user
+
+
+async def force_password_reset(session: AsyncSession, settings: Settings, user_id: str, by: str) -> User:
+    """Invalidate the password (logins refused until reset) and mail a reset link."""
+    user = await _account(session, user_id)
     if not user.must_reset_password:
         user.must_reset_password = True
         await account_event(session, "identity.user.reset_required", user, by=by)
     await end_sessions(session, user.id)
+    hours = settings.activation_hours
     token = await issue_one_time_token(session, user, "reset", hours)
-    return user, token
+    queue(session, reset_mail(user, token, settings.portal_url, hours))
+    return user
 
 
-async def resend_activation(
-    session: AsyncSession, user_id: str, by: str, organisation_id: str | None, hours: int
-) -> tuple[User, str]:
-    """A new activation link for an account not activated yet (the earlier links stop working), with its
-    `identity.user.activation_resent` event. `organisation_id`: the caller's organisation when they are a
-    partner administrator, who may only do it for their own organisation's accounts; None for a CAF admin."""
+async def resend_activation(session: AsyncSession, settings: Settings, actor: Actor, user_id: str) -> User:
+    """Mail a new activation link for an account not activated yet (the earlier links stop working), with
+    its `identity.user.activation_resent` event: a CAF admin for any account, a partner administrator for
+    their own organisation's."""
+    reach = domain.activation_resender_reach(actor)
     user = await session.get(User, user_id, with_for_update=True)
-    if user is None or (organisation_id is not None and user.organisation_id != organisation_id):
+    if user is None or (reach.by == "organisation" and user.organisation_id != reach.value):
         # Another organisation's account answers like an unknown one: its existence is not theirs to learn.
-        raise Problem(404, "Unknown account")
+        raise Unknown("unknown_account", "No account has this id.")
     if user.password_hash is not None:
-        raise Problem(
-            409, "Already activated", "This account already has a password.", reason="already_activated"
-        )
+        raise Conflict("already_activated", "This account already has a password.")
     await session.execute(
         update(OneTimeToken)
         .where(
@@ -283,9 +267,10 @@ async def resend_activation(
         )
         .values(expires_at=utcnow())
     )
-    token = await issue_one_time_token(session, user, "activation", hours)
-    await account_event(session, "identity.user.activation_resent", user, by=by)
-    return user, token
+    token = await issue_one_time_token(session, user, "activation", settings.activation_hours)
+    await account_event(session, "identity.user.activation_resent", user, by=actor.sub)
+    mail_activation(session, settings, NewAccount(user, token))
+    return user
 
 
 async def account_event(
@@ -299,6 +284,23 @@ async def account_event(
         subject=user.id,
         data=ev.UserRef(user_id=user.id, by=by, reason=reason),
     )
+
+
+def login_guard(user: User | UnknownLogin) -> domain.LoginGuard:
+    """The lockout state stored with an account (or an unknown e-mail), as the domain's `LoginGuard`."""
+    return domain.LoginGuard(
+        failures=tuple(datetime.fromisoformat(f) for f in user.failures),
+        temporary_locks=user.temporary_locks,
+        locked_until=user.locked_until,
+        permanently_locked=user.permanently_locked,
+    )
+
+
+def store_guard(user: User | UnknownLogin, guard: domain.LoginGuard) -> None:
+    """Write a lockout state back to its row."""
+    user.failures = [f.isoformat() for f in guard.failures]
+    user.temporary_locks, user.locked_until = guard.temporary_locks, guard.locked_until
+    user.permanently_locked = guard.permanently_locked
 
 
 async def end_sessions(session: AsyncSession, user_id: str) -> None:

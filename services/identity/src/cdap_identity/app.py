@@ -2,45 +2,61 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
 
-import structlog
 from fastapi import FastAPI
 
-from cdap_identity import enrolment, habilitations, keystore, tokens
-from cdap_identity.api_accounts import router as accounts_router
-from cdap_identity.api_grants import router as grants_router
-from cdap_identity.api_tokens import router as tokens_router
-from cdap_identity.api_totp import router as totp_router
+from cdap_identity import (
+    handlers,
+    keystore,
+    routes_clients,
+    routes_grants,
+    routes_organisations,
+    routes_tokens,
+    routes_totp,
+    routes_users,
+    scheduler,
+)
 from cdap_identity.client_cache import ClientCache, SignIns
 from cdap_identity.config import Settings
-from cdap_identity.consumers import IdentityHandlers
 from cdap_identity.standing import OwnStanding
+from cdap_identity.web import PROBLEMS
 from cdap_shared import asyncapi
 from cdap_shared.auth import TokenVerifier
-from cdap_shared.clock import civil_today
 from cdap_shared.http import create_app
 from cdap_shared.mail import Mailer, MailRelay
+from cdap_shared.periodic import Periodic, running
+from cdap_shared.problems import install_error_table
 from cdap_shared.runtime import ServiceRuntime
-
-log = structlog.get_logger(__name__)
 
 
 def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = None) -> FastAPI:
-    """Wire settings, database, broker, consumers, background jobs and routes into one app."""
+    """Wire settings, database, broker, consumers, periodic jobs and routes into one app."""
     settings = settings or Settings()
     runtime = ServiceRuntime(settings)
-    handlers = IdentityHandlers(settings.portal_url, settings.activation_hours)
     runtime.consume(
-        settings.access_topic, settings.alerts_topic, group_id=settings.consumer_group, handler=handlers.apply
+        settings.access_topic,
+        settings.alerts_topic,
+        group_id=settings.consumer_group,
+        handler=handlers.handler(settings),
     )
-    mail_relay = MailRelay(runtime.sessions, Mailer(settings.smtp_url))
     client_cache = ClientCache(lambda: runtime.pool, settings.client_cache_seconds)
     client_cache.watch(runtime.sessions)
+
+    async def reload_keys() -> None:
+        """Pick up a rotation made by another replica (or `cdap identity rotate-keys`)."""
+        app.state.key_ring = ring = await keystore.load_ring(runtime.sessions, settings.access_token_seconds)
+        own: TokenVerifier = app.state.token_verifier
+        if own.jwks_url is None:  # identity's own verifier, fed from the ring (not a test's)
+            own.use_keys(ring.jwks(datetime.now(UTC)))
+
+    jobs = [
+        scheduler.periodic(runtime.sessions, settings),
+        Periodic("key-reload", reload_keys, settings.key_reload_seconds),
+        MailRelay(runtime.sessions, Mailer(settings.smtp_url)).periodic(),
+    ]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,26 +69,20 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
                 settings.jwt_issuer,
                 keys=app.state.key_ring.jwks(datetime.now(UTC)),
             )
-        tasks = [
-            asyncio.create_task(mail_relay.run(), name="mail-relay"),
-            asyncio.create_task(
-                _every(settings.grant_sweep_seconds, lambda: _sweep(runtime)), name="grant-sweep"
-            ),
-            asyncio.create_task(
-                _every(settings.key_reload_seconds, lambda: _reload_keys(app, settings)), name="keys"
-            ),
-        ]
-        async with runtime.lifespan(app):
+        async with runtime.lifespan(app), running(*jobs):
             yield
-        mail_relay.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     app = create_app(
         title="CDAP identity",
         lifespan=lifespan,
-        routers=[tokens_router, totp_router, accounts_router, grants_router],
+        routers=[
+            routes_tokens.router,
+            routes_totp.router,
+            routes_organisations.router,
+            routes_users.router,
+            routes_grants.router,
+            routes_clients.router,
+        ],
         ready_checks=runtime.ready_checks,
         public_paths=(
             "/v1/token",
@@ -85,14 +95,15 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         trusted_proxies=settings.trusted_proxies,
         token_url=settings.token_url,
     )
+    install_error_table(app, PROBLEMS)
     asyncapi.install(
         app,
         asyncapi.document(
             "CDAP identity",
             sends={"identity.events": asyncapi.types_with_prefix("identity.")},
             receives={
-                settings.access_topic: ["access.request.approved", "access.grant.revocation_requested"],
-                settings.alerts_topic: ["audit.alert.raised"],
+                settings.access_topic: [t for t in handlers.HANDLERS if t.startswith("access.")],
+                settings.alerts_topic: [t for t in handlers.HANDLERS if t.startswith("audit.")],
             },
         ),
     )
@@ -103,32 +114,4 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app.state.standing = OwnStanding(runtime)
     app.state.client_cache = client_cache
     app.state.sign_ins = SignIns(lambda: runtime.pool, settings.access_token_seconds)
-    app.state.mail_relay = mail_relay
     return app
-
-
-async def _every(seconds: float, job: Any) -> None:
-    while True:
-        await asyncio.sleep(seconds)
-        try:
-            await job()
-        except Exception as exc:  # an outage: the next round tries again
-            log.warning("scheduled job failed", error=type(exc).__name__)
-
-
-async def _sweep(runtime: ServiceRuntime) -> None:
-    async with runtime.sessions() as session, session.begin():
-        expired = await habilitations.expire_due(session, civil_today())
-        await tokens.forget_unknown_logins(session, datetime.now(UTC))
-        await enrolment.forget_expired(session, datetime.now(UTC))
-    if expired:
-        log.info("grants expired", count=expired)
-
-
-async def _reload_keys(app: FastAPI, settings: Settings) -> None:
-    """Pick up a rotation made by another replica (or `cdap identity rotate-keys`)."""
-    ring = await keystore.load_ring(app.state.runtime.sessions, settings.access_token_seconds)
-    app.state.key_ring = ring
-    verifier = app.state.token_verifier
-    if verifier is not None and verifier.jwks_url is None:
-        verifier.use_keys(ring.jwks(datetime.now(UTC)))

@@ -11,18 +11,26 @@ from cdap_shared.settings import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "identity"
     database_url: str = "postgresql+asyncpg://cdap_identity:cdap_identity@127.0.0.1:5432/cdap_identity"
-    consumer_group: str = "identity"
-    access_topic: str = "access.events"
-    alerts_topic: str = "audit.alerts"
+    consumer_group: str = Field(default="identity", description="its Kafka consumer group")
+    access_topic: str = Field(
+        default="access.events", description="access-requests' events (grants to issue)"
+    )
+    alerts_topic: str = Field(default="audit.alerts", description="audit's alerts (an account to suspend)")
     portal_url: str = Field(default="http://127.0.0.1:8000", description="base of the links sent by mail")
-    access_token_seconds: int = Field(default=300, ge=30, le=3600)
-    refresh_token_days: int = Field(default=7, ge=1, le=90)
-    activation_hours: int = Field(default=72, ge=1, le=720)
-    grant_sweep_seconds: float = Field(default=60.0, gt=0)
-    key_reload_seconds: float = Field(default=30.0, gt=0)
+    access_token_seconds: int = Field(default=300, ge=30, le=3600, description="lifetime of an access token")
+    refresh_token_days: int = Field(default=7, ge=1, le=90, description="lifetime of a refresh token")
+    activation_hours: int = Field(
+        default=72, ge=1, le=720, description="how long an activation (or password reset) link works"
+    )
+    grant_sweep_seconds: float = Field(
+        default=60.0, gt=0, description="how often ended grants expire and stale login and enrolment rows go"
+    )
+    key_reload_seconds: float = Field(
+        default=30.0, gt=0, description="how often a replica reloads the signing keys (another's rotation)"
+    )
     totp_profiles: list[str] = Field(
         default=sorted(domain.TOTP_PROFILES),
-        description="profiles whose holders must use TOTP (CAF staff always do)",
+        description="habilitation profiles whose holders must use TOTP (a JSON list; CAF staff always do)",
     )
     totp_enrolment_seconds: int = Field(
         default=600, ge=60, le=3600, description="lifetime of the ticket that enrols TOTP at login"

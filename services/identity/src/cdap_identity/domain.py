@@ -1,4 +1,5 @@
-"""Pure identity rules: SIRET and department checks, roles, lockout state machine, grant periods.
+"""Pure identity rules: SIRET and department checks, roles, who may read or change what, the lockout
+state machine, grant periods; and the domain errors that say why a command is refused.
 
 Nothing here reads a clock or touches I/O: callers pass `now` / `today`, so every rule is testable with
 fixed instants and the same inputs always give the same answer. Datetimes are expected timezone-aware (UTC).
@@ -11,8 +12,59 @@ from collections.abc import Iterable, Set
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
+from typing import Literal
 
 from stdnum.fr import siret as stdnum_siret
+
+# ----------------------------------------------------------------- refusals
+
+
+class Refused(Exception):
+    """A command the rules do not allow: a machine-readable `reason` and a sentence for people.
+
+    The subclass says which kind of refusal it is; the HTTP edge maps each kind to a status. `members`
+    are further facts a client can act on (the password rules a new password breaks).
+    """
+
+    def __init__(self, reason: str, detail: str, **members: object) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.members = members
+
+
+class NotPermitted(Refused):
+    """Not for this caller: its role, organisation, department, or the account's state."""
+
+
+class Unknown(Refused):
+    """No such organisation, account, grant or client (or none the caller may learn of)."""
+
+
+class Conflict(Refused):
+    """Not now: the account already exists or is activated, the grant ended, the client is disabled."""
+
+
+class Invalid(Refused):
+    """Not as asked: a SIRET, a password, a convention's or a grant's dates break a rule."""
+
+
+class BadProof(Refused):
+    """A one-time link, an enrolment ticket or a code that is unknown, expired or wrong."""
+
+
+class OAuthError(Exception):
+    """An RFC 6749 error answer of the token endpoint: `error`, its description, and extension members
+    (RFC 6749 §5.2 allows them: the enrolment ticket, the organisations to choose from)."""
+
+    def __init__(self, error: str, description: str, extra: dict[str, object] | None = None) -> None:
+        super().__init__(description)
+        self.error, self.description = error, description
+        self.extra = extra or {}
+
+    def body(self) -> dict[str, object]:
+        """The JSON answer: `error`, `error_description` and the extension members."""
+        return {"error": self.error, "error_description": self.description, **self.extra}
+
 
 # ----------------------------------------------------------------- SIRET
 
@@ -64,11 +116,125 @@ TOTP_ROLES: frozenset[str] = CAF_ROLES | {AUDITOR}
 TOTP_PROFILES: frozenset[str] = frozenset({"T1", "T5"})
 
 
+@dataclass(frozen=True)
+class Actor:
+    """Who calls: a token's subject, its roles, its organisation (partners) and department (CAF staff)."""
+
+    sub: str
+    roles: frozenset[str]
+    org: str | None = None
+    department: str | None = None
+
+    def has(self, *roles: str) -> bool:
+        return not self.roles.isdisjoint(roles)
+
+
 def requires_totp(
     roles: Iterable[str], profiles: Iterable[str], totp_profiles: Set[str] = TOTP_PROFILES
 ) -> bool:
     """True when a second factor is mandatory: any CAF staff role, or a grant on a sensitive profile."""
     return not TOTP_ROLES.isdisjoint(roles) or not totp_profiles.isdisjoint(profiles)
+
+
+# ----------------------------------------------------------------- who may read or change what
+
+
+@dataclass(frozen=True)
+class Reach:
+    """The part of CDAP a caller reads: everything, one department's, or one organisation's."""
+
+    by: Literal["everything", "department", "organisation"]
+    value: str | None = None
+
+
+EVERYTHING = Reach("everything")
+
+
+def organisations_reach(actor: Actor) -> Reach:
+    """Which organisations a caller may list: CAF admins and auditors all, instructors and managers
+    their department's; nobody else."""
+    if actor.has(CAF_ADMIN, AUDITOR):
+        return EVERYTHING
+    if actor.has(*CAF_ROLES):
+        return Reach("department", actor.department)
+    raise NotPermitted("role", "Your role cannot list organisations.")
+
+
+def check_organisation_reader(actor: Actor, organisation_id: str, department: str | None = None) -> None:
+    """May `actor` read this organisation? Its own members may, and CAF staff and auditors; instructors
+    and managers work for one department's CAF, so another department's partners are not theirs to read.
+    Without `department` (the organisation not read yet) only the role is judged."""
+    if actor.org == organisation_id:
+        return
+    if not actor.has(*CAF_ROLES, AUDITOR):
+        raise NotPermitted("other_organisation", "Not your organisation.")
+    if department is not None and not actor.has(CAF_ADMIN, AUDITOR) and actor.department != department:
+        raise NotPermitted("other_department", "Not your department's organisation.")
+
+
+def accounts_reach(actor: Actor) -> Reach:
+    """Which accounts a caller may read: CAF admins and auditors all, instructors and managers their
+    department's, partner administrators their organisation's."""
+    if actor.has(CAF_ADMIN, AUDITOR):
+        return EVERYTHING
+    if actor.has(CAF_INSTRUCTOR, CAF_MANAGER) and actor.department:
+        return Reach("department", actor.department)
+    if actor.has(PARTNER_ADMIN) and actor.org:
+        return Reach("organisation", actor.org)
+    raise NotPermitted("role", "Your role cannot list accounts.")
+
+
+def activation_resender_reach(actor: Actor) -> Reach:
+    """Whose activation links a caller may send again: a CAF admin anyone's, a partner administrator
+    their organisation's accounts'."""
+    if actor.has(CAF_ADMIN):
+        return EVERYTHING
+    if actor.has(PARTNER_ADMIN) and actor.org:
+        return Reach("organisation", actor.org)
+    raise NotPermitted("role", "Your role cannot resend activation links.")
+
+
+def grants_reach(actor: Actor) -> Reach:
+    """Which grants a caller may list: CAF admins and auditors all, instructors and managers their
+    department's, partner administrators their organisation's."""
+    if actor.has(CAF_ADMIN, AUDITOR):
+        return EVERYTHING
+    if actor.has(CAF_INSTRUCTOR, CAF_MANAGER):
+        return Reach("department", actor.department)
+    if actor.has(PARTNER_ADMIN):
+        return Reach("organisation", actor.org)
+    raise NotPermitted("not_allowed", "Your role cannot list grants.")
+
+
+def check_revoker(actor: Actor, grant_department: str) -> None:
+    """A grant is revoked by a CAF admin, or by a manager of its department."""
+    if not (actor.has(CAF_ADMIN) or (actor.has(CAF_MANAGER) and actor.department == grant_department)):
+        raise NotPermitted(
+            "not_allowed", "Only a CAF admin or a manager of the grant's department may revoke it."
+        )
+
+
+def check_client_administrator(
+    actor: Actor, organisation_id: str, *, hands_out: bool = False, delegated: bool = True
+) -> None:
+    """Partner-system clients are administered by the organisation's partner administrators and by CAF
+    admins. Handing out access (a new client, a new secret) also needs the organisation's delegated
+    administration (`delegated`): a credential is access."""
+    own = actor.has(PARTNER_ADMIN) and actor.org == organisation_id
+    if not (own or actor.has(CAF_ADMIN)):
+        raise NotPermitted(
+            "not_allowed", "Only the organisation's administrators may manage its partner systems."
+        )
+    if hands_out and not delegated and not actor.has(CAF_ADMIN):
+        raise NotPermitted(
+            "delegation_withdrawn", "The CAF withdrew this organisation's delegated administration."
+        )
+
+
+def check_convention(valid_until: date, today: date) -> None:
+    """A convention, new or amended, ends after today."""
+    if valid_until <= today:
+        raise Invalid("convention_ended", "A convention must end after today.")
 
 
 # ----------------------------------------------------------------- lockout
@@ -174,16 +340,11 @@ def record_failure(
 def record_success(state: LoginGuard, now: datetime) -> LoginGuard:
     """A correct login clears the failures and the lock escalation: the owner has proved who they are.
 
-    It never lifts an active lock (callers `check` first); a permanent lock needs `reset`.
+    It never lifts an active lock (callers `check` first); a permanent lock needs an admin's unlock or a
+    password reset, which start afresh from `LoginGuard()`.
     """
     if not check(state, now).allowed:
         return state
-    return LoginGuard()
-
-
-def reset(state: LoginGuard) -> LoginGuard:
-    """Unlock completely (admin unlock or password reset): no failures, no lock, escalation restarts."""
-    del state  # the whole history is dropped on purpose; the parameter keeps call sites explicit
     return LoginGuard()
 
 
@@ -205,10 +366,10 @@ def grant_period(valid_from: date, requested_until: date, today: date) -> tuple[
     The end may be at most one year after the requested start, and not before the effective start.
     """
     if requested_until < valid_from:
-        raise ValueError("The end date is before the start date.")
+        raise Invalid("end_before_start", "The end date is before the start date.")
     if requested_until > one_year_after(valid_from):
-        raise ValueError("A grant cannot last more than one year.")
+        raise Invalid("longer_than_a_year", "A grant cannot last more than one year.")
     start = max(valid_from, today)
     if requested_until < start:
-        raise ValueError("The end date is already past.")
+        raise Invalid("end_already_past", "The end date is already past.")
     return start, requested_until

@@ -17,11 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from cdap_identity.accounts import SOURCE
+from cdap_identity.domain import BadProof
 from cdap_identity.models import TotpEnrolment, User
 from cdap_identity.passwords import new_token, new_totp_secret, otpauth_uri, qr_svg, token_digest
 from cdap_shared import events as ev
 from cdap_shared.outbox import emit
-from cdap_shared.problems import Problem
 
 TOTP_ENROLMENT_REQUIRED = "totp enrolment required"
 
@@ -49,15 +49,10 @@ async def open_ticket(session: AsyncSession, user: User, now: datetime, seconds:
 
 
 async def live_enrolment(session: AsyncSession, ticket: str, now: datetime) -> TotpEnrolment:
-    """The enrolment a ticket names, locked for update; a 400 problem if it is unknown or expired."""
+    """The enrolment a ticket names, locked for update (`BadProof` if it is unknown or expired)."""
     record = await session.get(TotpEnrolment, token_digest(ticket), with_for_update=True)
     if record is None or record.expires_at <= now:
-        raise Problem(
-            400,
-            "Invalid or expired enrolment ticket",
-            "Sign in again to get a new one.",
-            reason="invalid_ticket",
-        )
+        raise BadProof("invalid_ticket", "Sign in again to get a new one.")
     return record
 
 

@@ -1,4 +1,5 @@
-"""Grants (habilitations) and partner-system clients: issue, revoke, expire, each with its event."""
+"""Grants (habilitations) and partner-system clients: issue, revoke, expire; create, rotate, disable,
+delete. Each change and its event are staged in the caller's transaction; the caller commits."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from cdap_identity import domain
-from cdap_identity.accounts import SOURCE, NewAccount, create_account, find_user, set_status, utcnow
+from cdap_identity.accounts import SOURCE, NewAccount, create_account, find_user, suspend, utcnow
+from cdap_identity.domain import Actor, Conflict, Unknown
 from cdap_identity.models import Client, Grant, Organisation, User
 from cdap_identity.passwords import token_digest
 from cdap_shared import events as ev
 from cdap_shared.outbox import emit
-from cdap_shared.problems import Problem
 
 
-class UnknownOrganisation(LookupError):
+class UnknownOrganisation(Unknown):
     """A provisioning event names an organisation this service does not know (goes to the DLQ)."""
 
 
@@ -35,7 +36,9 @@ async def provision(
         return existing, None
     org = await session.get(Organisation, approved.organisation_id)
     if org is None:
-        raise UnknownOrganisation(f"organisation {approved.organisation_id} is unknown to identity")
+        raise UnknownOrganisation(
+            "unknown_organisation", f"organisation {approved.organisation_id} is unknown to identity"
+        )
     applicant = approved.applicant
     user = await find_user(session, applicant.email, org.id)
     new_account = None
@@ -96,7 +99,7 @@ async def end_grant(
     """Revoke or expire an active grant (a no-op on one already ended)."""
     grant = await session.get(Grant, grant_id, with_for_update=True)
     if grant is None:
-        raise Problem(404, "Unknown grant")
+        raise Unknown("unknown_grant", f"grant {grant_id} is unknown to identity")
     if grant.status == "active":
         grant.status, grant.ended_at, grant.ended_by = status, utcnow(), by
         await emit(
@@ -109,6 +112,15 @@ async def end_grant(
             ),
         )
     return grant
+
+
+async def revoke(session: AsyncSession, actor: Actor, grant_id: str, reason: str | None) -> Grant:
+    """Revoke a grant now (a CAF admin, or a manager of its department)."""
+    grant = await session.get(Grant, grant_id)
+    if grant is None:
+        raise Unknown("unknown_grant", "No grant has this id.")
+    domain.check_revoker(actor, grant.department)
+    return await end_grant(session, grant_id, "revoked", by=actor.sub, reason=reason)
 
 
 async def expire_due(session: AsyncSession, today: date) -> int:
@@ -152,10 +164,10 @@ async def create_client(session: AsyncSession, grant: Grant, name: str, by: str)
     256-bit random, so SHA-256 is enough to store them (nothing to brute-force), which keeps
     `client_credentials` fast."""
     if grant.status != "active":
-        raise Problem(409, "Grant not active", reason="grant_not_active")
+        raise Conflict("grant_not_active", "The grant is not active.")
     holder = await session.get(User, grant.user_id)
     if holder is None or holder.status == "suspended":
-        raise Problem(409, "Holder suspended", "The grant's holder is suspended.", reason="holder_suspended")
+        raise Conflict("holder_suspended", "The grant's holder is suspended.")
     secret = secrets.token_urlsafe(32)
     client = Client(
         id=f"cdap-{secrets.token_hex(8)}",
@@ -173,9 +185,7 @@ async def create_client(session: AsyncSession, grant: Grant, name: str, by: str)
 async def rotate_client(session: AsyncSession, client: Client, by: str, overlap: timedelta) -> str:
     """A new secret (returned, shown once); the previous one keeps working for `overlap`."""
     if client.disabled:
-        raise Problem(
-            409, "Client disabled", "A disabled client is not given a new secret.", reason="disabled"
-        )
+        raise Conflict("disabled", "A disabled client is not given a new secret.")
     secret = secrets.token_urlsafe(32)
     client.previous_secret_digest = client.secret_digest if overlap else None
     client.previous_secret_until = utcnow() + overlap if overlap else None
@@ -204,6 +214,59 @@ async def act_on_alert(session: AsyncSession, alert: ev.AlertRaised) -> None:
         return
     reason = f"alert:{alert.rule}"
     if await session.get(User, alert.actor) is not None:
-        await set_status(session, alert.actor, "suspend", by="audit", reason=reason)
+        await suspend(session, alert.actor, by="audit", reason=reason)
     elif (client := await session.get(Client, alert.actor, with_for_update=True)) is not None:
         await disable_client(session, client, by="audit", reason=reason)
+
+
+# ------------------------------------------------------------------------------------------ administration
+
+
+async def _check_administrator(
+    session: AsyncSession, actor: Actor, organisation_id: str, *, hands_out: bool
+) -> None:
+    delegated = True
+    if hands_out:
+        org = await session.get(Organisation, organisation_id)
+        delegated = org is not None and not org.delegation_withdrawn
+    domain.check_client_administrator(actor, organisation_id, hands_out=hands_out, delegated=delegated)
+
+
+async def _administered(session: AsyncSession, actor: Actor, client_id: str, *, hands_out: bool) -> Client:
+    """The client, locked, if `actor` administers it (`hands_out`: and may hand out access)."""
+    client = await session.get(Client, client_id, with_for_update=True)
+    if client is None:
+        raise Unknown("unknown_client", "No client has this id.")
+    await _check_administrator(session, actor, client.organisation_id, hands_out=hands_out)
+    return client
+
+
+async def open_client(session: AsyncSession, actor: Actor, grant_id: str, name: str) -> tuple[Client, str]:
+    """A partner system's credentials bound to one active grant of the caller's organisation; the secret
+    is returned once."""
+    grant = await session.get(Grant, grant_id)
+    if grant is None:
+        raise Unknown("unknown_grant", "No grant has this id.")
+    await _check_administrator(session, actor, grant.organisation_id, hands_out=True)
+    return await create_client(session, grant, name, actor.sub)
+
+
+async def rotate(
+    session: AsyncSession, actor: Actor, client_id: str, overlap: timedelta
+) -> tuple[Client, str]:
+    """A new secret for the client, returned once; the previous one works on for `overlap`."""
+    client = await _administered(session, actor, client_id, hands_out=True)
+    return client, await rotate_client(session, client, actor.sub, overlap)
+
+
+async def disable(session: AsyncSession, actor: Actor, client_id: str, reason: str | None) -> Client:
+    """Stop the partner system now: new tokens are refused, and current ones within seconds."""
+    client = await _administered(session, actor, client_id, hands_out=False)
+    await disable_client(session, client, actor.sub, reason)
+    return client
+
+
+async def delete(session: AsyncSession, actor: Actor, client_id: str) -> None:
+    """Forget the partner system; its tokens are refused within seconds."""
+    client = await _administered(session, actor, client_id, hands_out=False)
+    await delete_client(session, client, actor.sub)

@@ -6,6 +6,7 @@ from datetime import date, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.config import JsonDict
 
 from cdap_identity import domain
 from cdap_shared.names import OrganisationName, PersonName
@@ -90,6 +91,38 @@ class OrganisationUpdate(Strict):
     )
 
 
+# Response examples, shared by the bodies that carry them (OpenAPI shows what an answer looks like).
+ORGANISATION_EXAMPLE: JsonDict = {
+    "id": "0198c3a2-6b1f-7c3e-8a2d-5f4e3b2a1c0d",
+    "siret": "35600000000048",
+    "name": "CCAS de Rouen",
+    "kind": "ccas",
+    "department": "76",
+    "convention_reference": "CONV-76-2026-014",
+    "convention_valid_until": "2028-12-31",
+    "delegation_withdrawn": False,
+    "administrators": ["0198c3a2-7a10-7d2b-9c44-1e2f3a4b5c6d"],
+}
+USER_EXAMPLE: JsonDict = {
+    "id": "0198c3a2-7a10-7d2b-9c44-1e2f3a4b5c6d",
+    "email": "marie.durand@ccas-rouen.example",
+    "organisation_id": "0198c3a2-6b1f-7c3e-8a2d-5f4e3b2a1c0d",
+    "roles": ["partner_admin"],
+    "status": "active",
+}
+GRANT_EXAMPLE: JsonDict = {
+    "id": "0198c3a2-7d4e-7b1a-9f00-3c5e2a1b4d6f",
+    "user_id": "0198c3a2-7a10-7d2b-9c44-1e2f3a4b5c6d",
+    "organisation_id": "0198c3a2-6b1f-7c3e-8a2d-5f4e3b2a1c0d",
+    "profile": "T2",
+    "department": "76",
+    "valid_from": "2026-01-05",
+    "valid_until": "2026-12-31",
+    "status": "active",
+    "request_id": "0198c3a2-7c00-7e5f-8b11-2d3c4e5f6a7b",
+}
+
+
 class OrganisationPublic(BaseModel):
     id: str
     siret: str
@@ -100,6 +133,8 @@ class OrganisationPublic(BaseModel):
     convention_valid_until: date
     delegation_withdrawn: bool
     administrators: list[str]
+
+    model_config = ConfigDict(json_schema_extra={"examples": [ORGANISATION_EXAMPLE]})
 
 
 class StaffCreate(Person):
@@ -130,6 +165,8 @@ class UserPublic(BaseModel):
     roles: list[str]
     status: str
 
+    model_config = ConfigDict(json_schema_extra={"examples": [USER_EXAMPLE]})
+
 
 class UserSummary(BaseModel):
     """An account as the lists show it: who (the name to display), where, and what state it is in."""
@@ -151,6 +188,27 @@ class UsersPage(BaseModel):
     items: list[UserSummary]
     next_cursor: str | None = Field(description="pass it as `cursor` for the next page; none on the last")
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        USER_EXAMPLE
+                        | {
+                            "family_name": "Durand",
+                            "given_name": "Marie",
+                            "display_name": "Marie Durand",
+                            "department": "76",
+                            "locked": False,
+                            "must_reset_password": False,
+                        }
+                    ],
+                    "next_cursor": "marie.durand@ccas-rouen.example|0198c3a2-7a10-7d2b-9c44-1e2f3a4b5c6d",
+                }
+            ]
+        }
+    )
+
 
 class ActivationRequest(Strict):
     token: Annotated[str, StringConstraints(min_length=16, max_length=128)]
@@ -169,6 +227,19 @@ class ActivationResult(BaseModel):
     otpauth_uri: str | None = None
     qr_svg: str | None = Field(
         default=None, description="the otpauth URI as a QR code, an inline SVG element"
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "0198c3a2-7a10-7d2b-9c44-1e2f3a4b5c6d",
+                    "totp_secret": None,
+                    "otpauth_uri": None,
+                    "qr_svg": None,
+                }
+            ]
+        }
     )
 
 
@@ -230,6 +301,19 @@ class TokenResponse(BaseModel):
     expires_in: int
     refresh_token: str
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "access_token": "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiIuLi4ifQ.c2lnbmF0dXJl",
+                    "token_type": "Bearer",
+                    "expires_in": 300,
+                    "refresh_token": "r8Jt2vQn5LkX0pZc7WmA4yHb",
+                }
+            ]
+        }
+    )
+
 
 class GrantPublic(BaseModel):
     id: str
@@ -242,6 +326,8 @@ class GrantPublic(BaseModel):
     status: str
     request_id: str | None
 
+    model_config = ConfigDict(json_schema_extra={"examples": [GRANT_EXAMPLE]})
+
 
 class Me(BaseModel):
     id: str
@@ -249,6 +335,20 @@ class Me(BaseModel):
     organisation_id: str | None
     roles: list[str]
     grants: list[GrantPublic]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": USER_EXAMPLE["id"],
+                    "email": USER_EXAMPLE["email"],
+                    "organisation_id": USER_EXAMPLE["organisation_id"],
+                    "roles": ["partner_staff"],
+                    "grants": [GRANT_EXAMPLE],
+                }
+            ]
+        }
+    )
 
 
 class ClientCreate(Strict):
@@ -269,6 +369,18 @@ class ClientCreated(BaseModel):
     client_secret: str
     grant_id: str
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "client_id": "cdap-c-5f4e3b2a1c0d",
+                    "client_secret": "Zk3r9QpLx2VtB7nW0sYc4HdJ6mGa1uEo",
+                    "grant_id": GRANT_EXAMPLE["id"],
+                }
+            ]
+        }
+    )
+
 
 class ClientPublic(BaseModel):
     client_id: str
@@ -279,10 +391,39 @@ class ClientPublic(BaseModel):
     created_at: datetime | None
     disabled: bool
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "client_id": "cdap-c-5f4e3b2a1c0d",
+                    "name": "Logiciel de suivi social",
+                    "organisation_id": GRANT_EXAMPLE["organisation_id"],
+                    "grant_id": GRANT_EXAMPLE["id"],
+                    "created_by": USER_EXAMPLE["id"],
+                    "created_at": "2026-03-02T09:15:00Z",
+                    "disabled": False,
+                }
+            ]
+        }
+    )
+
 
 class ClientRotated(ClientCreated):
     previous_secret_valid_until: datetime | None = Field(
         description="until when the previous secret still works (none: it stopped at once)"
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "client_id": "cdap-c-5f4e3b2a1c0d",
+                    "client_secret": "Qw8eR2tY6uI0oP4aS7dF1gH5jK9lZ3xC",
+                    "grant_id": GRANT_EXAMPLE["id"],
+                    "previous_secret_valid_until": "2026-03-03T09:15:00Z",
+                }
+            ]
+        }
     )
 
 

@@ -19,8 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from cdap_identity import domain, enrolment
-from cdap_identity.accounts import SOURCE, grant_claims, needs_second_factor, utcnow
+from cdap_identity.accounts import (
+    SOURCE,
+    grant_claims,
+    login_guard,
+    needs_second_factor,
+    store_guard,
+    utcnow,
+)
 from cdap_identity.client_cache import ClientCache, SignIns
+from cdap_identity.domain import BadProof, Conflict, NotPermitted, OAuthError
 from cdap_identity.keys import KeyRing, issue_access_token
 from cdap_identity.models import Grant, Organisation, RefreshToken, UnknownLogin, User
 from cdap_identity.passwords import DUMMY_HASH, new_token, token_digest, verify_password, verify_totp
@@ -28,24 +36,8 @@ from cdap_shared import events as ev
 from cdap_shared.clock import civil_today
 from cdap_shared.envelope import new_event_id
 from cdap_shared.outbox import emit
-from cdap_shared.problems import Problem
 
 SEVERAL_ACCOUNTS = "several accounts use this e-mail and password: give organisation_id"
-
-
-class OAuthError(Exception):
-    """An RFC 6749 error answer (400 unless said otherwise)."""
-
-    def __init__(
-        self, error: str, description: str, status: int = 400, extra: dict[str, object] | None = None
-    ) -> None:
-        super().__init__(description)
-        self.error, self.description, self.status = error, description, status
-        self.extra = extra or {}  # extension members of the answer (RFC 6749 §5.2 allows them)
-
-    def body(self) -> dict[str, object]:
-        """The JSON answer: `error`, `error_description` and the extension members."""
-        return {"error": self.error, "error_description": self.description, **self.extra}
 
 
 @dataclass(frozen=True)
@@ -57,27 +49,12 @@ class TokenSettings:
     enrolment_seconds: int = 600
 
 
-def _guard(user: User | UnknownLogin) -> domain.LoginGuard:
-    return domain.LoginGuard(
-        failures=tuple(datetime.fromisoformat(f) for f in user.failures),
-        temporary_locks=user.temporary_locks,
-        locked_until=user.locked_until,
-        permanently_locked=user.permanently_locked,
-    )
-
-
-def _store_guard(user: User | UnknownLogin, guard: domain.LoginGuard) -> None:
-    user.failures = [f.isoformat() for f in guard.failures]
-    user.temporary_locks, user.locked_until = guard.temporary_locks, guard.locked_until
-    user.permanently_locked = guard.permanently_locked
-
-
 async def _failed(
     session: AsyncSession, user: User | None, reason: str, ip: str | None, now: datetime
 ) -> None:
     if user is not None:
-        guard, locks = domain.record_failure(_guard(user), now)
-        _store_guard(user, guard)
+        guard, locks = domain.record_failure(login_guard(user), now)
+        store_guard(user, guard)
         for lock in locks:
             await emit(
                 session,
@@ -183,7 +160,7 @@ async def _signed_in(
     session: AsyncSession, cfg: TokenSettings, user: User, ip: str | None, now: datetime
 ) -> dict[str, object]:
     """Every factor checked: clear the lockout state, record the login, issue the tokens."""
-    _store_guard(user, domain.record_success(_guard(user), now))
+    store_guard(user, domain.record_success(login_guard(user), now))
     await emit(
         session,
         "identity.login.succeeded",
@@ -207,7 +184,7 @@ async def _owner(
     """
     # DUMMY_HASH opens nothing: a pending account (no password yet) never matches, at the same cost.
     opened = [c for c in candidates if verify_password(c.password_hash or DUMMY_HASH, password)]
-    statuses = {c.id: domain.check(_guard(c), now) for c in candidates}
+    statuses = {c.id: domain.check(login_guard(c), now) for c in candidates}
     if not opened:
         if all(not status.allowed for status in statuses.values()):
             for candidate in candidates:
@@ -247,25 +224,22 @@ async def confirm_enrolment(
     """Finish a login through TOTP enrolment: the first code from the new secret enrols it and signs in.
 
     Wrong codes count towards the account's lockout like wrong passwords; the account must still be
-    active and unlocked. Raises `Problem` (400 unknown ticket or wrong code, 409 not started, 403)."""
+    active and unlocked. Raises `BadProof` (unknown ticket, wrong code), `Conflict` (not started) or
+    `NotPermitted` (locked, not active)."""
     now = utcnow()
     record = await enrolment.live_enrolment(session, ticket, now)
     if record.secret is None:
-        raise Problem(
-            409, "Enrolment not started", "Start it first: POST /v1/totp/enrolment.", reason="not_started"
-        )
+        raise Conflict("not_started", "Start it first: POST /v1/totp/enrolment.")
     user = await session.get_one(User, record.user_id, with_for_update=True)
-    status = domain.check(_guard(user), now)
+    status = domain.check(login_guard(user), now)
     if not status.allowed:
-        raise Problem(403, "Account locked", _locked(status).description, reason="account_locked")
+        raise NotPermitted("account_locked", _locked(status).description)
     if user.status != "active" or user.must_reset_password:
-        raise Problem(403, "Account not active", "Sign in again.", reason="account_not_active")
+        raise NotPermitted("account_not_active", "Sign in again.")
     step = verify_totp(record.secret, code, now, None)
     if step is None:
         await _failed(session, user, "bad_totp", ip, now)
-        raise Problem(
-            400, "Wrong code", "The code does not match the new key (or has expired).", reason="bad_code"
-        )
+        raise BadProof("bad_code", "The code does not match the new key (or has expired).")
     await enrolment.complete(session, record, user, step)
     return await _signed_in(session, cfg, user, ip, now)
 
@@ -282,13 +256,13 @@ async def _unknown_login(
         .on_conflict_do_nothing()
     )
     phantom = await session.get_one(UnknownLogin, digest, with_for_update=True, populate_existing=True)
-    status = domain.check(_guard(phantom), now)
+    status = domain.check(login_guard(phantom), now)
     verify_password(DUMMY_HASH, password)
     if not status.allowed:
         await _failed(session, None, "locked", ip, now)
         raise _locked(status)
-    guard, _ = domain.record_failure(_guard(phantom), now)
-    _store_guard(phantom, guard)
+    guard, _ = domain.record_failure(login_guard(phantom), now)
+    store_guard(phantom, guard)
     phantom.updated_at = now
     await _failed(session, None, "bad_credentials", ip, now)
     raise OAuthError("invalid_grant", "bad credentials")
@@ -335,7 +309,7 @@ async def client_credentials_grant(
     now = utcnow()
     row = await clients.get(client_id)
     if row is None or row["disabled"] or not _secret_matches(row, token_digest(secret), now):
-        raise OAuthError("invalid_client", "unknown client or bad secret", status=401)
+        raise OAuthError("invalid_client", "unknown client or bad secret")
     active = row["status"] == "active" and row["valid_from"] <= civil_today(now) <= row["valid_until"]
     if not active:
         raise OAuthError("invalid_grant", "the client's habilitation is no longer active")
@@ -368,7 +342,7 @@ async def refresh_grant(session: AsyncSession, cfg: TokenSettings, refresh: str)
         await session.execute(
             update(RefreshToken).where(col(RefreshToken.family_id) == record.family_id).values(revoked=True)
         )
-        await session.commit()
+        # The caller commits the revoked family with the refusal.
         raise OAuthError("invalid_grant", "refresh token reused: its family is revoked")
     user = await session.get(User, record.user_id)
     if user is None or user.status != "active" or user.must_reset_password:

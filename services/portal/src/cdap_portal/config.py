@@ -17,10 +17,12 @@ class Settings(ServiceSettings):
     """
 
     service_name: str = "portal"
-    identity_url: str = "http://127.0.0.1:8001"
-    access_requests_url: str = "http://127.0.0.1:8002"
-    dossiers_url: str = "http://127.0.0.1:8003"
-    audit_url: str = "http://127.0.0.1:8004"
+    identity_url: str = Field(default="http://127.0.0.1:8001", description="the identity service")
+    access_requests_url: str = Field(
+        default="http://127.0.0.1:8002", description="the access-requests service"
+    )
+    dossiers_url: str = Field(default="http://127.0.0.1:8003", description="the dossiers service")
+    audit_url: str = Field(default="http://127.0.0.1:8004", description="the audit service")
     portal_secret: SecretStr | None = Field(
         default=None,
         description="keys the session cookie (encryption) and the CSRF tokens (HMAC); generated per "
@@ -33,7 +35,7 @@ class Settings(ServiceSettings):
     refresh_margin_seconds: int = Field(
         default=30, ge=0, le=240, description="refresh the access token when it has less than this left"
     )
-    upstream_timeout: float = Field(default=10.0, gt=0, le=120)
+    upstream_timeout: float = Field(default=10.0, gt=0, le=120, description="seconds per API call")
     policy_cache_seconds: float = Field(
         default=300.0,
         ge=0,
@@ -46,7 +48,9 @@ class Settings(ServiceSettings):
         description="the State's design system files (`dist/` of the npm package @gouvfr/dsfr); the ones "
         "`make setup` installs under services/portal/node_modules when unset",
     )
-    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="largest document a form may upload"
+    )
     session_check_seconds: float = Field(
         default=2.0,
         ge=0,
@@ -56,5 +60,5 @@ class Settings(ServiceSettings):
     )
     trace_viewer_url: str | None = Field(
         default="http://127.0.0.1:16686",
-        description="the trace viewer (Jaeger) a trace id links to, at <url>/trace/<id>; empty: no link",
+        description="the trace viewer (Jaeger) a trace id links to, at `<url>/trace/<id>`; empty: no link",
     )

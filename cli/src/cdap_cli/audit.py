@@ -1,4 +1,8 @@
-"""`cdap audit ...` commands: save and verify checkpoints, export and follow the log, retention, keys."""
+"""`cdap audit ...` commands: save and verify checkpoints, export and follow the log, retention, keys.
+
+They speak to the audit service's HTTP API (`cdap_audit.client`), as an outside auditor would; only
+`purge` works on the database directly (an operator's retention job, `cdap_audit.partitions.purge`).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from cdap_audit.client import DEFAULT_URL, AuditClient, AuditClientError
+from cdap_audit.schemas import EntryItem
 from cdap_audit.verify import SavedCheckpoint, fetch_checkpoint, parse_witness_key, verify_log
 from cdap_shared.tlog.checkpoint import Cosigner, NoteSigner
 from cdap_shared.tlog.verify import VerificationFailed, parse_key
@@ -32,23 +37,8 @@ WITNESS_KEYS = typer.Option(
 WITNESS_WAIT = typer.Option(
     10.0, "--witness-wait", min=0, help="Seconds to wait for the witnesses to cosign the latest tree."
 )
-CSV_FIELDS = [
-    "index",
-    "event_id",
-    "type",
-    "time",
-    "actor",
-    "organisation_id",
-    "profile",
-    "subject",
-    "decision",
-    "reason",
-    "motif",
-    "sections",
-    "client_ip",
-    "trace_id",
-    "leaf",
-]
+# The CSV's columns are the API's entry fields, names included (one list: `EntryItem`).
+CSV_FIELDS = list(EntryItem.model_fields)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -194,8 +184,13 @@ def tail(
 
 
 def _line(item: dict[str, Any]) -> str:
+    """One entry as a person reads it: names from audit's directory, the id when it knows none."""
     outcome = escape(" ".join(str(item[k]) for k in ("decision", "reason", "motif") if item.get(k)))
-    who, what = escape(str(item.get("actor") or "-")), escape(str(item["subject"]))
+    who = escape(str(item.get("actor_name") or item.get("actor") or "-"))
+    organisation = item.get("organisation_name") or item.get("organisation_id")
+    if organisation:
+        who += f" ({escape(str(organisation))})"
+    what = escape(str(item["subject"]))
     return f"[cyan]{item['index']:>8}[/] {item['time']} [bold]{item['type']}[/] {who} -> {what} {outcome}"
 
 

@@ -1,4 +1,6 @@
-"""`POST /v1/token` (OAuth2, form-encoded) and `GET /.well-known/jwks.json`."""
+"""Routes of tokens: `POST /v1/token` (OAuth2, form-encoded), `GET /.well-known/jwks.json`, RFC 7662
+introspection and RFC 7009 revocation. They answer RFC 6749 errors (`{error, error_description}`), not
+problem documents."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 
 from cdap_identity import tokens
-from cdap_identity.tokens import OAuthError, TokenSettings
+from cdap_identity.domain import OAuthError
+from cdap_identity.tokens import TokenSettings
+from cdap_identity.web import ClientIp, Clients, Issuing, Ring, Sessions, SignInLog, write
 from cdap_shared.db import SessionDep
 
 router = APIRouter(tags=["tokens"])
@@ -65,6 +69,12 @@ OAUTH_ERROR = {
 }
 
 
+def oauth_error(exc: OAuthError) -> JSONResponse:
+    """The RFC 6749 answer: 401 for a client that failed to authenticate, 400 for the rest (§5.2)."""
+    status = 401 if exc.error == "invalid_client" else 400
+    return JSONResponse(exc.body(), status_code=status, headers=NO_STORE)
+
+
 def _field(form: FormData, name: str, required: bool = True) -> str | None:
     value = form.get(name)
     if value is None or value == "":
@@ -100,20 +110,8 @@ def _basic_auth(request: Request) -> tuple[str, str] | None:
     try:
         client_id, _, secret = base64.b64decode(value, validate=True).decode().partition(":")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise OAuthError("invalid_client", "malformed Basic credentials", status=401) from exc
+        raise OAuthError("invalid_client", "malformed Basic credentials") from exc
     return client_id, secret
-
-
-def token_settings(request: Request) -> TokenSettings:
-    """What issuing tokens needs from the app: the signing keys and the settings."""
-    settings = request.app.state.settings
-    return TokenSettings(
-        ring=request.app.state.key_ring,
-        access_seconds=settings.access_token_seconds,
-        refresh_days=settings.refresh_token_days,
-        totp_profiles=frozenset(settings.totp_profiles),
-        enrolment_seconds=settings.totp_enrolment_seconds,
-    )
 
 
 @router.post(
@@ -172,14 +170,19 @@ def token_settings(request: Request) -> TokenSettings:
         }
     },
 )
-async def token(request: Request) -> JSONResponse:
+async def token(
+    request: Request,
+    issuing: Issuing,
+    sessions: Sessions,
+    clients: Clients,
+    sign_ins: SignInLog,
+    ip: ClientIp,
+) -> JSONResponse:
     """Exchange credentials for a 5-minute access token (EdDSA JWT) and, for people, a refresh token.
 
     A person whose roles or grants require TOTP (CAF staff, T1, T5) and who has none enrolled gets no
     token: the answer is `invalid_grant` / `totp enrolment required` with an `enrolment_ticket`, to use
     with `POST /v1/totp/enrolment` then `POST /v1/totp/enrolment/confirm`, which signs them in."""
-    cfg = token_settings(request)
-    ip = request.client.host if request.client else None
     try:
         if "form" not in request.headers.get("content-type", ""):
             raise OAuthError("invalid_request", "send application/x-www-form-urlencoded")
@@ -191,23 +194,18 @@ async def token(request: Request) -> JSONResponse:
                 _field(form, "client_id") or "",
                 _field(form, "client_secret") or "",
             )
-            state = request.app.state
-            body = await tokens.client_credentials_grant(
-                state.client_cache, state.sign_ins, cfg, client_id, secret, ip
-            )
+            body = await tokens.client_credentials_grant(clients, sign_ins, issuing, client_id, secret, ip)
         elif grant_type in ("password", "refresh_token"):
-            async with request.app.state.sessions() as session:
-                try:
-                    body = await _person_grant(session, cfg, grant_type, form, ip)
-                except OAuthError:
-                    await session.commit()  # failed attempts, lockouts, enrolment tickets and their events
-                    raise
-                await session.commit()
+            async with sessions() as session:
+                # A refusal keeps what it recorded: failed attempts, locks, enrolment tickets, their events.
+                body = await write(
+                    session, _person_grant(session, issuing, grant_type, form, ip), keep=(OAuthError,)
+                )
         else:
             raise OAuthError("unsupported_grant_type", "use password, client_credentials or refresh_token")
         return JSONResponse(body, headers=NO_STORE)
     except OAuthError as exc:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=NO_STORE)
+        return oauth_error(exc)
 
 
 async def _person_grant(
@@ -227,9 +225,8 @@ async def _person_grant(
 
 
 @router.get("/.well-known/jwks.json")
-async def jwks(request: Request) -> JSONResponse:
+async def jwks(ring: Ring) -> JSONResponse:
     """The public keys that verify CDAP access tokens (current and recently retired)."""
-    ring = request.app.state.key_ring
     return JSONResponse(ring.jwks(datetime.now(UTC)), headers={"Cache-Control": "public, max-age=60"})
 
 
@@ -247,7 +244,7 @@ async def introspect(request: Request, session: SessionDep) -> JSONResponse:
     try:
         token = _field(await _form(request, max_fields=4), "token")
     except OAuthError as exc:
-        return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=400)
+        return oauth_error(exc)
     return JSONResponse({"active": await tokens.refresh_family_alive(session, token or "")}, headers=NO_STORE)
 
 
@@ -264,7 +261,6 @@ async def revoke(request: Request, session: SessionDep) -> JSONResponse:
             raise OAuthError("unsupported_token_type", "only refresh tokens are revoked; access ones expire")
         token = _field(form, "token")
     except OAuthError as exc:
-        return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=400)
-    await tokens.revoke_refresh(session, token or "")
-    await session.commit()
+        return oauth_error(exc)
+    await write(session, tokens.revoke_refresh(session, token or ""))
     return JSONResponse({}, headers=NO_STORE)

@@ -1,4 +1,8 @@
-"""`cdap identity ...`: bootstrap the first CAF admin, rotate the signing keys."""
+"""`cdap identity ...`: bootstrap the first CAF admin, rotate the signing keys.
+
+Both run against identity's database (`CDAP_DATABASE_URL`) with identity's own service functions: the
+first admin exists before anyone could call the API, and a key rotation is an operator's act.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 from cdap_identity import accounts, domain, keystore
 from cdap_identity.config import Settings
 from cdap_shared.db import create_engine, session_factory
-from cdap_shared.problems import Problem
 
 app = typer.Typer(help="The identity service: accounts and signing keys.", no_args_is_help=True)
 
@@ -52,8 +55,8 @@ def bootstrap(
     settings = Settings()
     try:
         user_id, token = asyncio.run(bootstrap_admin(settings, email, family_name, given_name, department))
-    except Problem as exc:
-        typer.secho(f"{exc.title}: {exc.detail}", fg="red", err=True)
+    except domain.Refused as exc:
+        typer.secho(f"{exc.reason}: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
     except (ProgrammingError, DBAPIError, OSError) as exc:
         typer.secho(

@@ -1,4 +1,4 @@
-"""Enrolling TOTP at login: `POST /v1/totp/enrolment` (start) and `POST /v1/totp/enrolment/confirm`.
+"""Routes of enrolling TOTP at login: `POST /v1/totp/enrolment` (start) and `POST /v1/totp/enrolment/confirm`.
 
 No bearer token here: the enrolment ticket `POST /v1/token` handed out after checking the password is
 the credential. Confirming with a first code signs the person in (the answer is a token response).
@@ -6,15 +6,15 @@ the credential. Confirming with a first code signs the person in (the answer is 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from cdap_identity import enrolment, tokens
-from cdap_identity.accounts import utcnow
-from cdap_identity.api_tokens import NO_STORE, token_settings
+from cdap_identity.domain import Refused
+from cdap_identity.routes_tokens import NO_STORE
 from cdap_identity.schemas import EnrolmentConfirm, EnrolmentStart, EnrolmentStarted, TokenResponse
+from cdap_identity.web import ClientIp, Issuing, Now, write
 from cdap_shared.db import SessionDep
-from cdap_shared.problems import Problem
 
 router = APIRouter(tags=["tokens"])
 
@@ -24,11 +24,10 @@ router = APIRouter(tags=["tokens"])
     response_model=EnrolmentStarted,
     responses={400: {"description": "unknown or expired ticket (`reason`: `invalid_ticket`)"}},
 )
-async def start_enrolment(body: EnrolmentStart, session: SessionDep) -> JSONResponse:
+async def start_enrolment(body: EnrolmentStart, session: SessionDep, now: Now) -> JSONResponse:
     """Start (or show again) the TOTP enrolment a ticket names: the new secret, its `otpauth://` URI and
     QR code (inline SVG). Nothing is enrolled until `POST /v1/totp/enrolment/confirm`."""
-    started = await enrolment.start(session, body.ticket, utcnow())
-    await session.commit()
+    started = await write(session, enrolment.start(session, body.ticket, now))
     return JSONResponse(EnrolmentStarted(**started.__dict__).model_dump(), headers=NO_STORE)
 
 
@@ -43,15 +42,13 @@ async def start_enrolment(body: EnrolmentStart, session: SessionDep) -> JSONResp
         409: {"description": "the enrolment was not started (`reason`: `not_started`)"},
     },
 )
-async def confirm_enrolment(body: EnrolmentConfirm, request: Request, session: SessionDep) -> JSONResponse:
+async def confirm_enrolment(
+    body: EnrolmentConfirm, session: SessionDep, issuing: Issuing, ip: ClientIp
+) -> JSONResponse:
     """Confirm the enrolment with the first code the app shows: the secret becomes the account's second
     factor and the person is signed in (access and refresh tokens, as `POST /v1/token` answers).
     Wrong codes count towards the account's lockout."""
-    ip = request.client.host if request.client else None
-    try:
-        answer = await tokens.confirm_enrolment(session, token_settings(request), body.ticket, body.code, ip)
-    except Problem:
-        await session.commit()  # a wrong code counts towards the lockout, like a wrong password
-        raise
-    await session.commit()
+    # A wrong code counts towards the lockout, like a wrong password: the refusal is committed too.
+    confirmed = tokens.confirm_enrolment(session, issuing, body.ticket, body.code, ip)
+    answer = await write(session, confirmed, keep=(Refused,))
     return JSONResponse(answer, headers=NO_STORE)

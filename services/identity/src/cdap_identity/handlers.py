@@ -1,0 +1,65 @@
+"""Kafka handlers of other services' events: provision approved requests, revoke grants whose removal
+was asked, suspend an account (or disable a partner system) a critical alert names.
+
+`HANDLERS` is the table: event type -> a plain function taking the session, the settings, the event's
+typed data and its time. Each runs inside the consumer's transaction (with the inbox claim), which
+commits; an event that cannot be applied (an unknown organisation or grant) raises, and is dead-lettered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cdap_identity import accounts, habilitations
+from cdap_identity.config import Settings
+from cdap_shared import events as ev
+from cdap_shared.clock import civil_today
+from cdap_shared.consumer import Handler
+from cdap_shared.envelope import CloudEvent
+
+
+async def request_approved(
+    session: AsyncSession, settings: Settings, data: ev.RequestApproved, at: datetime
+) -> None:
+    """The applicant's account (if new, with its activation mail) and its grant."""
+    _, account = await habilitations.provision(session, data, settings.activation_hours, civil_today())
+    if account is not None:
+        accounts.mail_activation(session, settings, account)
+
+
+async def revocation_requested(
+    session: AsyncSession, settings: Settings, data: ev.RevocationRequested, at: datetime
+) -> None:
+    """A partner administrator asked that a grant be removed: it is revoked at once."""
+    await habilitations.end_grant(
+        session, data.grant_id, "revoked", by=data.by, reason=data.comment, request_id=data.request_id
+    )
+
+
+async def alert_raised(session: AsyncSession, settings: Settings, data: ev.AlertRaised, at: datetime) -> None:
+    await habilitations.act_on_alert(session, data)
+
+
+EventHandler = Callable[[AsyncSession, Settings, Any, datetime], Awaitable[None]]
+
+HANDLERS: dict[str, EventHandler] = {
+    "access.request.approved": request_approved,
+    "access.grant.revocation_requested": revocation_requested,
+    "audit.alert.raised": alert_raised,
+}
+
+
+def handler(settings: Settings) -> Handler:
+    """The consumer's handler: every event is validated against its type's model and applied by its row
+    of `HANDLERS` if it has one (the other events on these topics are not identity's business)."""
+
+    async def apply(session: AsyncSession, event: CloudEvent) -> None:
+        data = ev.parse_data(event)
+        if (handle := HANDLERS.get(event.type)) is not None:
+            await handle(session, settings, data, event.time.astimezone(UTC))
+
+    return apply
