@@ -5,6 +5,9 @@ Producer side (domain transactions + relay) runs in this process, the consumer i
 services would. Throughput: N events written as fast as 4 writers can, in transactions of 100,
 until the consumer has applied the last one. Latency: events written at a fixed rate (20 per
 transaction every 10 ms = 2,000/s), from the event's creation to the consumer's apply time.
+The pipeline runs twice: with CDAP's relay (a bare aiokafka producer), then with a relay publishing
+through FastStream's broker set up as a service's, so the cost of FastStream's path is measured in the
+same run.
 """
 
 from __future__ import annotations
@@ -17,14 +20,62 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+from faststream.kafka import KafkaBroker
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from opentelemetry import context, propagate
+from prometheus_client import CollectorRegistry
 
 from bench.common import KAFKA, RESULTS, drop_database, fresh_database, fresh_topic, percentile
 from cdap_shared import events as ev
 from cdap_shared import outbox
 from cdap_shared.db import asyncpg_dsn, create_engine, create_tables, session_factory
-from cdap_shared.relay import OutboxRelay, make_producer
+from cdap_shared.kafka_access import KafkaLogin
+from cdap_shared.relay import PRODUCER_OPTIONS, OutboxRelay, make_producer
+from cdap_shared.telemetry import configure_tracing
 
 Progress = Callable[[str, float], None]
+
+
+def service_broker() -> KafkaBroker:
+    """A broker set up as a service's (`ServiceRuntime`): producer options, tracing and metrics middlewares."""
+    return KafkaBroker(
+        KAFKA,
+        security=KafkaLogin.from_env().security(),
+        middlewares=[
+            KafkaTelemetryMiddleware(tracer_provider=configure_tracing("bench")),
+            KafkaPrometheusMiddleware(registry=CollectorRegistry(), app_name="bench"),
+        ],
+        logger=None,
+        **PRODUCER_OPTIONS,
+    )
+
+
+class FastStreamRelay(OutboxRelay):
+    """The relay publishing through FastStream instead of its bare producer, on a broker set up as a
+    service's: each row by `broker.publish(..., no_confirm=True)` inside the trace stored with it, the
+    telemetry middleware making the producer spans. It prices that path in every run."""
+
+    def __init__(self, dsn: str, bootstrap: str, **options: Any) -> None:
+        super().__init__(dsn, bootstrap, **options)
+        self.broker = service_broker()
+
+    async def run(self) -> None:
+        await self.broker.start()
+        try:
+            await super().run()
+        finally:
+            await self.broker.stop()
+
+    async def send(self, row: asyncpg.Record) -> asyncio.Future[Any]:
+        headers = json.loads(row["headers"])
+        token = context.attach(propagate.extract(headers))  # the request that wrote the row
+        try:
+            return await self.broker.publish(
+                row["payload"], row["topic"], key=row["key"].encode(), headers=headers, no_confirm=True
+            )
+        finally:
+            context.detach(token)
 
 
 def consultation(i: int) -> ev.CloudEvent:
@@ -74,7 +125,14 @@ async def _count(dsn: str) -> int:
         await conn.close()
 
 
-async def run_cdap(n_throughput: int, rate: int, seconds: int, progress: Progress) -> dict[str, Any]:
+async def run_cdap(
+    n_throughput: int,
+    rate: int,
+    seconds: int,
+    progress: Progress,
+    relay_class: type[OutboxRelay] = OutboxRelay,
+) -> dict[str, Any]:
+    """The pipeline with `relay_class` publishing, traced as in a service."""
     producer_url, consumer_url = await fresh_database("outbox_p"), await fresh_database("outbox_c")
     engine = create_engine(producer_url, 8)
     await create_tables(engine)
@@ -92,8 +150,10 @@ async def run_cdap(n_throughput: int, rate: int, seconds: int, progress: Progres
         "--database-url",
         consumer_url,
     )
-    relay = OutboxRelay(asyncpg_dsn(producer_url), KAFKA, batch_size=2000, poll_interval=0.05)
+    configure_tracing("bench")  # spans are recorded, as in a service
+    relay = relay_class(asyncpg_dsn(producer_url), KAFKA, batch_size=2000, poll_interval=0.05)
     relay_task = asyncio.create_task(relay.run())
+    label = "" if relay_class is OutboxRelay else " (through FastStream)"
     consumer_dsn = asyncpg_dsn(consumer_url)
     try:
         # Throughput.
@@ -107,7 +167,7 @@ async def run_cdap(n_throughput: int, rate: int, seconds: int, progress: Progres
 
         writers = asyncio.gather(*(writer(events[k::4]) for k in range(4)))
         while (done := await _count(consumer_dsn)) < n_throughput:
-            progress("outbox pipeline: throughput", done / n_throughput)
+            progress(f"outbox pipeline{label}: throughput", done / n_throughput)
             await asyncio.sleep(0.2)
         await writers
         elapsed = time.perf_counter() - started
@@ -123,11 +183,13 @@ async def run_cdap(n_throughput: int, rate: int, seconds: int, progress: Progres
                 batch = [consultation(n_throughput + written + k) for k in range(per_tick)]
                 await outbox.add_all(session, batch, topic=topic)
                 written += per_tick
-            progress("outbox pipeline: latency at fixed rate", written / total / 2)
+            progress(f"outbox pipeline{label}: latency at fixed rate", written / total / 2)
             await asyncio.sleep(max(0.0, t0 + written / rate - time.perf_counter()))
         achieved = total / (time.perf_counter() - t0)
         while (done := await _count(consumer_dsn)) < n_throughput + total:
-            progress("outbox pipeline: latency at fixed rate", 0.5 + (done - n_throughput) / total / 2)
+            progress(
+                f"outbox pipeline{label}: latency at fixed rate", 0.5 + (done - n_throughput) / total / 2
+            )
             await asyncio.sleep(0.2)
         conn = await asyncpg.connect(consumer_dsn)
         try:
@@ -209,13 +271,24 @@ async def run(progress: Progress, quick: bool = False) -> dict[str, Any]:
     n, rate, seconds = (5_000, 2_000, 3) if quick else (50_000, 2_000, 10)
     baseline = await run_plain(n, rate, seconds, progress)
     cdap = await run_cdap(n, rate, seconds, progress)
+    faststream = await run_cdap(n, rate, seconds, progress, FastStreamRelay)
     return {
         "description": "outbox -> relay -> Kafka -> inbox consumer (PostgreSQL both sides) vs bare aiokafka",
         "cdap": cdap,
+        "cdap_through_faststream": faststream,
         "baseline": baseline,
         "ratios": {
             "throughput": round(cdap["throughput_events_per_s"] / baseline["throughput_events_per_s"], 3),
             "latency_p99": round(cdap["latency_p99_ms"] / max(baseline["latency_p99_ms"], 0.1), 2),
+            "faststream_to_cdap_throughput": round(
+                faststream["throughput_events_per_s"] / cdap["throughput_events_per_s"], 3
+            ),
         },
         "targets": {"throughput_events_per_s": 10_000, "latency_p99_ms_at_2000_per_s": 250},
+        "notes": (
+            f"The same pipeline with the relay publishing through FastStream's broker, in this run: "
+            f"{faststream['throughput_events_per_s']} events/s, p99 {faststream['latency_p99_ms']} ms at "
+            f"{faststream['latency_rate_achieved']}/s (FastStream / bare producer: "
+            f"{faststream['throughput_events_per_s'] / cdap['throughput_events_per_s']:.2f} in throughput)."
+        ),
     }

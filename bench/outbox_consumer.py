@@ -44,7 +44,7 @@ _EFFECTS = text(
 
 async def apply_effects(session: AsyncSession, fresh: Fresh) -> None:
     """One effect row per new event of the batch, in one statement."""
-    params = {"ids": [e.id for _, e in fresh], "created": [e.time for _, e in fresh]}
+    params = {"ids": [item.event.id for item in fresh], "created": [item.event.time for item in fresh]}
     await session.execute(_EFFECTS, params)
 
 

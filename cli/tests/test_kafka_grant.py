@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
-from confluent_kafka.admin import AclBindingFilter, ScramMechanism, UserScramCredentialDeletion
+from confluent_kafka.admin import ScramMechanism, UserScramCredentialDeletion
 
-from cdap_cli.kafka_grant import admin_client, bindings, grant
+from cdap_cli.kafka_grant import admin_client, grant, revoke
 from cdap_shared.kafka_access import TEST, KafkaLogin, Principal, local_credentials
 
 pytestmark = pytest.mark.stack
@@ -41,20 +41,7 @@ async def test_grant_creates_the_principal_with_exactly_its_rights(
         finally:
             await producer.stop()
     finally:
-        filters = [
-            AclBindingFilter(
-                b.restype,
-                b.name,
-                b.resource_pattern_type,
-                b.principal,
-                b.host,
-                b.operation,
-                b.permission_type,
-            )
-            for b in bindings((principal,))
-        ]
-        for future in admin.delete_acls(filters, request_timeout=30).values():
-            future.result()
+        revoke(admin, (principal,))
         deletion = UserScramCredentialDeletion(principal.name, ScramMechanism.SCRAM_SHA_512)
         for future in admin.alter_user_scram_credentials([deletion], request_timeout=30).values():
             future.result()

@@ -3,13 +3,16 @@ CNCF CloudEvents SDK reads it (not as binary mode, which a record without `conte
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aiokafka import AIOKafkaConsumer
 from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka
 from cloudevents.core.formats.json import JSONFormat
 
 from cdap_shared import events as ev
-from cdap_shared.kafka_access import KafkaLogin
+from cdap_shared.envelope import STRUCTURED_CONTENT_TYPE
+from cdap_shared.kafka_access import MECHANISM, KafkaLogin
 
 from .pipeline import Pipeline
 from .samples import SAMPLES
@@ -17,10 +20,14 @@ from .samples import SAMPLES
 pytestmark = pytest.mark.stack
 
 
-async def test_the_sdk_reads_a_published_record_as_the_event(pipeline: Pipeline) -> None:
-    event = ev.make_event(
-        "identity.user.suspended", source="/identity", subject="u-42", data=SAMPLES["identity.user.suspended"]
+def suspended(user: str) -> ev.CloudEvent:
+    return ev.make_event(
+        "identity.user.suspended", source="/identity", subject=user, data=SAMPLES["identity.user.suspended"]
     )
+
+
+async def test_the_sdk_reads_a_published_record_as_the_event(pipeline: Pipeline) -> None:
+    event = suspended("u-42")
     await pipeline.write(event)
     relay = pipeline.start_relay()
     consumer = AIOKafkaConsumer(
@@ -43,3 +50,56 @@ async def test_the_sdk_reads_a_published_record_as_the_event(pipeline: Pipeline)
     assert read.get_type() == "identity.user.suspended"
     assert read.get_subject() == "u-42"
     assert read.get_data() == event.data
+
+
+def _read_with_librdkafka(kafka: str, topic: str, expect: int) -> list[tuple[bytes, dict[str, bytes], bytes]]:
+    """(key, headers, value) of the first `expect` records, read by librdkafka (confluent-kafka), a
+    client that shares no code with the relay's aiokafka."""
+    from confluent_kafka import Consumer
+
+    login = KafkaLogin.from_env()
+    config: dict[str, str | bool] = {
+        "bootstrap.servers": kafka,
+        "group.id": f"reader-{topic}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    }
+    if login.username:
+        config |= {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": MECHANISM,
+            "sasl.username": login.username,
+            "sasl.password": login.password or "",
+        }
+    consumer = Consumer(config)
+    consumer.subscribe([topic])
+    seen: list[tuple[bytes, dict[str, bytes], bytes]] = []
+    try:
+        for _ in range(100):
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                seen.append((message.key(), dict(message.headers() or []), message.value()))
+            if len(seen) >= expect:
+                break
+    finally:
+        consumer.close()
+    return seen
+
+
+async def test_each_record_the_relay_publishes_carries_its_key_and_binding_headers(
+    pipeline: Pipeline,
+) -> None:
+    events = [suspended(f"u-{i}") for i in range(3)]
+    await pipeline.write(*events)
+    relay = pipeline.start_relay()
+    try:
+        records = await asyncio.to_thread(_read_with_librdkafka, pipeline.kafka, pipeline.topic, len(events))
+    finally:
+        relay.stop()
+
+    by_id = {ev.CloudEvent.from_bytes(value).id: (key, headers) for key, headers, value in records}
+    assert set(by_id) == {e.id for e in events}
+    for event in events:
+        key, headers = by_id[event.id]
+        assert key == event.subject.encode()
+        assert headers["content-type"] == STRUCTURED_CONTENT_TYPE.encode()

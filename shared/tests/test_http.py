@@ -76,23 +76,6 @@ def test_nir_and_phone_numbers_are_masked_in_logs(capsys: object) -> None:
     assert mask("dossier 1234567") == "dossier 1234567"  # a numero allocataire is not a NIR
 
 
-def test_asyncapi_documents_every_message_with_its_payload_schema() -> None:
-    from cdap_shared import asyncapi
-
-    doc = asyncapi.document(
-        "t",
-        sends={"identity.events": asyncapi.types_with_prefix("identity.")},
-        receives={"access.events": ["access.request.approved"]},
-    )
-    assert doc["asyncapi"] == "3.0.0"
-    addresses = {c["address"] for c in doc["channels"].values()}
-    assert addresses == {"identity.events", "access.events"}
-    assert "identity.grant.issued" in doc["components"]["messages"]
-    grant = doc["components"]["schemas"]["GrantIssued"]
-    assert {"grant_id", "profile", "department"} <= set(grant["properties"])
-    assert {op["action"] for op in doc["operations"].values()} == {"send", "receive"}
-
-
 async def test_a_value_postgresql_cannot_store_is_a_422_not_a_500(database_url: str) -> None:
     import asyncpg
 

@@ -1,6 +1,7 @@
 """The whole system as users run it: every service a real uvicorn process, on fresh databases, against
-the local Kafka and PostgreSQL. Consumer groups are fresh and start at the end of the (long-lived)
-topics, so a run never replays earlier runs' events. Each service logs in to Kafka as itself."""
+the local Kafka and PostgreSQL, on the test run's topics (`CDAP_TOPIC_PREFIX`, see cdap_testing). Consumer
+groups are fresh and start at the end of the run's topics, so a test never replays an earlier test's
+events. Each service logs in to Kafka as itself."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pyotp
 from cdap_shared.envelope import new_event_id
 from cdap_shared.kafka_access import local_credentials, service_principal
 from cdap_shared.services import backends, service
+from cdap_shared.topics import named
 from cdap_testing import MAIL_DIR, ServiceProcess, create_database_sync, free_port, migrate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,8 +60,9 @@ class System:
         return await asyncio.to_thread(self._start, *names, extra_env=extra_env)
 
     def consumer_group(self, name: str) -> str:
-        """The consumer group of service `name` in this run (it may run more groups, named after it)."""
-        return f"{name}-{self.run_id}"
+        """The consumer group of service `name` in this run (it may run more groups, named after it),
+        under the run's topic prefix like the topics (the services inherit `CDAP_TOPIC_PREFIX`)."""
+        return named(f"{name}-{self.run_id}")
 
     def _start(self, *names: str, extra_env: dict[str, dict[str, str]] | None = None) -> System:
         for name in names:
@@ -166,14 +169,18 @@ MAILBOX = Mailbox()
 
 async def activation_link_token(email: str, seconds: float = 20) -> str:
     deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
+    while True:
+        # The first read parses every mail the sink ever stored (thousands, over 20 s on a loaded
+        # machine): the mailbox is read once more after the deadline, so that read's time is not lost.
+        expired = asyncio.get_running_loop().time() > deadline
         found = MAILBOX.to(email)
         if found:
             match = re.search(r"/activate\?token=([A-Za-z0-9_\-]+)", found[-1])
             assert match
             return match.group(1)
+        if expired:
+            raise AssertionError(f"no activation mail for {email}")
         await asyncio.sleep(0.2)
-    raise AssertionError(f"no activation mail for {email}")
 
 
 async def activate_and_login(client: httpx.AsyncClient, identity: str, email: str) -> dict[str, Any]:

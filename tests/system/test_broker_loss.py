@@ -28,6 +28,7 @@ from cdap_audit.client import AuditClient, AuditClientError
 from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent
 from cdap_shared.kafka_access import KafkaLogin, stack_dir
+from cdap_shared.topics import named
 from cdap_testing import eventually
 
 from .harness import System
@@ -104,12 +105,13 @@ async def checkpoints_since(
 
 async def checkpoint_offsets(kafka: str) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(
-        "audit.checkpoints", bootstrap_servers=kafka, **KafkaLogin.from_env().options()
+        named("audit.checkpoints"), bootstrap_servers=kafka, **KafkaLogin.from_env().options()
     )
     await consumer.start()
     try:
         parts = [
-            TopicPartition("audit.checkpoints", p) for p in consumer.partitions_for_topic("audit.checkpoints")
+            TopicPartition(named("audit.checkpoints"), p)
+            for p in consumer.partitions_for_topic(named("audit.checkpoints"))
         ]
         return await consumer.end_offsets(parts)
     finally:
@@ -170,7 +172,9 @@ async def burst_with_a_broker_lost(
     lookup = f"{system.url('dossiers')}/v1/dossiers/"
     for numero in numeros:
         await until_granted(client, lookup + numero, user["headers"])
-    led = Counter(leader for leader, _ in (await leaders(system.kafka, "dossier.consultations")).values())
+    led = Counter(
+        leader for leader, _ in (await leaders(system.kafka, named("dossier.consultations"))).values()
+    )
     victim = led.most_common(1)[0][0]
 
     async def chaos(answered: list[Answer]) -> None:
@@ -199,4 +203,6 @@ def _checkpoint_or_none(audit: AuditClient) -> verify.SavedCheckpoint | None:
 
 
 async def _all_in_sync(kafka: str, brokers: int) -> bool:
-    return all(isr == min(brokers, 3) for _, isr in (await leaders(kafka, "dossier.consultations")).values())
+    return all(
+        isr == min(brokers, 3) for _, isr in (await leaders(kafka, named("dossier.consultations"))).values()
+    )

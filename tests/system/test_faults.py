@@ -23,7 +23,7 @@ from cdap_shared import events as ev
 from cdap_shared.envelope import new_event_id
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.services import backends
-from cdap_shared.topics import PARTITIONS
+from cdap_shared.topics import PARTITIONS, named
 from cdap_testing import eventually
 
 from .harness import (
@@ -74,7 +74,7 @@ async def seed_dossiers(kafka: str, first: int, count: int) -> list[str]:
         data = make_dossier(rng, pools, numero, "76").model_copy(update={"opposition": False})
         await publish(
             kafka,
-            "caf.dossiers",
+            named("caf.dossiers"),
             ev.make_event("caf.dossier.upserted", source="/caf", subject=numero, data=data),
         )
     return numeros
@@ -458,10 +458,12 @@ async def test_access_requests_and_identity_killed_mid_work_lose_nothing_and_dou
 
 # What each service consumes, in its one consumer group (see each app.py).
 CONSUMED = {
-    "dossiers": ("caf.dossiers", "identity.events"),
-    "identity": ("access.events", "audit.alerts"),
-    "access-requests": ("identity.events",),
-    "audit": ("identity.events", "access.events", "dossier.consultations", "audit.alerts"),
+    "dossiers": (named("caf.dossiers"), named("identity.events")),
+    "identity": (named("access.events"), named("audit.alerts")),
+    "access-requests": (named("identity.events"),),
+    "audit": tuple(
+        named(t) for t in ("identity.events", "access.events", "dossier.consultations", "audit.alerts")
+    ),
 }
 
 
@@ -527,7 +529,7 @@ class DossiersReplicas(ReplicaScenario):
             data = make_dossier(rng, pools, numero, "76").model_copy(update={"opposition": False})
             return ev.make_event("caf.dossier.upserted", source="/caf", subject=numero, data=data)
 
-        sent = await publish_over_partitions(self.system.kafka, "caf.dossiers", dossier)
+        sent = await publish_over_partitions(self.system.kafka, named("caf.dossiers"), dossier)
         self.state["numeros"] = [event.subject for event, _ in sent]
 
     async def check(self, survivor: str) -> None:
@@ -566,7 +568,7 @@ class IdentityReplicas(ReplicaScenario):
                 ),
             )
 
-        sent = await publish_over_partitions(self.system.kafka, "access.events", approved)
+        sent = await publish_over_partitions(self.system.kafka, named("access.events"), approved)
         self.state["requests"] = {event.subject for event, _ in sent}
 
     async def check(self, survivor: str) -> None:
@@ -607,7 +609,7 @@ class AccessRequestsReplicas(ReplicaScenario):
     async def act(self, survivor: str) -> None:
         # Identity provisions each approved request and publishes identity.grant.issued keyed by the new
         # account's id: where that lands is up to the key, so approve until every partition got one.
-        topic = "identity.events"
+        topic = named("identity.events")
         since = await end_offsets(self.system.kafka, [topic])
         requests: set[str] = set()
         partitions: set[int] = set()
@@ -674,12 +676,12 @@ class AuditReplicas(ReplicaScenario):
             return ev.make_event("dossier.consulted", source="/system-test", subject=numero, data=data)
 
         if count is None:
-            sent = await publish_over_partitions(self.system.kafka, "dossier.consultations", consulted)
+            sent = await publish_over_partitions(self.system.kafka, named("dossier.consultations"), consulted)
             events = [event for event, _ in sent]
         else:
             events = [consulted(i) for i in range(count)]
             for event in events:
-                await publish(self.system.kafka, "dossier.consultations", event)
+                await publish(self.system.kafka, named("dossier.consultations"), event)
         return actor, events
 
     async def logged(self, audit: str, actor: str, events: list[ev.CloudEvent]) -> None:
@@ -779,7 +781,10 @@ async def test_poison_on_every_topic_goes_to_the_dlq_and_processing_goes_on(
     names = [n for n in backends() if available(n)]
     await system.start(*names)
     _, user = await ready_partner(system, client)
-    topics = ["identity.events", "access.events", "caf.dossiers", "dossier.consultations", "audit.alerts"]
+    topics = [
+        named(t)
+        for t in ("identity.events", "access.events", "caf.dossiers", "dossier.consultations", "audit.alerts")
+    ]
     since = await end_offsets(system.kafka, [f"{t}.dlq" for t in topics])
     poison = f"not an event {new_event_id()}".encode()
     for topic in topics:
@@ -795,16 +800,16 @@ async def test_poison_on_every_topic_goes_to_the_dlq_and_processing_goes_on(
     [numero] = await seed_dossiers(system.kafka, 5_500_000 + random.randint(0, 80_000), 1)
     await until_granted(client, f"{system.url('dossiers')}/v1/dossiers/{numero}", user["headers"])
     expected = {
-        ("caf.dossiers", f"dossiers-{system.run_id}"),
-        ("identity.events", f"dossiers-{system.run_id}"),
-        ("access.events", f"identity-{system.run_id}"),
-        ("audit.alerts", f"identity-{system.run_id}"),
+        (named("caf.dossiers"), system.consumer_group("dossiers")),
+        (named("identity.events"), system.consumer_group("dossiers")),
+        (named("access.events"), system.consumer_group("identity")),
+        (named("audit.alerts"), system.consumer_group("identity")),
     }
     if available("access-requests"):
-        expected.add(("identity.events", f"access-requests-{system.run_id}"))
+        expected.add((named("identity.events"), system.consumer_group("access-requests")))
     if available("audit"):
         expected |= {
-            (t, f"audit-{system.run_id}")
+            (named(t), system.consumer_group("audit"))
             for t in ("identity.events", "access.events", "dossier.consultations", "audit.alerts")
         }
     for _ in range(30):

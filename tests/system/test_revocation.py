@@ -15,6 +15,7 @@ from cdap_dossiers.generate import build_pools, make_dossier
 from cdap_shared import events as ev
 from cdap_shared.envelope import new_event_id
 from cdap_shared.relay import make_producer
+from cdap_shared.topics import named
 
 from .harness import System, activate_and_login, bootstrap_admin, wait_ready
 
@@ -59,7 +60,7 @@ async def provisioned_partner(
     request_id = f"req-{new_event_id()}"
     await publish(
         system.kafka,
-        "access.events",
+        named("access.events"),
         ev.make_event(
             "access.request.approved",
             source="/system-test",
@@ -94,7 +95,7 @@ async def dossier_in_reach(
     )
     await publish(
         system.kafka,
-        "caf.dossiers",
+        named("caf.dossiers"),
         ev.make_event("caf.dossier.upserted", source="/caf", subject=numero, data=dossier),
     )
     lookup = f"{system.url('dossiers')}/v1/dossiers/{numero}"

@@ -17,6 +17,7 @@ import pytest
 from cdap_cli.devrun import LOCAL_OTLP_ENDPOINT
 from cdap_dossiers.generate import build_pools, make_dossier
 from cdap_shared import events as ev
+from cdap_shared.topics import named
 
 from .harness import System, activate_and_login, caf_staff, wait_ready
 from .test_revocation import provisioned_partner, publish
@@ -53,7 +54,7 @@ async def test_a_lookup_is_one_trace_from_the_request_to_the_audit_append(system
         dossier = make_dossier(random.Random(5), build_pools(1, 50), numero, "76")
         await publish(
             system.kafka,
-            "caf.dossiers",
+            named("caf.dossiers"),
             ev.make_event("caf.dossier.upserted", source="/caf", subject=numero, data=dossier),
         )
         lookup = f"{system.url('dossiers')}/v1/dossiers/{numero}"

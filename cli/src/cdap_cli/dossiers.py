@@ -22,7 +22,7 @@ def generate(
     landlord: list[str] = typer.Option([], "--landlord", help="SIRET of a landlord paid housing aid."),
     rsa_referent: list[str] = typer.Option([], "--rsa-referent", help="SIRET of an RSA referent body."),
     bootstrap: str = typer.Option(os.environ.get("CDAP_KAFKA_BOOTSTRAP", "127.0.0.1:9092"), "--bootstrap"),
-    topic: str = typer.Option("caf.dossiers", "--topic"),
+    topic: str | None = typer.Option(None, "--topic", help="Default: caf.dossiers, after CDAP_TOPIC_PREFIX."),
 ) -> None:
     """Publish synthetic dossiers to the CAF feed (CloudEvents caf.dossier.upserted, key = numero)."""
     if start + count > 10_000_000:

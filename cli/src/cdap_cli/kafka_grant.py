@@ -13,6 +13,7 @@ import typer
 # The documented public names; the package re-exports them without an __all__, which mypy wants.
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AclBinding,
+    AclBindingFilter,
     AclOperation,
     AclPermissionType,
     AdminClient,
@@ -25,6 +26,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from cdap_shared.kafka_access import ALL_PRINCIPALS, MECHANISM, PRINCIPALS, Principal, acls, password_variable
+from cdap_shared.topics import prefix
 
 app = typer.Typer(help="A deployed Kafka's principals and ACLs.", no_args_is_help=True)
 SCRAM_ITERATIONS = 8192  # Kafka's own default for SCRAM-SHA-512
@@ -32,7 +34,7 @@ RESOURCES = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP}
 OPERATIONS = {"Write": AclOperation.WRITE, "Read": AclOperation.READ}
 
 
-def bindings(principals: tuple[Principal, ...] = PRINCIPALS) -> list[AclBinding]:
+def bindings(principals: tuple[Principal, ...] = PRINCIPALS, topic_prefix: str = "") -> list[AclBinding]:
     """`cdap_shared.kafka_access.acls()` as the admin API's ACL bindings."""
     return [
         AclBinding(
@@ -44,7 +46,7 @@ def bindings(principals: tuple[Principal, ...] = PRINCIPALS) -> list[AclBinding]
             OPERATIONS[acl.operation],
             AclPermissionType.ALLOW,
         )
-        for acl in acls(principals)
+        for acl in acls(principals, topic_prefix)
     ]
 
 
@@ -61,9 +63,13 @@ def admin_client(bootstrap: str, username: str, password: str, mechanism: str = 
 
 
 def grant(
-    admin: AdminClient, passwords: dict[str, str], principals: tuple[Principal, ...] = PRINCIPALS
+    admin: AdminClient,
+    passwords: dict[str, str],
+    principals: tuple[Principal, ...] = PRINCIPALS,
+    topic_prefix: str = "",
 ) -> None:
-    """Give each principal in `passwords` its SCRAM credential, then every principal its ACLs."""
+    """Give each principal in `passwords` its SCRAM credential, then every principal its ACLs (on the
+    topics and groups named with `topic_prefix`)."""
     if passwords:
         upserts: list[UserScramCredentialAlteration] = [
             UserScramCredentialUpsertion(
@@ -73,7 +79,19 @@ def grant(
         ]
         for future in admin.alter_user_scram_credentials(upserts, request_timeout=30).values():
             future.result()
-    for future in admin.create_acls(bindings(principals), request_timeout=30).values():
+    for future in admin.create_acls(bindings(principals, topic_prefix), request_timeout=30).values():
+        future.result()
+
+
+def revoke(admin: AdminClient, principals: tuple[Principal, ...], topic_prefix: str = "") -> None:
+    """Delete exactly the ACLs `grant` gave `principals` (a throwaway principal's, a test run's)."""
+    filters = [
+        AclBindingFilter(
+            b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation, b.permission_type
+        )
+        for b in bindings(principals, topic_prefix)
+    ]
+    for future in admin.delete_acls(filters, request_timeout=30).values():
         future.result()
 
 
@@ -93,5 +111,7 @@ def grant_command(
         for name in ALL_PRINCIPALS
         if os.environ.get(password_variable(name))
     }
-    grant(admin_client(bootstrap, username, password, mechanism), passwords)
-    typer.echo(f"[kafka] {len(passwords)} credentials set, {len(bindings())} ACLs granted")
+    grant(admin_client(bootstrap, username, password, mechanism), passwords, topic_prefix=prefix())
+    typer.echo(
+        f"[kafka] {len(passwords)} credentials set, {len(bindings(topic_prefix=prefix()))} ACLs granted"
+    )

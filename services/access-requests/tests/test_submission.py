@@ -10,6 +10,7 @@ import pytest
 
 from cdap_access.calendar import add_business_days
 from cdap_shared import events as ev
+from cdap_shared.clock import civil_today
 from cdap_testing import MAIL_DIR, mails_to
 
 from .conftest import OTHER_ORG, PARTNER, Service, assert_problem, mail_with
@@ -22,7 +23,8 @@ async def test_a_submission_enters_the_stage_one_queue_with_its_event_and_mail(s
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["state"] == "submitted" and body["stage"] == 1 and body["version"] == 1
-    assert body["due"] == add_business_days(date.today(), 5, "76").isoformat()
+    # The deadline counts from the day in Paris, which is tomorrow between 23:00 and midnight UTC.
+    assert body["due"] == add_business_days(civil_today(), 5, "76").isoformat()
 
     detail = await svc.get(body["id"])
     assert (

@@ -24,6 +24,7 @@ ENDPOINTS = [
     "/v1/alerts",
     "/v1/checkpoints/witnessed",
     "/v1/alerts/no-such-alert",
+    "/v1/freshness",
 ]
 # What an auditor gets where it is not 200: no witness is configured in these tests, and no alert.
 AUDITOR_STATUS = {"/v1/checkpoints/witnessed": 404, "/v1/alerts/no-such-alert": 404}

@@ -66,10 +66,10 @@ async def test_health_readiness_and_asyncapi(audit: Audit) -> None:
     await eventually(lambda: _ready(audit))
     doc = (await audit.client.get("/asyncapi.json")).json()
     assert doc["asyncapi"] == "3.0.0"
-    by_address = {c["address"]: c for c in doc["channels"].values()}
-    assert "dossier.consulted" in by_address[audit.settings.consultations_topic]["messages"]
+    assert audit.settings.consultations_topic in {c["address"] for c in doc["channels"].values()}
+    assert "DossierConsultedEvent" in doc["components"]["schemas"]
     assert {op["action"] for op in doc["operations"].values()} == {"send", "receive"}
-    assert not any(t.startswith("caf.") for t in doc["components"]["messages"])
+    assert not any(name.startswith("Caf") for name in doc["components"]["schemas"])
 
 
 async def _ready(audit: Audit) -> bool:

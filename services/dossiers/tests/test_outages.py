@@ -12,6 +12,7 @@ from cdap_dossiers import handlers
 from cdap_dossiers.generate import make_dossier
 from cdap_shared import events as ev
 from cdap_shared.kafka_access import KafkaLogin
+from cdap_shared.topics import named
 from cdap_testing import eventually
 
 from .conftest import POOLS, Service
@@ -86,7 +87,7 @@ async def test_lookup_works_while_kafka_is_down_and_is_delivered_once_it_is_back
     audit_id = r.headers["X-Audit-Id"]
     assert (await down.client.get("/ready")).status_code == 503
 
-    before = await end_offsets(stack["kafka"], "dossier.consultations")
+    before = await end_offsets(stack["kafka"], named("dossier.consultations"))
     # Kafka is back: the service restarts against it, with the same database.
     back = await service_factory(database_url=down.settings.database_url)
 

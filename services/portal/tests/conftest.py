@@ -50,6 +50,7 @@ POLICY: dict[str, Any] = {
         },
     },
 }
+FRESH = {"as_of": "2026-11-30T13:05:00Z", "caught_up": True, "waiting": 0, "stalled": False}
 HOSTS = {
     "identity.test": "identity",
     "access.test": "access",
@@ -92,6 +93,9 @@ class Fakes:
     # test checks); None: dossiers does not answer it. `policy_reads` counts the reads.
     policy: dict[str, Any] | None = field(default_factory=lambda: POLICY)
     policy_reads: list[httpx.Request] = field(default_factory=list)
+    # The audit's `GET /v1/freshness`, served to every auditor's page and not counted in `calls` either;
+    # None: the audit does not answer it.
+    freshness: dict[str, Any] | None = field(default_factory=lambda: dict(FRESH))
 
     def on(self, service: str, method: str, path: str, handler: Handler | httpx.Response) -> None:
         fn: Handler = handler if callable(handler) else (lambda _r, resp=handler: resp)  # type: ignore[misc]
@@ -102,6 +106,8 @@ class Fakes:
         if (service, request.url.path) == ("dossiers", POLICY_PATH) and self.policy is not None:
             self.policy_reads.append(request)
             return httpx.Response(200, json=self.policy)
+        if (service, request.url.path) == ("audit", "/v1/freshness") and self.freshness is not None:
+            return httpx.Response(200, json=self.freshness)
         self.calls.append(Call(service, request.method, request.url.path, request))
         for svc, method, pattern, fn in self.routes:
             if svc == service and method == request.method and pattern.match(request.url.path):

@@ -32,7 +32,7 @@ from cdap_shared.envelope import CloudEvent, new_event_id
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.relay import make_producer
 from cdap_shared.services import service
-from cdap_shared.topics import ensure_topics
+from cdap_shared.topics import ensure_topics, named
 from cdap_testing import (
     MAIL_DIR,
     ServiceProcess,
@@ -217,7 +217,7 @@ class System:
         dossiers = self._common("dossiers") | {
             "CDAP_DATABASE_URL": self._database("dossiers"),
             "CDAP_CAF_TOPIC": self.topics["caf"],
-            "CDAP_IDENTITY_TOPIC": "identity.events",
+            "CDAP_IDENTITY_TOPIC": named("identity.events"),
         }
         self.start("dossiers", "dossiers", dossiers)
         self.start(
@@ -238,15 +238,15 @@ class System:
         """access-requests and audit (the whole story, from the request to the audit trail)."""
         access = self._common("access") | {
             "CDAP_DATABASE_URL": self._database("access-requests"),
-            "CDAP_IDENTITY_TOPIC": "identity.events",
+            "CDAP_IDENTITY_TOPIC": named("identity.events"),
             "CDAP_ACCESS_TOPIC": self.topics["access"],
         }
         self.start("access", "access-requests", access)
         audit = self._common("audit") | {
             "CDAP_DATABASE_URL": self._database("audit"),
-            "CDAP_IDENTITY_TOPIC": "identity.events",
+            "CDAP_IDENTITY_TOPIC": named("identity.events"),
             "CDAP_ACCESS_TOPIC": self.topics["access"],
-            "CDAP_CONSULTATIONS_TOPIC": "dossier.consultations",
+            "CDAP_CONSULTATIONS_TOPIC": named("dossier.consultations"),
             "CDAP_ALERTS_TOPIC": self.topics["alerts"],
             "CDAP_CHECKPOINTS_TOPIC": self.topics["checks"],
         }

@@ -8,6 +8,8 @@ import re
 
 import httpx
 
+from cdap_portal import routes_admin
+
 from .conftest import INSTRUCTOR, PortalClient
 
 CAF_ADMIN = {"sub": "cadm", "email": "admin@caf.fr", "roles": ["caf_admin"], "department": "76"}
@@ -240,3 +242,69 @@ async def test_resending_an_activation_link_is_confirmed_and_a_refusal_is_an_ale
     refused = await portal.client.post(path, data=hidden_fields(asked.text))
     assert refused.status_code == 409 and "fr-alert" in refused.text and "déjà activé" in refused.text
     assert len(sent) == 2
+
+
+CLIENT = {
+    "client_id": "cl-rouen-1",
+    "name": "Logiciel RSA",
+    "organisation_id": ORG_ID,
+    "grant_id": GRANT_ID,
+    "created_by": USER_ID,
+    "created_at": "2026-11-02T09:30:00Z",
+    "disabled": False,
+}
+
+
+async def test_the_organisation_s_clients_are_listed_and_disabling_one_says_what_it_does(
+    portal: PortalClient,
+) -> None:
+    await signed_in_admin(portal)
+    portal.fakes.on("identity", "GET", "/v1/clients", httpx.Response(200, json=[CLIENT]))
+    page = await portal.client.get(f"/administration/organismes/{ORG_ID}")
+    assert page.status_code == 200 and '<table id="clients">' in page.text
+    assert "Logiciel RSA" in page.text and "cl-rouen-1" in page.text
+    [listed] = [c for c in portal.fakes.made("identity") if c.path == "/v1/clients"]
+    assert listed.request.url.params["organisation"] == ORG_ID
+    # The form carries the client's name and the way back; the confirmation names the client and the effect.
+    form = page.text[page.text.index('action="/administration/clients/cl-rouen-1/disable"') :]
+    fields = hidden_fields(form[: form.index("</form>")])
+    assert fields["organisation"] == ORG_ID and fields["name"] == "Logiciel RSA"
+
+    portal.fakes.on(
+        "identity",
+        "POST",
+        "/v1/clients/cl-rouen-1/disable",
+        httpx.Response(200, json=CLIENT | {"disabled": True}),
+    )
+    token = await portal.csrf(f"/administration/organismes/{ORG_ID}")
+    asked = await portal.client.post(
+        "/administration/clients/cl-rouen-1/disable", data=fields | {"csrf_token": token}
+    )
+    assert asked.status_code == 200 and "Client « Logiciel RSA »" in asked.text
+    assert "ne pourra plus obtenir de jeton" in asked.text
+    assert [c for c in portal.fakes.made() if c.method == "POST"] == []
+    done = await portal.client.post(
+        "/administration/clients/cl-rouen-1/disable", data=hidden_fields(asked.text)
+    )
+    assert done.status_code == 303
+    assert done.headers["location"] == f"/administration/organismes/{ORG_ID}?info=client-desactive"
+    assert [c.path for c in portal.fakes.made() if c.method == "POST"] == ["/v1/clients/cl-rouen-1/disable"]
+    back = await portal.client.get(done.headers["location"])
+    assert "Le client est désactivé" in back.text
+
+
+async def test_every_administration_action_has_its_own_route(portal: PortalClient) -> None:
+    """No generic `/{action}` route: an unknown action is no page at all, and calls nothing."""
+    await signed_in_admin(portal)
+    token = await portal.csrf(f"/administration/organismes/{ORG_ID}")
+    for path in (
+        f"/administration/comptes/{USER_ID}/delete",
+        f"/administration/organismes/{ORG_ID}/supprimer",
+        "/administration/clients/cl-1/rotate",
+    ):
+        r = await portal.client.post(path, data={"csrf_token": token, "confirme": "oui"})
+        assert r.status_code in (404, 405), path
+    assert [c for c in portal.fakes.made() if c.method != "GET"] == []
+    routes = {getattr(r, "path", "") for r in routes_admin.router.routes}
+    for action in ("suspend", "reinstate", "unlock", "force-password-reset", "resend-activation"):
+        assert f"/administration/comptes/{{user_id}}/{action}" in routes

@@ -232,3 +232,51 @@ async def test_only_auditors_follow_the_feed_or_review_alerts(portal: PortalClie
     form = {"csrf_token": csrf, "commentaire": "vu", "confirme": "oui"}
     assert (await portal.client.post("/audit/alertes/al-1/acquittement", data=form)).status_code == 403
     assert portal.fakes.made("audit") == []  # the audit service was never asked
+
+
+AUDIT_PAGES = ("/audit", "/audit/consultations", "/audit/alertes", "/audit/point-de-controle")
+
+
+async def test_every_audit_page_says_until_when_the_log_is_complete(portal: PortalClient) -> None:
+    await portal.login(AUDITOR)
+    portal.fakes.on("audit", "GET", "/v1/.*", httpx.Response(200, json={"items": [], "next_cursor": None}))
+    for path in AUDIT_PAGES:
+        page = await portal.client.get(path)
+        # 13:05 UTC is 14:05 in Paris; caught up: an information, no warning.
+        assert 'Journal à jour au <strong id="log-as-of">30/11 14:05</strong>' in page.text, path
+        assert "fr-alert--info" in page.text and 'id="log-lagging"' not in page.text, path
+    empty = await portal.client.get("/audit/consultations?numero=7600101")
+    assert "Aucune consultation de ce dossier n'est enregistrée.</p>" in empty.text
+
+
+async def test_while_ingestion_lags_no_page_says_nothing_happened_for_certain(portal: PortalClient) -> None:
+    await portal.login(AUDITOR)
+    portal.fakes.on("audit", "GET", "/v1/.*", httpx.Response(200, json={"items": [], "next_cursor": None}))
+    portal.fakes.freshness = {
+        "as_of": "2026-11-30T13:05:00Z",
+        "caught_up": False,
+        "waiting": 1250,
+        "stalled": True,
+    }
+    for path in AUDIT_PAGES:
+        page = await portal.client.get(path)
+        assert "30/11 14:05" in page.text and "fr-alert--warning" in page.text, path
+        assert "1250 événements en attente, sans progression" in page.text, path
+    empty = await portal.client.get("/audit/consultations?numero=7600101")
+    assert "n'est enregistrée.</p>" not in empty.text
+    assert "une consultation récente peut manquer" in empty.text
+
+    portal.fakes.freshness = None  # the audit does not say: unknown, so not conclusive either
+    unknown = await portal.client.get("/audit/consultations?numero=7600101")
+    assert "n'est pas connue" in unknown.text and "une consultation récente peut manquer" in unknown.text
+
+
+async def test_the_log_is_searched_by_a_person_s_e_mail(portal: PortalClient) -> None:
+    await portal.login(AUDITOR)
+    portal.fakes.on(
+        "audit", "GET", "/v1/entries", httpx.Response(200, json={"items": [], "next_cursor": None})
+    )
+    page = await portal.client.get("/audit?acteur=lea.martin%40ccas-rouen.fr")
+    assert page.status_code == 200 and "adresse électronique de la personne" in page.text
+    [call] = portal.fakes.made("audit")
+    assert call.request.url.params["actor"] == "lea.martin@ccas-rouen.fr"

@@ -10,7 +10,8 @@ Each person in their own browser context (own cookies):
   instructor then manager approve (the instructor then has no form left: four eyes), the new user
   activates and looks up, an auditor finds that consultation (and its trace id), verifies its entry's
   inclusion proof and exports CSV; the partner administrator then writes in the thread, creates and
-  rotates a partner-system client, and ends the grant;
+  rotates a partner-system client, a CAF administrator disables it from the organisation's page (the
+  auditor finds that in the log by the administrator's e-mail), and the partner ends the grant;
 - a CAF administrator registers an organisation, renews its convention, finds it by SIRET, resends its
   administrator's activation link (the second mail read from the SMTP sink), creates a staff account,
   suspends and reinstates it from the staff list (each change through its confirmation page).
@@ -26,6 +27,7 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pyotp
 import pytest
@@ -262,11 +264,12 @@ def test_from_the_access_request_to_the_audit_trail(workflow: System, browser: B
     system = workflow
     portal = system.url("portal")
     partner_email = unique_email("gestionnaire")
-    system.create_organisation("55204944776279", partner_email)
+    organisation = system.create_organisation("55204944776279", partner_email)
     staff = {
         "instructor": (unique_email("instructeur"), ["caf_instructor"], "Instructeur"),
         "manager": (unique_email("responsable"), ["caf_manager"], "Responsable"),
         "auditor": (unique_email("auditeur"), ["auditor"], "Auditeur"),
+        "admin": (unique_email("administrateur"), ["caf_admin"], "Administrateur"),
     }
     for email, roles, family in staff.values():
         system.create_staff(email, roles, family)
@@ -418,6 +421,13 @@ def test_from_the_access_request_to_the_audit_trail(workflow: System, browser: B
         expect(entries.first).to_contain_text(numero)
         expect(entries.first).to_contain_text("Consultation d'un dossier")
         shot(auditor, "b-auditor-entries-by-trace")
+        # The log says until when it is complete; the new user's consultation found by their e-mail.
+        expect(auditor.locator("#log-freshness")).to_contain_text("Journal à jour au")
+        auditor.get_by_label("Identifiant de trace").fill("")
+        auditor.get_by_label("Acteur").fill(applicant)
+        auditor.get_by_role("button", name="Rechercher").click()
+        expect(auditor.locator("#entries tbody tr", has_text=trace_id)).to_have_count(1)
+        shot(auditor, "b-auditor-entries-by-email")
         auditor.goto(f"{portal}/audit/point-de-controle")
         expect(auditor.locator("#tree-size")).to_contain_text("entrées")
         shot(auditor, "b-auditor-checkpoint")
@@ -456,6 +466,25 @@ def test_from_the_access_request_to_the_audit_trail(workflow: System, browser: B
         second_secret = partner.locator("#secret-value").inner_text()
         assert second_secret and second_secret != first_secret
         shot(partner, "b-partner-client-rotated")
+
+        # -- CAF administrator: the organisation's clients; one disabled (confirmed), found in the log
+        admin = people["admin"][1]
+        admin.goto(f"{portal}/administration/organismes/{organisation['id']}")
+        expect(admin.locator("#clients")).to_contain_text("Logiciel de suivi social")
+        shot(admin, "b-admin-organisation-clients")
+        admin.get_by_role("button", name=re.compile("Désactiver")).first.click()
+        confirm_action(admin, "b-admin-disable-client-confirm", "ne pourra plus obtenir de jeton")
+        expect(admin.get_by_role("status")).to_contain_text("Le client est désactivé")
+        expect(admin.locator("#clients")).to_contain_text("Désactivé")
+        by_admin = f"{portal}/audit?acteur={quote(staff['admin'][0])}&type=identity.client.disabled"
+
+        def disabling_logged() -> bool:
+            auditor.goto(by_admin)
+            return auditor.locator("#entries tbody tr").count() > 0
+
+        wait_until(disabling_logged, within=30, interval=1.0, what="the client's disabling in the audit log")
+        expect(auditor.locator("#entries tbody tr").first).to_contain_text("Client désactivé")
+        shot(auditor, "b-auditor-client-disabled")
 
         partner.goto(f"{portal}/habilitations")
         shot(partner, "b-partner-grants")

@@ -18,11 +18,12 @@ import pytest
 from cdap_access.config import Settings as AccessSettings
 from cdap_access.models import AccessRequest
 from cdap_access.notifications import INSTRUCTORS, MANAGERS, PARTNER, RECIPIENTS, SUBJECTS, body
+from cdap_audit.notifications import AlertNotice, critical_mail, digest_mail
 from cdap_identity.models import User
 from cdap_identity.notifications import activation_mail, reset_mail
 from cdap_identity.passwords import new_token
 
-from .conftest import INSTRUCTOR, PARTNER_ADMIN, PortalClient
+from .conftest import AUDITOR, INSTRUCTOR, PARTNER_ADMIN, PortalClient
 
 PORTAL = "http://portal.test"
 URL = re.compile(r"https?://\S+")
@@ -69,7 +70,7 @@ def access_mail_links() -> list[tuple[str, str, str]]:
     settings = AccessSettings(portal_url=PORTAL)
     links = []
     for action in SUBJECTS:
-        text = body(settings, a_request(), action, "un commentaire", ["Convention"])
+        text = body(settings, a_request(), action, "un commentaire", ["Convention"], "CCAS de Rouen")
         for recipient in RECIPIENTS.get(action) or (INSTRUCTORS, MANAGERS, PARTNER):
             links += [(action, recipient, url) for url in URL.findall(text)]
     return links
@@ -100,6 +101,13 @@ def test_the_access_request_mails_all_carry_a_link() -> None:
     assert {action for action, _, _ in access_mail_links()} == set(SUBJECTS)
 
 
+@pytest.mark.parametrize("action", sorted(SUBJECTS))
+def test_the_access_request_mails_name_the_organisation_and_the_person(action: str) -> None:
+    text = body(AccessSettings(portal_url=PORTAL), a_request(), action, None, [], "CCAS de Rouen")
+    assert "Organisme : CCAS de Rouen" in text and "org-1" not in text
+    assert "pour Jules Petit, CESF" in text
+
+
 def identity_mails() -> list[tuple[str, str]]:
     user = User(id="u-1", email="claire@example.fr", family_name="Durand", given_name="Claire")
     return [
@@ -120,3 +128,42 @@ async def test_identity_mail_links_open_the_activation_page(
         assert page.status_code == 200, (kind, url)
         assert "Activation de votre compte" in page.text
         assert 'name="token"' in page.text
+
+
+def alert_mails() -> list[tuple[str, str]]:
+    notice = AlertNotice(
+        alert_id="al-1",
+        rule="denials_burst",
+        severity="critical",
+        detail="3 refus en 10 minutes",
+        event_time=datetime(2026, 11, 30, 9, 0, tzinfo=UTC),
+        actor="u-1",
+        actor_name="Claire Durand",
+        organisation_name="CCAS de Rouen",
+    )
+    return [
+        ("critical", critical_mail("a@caf.fr", notice, PORTAL).body),
+        ("digest", digest_mail("a@caf.fr", [notice], date(2026, 11, 30), PORTAL).body),
+    ]
+
+
+@pytest.mark.parametrize(("kind", "text"), alert_mails(), ids=["critical", "digest"])
+async def test_alert_mails_name_people_and_lead_to_the_alerts_page(
+    make_portal: Callable[..., PortalClient], kind: str, text: str
+) -> None:
+    assert "Compte : Claire Durand (u-1)" in text and "Organisation : CCAS de Rouen" in text
+    portal = make_portal(base_url=PORTAL)
+    portal.fakes.on(
+        "audit", "GET", "/v1/alerts", httpx.Response(200, json={"items": [], "next_cursor": None})
+    )
+    await portal.login(AUDITOR)
+    links = URL.findall(text)
+    assert links, kind
+    for url in links:
+        page = await portal.client.get(url, follow_redirects=True)
+        assert page.status_code == 200 and page.url.path == "/audit/alertes", (kind, url)
+
+
+@pytest.mark.parametrize(("kind", "text"), identity_mails(), ids=["activation", "reset"])
+def test_identity_mails_name_the_person(kind: str, text: str) -> None:
+    assert "Ce compte est au nom de Claire Durand." in text, kind

@@ -87,17 +87,21 @@ async def test_only_the_sections_the_api_returned_are_shown(portal: PortalClient
         view(  # ...but the API returned two: only those may appear
             {
                 "identite": {"family_name": "Martin", "given_name": "Léa", "birth_date": "1990-04-02"},
-                "logement": {"status": "locataire", "rent": 512, "landlord_siret": None},
+                "logement": {"status": "locataire", "rent": 1512.5, "landlord_siret": None},
+                "droits": [{"prestation": "AF", "monthly_amount": 141.99, "from": "2024-01-01"}],
             }
         ),
     )
     r = await consult(portal, numero="1234567", motif="accompagnement_social")
     assert r.status_code == 200
     shown = re.findall(r'<section class="dossier-section" id="section-([a-z_]+)"', r.text)
-    assert shown == ["identite", "logement"]
+    assert shown == ["identite", "droits", "logement"]
     for absent in ("Ressources", "Paiements", "Composition du foyer", "Quotient familial", "RSA"):
         assert f">{absent}</h2>" not in r.text
-    assert "Martin" in r.text and "2 avril 1990" in r.text and "512" in r.text
+    assert "Martin" in r.text and "2 avril 1990" in r.text
+    # Sums of money the French way, in a record and in a table: 1 234,56 € (narrow no-break spaces).
+    amounts = re.findall(r'<(dd|td)><span class="cdap-amount">([^<]*)</span>', r.text)
+    assert amounts == [("td", "141,99\u00a0€"), ("dd", "1\u202f512,50\u00a0€")]
     assert '<span class="reference" id="audit-id">0196-audit-id</span>' in r.text
     [call] = portal.fakes.made("dossiers")
     assert call.request.url.params["motif"] == "accompagnement_social"
@@ -686,3 +690,20 @@ async def test_the_footer_links_lead_to_the_mandatory_pages_and_the_design_syste
     assert css.status_code == 200 and ".fr-header" in css.text
     assert (await portal.client.get("/static/dsfr/fonts/Marianne-Regular.woff2")).status_code == 200
     assert portal.fakes.made() == []  # public pages: no service called
+
+
+@pytest.mark.parametrize(
+    ("amount", "written"),
+    [
+        (1234.56, "1\u202f234,56\u00a0€"),
+        (0, "0,00\u00a0€"),
+        (141.5, "141,50\u00a0€"),
+        (1234567, "1\u202f234\u202f567,00\u00a0€"),
+        (-12.3, "-12,30\u00a0€"),
+        ("987.654", "987,65\u00a0€"),
+        ("beaucoup", "beaucoup"),
+        (None, ""),
+    ],
+)
+def test_sums_of_money_are_written_as_the_french_locale_does(amount: object, written: str) -> None:
+    assert texts.euros(amount) == written

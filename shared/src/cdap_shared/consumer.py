@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import Any, Literal, NamedTuple
 
@@ -30,13 +30,13 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
 from opentelemetry import propagate, trace
 from prometheus_client import Counter
-from pydantic import ValidationError
+from pydantic import SkipValidation, ValidationError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cdap_shared import inbox
+from cdap_shared import asyncapi, inbox
 from cdap_shared.envelope import CloudEvent
-from cdap_shared.events import EventData, dlq_for, parse_data
+from cdap_shared.events import EVENT_DATA, EventData, dlq_for, parse_data
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("cdap.consumer")
@@ -158,12 +158,19 @@ class EventConsumer:
         return getattr(self.subscriber, "consumer", None)
 
     def subscribe(
-        self, *topics: str, max_records: int = 500, offset_reset: Literal["earliest", "latest"] = "earliest"
+        self,
+        *topics: str,
+        max_records: int = 500,
+        offset_reset: Literal["earliest", "latest"] = "earliest",
+        accepts: Iterable[str] = (),
     ) -> None:
-        """Register the batch subscriber on the broker (before `broker.start()`)."""
+        """Register the batch subscriber on the broker (before `broker.start()`); `accepts` names the
+        event types it reads (every registered type by default), for the AsyncAPI document."""
         subscriber = self.broker.subscriber(
             *topics,
             group_id=self.group_id,
+            title=self.group_id,
+            description=asyncapi.KEYED,
             batch=True,
             max_records=max_records,
             # The records' bytes as they are: events are validated once, in `handle_records` (FastStream's
@@ -174,7 +181,15 @@ class EventConsumer:
             ack_policy=AckPolicy.NACK_ON_ERROR,
             parser=_tolerant_parse,
         )
-        subscriber(self.on_batch)
+
+        async def on_batch(body: Any, message: KafkaMessage) -> None:
+            await self.on_batch(body, message)
+
+        # Typed with what the records carry, for the AsyncAPI document. Skipped at run time: each record
+        # is validated in `handle_records`, alone, so a bad one is dead-lettered without failing the batch.
+        carried = asyncapi.envelopes(accepts or EVENT_DATA)
+        on_batch.__annotations__["body"] = list[SkipValidation[carried]]  # type: ignore[valid-type]
+        subscriber(on_batch)
         self.subscriber, self.topics, self.max_records = subscriber, topics, max_records
         # FastStream's consume loop catches a fetch error, logs it through the broker's logger (none
         # here) and fetches the same records again, forever: unreadable records are handled here.

@@ -137,16 +137,18 @@ class Acl:
     prefixed: bool = False
 
 
-def acls(principals: tuple[Principal, ...] = PRINCIPALS) -> list[Acl]:
+def acls(principals: tuple[Principal, ...] = PRINCIPALS, topic_prefix: str = "") -> list[Acl]:
     """What `principals` say, as ACL entries, nothing more (the local stack and a deployment's
     `cdap kafka grant` both grant exactly these). Topics are literal names; a group is a prefix, so a
-    system test's fresh group `dossiers-1a2b` belongs to dossiers too. Write and Read imply Describe."""
+    system test's fresh group `dossiers-1a2b` belongs to dossiers too. Write and Read imply Describe.
+    `topic_prefix` (`CDAP_TOPIC_PREFIX`) goes in front of every topic and group: the names of a system
+    that runs with that prefix, such as a test run's."""
     entries = []
     for p in principals:
-        entries += [Acl(p.name, "Write", "topic", t) for t in p.writes]
-        entries += [Acl(p.name, "Read", "topic", t) for t in p.consumes]
+        entries += [Acl(p.name, "Write", "topic", topic_prefix + t) for t in p.writes]
+        entries += [Acl(p.name, "Read", "topic", topic_prefix + t) for t in p.consumes]
         if p.group:
-            entries.append(Acl(p.name, "Read", "group", p.group, prefixed=True))
+            entries.append(Acl(p.name, "Read", "group", topic_prefix + p.group, prefixed=True))
     return entries
 
 

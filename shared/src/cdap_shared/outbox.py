@@ -19,6 +19,7 @@ from sqlmodel import Field, SQLModel
 
 from cdap_shared.envelope import KAFKA_HEADERS, CloudEvent
 from cdap_shared.events import EventData, make_event, topic_for
+from cdap_shared.topics import named
 
 NOTIFY_CHANNEL = "cdap_outbox"
 
@@ -63,14 +64,21 @@ _STAGE = text(  # the channel is NOTIFY_CHANNEL; only constants are interpolated
 )
 
 
-def _row(event: CloudEvent, key: str | None, topic: str | None) -> tuple[str, str, str, str, bytes, str]:
+def _headers() -> str:
+    """The record headers of an event staged now: the CloudEvents binding's and the current trace's."""
+    return json.dumps(KAFKA_HEADERS | current_trace_headers())
+
+
+def _row(
+    event: CloudEvent, key: str | None, topic: str | None, headers: str
+) -> tuple[str, str, str, str, bytes, str]:
     return (
         event.id,
         event.type,
-        topic or topic_for(event.type),
+        topic or named(topic_for(event.type)),
         key or event.subject,
         event.to_bytes(),
-        json.dumps(KAFKA_HEADERS | current_trace_headers()),
+        headers,
     )
 
 
@@ -83,7 +91,7 @@ async def add(
     statement rather than an ORM object: this runs on every lookup, and the unit of work costs more
     than the insert itself. Returns the event id.
     """
-    await session.execute(_STAGE, dict(zip(_COLUMNS, _row(event, key, topic), strict=True)))
+    await session.execute(_STAGE, dict(zip(_COLUMNS, _row(event, key, topic, _headers()), strict=True)))
     return event.id
 
 
@@ -94,7 +102,8 @@ async def add_all(session: AsyncSession, events: list[CloudEvent], *, topic: str
     """`add` for a transaction that stages many events: one batched insert, one notification."""
     if not events:
         return
-    rows = [dict(zip(_COLUMNS, _row(event, None, topic), strict=True)) for event in events]
+    headers = _headers()  # one transaction, one trace: the same headers for every event
+    rows = [dict(zip(_COLUMNS, _row(event, None, topic, headers), strict=True)) for event in events]
     await session.execute(_INSERT_MANY, rows)
     await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
 
@@ -114,7 +123,7 @@ async def add_pg(
 ) -> str:
     """`add` for a raw asyncpg connection (the lookup hot path uses one), in its transaction if it has
     one; the relay finds the row at its next poll rather than by a notification."""
-    await conn.execute(_INSERT_SQL, *_row(event, key, topic))
+    await conn.execute(_INSERT_SQL, *_row(event, key, topic, _headers()))
     return event.id
 
 

@@ -5,6 +5,9 @@
   see `outbox.add_pg`);
 - claims rows `FOR UPDATE SKIP LOCKED` in id order and marks them sent in the same transaction, after
   the broker acknowledged them (idempotent producer, `acks=all`);
+- publishes with a bare aiokafka producer, not through FastStream's broker: bench/outbox runs both
+  relays in the same run, and FastStream's per-record path (command, middlewares, two spans) cost
+  about half the relay's throughput (docs/architecture.md, "Delivery");
 - one relay per database publishes at a time (a PostgreSQL advisory lock): with several replicas,
   per-key order would otherwise depend on which replica claimed which row;
 - a crash between publishing and marking sent republishes the rows: consumers deduplicate by event id;
@@ -38,19 +41,25 @@ tracer = trace.get_tracer("cdap.relay")
 RELAY_LOCK_KEY = 0x0CDA9_0B0C
 
 
+# What every CDAP producer runs with: idempotent, `acks=all`, a small linger for batching, lz4 (every
+# CDAP consumer reads every codec; a batch of consultations shrinks about fourfold).
+PRODUCER_OPTIONS: dict[str, Any] = {
+    "enable_idempotence": True,
+    "acks": "all",
+    "compression_type": "lz4",
+    "linger_ms": 5,
+    "max_batch_size": 256 * 1024,
+    "request_timeout_ms": 15_000,
+}
+
+
 def make_producer(bootstrap: str, login: KafkaLogin | None = None, **overrides: Any) -> AIOKafkaProducer:
-    """The producer every CDAP publisher uses: idempotent, `acks=all`, small linger for batching, lz4
-    (every CDAP consumer reads every codec; a batch of consultations shrinks about fourfold). It logs in
-    as `login` (by default the one in `CDAP_KAFKA_USERNAME` / `CDAP_KAFKA_PASSWORD`)."""
+    """A producer with `PRODUCER_OPTIONS`, logged in as `login` (by default the one in
+    `CDAP_KAFKA_USERNAME` / `CDAP_KAFKA_PASSWORD`)."""
     options: dict[str, Any] = {
         **(login or KafkaLogin.from_env()).options(),
         "bootstrap_servers": bootstrap,
-        "enable_idempotence": True,
-        "acks": "all",
-        "compression_type": "lz4",
-        "linger_ms": 5,
-        "max_batch_size": 256 * 1024,
-        "request_timeout_ms": 15_000,
+        **PRODUCER_OPTIONS,
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)
@@ -79,6 +88,7 @@ class OutboxRelay:
         self.busy_poll_interval = busy_poll_interval
         self.retry_delay = retry_delay
         self.connect_timeout = connect_timeout
+        self.producer: AIOKafkaProducer  # a new one each time the relay (re)connects
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -100,10 +110,10 @@ class OutboxRelay:
     async def _run_as_leader(self) -> None:
         # Connect to Kafka before taking the lock: a relay that cannot reach the broker must not
         # keep a replica that can from publishing.
-        producer = make_producer(self.bootstrap, self.login)
+        self.producer = make_producer(self.bootstrap, self.login)
         conn: asyncpg.Connection | None = None
         try:
-            await asyncio.wait_for(producer.start(), self.connect_timeout)
+            await asyncio.wait_for(self.producer.start(), self.connect_timeout)
             conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
                 await self._sleep(self.poll_interval)  # another replica publishes; stand by
@@ -112,12 +122,12 @@ class OutboxRelay:
             log.info("outbox relay publishing")
             while not self._stopping.is_set():
                 self._wake.clear()
-                published = await self.publish_batch(conn, producer)
+                published = await self.publish_batch(conn)
                 if published < self.batch_size:
                     await self._wait_for_work(self.busy_poll_interval if published else self.poll_interval)
         finally:
             with contextlib.suppress(Exception):
-                await producer.stop()
+                await self.producer.stop()
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()
@@ -134,7 +144,7 @@ class OutboxRelay:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def publish_batch(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
+    async def publish_batch(self, conn: asyncpg.Connection) -> int:
         """Claim, publish and mark one batch; returns how many rows it published."""
         async with conn.transaction():
             rows = await conn.fetch(
@@ -144,30 +154,38 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
-            futures = []
-            for row in rows:
-                stored = json.loads(row["headers"]) if isinstance(row["headers"], str) else row["headers"]
-                with tracer.start_as_current_span(
-                    f"{row['topic']} publish",
-                    context=propagate.extract(stored or {}),
-                    kind=trace.SpanKind.PRODUCER,
-                    attributes={"messaging.system": "kafka", "messaging.destination.name": row["topic"]},
-                ):
-                    headers = dict(stored or {})
-                    propagate.inject(headers)  # the consumer's parent is this span
-                    futures.append(
-                        await producer.send(
-                            row["topic"],
-                            value=row["payload"],
-                            key=row["key"].encode(),
-                            headers=[(k, v.encode()) for k, v in headers.items()],
-                        )
-                    )
-            await asyncio.gather(*futures)
+            # Every record is handed to the producer before any acknowledgement is awaited: the
+            # producer batches them per partition, in row order (so per key), then one wait for all.
+            acknowledgements = [await self.send(row) for row in rows]
+            await asyncio.gather(*acknowledgements)
             await self.mark_sent(conn, [row["id"] for row in rows])
         for topic, count in Tally(row["topic"] for row in rows).items():
             PUBLISHED.labels(topic).inc(count)
         return len(rows)
+
+    async def send(self, row: asyncpg.Record) -> asyncio.Future[Any]:
+        """Hand one row's record to the producer, in a producer span whose parent is the trace stored
+        with the row; returns the future of its acknowledgement."""
+        stored = json.loads(row["headers"])
+        # A span started and ended by hand, not made current: the context manager's attach, detach and
+        # wrappers cost as much again as the span itself, on a path that runs once per event.
+        span = tracer.start_span(
+            f"{row['topic']} publish",
+            context=propagate.extract(stored),
+            kind=trace.SpanKind.PRODUCER,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": row["topic"]},
+        )
+        try:
+            propagate.inject(stored, context=trace.set_span_in_context(span))  # the consumer's parent
+            acknowledgement: asyncio.Future[Any] = await self.producer.send(
+                row["topic"],
+                value=row["payload"],
+                key=row["key"].encode(),
+                headers=[(k, v.encode()) for k, v in stored.items()],
+            )
+            return acknowledgement
+        finally:
+            span.end()
 
     async def mark_sent(self, conn: asyncpg.Connection, ids: list[int]) -> None:
         await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", ids)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,9 +18,11 @@ import structlog
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.kafka.publisher.usecase import DefaultPublisher
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
+from cdap_shared import asyncapi
 from cdap_shared.consumer import BatchHandler, EventConsumer, Handler
 from cdap_shared.db import asyncpg_dsn, create_engine, session_factory
 from cdap_shared.housekeeping import Retention, sweep
@@ -104,9 +106,11 @@ class ServiceRuntime:
         batch_handler: BatchHandler | None = None,
         max_records: int = 500,
         inbox: bool = True,
+        accepts: Iterable[str] = (),
     ) -> EventConsumer:
         """Apply `handler` (or `batch_handler`, once per batch) to every event on `topics`, exactly once,
-        in consumer group `group_id` (at least once with `inbox=False`: see `EventConsumer`)."""
+        in consumer group `group_id` (at least once with `inbox=False`: see `EventConsumer`). `accepts`:
+        the event types the handler acts on, as the AsyncAPI document shows them (all by default)."""
         consumer = EventConsumer(
             self.broker,
             self.sessions,
@@ -116,9 +120,21 @@ class ServiceRuntime:
             max_attempts=self.settings.consumer_max_attempts,
             inbox=inbox,
         )
-        consumer.subscribe(*topics, max_records=max_records, offset_reset=self.settings.consumer_offset_reset)
+        consumer.subscribe(
+            *topics,
+            max_records=max_records,
+            offset_reset=self.settings.consumer_offset_reset,
+            accepts=accepts,
+        )
         self.consumers.append(consumer)
         return consumer
+
+    def publishes(self, topic: str, event_types: Iterable[str]) -> DefaultPublisher:
+        """Declare that this service publishes `event_types` on `topic` (the outbox relay's records), so
+        the AsyncAPI document describes them."""
+        return self.broker.publisher(
+            topic, title=f"{topic}:send", description=asyncapi.KEYED, schema=asyncapi.envelopes(event_types)
+        )
 
     async def _start_broker(self) -> None:
         delay = 0.5

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from urllib.parse import urljoin
 
-from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cdap_shared.kafka_access import KafkaLogin
+from cdap_shared.topics import named
 
 
 class ServiceSettings(BaseSettings):
@@ -98,6 +99,15 @@ class ServiceSettings(BaseSettings):
         description="proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated "
         "networks, e.g. `10.0.0.0/8,192.168.1.7`); none by default: the socket's peer is the client",
     )
+
+    @model_validator(mode="after")
+    def _prefix_default_names(self) -> ServiceSettings:
+        """`CDAP_TOPIC_PREFIX` in front of each default topic (`*_topic`) and of the consumer group; a name
+        given explicitly is kept as it is (see `cdap_shared.topics`)."""
+        for name in type(self).model_fields:
+            if (name.endswith("_topic") or name == "consumer_group") and name not in self.model_fields_set:
+                setattr(self, name, named(getattr(self, name)))
+        return self
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -44,6 +45,20 @@ class _GroupState:
     waiting: dict[TopicPartition, int] = field(default_factory=dict)
     last_progress: float = field(default_factory=time.monotonic)
     stalled: bool = False
+    # Wall-clock times (what a reader is told): the last sample, and the last one with nothing waiting.
+    sampled_at: float | None = None
+    caught_up_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How complete a group's reading is, as the watch last saw it: everything published before `as_of`
+    was read (None: not caught up once since the process started); `waiting` records were not yet."""
+
+    as_of: datetime | None
+    caught_up: bool
+    waiting: int
+    stalled: bool
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,9 @@ class ConsumerWatch:
         if moved or not waiting:
             state.last_progress = now
         state.committed, state.waiting = committed, waiting
+        state.sampled_at = time.time()
+        if not waiting:
+            state.caught_up_at = state.sampled_at
         idle = now - state.last_progress
         SINCE_PROGRESS.labels(consumer.group_id).set(idle if waiting else 0)
         stalled = bool(waiting) and idle >= self.stall_after
@@ -110,6 +128,15 @@ class ConsumerWatch:
             log.info("consumer progressing again", group=consumer.group_id)
         state.stalled = stalled
         STALLED.labels(consumer.group_id).set(1 if stalled else 0)
+
+    def freshness(self, group: str) -> Freshness:
+        """`group`'s freshness. A last sample older than three intervals (the broker is away) or none yet
+        says nothing of now: not caught up, whatever it said then."""
+        state = self._state.get(group, _GroupState())
+        recent = state.sampled_at is not None and time.time() - state.sampled_at <= 3 * self.interval
+        as_of = datetime.fromtimestamp(state.caught_up_at, UTC) if state.caught_up_at is not None else None
+        waiting = sum(state.waiting.values())
+        return Freshness(as_of, recent and not waiting, waiting, state.stalled)
 
     async def check(self) -> None:
         """Readiness: raise `ConsumerStalled` naming every stalled consumer and its waiting partitions."""

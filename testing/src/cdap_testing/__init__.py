@@ -5,6 +5,10 @@ Dev-only: no service or runtime tool imports this package (tests/test_boundaries
 Where the parts come from, in order: `CDAP_KAFKA_BOOTSTRAP` / `CDAP_DATABASE_URL` when set; else
 testcontainers when a Docker engine answers; else the local stack (`make up`, which `make test` runs).
 Each test gets its own throwaway database and its own topics, so tests never see each other's data.
+A test run (one pytest process) names the CDAP topics and consumer groups with a prefix of its own
+(`CDAP_TOPIC_PREFIX=test-<id>.`, set for the process and the services it starts): the run creates
+those topics, lets each service principal use them, and deletes both at the end, so a system left
+running on the plain names (`make run`) never sees a test's events.
 Unless `CDAP_KAFKA_USERNAME` is set, every Kafka client of the run (fixtures, services built in the test
 process or started as processes) logs in as `cdap-test` with the local stack's password: tests make their
 own topics and groups, which no service principal may touch.
@@ -26,11 +30,12 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from cdap_cli.kafka_grant import admin_client, grant, revoke
 from cdap_cli.mailsink import mail_dir
 from cdap_cli.mailsink import mails_to as mails_to  # tests read mail through the fixtures' module
 from cdap_shared.envelope import new_event_id
-from cdap_shared.kafka_access import TEST, KafkaLogin, export_login
-from cdap_shared.topics import ensure_topics
+from cdap_shared.kafka_access import PRINCIPALS, TEST, KafkaLogin, export_login
+from cdap_shared.topics import all_topics, ensure_topics, prefix
 
 LOCAL_KAFKA = "127.0.0.1:9092"
 LOCAL_DATABASE = "postgresql+asyncpg://cdap:cdap@127.0.0.1:5432/postgres"
@@ -55,11 +60,57 @@ def _docker_answers() -> bool:
         return False
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's topic prefix, before anything reads it (`cdap_shared.topics.prefix` reads it once)."""
+    os.environ["CDAP_TOPIC_PREFIX"] = f"test-{new_event_id().replace('-', '')[-12:]}."
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[dict[str, str]]:
-    """`{"kafka": bootstrap, "database": admin SQLAlchemy URL}` for the run."""
-    with locate_stack() as found:
+    """`{"kafka": bootstrap, "database": admin SQLAlchemy URL}` for the run, with the run's topics."""
+    with locate_stack() as found, run_topics(found["kafka"]):
         yield found
+
+
+@contextlib.contextmanager
+def run_topics(kafka: str) -> Iterator[None]:
+    """The CDAP topics under the run's prefix, and (when the broker checks ACLs) each service
+    principal's rights on them; both deleted at the end."""
+    asyncio.run(ensure_topics(kafka))
+    admin = _acl_admin(kafka)
+    if admin is not None:
+        grant(admin, {}, topic_prefix=prefix())
+    try:
+        yield
+    finally:
+        if admin is not None:
+            # A broker gone at the end (fault tests) keeps the ACLs; they name topics no one else uses.
+            with contextlib.suppress(Exception):
+                revoke(admin, PRINCIPALS, prefix())
+        asyncio.run(delete_topics(kafka, all_topics()))
+
+
+def _acl_admin(kafka: str) -> Any:
+    """An admin client as the test principal (a super user), or None when Kafka asks for no login."""
+    login = KafkaLogin.from_env()
+    if not login.username:
+        return None
+    return admin_client(kafka, login.username, login.password or "")
+
+
+async def delete_topics(kafka: str, names: list[str]) -> None:
+    """Delete `names`; a broker already gone (fault tests) keeps them, harmlessly."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka, **KafkaLogin.from_env().options())
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        await admin.delete_topics([n for n in names if n in existing])
+    except Exception:  # noqa: S110
+        pass
+    finally:
+        await admin.close()
 
 
 @contextlib.contextmanager
@@ -143,8 +194,6 @@ async def database_url(make_database: Callable[[], Awaitable[str]]) -> str:
 async def make_topic(stack: dict[str, str]) -> AsyncIterator[Callable[[str], Awaitable[str]]]:
     """Factory of fresh topics (with their `.dlq`) named after a base topic, e.g. `identity.events.t1234`;
     deleted after the test, so a long-lived local broker does not pile up partitions."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
     created: list[str] = []
 
     async def make(base: str = "test") -> str:
@@ -155,14 +204,7 @@ async def make_topic(stack: dict[str, str]) -> AsyncIterator[Callable[[str], Awa
 
     yield make
     if created:
-        admin = AIOKafkaAdminClient(bootstrap_servers=stack["kafka"], **KafkaLogin.from_env().options())
-        try:
-            await admin.start()
-            await admin.delete_topics(created)
-        except Exception:  # noqa: S110 - a broker already gone (fault tests) keeps the topics, harmlessly
-            pass
-        finally:
-            await admin.close()
+        await delete_topics(stack["kafka"], created)
 
 
 def protected_operations(document: dict[str, Any]) -> list[tuple[str, str]]:

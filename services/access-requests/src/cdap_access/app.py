@@ -9,7 +9,6 @@ from typing import Any
 from fastapi import FastAPI
 
 from cdap_access import (
-    asyncapi,
     handlers,
     routes_documents,
     routes_grants,
@@ -20,8 +19,7 @@ from cdap_access import (
 from cdap_access.config import Context, Settings
 from cdap_access.profiles import load_profiles
 from cdap_access.web import PROBLEMS
-from cdap_shared import asyncapi as shared_asyncapi
-from cdap_shared import standing
+from cdap_shared import asyncapi, standing
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.http import create_app
 from cdap_shared.mail import Mailer, MailRelay
@@ -36,8 +34,12 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     catalogue = load_profiles(settings.profiles_path)  # a bad file stops the service here, with its reason
     runtime = ServiceRuntime(settings)
     runtime.consume(
-        settings.identity_topic, group_id=settings.consumer_group, handler=handlers.handler(settings)
+        settings.identity_topic,
+        group_id=settings.consumer_group,
+        handler=handlers.handler(settings),
+        accepts=(*handlers.HANDLERS, *standing.EVENT_TYPES),
     )
+    runtime.publishes(settings.access_topic, asyncapi.types_with_prefix("access."))
     ctx = Context(settings, catalogue)
     jobs: list[Periodic] = []
     if settings.scheduler_interval_seconds > 0:
@@ -66,7 +68,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         token_url=settings.token_url,
     )
     install_error_table(app, PROBLEMS)
-    shared_asyncapi.install(app, asyncapi.document(settings))
+    asyncapi.install(app, runtime.broker, "CDAP access requests")
 
     app.state.sessions = runtime.sessions
     app.state.ctx = ctx

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_access.config import Settings
-from cdap_access.models import AccessRequest
+from cdap_access.models import AccessRequest, PartnerOrganisation
 from cdap_shared.mail import Mail, queue
 from cdap_shared.names import mail_text
 
@@ -76,26 +76,34 @@ def stage_queue(stage: int | None) -> str:
 
 
 def body(
-    settings: Settings, row: AccessRequest, action: str, comment: str | None, documents: list[str]
+    settings: Settings,
+    row: AccessRequest,
+    action: str,
+    comment: str | None,
+    documents: list[str],
+    organisation: str | None = None,
 ) -> str:
+    """The mail's text: who the request is for and from which organisation (`organisation`, its name as
+    identity's events told it; the id only if it is not known), then the link, then the reference."""
     applicant = row.applicant
     # Through mail_text: a stored name or job title can neither break the line nor pose as a link.
     person = mail_text(f"{applicant.get('given_name', '')} {applicant.get('family_name', '')}")
+    kind = "renouvellement" if row.kind == "renewal" else "nouvelle habilitation"
     lines = [
-        f"Demande {row.id} ({'renouvellement' if row.kind == 'renewal' else 'nouvelle habilitation'})",
-        f"Profil {row.profile}, département {row.department}, organisation {row.organisation_id}",
-        f"Bénéficiaire : {person}, {mail_text(str(applicant.get('job_title', '')))}",
-        f"Échéance de l'étape : {row.due.isoformat() if row.due else 'aucune'}",
+        f"Demande d'habilitation ({kind}) pour {person}, {mail_text(str(applicant.get('job_title', '')))}",
+        f"Organisme : {mail_text(organisation) if organisation else row.organisation_id}",
+        f"Profil {row.profile}, département {row.department}",
+        f"Échéance de l'étape : {row.due.strftime('%d/%m/%Y') if row.due else 'aucune'}",
     ]
     if documents:
         lines.append("Pièces : " + ", ".join(documents))
     if comment:
         lines.append(f"Commentaire : {comment}")
-    lines.append(f"{settings.portal_url}/access-requests/{row.id}")
+    lines += [f"Référence : {row.id}", f"{settings.portal_url}/access-requests/{row.id}"]
     return "\n".join(lines) + "\n"
 
 
-def notify(
+async def notify(
     session: AsyncSession,
     settings: Settings,
     row: AccessRequest,
@@ -105,7 +113,8 @@ def notify(
     comment: str | None = None,
     documents: list[str] | None = None,
 ) -> None:
-    """Queue the mails `action` calls for (in the caller's transaction)."""
+    """Queue the mails `action` calls for (in the caller's transaction), naming the organisation from
+    this service's own projection of identity's events."""
     if recipients is None:
         # Documents go to whoever holds the request now (instructors, or managers at stage 2).
         recipients = (
@@ -113,6 +122,7 @@ def notify(
         )
     targets = addresses(settings, row, recipients)
     subject = f"[CDAP] {SUBJECTS.get(action, action)} ({row.id[-8:]})"
-    text = body(settings, row, action, comment, documents or [])
+    known = await session.get(PartnerOrganisation, row.organisation_id)
+    text = body(settings, row, action, comment, documents or [], known.name if known else None)
     for to in dict.fromkeys(targets):  # once per address, in order
         queue(session, Mail(to=to, subject=subject, body=text))

@@ -157,7 +157,7 @@ async def insert_request(
         documents=[],
         event_type="access.request.submitted",
     )
-    notifications.notify(
+    await notifications.notify(
         session, settings, row, "renewal_submitted" if row.kind == "renewal" else "submitted"
     )
 
@@ -217,7 +217,9 @@ async def record_step(
         documents=list(documents),
         event_type=step.event_type,
     )
-    notifications.notify(session, settings, row, step.action, comment=comment, documents=list(documents))
+    await notifications.notify(
+        session, settings, row, step.action, comment=comment, documents=list(documents)
+    )
 
 
 async def record_note(
@@ -245,5 +247,5 @@ async def record_note(
         documents=[],
         event_type=event_type,
     )
-    notifications.notify(session, settings, row, action, recipients=recipients, comment=comment)
+    await notifications.notify(session, settings, row, action, recipients=recipients, comment=comment)
     return entry

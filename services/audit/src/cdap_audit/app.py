@@ -11,12 +11,12 @@ import structlog
 from fastapi import FastAPI
 
 from cdap_audit import (
-    asyncapi,
     handlers,
     partitions,
     routes_alerts,
     routes_checkpoints,
     routes_entries,
+    routes_freshness,
     routes_proofs,
     routes_stream,
     signing,
@@ -26,8 +26,7 @@ from cdap_audit.config import Settings
 from cdap_audit.rules import load_rules
 from cdap_audit.stream import TreeWatcher
 from cdap_audit.web import PROBLEMS, Context
-from cdap_shared import asyncapi as shared_asyncapi
-from cdap_shared import standing
+from cdap_shared import asyncapi, standing
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.http import create_app
 from cdap_shared.mail import Mailer, MailRelay
@@ -54,13 +53,26 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         group_id=settings.consumer_group,
         batch_handler=handlers.ingestion(settings, rules),
         max_records=settings.consumer_batch,
+        # Every type on those topics is logged (`caf.*` is never consumed); its own alerts come back too.
+        accepts=[
+            t
+            for p in ("identity.", "access.", "dossier.", "audit.alert.")
+            for t in asyncapi.types_with_prefix(p)
+        ],
     )
     runtime.consume(
         settings.identity_topic,
         group_id=f"{settings.consumer_group}-directory",
         handler=handlers.directory(settings),
         inbox=False,
+        accepts=(
+            "identity.user.provisioned",
+            "identity.organisation.registered",
+            "identity.organisation.updated",
+        ),
     )
+    runtime.publishes(settings.alerts_topic, asyncapi.types_with_prefix("audit.alert."))
+    runtime.publishes(settings.checkpoints_topic, asyncapi.types_with_prefix("audit.checkpoint."))
     key = signing.CheckpointKey(runtime.sessions, settings.audit_origin, configured)
     watcher = TreeWatcher(runtime.sessions)
     mail_relay = MailRelay(runtime.sessions, Mailer(settings.smtp_url))
@@ -94,6 +106,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
             routes_checkpoints.router,
             routes_proofs.router,
             routes_checkpoints.witness_router,
+            routes_freshness.router,
         ],
         ready_checks=runtime.ready_checks,
         # A witness has no account: its cosignature (a key of CDAP_AUDIT_WITNESS_KEYS) is its credential.
@@ -102,9 +115,9 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         token_url=settings.token_url,
     )
     install_error_table(app, PROBLEMS)
-    shared_asyncapi.install(app, asyncapi.document(settings))
+    asyncapi.install(app, runtime.broker, "CDAP audit")
 
-    app.state.ctx = Context(settings, runtime.sessions, key, witnesses, watcher)
+    app.state.ctx = Context(settings, runtime.sessions, key, witnesses, watcher, runtime.watch)
     app.state.runtime = runtime
     app.state.sessions = runtime.sessions
     app.state.standing = standing.ProjectedStanding(runtime)

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import literal, or_, select
+from sqlalchemy import Select, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_audit.models import KnownOrganisation, Person
@@ -65,6 +65,12 @@ async def with_names(session: AsyncSession, items: list[dict[str, Any]]) -> list
     """`items` (entries or alerts as served) with the names of their actor and organisation added."""
     found = await names(session, items)
     return [found.add_to(item) for item in items]
+
+
+def accounts_of(email: str) -> Select[Any]:
+    """The ids of the accounts of an e-mail address (case aside): one person may hold accounts in
+    several organisations. The directory is one row per account: no index is needed for it."""
+    return select(PERSON.c.user_id).where(func.lower(PERSON.c.email) == email.lower())
 
 
 async def department_of(session: AsyncSession, actor: str | None, organisation_id: str | None) -> str | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_audit import directory
@@ -83,12 +83,21 @@ def _keyset(query: Select[Any], key: Any, cursor: int | None, order: Order) -> S
     return query.order_by(key.asc() if order == "asc" else key.desc())
 
 
+def _actor_is(column: ColumnElement[Any], actor: str) -> ColumnElement[bool]:
+    """`actor` is an account's id, or a person's e-mail (ids never hold an `@`): then the actor is any
+    of that address's accounts, as the directory knows them."""
+    if "@" in actor:
+        return column.in_(directory.accounts_of(actor))
+    return column == actor
+
+
 async def entries(
     session: AsyncSession, where: EntryFilter, cursor: int | None, limit: int, order: Order = "asc"
 ) -> Page:
     query = select(*_entry_columns())
+    if where.actor is not None:
+        query = query.where(_actor_is(ENTRY.c.actor, where.actor))
     for column, value in (
-        (ENTRY.c.actor, where.actor),
         (ENTRY.c.dossier, where.dossier),
         (ENTRY.c.type, where.type),
         (ENTRY.c.trace_id, where.trace_id),
@@ -158,7 +167,9 @@ async def alerts(
     order: Order = "asc",
 ) -> Page:
     query = _alerts_query()
-    for column, value in ((ALERT.c.actor, actor), (ALERT.c.rule, rule), (ALERT.c.severity, severity)):
+    if actor is not None:
+        query = query.where(_actor_is(ALERT.c.actor, actor))
+    for column, value in ((ALERT.c.rule, rule), (ALERT.c.severity, severity)):
         if value is not None:
             query = query.where(column == value)
     if state == "open":

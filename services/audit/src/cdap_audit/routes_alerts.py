@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cdap_audit import queries, reviews
 from cdap_audit.domain import ReviewAction
 from cdap_audit.schemas import AlertItem, AlertPage, Review
-from cdap_audit.web import ERRORS, Context, Ctx, Cursor, Limit, Now, OrderQuery, Text, cursor_position
+from cdap_audit.web import ERRORS, Actor, Context, Ctx, Cursor, Limit, Now, OrderQuery, cursor_position
 from cdap_shared.auth import CurrentPrincipal, require_roles
 from cdap_shared.db import SessionDep
 
@@ -24,7 +24,7 @@ REVIEW_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 404: {}, 409: {}}
 @router.get("/alerts", response_model=AlertPage, responses=ERRORS)
 async def list_alerts(
     session: SessionDep,
-    actor: Text = None,
+    actor: Actor = None,
     rule: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]{0,49}$")] = None,
     severity: Annotated[str | None, Query(pattern=r"^(info|warning|critical)$")] = None,
     state: Annotated[str | None, Query(pattern=r"^(open|acknowledged|closed)$")] = None,

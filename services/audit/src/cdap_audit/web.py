@@ -24,6 +24,7 @@ from cdap_audit.stream import TreeWatcher
 from cdap_shared.envelope import utcnow
 from cdap_shared.problems import Problem
 from cdap_shared.tlog.checkpoint import CosignerVerifier
+from cdap_shared.watch import ConsumerWatch
 
 # Domain error -> (status, title): the only place the audit service turns an error into HTTP.
 PROBLEMS: dict[type[Exception], tuple[int, str]] = {
@@ -52,6 +53,7 @@ class Context:
     key: CheckpointKey
     witnesses: Sequence[CosignerVerifier]
     watcher: TreeWatcher
+    consumers: ConsumerWatch
 
 
 def context(request: Request) -> Context:
@@ -73,6 +75,12 @@ Cursor = Annotated[str | None, Query(pattern=r"^\d{1,18}$", description="`next_c
 Limit = Annotated[int, Query(ge=1, le=1000)]
 OrderQuery = Annotated[Order, Query(description="by position: asc (log order) or desc (newest first)")]
 Text = Annotated[str | None, Query(min_length=1, max_length=200)]
+Actor = Annotated[
+    str | None,
+    Query(
+        min_length=1, max_length=254, description="an account's id, or a person's e-mail (all its accounts)"
+    ),
+]
 
 
 def cursor_position(cursor: str | None) -> int | None:
@@ -91,7 +99,7 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def entry_filter(
-    actor: Text = None,
+    actor: Actor = None,
     dossier: Annotated[str | None, Query(pattern=r"^\d{7}$")] = None,
     type: Annotated[str | None, Query(max_length=100, pattern=r"^[a-z]+(\.[a-z_]+)+$")] = None,
     since: Annotated[datetime | None, Query(alias="from", description="event time, inclusive")] = None,

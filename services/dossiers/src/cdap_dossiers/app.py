@@ -12,6 +12,7 @@ from cdap_shared.auth import TokenVerifier
 from cdap_shared.http import create_app
 from cdap_shared.problems import install_error_table
 from cdap_shared.runtime import ServiceRuntime
+from cdap_shared.topics import named
 
 
 def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = None) -> FastAPI:
@@ -24,7 +25,9 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         settings.identity_topic,
         group_id=settings.consumer_group,
         handler=handlers.apply,
+        accepts=("caf.dossier.upserted", *standing.EVENT_TYPES),
     )
+    runtime.publishes(named("dossier.consultations"), ("dossier.consulted", "dossier.searched"))
     app = create_app(
         title="CDAP dossiers",
         lifespan=runtime.lifespan,
@@ -34,17 +37,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         token_url=settings.token_url,
     )
     install_error_table(app, web.PROBLEMS)
-    asyncapi.install(
-        app,
-        asyncapi.document(
-            "CDAP dossiers",
-            sends={"dossier.consultations": ["dossier.consulted", "dossier.searched"]},
-            receives={
-                settings.caf_topic: ["caf.dossier.upserted"],
-                settings.identity_topic: list(standing.EVENT_TYPES),
-            },
-        ),
-    )
+    asyncapi.install(app, runtime.broker, "CDAP dossiers")
     app.state.ctx = Context(settings, policy, runtime)
     app.state.sessions = runtime.sessions
     app.state.standing = standing.ProjectedStanding(runtime)

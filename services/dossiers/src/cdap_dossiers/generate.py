@@ -179,7 +179,7 @@ async def publish(
     count: int,
     *,
     bootstrap: str,
-    topic: str = "caf.dossiers",
+    topic: str | None = None,
     department: str = "76",
     seed: int = 1,
     start: int = 1_000_000,
@@ -189,10 +189,13 @@ async def publish(
 ) -> int:
     """Publish `count` dossiers numbered from `start` (key = numero); returns how many were acknowledged.
     Logs in as the CAF feed (`cdap-caf-feed`, which may write only `caf.dossiers`) unless
-    `CDAP_KAFKA_USERNAME` says otherwise."""
+    `CDAP_KAFKA_USERNAME` says otherwise; publishes to `caf.dossiers` (with `CDAP_TOPIC_PREFIX`) unless
+    `topic` says otherwise."""
     from cdap_shared.kafka_access import CAF_FEED, log_in_as
     from cdap_shared.relay import make_producer
+    from cdap_shared.topics import named
 
+    destination = topic or named("caf.dossiers")
     rng = random.Random(seed)
     pools = build_pools(seed)
     producer = make_producer(
@@ -208,7 +211,9 @@ async def publish(
                 rng, pools, numero, department, landlords=landlords, rsa_referents=rsa_referents
             )
             event = ev.make_event("caf.dossier.upserted", source=SOURCE, subject=numero, data=data)
-            pending.append(await producer.send(topic, event.to_bytes(), key=numero.encode(), headers=HEADERS))
+            pending.append(
+                await producer.send(destination, event.to_bytes(), key=numero.encode(), headers=HEADERS)
+            )
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
                 sent += len(pending)

@@ -30,6 +30,7 @@ from cdap_shared.mail import Mailer, MailRelay
 from cdap_shared.periodic import Periodic, running
 from cdap_shared.problems import install_error_table
 from cdap_shared.runtime import ServiceRuntime
+from cdap_shared.topics import named
 
 
 def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = None) -> FastAPI:
@@ -41,7 +42,9 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         settings.alerts_topic,
         group_id=settings.consumer_group,
         handler=handlers.handler(settings),
+        accepts=handlers.HANDLERS,
     )
+    runtime.publishes(named("identity.events"), asyncapi.types_with_prefix("identity."))
     client_cache = ClientCache(lambda: runtime.pool, settings.client_cache_seconds)
     client_cache.watch(runtime.sessions)
 
@@ -96,17 +99,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         token_url=settings.token_url,
     )
     install_error_table(app, PROBLEMS)
-    asyncapi.install(
-        app,
-        asyncapi.document(
-            "CDAP identity",
-            sends={"identity.events": asyncapi.types_with_prefix("identity.")},
-            receives={
-                settings.access_topic: [t for t in handlers.HANDLERS if t.startswith("access.")],
-                settings.alerts_topic: [t for t in handlers.HANDLERS if t.startswith("audit.")],
-            },
-        ),
-    )
+    asyncapi.install(app, runtime.broker, "CDAP identity")
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.sessions = runtime.sessions

@@ -9,9 +9,8 @@ an event, which the audit log keeps.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Request
@@ -22,7 +21,7 @@ from cdap_portal import texts
 from cdap_portal.auth import UserApi, Viewer, require
 from cdap_portal.clients import ApiError, checked, json_of
 from cdap_portal.routes_requests import DEPARTMENT, EMAIL, UUID, account_names
-from cdap_portal.web import CsrfForm, confirmation, error_page, field, redirect, render
+from cdap_portal.web import CsrfForm, confirmed, error_page, field, redirect, render
 from cdap_shared.clock import civil_today
 
 router = APIRouter(tags=["administration"])
@@ -32,6 +31,9 @@ SIRET = re.compile(r"^\d{14}$")
 KIND = re.compile(r"^[a-z_]{2,40}$")
 ORGS = "/administration/organismes"
 STAFF = "/administration/comptes"
+OrganisationId = Annotated[str, Path(pattern=UUID)]
+AccountId = Annotated[str, Path(pattern=UUID)]
+ClientId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 INFOS = {
     "cree": "L'organisme est enregistré ; ses gestionnaires reçoivent un courriel d'activation.",
     "modifie": "L'organisme est modifié.",
@@ -40,6 +42,7 @@ INFOS = {
     "demander d'accès ni créer de clients.",
     "delegation-rendue": "La délégation est rendue à l'organisme.",
     "revoquee": "L'habilitation est révoquée : toute consultation est refusée dans les secondes qui suivent.",
+    "client-desactive": "Le client est désactivé : ses jetons sont refusés.",
 }
 ACCOUNT_ACTIONS = {
     "suspend": (
@@ -201,9 +204,12 @@ async def _org_page(
         "identity", "GET", "/v1/users", params={"organisation": organisation_id, "limit": 200}
     )
     context.setdefault("errors", {})
+    clients = await organisation_clients(api, organisation_id)
     return render(
         request,
         "admin_org.html",
+        clients=clients or [],
+        clients_unavailable=clients is None,
         status=status,
         org=org,
         accounts=users.get("items", []),
@@ -214,6 +220,19 @@ async def _org_page(
         today=civil_today().isoformat(),
         **context,
     )
+
+
+async def organisation_clients(api: UserApi, organisation_id: str) -> list[dict[str, Any]] | None:
+    """The organisation's partner-system clients (never their secrets); None when identity does not
+    serve the list (an older identity)."""
+    try:
+        listing = await api.json("identity", "GET", "/v1/clients", params={"organisation": organisation_id})
+    except ApiError as exc:
+        if exc.status not in (404, 405):
+            raise
+        return None
+    items: list[dict[str, Any]] = listing.get("items", [])
+    return items
 
 
 @router.get(ORGS + "/{organisation_id}")
@@ -244,44 +263,60 @@ async def _amend(
     return await _org_page(request, api, organisation_id, status=400, failure=failure)
 
 
-async def _amend_organisation(
-    request: Request, form: FormData, api: UserApi, organisation_id: str
+@router.post(ORGS + "/{organisation_id}/modifier")
+async def amend_organisation(
+    request: Request, form: CsrfForm, api: UserApi, organisation_id: OrganisationId, viewer: Viewer = CafAdmin
 ) -> Response:
+    """Rename the organisation or change its kind (confirmed first)."""
     values = _org_values(form)
     errors = _check_org(values, creating=False)
     if errors:
         return await _org_page(request, api, organisation_id, status=400, errors=errors, values=values)
-    asked = confirmation(
+    body = {"name": values["name"], "kind": values["kind"]}
+    return await confirmed(
         request,
         form,
         "Modifier l'organisme",
         f"L'organisme s'appellera « {values['name']} » ({KINDS.get(values['kind'], values['kind'])}). "
         "Les autres services en sont informés.",
-    )
-    return asked or await _amend(
-        request, api, organisation_id, {"name": values["name"], "kind": values["kind"]}, "modifie"
+        lambda: _amend(request, api, organisation_id, body, "modifie"),
     )
 
 
-async def _renew_convention(request: Request, form: FormData, api: UserApi, organisation_id: str) -> Response:
+@router.post(ORGS + "/{organisation_id}/convention")
+async def renew_convention(
+    request: Request, form: CsrfForm, api: UserApi, organisation_id: OrganisationId, viewer: Viewer = CafAdmin
+) -> Response:
+    """Renew or amend the organisation's convention (confirmed first)."""
     values = _org_values(form)
     errors = _check_convention(values)
     if errors:
         return await _org_page(request, api, organisation_id, status=400, errors=errors, values=values)
-    asked = confirmation(
+    body = {"convention": {"reference": values["reference"], "valid_until": values["valid_until"]}}
+    return await confirmed(
         request,
         form,
         "Renouveler ou modifier la convention",
         f"La convention {values['reference']} court jusqu'au {texts.date_fr(values['valid_until'])}. Les "
         "demandes d'habilitation de l'organisme sont acceptées jusqu'à cette date.",
+        lambda: _amend(request, api, organisation_id, body, "convention"),
     )
-    body = {"convention": {"reference": values["reference"], "valid_until": values["valid_until"]}}
-    return asked or await _amend(request, api, organisation_id, body, "convention")
 
 
-async def _delegation(request: Request, form: FormData, api: UserApi, organisation_id: str) -> Response:
+@router.post(ORGS + "/{organisation_id}/delegation")
+async def change_delegation(
+    request: Request, form: CsrfForm, api: UserApi, organisation_id: OrganisationId, viewer: Viewer = CafAdmin
+) -> Response:
+    """Withdraw (`action=retirer`) or restore the organisation's delegated administration (confirmed)."""
     withdraw = field(form, "action") == "retirer"
-    asked = confirmation(
+
+    async def act() -> Response:
+        action = "withdraw-delegation" if withdraw else "restore-delegation"
+        path = f"/v1/organisations/{organisation_id}/{action}"
+        checked("identity", await api.call("identity", "POST", path))
+        return redirect(f"{ORGS}/{organisation_id}?info=delegation-{'retiree' if withdraw else 'rendue'}")
+
+    return await confirmed(
         request,
         form,
         "Retirer la délégation" if withdraw else "Rendre la délégation",
@@ -291,33 +326,8 @@ async def _delegation(request: Request, form: FormData, api: UserApi, organisati
         )
         if withdraw
         else "Les gestionnaires de l'organisme pourront de nouveau demander des accès et créer des clients.",
+        act,
     )
-    if asked:
-        return asked
-    action = "withdraw-delegation" if withdraw else "restore-delegation"
-    checked("identity", await api.call("identity", "POST", f"/v1/organisations/{organisation_id}/{action}"))
-    return redirect(f"{ORGS}/{organisation_id}?info=delegation-{'retiree' if withdraw else 'rendue'}")
-
-
-OrganisationChange = Callable[[Request, FormData, UserApi, str], Awaitable[Response]]
-ORG_CHANGES: dict[str, OrganisationChange] = {
-    "modifier": _amend_organisation,
-    "convention": _renew_convention,
-    "delegation": _delegation,
-}
-
-
-@router.post(ORGS + "/{organisation_id}/{change}")
-async def change_organisation(
-    request: Request,
-    form: CsrfForm,
-    api: UserApi,
-    organisation_id: str = Path(pattern=UUID),
-    change: str = Path(pattern=r"^(modifier|convention|delegation)$"),
-    viewer: Viewer = CafAdmin,
-) -> Response:
-    """Rename, renew or amend the convention, withdraw or restore the delegation (each confirmed first)."""
-    return await ORG_CHANGES[change](request, form, api, organisation_id)
 
 
 @router.post("/administration/habilitations/{grant_id}/revocation")
@@ -328,23 +338,61 @@ async def revoke_grant(
     grant_id: str = Path(pattern=UUID),
     viewer: Viewer = CafAdmin,
 ) -> Response:
-    organisation_id = field(form, "organisation", 64)
-    asked = confirmation(
+    back = _organisation_page(form)
+
+    async def act() -> Response:
+        reason = field(form, "reason", 500)
+        response = await api.call(
+            "identity", "POST", f"/v1/grants/{grant_id}/revoke", json={"reason": reason} if reason else None
+        )
+        checked("identity", response)
+        return redirect(f"{back}?info=revoquee")
+
+    return await confirmed(
         request,
         form,
         "Révoquer l'habilitation",
         "L'habilitation prend fin maintenant : toute consultation avec elle est refusée dans les secondes "
         "qui suivent. Cette action est définitive (une nouvelle demande sera nécessaire).",
+        act,
     )
-    if asked:
-        return asked
-    reason = field(form, "reason", 500)
-    response = await api.call(
-        "identity", "POST", f"/v1/grants/{grant_id}/revoke", json={"reason": reason} if reason else None
+
+
+def _organisation_page(form: FormData) -> str:
+    """The organisation's page the form came from (its `organisation` field), else the list."""
+    organisation_id = field(form, "organisation", 64)
+    return f"{ORGS}/{organisation_id}" if re.fullmatch(UUID, organisation_id) else ORGS
+
+
+@router.post("/administration/clients/{client_id}/disable")
+async def disable_client(
+    request: Request, form: CsrfForm, api: UserApi, client_id: ClientId, viewer: Viewer = CafAdmin
+) -> Response:
+    """Disable one of an organisation's partner-system clients (confirmed first), back to its page."""
+    return await confirmed_client_disable(request, form, api, client_id, _organisation_page(form))
+
+
+async def confirmed_client_disable(
+    request: Request, form: FormData, api: UserApi, client_id: str, back: str
+) -> Response:
+    """The confirmation stating what disabling a client does; once confirmed, identity disables it (an
+    `identity.client.disabled` event, which the audit log keeps) and `back` says so."""
+
+    async def act() -> Response:
+        checked("identity", await api.call("identity", "POST", f"/v1/clients/{client_id}/disable"))
+        return redirect(f"{back}?info=client-desactive")
+
+    name = field(form, "name", 100)
+    return await confirmed(
+        request,
+        form,
+        "Désactiver le client",
+        (f"Client « {name} ». " if name else "")
+        + "Le système ne pourra plus obtenir de jeton ; ses jetons en cours sont refusés dans les secondes "
+        "qui suivent. Un client désactivé ne peut pas être réactivé : il faudra en créer un autre.",
+        act,
+        back=back,
     )
-    checked("identity", response)
-    back = f"{ORGS}/{organisation_id}" if re.fullmatch(UUID, organisation_id) else ORGS
-    return redirect(f"{back}?info=revoquee")
 
 
 # ------------------------------------------------------------------------------------------ staff accounts
@@ -418,20 +466,27 @@ async def create_staff(request: Request, form: CsrfForm, api: UserApi, viewer: V
     return redirect(f"{STAFF}?info=compte-cree&q={quote(values['email'])}")
 
 
-@router.post(STAFF + "/{user_id}/{action}")
-async def account_action(
-    request: Request,
-    form: CsrfForm,
-    api: UserApi,
-    user_id: str = Path(pattern=UUID),
-    action: str = Path(pattern=r"^(suspend|reinstate|unlock|force-password-reset|resend-activation)$"),
-    viewer: Viewer = CafAdmin,
-) -> Response:
-    """Suspend, reinstate, unlock, force a password reset, or resend the activation link (partner staff
-    and CAF staff alike); confirmed first, naming the person, then back to the page it came from."""
-    retour = field(form, "retour", 300)
-    back = retour if re.fullmatch(r"/administration/[a-z0-9/-]*", retour) else STAFF
-    return await confirmed_account_action(request, form, api, user_id, action, back)
+def _account_route(action: str) -> None:
+    """`POST /administration/comptes/{user_id}/<action>`, one explicit route per account action."""
+
+    async def account_action(
+        request: Request, form: CsrfForm, api: UserApi, user_id: AccountId, viewer: Viewer = CafAdmin
+    ) -> Response:
+        retour = field(form, "retour", 300)
+        back = retour if re.fullmatch(r"/administration/[a-z0-9/-]*", retour) else STAFF
+        return await confirmed_account_action(request, form, api, user_id, action, back)
+
+    account_action.__doc__ = f"{ACCOUNT_ACTIONS[action][0]} (partner or CAF staff), confirmed first."
+    router.add_api_route(
+        f"{STAFF}/{{user_id}}/{action}",
+        account_action,
+        methods=["POST"],
+        name=f"account_{action.replace('-', '_')}",
+    )
+
+
+for _action in ACCOUNT_ACTIONS:
+    _account_route(_action)
 
 
 async def confirmed_account_action(
@@ -442,19 +497,20 @@ async def confirmed_account_action(
     title, effect, _ = ACCOUNT_ACTIONS[action]
     names = await account_names(api, [user_id])
     who = f"Compte de {names[user_id]}. " if user_id in names else ""
-    asked = confirmation(request, form, title, who + effect, back=back)
-    if asked:
-        return asked
-    reason = field(form, "reason", 500)
-    body = {"reason": reason} if reason and action == "suspend" else None
-    response = await api.call("identity", "POST", f"/v1/users/{user_id}/{action}", json=body)
-    if response.is_success:
-        return redirect(f"{back}?info={action}")
-    error = ApiError("identity", response.status_code, json_of(response))
-    if error.status >= 500:
-        raise error
-    refusal = ACCOUNT_REFUSALS.get(error.reason or "") or _problem_text(error)
-    return error_page(request, error.status, refusal)
+
+    async def act() -> Response:
+        reason = field(form, "reason", 500)
+        body = {"reason": reason} if reason and action == "suspend" else None
+        response = await api.call("identity", "POST", f"/v1/users/{user_id}/{action}", json=body)
+        if response.is_success:
+            return redirect(f"{back}?info={action}")
+        error = ApiError("identity", response.status_code, json_of(response))
+        if error.status >= 500:
+            raise error
+        refusal = ACCOUNT_REFUSALS.get(error.reason or "") or _problem_text(error)
+        return error_page(request, error.status, refusal)
+
+    return await confirmed(request, form, title, who + effect, act, back=back)
 
 
 # Identity's refusals of an account action, in words.

@@ -20,12 +20,13 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.datastructures import FormData
 
 from cdap_portal import texts
 from cdap_portal.auth import UserApi, Viewer, fresh_session, require
 from cdap_portal.clients import ApiError, checked
 from cdap_portal.proofs import ProofCheck, check_entry
-from cdap_portal.web import CsrfForm, confirmation, field, portal_of, redirect, render
+from cdap_portal.web import CsrfForm, confirmed, field, portal_of, redirect, render
 
 router = APIRouter(tags=["audit"])
 Auditor = require("auditor")
@@ -64,7 +65,7 @@ def entry_search(
     errors: dict[str, str] = {}
     params: dict[str, Any] = {"order": "desc", "limit": PAGE_SIZE}
     if values["acteur"]:
-        params["actor"] = values["acteur"][:200]
+        params["actor"] = values["acteur"][:254]  # an id, or an e-mail the audit resolves to its accounts
     checks = (
         ("dossier", NUMERO, "dossier", "Le numéro allocataire comporte 7 chiffres."),
         ("type", TYPE, "type", "Type d'événement invalide."),
@@ -89,6 +90,19 @@ def entry_search(
 Search = Annotated[EntrySearch, Depends(entry_search)]
 
 
+async def log_freshness(api: UserApi) -> dict[str, Any] | None:
+    """Until when the log is complete (`GET /v1/freshness`), or None when the audit does not say."""
+    try:
+        return await api.json("audit", "GET", "/v1/freshness")
+    except ApiError:
+        return None  # the page then says the log's freshness is unknown
+
+
+async def _page(request: Request, api: UserApi, template: str, status: int = 200, **context: Any) -> Response:
+    """An auditor's page: every one says until when the log is complete, and warns while it lags."""
+    return render(request, template, status=status, freshness=await log_freshness(api), **context)
+
+
 @router.get("/audit")
 async def entries(
     request: Request, api: UserApi, search: Search, page: str = "", viewer: Viewer = Auditor
@@ -97,13 +111,16 @@ async def entries(
     if CURSOR.fullmatch(page):
         params["cursor"] = page
     if errors:
-        return render(request, "audit_entries.html", status=400, values=values, errors=errors, items=[])
+        return await _page(
+            request, api, "audit_entries.html", status=400, values=values, errors=errors, items=[]
+        )
     listing = await api.json("audit", "GET", "/v1/entries", params=params)
     query = {k: v for k, v in values.items() if v}
     # Only the first page (newest first) grows at its top as entries arrive.
     live = None if "cursor" in params else "/audit/flux" + (f"?{urlencode(query)}" if query else "")
-    return render(
+    return await _page(
         request,
+        api,
         "audit_entries.html",
         values=values,
         errors={},
@@ -172,18 +189,19 @@ async def consultations(
     """Who consulted this dossier: every lookup, granted or refused, newest first."""
     numero = numero.strip()
     if not numero:
-        return render(request, "audit_consultations.html", numero="", errors={}, items=None)
+        return await _page(request, api, "audit_consultations.html", numero="", errors={}, items=None)
     if not NUMERO.fullmatch(numero):
         errors = {"numero": "Le numéro allocataire comporte 7 chiffres."}
-        return render(
-            request, "audit_consultations.html", status=400, numero=numero, errors=errors, items=None
+        return await _page(
+            request, api, "audit_consultations.html", status=400, numero=numero, errors=errors, items=None
         )
     params: dict[str, Any] = {"order": "desc", "limit": PAGE_SIZE}
     if CURSOR.fullmatch(page):
         params["cursor"] = page
     listing = await api.json("audit", "GET", f"/v1/dossiers/{numero}/consultations", params=params)
-    return render(
+    return await _page(
         request,
+        api,
         "audit_consultations.html",
         numero=numero,
         errors={},
@@ -222,8 +240,9 @@ async def alerts(
     if CURSOR.fullmatch(page):
         params["cursor"] = page
     listing = await api.json("audit", "GET", "/v1/alerts", params=params)
-    return render(
+    return await _page(
         request,
+        api,
         "audit_alerts.html",
         items=listing.get("items", []),
         next_cursor=listing.get("next_cursor"),
@@ -235,30 +254,44 @@ async def alerts(
     )
 
 
-@router.post("/audit/alertes/{alert_id}/{review}")
-async def review_alert(
-    request: Request,
-    form: CsrfForm,
-    api: UserApi,
-    alert_id: str = Path(pattern=r"^[0-9A-Za-z-]{1,64}$"),
-    review: str = Path(pattern=r"^(acquittement|cloture)$"),
-    viewer: Viewer = Auditor,
+AlertId = Annotated[str, Path(pattern=r"^[0-9A-Za-z-]{1,64}$")]
+
+
+@router.post("/audit/alertes/{alert_id}/acquittement")
+async def acknowledge_alert(
+    request: Request, form: CsrfForm, api: UserApi, alert_id: AlertId, viewer: Viewer = Auditor
 ) -> Response:
-    """Acknowledge (with a comment) or close an alert, once confirmed."""
-    comment = field(form, "commentaire")
-    if review == "acquittement" and not comment:
+    """Take an alert in hand, saying what is done (a comment is required), once confirmed."""
+    if not field(form, "commentaire"):
         return redirect("/audit/alertes?info=commentaire")
     effect = (
         "L'alerte passe à « prise en charge » avec votre commentaire ; votre nom et l'heure sont inscrits "
         "au journal d'audit."
-        if review == "acquittement"
-        else "L'alerte est close : elle ne pourra plus être prise en charge. La clôture est inscrite au "
+    )
+    return await confirmed(
+        request, form, "Prendre l'alerte en charge", effect,
+        lambda: _review(api, form, alert_id, "acquittement"), back="/audit/alertes",
+    )  # fmt: skip
+
+
+@router.post("/audit/alertes/{alert_id}/cloture")
+async def close_alert(
+    request: Request, form: CsrfForm, api: UserApi, alert_id: AlertId, viewer: Viewer = Auditor
+) -> Response:
+    """Close an alert, once confirmed."""
+    effect = (
+        "L'alerte est close : elle ne pourra plus être prise en charge. La clôture est inscrite au "
         "journal d'audit."
     )
-    title = "Prendre l'alerte en charge" if review == "acquittement" else "Clore l'alerte"
-    asked = confirmation(request, form, title, effect, back="/audit/alertes")
-    if asked:
-        return asked
+    return await confirmed(
+        request, form, "Clore l'alerte", effect,
+        lambda: _review(api, form, alert_id, "cloture"), back="/audit/alertes",
+    )  # fmt: skip
+
+
+async def _review(api: UserApi, form: FormData, alert_id: str, review: str) -> Response:
+    """The confirmed review sent to the audit service; a change meanwhile (409) is said, not an error."""
+    comment = field(form, "commentaire")
     response = await api.call(
         "audit", "POST", f"/v1/alerts/{alert_id}/{REVIEWS[review]}", json={"comment": comment or None}
     )
@@ -279,7 +312,7 @@ async def checkpoint(request: Request, api: UserApi, viewer: Viewer = Auditor) -
         if exc.status != 404:  # 404: nothing signed yet, which the page says
             raise
         body = None
-    return render(request, "audit_checkpoint.html", checkpoint=body)
+    return await _page(request, api, "audit_checkpoint.html", checkpoint=body)
 
 
 # ------------------------------------------------------------------------------- one entry, its proof
@@ -334,8 +367,9 @@ async def entry_page(
         if checkpoint.get("note")
         else ProofCheck("pending", "no checkpoint signed yet")
     )
-    return render(
+    return await _page(
         request,
+        api,
         "audit_entry.html",
         status=200,
         e=material["entry"],
@@ -400,8 +434,14 @@ async def export_entries(
 ) -> Response:
     """The entries of a search (the same filters as the page), newest first, as CSV."""
     if search.errors:
-        return render(
-            request, "audit_entries.html", status=400, values=search.values, errors=search.errors, items=[]
+        return await _page(
+            request,
+            api,
+            "audit_entries.html",
+            status=400,
+            values=search.values,
+            errors=search.errors,
+            items=[],
         )
     params = {k: v for k, v in search.params.items() if k != "limit"}
     return _csv(await _all_items(api, "/v1/entries", params), "cdap-audit-entrees.csv")
@@ -415,8 +455,8 @@ async def export_consultations(
     numero = numero.strip()
     if not NUMERO.fullmatch(numero):
         errors = {"numero": "Le numéro allocataire comporte 7 chiffres."}
-        return render(
-            request, "audit_consultations.html", status=400, numero=numero, errors=errors, items=None
+        return await _page(
+            request, api, "audit_consultations.html", status=400, numero=numero, errors=errors, items=None
         )
     items = await _all_items(api, f"/v1/dossiers/{numero}/consultations", {"order": "desc"})
     return _csv(items, f"cdap-consultations-{numero}.csv")

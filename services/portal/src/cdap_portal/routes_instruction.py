@@ -22,7 +22,7 @@ from cdap_portal.routes_requests import (
     organisation_names,
     request_detail,
 )
-from cdap_portal.web import CsrfForm, confirmation, field, redirect, render
+from cdap_portal.web import CsrfForm, confirmed, field, redirect, render
 
 router = APIRouter(tags=["instruction"])
 Approver = require("caf_instructor", "caf_manager")
@@ -194,41 +194,37 @@ async def decide(
     detail = await request_detail(api, request_id)
     if errors:
         return _detail_page(request, detail, viewer, status=400, errors=errors, values=values)
-    asked = confirmation(
+
+    async def act() -> Response:
+        body: dict[str, Any] = {"decision": decision}
+        if comment:
+            body["comment"] = comment
+        if documents:
+            body["documents"] = documents[:20]
+        headers = {}
+        if field(form, "idempotency_key"):
+            headers["Idempotency-Key"] = field(form, "idempotency_key", 200)
+        version = field(form, "version")
+        if version.isdigit():
+            # The version the person read: a decision on a request changed since is refused (409), not
+            # applied.
+            headers["If-Match"] = f'"{version}"'
+        path = f"/v1/access-requests/{request_id}/decisions"
+        response = await api.call("access", "POST", path, json=body, headers=headers)
+        if response.is_success:
+            return redirect(f"/instruction/{request_id}?info={decision}")
+        error = _error_of(response)
+        if error.status >= 500:
+            raise error
+        failure = texts.request_refusal(error.reason, error.status)
+        shown = await request_detail(api, request_id)
+        return _detail_page(request, shown, viewer, status=error.status, failure=failure, values=values)
+
+    return await confirmed(
         request,
         form,
         DECISION_TITLES[decision],
         decision_effect(detail, decision, comment, documents),
+        act,
         back=f"/instruction/{request_id}",
-    )
-    if asked:
-        return asked
-    body: dict[str, Any] = {"decision": decision}
-    if comment:
-        body["comment"] = comment
-    if documents:
-        body["documents"] = documents[:20]
-    headers = {}
-    if field(form, "idempotency_key"):
-        headers["Idempotency-Key"] = field(form, "idempotency_key", 200)
-    version = field(form, "version")
-    if version.isdigit():
-        # The version the person read: a decision on a request changed since is refused (409), not applied.
-        headers["If-Match"] = f'"{version}"'
-    response = await api.call(
-        "access", "POST", f"/v1/access-requests/{request_id}/decisions", json=body, headers=headers
-    )
-    if response.is_success:
-        return redirect(f"/instruction/{request_id}?info={decision}")
-    error = _error_of(response)
-    if error.status >= 500:
-        raise error
-    detail = await request_detail(api, request_id)
-    return _detail_page(
-        request,
-        detail,
-        viewer,
-        status=error.status,
-        failure=texts.request_refusal(error.reason, error.status),
-        values=values,
     )

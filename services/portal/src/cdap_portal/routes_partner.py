@@ -14,17 +14,23 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from cdap_portal.auth import UserApi, Viewer
-from cdap_portal.clients import ApiError, checked
-from cdap_portal.routes_admin import ACCOUNT_ACTIONS, confirmed_account_action
+from cdap_portal.clients import checked
+from cdap_portal.routes_admin import (
+    ACCOUNT_ACTIONS,
+    ClientId,
+    confirmed_account_action,
+    confirmed_client_disable,
+    organisation_clients,
+)
 from cdap_portal.routes_requests import UUID, MailRecipient, PartnerAdmin
-from cdap_portal.web import CsrfForm, confirmation, field, redirect, render
+from cdap_portal.web import CsrfForm, confirmed, field, redirect, render
 
 router = APIRouter(tags=["partenaire"])
 GRANTS = "/habilitations"
 CLIENTS = "/habilitations/clients"
 INFOS = {
     "fin": "La fin de l'habilitation est demandée : elle sera révoquée dans les secondes qui suivent.",
-    "desactive": "Le client est désactivé : ses jetons sont refusés.",
+    "client-desactive": "Le client est désactivé : ses jetons sont refusés.",
     "resend-activation": ACCOUNT_ACTIONS["resend-activation"][2],
 }
 # The one account action a partner administrator has: a new activation link for a colleague.
@@ -72,25 +78,27 @@ async def end_grant(
     viewer: Viewer = PartnerAdmin,
 ) -> Response:
     """Ask that a habilitation end now (access-requests forwards the removal; identity revokes it)."""
-    asked = confirmation(
+
+    async def act() -> Response:
+        comment = field(form, "comment", 1000)
+        response = await api.call(
+            "access",
+            "POST",
+            f"/v1/grants/{grant_id}/removal-requests",
+            json={"comment": comment} if comment else None,
+        )
+        checked("access", response)
+        return redirect(f"{GRANTS}?info=fin")
+
+    return await confirmed(
         request,
         form,
         "Mettre fin à l'habilitation",
         "L'habilitation prend fin : son titulaire ne pourra plus consulter de dossier avec elle, dans les "
         "secondes qui suivent. Pour un nouvel accès, il faudra une nouvelle demande.",
+        act,
         back=GRANTS,
     )
-    if asked:
-        return asked
-    comment = field(form, "comment", 1000)
-    response = await api.call(
-        "access",
-        "POST",
-        f"/v1/grants/{grant_id}/removal-requests",
-        json={"comment": comment} if comment else None,
-    )
-    checked("access", response)
-    return redirect(f"{GRANTS}?info=fin")
 
 
 @router.post("/demandes/{request_id}/message")
@@ -123,19 +131,13 @@ async def post_message(
 async def _clients_page(
     request: Request, api: UserApi, viewer: Viewer, status: int = 200, **context: Any
 ) -> Response:
-    try:
-        listing = await api.json("identity", "GET", "/v1/clients", params={"organisation": viewer.org or ""})
-        clients, unavailable = listing.get("items", []), False
-    except ApiError as exc:
-        if exc.status not in (404, 405):
-            raise
-        clients, unavailable = [], True  # identity does not serve the list yet
+    clients = await organisation_clients(api, viewer.org or "")
     grants = [
         g for g in (await api.json("identity", "GET", "/v1/grants"))["items"] if g.get("status") == "active"
     ]
     context.setdefault("errors", {})
     context.setdefault("values", {})
-    context |= {"clients": clients, "grants": grants, "unavailable": unavailable}
+    context |= {"clients": clients or [], "grants": grants, "unavailable": clients is None}
     return render(request, "partner_clients.html", status=status, **context)
 
 
@@ -163,30 +165,31 @@ async def create_client(
     return await _clients_page(request, api, viewer, status=201, secret=created, values={})
 
 
-@router.post(CLIENTS + "/{client_id}/{action}")
-async def client_action(
-    request: Request,
-    form: CsrfForm,
-    api: UserApi,
-    client_id: str = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$"),
-    action: str = Path(pattern=r"^(rotate|disable)$"),
-    viewer: Viewer = PartnerAdmin,
+@router.post(CLIENTS + "/{client_id}/rotate")
+async def rotate_client(
+    request: Request, form: CsrfForm, api: UserApi, client_id: ClientId, viewer: Viewer = PartnerAdmin
 ) -> Response:
-    """Rotate (a new secret, shown once; the old one stops working) or disable a client (confirmed)."""
-    rotate = action == "rotate"
-    asked = confirmation(
+    """A new secret for a client, shown once; the old one stops working (confirmed first)."""
+
+    async def act() -> Response:
+        path = f"/v1/clients/{client_id}/rotate"
+        answer = checked("identity", await api.call("identity", "POST", path))
+        return await _clients_page(request, api, viewer, secret=answer)
+
+    return await confirmed(
         request,
         form,
-        "Renouveler le secret" if rotate else "Désactiver le client",
+        "Renouveler le secret",
         "Un nouveau secret est créé et affiché une seule fois ; l'ancien ne fonctionne plus : mettez à jour "
-        "le système aussitôt."
-        if rotate
-        else "Le système ne pourra plus obtenir de jeton ; ses jetons en cours sont refusés.",
+        "le système aussitôt.",
+        act,
         back=CLIENTS,
     )
-    if asked:
-        return asked
-    answer = checked("identity", await api.call("identity", "POST", f"/v1/clients/{client_id}/{action}"))
-    if rotate:
-        return await _clients_page(request, api, viewer, secret=answer)
-    return redirect(f"{CLIENTS}?info=desactive")
+
+
+@router.post(CLIENTS + "/{client_id}/disable")
+async def disable_client(
+    request: Request, form: CsrfForm, api: UserApi, client_id: ClientId, viewer: Viewer = PartnerAdmin
+) -> Response:
+    """Disable a client of the organisation (confirmed first)."""
+    return await confirmed_client_disable(request, form, api, client_id, CLIENTS)

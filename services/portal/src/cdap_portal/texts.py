@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -126,24 +127,26 @@ FIELDS = {
     "members": "Membres",
     "children": "Nombre d'enfants",
     "role": "Qualité",
-    "monthly_income": "Revenus mensuels (€)",
+    "monthly_income": "Revenus mensuels",
     "reference_year": "Année de référence",
     "prestation": "Prestation",
-    "monthly_amount": "Montant mensuel (€)",
+    "monthly_amount": "Montant mensuel",
     "from": "Depuis le",
     "to": "Jusqu'au",
     "date": "Date",
-    "amount": "Montant (€)",
+    "amount": "Montant",
     "payee": "Bénéficiaire du paiement",
     "month": "Mois",
     "value": "Valeur",
     "status": "Statut",
     "aid_paid_to": "Aide versée à",
     "landlord_siret": "SIRET du bailleur",
-    "rent": "Loyer (€)",
+    "rent": "Loyer",
     "referent_siret": "SIRET du référent RSA",
     "numero": "Numéro allocataire",
 }
+# The fields that hold sums of money (euros), written as amounts (`texts.euros`).
+MONEY_FIELDS = frozenset({"monthly_income", "monthly_amount", "amount", "rent"})
 
 MOTIFS = {
     "accompagnement_social": "Accompagnement social",
@@ -194,6 +197,7 @@ EVENT_TYPES = {
     "identity.user.suspended": "Compte suspendu",
     "identity.grant.issued": "Habilitation créée",
     "identity.grant.revoked": "Habilitation révoquée",
+    "identity.client.disabled": "Client désactivé",
     "access.request.submitted": "Demande d'habilitation déposée",
     "access.request.approved": "Demande d'habilitation accordée",
     "access.request.rejected": "Demande d'habilitation refusée",
@@ -312,6 +316,18 @@ def date_fr(value: object) -> str:
     return f"{_day_fr(moment.date())} à {moment:%H:%M}"
 
 
+def day_and_time(value: object) -> str:
+    """A moment the short way, in Paris time: `30/11 14:05` ("journal à jour au 30/11 14:05"); anything
+    that is not a moment as it is."""
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value or "")
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(PARIS)
+    return f"{moment:%d/%m %H:%M}"
+
+
 def business_days_left(days: int) -> str:
     """A deadline in business days as the queue says it: left, due today, or late."""
     plural = "s" if abs(days) > 1 else ""
@@ -328,3 +344,25 @@ def siret_fr(value: object) -> str:
     if not re.fullmatch(r"\d{14}", text):
         return text
     return f"{text[:3]} {text[3:6]} {text[6:9]} {text[9:]}"
+
+
+# CLDR's French: groups of three joined by a narrow no-break space, a decimal comma, and a no-break space
+# before the sign, so that an amount never breaks across lines (what `babel`'s fr_FR gives).
+NARROW_NBSP = "\u202f"
+NBSP = "\u00a0"
+
+
+def euros(value: object) -> str:
+    """A sum in euros as French pages write it: `1234.5` as `1 234,50 €` (cents always shown); anything
+    that is not a number as it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
+        return "" if value is None else str(value)
+    try:
+        amount = Decimal(str(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
+    except InvalidOperation:
+        return str(value)
+    if not amount.is_finite():
+        return str(value)
+    whole, cents = f"{abs(amount):,.2f}".split(".")
+    sign = "-" if amount < 0 else ""
+    return f"{sign}{whole.replace(',', NARROW_NBSP)},{cents}{NBSP}€"

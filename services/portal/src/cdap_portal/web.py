@@ -123,6 +123,8 @@ def make_templates(dsfr_version: str = "", trace_viewer_url: str | None = None) 
     )
     env.filters["date_fr"] = texts.date_fr
     env.filters["siret"] = texts.siret_fr
+    env.filters["euros"] = texts.euros
+    env.filters["day_and_time"] = texts.day_and_time
     env.trim_blocks = True
     env.lstrip_blocks = True
     return templates
@@ -226,6 +228,19 @@ def confirmation(
         kept=kept,
         back=retour if retour.startswith("/") and not retour.startswith("//") else back,
     )
+
+
+async def confirmed(
+    request: Request,
+    form: FormData,
+    title: str,
+    effect: str,
+    act: Callable[[], Awaitable[Response]],
+    back: str = "/",
+) -> Response:
+    """Every action that changes something: the confirmation page stating `effect` first; `act` (the call
+    to the service, then the page to go to) only for the POST from that page."""
+    return confirmation(request, form, title, effect, back) or await act()
 
 
 # ---------------------------------------------------------------------------- middleware and errors
