@@ -24,7 +24,7 @@ import httpx
 
 from bench.common import ADMIN_DSN, KAFKA, RESULTS, fresh_topic, run_wrk
 from cdap_dossiers.generate import build_pools, make_dossier
-from cdap_dossiers.projections import dossier_row
+from cdap_dossiers.handlers import dossier_row
 from cdap_shared import services as registry
 from cdap_testing import JwksServer, ServiceProcess, TokenMinter, free_port, migrate
 

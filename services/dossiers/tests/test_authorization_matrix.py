@@ -29,7 +29,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from cdap_dossiers import projections
+from cdap_dossiers import handlers
 from cdap_dossiers.app import build
 from cdap_dossiers.generate import make_dossier
 from cdap_dossiers.models import Dossier
@@ -122,7 +122,7 @@ async def make_world(svc: Service) -> World:
             events.append(ev.make_event("identity.grant.issued", source="/test", subject=sub, data=grant))
     async with svc.app.state.sessions() as s, s.begin():
         for event in events:
-            await projections.apply(s, event)
+            await handlers.apply(s, event)
     async with svc.app.state.sessions() as s:
         row = await s.get(Dossier, NUMERO)
         assert row is not None

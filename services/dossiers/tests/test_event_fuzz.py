@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cdap_dossiers import projections
+from cdap_dossiers import handlers
 from cdap_dossiers.domain import ActiveGrant, DossierFacts, name_key, scope_failure
 from cdap_dossiers.generate import make_dossier
 from cdap_dossiers.policy import load_policy
@@ -41,7 +41,7 @@ async def db(make_database: Callable[[], Awaitable[str]]) -> AsyncIterator[Async
     await upgrade_to_head(SERVICE_DIR, url)
     engine = create_engine(url, 5)
     seeds = [fuzz.encode(fuzz.envelope(t, fuzz.VALID_DATA[t])) for t in (UPSERTED, "identity.grant.issued")]
-    assert await fuzz.feed(session_factory(engine), projections.apply, TOPIC, seeds) == {}
+    assert await fuzz.feed(session_factory(engine), handlers.apply, TOPIC, seeds) == {}
     yield engine
     await engine.dispose()
 
@@ -52,7 +52,7 @@ async def test_events_with_bad_data_are_dead_lettered_and_change_nothing(
     db: AsyncEngine, batch: list[bytes]
 ) -> None:
     # Nothing changes: no dossier, grant or suspension touched
-    await fuzz.assert_refused_and_unchanged(db, projections.apply, TOPIC, batch)
+    await fuzz.assert_refused_and_unchanged(db, handlers.apply, TOPIC, batch)
 
 
 @fuzz.fuzz_settings(max_examples=40)
@@ -60,7 +60,7 @@ async def test_events_with_bad_data_are_dead_lettered_and_change_nothing(
 async def test_awkward_events_are_applied_or_dead_lettered_never_a_stall(
     db: AsyncEngine, batch: list[bytes]
 ) -> None:
-    dead = await fuzz.feed(session_factory(db), projections.apply, TOPIC, batch)
+    dead = await fuzz.feed(session_factory(db), handlers.apply, TOPIC, batch)
     applied = await fuzz.claimed(db)
     for offset, raw in enumerate(batch):
         assert (offset in dead) != (fuzz.event_id(raw) in applied), raw[:300]
@@ -92,7 +92,7 @@ junk_sections = st.fixed_dictionaries(
 def test_the_read_model_keeps_what_the_feed_says_or_refuses_the_dossier(sections: dict[str, Any]) -> None:
     data = ev.DossierUpserted.model_validate(fuzz.VALID_DATA[UPSERTED] | {"sections": sections})
     try:
-        row = projections.dossier_row(data)
+        row = handlers.dossier_row(data)
     except ValueError as exc:  # the consumer dead-letters it
         assert fuzz.NIR not in str(exc)
         for section in sections.values():

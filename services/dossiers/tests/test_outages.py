@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from cdap_dossiers import projections
+from cdap_dossiers import handlers
 from cdap_dossiers.generate import make_dossier
 from cdap_shared import events as ev
 from cdap_shared.kafka_access import KafkaLogin
@@ -42,9 +42,7 @@ async def seed(svc: Service, numero: str, user: str) -> dict[str, str]:
             ("caf.dossier.upserted", numero, dossier),
             ("identity.grant.issued", user, grant),
         ):
-            await projections.apply(
-                session, ev.make_event(event_type, source="/t", subject=subject, data=data)
-            )
+            await handlers.apply(session, ev.make_event(event_type, source="/t", subject=subject, data=data))
     return {"id": grant.grant_id, "profile": "T1", "department": "76"}
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from cdap_dossiers import projections
-from cdap_dossiers.config import Settings
+from cdap_dossiers import handlers, routes_dossiers, web
+from cdap_dossiers.config import Context, Settings
 from cdap_dossiers.policy import load_policy
-from cdap_dossiers.routes import record_refusal, router
 from cdap_shared import asyncapi, standing
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.http import create_app
+from cdap_shared.problems import install_error_table
 from cdap_shared.runtime import ServiceRuntime
 from cdap_shared.topics import named
 
@@ -24,25 +24,24 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         settings.caf_topic,
         settings.identity_topic,
         group_id=settings.consumer_group,
-        handler=projections.apply,
+        handler=handlers.apply,
         accepts=("caf.dossier.upserted", *standing.EVENT_TYPES),
     )
     runtime.publishes(named("dossier.consultations"), ("dossier.consulted", "dossier.searched"))
     app = create_app(
         title="CDAP dossiers",
         lifespan=runtime.lifespan,
-        routers=[router],
+        routers=[routes_dossiers.router],
         ready_checks=runtime.ready_checks,
         trusted_proxies=settings.trusted_proxies,
         token_url=settings.token_url,
     )
+    install_error_table(app, web.PROBLEMS)
     asyncapi.install(app, runtime.broker, "CDAP dossiers")
-    app.state.settings = settings
-    app.state.runtime = runtime
+    app.state.ctx = Context(settings, policy, runtime)
     app.state.sessions = runtime.sessions
-    app.state.policy = policy
     app.state.standing = standing.ProjectedStanding(runtime)
-    app.state.record_refusal = record_refusal
+    app.state.record_refusal = routes_dossiers.record_refusal
     app.state.token_verifier = verifier or TokenVerifier(
         settings.jwks_url, settings.jwt_audience, settings.jwt_issuer
     )

@@ -1,12 +1,14 @@
-"""Settings of the dossiers service (environment variables prefixed `CDAP_`)."""
+"""Settings of the dossiers service (environment variables prefixed `CDAP_`), and the context routes get."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field
 
-from cdap_dossiers.policy import DEFAULT_POLICY
+from cdap_dossiers.policy import DEFAULT_POLICY, Policy
+from cdap_shared.runtime import ServiceRuntime
 from cdap_shared.settings import ServiceSettings
 
 
@@ -31,3 +33,13 @@ class Settings(ServiceSettings):
     consumer_group: str = Field(default="dossiers", description="its Kafka consumer group")
     caf_topic: str = Field(default="caf.dossiers", description="the CAF's feed of dossiers")
     identity_topic: str = Field(default="identity.events", description="identity's events (who may see what)")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the routes need besides the request: the settings, the policy in force, and the runtime
+    (its plain asyncpg pool, opened at start, is the lookup's)."""
+
+    settings: Settings
+    policy: Policy
+    runtime: ServiceRuntime

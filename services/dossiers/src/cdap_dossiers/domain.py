@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -47,6 +48,23 @@ def name_key(name: str) -> str:
     decomposed = unicodedata.normalize("NFKD", name)
     letters = (c for c in decomposed if not unicodedata.combining(c) and c.isalnum())
     return "".join(letters).casefold()
+
+
+def phone_key(phone: str | None) -> str | None:
+    """A French phone number reduced to its 10 national digits, for exact search."""
+    if not phone:
+        return None
+    digits = re.sub(r"\D", "", phone)
+    if digits.startswith("33") and len(digits) == 11:
+        digits = "0" + digits[2:]
+    return digits or None
+
+
+class NotRecorded(Exception):
+    """The consultation could not be recorded (the database did not answer): no data may leave."""
+
+    def __init__(self) -> None:
+        super().__init__("The consultation could not be recorded; no data was returned.")
 
 
 def scope_failure(

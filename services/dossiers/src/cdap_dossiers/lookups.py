@@ -1,36 +1,30 @@
-"""Service functions behind the HTTP routes: decide, record the consultation, and only then answer.
+"""The lookup use case: decide, record the consultation, and only then let the data out.
 
 Every consultation — granted, denied, unknown or rate-limited — is staged in the outbox and committed
-before the response is built; if that commit fails, the caller gets a 503 and no data.
+before the outcome is returned; if that commit fails, `NotRecorded` is raised and no data leaves.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
-from sqlalchemy import and_, false, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from cdap_dossiers import ratelimit
-from cdap_dossiers.domain import ActiveGrant, DossierFacts, Verdict, decide, filtered_view, name_key
-from cdap_dossiers.models import Dossier, GrantRecord
+from cdap_dossiers.domain import ActiveGrant, DossierFacts, NotRecorded, Verdict, decide, filtered_view
 from cdap_dossiers.policy import Policy
-from cdap_dossiers.projections import phone_key
 from cdap_shared import events as ev
 from cdap_shared import outbox, standing
 from cdap_shared.auth import Principal
 from cdap_shared.clock import civil_today
 from cdap_shared.envelope import CloudEvent
-from cdap_shared.standing import ACCOUNT, Standing
 from cdap_shared.telemetry import current_trace_id
 
 SOURCE = "/cdap/dossiers"
-MAX_SEARCH_RESULTS = 20
+# What a database outage raises on the plain asyncpg path: the consultation is then not recorded.
+OUTAGES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -41,43 +35,19 @@ class Caller:
     search_limit: int
 
 
+Decision = Literal["granted", "denied", "not_found", "rate_limited"]
+
+
 @dataclass
 class Outcome:
-    """What the route answers: an HTTP status, a body, and the id of the recorded consultation."""
+    """A recorded consultation or search: its decision (the event's), the id of its record, the caller's
+    rate, and the body only when granted."""
 
-    status: int
+    decision: Decision
     audit_id: str
     rate: ratelimit.RateDecision
     body: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
-
-
-async def active_grants(session: AsyncSession, principal: Principal) -> tuple[list[ActiveGrant], bool]:
-    """The caller's token grants that the projection still holds active today, and whether it is suspended."""
-    today = civil_today()
-    ids = [g.id for g in principal.grants]
-    rows = (
-        (
-            await session.execute(
-                select(GrantRecord).where(
-                    col(GrantRecord.grant_id).in_(ids),
-                    col(GrantRecord.status) == "active",
-                    col(GrantRecord.valid_from) <= today,
-                    col(GrantRecord.valid_until) >= today,
-                )
-            )
-        )
-        .scalars()
-        .all()
-        if ids
-        else []
-    )
-    account = await session.get(Standing, (ACCOUNT, principal.sub))
-    grants = [
-        ActiveGrant(r.grant_id, r.profile, r.department, r.organisation_id, r.organisation_siret)
-        for r in rows
-    ]
-    return grants, bool(account and "suspended" in account.refusals)
 
 
 # Everything a lookup decides on, in one round trip: the caller's call count in this second (bumped
@@ -97,12 +67,6 @@ _LOOKUP = f"""
            d.sections::text AS sections
       FROM (SELECT 1) AS one LEFT JOIN dossier d ON d.numero = $3
 """  # noqa: S608
-
-
-async def _record(session: AsyncSession, event: CloudEvent) -> str:
-    await outbox.add(session, event)
-    await session.commit()
-    return event.id
 
 
 def _consulted(
@@ -131,7 +95,16 @@ async def lookup(
 
     Two statements, each its own transaction: the read (which counts the call) and the record. The
     caller's standing is judged from facts the read brings, as `CurrentPrincipal` judges it elsewhere;
-    the answer leaves only once the record has committed."""
+    the outcome is returned only once the record has committed. Raises `NotRecorded` if it cannot be."""
+    try:
+        return await _lookup(pool, policy, caller, numero, motif, family_name)
+    except OUTAGES as exc:
+        raise NotRecorded from exc
+
+
+async def _lookup(
+    pool: asyncpg.Pool, policy: Policy, caller: Caller, numero: str, motif: str, family_name: str | None
+) -> Outcome:
     today = civil_today()
     principal = caller.principal
     async with pool.acquire() as conn:
@@ -141,11 +114,11 @@ async def lookup(
         try:
             judged = standing.judge(principal, [standing.Fact.of(f) for f in row["facts"]], today)
         except standing.NotInGoodStanding as refusal:
-            return await _refused(conn, policy, caller, numero, motif, rate, refusal.reason, 403)
+            return await _refused(conn, policy, caller, numero, motif, rate, refusal.reason, "denied")
         if not rate.allowed:
-            return await _refused(conn, policy, caller, numero, motif, rate, "rate_limited", 429)
+            return await _refused(conn, policy, caller, numero, motif, rate, "rate_limited", "rate_limited")
         if row["numero"] is None:
-            return await _refused(conn, policy, caller, numero, motif, rate, "unknown_numero", 404)
+            return await _refused(conn, policy, caller, numero, motif, rate, "unknown_numero", "not_found")
         live = {g.id for g in judged.grants}
         grants = [ActiveGrant(*g) for g in row["grants"] if g[0] in live]
         facts = DossierFacts(
@@ -161,7 +134,7 @@ async def lookup(
             event = _consulted(
                 caller, numero, motif, verdict, policy, decision="denied", reason=verdict.reason
             )
-            return Outcome(403, await outbox.add_pg(conn, event), rate, reason=verdict.reason)
+            return Outcome("denied", await outbox.add_pg(conn, event), rate, reason=verdict.reason)
         view = filtered_view(json.loads(row["sections"]), verdict.sections)
         event = _consulted(caller, numero, motif, verdict, policy, decision="granted", sections=sorted(view))
         audit_id = await outbox.add_pg(conn, event)
@@ -172,10 +145,7 @@ async def lookup(
         "policy_version": policy.version,
         "sections": view,
     }
-    return Outcome(200, audit_id, rate, body)
-
-
-_DECISIONS = {403: "denied", 404: "not_found", 429: "rate_limited"}
+    return Outcome("granted", audit_id, rate, body)
 
 
 async def _refused(
@@ -186,132 +156,8 @@ async def _refused(
     motif: str,
     rate: ratelimit.RateDecision,
     reason: str,
-    status: int,
+    decision: Decision,
 ) -> Outcome:
     """Record a lookup refused before any grant was weighed (standing, rate, unknown numero)."""
-    event = _consulted(caller, numero, motif, None, policy, decision=_DECISIONS[status], reason=reason)
-    return Outcome(status, await outbox.add_pg(conn, event), rate, reason=reason)
-
-
-async def record_refusal(pool: asyncpg.Pool, policy: Policy, caller: Caller, reason: str) -> str:
-    """A caller identity no longer honours (suspended, client disabled...), refused before its search:
-    recorded as a denied search all the same."""
-    data = ev.DossierSearched(
-        actor=caller.principal.sub,
-        organisation_id=caller.principal.org,
-        motif=None,
-        criteria=[],
-        decision="denied",
-        reason=reason,
-        policy_version=policy.version,
-        client_ip=caller.client_ip,
-        trace_id=current_trace_id(),
-    )
-    event = ev.make_event("dossier.searched", source=SOURCE, subject=caller.principal.sub, data=data)
-    async with pool.acquire() as conn:
-        return await outbox.add_pg(conn, event)
-
-
-@dataclass(frozen=True)
-class SearchCriteria:
-    motif: str
-    nir: str | None = None
-    family_name: str | None = None
-    birth_date: date | None = None
-    telephone: str | None = None
-    postal_code: str | None = None
-
-    def used(self) -> list[str]:
-        """Which criteria were given (their names only: values such as a NIR are never recorded)."""
-        names = ("nir", "family_name", "birth_date", "telephone", "postal_code")
-        return [n for n in names if getattr(self, n) is not None]
-
-
-def _scope_clause(policy: Policy, grant: ActiveGrant) -> Any:
-    profile = policy.profiles[grant.profile]
-    table = Dossier.__table__.c  # type: ignore[attr-defined]
-    clauses = [table.department == grant.department]
-    if profile.scope == "landlord":
-        clauses.append(table.landlord_siret == grant.organisation_siret)
-    elif profile.scope == "rsa":
-        clauses.append(table.rsa_referent_siret == grant.organisation_siret)
-    if profile.opposition:
-        clauses.append(table.opposition.is_(False))
-    return and_(*clauses)
-
-
-async def search(session: AsyncSession, policy: Policy, caller: Caller, criteria: SearchCriteria) -> Outcome:
-    """Minimal matches inside the caller's scope only (numero, names, and the birth date and commune that
-    tell two namesakes apart); recorded as `dossier.searched`."""
-    rate = ratelimit.RateDecision(
-        "search", caller.search_limit, await ratelimit.hit(session, caller.principal.sub, "search")
-    )
-    grants, suspended = await active_grants(session, caller.principal)
-    usable = [
-        g
-        for g in grants
-        if g.profile in policy.profiles
-        and policy.profiles[g.profile].searchable
-        and criteria.motif in policy.profiles[g.profile].motifs
-    ]
-    if not rate.allowed:
-        reason: str | None = "rate_limited"
-    else:
-        reason = "suspended" if suspended else None if usable else "motif_not_allowed"
-    matches: list[dict[str, str | None]] = []
-    if reason is None:
-        table = Dossier.__table__.c  # type: ignore[attr-defined]
-        where = [or_(*[_scope_clause(policy, g) for g in usable]) if usable else false()]
-        if criteria.nir:
-            where.append(table.nir == criteria.nir.replace(" ", "").upper())
-        if criteria.family_name:
-            where.append(table.family_name_key == name_key(criteria.family_name))
-        if criteria.birth_date:
-            where.append(table.birth_date == criteria.birth_date)
-        if criteria.telephone:
-            where.append(table.phone_key == phone_key(criteria.telephone))
-        if criteria.postal_code:
-            where.append(table.postal_code == criteria.postal_code)
-        rows = await session.execute(
-            select(
-                table.numero,
-                table.family_name,
-                table.given_name,
-                table.birth_date,
-                table.sections["adresse"]["city"].astext,
-            )
-            .where(*where)
-            .order_by(table.numero)
-            .limit(MAX_SEARCH_RESULTS)
-        )
-        matches = [
-            {
-                "numero": n,
-                "family_name": f,
-                "given_name": g,
-                "birth_date": born.isoformat() if born else None,
-                "commune": city,
-            }
-            for n, f, g, born, city in rows.all()
-        ]
-    grant = usable[0] if usable else None
-    data = ev.DossierSearched(
-        actor=caller.principal.sub,
-        organisation_id=caller.principal.org,
-        profile=grant.profile if grant else None,
-        grant_id=grant.id if grant else None,
-        motif=criteria.motif,
-        criteria=criteria.used(),
-        decision="rate_limited" if reason == "rate_limited" else "denied" if reason else "granted",
-        reason=reason,
-        numeros=[m["numero"] for m in matches],
-        policy_version=policy.version,
-        client_ip=caller.client_ip,
-        trace_id=current_trace_id(),
-    )
-    event = ev.make_event("dossier.searched", source=SOURCE, subject=caller.principal.sub, data=data)
-    audit_id = await _record(session, event)
-    if reason:
-        return Outcome(429 if reason == "rate_limited" else 403, audit_id, rate, reason=reason)
-    body = {"items": matches, "truncated": len(matches) == MAX_SEARCH_RESULTS}
-    return Outcome(200, audit_id, rate, body)
+    event = _consulted(caller, numero, motif, None, policy, decision=decision, reason=reason)
+    return Outcome(decision, await outbox.add_pg(conn, event), rate, reason=reason)

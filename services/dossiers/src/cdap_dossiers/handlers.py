@@ -1,11 +1,12 @@
-"""Event handlers that keep this service's read model and grant projection up to date.
+"""Kafka handlers of the CAF feed and of identity's events: the dossiers' read model and the grant projection.
 
+`HANDLERS` is the table: event type -> a plain function taking the session and the event's typed data.
 Each runs inside the consumer's transaction (with the inbox claim), so a redelivery changes nothing.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
 
@@ -13,21 +14,11 @@ from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cdap_dossiers.domain import name_key
+from cdap_dossiers.domain import name_key, phone_key
 from cdap_dossiers.models import Dossier, GrantRecord
 from cdap_shared import events as ev
 from cdap_shared import standing
 from cdap_shared.envelope import CloudEvent
-
-
-def phone_key(phone: str | None) -> str | None:
-    """A French phone number reduced to its 10 national digits, for exact search."""
-    if not phone:
-        return None
-    digits = re.sub(r"\D", "", phone)
-    if digits.startswith("33") and len(digits) == 11:
-        digits = "0" + digits[2:]
-    return digits or None
 
 
 def _section(data: ev.DossierUpserted, name: str) -> dict[str, Any]:
@@ -89,20 +80,48 @@ async def upsert_dossiers(session: AsyncSession, rows: list[dict[str, Any]]) -> 
     )
 
 
+async def dossier_upserted(session: AsyncSession, data: ev.DossierUpserted) -> None:
+    """The CAF sent a dossier, or a newer version of one."""
+    await upsert_dossiers(session, [dossier_row(data)])
+
+
+async def grant_issued(session: AsyncSession, data: ev.GrantIssued) -> None:
+    """Identity issued a grant: lookups in its department may use it (an ended grant stays ended)."""
+    row = data.model_dump(include=set(GrantRecord.model_fields) - {"status"}) | {"status": "active"}
+    stmt = insert(GrantRecord).values(row)
+    await session.execute(
+        stmt.on_conflict_do_update(index_elements=["grant_id"], set_={"status": stmt.excluded.status})
+    )
+
+
+async def grant_revoked(session: AsyncSession, data: ev.GrantEnded) -> None:
+    await _grant_ended(session, data, "revoked")
+
+
+async def grant_expired(session: AsyncSession, data: ev.GrantEnded) -> None:
+    await _grant_ended(session, data, "expired")
+
+
+async def _grant_ended(session: AsyncSession, data: ev.GrantEnded, status: str) -> None:
+    await session.execute(
+        update(GrantRecord).where(GrantRecord.grant_id == data.grant_id).values(status=status)  # type: ignore[arg-type]
+    )
+
+
+EventHandler = Callable[[AsyncSession, Any], Awaitable[None]]
+
+HANDLERS: dict[str, EventHandler] = {
+    "caf.dossier.upserted": dossier_upserted,
+    "identity.grant.issued": grant_issued,
+    "identity.grant.revoked": grant_revoked,
+    "identity.grant.expired": grant_expired,
+}
+
+
 async def apply(session: AsyncSession, event: CloudEvent) -> None:
-    """Route one event to its projection; other types on the subscribed topics are ignored."""
+    """The consumer's handler: every event is validated against its type's model, applied by its row of
+    `HANDLERS` if it has one, and given to the callers' standing (`cdap_shared.standing`)."""
     data = ev.parse_data(event)
-    if isinstance(data, ev.DossierUpserted):
-        await upsert_dossiers(session, [dossier_row(data)])
-    elif isinstance(data, ev.GrantIssued):
-        row = data.model_dump(include=set(GrantRecord.model_fields) - {"status"}) | {"status": "active"}
-        stmt = insert(GrantRecord).values(row)
-        await session.execute(
-            stmt.on_conflict_do_update(index_elements=["grant_id"], set_={"status": stmt.excluded.status})
-        )
-    elif isinstance(data, ev.GrantEnded):
-        status = "revoked" if event.type == "identity.grant.revoked" else "expired"
-        await session.execute(
-            update(GrantRecord).where(GrantRecord.grant_id == data.grant_id).values(status=status)  # type: ignore[arg-type]
-        )
+    if (handle := HANDLERS.get(event.type)) is not None:
+        await handle(session, data)
     await standing.apply(session, event)
