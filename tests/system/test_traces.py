@@ -100,7 +100,7 @@ async def test_a_lookup_is_one_trace_from_the_request_to_the_audit_append(system
         return spans.get(refs[0]["spanID"]) if refs else None
 
     http = one("dossiers", "GET /v1/dossiers/{numero}")
-    produce = one("dossiers", "dossier.consultations publish")
+    produce = one("dossiers", f"{named('dossier.consultations')} publish")
     consume = one("audit", "dossier.consulted process")
     append = one("audit", "audit.append")
     assert parent(append) is consume and parent(consume) is produce
