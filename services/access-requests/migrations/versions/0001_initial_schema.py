@@ -9,6 +9,8 @@ import sqlmodel
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from cdap_shared import delivery_tables
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -116,41 +118,9 @@ def upgrade() -> None:
         unique=False,
     )
     op.create_index(op.f("ix_access_request_state"), "access_request", ["state"], unique=False)
-    op.create_table(
-        "inbox",
-        sa.Column("event_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("topic", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
-        sa.Column("received_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.PrimaryKeyConstraint("event_id"),
-    )
-    op.create_table(
-        "mail_outbox",
-        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
-        sa.Column("to", sqlmodel.sql.sqltypes.AutoString(length=254), nullable=False),
-        sa.Column("subject", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
-        sa.Column("body", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    op.create_table(
-        "outbox",
-        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
-        sa.Column("event_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("event_type", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
-        sa.Column("topic", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
-        sa.Column("key", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("headers", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("event_id"),
-    )
-    op.create_index(
-        "ix_outbox_unsent", "outbox", ["id"], unique=False, postgresql_where=sa.text("sent_at IS NULL")
-    )
+    delivery_tables.create_inbox()
+    delivery_tables.create_mail_outbox()
+    delivery_tables.create_outbox()
     op.create_table(
         "access_request_document",
         sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
@@ -199,8 +169,7 @@ def downgrade() -> None:
     op.drop_table("access_request_history")
     op.drop_index(op.f("ix_access_request_document_request_id"), table_name="access_request_document")
     op.drop_table("access_request_document")
-    op.drop_index("ix_outbox_unsent", table_name="outbox", postgresql_where=sa.text("sent_at IS NULL"))
-    op.drop_table("outbox")
+    delivery_tables.drop_outbox()
     op.drop_table("mail_outbox")
     op.drop_table("inbox")
     op.drop_index(op.f("ix_access_request_state"), table_name="access_request")

@@ -9,6 +9,8 @@ import sqlmodel
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from cdap_shared import delivery_tables
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -93,13 +95,7 @@ def upgrade() -> None:
     # monthly partition covers yet (see cdap_audit.partitions).
     op.execute("CREATE SCHEMA IF NOT EXISTS audit_partitions")
     op.execute("CREATE TABLE audit_partitions.entry_default PARTITION OF entry DEFAULT")
-    op.create_table(
-        "inbox",
-        sa.Column("event_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("topic", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
-        sa.Column("received_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.PrimaryKeyConstraint("event_id"),
-    )
+    delivery_tables.create_inbox()
     op.create_table(
         "merkle_node",
         sa.Column("level", sa.SmallInteger(), autoincrement=False, nullable=False),
@@ -107,23 +103,7 @@ def upgrade() -> None:
         sa.Column("hash", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("level", "idx"),
     )
-    op.create_table(
-        "outbox",
-        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
-        sa.Column("event_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("event_type", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
-        sa.Column("topic", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
-        sa.Column("key", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("headers", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("event_id"),
-    )
-    op.create_index(
-        "ix_outbox_unsent", "outbox", ["id"], unique=False, postgresql_where=sa.text("sent_at IS NULL")
-    )
+    delivery_tables.create_outbox()
     op.create_table(
         "rule_activity",
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
@@ -158,8 +138,7 @@ def downgrade() -> None:
     op.drop_table("signing_key")
     op.drop_index("ix_rule_activity_actor_at", table_name="rule_activity")
     op.drop_table("rule_activity")
-    op.drop_index("ix_outbox_unsent", table_name="outbox", postgresql_where=sa.text("sent_at IS NULL"))
-    op.drop_table("outbox")
+    delivery_tables.drop_outbox()
     op.drop_table("merkle_node")
     op.drop_table("inbox")
     op.drop_index("ix_entry_type", table_name="entry")
