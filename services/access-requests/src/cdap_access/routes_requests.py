@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from datetime import date
 from typing import Annotated, Any
 
@@ -30,6 +27,7 @@ from cdap_access.web import Ctx, CurrentActor, IdempotencyKey, Now, RequestId, s
 from cdap_shared.auth import CurrentPrincipal, Principal
 from cdap_shared.db import SessionDep
 from cdap_shared.http import example_response
+from cdap_shared.paging import decode_cursor, encode_cursor
 from cdap_shared.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["access requests"])
@@ -98,31 +96,20 @@ async def list_requests(
         state=state.value if state else None,
         awaiting_me=awaiting_me,
         search=q,
-        after_key=decode_cursor(cursor) if cursor else None,
+        after_key=decode_cursor(cursor, queue_key) if cursor else None,
         limit=limit,
     )
-    return {
-        "items": page.items,
-        "next_cursor": encode_cursor(page.last) if page.last else None,
-        "total": page.total,
-    }
+    next_cursor = None
+    if page.last:
+        due, request_id = page.last
+        next_cursor = encode_cursor([due.isoformat() if due else None, request_id])
+    return {"items": page.items, "next_cursor": next_cursor, "total": page.total}
 
 
-def encode_cursor(key: QueueKey) -> str:
-    """The opaque `next_cursor` a client sends back for the next page."""
+def queue_key(key: list[Any]) -> QueueKey:
+    """The work list's sort key (due date, request id) read back from a cursor."""
     due, request_id = key
-    raw = json.dumps([due.isoformat() if due else None, request_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> QueueKey:
-    try:
-        due, request_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return (date.fromisoformat(due) if due is not None else None), str(request_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise Problem(
-            400, "Invalid cursor", "Use the next_cursor of a previous page.", reason="bad_cursor"
-        ) from exc
+    return (date.fromisoformat(due) if due is not None else None), str(request_id)
 
 
 @router.get(

@@ -3,9 +3,6 @@ account actions (suspend, reinstate, unlock, force a password reset)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Awaitable
 from typing import Annotated, Any
 
@@ -25,7 +22,7 @@ from cdap_identity.schemas import (
 )
 from cdap_identity.web import CafAdmin, Config, CurrentActor, Id, Now, write
 from cdap_shared.db import SessionDep
-from cdap_shared.problems import Problem
+from cdap_shared.paging import decode_cursor, encode_cursor
 
 router = APIRouter(tags=["accounts"])
 
@@ -71,25 +68,16 @@ async def list_users(
         staff=staff,
         organisation_id=organisation,
         status=status,
-        after=decode_cursor(cursor) if cursor else None,
+        after=decode_cursor(cursor, _user_key) if cursor else None,
         limit=limit,
     )
     return {"items": page.items, "next_cursor": encode_cursor(page.last) if page.last else None}
 
 
-def encode_cursor(key: queries.UserKey) -> str:
-    """The opaque `next_cursor` a client sends back for the next page."""
-    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> queries.UserKey:
-    try:
-        family, given, user_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return (str(family), str(given), str(user_id))
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise Problem(
-            400, "Invalid cursor", "Use the next_cursor of a previous page.", reason="bad_cursor"
-        ) from exc
+def _user_key(key: list[Any]) -> queries.UserKey:
+    """The users' sort key (family name, given name, id) read back from a cursor."""
+    family, given, user_id = key
+    return (str(family), str(given), str(user_id))
 
 
 @router.post(
