@@ -67,7 +67,7 @@ def test_the_entrypoint_knows_every_service_and_refuses_an_unknown_one(tmp_path:
 
 def test_the_dashboard_reads_only_metrics_the_services_expose() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
-    for module in ("cdap_shared.http", "cdap_shared.relay", "cdap_shared.watch", "cdap_audit.tasks"):
+    for module in ("cdap_shared.http", "cdap_shared.relay", "cdap_shared.watch", "cdap_audit.scheduler"):
         importlib.import_module(module)
     suffixes = ("", "_total", "_bucket", "_count", "_sum")  # a labelled family has no sample until used
     exposed = {family.name + suffix for family in REGISTRY.collect() for suffix in suffixes}

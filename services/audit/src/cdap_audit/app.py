@@ -19,8 +19,8 @@ from cdap_audit import (
     routes_freshness,
     routes_proofs,
     routes_stream,
+    scheduler,
     signing,
-    tasks,
 )
 from cdap_audit.config import Settings
 from cdap_audit.rules import load_rules
@@ -78,7 +78,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     watcher = TreeWatcher(runtime.sessions)
     mail_relay = MailRelay(runtime.sessions, Mailer(settings.smtp_url))
     jobs = [
-        *tasks.jobs(settings, runtime.engine, runtime.sessions, rules, key, committed),
+        *scheduler.jobs(settings, runtime.engine, runtime.sessions, rules, key, committed),
         mail_relay.periodic(),
     ]
 
