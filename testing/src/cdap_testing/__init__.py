@@ -17,14 +17,15 @@ own topics and groups, which no service principal may touch.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -36,6 +37,8 @@ from cdap_cli.mailsink import mails_to as mails_to  # tests read mail through th
 from cdap_shared.envelope import new_event_id
 from cdap_shared.kafka_access import PRINCIPALS, TEST, KafkaLogin, export_login
 from cdap_shared.topics import all_topics, ensure_topics, prefix
+
+T = TypeVar("T")
 
 LOCAL_KAFKA = "127.0.0.1:9092"
 LOCAL_DATABASE = "postgresql+asyncpg://cdap:cdap@127.0.0.1:5432/postgres"
@@ -65,6 +68,17 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["CDAP_TOPIC_PREFIX"] = f"test-{new_event_id().replace('-', '')[-12:]}."
 
 
+def run_sync(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` to completion from sync code, even where an event loop already runs in this thread
+    (Playwright's sync API keeps one running while the browser tests set up their fixtures)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as worker:
+        return worker.submit(asyncio.run, work).result()
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[dict[str, str]]:
     """`{"kafka": bootstrap, "database": admin SQLAlchemy URL}` for the run, with the run's topics."""
@@ -76,7 +90,7 @@ def stack() -> Iterator[dict[str, str]]:
 def run_topics(kafka: str) -> Iterator[None]:
     """The CDAP topics under the run's prefix, and (when the broker checks ACLs) each service
     principal's rights on them; both deleted at the end."""
-    asyncio.run(ensure_topics(kafka))
+    run_sync(ensure_topics(kafka))
     admin = _acl_admin(kafka)
     if admin is not None:
         grant(admin, {}, topic_prefix=prefix())
@@ -87,7 +101,7 @@ def run_topics(kafka: str) -> Iterator[None]:
             # A broker gone at the end (fault tests) keeps the ACLs; they name topics no one else uses.
             with contextlib.suppress(Exception):
                 revoke(admin, PRINCIPALS, prefix())
-        asyncio.run(delete_topics(kafka, all_topics()))
+        run_sync(delete_topics(kafka, all_topics()))
 
 
 def _acl_admin(kafka: str) -> Any:
@@ -426,7 +440,7 @@ def create_database_sync(admin_url: str) -> str:
             await conn.close()
         return _with_database(admin_url, name)
 
-    return asyncio.run(create())
+    return run_sync(create())
 
 
 def drop_database_sync(admin_url: str, url: str) -> None:
@@ -437,4 +451,4 @@ def drop_database_sync(admin_url: str, url: str) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(drop())
+    run_sync(drop())
