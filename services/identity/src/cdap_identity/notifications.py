@@ -22,10 +22,11 @@ _TEMPLATE = (
 
 
 def held_for(user: User, organisation_name: str | None) -> str:
-    """Whom the account acts for, as its mails say it: the partner body, or the department's CAF."""
+    """Whom the account acts for, as its mails say it: the partner body, or the department's CAF (never
+    an id: people read these mails)."""
     if user.organisation_id is None:
         return f"la CAF du département {user.department}" if user.department else "la CAF"
-    return organisation_name or user.organisation_id
+    return organisation_name or "votre organisme"
 
 
 def _link_mail(
