@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -90,6 +91,10 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
             await asyncio.wait_for(partitions.ensure(runtime.engine, ahead=settings.partitions_ahead), 10)
         except Exception as exc:
             log.warning("partitions not checked at start, will retry", error=type(exc).__name__)
+        # What exists now (modules, models, the app) lives as long as the process: out of the collector's
+        # reach, a full collection during ingestion no longer walks it (~20 % of its CPU per entry).
+        gc.collect()
+        gc.freeze()
         async with runtime.lifespan(app), running(*jobs):
             try:
                 yield
