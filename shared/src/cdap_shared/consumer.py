@@ -9,12 +9,18 @@ not the event's fault: the batch is rewound and retried, never dead-lettered.
 A record the Kafka client cannot even read (a corrupt batch, a compression it cannot undo) is
 dead-lettered too, as a trace naming its topic, partition and offset, and the consumer moves past it
 (`_fetch`): FastStream's own loop would log it to nobody and fetch the same bytes forever.
+
+With `prefetch`, the next batch is fetched and validated while the current one is applied (the
+event loop is otherwise idle while PostgreSQL works). The consumer's position is then past the next
+batch, so a batch's commit names its own offsets, and a rewound batch takes the prefetched one back
+with it (`_BatchOffsets`): no offset is ever committed past a record that was not applied.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
@@ -27,6 +33,7 @@ from aiokafka import errors as kafka_errors
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.message import KafkaAckableMessage
 from faststream.message import StreamMessage
 from opentelemetry import propagate, trace
 from prometheus_client import Counter
@@ -53,6 +60,12 @@ class Incoming(NamedTuple):
 
 
 Fresh = list[Incoming]
+Decoded = tuple[CloudEvent, EventData] | ValueError
+"""A record's event and payload, or why it cannot be applied (a `ValidationError` is a `ValueError`)."""
+Offsets = dict[TopicPartition, int]
+Fetch = Callable[[AIOKafkaConsumer], Awaitable[tuple[ConsumerRecord[Any, Any], ...]]]
+# Records validated between two yields to the event loop while a batch is prefetched.
+_SLICE = 200
 BatchHandler = Callable[[AsyncSession, Fresh], Awaitable[None]]
 """Takes a batch's new events (inbox-claimed, in order) at once, for handlers whose per-event cost shows."""
 
@@ -133,6 +146,7 @@ class EventConsumer:
         retry_delay: float = 0.2,
         outage_delay: float = 1.0,
         inbox: bool = True,
+        prefetch: bool = False,
     ) -> None:
         self.broker = broker
         self.sessions = sessions
@@ -148,6 +162,16 @@ class EventConsumer:
         # what the event says (a projection), where a replay in the key's order ends in the same state.
         # The inbox is one table per database: a second group in it must do without.
         self.inbox = inbox
+        # Only with the inbox: a prefetch may read records again (after a rewind), the inbox skips them.
+        if prefetch and not inbox:
+            raise ValueError("prefetch needs the inbox")
+        self.prefetch = prefetch
+        self._ahead: tuple[AIOKafkaConsumer, asyncio.Future[tuple[ConsumerRecord[Any, Any], ...]]] | None = (
+            None
+        )
+        self._decoded: dict[tuple[str, int, int], Decoded] = {}
+        self._rewind: Offsets = {}
+        self._consumed: Offsets = {}
         self.topics: tuple[str, ...] = ()
         self.max_records = 500
         self.subscriber: Any = None
@@ -199,17 +223,19 @@ class EventConsumer:
         """FastStream entrypoint: `message.raw_message` holds the batch's ConsumerRecords."""
         raw = message.raw_message
         records: tuple[ConsumerRecord[Any, Any], ...] = raw if isinstance(raw, tuple) else (raw,)
+        if self.prefetch and isinstance(message, KafkaAckableMessage):
+            message.consumer = _BatchOffsets(self, message.consumer, self._consumed)
         await self.handle_records(records)
 
     async def handle_records(self, records: tuple[ConsumerRecord[Any, Any], ...]) -> None:
         parsed: Fresh = []
         poison: list[tuple[ConsumerRecord[Any, Any], BaseException]] = []
         for record in records:
-            try:
-                event = CloudEvent.from_bytes(record.value)
-                parsed.append(Incoming(record, event, parse_data(event)))
-            except (ValidationError, ValueError) as exc:
-                poison.append((record, exc))
+            decoded = self._decoded.pop(_key(record), None) or _decode(record)
+            if isinstance(decoded, ValueError):
+                poison.append((record, decoded))
+            else:
+                parsed.append(Incoming(record, *decoded))
         try:
             await self._apply(parsed)
         except Exception as exc:
@@ -274,9 +300,60 @@ class EventConsumer:
                 await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
 
     async def _fetch(
+        self, default: Fetch, consumer: AIOKafkaConsumer
+    ) -> tuple[ConsumerRecord[Any, Any], ...]:
+        """FastStream's batch fetch (`_fetch_readable`); with `prefetch`, the batch fetched and validated
+        while the previous one was applied, and the next one started."""
+        if not self.prefetch:
+            return await self._fetch_readable(default, consumer)
+        ahead, self._ahead = self._ahead, None
+        if self._rewind:
+            await self._take_back(consumer, ahead)
+            ahead = None
+        if ahead is None or ahead[0] is not consumer:
+            ahead = (consumer, asyncio.ensure_future(self._fetch_decoded(default, consumer)))
+        records = await ahead[1]
+        # What this batch's commit names (`_BatchOffsets`): every assigned partition's position now,
+        # as the client's own commit would, before the next batch moves it on.
+        self._consumed = {tp: await consumer.position(tp) for tp in consumer.assignment()}
+        future = asyncio.ensure_future(self._fetch_decoded(default, consumer))
+        future.add_done_callback(_retrieved)  # its error, if any, is raised when it is awaited
+        self._ahead = (consumer, future)
+        return records
+
+    async def _fetch_decoded(
+        self, default: Fetch, consumer: AIOKafkaConsumer
+    ) -> tuple[ConsumerRecord[Any, Any], ...]:
+        """A batch, its records validated (`handle_records` takes them from `_decoded`), yielding
+        to the event loop every few hundred records so the batch being applied is not held up."""
+        records = await self._fetch_readable(default, consumer)
+        for n, record in enumerate(records, 1):
+            self._decoded[_key(record)] = _decode(record)
+            if n % _SLICE == 0:
+                await asyncio.sleep(0)
+        return records
+
+    async def _take_back(
         self,
-        default: Callable[[AIOKafkaConsumer], Awaitable[tuple[ConsumerRecord[Any, Any], ...]]],
         consumer: AIOKafkaConsumer,
+        ahead: tuple[AIOKafkaConsumer, asyncio.Future[tuple[ConsumerRecord[Any, Any], ...]]] | None,
+    ) -> None:
+        """After a rewound batch: wait for the prefetch, then put every partition back at the earliest
+        record of either batch, so the prefetched records are fetched again after the rewound ones."""
+        rewind, self._rewind = self._rewind, {}
+        if ahead is not None:
+            with contextlib.suppress(Exception):
+                for record in await ahead[1]:
+                    tp = TopicPartition(record.topic, record.partition)
+                    rewind[tp] = min(rewind.get(tp, record.offset), record.offset)
+        self._decoded.clear()
+        assigned = consumer.assignment()
+        for tp, offset in rewind.items():
+            if tp in assigned:
+                consumer.seek(tp, offset)
+
+    async def _fetch_readable(
+        self, default: Fetch, consumer: AIOKafkaConsumer
     ) -> tuple[ConsumerRecord[Any, Any], ...]:
         """FastStream's batch fetch, moving past what the client cannot read instead of stopping."""
         try:
@@ -410,3 +487,44 @@ def _headers(record: ConsumerRecord[Any, Any]) -> dict[str, str]:
     """The record's headers as text. Kafka allows a header without a value (aiokafka gives `None`):
     it becomes "" rather than an exception, which would rewind the batch onto the same record forever."""
     return {k: _header_text(v) for k, v in record.headers or ()}
+
+
+class _BatchOffsets:
+    """What FastStream acks or rewinds a batch through when the next one is prefetched (it stands for
+    the aiokafka consumer in the message): the commit names the positions the consumer had when the
+    batch was fetched (`offsets`), since it is already past the prefetched records, and a rewind is
+    left to the next fetch (`EventConsumer._take_back`), which first waits for the prefetched batch."""
+
+    def __init__(self, owner: EventConsumer, consumer: Any, offsets: Offsets) -> None:
+        self.owner, self.consumer, self.offsets = owner, consumer, offsets
+
+    async def commit(self) -> None:
+        assigned = self.consumer.assignment()
+        # A partition taken away by a rebalance is not committed here: its new owner starts from
+        # the last commit, and the inbox skips what was applied since.
+        offsets = {tp: offset for tp, offset in self.offsets.items() if tp in assigned}
+        if offsets:
+            await self.consumer.commit(offsets)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        rewind = self.owner._rewind
+        rewind[partition] = min(rewind.get(partition, offset), offset)
+
+
+def _key(record: ConsumerRecord[Any, Any]) -> tuple[str, int, int]:
+    return (record.topic, record.partition, record.offset)
+
+
+def _decode(record: ConsumerRecord[Any, Any]) -> Decoded:
+    """The record's event and payload, each validated once, or why it cannot be applied."""
+    try:
+        event = CloudEvent.from_bytes(record.value)
+        return event, parse_data(event)
+    except ValueError as exc:  # pydantic's ValidationError, an unknown type
+        return exc
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a prefetch's error as seen: it is raised where the batch is awaited, or dropped with it."""
+    if not future.cancelled():
+        future.exception()

@@ -106,11 +106,13 @@ class ServiceRuntime:
         batch_handler: BatchHandler | None = None,
         max_records: int = 500,
         inbox: bool = True,
+        prefetch: bool = False,
         accepts: Iterable[str] = (),
     ) -> EventConsumer:
         """Apply `handler` (or `batch_handler`, once per batch) to every event on `topics`, exactly once,
-        in consumer group `group_id` (at least once with `inbox=False`: see `EventConsumer`). `accepts`:
-        the event types the handler acts on, as the AsyncAPI document shows them (all by default)."""
+        in consumer group `group_id` (at least once with `inbox=False`: see `EventConsumer`; `prefetch`
+        validates the next batch while one is applied). `accepts`: the event types the handler acts
+        on, as the AsyncAPI document shows them (all by default)."""
         consumer = EventConsumer(
             self.broker,
             self.sessions,
@@ -119,6 +121,7 @@ class ServiceRuntime:
             batch_handler=batch_handler,
             max_attempts=self.settings.consumer_max_attempts,
             inbox=inbox,
+            prefetch=prefetch,
         )
         consumer.subscribe(
             *topics,

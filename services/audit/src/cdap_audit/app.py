@@ -55,6 +55,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         group_id=settings.consumer_group,
         batch_handler=handlers.ingestion(settings, rules, on_commit=committed.set),
         max_records=settings.consumer_batch,
+        prefetch=True,  # the next batch is validated while PostgreSQL takes this one
         # Every type on those topics is logged (`caf.*` is never consumed); its own alerts come back too.
         accepts=[
             t
