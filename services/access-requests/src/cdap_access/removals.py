@@ -13,11 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_access import domain
 from cdap_access.config import Settings
-from cdap_access.domain import Actor, Unknown
+from cdap_access.domain import Unknown
 from cdap_access.models import IssuedGrant, RemovalRequest
 from cdap_access.store import SOURCE
 from cdap_shared import events as ev
 from cdap_shared import outbox
+from cdap_shared.actor import Actor
 from cdap_shared.envelope import new_event_id
 
 

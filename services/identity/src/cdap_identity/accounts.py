@@ -14,7 +14,7 @@ from sqlmodel import col
 
 from cdap_identity import domain
 from cdap_identity.config import Settings
-from cdap_identity.domain import Actor, Conflict, Unknown
+from cdap_identity.domain import Conflict, Unknown
 from cdap_identity.models import Grant, OneTimeToken, Organisation, RefreshToken, UnknownLogin, User
 from cdap_identity.notifications import activation_mail, reset_mail
 from cdap_identity.passwords import (
@@ -27,6 +27,7 @@ from cdap_identity.passwords import (
     token_digest,
 )
 from cdap_shared import events as ev
+from cdap_shared.actor import Actor
 from cdap_shared.mail import queue
 from cdap_shared.outbox import emit
 

@@ -12,10 +12,11 @@ from sqlmodel import col
 
 from cdap_identity import domain
 from cdap_identity.accounts import SOURCE, NewAccount, create_account, find_user, suspend, utcnow
-from cdap_identity.domain import Actor, Conflict, Unknown
+from cdap_identity.domain import Conflict, Unknown
 from cdap_identity.models import Client, Grant, Organisation, User
 from cdap_identity.passwords import token_digest
 from cdap_shared import events as ev
+from cdap_shared.actor import Actor
 from cdap_shared.outbox import emit
 
 

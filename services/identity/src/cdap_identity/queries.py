@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from cdap_identity import domain
-from cdap_identity.domain import Actor, Reach, Unknown
+from cdap_identity.domain import Reach, Unknown
 from cdap_identity.models import Client, Grant, Organisation, User
 from cdap_identity.schemas import ClientPublic, GrantPublic, Me, OrganisationPublic, UserSummary
+from cdap_shared.actor import Actor
 
 UserKey = tuple[str, str, str]  # (family name, given name, id), lower-cased: where a page of accounts ends
 _ORDER = (func.lower(col(User.family_name)), func.lower(col(User.given_name)), col(User.id))
