@@ -96,13 +96,15 @@ def consultation(i: int) -> ev.CloudEvent:
     return ev.make_event("dossier.consulted", source="/bench", subject=numero, data=data)
 
 
-async def _spawn_consumer(*args: str) -> asyncio.subprocess.Process:
+async def _spawn_consumer(mode: str, topic: str, *args: str) -> asyncio.subprocess.Process:
+    """bench/outbox_consumer in `mode` on `topic` (its own group), once it says it is ready."""
     RESULTS.mkdir(exist_ok=True)
     log = (RESULTS / "consumer.log").open("ab")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bench.outbox_consumer",
+        *("--mode", mode, "--kafka", KAFKA, "--topic", topic, "--group", f"g-{topic}"),
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=log,
@@ -138,18 +140,7 @@ async def run_cdap(
     await create_tables(engine)
     sessions = session_factory(engine)
     topic = await fresh_topic("outbox")
-    consumer = await _spawn_consumer(
-        "--mode",
-        "cdap",
-        "--kafka",
-        KAFKA,
-        "--topic",
-        topic,
-        "--group",
-        f"g-{topic}",
-        "--database-url",
-        consumer_url,
-    )
+    consumer = await _spawn_consumer("cdap", topic, "--database-url", consumer_url)
     configure_tracing("bench")  # spans are recorded, as in a service
     relay = relay_class(asyncpg_dsn(producer_url), KAFKA, batch_size=2000, poll_interval=0.05)
     relay_task = asyncio.create_task(relay.run())
@@ -225,18 +216,7 @@ async def run_plain(n_throughput: int, rate: int, seconds: int, progress: Progre
     results: dict[str, Any] = {}
     for phase, count in (("throughput", n_throughput), ("latency", rate * seconds)):
         topic = await fresh_topic(f"plain-{phase}")
-        consumer = await _spawn_consumer(
-            "--mode",
-            "plain",
-            "--kafka",
-            KAFKA,
-            "--topic",
-            topic,
-            "--group",
-            f"g-{topic}",
-            "--expect",
-            str(count),
-        )
+        consumer = await _spawn_consumer("plain", topic, "--expect", str(count))
         producer = make_producer(KAFKA)
         await producer.start()
         template = json.loads(consultation(0).to_bytes())
