@@ -28,6 +28,7 @@ from cdap_identity.passwords import (
 )
 from cdap_shared import events as ev
 from cdap_shared.actor import Actor
+from cdap_shared.db import locked
 from cdap_shared.mail import queue
 from cdap_shared.outbox import emit
 
@@ -212,10 +213,7 @@ async def activate(session: AsyncSession, token: str, password: str, totp_profil
 
 
 async def _account(session: AsyncSession, user_id: str) -> User:
-    user = await session.get(User, user_id, with_for_update=True)
-    if user is None:
-        raise Unknown("unknown_account", "No account has this id.")
-    return user
+    return await locked(session, User, user_id, Unknown("unknown_account", "No account has this id."))
 
 
 async def suspend(session: AsyncSession, user_id: str, by: str, reason: str | None = None) -> User:
