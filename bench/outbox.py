@@ -67,15 +67,24 @@ class FastStreamRelay(OutboxRelay):
         finally:
             await self.broker.stop()
 
-    async def send(self, row: asyncpg.Record) -> asyncio.Future[Any]:
-        headers = json.loads(row["headers"])
-        token = context.attach(propagate.extract(headers))  # the request that wrote the row
-        try:
-            return await self.broker.publish(
-                row["payload"], row["topic"], key=row["key"].encode(), headers=headers, no_confirm=True
-            )
-        finally:
-            context.detach(token)
+    async def publish(self, rows: list[asyncpg.Record]) -> None:
+        acknowledgements = []
+        for row in rows:
+            headers = json.loads(row["headers"])
+            token = context.attach(propagate.extract(headers))  # the request that wrote the row
+            try:
+                acknowledgements.append(
+                    await self.broker.publish(
+                        row["payload"],
+                        row["topic"],
+                        key=row["key"].encode(),
+                        headers=headers,
+                        no_confirm=True,
+                    )
+                )
+            finally:
+                context.detach(token)
+        await asyncio.gather(*acknowledgements)
 
 
 def consultation(i: int) -> ev.CloudEvent:
