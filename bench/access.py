@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -26,7 +24,17 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.common import KAFKA, RESULTS, drop_database, fresh_database, fresh_topic, percentile, run_wrk
+from bench.common import (
+    KAFKA,
+    RESULTS,
+    drop_database,
+    fresh_database,
+    fresh_topic,
+    percentile,
+    run_wrk,
+    start_floor,
+    wait_until_answering,
+)
 from cdap_shared import services as registry
 from cdap_shared.db import asyncpg_dsn
 from cdap_testing import JwksServer, ServiceProcess, TokenMinter, free_port, migrate
@@ -145,6 +153,11 @@ async def sequential(url: str, token: str, runs: int, pages: int, progress: Prog
             r.raise_for_status()
             cursor = r.json()["next_cursor"]
             progress("CDAP queue: one client", (runs + k) / (runs + pages))
+    return page_timings(first, follow)
+
+
+def page_timings(first: list[float], follow: list[float]) -> dict[str, float]:
+    """The result block of a paging run: first pages' and cursor pages' p50 and p99 (ms), pages followed."""
     return {
         "first_page_p50_ms": round(percentile(first, 50) * 1000, 2),
         "first_page_p99_ms": round(percentile(first, 99) * 1000, 2),
@@ -186,13 +199,7 @@ async def baseline(dsn: str, runs: int, pages: int, progress: Progress) -> dict[
             progress("baseline: asyncpg SELECT", (runs + k) / (runs + pages))
     finally:
         await conn.close()
-    return {
-        "first_page_p50_ms": round(percentile(first, 50) * 1000, 2),
-        "first_page_p99_ms": round(percentile(first, 99) * 1000, 2),
-        "cursor_pages": len(follow),
-        "cursor_page_p50_ms": round(percentile(follow, 50) * 1000, 2),
-        "cursor_page_p99_ms": round(percentile(follow, 99) * 1000, 2),
-    }
+    return page_timings(first, follow)
 
 
 async def run(progress: Progress, quick: bool = False) -> dict[str, Any]:
@@ -489,30 +496,9 @@ async def workflow(progress: Progress, count: int, concurrency: int) -> tuple[di
             "workflow_tail_after_calls_ms": round((max(provisioned.values()) - sent_all) * 1000, 1),
         }
         floor_port = free_port()
-        floor_proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bench.floor_app:app",
-                "--port",
-                str(floor_port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            env={**os.environ, "BENCH_FLOOR_DSN": asyncpg_dsn(access_url)},
-            cwd=ROOT,
-        )
+        floor_proc = start_floor(floor_port, asyncpg_dsn(access_url))
         floor_url = f"http://127.0.0.1:{floor_port}"
-        async with httpx.AsyncClient() as client:
-            for _ in range(150):
-                try:
-                    if (await client.get(f"{floor_url}/docs")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.2)
+        await wait_until_answering(f"{floor_url}/docs", 150)
         phase = f"workflow baseline: {count:,} requests, three writes each"
         submitted, sent_all, spans = await drive(floor_url, headers, count, concurrency, progress, phase)
         first = min(submitted.values())

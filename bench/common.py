@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import platform
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 
 import cdap_testing as testing
 from cdap_shared.envelope import new_event_id
@@ -33,15 +36,49 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
+def database_url(name: str, driver: str = "postgresql+asyncpg") -> str:
+    """The URL of database `name` on the benchmarks' server, for `driver` (SQLAlchemy's by default)."""
+    return ADMIN_DSN.replace("postgresql://", f"{driver}://").rsplit("/", 1)[0] + f"/{name}"
+
+
 async def fresh_database(prefix: str) -> str:
     """A new empty database; returns its SQLAlchemy asyncpg URL."""
     name = f"bench_{prefix}_{new_event_id().replace('-', '')[-10:]}"
-    conn = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return ADMIN_DSN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{name}"
+    await testing.create_database(ADMIN_DSN, name)
+    return database_url(name)
+
+
+def start_floor(port: int, dsn: str) -> subprocess.Popen[bytes]:
+    """The floor (bench/floor_app.py: one SELECT and one INSERT with asyncpg) on `port`, on the database at
+    `dsn` (a libpq URL)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.floor_app:app",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, "BENCH_FLOOR_DSN": dsn},
+        cwd=Path(__file__).resolve().parents[1],
+    )
+
+
+async def wait_until_answering(url: str, attempts: int) -> None:
+    """Poll `url` every 0.2 s until it answers 200, at most `attempts` times (a slow start is not fatal:
+    the run that follows says what went wrong)."""
+    async with httpx.AsyncClient() as client:
+        for _ in range(attempts):
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
 
 
 async def drop_database(url: str) -> None:

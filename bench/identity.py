@@ -5,9 +5,6 @@ in the same run, with wrk at 20 connections."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +12,7 @@ from urllib.parse import urlencode
 
 import asyncpg
 
-from bench.common import ADMIN_DSN, KAFKA, RESULTS, run_wrk
+from bench.common import ADMIN_DSN, KAFKA, RESULTS, database_url, run_wrk, start_floor
 from cdap_identity import accounts, habilitations, organisations
 from cdap_identity.models import Organisation
 from cdap_identity.passwords import HASHER
@@ -41,10 +38,6 @@ SIRETS = [
 ]
 
 
-def _url(driver: str = "postgresql+asyncpg") -> str:
-    return ADMIN_DSN.replace("postgresql://", f"{driver}://").rsplit("/", 1)[0] + f"/{DB}"
-
-
 async def prepare() -> tuple[str, str, list[str]]:
     """A fresh identity database with 10 organisations, their activated admins, and one client."""
     admin = await asyncpg.connect(ADMIN_DSN)
@@ -53,8 +46,8 @@ async def prepare() -> tuple[str, str, list[str]]:
         await admin.execute(f'CREATE DATABASE "{DB}"')
     finally:
         await admin.close()
-    await asyncio.to_thread(migrate, str(ROOT / "services" / "identity"), _url())
-    engine = create_engine(_url(), 2)
+    await asyncio.to_thread(migrate, str(ROOT / "services" / "identity"), database_url(DB))
+    engine = create_engine(database_url(DB), 2)
     sessions = session_factory(engine)
     emails = []
     try:
@@ -114,7 +107,7 @@ async def run(progress: Any, quick: bool = False) -> dict[str, Any]:
     identity = ServiceProcess(
         registry.service("identity").package,
         {
-            "CDAP_DATABASE_URL": _url(),
+            "CDAP_DATABASE_URL": database_url(DB),
             "CDAP_KAFKA_BOOTSTRAP": KAFKA,
             "CDAP_LOG_LEVEL": "WARNING",
             "CDAP_CONSUMER_GROUP": "bench-identity",
@@ -122,21 +115,7 @@ async def run(progress: Any, quick: bool = False) -> dict[str, Any]:
         },
         RESULTS / "logs" / "identity.log",
     )
-    floor = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.floor_app:app",
-            "--port",
-            "18998",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, "BENCH_FLOOR_DSN": _url("postgresql")},
-        cwd=ROOT,
-    )
+    floor = start_floor(18998, database_url(DB, "postgresql"))
     cc_body = [
         urlencode({"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret})
     ]

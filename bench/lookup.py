@@ -20,9 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 
-from bench.common import ADMIN_DSN, KAFKA, RESULTS, fresh_topic, run_wrk
+from bench.common import (
+    ADMIN_DSN,
+    KAFKA,
+    RESULTS,
+    database_url,
+    fresh_topic,
+    run_wrk,
+    start_floor,
+    wait_until_answering,
+)
 from cdap_dossiers.generate import build_pools, make_dossier
 from cdap_dossiers.handlers import dossier_row
 from cdap_shared import services as registry
@@ -52,10 +60,6 @@ COLUMNS = (
 )
 
 
-def _url(driver: str = "postgresql+asyncpg") -> str:
-    return ADMIN_DSN.replace("postgresql://", f"{driver}://").rsplit("/", 1)[0] + f"/{DB}"
-
-
 async def load_dossiers(count: int, progress: Any) -> None:
     """Create (once) and fill the bench database straight through COPY, rows built by the projection."""
     admin = await asyncpg.connect(ADMIN_DSN)
@@ -64,8 +68,8 @@ async def load_dossiers(count: int, progress: Any) -> None:
             await admin.execute(f'CREATE DATABASE "{DB}"')
     finally:
         await admin.close()
-    migrate(str(ROOT / "services" / "dossiers"), _url())
-    conn = await asyncpg.connect(_url("postgresql"))
+    migrate(str(ROOT / "services" / "dossiers"), database_url(DB))
+    conn = await asyncpg.connect(database_url(DB, "postgresql"))
     try:
         have = await conn.fetchval("SELECT count(*) FROM dossier")
         rng, pools = random.Random(11), build_pools(11)
@@ -110,7 +114,7 @@ def cdap_env(jwks_url: str, topics: dict[str, str]) -> dict[str, str]:
     """The service's settings: fresh feed topics, so no backlog of other runs' events is consumed."""
     return {
         **topics,
-        "CDAP_DATABASE_URL": _url(),
+        "CDAP_DATABASE_URL": database_url(DB),
         "CDAP_KAFKA_BOOTSTRAP": KAFKA,
         "CDAP_JWKS_URL": jwks_url,
         "CDAP_RATE_LIMIT_USER": "1000000",
@@ -176,14 +180,7 @@ async def profile(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient() as client:
-            for _ in range(300):
-                try:
-                    if (await client.get(f"{url}/health")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.2)
+        await wait_until_answering(f"{url}/health", 300)
         await asyncio.sleep(2)
         proc.send_signal(signal.SIGUSR1)
         result = await asyncio.to_thread(wrk, url, tokens, seconds, count)
@@ -229,21 +226,7 @@ async def run(progress: Any, quick: bool = False) -> dict[str, Any]:
     env = cdap_env(jwks.url, topics)
     cdap = ServiceProcess(registry.service("dossiers").package, env, logs / "lookup-cdap.log")
     second = ServiceProcess(registry.service("dossiers").package, env, logs / "lookup-cdap-2.log")
-    floor = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.floor_app:app",
-            "--port",
-            "18999",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, "BENCH_FLOOR_DSN": _url("postgresql")},
-        cwd=ROOT,
-    )
+    floor = start_floor(18999, database_url(DB, "postgresql"))
     floor_url = "http://127.0.0.1:18999"
     results: dict[str, list[dict[str, float]]] = {"cdap": [], "floor": []}
     sweep: dict[str, list[dict[str, float]]] = {"cdap": [], "floor": []}

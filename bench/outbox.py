@@ -3,7 +3,8 @@ and end-to-end latency at a fixed rate; a bare aiokafka produce -> consume loop 
 
 Producer side (domain transactions + relay) runs in this process, the consumer in another, as two
 services would. Throughput: N events written as fast as 4 writers can, in transactions of 100,
-until the consumer has applied the last one. Latency: events written at a fixed rate (20 per
+until the consumer has applied the last one, with the CPU time each side spent per event (this process:
+the writers and the relay; the consumer's). Latency: events written at a fixed rate (20 per
 transaction every 10 ms = 2,000/s), from the event's creation to the consumer's apply time.
 The pipeline runs twice: with CDAP's relay (a bare aiokafka producer), then with a relay publishing
 through FastStream's broker set up as a service's, so the cost of FastStream's path is measured in the
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -67,15 +70,24 @@ class FastStreamRelay(OutboxRelay):
         finally:
             await self.broker.stop()
 
-    async def send(self, row: asyncpg.Record) -> asyncio.Future[Any]:
-        headers = json.loads(row["headers"])
-        token = context.attach(propagate.extract(headers))  # the request that wrote the row
-        try:
-            return await self.broker.publish(
-                row["payload"], row["topic"], key=row["key"].encode(), headers=headers, no_confirm=True
-            )
-        finally:
-            context.detach(token)
+    async def publish(self, rows: list[asyncpg.Record]) -> None:
+        acknowledgements = []
+        for row in rows:
+            headers = json.loads(row["headers"])
+            token = context.attach(propagate.extract(headers))  # the request that wrote the row
+            try:
+                acknowledgements.append(
+                    await self.broker.publish(
+                        row["payload"],
+                        row["topic"],
+                        key=row["key"].encode(),
+                        headers=headers,
+                        no_confirm=True,
+                    )
+                )
+            finally:
+                context.detach(token)
+        await asyncio.gather(*acknowledgements)
 
 
 def consultation(i: int) -> ev.CloudEvent:
@@ -96,13 +108,15 @@ def consultation(i: int) -> ev.CloudEvent:
     return ev.make_event("dossier.consulted", source="/bench", subject=numero, data=data)
 
 
-async def _spawn_consumer(*args: str) -> asyncio.subprocess.Process:
+async def _spawn_consumer(mode: str, topic: str, *args: str) -> asyncio.subprocess.Process:
+    """bench/outbox_consumer in `mode` on `topic` (its own group), once it says it is ready."""
     RESULTS.mkdir(exist_ok=True)
     log = (RESULTS / "consumer.log").open("ab")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bench.outbox_consumer",
+        *("--mode", mode, "--kafka", KAFKA, "--topic", topic, "--group", f"g-{topic}"),
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=log,
@@ -113,6 +127,12 @@ async def _spawn_consumer(*args: str) -> asyncio.subprocess.Process:
         raise RuntimeError("the consumer process did not start")
     await asyncio.sleep(2)  # let it join its group and get partitions
     return proc
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (Linux's /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _count(dsn: str) -> int:
@@ -138,18 +158,7 @@ async def run_cdap(
     await create_tables(engine)
     sessions = session_factory(engine)
     topic = await fresh_topic("outbox")
-    consumer = await _spawn_consumer(
-        "--mode",
-        "cdap",
-        "--kafka",
-        KAFKA,
-        "--topic",
-        topic,
-        "--group",
-        f"g-{topic}",
-        "--database-url",
-        consumer_url,
-    )
+    consumer = await _spawn_consumer("cdap", topic, "--database-url", consumer_url)
     configure_tracing("bench")  # spans are recorded, as in a service
     relay = relay_class(asyncpg_dsn(producer_url), KAFKA, batch_size=2000, poll_interval=0.05)
     relay_task = asyncio.create_task(relay.run())
@@ -159,6 +168,8 @@ async def run_cdap(
         # Throughput.
         events = [consultation(i) for i in range(n_throughput)]
         started = time.perf_counter()
+        # CPU per event on each side: a figure the machine's load moves less than the rates.
+        cpu_here, cpu_consumer = time.process_time(), _cpu_seconds(consumer.pid)
 
         async def writer(chunk: list[ev.CloudEvent]) -> None:
             for i in range(0, len(chunk), 100):
@@ -172,6 +183,14 @@ async def run_cdap(
         await writers
         elapsed = time.perf_counter() - started
         throughput = n_throughput / elapsed
+        cpu_us_per_event = {
+            "cpu_us_per_event_writers_and_relay": round(
+                (time.process_time() - cpu_here) / n_throughput * 1e6, 1
+            ),
+            "cpu_us_per_event_consumer": round(
+                (_cpu_seconds(consumer.pid) - cpu_consumer) / n_throughput * 1e6, 1
+            ),
+        }
 
         # Latency at a fixed rate.
         per_tick = rate // 100  # one transaction every 10 ms
@@ -204,6 +223,7 @@ async def run_cdap(
         return {
             "events": n_throughput,
             "throughput_events_per_s": round(throughput, 1),
+            **cpu_us_per_event,
             "latency_rate_target": rate,
             "latency_rate_achieved": round(achieved, 1),
             "latency_events": len(latencies),
@@ -225,18 +245,7 @@ async def run_plain(n_throughput: int, rate: int, seconds: int, progress: Progre
     results: dict[str, Any] = {}
     for phase, count in (("throughput", n_throughput), ("latency", rate * seconds)):
         topic = await fresh_topic(f"plain-{phase}")
-        consumer = await _spawn_consumer(
-            "--mode",
-            "plain",
-            "--kafka",
-            KAFKA,
-            "--topic",
-            topic,
-            "--group",
-            f"g-{topic}",
-            "--expect",
-            str(count),
-        )
+        consumer = await _spawn_consumer("plain", topic, "--expect", str(count))
         producer = make_producer(KAFKA)
         await producer.start()
         template = json.loads(consultation(0).to_bytes())

@@ -24,6 +24,16 @@ def _load(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _saved(fig: Any, data: dict[str, Any], name: str) -> Path:
+    """`fig`, stamped with the run's machine and commit, written to bench/results/`name` and closed."""
+    _stamp(fig, data)
+    fig.tight_layout()
+    path = RESULTS / name
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _stamp(fig: Any, data: dict[str, Any]) -> None:
     m = data["machine"]
     fig.text(
@@ -62,12 +72,7 @@ def lookup_load(data: dict[str, Any]) -> Path | None:
     right.set_ylabel("latency (ms)")
     right.set_yscale("log")
     right.set_title("latency")
-    _stamp(fig, data)
-    fig.tight_layout()
-    path = RESULTS / "lookup-load.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _saved(fig, data, "lookup-load.png")
 
 
 def lookup_replicas(data: dict[str, Any]) -> Path | None:
@@ -82,12 +87,7 @@ def lookup_replicas(data: dict[str, Any]) -> Path | None:
     ax.set_ylabel("lookups/s (wrk, 2 x 25 connections)")
     ax.set_title(f"dossiers replicas: x{replicas['ratio']:.2f}")
     ax.grid(True, axis="y", alpha=0.3)
-    _stamp(fig, data)
-    fig.tight_layout()
-    path = RESULTS / "lookup-replicas.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _saved(fig, data, "lookup-replicas.png")
 
 
 def render_all() -> list[Path]:

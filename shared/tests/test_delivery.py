@@ -146,6 +146,21 @@ async def test_per_key_order_is_kept(pipeline: Pipeline) -> None:
     assert seen == [e.id for e in events]
 
 
+async def test_per_key_order_is_kept_when_a_claim_fills_several_record_batches(pipeline: Pipeline) -> None:
+    from cdap_shared import outbox
+
+    # About 1.5 MB in one claim: each key's partition needs two or more record batches (256 KB at most).
+    keys = ["r-a", "r-b", "r-c"]
+    events = [sample("access.request.stage_approved", subject=keys[i % 3]) for i in range(3600)]
+    async with pipeline.producer_sessions() as session, session.begin():
+        await outbox.add_all(session, events, topic=pipeline.topic)
+    pipeline.start_relay(OutboxRelay(asyncpg_dsn(pipeline.producer_url), pipeline.kafka, batch_size=3600))
+    wire = await read_topic(pipeline.kafka, pipeline.topic, 3600)
+    for key in keys:
+        seen = [ev.CloudEvent.from_bytes(v).id for k, v in wire if k == key.encode()]
+        assert seen == [e.id for e in events if e.subject == key]
+
+
 async def test_a_transaction_staging_many_events_delivers_each_once(pipeline: Pipeline) -> None:
     from cdap_shared import outbox
 

@@ -10,6 +10,8 @@ import asyncio
 import csv
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from cdap_audit.client import DEFAULT_URL, AuditClient, AuditClientError
 from cdap_audit.schemas import EntryItem
 from cdap_audit.verify import SavedCheckpoint, fetch_checkpoint, parse_witness_key, verify_log
-from cdap_shared.tlog.checkpoint import Cosigner, NoteSigner
+from cdap_shared.tlog.checkpoint import Cosigner, CosignerVerifier, NoteSigner
 from cdap_shared.tlog.verify import VerificationFailed, parse_key
 
 app = typer.Typer(help="The audit log: checkpoints, verification, export.", no_args_is_help=True)
@@ -50,6 +52,20 @@ def _filters(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+@contextmanager
+def _witnessed_log(
+    url: str, token: str | None, witness_keys: list[str]
+) -> Iterator[tuple[AuditClient, list[CosignerVerifier]]]:
+    """The audit service's client and the keys of the witnesses whose cosignatures the command requires;
+    a failed call or check inside ends the command with FAILED."""
+    try:
+        witnesses = [parse_witness_key(k) for k in witness_keys]
+        with AuditClient(url, token) as client:
+            yield client, witnesses
+    except (AuditClientError, VerificationFailed) as exc:
+        raise _fail(str(exc)) from exc
+
+
 @app.command()
 def checkpoint(
     save: Path | None = typer.Option(None, "--save", help="Write the checkpoint (and its key) here."),
@@ -59,12 +75,8 @@ def checkpoint(
     token: str | None = TOKEN,
 ) -> None:
     """Fetch the latest signed checkpoint, check its signature, and save it for a later `verify`."""
-    try:
-        witnesses = [parse_witness_key(k) for k in witness_keys]
-        with AuditClient(url, token) as client:
-            saved = fetch_checkpoint(client, witnesses, witness_wait)
-    except (AuditClientError, VerificationFailed) as exc:
-        raise _fail(str(exc)) from exc
+    with _witnessed_log(url, token, witness_keys) as (client, witnesses):
+        saved = fetch_checkpoint(client, witnesses, witness_wait)
     if save is None:
         typer.echo(json.dumps(asdict(saved), indent=2))
         return
@@ -85,33 +97,29 @@ def verify(
     token: str | None = TOKEN,
 ) -> None:
     """Check the live log against a checkpoint saved earlier: signatures, consistency, entries."""
-    try:
-        witnesses = [parse_witness_key(k) for k in witness_keys]
+    with (
+        _witnessed_log(url, token, witness_keys) as (client, witnesses),
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=console,
+            transient=True,
+            disable=not all_entries,
+        ) as bar,
+    ):
         saved = SavedCheckpoint.load(saved_path)
-        with (
-            AuditClient(url, token) as client,
-            Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                console=console,
-                transient=True,
-                disable=not all_entries,
-            ) as bar,
-        ):
-            task = bar.add_task("hashing entries", total=None)
-            done = verify_log(
-                client,
-                saved,
-                key,
-                entry=entry,
-                all_entries=all_entries,
-                progress=lambda n, total: bar.update(task, completed=n, total=total),
-                witnesses=witnesses,
-                witness_wait=witness_wait,
-            )
-    except (AuditClientError, VerificationFailed) as exc:
-        raise _fail(str(exc)) from exc
+        task = bar.add_task("hashing entries", total=None)
+        done = verify_log(
+            client,
+            saved,
+            key,
+            entry=entry,
+            all_entries=all_entries,
+            progress=lambda n, total: bar.update(task, completed=n, total=total),
+            witnesses=witnesses,
+            witness_wait=witness_wait,
+        )
     for line in done:
         console.print(f"  [green]ok[/] {line}")
     console.print("[bold green]verified[/]: the log is consistent with the saved checkpoint")

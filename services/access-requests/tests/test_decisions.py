@@ -10,6 +10,7 @@ import pytest
 
 from cdap_access import domain, store
 from cdap_shared import events as ev
+from cdap_shared.actor import Actor
 
 from .conftest import ORG, PARTNER, Service, assert_problem, mail_with
 
@@ -261,7 +262,7 @@ async def test_the_version_check_refuses_a_write_based_on_a_stale_read(svc: Serv
     assert (await svc.decide(request_id, svc.instructor("instructor-2"))).status_code == 200
     step = domain.decide(
         store.facts_of(stale),
-        domain.Actor("instructor-1", frozenset({"caf_instructor"}), None, "76"),
+        Actor("instructor-1", frozenset({"caf_instructor"}), None, "76"),
         domain.Decision.APPROVE,
     )
     async with svc.app.state.sessions() as session:

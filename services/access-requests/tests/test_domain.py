@@ -15,7 +15,6 @@ from cdap_access import domain
 from cdap_access.domain import (
     FINAL,
     OPEN,
-    Actor,
     Conflict,
     Decision,
     Facts,
@@ -26,6 +25,7 @@ from cdap_access.domain import (
     State,
     Step,
 )
+from cdap_shared.actor import Actor
 
 ORG = "org-1"
 ACTORS = {
@@ -212,6 +212,17 @@ def test_check_submission_basic_refusals(
     kind: type[Refused],
     reason: str,
 ) -> None:
+    assert_submission_refused(ACTORS[actor], organisation, overrides, kind, reason)
+
+
+def assert_submission_refused(
+    actor: Actor,
+    organisation: Organisation | None,
+    overrides: dict[str, object],
+    kind: type[Refused],
+    reason: str,
+) -> None:
+    """A good submission but for `overrides` is refused with this kind and reason."""
     arguments: dict[str, object] = {
         "organisation_id": ORG,
         "department": "76",
@@ -220,7 +231,7 @@ def test_check_submission_basic_refusals(
         "today": TODAY,
     } | overrides
     with pytest.raises(Refused) as refused:
-        domain.check_submission(ACTORS[actor], organisation, **arguments)  # type: ignore[arg-type]
+        domain.check_submission(actor, organisation, **arguments)  # type: ignore[arg-type]
     assert (type(refused.value), refused.value.reason) == (kind, reason)
 
 
@@ -242,16 +253,7 @@ def test_check_submission_organisation_and_dates(
     organisation_changes: dict[str, object], overrides: dict[str, object], kind: type[Refused], reason: str
 ) -> None:
     organisation = replace(GOOD_ORG, **organisation_changes)  # type: ignore[arg-type]
-    arguments: dict[str, object] = {
-        "organisation_id": ORG,
-        "department": "76",
-        "profile_known": True,
-        "valid_until": TODAY + timedelta(days=100),
-        "today": TODAY,
-    } | overrides
-    with pytest.raises(Refused) as refused:
-        domain.check_submission(ACTORS["partner-1"], organisation, **arguments)  # type: ignore[arg-type]
-    assert (type(refused.value), refused.value.reason) == (kind, reason)
+    assert_submission_refused(ACTORS["partner-1"], organisation, overrides, kind, reason)
 
 
 def test_a_year_to_the_day_is_allowed() -> None:

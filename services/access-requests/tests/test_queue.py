@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cdap_access.web import current_time
+from cdap_shared.clock import current_time
 
 from .conftest import ORG, Service, assert_problem
 

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from cdap_access.scheduler import Report, run_due_jobs
-from cdap_access.web import current_time
 from cdap_shared import events as ev
+from cdap_shared.clock import current_time
 from cdap_shared.envelope import utcnow
 from cdap_testing import eventually
 

@@ -360,7 +360,8 @@ async def test_a_revocation_form_with_too_many_fields_is_an_rfc6749_error(idp: I
     assert r.status_code == 400 and r.json()["error"] == "invalid_request"
 
 
-async def test_logout_revokes_the_refresh_token_family(idp: Identity) -> None:
+async def rotated_refresh_tokens(idp: Identity) -> tuple[str, str]:
+    """A new partner administrator's first refresh token, and the one rotating it gave."""
     admin = await idp.caf_admin()
     org = await idp.create_organisation(admin)
     email = org["admin_emails"][0]
@@ -370,6 +371,11 @@ async def test_logout_revokes_the_refresh_token_family(idp: Identity) -> None:
         "/v1/token", data={"grant_type": "refresh_token", "refresh_token": refresh}
     )
     newest = rotated.json()["refresh_token"]
+    return refresh, newest
+
+
+async def test_logout_revokes_the_refresh_token_family(idp: Identity) -> None:
+    refresh, newest = await rotated_refresh_tokens(idp)
     assert (await idp.client.post("/v1/revoke", data={"token": refresh})).status_code == 200
     after = await idp.client.post("/v1/token", data={"grant_type": "refresh_token", "refresh_token": newest})
     assert after.status_code == 400 and after.json()["error"] == "invalid_grant"
@@ -436,15 +442,7 @@ async def test_a_caf_admin_finds_renews_and_restores_an_organisation(idp: Identi
 
 
 async def test_introspection_tells_whether_a_sign_in_session_is_alive(idp: Identity) -> None:
-    admin = await idp.caf_admin()
-    org = await idp.create_organisation(admin)
-    email = org["admin_emails"][0]
-    await idp.activate(email)
-    refresh = (await idp.token(email, STRONG)).json()["refresh_token"]
-    rotated = await idp.client.post(
-        "/v1/token", data={"grant_type": "refresh_token", "refresh_token": refresh}
-    )
-    newest = rotated.json()["refresh_token"]
+    refresh, newest = await rotated_refresh_tokens(idp)
 
     async def active(token: str) -> bool:
         r = await idp.client.post("/v1/introspect", data={"token": token})

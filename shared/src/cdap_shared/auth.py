@@ -16,6 +16,7 @@ import httpx
 import jwt
 from fastapi import Depends, Request
 
+from cdap_shared.actor import Actor
 from cdap_shared.clock import civil_today
 from cdap_shared.problems import Problem
 from cdap_shared.standing import NotInGoodStanding, StandingSource, judge
@@ -208,6 +209,26 @@ async def current_principal(request: Request) -> Principal:
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def actor_of(principal: Principal) -> Actor:
+    """The verified caller in the domain's terms (its e-mail lower-cased, as services store it)."""
+    email = principal.claims.get("email")
+    return Actor(
+        principal.sub,
+        principal.roles,
+        principal.org,
+        principal.department,
+        email.lower() if isinstance(email, str) else None,
+    )
+
+
+def current_actor(principal: CurrentPrincipal) -> Actor:
+    """Dependency: the caller as an `Actor` (401/403 as `current_principal` says)."""
+    return actor_of(principal)
+
+
+CurrentActor = Annotated[Actor, Depends(current_actor)]
 
 
 def require_roles(*roles: str) -> Any:

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel
+
+Row = TypeVar("Row")
+
+
+async def locked(session: AsyncSession, model: type[Row], key: Any, missing: Exception) -> Row:
+    """The row of `model` whose primary key is `key`, locked until the transaction ends (`SELECT ... FOR
+    UPDATE`); `missing` (the domain's "unknown" error) is raised when there is none."""
+    row = await session.get(model, key, with_for_update=True)
+    if row is None:
+        raise missing
+    return row
 
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:

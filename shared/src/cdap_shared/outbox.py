@@ -95,17 +95,38 @@ async def add(
     return event.id
 
 
-_INSERT_MANY = text(_INSERT_TEMPLATE.format(*_NAMED))
+# One statement for a whole transaction's events, whatever their number, and its notification with it
+# (on NOTIFY_CHANNEL).
+# `WITH ORDINALITY ... ORDER BY` hands the rows to the insert in list order, so ids (the publication
+# order) follow it: the relay publishes a transaction's events in the order they were staged.
+_STAGE_MANY = text(
+    "WITH staged AS (INSERT INTO outbox (event_id, event_type, topic, key, payload, headers) "
+    "SELECT event_id, event_type, topic, key, payload, CAST(:headers AS jsonb) FROM unnest("
+    "CAST(:event_ids AS varchar[]), CAST(:event_types AS varchar[]), CAST(:topics AS varchar[]), "
+    "CAST(:keys AS varchar[]), CAST(:payloads AS bytea[])) WITH ORDINALITY "
+    "AS staging(event_id, event_type, topic, key, payload, position) ORDER BY position RETURNING 1) "
+    "SELECT pg_notify('cdap_outbox', '') FROM (SELECT FROM staged LIMIT 1) AS one"
+)
 
 
 async def add_all(session: AsyncSession, events: list[CloudEvent], *, topic: str | None = None) -> None:
-    """`add` for a transaction that stages many events: one batched insert, one notification."""
+    """`add` for a transaction that stages many events: one statement inserts them all and notifies."""
     if not events:
         return
     headers = _headers()  # one transaction, one trace: the same headers for every event
-    rows = [dict(zip(_COLUMNS, _row(event, None, topic, headers), strict=True)) for event in events]
-    await session.execute(_INSERT_MANY, rows)
-    await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+    rows = [_row(event, None, topic, headers) for event in events]
+    event_ids, event_types, topics, keys, payloads, _ = (list(column) for column in zip(*rows, strict=True))
+    await session.execute(
+        _STAGE_MANY,
+        {
+            "event_ids": event_ids,
+            "event_types": event_types,
+            "topics": topics,
+            "keys": keys,
+            "payloads": payloads,
+            "headers": headers,
+        },
+    )
 
 
 # The hot path's insert has no notification: NOTIFY takes a database-wide lock from the commit until its

@@ -5,14 +5,16 @@
   see `outbox.add_pg`);
 - claims rows `FOR UPDATE SKIP LOCKED` in id order and marks them sent in the same transaction, after
   the broker acknowledged them (idempotent producer, `acks=all`);
+- hands a claim to the producer as one record batch per partition (`send_batch`), each record in the
+  partition `send` would have chosen for its key, in row order;
 - publishes with a bare aiokafka producer, not through FastStream's broker: bench/outbox runs both
   relays in the same run, and FastStream's per-record path (command, middlewares, two spans) cost
   about half the relay's throughput (docs/architecture.md, "Delivery");
 - one relay per database publishes at a time (a PostgreSQL advisory lock): with several replicas,
   per-key order would otherwise depend on which replica claimed which row;
 - a crash between publishing and marking sent republishes the rows: consumers deduplicate by event id;
-- each record is sent inside a producer span whose parent is the trace stored with the row, so the
-  trace of a request shows when its event left, and the consumer's span is that span's child.
+- each record gets a producer span whose parent is the trace stored with the row, so the trace of a
+  request shows when its event left, and the consumer's span is that span's child.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from typing import Any
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from prometheus_client import Counter, Gauge
 
 from cdap_shared.kafka_access import KafkaLogin
@@ -41,12 +46,13 @@ tracer = trace.get_tracer("cdap.relay")
 RELAY_LOCK_KEY = 0x0CDA9_0B0C
 
 
-# What every CDAP producer runs with: idempotent, `acks=all`, a small linger for batching, lz4 (every
-# CDAP consumer reads every codec; a batch of consultations shrinks about fourfold).
+# What every CDAP producer runs with: idempotent, `acks=all`, a small linger for batching, zstd (every
+# CDAP consumer reads every codec). aiokafka compresses lz4 at level 9: on a relay's batches of
+# consultations that cost 10 to 25 µs a record, zstd (level 3) 2 to 7 µs, for 0.07 of the size, not 0.12.
 PRODUCER_OPTIONS: dict[str, Any] = {
     "enable_idempotence": True,
     "acks": "all",
-    "compression_type": "lz4",
+    "compression_type": "zstd",
     "linger_ms": 5,
     "max_batch_size": 256 * 1024,
     "request_timeout_ms": 15_000,
@@ -89,6 +95,7 @@ class OutboxRelay:
         self.retry_delay = retry_delay
         self.connect_timeout = connect_timeout
         self.producer: AIOKafkaProducer  # a new one each time the relay (re)connects
+        self._partitioner = DefaultPartitioner()  # `make_producer`'s, so a key keeps its partition
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -154,38 +161,66 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
-            # Every record is handed to the producer before any acknowledgement is awaited: the
-            # producer batches them per partition, in row order (so per key), then one wait for all.
-            acknowledgements = [await self.send(row) for row in rows]
-            await asyncio.gather(*acknowledgements)
+            await self.publish(rows)
             await self.mark_sent(conn, [row["id"] for row in rows])
         for topic, count in Tally(row["topic"] for row in rows).items():
             PUBLISHED.labels(topic).inc(count)
         return len(rows)
 
-    async def send(self, row: asyncpg.Record) -> asyncio.Future[Any]:
-        """Hand one row's record to the producer, in a producer span whose parent is the trace stored
-        with the row; returns the future of its acknowledgement."""
-        stored = json.loads(row["headers"])
+    async def publish(self, rows: list[asyncpg.Record]) -> None:
+        """Publish `rows` and wait until the broker acknowledged every one.
+
+        The rows are appended to one record batch per partition, in row order, and each batch is
+        handed over whole (`send_batch`): per record, `send` costs a metadata check, a partitioning, a
+        future and its callback, as much again as the record's own span. The partition is the one
+        `send` would choose (the producer's partitioner on the key), and batches of one partition go
+        out in the order they were handed over, so a key's records keep the outbox's order.
+        """
+        partitions: dict[str, list[int]] = {}
+        open_batches: dict[tuple[str, int], BatchBuilder] = {}
+        handed_over: list[asyncio.Future[Any]] = []
+        parents: dict[str, tuple[list[tuple[str, bytes]], Context]] = {}  # one per transaction
+        for row in rows:
+            topic, key = row["topic"], row["key"].encode()
+            if topic not in partitions:
+                partitions[topic] = sorted(await self.producer.partitions_for(topic))
+            partition = self._partitioner(key, partitions[topic], partitions[topic])
+            value, headers = row["payload"], self._traced_headers(topic, row["headers"], parents)
+            batch = open_batches.get((topic, partition))
+            if batch is None or batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                if batch is not None:  # full: it goes first, the record opens the partition's next one
+                    handed_over.append(await self.producer.send_batch(batch, topic, partition=partition))
+                batch = open_batches[(topic, partition)] = self.producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None, headers=headers)  # the first always fits
+        for (topic, partition), batch in open_batches.items():
+            batch.close()  # complete: the producer sends it without waiting for its linger
+            handed_over.append(await self.producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*handed_over)
+
+    def _traced_headers(
+        self, topic: str, stored: str, parents: dict[str, tuple[list[tuple[str, bytes]], Context]]
+    ) -> list[tuple[str, bytes]]:
+        """The record's headers: those stored with the row, with the `traceparent` of a producer span
+        whose parent is the trace stored with the row (the consumer's span becomes that span's child)."""
+        if stored not in parents:
+            carrier = json.loads(stored)
+            kept = [(name, value.encode()) for name, value in carrier.items() if name != "traceparent"]
+            parents[stored] = (kept, propagate.extract(carrier))
+        kept, parent = parents[stored]
         # A span started and ended by hand, not made current: the context manager's attach, detach and
         # wrappers cost as much again as the span itself, on a path that runs once per event.
         span = tracer.start_span(
-            f"{row['topic']} publish",
-            context=propagate.extract(stored),
+            f"{topic} publish",
+            context=parent,
             kind=trace.SpanKind.PRODUCER,
-            attributes={"messaging.system": "kafka", "messaging.destination.name": row["topic"]},
+            attributes={"messaging.system": "kafka", "messaging.destination.name": topic},
         )
-        try:
-            propagate.inject(stored, context=trace.set_span_in_context(span))  # the consumer's parent
-            acknowledgement: asyncio.Future[Any] = await self.producer.send(
-                row["topic"],
-                value=row["payload"],
-                key=row["key"].encode(),
-                headers=[(k, v.encode()) for k, v in stored.items()],
-            )
-            return acknowledgement
-        finally:
-            span.end()
+        span.end()
+        # The W3C header written directly (the propagator's `inject` took an eighth of the relay's
+        # time): only `traceparent` changes, a child keeps its parent's `tracestate` and baggage.
+        ids = span.get_span_context()
+        traceparent = f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"
+        return [*kept, ("traceparent", traceparent.encode())]
 
     async def mark_sent(self, conn: asyncpg.Connection, ids: list[int]) -> None:
         await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", ids)

@@ -170,11 +170,7 @@ async def make_database(stack: dict[str, str]) -> AsyncIterator[Callable[[], Awa
 
     async def make() -> str:
         name = f"cdap_test_{new_event_id().replace('-', '')[-16:]}"
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
+        await create_database(admin_url, name)
         created.append(name)
         return _with_database(stack["database"], name)
 
@@ -183,6 +179,15 @@ async def make_database(stack: dict[str, str]) -> AsyncIterator[Callable[[], Awa
     try:
         for name in created:
             await drop_database(conn, name)
+    finally:
+        await conn.close()
+
+
+async def create_database(admin_dsn: str, name: str) -> None:
+    """An empty database `name`, created through the server at `admin_dsn` (a libpq URL)."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
 
@@ -433,11 +438,7 @@ def create_database_sync(admin_url: str) -> str:
 
     async def create() -> str:
         name = f"cdap_test_{new_event_id().replace('-', '')[-16:]}"
-        conn = await asyncpg.connect(plain_dsn(admin_url))
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
+        await create_database(plain_dsn(admin_url), name)
         return _with_database(admin_url, name)
 
     return run_sync(create())

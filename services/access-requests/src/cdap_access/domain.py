@@ -19,6 +19,7 @@ from datetime import date
 from enum import StrEnum
 
 from cdap_access.calendar import add_years
+from cdap_shared.actor import Actor
 
 
 class State(StrEnum):
@@ -122,17 +123,6 @@ class UnreadablePdf(Refused):
 
 class ActivePdfContent(Refused):
     """A PDF carrying JavaScript or actions a viewer would run."""
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who acts: a token's subject, roles, organisation (partners) and department (CAF staff)."""
-
-    sub: str
-    roles: frozenset[str]
-    org: str | None = None
-    department: str | None = None
-    email: str | None = None  # lower-cased; people's tokens carry it, partner systems' do not
 
 
 @dataclass(frozen=True)

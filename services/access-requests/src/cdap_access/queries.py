@@ -15,9 +15,10 @@ from sqlmodel import col
 
 from cdap_access import domain, store
 from cdap_access.calendar import business_days_between
-from cdap_access.domain import Actor, NotPermitted, Unknown
+from cdap_access.domain import NotPermitted, Unknown
 from cdap_access.models import AccessRequest, Document, HistoryEntry, PartnerOrganisation
 from cdap_access.requests import get_request
+from cdap_shared.actor import Actor
 
 QueueKey = tuple[date | None, str]  # (due, id): where a page of the queue ends
 

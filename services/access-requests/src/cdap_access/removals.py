@@ -13,11 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_access import domain
 from cdap_access.config import Settings
-from cdap_access.domain import Actor, Unknown
+from cdap_access.domain import Unknown
 from cdap_access.models import IssuedGrant, RemovalRequest
 from cdap_access.store import SOURCE
 from cdap_shared import events as ev
 from cdap_shared import outbox
+from cdap_shared.actor import Actor
+from cdap_shared.db import locked
 from cdap_shared.envelope import new_event_id
 
 
@@ -25,9 +27,7 @@ async def request_removal(
     session: AsyncSession, settings: Settings, actor: Actor, grant_id: str, comment: str | None, now: datetime
 ) -> RemovalRequest:
     """Record the removal and emit its event; asking twice gives back the first removal request."""
-    grant = await session.get(IssuedGrant, grant_id, with_for_update=True)
-    if grant is None:
-        raise Unknown("unknown_grant", "No grant has this id.")
+    grant = await locked(session, IssuedGrant, grant_id, Unknown("unknown_grant", "No grant has this id."))
     domain.check_removal(actor, organisation_id=grant.organisation_id, active=grant.status == "active")
     if grant.removal_request_id is not None:
         existing = await session.get(RemovalRequest, grant.removal_request_id)

@@ -19,9 +19,10 @@ from sqlmodel import col
 from cdap_access import domain, pdf, store
 from cdap_access.calendar import local_date
 from cdap_access.config import Context
-from cdap_access.domain import Actor, Conflict, Decision, DocumentTooLarge, Unknown
+from cdap_access.domain import Conflict, Decision, DocumentTooLarge, Unknown
 from cdap_access.models import AccessRequest, Document, HistoryEntry, PartnerOrganisation
 from cdap_access.notifications import INSTRUCTORS, PARTNER, stage_queue
+from cdap_shared.actor import Actor
 from cdap_shared.envelope import new_event_id
 
 

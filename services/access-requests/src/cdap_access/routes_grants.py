@@ -10,7 +10,9 @@ from fastapi.responses import JSONResponse
 from cdap_access import idempotency, removals
 from cdap_access.models import RemovalRequest
 from cdap_access.schemas import RemovalIn, RemovalOut
-from cdap_access.web import Ctx, CurrentActor, Now, write
+from cdap_access.web import Ctx, write
+from cdap_shared.auth import CurrentActor
+from cdap_shared.clock import Now
 from cdap_shared.db import SessionDep
 
 router = APIRouter(prefix="/v1", tags=["access requests"])

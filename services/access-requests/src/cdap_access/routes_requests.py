@@ -23,8 +23,9 @@ from cdap_access.schemas import (
     SubmissionIn,
     WithdrawIn,
 )
-from cdap_access.web import Ctx, CurrentActor, IdempotencyKey, Now, RequestId, summary, write
-from cdap_shared.auth import CurrentPrincipal, Principal
+from cdap_access.web import Ctx, IdempotencyKey, RequestId, summary, write
+from cdap_shared.auth import CurrentActor, CurrentPrincipal, Principal
+from cdap_shared.clock import Now
 from cdap_shared.db import SessionDep
 from cdap_shared.http import example_response
 from cdap_shared.paging import decode_cursor, encode_cursor

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.config import JsonDict
 
 from cdap_access.domain import Decision
+from cdap_shared.examples import example
 from cdap_shared.names import PersonName
 
 # Deliberately plain: one @, no spaces or brackets, a dotted domain. Deliverability is the mail
@@ -44,23 +45,19 @@ class SubmissionIn(Strict):
         default=None, description="where decisions are mailed when the token carries no `email` claim"
     )
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "organisation_id": "0198c3a2-7d4e-7b1a-9f00-3c5e2a1b4d6f",
-                    "applicant": {
-                        "family_name": "Lefebvre",
-                        "given_name": "Claire",
-                        "email": "claire.lefebvre@ccas-rouen.example",
-                        "job_title": "Assistante sociale",
-                    },
-                    "profile": "T2",
-                    "department": "76",
-                    "justification": "Accompagnement social des familles suivies par le CCAS.",
-                    "valid_until": "2027-06-30",
-                }
-            ]
+    model_config = example(
+        {
+            "organisation_id": "0198c3a2-7d4e-7b1a-9f00-3c5e2a1b4d6f",
+            "applicant": {
+                "family_name": "Lefebvre",
+                "given_name": "Claire",
+                "email": "claire.lefebvre@ccas-rouen.example",
+                "job_title": "Assistante sociale",
+            },
+            "profile": "T2",
+            "department": "76",
+            "justification": "Accompagnement social des familles suivies par le CCAS.",
+            "valid_until": "2027-06-30",
         }
     )
 
@@ -72,25 +69,25 @@ class DecisionIn(Strict):
         default_factory=list, max_length=20, description="required to request documents: which ones"
     )
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"decision": "approve"}]})
+    model_config = example({"decision": "approve"})
 
 
 class WithdrawIn(Strict):
     comment: Comment | None = None
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"comment": "Demande faite en double."}]})
+    model_config = example({"comment": "Demande faite en double."})
 
 
 class CommentIn(Strict):
     text: Comment
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"text": "La convention signée est jointe."}]})
+    model_config = example({"text": "La convention signée est jointe."})
 
 
 class RemovalIn(Strict):
     comment: Comment | None = None
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"comment": "Départ de l'agent le 31 mars."}]})
+    model_config = example({"comment": "Départ de l'agent le 31 mars."})
 
 
 # Response examples (OpenAPI shows what an answer looks like).
@@ -158,17 +155,13 @@ class RequestState(BaseModel):
     due: date | None
     version: int
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": REQUEST_EXAMPLE["id"],
-                    "state": "submitted",
-                    "stage": 1,
-                    "due": "2026-03-09",
-                    "version": 1,
-                }
-            ]
+    model_config = example(
+        {
+            "id": REQUEST_EXAMPLE["id"],
+            "state": "submitted",
+            "stage": 1,
+            "due": "2026-03-09",
+            "version": 1,
         }
     )
 
@@ -178,9 +171,7 @@ class QueuePage(BaseModel):
     next_cursor: str | None
     total: int
 
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"items": [REQUEST_EXAMPLE], "next_cursor": None, "total": 1}]}
-    )
+    model_config = example({"items": [REQUEST_EXAMPLE], "next_cursor": None, "total": 1})
 
 
 class RemovalOut(BaseModel):
@@ -190,16 +181,12 @@ class RemovalOut(BaseModel):
     requested_at: str
     state: str
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "0198c3a3-0a1b-7c2d-8e3f-4a5b6c7d8e9f",
-                    "grant_id": "0198c3a2-7d4e-7b1a-9f00-3c5e2a1b4d6f",
-                    "requested_by": "0198c3a2-7a10-7d2b-9c44-1e2f3a4b5c6d",
-                    "requested_at": "2026-03-02T09:15:00+00:00",
-                    "state": "requested",
-                }
-            ]
+    model_config = example(
+        {
+            "id": "0198c3a3-0a1b-7c2d-8e3f-4a5b6c7d8e9f",
+            "grant_id": "0198c3a2-7d4e-7b1a-9f00-3c5e2a1b4d6f",
+            "requested_by": "0198c3a2-7a10-7d2b-9c44-1e2f3a4b5c6d",
+            "requested_at": "2026-03-02T09:15:00+00:00",
+            "state": "requested",
         }
     )

@@ -1,15 +1,14 @@
-"""What every route of access-requests needs: the caller as the domain's `Actor`, "now", the service
-context, writes committed once per `Idempotency-Key`, and the one table from domain refusals to HTTP.
+"""What every route of access-requests needs besides the caller (`cdap_shared.auth.CurrentActor`) and
+"now" (`cdap_shared.clock.Now`): the service context, writes committed once per `Idempotency-Key`, and
+the one table from domain refusals to HTTP.
 
 Routes parse, call a use case, and map its result to a body; a `domain.Refused` they let through is
-answered by `PROBLEMS` (installed by `app.py`). "Now" is a dependency, so tests travel in time with
-`app.dependency_overrides[current_time]`.
+answered by `PROBLEMS` (installed by `app.py`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Request
@@ -17,12 +16,10 @@ from fastapi.responses import JSONResponse
 
 from cdap_access import domain, idempotency
 from cdap_access.config import Context
-from cdap_access.domain import Actor
 from cdap_access.models import AccessRequest
 from cdap_access.schemas import UUID_PATTERN
-from cdap_shared.auth import CurrentPrincipal
+from cdap_shared.actor import Actor
 from cdap_shared.db import SessionDep
-from cdap_shared.envelope import utcnow
 
 # Domain refusal -> (status, title): the only place access-requests turns a refusal into HTTP.
 PROBLEMS: dict[type[Exception], tuple[int, str]] = {
@@ -48,25 +45,7 @@ def context(request: Request) -> Context:
     return ctx
 
 
-def current_time() -> datetime:
-    return utcnow()
-
-
-def actor_of(principal: CurrentPrincipal) -> Actor:
-    """The token's caller in the domain's terms (its e-mail lower-cased, as requests store it)."""
-    email = principal.claims.get("email")
-    return Actor(
-        principal.sub,
-        principal.roles,
-        principal.org,
-        principal.department,
-        email.lower() if isinstance(email, str) else None,
-    )
-
-
 Ctx = Annotated[Context, Depends(context)]
-Now = Annotated[datetime, Depends(current_time)]
-CurrentActor = Annotated[Actor, Depends(actor_of)]
 
 
 def summary(row: AccessRequest) -> dict[str, Any]:

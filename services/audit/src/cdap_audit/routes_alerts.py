@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cdap_audit import queries, reviews
 from cdap_audit.domain import ReviewAction
 from cdap_audit.schemas import AlertItem, AlertPage, Review
-from cdap_audit.web import ERRORS, Actor, Context, Ctx, Cursor, Limit, Now, OrderQuery, cursor_position
+from cdap_audit.web import ERRORS, Actor, Context, Ctx, Cursor, Limit, OrderQuery, cursor_position
 from cdap_shared.auth import CurrentPrincipal, require_roles
+from cdap_shared.clock import Now
 from cdap_shared.db import SessionDep
 
 router = APIRouter(prefix="/v1", tags=["audit"], dependencies=[require_roles("auditor")])

@@ -8,6 +8,8 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 
+from cdap_shared.examples import example
+
 # Response examples, shared by the bodies that carry them (OpenAPI shows what an answer looks like).
 ENTRY_EXAMPLE: JsonDict = {
     "index": 41,
@@ -70,16 +72,14 @@ class EntryItem(BaseModel):
     actor_name: str | None = Field(description="the actor's name in identity's directory (not hashed)")
     organisation_name: str | None = Field(description="the organisation's name (not hashed)")
 
-    model_config = ConfigDict(json_schema_extra={"examples": [ENTRY_EXAMPLE]})
+    model_config = example(ENTRY_EXAMPLE)
 
 
 class EntryPage(BaseModel):
     items: list[EntryItem]
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null at the end")
 
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"items": [ENTRY_EXAMPLE], "next_cursor": "41"}]}
-    )
+    model_config = example({"items": [ENTRY_EXAMPLE], "next_cursor": "41"})
 
 
 class AlertItem(BaseModel):
@@ -103,16 +103,14 @@ class AlertItem(BaseModel):
     closed_at: str | None
     closing_comment: str | None
 
-    model_config = ConfigDict(json_schema_extra={"examples": [ALERT_EXAMPLE]})
+    model_config = example(ALERT_EXAMPLE)
 
 
 class AlertPage(BaseModel):
     items: list[AlertItem]
     next_cursor: str | None
 
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"items": [ALERT_EXAMPLE], "next_cursor": None}]}
-    )
+    model_config = example({"items": [ALERT_EXAMPLE], "next_cursor": None})
 
 
 def _written_text(value: str) -> str:
@@ -143,17 +141,13 @@ class CheckpointBody(BaseModel):
     root_hash: str = Field(description="base64")
     note: str = Field(description="the C2SP signed note")
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "origin": "cdap.audit/caf76",
-                    "tree_size": 42,
-                    "root_hash": "3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-                    "note": "cdap.audit/caf76\n42\n3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n"
-                    "— cdap.audit/caf76 Gq9x1w...\n",
-                }
-            ]
+    model_config = example(
+        {
+            "origin": "cdap.audit/caf76",
+            "tree_size": 42,
+            "root_hash": "3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            "note": "cdap.audit/caf76\n42\n3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n"
+            "— cdap.audit/caf76 Gq9x1w...\n",
         }
     )
 
@@ -163,18 +157,14 @@ class InclusionProof(BaseModel):
     tree_size: int
     hashes: list[str] = Field(description="RFC 9162 §2.1.3 audit path, base64, leaf side first")
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "index": 41,
-                    "tree_size": 42,
-                    "hashes": [
-                        "ZmFrZS1oYXNoLTEtLS0tLS0tLS0tLS0tLS0tLS0tLS0=",
-                        "ZmFrZS1oYXNoLTItLS0tLS0tLS0tLS0tLS0tLS0tLS0=",
-                    ],
-                }
-            ]
+    model_config = example(
+        {
+            "index": 41,
+            "tree_size": 42,
+            "hashes": [
+                "ZmFrZS1oYXNoLTEtLS0tLS0tLS0tLS0tLS0tLS0tLS0=",
+                "ZmFrZS1oYXNoLTItLS0tLS0tLS0tLS0tLS0tLS0tLS0=",
+            ],
         }
     )
 
@@ -184,10 +174,6 @@ class ConsistencyProof(BaseModel):
     second: int
     hashes: list[str] = Field(description="RFC 9162 §2.1.4 consistency proof, base64")
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {"first": 20, "second": 42, "hashes": ["ZmFrZS1oYXNoLTEtLS0tLS0tLS0tLS0tLS0tLS0tLS0="]}
-            ]
-        }
+    model_config = example(
+        {"first": 20, "second": 42, "hashes": ["ZmFrZS1oYXNoLTEtLS0tLS0tLS0tLS0tLS0tLS0tLS0="]}
     )

@@ -1,9 +1,8 @@
-"""What every route of the audit service needs: the service context, "now", the parameters its lists
-share, and the one table from domain errors to HTTP.
+"""What every route of the audit service needs: the service context, the parameters its lists share, and
+the one table from domain errors to HTTP ("now" is `cdap_shared.clock.Now`).
 
 Routes parse, call a query or a use case, and map its result to a body; a domain error they let
-through is answered by `PROBLEMS` (installed by `app.py`). "Now" is a dependency, so tests travel in
-time with `app.dependency_overrides[current_time]`.
+through is answered by `PROBLEMS` (installed by `app.py`).
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from cdap_audit.config import Settings
 from cdap_audit.queries import EntryFilter, Order
 from cdap_audit.signing import CheckpointKey
 from cdap_audit.stream import TreeWatcher
-from cdap_shared.envelope import utcnow
 from cdap_shared.problems import Problem
 from cdap_shared.tlog.checkpoint import CosignerVerifier
 from cdap_shared.watch import ConsumerWatch
@@ -61,12 +59,7 @@ def context(request: Request) -> Context:
     return ctx
 
 
-def current_time() -> datetime:
-    return utcnow()
-
-
 Ctx = Annotated[Context, Depends(context)]
-Now = Annotated[datetime, Depends(current_time)]
 
 ERRORS: dict[int | str, dict[str, Any]] = {400: {}, 401: {}, 403: {}, 422: {}}
 MAX_POSITION = 2**62  # far beyond any log, and below PostgreSQL's bigint limit

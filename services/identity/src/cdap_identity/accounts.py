@@ -14,7 +14,7 @@ from sqlmodel import col
 
 from cdap_identity import domain
 from cdap_identity.config import Settings
-from cdap_identity.domain import Actor, Conflict, Unknown
+from cdap_identity.domain import Conflict, Unknown
 from cdap_identity.models import Grant, OneTimeToken, Organisation, RefreshToken, UnknownLogin, User
 from cdap_identity.notifications import activation_mail, reset_mail
 from cdap_identity.passwords import (
@@ -27,6 +27,8 @@ from cdap_identity.passwords import (
     token_digest,
 )
 from cdap_shared import events as ev
+from cdap_shared.actor import Actor
+from cdap_shared.db import locked
 from cdap_shared.mail import queue
 from cdap_shared.outbox import emit
 
@@ -211,10 +213,7 @@ async def activate(session: AsyncSession, token: str, password: str, totp_profil
 
 
 async def _account(session: AsyncSession, user_id: str) -> User:
-    user = await session.get(User, user_id, with_for_update=True)
-    if user is None:
-        raise Unknown("unknown_account", "No account has this id.")
-    return user
+    return await locked(session, User, user_id, Unknown("unknown_account", "No account has this id."))
 
 
 async def suspend(session: AsyncSession, user_id: str, by: str, reason: str | None = None) -> User:

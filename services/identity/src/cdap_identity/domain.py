@@ -16,6 +16,8 @@ from typing import Literal
 
 from stdnum.fr import siret as stdnum_siret
 
+from cdap_shared.actor import Actor
+
 # ----------------------------------------------------------------- refusals
 
 
@@ -114,19 +116,6 @@ CAF_ROLES: frozenset[str] = frozenset({CAF_INSTRUCTOR, CAF_MANAGER, CAF_ADMIN})
 # roles. Kept out of CAF_ROLES so authorisation checks based on CAF_ROLES do not widen to auditors.
 TOTP_ROLES: frozenset[str] = CAF_ROLES | {AUDITOR}
 TOTP_PROFILES: frozenset[str] = frozenset({"T1", "T5"})
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who calls: a token's subject, its roles, its organisation (partners) and department (CAF staff)."""
-
-    sub: str
-    roles: frozenset[str]
-    org: str | None = None
-    department: str | None = None
-
-    def has(self, *roles: str) -> bool:
-        return not self.roles.isdisjoint(roles)
 
 
 def requires_totp(

@@ -12,10 +12,12 @@ from sqlmodel import col
 
 from cdap_identity import domain
 from cdap_identity.accounts import SOURCE, NewAccount, create_account, find_user, suspend, utcnow
-from cdap_identity.domain import Actor, Conflict, Unknown
+from cdap_identity.domain import Conflict, Unknown
 from cdap_identity.models import Client, Grant, Organisation, User
 from cdap_identity.passwords import token_digest
 from cdap_shared import events as ev
+from cdap_shared.actor import Actor
+from cdap_shared.db import locked
 from cdap_shared.outbox import emit
 
 
@@ -97,9 +99,9 @@ async def end_grant(
     request_id: str | None = None,
 ) -> Grant:
     """Revoke or expire an active grant (a no-op on one already ended)."""
-    grant = await session.get(Grant, grant_id, with_for_update=True)
-    if grant is None:
-        raise Unknown("unknown_grant", f"grant {grant_id} is unknown to identity")
+    grant = await locked(
+        session, Grant, grant_id, Unknown("unknown_grant", f"grant {grant_id} is unknown to identity")
+    )
     if grant.status == "active":
         grant.status, grant.ended_at, grant.ended_by = status, utcnow(), by
         await emit(
@@ -234,9 +236,7 @@ async def _check_administrator(
 
 async def _administered(session: AsyncSession, actor: Actor, client_id: str, *, hands_out: bool) -> Client:
     """The client, locked, if `actor` administers it (`hands_out`: and may hand out access)."""
-    client = await session.get(Client, client_id, with_for_update=True)
-    if client is None:
-        raise Unknown("unknown_client", "No client has this id.")
+    client = await locked(session, Client, client_id, Unknown("unknown_client", "No client has this id."))
     await _check_administrator(session, actor, client.organisation_id, hands_out=hands_out)
     return client
 

@@ -16,6 +16,7 @@ from cdap_identity.config import Settings
 from cdap_identity.domain import Conflict, Invalid, Unknown
 from cdap_identity.models import Organisation, User
 from cdap_shared import events as ev
+from cdap_shared.db import locked
 from cdap_shared.outbox import emit
 
 
@@ -57,10 +58,12 @@ async def register(
 
 
 async def _locked(session: AsyncSession, organisation_id: str) -> Organisation:
-    org = await session.get(Organisation, organisation_id, with_for_update=True)
-    if org is None:
-        raise Unknown("unknown_organisation", "No organisation has this id.")
-    return org
+    return await locked(
+        session,
+        Organisation,
+        organisation_id,
+        Unknown("unknown_organisation", "No organisation has this id."),
+    )
 
 
 async def set_delegation(session: AsyncSession, organisation_id: str, *, withdrawn: bool) -> Organisation:

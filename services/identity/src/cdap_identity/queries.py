@@ -16,21 +16,28 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from cdap_identity import domain
-from cdap_identity.domain import Actor, Reach, Unknown
+from cdap_identity.domain import Reach, Unknown
 from cdap_identity.models import Client, Grant, Organisation, User
 from cdap_identity.schemas import ClientPublic, GrantPublic, Me, OrganisationPublic, UserSummary
+from cdap_shared.actor import Actor
 
 UserKey = tuple[str, str, str]  # (family name, given name, id), lower-cased: where a page of accounts ends
 _ORDER = (func.lower(col(User.family_name)), func.lower(col(User.given_name)), col(User.id))
 
 
-def within(reach: Reach, department: Any, organisation: Any) -> list[ColumnElement[bool]]:
-    """The filter that keeps rows inside `reach`, given the columns of their department and organisation."""
+def within(
+    reach: Reach, department: Any, organisation: Any, asked_department: str | None = None
+) -> list[ColumnElement[bool]]:
+    """The filter that keeps rows inside `reach`, and in `asked_department` when the caller names one,
+    given the columns of their department and organisation."""
+    kept: list[ColumnElement[bool]] = []
     if reach.by == "department":
-        return [department == reach.value]
-    if reach.by == "organisation":
-        return [organisation == reach.value]
-    return []
+        kept.append(department == reach.value)
+    elif reach.by == "organisation":
+        kept.append(organisation == reach.value)
+    if asked_department:
+        kept.append(department == asked_department)
+    return kept
 
 
 def _like(words: str) -> str:
@@ -70,10 +77,12 @@ async def organisations(
 ) -> list[OrganisationPublic]:
     """Organisations by name (any part, any case) or SIRET (its first digits), by name; at most 200."""
     reach = domain.organisations_reach(actor)
-    stmt = select(Organisation).order_by(col(Organisation.name), col(Organisation.id)).limit(200)
-    stmt = stmt.where(*within(reach, col(Organisation.department), col(Organisation.id)))
-    if department:
-        stmt = stmt.where(col(Organisation.department) == department)
+    stmt = (
+        select(Organisation)
+        .where(*within(reach, col(Organisation.department), col(Organisation.id), department))
+        .order_by(col(Organisation.name), col(Organisation.id))
+        .limit(200)
+    )
     if q:
         words = q.strip()
         by_name = func.lower(col(Organisation.name)).like(_like(words), escape="\\")
@@ -192,14 +201,13 @@ async def grants(
     session: AsyncSession, actor: Actor, user_id: str | None, department: str | None
 ) -> list[GrantPublic]:
     """Grants the caller may see, ending first; at most 500."""
-    reach = domain.grants_reach(actor)
-    stmt = select(Grant).order_by(col(Grant.valid_until), col(Grant.id)).limit(500)
-    stmt = stmt.where(*within(reach, col(Grant.department), col(Grant.organisation_id)))
+    kept = within(domain.grants_reach(actor), col(Grant.department), col(Grant.organisation_id), department)
     if user_id:
-        stmt = stmt.where(col(Grant.user_id) == user_id)
-    if department:
-        stmt = stmt.where(col(Grant.department) == department)
-    return [GrantPublic(**g.model_dump()) for g in (await session.execute(stmt)).scalars()]
+        kept.append(col(Grant.user_id) == user_id)
+    rows = await session.execute(
+        select(Grant).where(*kept).order_by(col(Grant.valid_until), col(Grant.id)).limit(500)
+    )
+    return [GrantPublic(**g.model_dump()) for g in rows.scalars()]
 
 
 def client_view(client: Client) -> ClientPublic:

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query, Response
 
 from cdap_identity import habilitations, queries
 from cdap_identity.schemas import ClientCreate, ClientCreated, ClientPublic, ClientRotated, Reason
-from cdap_identity.web import Config, CurrentActor, Id, write
+from cdap_identity.web import Config, Id, write
+from cdap_shared.auth import CurrentActor
 from cdap_shared.db import SessionDep
 
 router = APIRouter(tags=["grants"])

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query
 
 from cdap_identity import habilitations, queries
 from cdap_identity.schemas import GrantPublic, Reason
-from cdap_identity.web import CurrentActor, Id, write
+from cdap_identity.web import Id, write
+from cdap_shared.auth import CurrentActor
 from cdap_shared.db import SessionDep
 
 router = APIRouter(tags=["grants"])

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Query
 from cdap_identity import organisations, queries
 from cdap_identity.models import Organisation
 from cdap_identity.schemas import OrganisationCreate, OrganisationPublic, OrganisationUpdate
-from cdap_identity.web import CafAdmin, Config, CurrentActor, Id, write
+from cdap_identity.web import CafAdmin, Config, Id, write
+from cdap_shared.auth import CurrentActor
 from cdap_shared.clock import civil_today
 from cdap_shared.db import SessionDep
 

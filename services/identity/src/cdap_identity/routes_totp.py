@@ -13,7 +13,8 @@ from cdap_identity import enrolment, tokens
 from cdap_identity.domain import Refused
 from cdap_identity.routes_tokens import NO_STORE
 from cdap_identity.schemas import EnrolmentConfirm, EnrolmentStart, EnrolmentStarted, TokenResponse
-from cdap_identity.web import ClientIp, Issuing, Now, write
+from cdap_identity.web import ClientIp, Issuing, write
+from cdap_shared.clock import Now
 from cdap_shared.db import SessionDep
 
 router = APIRouter(tags=["tokens"])

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from pydantic.config import JsonDict
 
 from cdap_identity import domain
+from cdap_shared.examples import example
 from cdap_shared.names import OrganisationName, PersonName
 
 EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,185}\.[A-Za-z]{2,}$"
@@ -55,24 +56,20 @@ class OrganisationCreate(Strict):
     convention: Convention
     administrators: list[Person] = Field(min_length=1, max_length=2)
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
+    model_config = example(
+        {
+            "siret": "35600000000048",
+            "name": "CCAS de Rouen",
+            "kind": "ccas",
+            "department": "76",
+            "convention": {"reference": "CONV-76-2026-014", "valid_until": "2028-12-31"},
+            "administrators": [
                 {
-                    "siret": "35600000000048",
-                    "name": "CCAS de Rouen",
-                    "kind": "ccas",
-                    "department": "76",
-                    "convention": {"reference": "CONV-76-2026-014", "valid_until": "2028-12-31"},
-                    "administrators": [
-                        {
-                            "email": "marie.durand@ccas-rouen.example",
-                            "family_name": "Durand",
-                            "given_name": "Marie",
-                        }
-                    ],
+                    "email": "marie.durand@ccas-rouen.example",
+                    "family_name": "Durand",
+                    "given_name": "Marie",
                 }
-            ]
+            ],
         }
     )
 
@@ -84,11 +81,7 @@ class OrganisationUpdate(Strict):
     kind: Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,40}$")] | None = None
     convention: Convention | None = None
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"convention": {"reference": "CONV-76-2026-014-A1", "valid_until": "2029-12-31"}}]
-        }
-    )
+    model_config = example({"convention": {"reference": "CONV-76-2026-014-A1", "valid_until": "2029-12-31"}})
 
 
 # Response examples, shared by the bodies that carry them (OpenAPI shows what an answer looks like).
@@ -134,7 +127,7 @@ class OrganisationPublic(BaseModel):
     delegation_withdrawn: bool
     administrators: list[str]
 
-    model_config = ConfigDict(json_schema_extra={"examples": [ORGANISATION_EXAMPLE]})
+    model_config = example(ORGANISATION_EXAMPLE)
 
 
 class StaffCreate(Person):
@@ -143,17 +136,13 @@ class StaffCreate(Person):
     ] = Field(min_length=1, max_length=4)
     department: Department
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "email": "paul.martin@caf76.example",
-                    "family_name": "Martin",
-                    "given_name": "Paul",
-                    "roles": ["caf_instructor"],
-                    "department": "76",
-                }
-            ]
+    model_config = example(
+        {
+            "email": "paul.martin@caf76.example",
+            "family_name": "Martin",
+            "given_name": "Paul",
+            "roles": ["caf_instructor"],
+            "department": "76",
         }
     )
 
@@ -165,7 +154,7 @@ class UserPublic(BaseModel):
     roles: list[str]
     status: str
 
-    model_config = ConfigDict(json_schema_extra={"examples": [USER_EXAMPLE]})
+    model_config = example(USER_EXAMPLE)
 
 
 class UserSummary(BaseModel):
@@ -188,24 +177,20 @@ class UsersPage(BaseModel):
     items: list[UserSummary]
     next_cursor: str | None = Field(description="pass it as `cursor` for the next page; none on the last")
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "items": [
-                        USER_EXAMPLE
-                        | {
-                            "family_name": "Durand",
-                            "given_name": "Marie",
-                            "display_name": "Marie Durand",
-                            "department": "76",
-                            "locked": False,
-                            "must_reset_password": False,
-                        }
-                    ],
-                    "next_cursor": "marie.durand@ccas-rouen.example|0198c3a2-7a10-7d2b-9c44-1e2f3a4b5c6d",
+    model_config = example(
+        {
+            "items": [
+                USER_EXAMPLE
+                | {
+                    "family_name": "Durand",
+                    "given_name": "Marie",
+                    "display_name": "Marie Durand",
+                    "department": "76",
+                    "locked": False,
+                    "must_reset_password": False,
                 }
-            ]
+            ],
+            "next_cursor": "marie.durand@ccas-rouen.example|0198c3a2-7a10-7d2b-9c44-1e2f3a4b5c6d",
         }
     )
 
@@ -214,11 +199,7 @@ class ActivationRequest(Strict):
     token: Annotated[str, StringConstraints(min_length=16, max_length=128)]
     password: Annotated[str, StringConstraints(min_length=1, max_length=512)]
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"token": "q1Vx8bB7oZ3mT5rK9wL2", "password": "correct horse battery staple"}]
-        }
-    )
+    model_config = example({"token": "q1Vx8bB7oZ3mT5rK9wL2", "password": "correct horse battery staple"})
 
 
 class ActivationResult(BaseModel):
@@ -229,16 +210,12 @@ class ActivationResult(BaseModel):
         default=None, description="the otpauth URI as a QR code, an inline SVG element"
     )
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "user_id": "0198c3a2-7a10-7d2b-9c44-1e2f3a4b5c6d",
-                    "totp_secret": None,
-                    "otpauth_uri": None,
-                    "qr_svg": None,
-                }
-            ]
+    model_config = example(
+        {
+            "user_id": "0198c3a2-7a10-7d2b-9c44-1e2f3a4b5c6d",
+            "totp_secret": None,
+            "otpauth_uri": None,
+            "qr_svg": None,
         }
     )
 
@@ -265,16 +242,12 @@ class EnrolmentStarted(BaseModel):
     qr_svg: str = Field(description="the same URI as a QR code: an inline `<svg>` element, ready for a page")
     expires_in: int = Field(description="seconds left to confirm with a first code")
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "secret": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
-                    "otpauth_uri": "otpauth://totp/CDAP:jules.petit%40example.fr?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=CDAP",
-                    "qr_svg": '<svg width="164" height="164" class="segno"><title>CDAP TOTP</title>...</svg>',
-                    "expires_in": 587,
-                }
-            ]
+    model_config = example(
+        {
+            "secret": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+            "otpauth_uri": "otpauth://totp/CDAP:jules.petit%40example.fr?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=CDAP",
+            "qr_svg": '<svg width="164" height="164" class="segno"><title>CDAP TOTP</title>...</svg>',
+            "expires_in": 587,
         }
     )
 
@@ -301,16 +274,12 @@ class TokenResponse(BaseModel):
     expires_in: int
     refresh_token: str
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "access_token": "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiIuLi4ifQ.c2lnbmF0dXJl",
-                    "token_type": "Bearer",
-                    "expires_in": 300,
-                    "refresh_token": "r8Jt2vQn5LkX0pZc7WmA4yHb",
-                }
-            ]
+    model_config = example(
+        {
+            "access_token": "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiIuLi4ifQ.c2lnbmF0dXJl",
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "refresh_token": "r8Jt2vQn5LkX0pZc7WmA4yHb",
         }
     )
 
@@ -326,7 +295,7 @@ class GrantPublic(BaseModel):
     status: str
     request_id: str | None
 
-    model_config = ConfigDict(json_schema_extra={"examples": [GRANT_EXAMPLE]})
+    model_config = example(GRANT_EXAMPLE)
 
 
 class Me(BaseModel):
@@ -336,17 +305,13 @@ class Me(BaseModel):
     roles: list[str]
     grants: list[GrantPublic]
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": USER_EXAMPLE["id"],
-                    "email": USER_EXAMPLE["email"],
-                    "organisation_id": USER_EXAMPLE["organisation_id"],
-                    "roles": ["partner_staff"],
-                    "grants": [GRANT_EXAMPLE],
-                }
-            ]
+    model_config = example(
+        {
+            "id": USER_EXAMPLE["id"],
+            "email": USER_EXAMPLE["email"],
+            "organisation_id": USER_EXAMPLE["organisation_id"],
+            "roles": ["partner_staff"],
+            "grants": [GRANT_EXAMPLE],
         }
     )
 
@@ -355,12 +320,8 @@ class ClientCreate(Strict):
     grant_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     name: Name
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {"grant_id": "0198c3a2-7d4e-7b1a-9f00-3c5e2a1b4d6f", "name": "Logiciel de suivi social"}
-            ]
-        }
+    model_config = example(
+        {"grant_id": "0198c3a2-7d4e-7b1a-9f00-3c5e2a1b4d6f", "name": "Logiciel de suivi social"}
     )
 
 
@@ -369,15 +330,11 @@ class ClientCreated(BaseModel):
     client_secret: str
     grant_id: str
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "client_id": "cdap-c-5f4e3b2a1c0d",
-                    "client_secret": "Zk3r9QpLx2VtB7nW0sYc4HdJ6mGa1uEo",
-                    "grant_id": GRANT_EXAMPLE["id"],
-                }
-            ]
+    model_config = example(
+        {
+            "client_id": "cdap-c-5f4e3b2a1c0d",
+            "client_secret": "Zk3r9QpLx2VtB7nW0sYc4HdJ6mGa1uEo",
+            "grant_id": GRANT_EXAMPLE["id"],
         }
     )
 
@@ -391,19 +348,15 @@ class ClientPublic(BaseModel):
     created_at: datetime | None
     disabled: bool
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "client_id": "cdap-c-5f4e3b2a1c0d",
-                    "name": "Logiciel de suivi social",
-                    "organisation_id": GRANT_EXAMPLE["organisation_id"],
-                    "grant_id": GRANT_EXAMPLE["id"],
-                    "created_by": USER_EXAMPLE["id"],
-                    "created_at": "2026-03-02T09:15:00Z",
-                    "disabled": False,
-                }
-            ]
+    model_config = example(
+        {
+            "client_id": "cdap-c-5f4e3b2a1c0d",
+            "name": "Logiciel de suivi social",
+            "organisation_id": GRANT_EXAMPLE["organisation_id"],
+            "grant_id": GRANT_EXAMPLE["id"],
+            "created_by": USER_EXAMPLE["id"],
+            "created_at": "2026-03-02T09:15:00Z",
+            "disabled": False,
         }
     )
 
@@ -413,16 +366,12 @@ class ClientRotated(ClientCreated):
         description="until when the previous secret still works (none: it stopped at once)"
     )
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "client_id": "cdap-c-5f4e3b2a1c0d",
-                    "client_secret": "Qw8eR2tY6uI0oP4aS7dF1gH5jK9lZ3xC",
-                    "grant_id": GRANT_EXAMPLE["id"],
-                    "previous_secret_valid_until": "2026-03-03T09:15:00Z",
-                }
-            ]
+    model_config = example(
+        {
+            "client_id": "cdap-c-5f4e3b2a1c0d",
+            "client_secret": "Qw8eR2tY6uI0oP4aS7dF1gH5jK9lZ3xC",
+            "grant_id": GRANT_EXAMPLE["id"],
+            "previous_secret_valid_until": "2026-03-03T09:15:00Z",
         }
     )
 
@@ -430,4 +379,4 @@ class ClientRotated(ClientCreated):
 class Reason(Strict):
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "Départ de l'organisme"}]})
+    model_config = example({"reason": "Départ de l'organisme"})

@@ -1,6 +1,6 @@
-"""What identity's routes need: the caller as the domain's `Actor`, "now", the settings and what `app.py`
-built (sessions, signing keys, client cache), the commit of a command, and the one table from domain
-refusals to HTTP.
+"""What identity's routes need besides the caller (`cdap_shared.auth.CurrentActor`) and "now"
+(`cdap_shared.clock.Now`): a CAF admin caller, the settings and what `app.py` built (sessions, signing
+keys, client cache), the commit of a command, and the one table from domain refusals to HTTP.
 
 Routes parse, call a use case, and map its result to a body; a `domain.Refused` they let through is
 answered by `PROBLEMS` (installed by `app.py`). The token endpoints answer RFC 6749 errors instead.
@@ -9,7 +9,6 @@ answered by `PROBLEMS` (installed by `app.py`). The token endpoints answer RFC 6
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Request
@@ -18,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cdap_identity import domain
 from cdap_identity.client_cache import ClientCache, SignIns
 from cdap_identity.config import Settings
-from cdap_identity.domain import Actor
 from cdap_identity.keys import KeyRing
 from cdap_identity.tokens import TokenSettings
-from cdap_shared.auth import CurrentPrincipal, Principal, require_roles
+from cdap_shared.actor import Actor
+from cdap_shared.auth import Principal, actor_of, require_roles
 
 T = TypeVar("T")
 
@@ -70,19 +69,6 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def current_time() -> datetime:
-    return datetime.now(UTC)
-
-
-def actor_of(principal: Principal) -> Actor:
-    """The token's caller in the domain's terms."""
-    return Actor(principal.sub, principal.roles, principal.org, principal.department)
-
-
-def current_actor(principal: CurrentPrincipal) -> Actor:
-    return actor_of(principal)
-
-
 def caf_admin(principal: Annotated[Principal, require_roles(domain.CAF_ADMIN)]) -> Actor:
     """The caller, who must be a CAF admin (403 otherwise)."""
     return actor_of(principal)
@@ -94,8 +80,6 @@ Ring = Annotated[KeyRing, Depends(key_ring)]
 Clients = Annotated[ClientCache, Depends(client_cache)]
 SignInLog = Annotated[SignIns, Depends(sign_ins)]
 ClientIp = Annotated[str | None, Depends(client_ip)]
-Now = Annotated[datetime, Depends(current_time)]
-CurrentActor = Annotated[Actor, Depends(current_actor)]
 CafAdmin = Annotated[Actor, Depends(caf_admin)]
 
 

@@ -9,6 +9,8 @@ an event, which the audit log keeps.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -20,7 +22,15 @@ from starlette.datastructures import FormData
 from cdap_portal import texts
 from cdap_portal.auth import UserApi, Viewer, require
 from cdap_portal.clients import ApiError, checked, json_of
-from cdap_portal.routes_requests import DEPARTMENT, EMAIL, UUID, account_names
+from cdap_portal.routes_requests import (
+    DEPARTMENT,
+    EMAIL,
+    UUID,
+    AccountId,
+    GrantId,
+    OrganisationId,
+    account_names,
+)
 from cdap_portal.web import CsrfForm, confirmed, error_page, field, redirect, render
 from cdap_shared.clock import civil_today
 
@@ -31,8 +41,6 @@ SIRET = re.compile(r"^\d{14}$")
 KIND = re.compile(r"^[a-z_]{2,40}$")
 ORGS = "/administration/organismes"
 STAFF = "/administration/comptes"
-OrganisationId = Annotated[str, Path(pattern=UUID)]
-AccountId = Annotated[str, Path(pattern=UUID)]
 ClientId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 INFOS = {
     "cree": "L'organisme est enregistré ; ses gestionnaires reçoivent un courriel d'activation.",
@@ -237,11 +245,7 @@ async def organisation_clients(api: UserApi, organisation_id: str) -> list[dict[
 
 @router.get(ORGS + "/{organisation_id}")
 async def organisation(
-    request: Request,
-    api: UserApi,
-    organisation_id: str = Path(pattern=UUID),
-    info: str = "",
-    viewer: Viewer = CafAdmin,
+    request: Request, api: UserApi, organisation_id: OrganisationId, info: str = "", viewer: Viewer = CafAdmin
 ) -> Response:
     return await _org_page(request, api, organisation_id, notice=INFOS.get(info))
 
@@ -268,19 +272,7 @@ async def amend_organisation(
     request: Request, form: CsrfForm, api: UserApi, organisation_id: OrganisationId, viewer: Viewer = CafAdmin
 ) -> Response:
     """Rename the organisation or change its kind (confirmed first)."""
-    values = _org_values(form)
-    errors = _check_org(values, creating=False)
-    if errors:
-        return await _org_page(request, api, organisation_id, status=400, errors=errors, values=values)
-    body = {"name": values["name"], "kind": values["kind"]}
-    return await confirmed(
-        request,
-        form,
-        "Modifier l'organisme",
-        f"L'organisme s'appellera « {values['name']} » ({KINDS.get(values['kind'], values['kind'])}). "
-        "Les autres services en sont informés.",
-        lambda: _amend(request, api, organisation_id, body, "modifie"),
-    )
+    return await _confirmed_amendment(request, form, api, organisation_id, _renaming)
 
 
 @router.post(ORGS + "/{organisation_id}/convention")
@@ -288,18 +280,61 @@ async def renew_convention(
     request: Request, form: CsrfForm, api: UserApi, organisation_id: OrganisationId, viewer: Viewer = CafAdmin
 ) -> Response:
     """Renew or amend the organisation's convention (confirmed first)."""
-    values = _org_values(form)
+    return await _confirmed_amendment(request, form, api, organisation_id, _convention)
+
+
+@dataclass(frozen=True)
+class _Amendment:
+    """A change to an organisation, as the confirmation page states it and as identity receives it."""
+
+    title: str
+    effect: str
+    body: dict[str, Any]
+    info: str  # the notice on the organisation's page once done
+
+
+def _renaming(values: dict[str, str]) -> _Amendment | dict[str, str]:
+    """A new name or kind; or the form's errors."""
+    errors = _check_org(values, creating=False)
+    kind = KINDS.get(values["kind"], values["kind"])
+    return errors or _Amendment(
+        "Modifier l'organisme",
+        f"L'organisme s'appellera « {values['name']} » ({kind}). Les autres services en sont informés.",
+        {"name": values["name"], "kind": values["kind"]},
+        "modifie",
+    )
+
+
+def _convention(values: dict[str, str]) -> _Amendment | dict[str, str]:
+    """A renewed or amended convention; or the form's errors."""
     errors = _check_convention(values)
-    if errors:
-        return await _org_page(request, api, organisation_id, status=400, errors=errors, values=values)
-    body = {"convention": {"reference": values["reference"], "valid_until": values["valid_until"]}}
-    return await confirmed(
-        request,
-        form,
+    return errors or _Amendment(
         "Renouveler ou modifier la convention",
         f"La convention {values['reference']} court jusqu'au {texts.date_fr(values['valid_until'])}. Les "
         "demandes d'habilitation de l'organisme sont acceptées jusqu'à cette date.",
-        lambda: _amend(request, api, organisation_id, body, "convention"),
+        {"convention": {"reference": values["reference"], "valid_until": values["valid_until"]}},
+        "convention",
+    )
+
+
+async def _confirmed_amendment(
+    request: Request,
+    form: FormData,
+    api: UserApi,
+    organisation_id: str,
+    amendment: Callable[[dict[str, str]], _Amendment | dict[str, str]],
+) -> Response:
+    """The form's amendment, once confirmed; the organisation's page with the form's errors otherwise."""
+    values = _org_values(form)
+    change = amendment(values)
+    if not isinstance(change, _Amendment):
+        return await _org_page(request, api, organisation_id, status=400, errors=change, values=values)
+    return await confirmed(
+        request,
+        form,
+        change.title,
+        change.effect,
+        lambda: _amend(request, api, organisation_id, change.body, change.info),
     )
 
 
@@ -332,11 +367,7 @@ async def change_delegation(
 
 @router.post("/administration/habilitations/{grant_id}/revocation")
 async def revoke_grant(
-    request: Request,
-    form: CsrfForm,
-    api: UserApi,
-    grant_id: str = Path(pattern=UUID),
-    viewer: Viewer = CafAdmin,
+    request: Request, form: CsrfForm, api: UserApi, grant_id: GrantId, viewer: Viewer = CafAdmin
 ) -> Response:
     back = _organisation_page(form)
 

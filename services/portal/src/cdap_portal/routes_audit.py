@@ -264,14 +264,7 @@ async def acknowledge_alert(
     """Take an alert in hand, saying what is done (a comment is required), once confirmed."""
     if not field(form, "commentaire"):
         return redirect("/audit/alertes?info=commentaire")
-    effect = (
-        "L'alerte passe à « prise en charge » avec votre commentaire ; votre nom et l'heure sont inscrits "
-        "au journal d'audit."
-    )
-    return await confirmed(
-        request, form, "Prendre l'alerte en charge", effect,
-        lambda: _review(api, form, alert_id, "acquittement"), back="/audit/alertes",
-    )  # fmt: skip
+    return await _confirmed_review(request, form, api, alert_id, "acquittement")
 
 
 @router.post("/audit/alertes/{alert_id}/cloture")
@@ -279,26 +272,44 @@ async def close_alert(
     request: Request, form: CsrfForm, api: UserApi, alert_id: AlertId, viewer: Viewer = Auditor
 ) -> Response:
     """Close an alert, once confirmed."""
-    effect = (
+    return await _confirmed_review(request, form, api, alert_id, "cloture")
+
+
+# What the confirmation page of each review says: its title and its effect.
+REVIEW_CONFIRMATIONS = {
+    "acquittement": (
+        "Prendre l'alerte en charge",
+        "L'alerte passe à « prise en charge » avec votre commentaire ; votre nom et l'heure sont inscrits "
+        "au journal d'audit.",
+    ),
+    "cloture": (
+        "Clore l'alerte",
         "L'alerte est close : elle ne pourra plus être prise en charge. La clôture est inscrite au "
-        "journal d'audit."
-    )
-    return await confirmed(
-        request, form, "Clore l'alerte", effect,
-        lambda: _review(api, form, alert_id, "cloture"), back="/audit/alertes",
-    )  # fmt: skip
+        "journal d'audit.",
+    ),
+}
 
 
-async def _review(api: UserApi, form: FormData, alert_id: str, review: str) -> Response:
-    """The confirmed review sent to the audit service; a change meanwhile (409) is said, not an error."""
-    comment = field(form, "commentaire")
-    response = await api.call(
-        "audit", "POST", f"/v1/alerts/{alert_id}/{REVIEWS[review]}", json={"comment": comment or None}
-    )
-    if response.status_code == 409:
-        return redirect("/audit/alertes?info=transition")
-    checked("audit", response)
-    return redirect(f"/audit/alertes?info={review}")
+async def _confirmed_review(
+    request: Request, form: FormData, api: UserApi, alert_id: str, review: str
+) -> Response:
+    """The review (`acquittement` or `cloture`) sent to the audit service once the auditor confirms it;
+    a change meanwhile (409) is said, not an error."""
+    title, effect = REVIEW_CONFIRMATIONS[review]
+
+    async def send() -> Response:
+        response = await api.call(
+            "audit",
+            "POST",
+            f"/v1/alerts/{alert_id}/{REVIEWS[review]}",
+            json={"comment": field(form, "commentaire") or None},
+        )
+        if response.status_code == 409:
+            return redirect("/audit/alertes?info=transition")
+        checked("audit", response)
+        return redirect(f"/audit/alertes?info={review}")
+
+    return await confirmed(request, form, title, effect, send, back="/audit/alertes")
 
 
 @router.get("/audit/point-de-controle")

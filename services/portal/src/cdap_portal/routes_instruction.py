@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from cdap_portal import texts
@@ -16,10 +16,10 @@ from cdap_portal.auth import UserApi, Viewer, require
 from cdap_portal.clients import ApiError
 from cdap_portal.routes_requests import (
     MESSAGE_INFOS,
-    UUID,
-    _error_of,
+    RequestId,
     new_idempotency_key,
     organisation_names,
+    refusal_of,
     request_detail,
 )
 from cdap_portal.web import CsrfForm, confirmed, field, redirect, render
@@ -162,11 +162,7 @@ def decision_effect(detail: dict[str, Any], decision: str, comment: str, documen
 
 @router.get("/instruction/{request_id}")
 async def instruction_detail(
-    request: Request,
-    api: UserApi,
-    request_id: str = Path(pattern=UUID),
-    info: str = "",
-    viewer: Viewer = Approver,
+    request: Request, api: UserApi, request_id: RequestId, info: str = "", viewer: Viewer = Approver
 ) -> Response:
     detail = await request_detail(api, request_id)
     return _detail_page(request, detail, viewer, notice=DECISIONS.get(info) or MESSAGE_INFOS.get(info))
@@ -174,11 +170,7 @@ async def instruction_detail(
 
 @router.post("/instruction/{request_id}/decision")
 async def decide(
-    request: Request,
-    form: CsrfForm,
-    api: UserApi,
-    request_id: str = Path(pattern=UUID),
-    viewer: Viewer = Approver,
+    request: Request, form: CsrfForm, api: UserApi, request_id: RequestId, viewer: Viewer = Approver
 ) -> Response:
     decision = field(form, "decision")
     comment = field(form, "comment")
@@ -213,9 +205,7 @@ async def decide(
         response = await api.call("access", "POST", path, json=body, headers=headers)
         if response.is_success:
             return redirect(f"/instruction/{request_id}?info={decision}")
-        error = _error_of(response)
-        if error.status >= 500:
-            raise error
+        error = refusal_of(response)
         failure = texts.request_refusal(error.reason, error.status)
         shown = await request_detail(api, request_id)
         return _detail_page(request, shown, viewer, status=error.status, failure=failure, values=values)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from cdap_portal.auth import UserApi, Viewer
@@ -22,7 +22,7 @@ from cdap_portal.routes_admin import (
     confirmed_client_disable,
     organisation_clients,
 )
-from cdap_portal.routes_requests import UUID, MailRecipient, PartnerAdmin
+from cdap_portal.routes_requests import AccountId, GrantId, MailRecipient, PartnerAdmin, RequestId
 from cdap_portal.web import CsrfForm, confirmed, field, redirect, render
 
 router = APIRouter(tags=["partenaire"])
@@ -59,11 +59,7 @@ async def grants_page(
 
 @router.post(GRANTS + "/comptes/{user_id}/resend-activation")
 async def resend_activation(
-    request: Request,
-    form: CsrfForm,
-    api: UserApi,
-    user_id: str = Path(pattern=UUID),
-    viewer: Viewer = PartnerAdmin,
+    request: Request, form: CsrfForm, api: UserApi, user_id: AccountId, viewer: Viewer = PartnerAdmin
 ) -> Response:
     """A new activation link for a colleague who has not activated their account (confirmed first)."""
     return await confirmed_account_action(request, form, api, user_id, "resend-activation", GRANTS)
@@ -71,11 +67,7 @@ async def resend_activation(
 
 @router.post(GRANTS + "/{grant_id}/fin")
 async def end_grant(
-    request: Request,
-    form: CsrfForm,
-    api: UserApi,
-    grant_id: str = Path(pattern=UUID),
-    viewer: Viewer = PartnerAdmin,
+    request: Request, form: CsrfForm, api: UserApi, grant_id: GrantId, viewer: Viewer = PartnerAdmin
 ) -> Response:
     """Ask that a habilitation end now (access-requests forwards the removal; identity revokes it)."""
 
@@ -103,11 +95,7 @@ async def end_grant(
 
 @router.post("/demandes/{request_id}/message")
 async def post_message(
-    request: Request,
-    form: CsrfForm,
-    api: UserApi,
-    request_id: str = Path(pattern=UUID),
-    viewer: Viewer = MailRecipient,
+    request: Request, form: CsrfForm, api: UserApi, request_id: RequestId, viewer: Viewer = MailRecipient
 ) -> Response:
     """A message in the request's thread, between the partner and the department's CAF."""
     page = (

@@ -10,7 +10,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from datetime import date, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
@@ -29,6 +29,12 @@ PartnerAdmin = require("partner_admin")
 RequestReader = require("partner_admin", "caf_instructor", "caf_manager", "caf_admin")
 MailRecipient = require("partner_admin", "caf_instructor", "caf_manager")
 UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+# Identity's and access-requests' ids, as the portal's paths carry them (a malformed one is a 422 page).
+RequestId = Annotated[str, Path(pattern=UUID)]
+DocumentId = Annotated[str, Path(pattern=UUID)]
+GrantId = Annotated[str, Path(pattern=UUID)]
+AccountId = Annotated[str, Path(pattern=UUID)]
+OrganisationId = Annotated[str, Path(pattern=UUID)]
 
 EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]{1,64}@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 DEPARTMENT = re.compile(r"^(\d{2}|2[AB]|97[1-6])$")
@@ -188,11 +194,9 @@ async def submit_request(
     response = await api.call("access", "POST", "/v1/access-requests", json=body, headers=headers)
     if response.status_code in (200, 201):
         return redirect(f"/demandes/{response.json()['id']}?info=deposee")
-    error = _error_of(response)
+    error = refusal_of(response)
     message = texts.request_refusal(error.reason, error.status)
     where = REASON_FIELDS.get(error.reason or "")
-    if error.status >= 500:
-        raise error
     return _form_page(
         request,
         profiles,
@@ -204,11 +208,21 @@ async def submit_request(
 
 
 def _error_of(response: Any) -> ApiError:
+    """The error in an access-requests answer."""
     try:
         body = response.json()
     except ValueError:
         body = {}
     return ApiError("access", response.status_code, body if isinstance(body, dict) else {})
+
+
+def refusal_of(response: Any) -> ApiError:
+    """The refusal an unsuccessful access-requests answer carries, for the page to say; a server error is
+    raised instead (the error page), never shown as a refusal."""
+    error = _error_of(response)
+    if error.status >= 500:
+        raise error
+    return error
 
 
 async def organisation_names(api: UserApi, ids: Iterable[str]) -> dict[str, str]:
@@ -256,7 +270,7 @@ async def request_detail(api: UserApi, request_id: str) -> dict[str, Any]:
 
 
 @router.get("/access-requests/{request_id}")
-async def request_link(request_id: str = Path(pattern=UUID), viewer: Viewer = MailRecipient) -> Response:
+async def request_link(request_id: RequestId, viewer: Viewer = MailRecipient) -> Response:
     """The address access-requests writes in its mails: the request's page for the recipient's role
     (the CAF queues' mailboxes go to the instruction page, the partner to their request page)."""
     if viewer.has("caf_instructor", "caf_manager"):
@@ -266,11 +280,7 @@ async def request_link(request_id: str = Path(pattern=UUID), viewer: Viewer = Ma
 
 @router.get("/demandes/{request_id}")
 async def my_request(
-    request: Request,
-    api: UserApi,
-    request_id: str = Path(pattern=UUID),
-    info: str = "",
-    viewer: Viewer = PartnerAdmin,
+    request: Request, api: UserApi, request_id: RequestId, info: str = "", viewer: Viewer = PartnerAdmin
 ) -> Response:
     detail = await request_detail(api, request_id)
     return render(request, "request_detail.html", req=detail, mode="partner", notice=INFOS.get(info))
@@ -293,11 +303,7 @@ async def _detail_with_error(
 
 @router.post("/demandes/{request_id}/pieces", openapi_extra=max_body(UPLOAD_MAX_BODY))
 async def upload(
-    request: Request,
-    form: CsrfForm,
-    api: UserApi,
-    request_id: str = Path(pattern=UUID),
-    viewer: Viewer = PartnerAdmin,
+    request: Request, form: CsrfForm, api: UserApi, request_id: RequestId, viewer: Viewer = PartnerAdmin
 ) -> Response:
     """Send PDF documents; checked here first (PDF, size, count) so a mistake costs no upload."""
     limit = portal_of(request).settings.max_upload_bytes
@@ -320,29 +326,21 @@ async def upload(
     response = await api.call("access", "POST", f"/v1/access-requests/{request_id}/documents", files=files)
     if response.is_success:
         return redirect(f"/demandes/{request_id}?info=pieces")
-    error = _error_of(response)
-    if error.status >= 500:
-        raise error
+    error = refusal_of(response)
     message = texts.request_refusal(error.reason, error.status)
     return await _detail_with_error(request, api, request_id, message, error.status, {"documents": message})
 
 
 @router.post("/demandes/{request_id}/retrait")
 async def withdraw(
-    request: Request,
-    form: CsrfForm,
-    api: UserApi,
-    request_id: str = Path(pattern=UUID),
-    viewer: Viewer = PartnerAdmin,
+    request: Request, form: CsrfForm, api: UserApi, request_id: RequestId, viewer: Viewer = PartnerAdmin
 ) -> Response:
     comment = field(form, "comment")
     body = {"comment": comment} if comment else None
     response = await api.call("access", "POST", f"/v1/access-requests/{request_id}/withdraw", json=body)
     if response.is_success:
         return redirect(f"/demandes/{request_id}?info=retiree")
-    error = _error_of(response)
-    if error.status >= 500:
-        raise error
+    error = refusal_of(response)
     return await _detail_with_error(
         request, api, request_id, texts.request_refusal(error.reason, error.status), error.status, {}
     )
@@ -352,8 +350,8 @@ async def withdraw(
 async def document(
     request: Request,
     api: UserApi,
-    request_id: str = Path(pattern=UUID),
-    document_id: str = Path(pattern=UUID),
+    request_id: RequestId,
+    document_id: DocumentId,
     viewer: Viewer = RequestReader,
 ) -> Response:
     """The document viewer: the PDF as the service stores it, shown inline, sandboxed, never cached."""
