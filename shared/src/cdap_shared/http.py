@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import time
@@ -13,7 +14,9 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.propagators.textmap import TextMapPropagator
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from starlette.datastructures import Headers
 from starlette.routing import compile_path
@@ -116,9 +119,10 @@ class ServiceApp(FastAPI):
                 match = hot.regex.match(scope["path"])
                 if match is None or scope["method"] != hot.method:
                     continue
-                scope["app"], scope["path_params"], scope["route"] = self, match.groupdict(), hot
-                scope[HOT_ACCEPTED] = hot.accepts(Request(scope, receive))
-                if scope[HOT_ACCEPTED] is not None:
+                scope["app"], scope["path_params"] = self, match.groupdict()
+                accepted = hot.accepts(Request(scope, receive))
+                if accepted is not None:
+                    scope["route"], scope[HOT_ACCEPTED] = hot, accepted
                     await hot.app(scope, receive, send)
                     return
                 break
@@ -129,7 +133,7 @@ class ServiceApp(FastAPI):
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             request = Request(scope, receive)
-            parent = propagate.extract(Headers(scope=scope))
+            parent = _propagated(scope)
             with _TRACER.start_as_current_span(
                 name, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes
             ) as span:
@@ -137,7 +141,9 @@ class ServiceApp(FastAPI):
                     response = await handler(request, scope[HOT_ACCEPTED])
                 except Exception as exc:
                     handlers = self.exception_handlers
-                    on_error = next(handlers[c] for c in type(exc).__mro__ if c in handlers)
+                    on_error = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
+                    if on_error is None:
+                        raise
                     answer = on_error(request, exc)
                     response = await answer if inspect.isawaitable(answer) else answer
                     if on_error is handlers.get(Exception):  # unexpected: Starlette's server error path
@@ -150,6 +156,20 @@ class ServiceApp(FastAPI):
 
 
 _TRACER = trace.get_tracer(__name__)
+
+
+def _propagated(scope: Scope) -> Context:
+    """The caller's trace context, when its headers carry one (else none: a new trace); most calls carry
+    none, and extracting nothing costs as much as the span itself."""
+    fields = _header_names(propagate.get_global_textmap())
+    if any(name in fields for name, _ in scope["headers"]):
+        return propagate.extract(Headers(scope=scope))
+    return Context()
+
+
+@functools.cache
+def _header_names(propagator: TextMapPropagator) -> frozenset[bytes]:
+    return frozenset(name.encode() for name in propagator.fields)
 
 
 class NotReady(Exception):
