@@ -150,8 +150,10 @@ kafka_credentials() {
   rm -f "$kafka_dir/admin.properties"
   (
     umask 077
-    printf '%s\n' "security.protocol=SASL_PLAINTEXT" "sasl.mechanism=SCRAM-SHA-512" \
-      "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"$kafka_admin\" password=\"$admin_password\";" \
+    # PLAIN, which the admin alone may use (server.properties.in): it works even when the metadata has
+    # lost the admin's SCRAM credential, so the tools can always give it back.
+    printf '%s\n' "security.protocol=SASL_PLAINTEXT" "sasl.mechanism=PLAIN" \
+      "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$kafka_admin\" password=\"$admin_password\";" \
       >"$kafka_dir/admin.properties"
   )
 }
@@ -225,26 +227,24 @@ kafka_up() {
   kafka_access
 }
 
-# The SCRAM credential of any principal the cluster does not know yet (one added since the storage was
-# formatted), then the ACLs if they changed: both through the admin, both idempotent.
+# The SCRAM credential of any principal the broker refuses (one added since the storage was formatted,
+# or one the metadata lost), then the ACLs if they changed: both through the admin, both idempotent.
 kafka_access() {
   local p unknown
-  unknown=$("$python" -m cdap_shared.kafka_access unknown "$(bootstrap)" 2>/dev/null) \
-    || die "cannot reach Kafka at $(bootstrap)"
-  if [[ " $unknown " == *" $kafka_admin "* ]]; then
-    # SCRAM credentials can only be created through a broker, by someone who can log in: a storage
-    # formatted before authentication existed (or a broker started by an older stack.sh) has no one.
-    die "Kafka at $(bootstrap) does not know $kafka_admin: it was formatted before authentication.
-  Stop that Kafka (kill \$(cat $(node_dir 1)/kafka.pid), or 'make down'), remove its log
-  (rm -rf $kafka_dir/data $kafka_dir/cluster) and run 'make up' again: topics are recreated."
-  fi
+  unknown=$("$python" -m cdap_shared.kafka_access unknown "$(bootstrap)") \
+    || die "cannot log in to Kafka at $(bootstrap); see $(node_dir 1)/logs/server.log"
   for p in $unknown; do
-    say "creating the SCRAM credential of $p"
+    # Kept for whoever looks: a principal the storage was formatted with should never be refused.
+    echo "$(date -Is) the broker refused $p; its credential was given back" >>"$(node_dir 1)/logs/credentials.log"
+    say "giving $p its SCRAM credential (the broker refused it)"
     kafka_java org.apache.kafka.tools.ConfigCommand --bootstrap-server "$(bootstrap)" \
       --command-config "$kafka_dir/admin.properties" --alter --entity-type users --entity-name "$p" \
       --add-config "SCRAM-SHA-512=[password=$(cat "$credentials/$p")]" >/dev/null \
-      || die "kafka-configs could not create the credential of $p"
+      || die "kafka-configs could not create the credential of $p. A Kafka started by an older stack.sh
+  lets the admin log in with SCRAM only: 'make down' then 'make up' restarts it with this configuration."
   done
+  # A metadata that lost credentials may have lost ACLs too: grant them again (adding one is idempotent).
+  [ -z "$unknown" ] || rm -f "$kafka_dir/acls.applied"
   local acls want line
   acls=$("$python" -m cdap_shared.kafka_access acls) || die "cannot read the Kafka ACLs"
   want=$( (echo "$acls" && cat "$(node_dir 1)/data/meta.properties") | sha256sum | cut -c1-16)

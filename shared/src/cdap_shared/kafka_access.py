@@ -176,21 +176,32 @@ def _each(flag: str, values: tuple[str, ...]) -> list[str]:
     return [arg for value in values for arg in (flag, value)]
 
 
-async def cannot_log_in(bootstrap: str) -> list[str]:
-    """The principals of the local credential store that the broker refuses (it does not know them)."""
-    from aiokafka.admin import AIOKafkaAdminClient
+async def cannot_log_in(bootstrap: str, patience: float = 90.0) -> list[str]:
+    """The principals of the local credential store that the broker refuses (it does not know them, or
+    knows another password). A broker that does not answer yet (still starting) is asked again for up to
+    `patience` seconds; after that, `TimeoutError`: a refusal is never guessed from silence."""
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import KafkaError, SaslAuthenticationFailed
 
+    host, port = bootstrap.split(",")[0].rsplit(":", 1)
+    deadline = asyncio.get_running_loop().time() + patience
     refused = []
     for name in ALL_PRINCIPALS:
         env = local_credentials(name)
         login = KafkaLogin(env.get("CDAP_KAFKA_USERNAME"), env.get("CDAP_KAFKA_PASSWORD"))
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **login.options())
-        try:
-            await admin.start()
-        except Exception:
-            refused.append(name)
-        finally:
-            await admin.close()
+        while True:
+            try:
+                conn = await create_conn(host, int(port), request_timeout_ms=10_000, **login.options())
+            except SaslAuthenticationFailed:
+                refused.append(name)
+                break
+            except (OSError, KafkaError) as e:  # TimeoutError is an OSError
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"Kafka at {bootstrap} did not answer {name}'s login: {e}") from e
+                await asyncio.sleep(1)
+            else:
+                conn.close()
+                break
     return refused
 
 
@@ -206,7 +217,10 @@ def main() -> None:
         print(f"kafka_super_users='{';'.join(f'User:{name}' for name in SUPER_USERS)}'")
         print(f"kafka_principals=({' '.join(ALL_PRINCIPALS)})")
     elif what == "unknown" and len(sys.argv) == 3:
-        print(" ".join(asyncio.run(cannot_log_in(sys.argv[2]))))
+        try:
+            print(" ".join(asyncio.run(cannot_log_in(sys.argv[2]))))
+        except TimeoutError as e:
+            sys.exit(str(e))
     else:
         sys.exit("usage: python -m cdap_shared.kafka_access acls|shell|unknown BOOTSTRAP")
 
