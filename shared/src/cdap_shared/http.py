@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.propagators.textmap import TextMapPropagator
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from starlette.datastructures import Headers
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -62,6 +70,108 @@ def route_template(scope: MutableMapping[str, Any]) -> str:
     return getattr(route, "path", None) or UNMATCHED
 
 
+HotHandler = Callable[[Request, Any], Awaitable[Response]]
+HOT_ACCEPTED = "cdap.hot_accepted"  # the scope key holding what a hot route's `accepts` returned
+
+
+@dataclass(frozen=True)
+class HotRoute:
+    """A route a request may take without the middleware stack: `accepts` reads the request (its path
+    parameters set) and returns what the route's handler needs, or None to leave the request to the
+    stack. `path` is the route's full template, as `REQUEST_DURATION` and the span name give it; `app`
+    the handler with what the stack would have given it."""
+
+    method: str
+    path: str
+    regex: re.Pattern[str]
+    accepts: Callable[[Request], Any]
+    app: ASGIApp
+
+
+class ServiceApp(FastAPI):
+    """FastAPI with hot routes: a request a hot route accepts skips the middleware stack, routing and
+    dependency solving (most of a lookup's CPU), and gets only what the stack would have given it: the
+    client address from a trusted proxy, its `REQUEST_DURATION`, its server span (same name, parent and
+    sampling as the instrumentor's) and the app's exception handlers. Every other request, a malformed
+    one included, takes the stack, so its 401/403/422 and the OpenAPI document stay FastAPI's."""
+
+    hot: tuple[HotRoute, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
+
+    def add_hot_route(
+        self,
+        method: str,
+        path: str,
+        accepts: Callable[[Request], Any],
+        handler: HotHandler,
+    ) -> None:
+        """Serve `method path` (a route also declared the usual way, so in the OpenAPI document) through
+        `handler(request, accepted)` whenever `accepts` returns something for the request."""
+        regex, _, _ = compile_path(path)
+        app: Any = RouteMetrics(self._traced(method, path, handler))
+        if self.trusted_proxies:  # after `create_app`, which sets them
+            app = ProxyHeadersMiddleware(app, trusted_hosts=list(self.trusted_proxies))
+        self.hot = (*self.hot, HotRoute(method, path, regex, accepts, app))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for hot in self.hot:
+                match = hot.regex.match(scope["path"])
+                if match is None or scope["method"] != hot.method:
+                    continue
+                scope["app"], scope["path_params"] = self, match.groupdict()
+                accepted = hot.accepts(Request(scope, receive))
+                if accepted is not None:
+                    scope["route"], scope[HOT_ACCEPTED] = hot, accepted
+                    await hot.app(scope, receive, send)
+                    return
+                break
+        await super().__call__(scope, receive, send)
+
+    def _traced(self, method: str, path: str, handler: HotHandler) -> ASGIApp:
+        name, attributes = f"{method} {path}", {"http.method": method, "http.route": path}
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            request = Request(scope, receive)
+            parent = _propagated(scope)
+            with _TRACER.start_as_current_span(
+                name, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes
+            ) as span:
+                try:
+                    response = await handler(request, scope[HOT_ACCEPTED])
+                except Exception as exc:
+                    handlers = self.exception_handlers
+                    on_error = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
+                    if on_error is None:
+                        raise
+                    answer = on_error(request, exc)
+                    response = await answer if inspect.isawaitable(answer) else answer
+                    if on_error is handlers.get(Exception):  # unexpected: Starlette's server error path
+                        await response(scope, receive, send)
+                        raise
+                span.set_attribute("http.status_code", response.status_code)
+                await response(scope, receive, send)
+
+        return app
+
+
+_TRACER = trace.get_tracer(__name__)
+
+
+def _propagated(scope: Scope) -> Context:
+    """The caller's trace context, when its headers carry one (else none: a new trace); most calls carry
+    none, and extracting nothing costs as much as the span itself."""
+    fields = _header_names(propagate.get_global_textmap())
+    if any(name in fields for name, _ in scope["headers"]):
+        return propagate.extract(Headers(scope=scope))
+    return Context()
+
+
+@functools.cache
+def _header_names(propagator: TextMapPropagator) -> frozenset[bytes]:
+    return frozenset(name.encode() for name in propagator.fields)
+
+
 class NotReady(Exception):
     """A readiness failure whose text is safe to show (it names a consumer, never a credential)."""
 
@@ -79,12 +189,15 @@ def create_app(
     public_paths: Sequence[str] = (),
     trusted_proxies: Sequence[IPv4Network | IPv6Network] = (),
     token_url: str = TOKEN_PATH,
-) -> FastAPI:
+) -> ServiceApp:
     """Build a service's app; `ready_checks` maps a dependency name to a coroutine that raises if down;
     `public_paths` are the /v1 paths that need no bearer token (documented without 401/403, and with no
     security); `token_url` is identity's token endpoint, where the bearer tokens come from;
     `trusted_proxies` are the networks whose X-Forwarded-For names the client (the settings')."""
-    app = FastAPI(title=title, version=version, lifespan=lifespan, generate_unique_id_function=operation_id)
+    app = ServiceApp(
+        title=title, version=version, lifespan=lifespan, generate_unique_id_function=operation_id
+    )
+    app.trusted_proxies = tuple(str(n) for n in trusted_proxies)
     if trusted_proxies:  # uvicorn runs with --no-proxy-headers: this is the one place XFF is read
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=[str(n) for n in trusted_proxies])
     # Bodies are limited before anything reads them (the route's `max_body`, else 64 KiB).

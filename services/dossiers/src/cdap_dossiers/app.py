@@ -37,6 +37,9 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         token_url=settings.token_url,
     )
     install_error_table(app, web.PROBLEMS)
+    app.add_hot_route(
+        "GET", routes_dossiers.LOOKUP_PATH, routes_dossiers.well_formed, routes_dossiers.hot_lookup
+    )
     asyncapi.install(app, runtime.broker, "CDAP dossiers")
     app.state.ctx = Context(settings, policy, runtime)
     app.state.sessions = runtime.sessions

@@ -6,11 +6,11 @@ before the outcome is returned; if that commit fails, `NotRecorded` is raised an
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import asyncpg
+import orjson
 
 from cdap_dossiers import ratelimit
 from cdap_dossiers.domain import ActiveGrant, DossierFacts, NotRecorded, Verdict, decide, filtered_view
@@ -135,7 +135,7 @@ async def _lookup(
                 caller, numero, motif, verdict, policy, decision="denied", reason=verdict.reason
             )
             return Outcome("denied", await outbox.add_pg(conn, event), rate, reason=verdict.reason)
-        view = filtered_view(json.loads(row["sections"]), verdict.sections)
+        view = filtered_view(orjson.loads(row["sections"]), verdict.sections)
         event = _consulted(caller, numero, motif, verdict, policy, decision="granted", sections=sorted(view))
         audit_id = await outbox.add_pg(conn, event)
     # The record has committed: only now may the data leave.

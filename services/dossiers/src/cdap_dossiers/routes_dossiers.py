@@ -7,12 +7,10 @@ A recorded refusal is an outcome, not an error: it is answered with its audit id
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.routing import APIRoute
 
 from cdap_dossiers import lookups, searches
 from cdap_dossiers.config import Settings
@@ -28,6 +26,7 @@ from cdap_shared.db import SessionDep
 from cdap_shared.problems import Problem
 
 router = APIRouter(prefix="/v1/dossiers", tags=["dossiers"])
+LOOKUP_PATH = f"{router.prefix}/{{numero}}"
 
 NUMERO, MOTIF = re.compile(r"\d{7}"), re.compile(r"[a-z_]{1,50}")
 Numero = Annotated[str, Path(pattern=f"^{NUMERO.pattern}$", description="numéro allocataire (7 digits)")]
@@ -65,8 +64,9 @@ async def record_refusal(request: Request, principal: Principal, reason: str) ->
     return {"X-Audit-Id": await searches.record_refusal(ctx.runtime.pool, ctx.policy, caller, reason)}
 
 
-def _well_formed(request: Request) -> tuple[str, str, str | None] | None:
-    """The lookup's numero, motif and family name when they are all valid, else None."""
+def well_formed(request: Request) -> tuple[str, str, str | None] | None:
+    """The lookup's numero, motif and family name when they are all valid, else None (`app.py` serves
+    the lookups it accepts on a hot route: see `hot_lookup`)."""
     numero = request.path_params.get("numero", "")
     motif = request.query_params.get("motif", "")
     family_name = request.query_params.get("family_name")
@@ -76,24 +76,14 @@ def _well_formed(request: Request) -> tuple[str, str, str | None] | None:
     return None
 
 
-class LookupRoute(APIRoute):
-    """The lookup's route, the service's hot path: a well-formed lookup skips FastAPI's dependency
-    solving and parameter validation and goes straight to `get_dossier`, its caller's token verified and
-    its standing left to the lookup's own statement to judge. A malformed one takes FastAPI's own path,
-    so its 401/403/422 and the OpenAPI document stay FastAPI's."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        validated = super().get_route_handler()
-
-        async def handler(request: Request) -> Response:
-            params = _well_formed(request)
-            if params is None:
-                return await validated(request)
-            numero, motif, family_name = params
-            principal = await verified_principal(request)
-            return await get_dossier(numero, motif, request, context(request), principal, family_name)
-
-        return handler
+async def hot_lookup(request: Request, params: tuple[str, str, str | None]) -> Response:
+    """A well-formed lookup, the service's hot path (`cdap_shared.http.ServiceApp.add_hot_route`): no
+    dependency solving or parameter validation, the token verified and the caller's standing left to the
+    lookup's own statement to judge. A malformed lookup takes `get_dossier`'s FastAPI route, so its
+    401/403/422 and the OpenAPI document stay FastAPI's."""
+    numero, motif, family_name = params
+    principal = await verified_principal(request)
+    return await get_dossier(numero, motif, request, context(request), principal, family_name)
 
 
 # Declared before `/{numero}`, which would otherwise take `policy` for a (malformed) numero.
@@ -115,7 +105,7 @@ async def get_dossier(
     family_name: Annotated[str | None, Query(min_length=1, max_length=NAME_LENGTH)] = None,
 ) -> Response:
     """The profile-filtered view of one dossier; every call is recorded before it is answered."""
-    # `LookupRoute` calls this with the token's principal verified, its standing not yet judged: the
+    # `hot_lookup` calls this with the token's principal verified, its standing not yet judged: the
     # lookup's own statement judges it (`lookups.lookup`).
     caller = _caller(request, ctx.settings, principal)
     return _answer(await lookups.lookup(ctx.runtime.pool, ctx.policy, caller, numero, motif, family_name))
@@ -127,7 +117,6 @@ router.add_api_route(
     methods=["GET"],
     response_model=DossierView,
     responses={403: {"description": "Denied (see `reason`)"}, 404: {}, 429: {}, 503: {}},
-    route_class_override=LookupRoute,
 )
 
 
