@@ -31,7 +31,15 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from bench import lookup
-from bench.common import KAFKA, RESULTS, drop_database, fresh_database, fresh_topic, percentile
+from bench.common import (
+    KAFKA,
+    RESULTS,
+    KeepAliveClient,
+    drop_database,
+    fresh_database,
+    fresh_topic,
+    percentile,
+)
 from bench.outbox import consultation
 from cdap_shared import services as registry
 from cdap_shared.db import asyncpg_dsn
@@ -300,7 +308,7 @@ async def lookup_to_checkpoint(rate: int, seconds: int, progress: Progress) -> d
         await asyncio.to_thread(dossiers.start, 60.0)
         await asyncio.sleep(3)  # the audit consumer joins its group (it reads from the topic's end)
 
-        async def one(client: httpx.AsyncClient, k: int) -> None:
+        async def one(client: KeepAliveClient, k: int) -> None:
             nonlocal failed
             trace = secrets.token_hex(16)
             headers = {
@@ -310,20 +318,17 @@ async def lookup_to_checkpoint(rate: int, seconds: int, progress: Progress) -> d
             numero = lookup.FIRST + (k * 7919) % lookup.SMALL
             t = time.time()
             try:
-                r = await client.get(
-                    f"/v1/dossiers/{numero}", params={"motif": "accompagnement_social"}, headers=headers
-                )
-            except httpx.HTTPError:
+                status = await client.get(f"/v1/dossiers/{numero}?motif=accompagnement_social", headers)
+            except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
                 failed += 1  # an overloaded server dropping the connection: no answer, no entry to wait for
                 return
-            if r.status_code == 200:
+            if status == 200:
                 sent[trace] = t
             else:
                 failed += 1
 
         poller = asyncio.create_task(poll_checkpoints(audit.url, auditor, signed, stop))
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-        async with httpx.AsyncClient(base_url=dossiers.url, limits=limits, timeout=30) as client:
+        async with KeepAliveClient(dossiers.url, connections=100) as client:
 
             async def send(k: int) -> Awaitable[Any]:
                 return asyncio.create_task(one(client, k))
