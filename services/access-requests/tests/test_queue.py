@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cdap_shared.clock import current_time
+from cdap_shared.http import current_time
 
 from .conftest import ORG, Service, assert_problem
 

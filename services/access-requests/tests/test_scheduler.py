@@ -10,8 +10,8 @@ import pytest
 
 from cdap_access.scheduler import Report, run_due_jobs
 from cdap_shared import events as ev
-from cdap_shared.clock import current_time
 from cdap_shared.envelope import utcnow
+from cdap_shared.http import current_time
 from cdap_testing import eventually
 
 from .conftest import ORG, Service, assert_problem, mail_with

@@ -5,10 +5,7 @@ day is today stays usable until midnight in Paris, in identity and in dossiers a
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated
 from zoneinfo import ZoneInfo
-
-from fastapi import Depends
 
 CIVIL_ZONE = ZoneInfo("Europe/Paris")
 
@@ -16,12 +13,3 @@ CIVIL_ZONE = ZoneInfo("Europe/Paris")
 def civil_today(now: datetime | None = None) -> date:
     """The date in Paris at `now` (an aware datetime; the current time if omitted)."""
     return (now or datetime.now(UTC)).astimezone(CIVIL_ZONE).date()
-
-
-def current_time() -> datetime:
-    """Dependency: the current instant (UTC). Tests travel in time with
-    `app.dependency_overrides[current_time]`."""
-    return datetime.now(UTC)
-
-
-Now = Annotated[datetime, Depends(current_time)]

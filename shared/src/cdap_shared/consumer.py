@@ -311,6 +311,7 @@ class EventConsumer:
             await self._take_back(consumer, ahead)
             ahead = None
         if ahead is None or ahead[0] is not consumer:
+            self._decoded.clear()  # a prefetch for another client (before a reconnect) is dropped
             ahead = (consumer, asyncio.ensure_future(self._fetch_decoded(default, consumer)))
         records = await ahead[1]
         # What this batch's commit names (`_BatchOffsets`): every assigned partition's position now,

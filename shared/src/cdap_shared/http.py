@@ -8,10 +8,11 @@ import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from ipaddress import IPv4Network, IPv6Network
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -361,3 +362,13 @@ def _document_problems(app: FastAPI, public_paths: Sequence[str]) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def current_time() -> datetime:
+    """Dependency: the current instant (UTC). Tests travel in time with
+    `app.dependency_overrides[current_time]`. Here, at the HTTP edge, so that `cdap_shared.clock`, which
+    domain modules read, stays free of FastAPI."""
+    return datetime.now(UTC)
+
+
+Now = Annotated[datetime, Depends(current_time)]

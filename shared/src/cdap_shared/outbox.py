@@ -105,7 +105,7 @@ _STAGE_MANY = text(
     "CAST(:event_ids AS varchar[]), CAST(:event_types AS varchar[]), CAST(:topics AS varchar[]), "
     "CAST(:keys AS varchar[]), CAST(:payloads AS bytea[])) WITH ORDINALITY "
     "AS staging(event_id, event_type, topic, key, payload, position) ORDER BY position RETURNING 1) "
-    "SELECT pg_notify('cdap_outbox', '') FROM (SELECT FROM staged LIMIT 1) AS one"
+    "SELECT pg_notify(:channel, '') FROM (SELECT FROM staged LIMIT 1) AS one"
 )
 
 
@@ -125,6 +125,7 @@ async def add_all(session: AsyncSession, events: list[CloudEvent], *, topic: str
             "keys": keys,
             "payloads": payloads,
             "headers": headers,
+            "channel": NOTIFY_CHANNEL,
         },
     )
 

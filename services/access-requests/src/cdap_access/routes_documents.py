@@ -18,8 +18,8 @@ from cdap_access.schemas import UUID_PATTERN
 from cdap_access.web import Ctx, RequestId, summary, write
 from cdap_shared.auth import CurrentActor
 from cdap_shared.bodylimit import UPLOAD_MAX_BODY, max_body
-from cdap_shared.clock import Now
 from cdap_shared.db import SessionDep
+from cdap_shared.http import Now
 from cdap_shared.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["access requests"])

@@ -12,8 +12,8 @@ from cdap_access.models import RemovalRequest
 from cdap_access.schemas import RemovalIn, RemovalOut
 from cdap_access.web import Ctx, write
 from cdap_shared.auth import CurrentActor
-from cdap_shared.clock import Now
 from cdap_shared.db import SessionDep
+from cdap_shared.http import Now
 
 router = APIRouter(prefix="/v1", tags=["access requests"])
 

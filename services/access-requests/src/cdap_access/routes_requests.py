@@ -25,9 +25,8 @@ from cdap_access.schemas import (
 )
 from cdap_access.web import Ctx, IdempotencyKey, RequestId, summary, write
 from cdap_shared.auth import CurrentActor, CurrentPrincipal, Principal
-from cdap_shared.clock import Now
 from cdap_shared.db import SessionDep
-from cdap_shared.http import example_response
+from cdap_shared.http import Now, example_response
 from cdap_shared.paging import decode_cursor, encode_cursor
 from cdap_shared.problems import Problem
 

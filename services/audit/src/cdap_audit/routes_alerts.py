@@ -13,8 +13,8 @@ from cdap_audit.domain import ReviewAction
 from cdap_audit.schemas import AlertItem, AlertPage, Review
 from cdap_audit.web import ERRORS, Actor, Context, Ctx, Cursor, Limit, OrderQuery, cursor_position
 from cdap_shared.auth import CurrentPrincipal, require_roles
-from cdap_shared.clock import Now
 from cdap_shared.db import SessionDep
+from cdap_shared.http import Now
 
 router = APIRouter(prefix="/v1", tags=["audit"], dependencies=[require_roles("auditor")])
 

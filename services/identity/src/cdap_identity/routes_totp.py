@@ -14,8 +14,8 @@ from cdap_identity.domain import Refused
 from cdap_identity.routes_tokens import NO_STORE
 from cdap_identity.schemas import EnrolmentConfirm, EnrolmentStart, EnrolmentStarted, TokenResponse
 from cdap_identity.web import ClientIp, Issuing, write
-from cdap_shared.clock import Now
 from cdap_shared.db import SessionDep
+from cdap_shared.http import Now
 
 router = APIRouter(tags=["tokens"])
 

@@ -22,8 +22,8 @@ from cdap_identity.schemas import (
 )
 from cdap_identity.web import CafAdmin, Config, Id, write
 from cdap_shared.auth import CurrentActor
-from cdap_shared.clock import Now
 from cdap_shared.db import SessionDep
+from cdap_shared.http import Now
 from cdap_shared.paging import decode_cursor, encode_cursor
 
 router = APIRouter(tags=["accounts"])
