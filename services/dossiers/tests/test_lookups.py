@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from cdap_dossiers import ratelimit
 from cdap_shared import events as ev
+from cdap_shared.topics import named
 from cdap_testing import eventually
 
 from .conftest import LANDLORD, OTHER_LANDLORD, Service
@@ -271,3 +272,35 @@ async def test_a_late_call_counts_in_the_newer_window_never_resets_it(svc: Servi
         )
         assert await ratelimit.hit(session, "ines", "lookup") == 4
         assert (await session.execute(read)).scalar() == first + 1  # the window did not go back
+
+
+async def test_the_recorded_consultation_is_exactly_what_the_event_models_write(svc: Service) -> None:
+    """The lookup serialises its event from a template (`lookups._record`): byte for byte the
+    envelope and `DossierConsulted` the models would write, with its trace in the record's headers."""
+    await svc.add_dossier("1000030", opposition=False)
+    grant = await svc.grant("rose", "T1")
+    await svc.wait_for_dossiers(1)
+    await svc.wait_for_grants(1)
+    params = {"motif": "accompagnement_social"}
+    headers = svc.token("rose", [grant])
+    assert (await svc.client.get("/v1/dossiers/1000030", params=params, headers=headers)).status_code == 200
+    assert (await svc.client.get("/v1/dossiers/1000099", params=params, headers=headers)).status_code == 404
+
+    async with svc.app.state.sessions() as s:
+        rows = (
+            await s.execute(text("SELECT event_type, topic, key, payload, headers FROM outbox ORDER BY id"))
+        ).all()
+    assert len(rows) == 2
+    for event_type, topic, key, payload, record_headers in rows:
+        event = ev.CloudEvent.from_bytes(payload)
+        data = ev.parse_data(event)
+        rebuilt = event.model_copy(update={"data": data.model_dump(mode="json")})
+        assert rebuilt.to_bytes() == payload
+        assert (event_type, topic, key) == (
+            "dossier.consulted",
+            named("dossier.consultations"),
+            event.subject,
+        )
+        assert isinstance(data, ev.DossierConsulted) and data.trace_id
+        assert record_headers["content-type"] == "application/cloudevents+json"
+        assert record_headers["traceparent"].split("-")[1] == data.trace_id

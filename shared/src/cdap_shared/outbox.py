@@ -12,6 +12,7 @@ from datetime import datetime
 
 import asyncpg
 from opentelemetry import propagate
+from opentelemetry.trace import SpanContext
 from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -147,6 +148,35 @@ async def add_pg(
     one; the relay finds the row at its next poll rather than by a notification."""
     await conn.execute(_INSERT_SQL, *_row(event, key, topic, _headers()))
     return event.id
+
+
+def span_headers(span: SpanContext) -> str:
+    """`_headers()` for a caller that already holds the current span's context: its `traceparent` (and
+    `tracestate`) written directly, as the relay writes them, without the propagator's `inject`."""
+    if not span.is_valid:
+        return _PLAIN_HEADERS
+    carrier = KAFKA_HEADERS | {
+        "traceparent": f"00-{span.trace_id:032x}-{span.span_id:016x}-{span.trace_flags:02x}"
+    }
+    if span.trace_state:
+        carrier["tracestate"] = span.trace_state.to_header()
+    return json.dumps(carrier)
+
+
+_PLAIN_HEADERS = json.dumps(KAFKA_HEADERS)
+
+
+async def add_pg_serialised(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,  # type: ignore[type-arg]
+    event_id: str,
+    event_type: str,
+    key: str,
+    payload: bytes,
+    headers: str,
+) -> None:
+    """`add_pg` for an event its caller serialised itself (`payload`, the structured-mode JSON body) with
+    its record `headers` (`span_headers`): dossiers' lookup builds its consultation from a template."""
+    await conn.execute(_INSERT_SQL, event_id, event_type, named(topic_for(event_type)), key, payload, headers)
 
 
 async def emit(

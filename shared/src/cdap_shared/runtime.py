@@ -28,6 +28,7 @@ from cdap_shared.db import asyncpg_dsn, create_engine, session_factory
 from cdap_shared.housekeeping import Retention, sweep
 from cdap_shared.periodic import Periodic
 from cdap_shared.relay import OutboxRelay, count_backlog
+from cdap_shared.relay_process import RelayProcess
 from cdap_shared.settings import ServiceSettings
 from cdap_shared.telemetry import configure_logging, configure_tracing
 from cdap_shared.watch import ConsumerWatch
@@ -70,16 +71,16 @@ class ServiceRuntime:
             ],
             logger=None,
         )
-        self.relay = (
-            OutboxRelay(
+        self.relay: OutboxRelay | RelayProcess | None = None
+        if run_relay and settings.outbox_relay_process:
+            self.relay = RelayProcess(settings)
+        elif run_relay:
+            self.relay = OutboxRelay(
                 asyncpg_dsn(settings.database_url),
                 settings.kafka_bootstrap,
                 batch_size=settings.outbox_batch_size,
                 login=settings.kafka_login,
             )
-            if run_relay
-            else None
-        )
         self._tasks: list[asyncio.Task[Any]] = []
         self._jobs: list[Periodic] = []
         self.consumers: list[EventConsumer] = []
@@ -212,8 +213,12 @@ class ServiceRuntime:
 
     @property
     def ready_checks(self) -> dict[str, Any]:
-        """What `/ready` checks for a service: its database, Kafka, and that every consumer progresses."""
-        return {"database": self.check_database, "kafka": self.check_kafka, "consumers": self.watch.check}
+        """What `/ready` checks for a service: its database, Kafka, that every consumer progresses, and
+        that its relay runs when it has a process of its own."""
+        checks = {"database": self.check_database, "kafka": self.check_kafka, "consumers": self.watch.check}
+        if isinstance(self.relay, RelayProcess):
+            checks["relay"] = self.relay.check
+        return checks
 
     async def check_database(self) -> None:
         async with self.engine.connect() as conn:

@@ -67,6 +67,11 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = Field(
         default=500, ge=1, le=10_000, description="outbox rows published per batch by the relay"
     )
+    outbox_relay_process: bool = Field(
+        default=False,
+        description="run the outbox relay in a child process of its own (restarted if it dies, `/ready` "
+        "503 while it is down) rather than in the service's event loop",
+    )
     housekeeping_interval_seconds: float = Field(
         default=3600, gt=0, description="how often published outbox, old inbox and sent mail rows are purged"
     )

@@ -30,6 +30,11 @@ class Settings(ServiceSettings):
     search_rate_limit_client: float = Field(
         default=20.0, gt=0, description="searches per second for a partner system"
     )
+    outbox_relay_process: bool = Field(
+        default=True,
+        description="run the outbox relay in a child process, so the lookups' event loop serves HTTP only "
+        "(docs/dossiers.md)",
+    )
     consumer_group: str = Field(default="dossiers", description="its Kafka consumer group")
     caf_topic: str = Field(default="caf.dossiers", description="the CAF's feed of dossiers")
     identity_topic: str = Field(default="identity.events", description="identity's events (who may see what)")

@@ -7,22 +7,23 @@ before the outcome is returned; if that commit fails, `NotRecorded` is raised an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
 import orjson
+from opentelemetry import trace
 
 from cdap_dossiers import ratelimit
-from cdap_dossiers.domain import ActiveGrant, DossierFacts, NotRecorded, Verdict, decide, filtered_view
+from cdap_dossiers.domain import ActiveGrant, DossierFacts, NotRecorded, decide, filtered_view
 from cdap_dossiers.policy import Policy
-from cdap_shared import events as ev
 from cdap_shared import outbox, standing
 from cdap_shared.auth import Principal
 from cdap_shared.clock import civil_today
-from cdap_shared.envelope import CloudEvent
-from cdap_shared.telemetry import current_trace_id
+from cdap_shared.envelope import CONTENT_TYPE, SPEC_VERSION, new_event_id
 
 SOURCE = "/cdap/dossiers"
+CONSULTED = "dossier.consulted"
 # What a database outage raises on the plain asyncpg path: the consultation is then not recorded.
 OUTAGES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
@@ -69,23 +70,52 @@ _LOOKUP = f"""
 """  # noqa: S608
 
 
-def _consulted(
-    caller: Caller, numero: str, motif: str, verdict: Verdict | None, policy: Policy, **kw: Any
-) -> CloudEvent:
-    grant = verdict.grant if verdict else None
-    data = ev.DossierConsulted(
-        actor=caller.principal.sub,
-        organisation_id=caller.principal.org,
-        profile=grant.profile if grant else None,
-        grant_id=grant.id if grant else None,
-        numero=numero,
-        motif=motif,
-        policy_version=policy.version,
-        client_ip=caller.client_ip,
-        trace_id=current_trace_id(),
-        **kw,
-    )
-    return ev.make_event("dossier.consulted", source=SOURCE, subject=numero, data=data)
+async def _record(
+    conn: asyncpg.pool.PoolConnectionProxy,  # type: ignore[type-arg]
+    caller: Caller,
+    numero: str,
+    motif: str,
+    grant: ActiveGrant | None,
+    policy: Policy,
+    decision: Decision,
+    *,
+    reason: str | None = None,
+    sections: list[str] | None = None,
+) -> str:
+    """Stage the consultation in the outbox (committed at once: no transaction is open); its event id.
+
+    The event (`ev.DossierConsulted` in its CloudEvents envelope) is serialised from this template in one
+    orjson call rather than through the models, which cost a lookup about a tenth of its CPU;
+    `test_lookups` checks that it is byte for byte what the models write."""
+    span = trace.get_current_span().get_span_context()
+    event_id = new_event_id()
+    body = {
+        "specversion": SPEC_VERSION,
+        "id": event_id,
+        "type": CONSULTED,
+        "source": SOURCE,
+        "subject": numero,
+        "time": datetime.now(UTC),
+        "datacontenttype": CONTENT_TYPE,
+        "schemaversion": 1,
+        "data": {
+            "actor": caller.principal.sub,
+            "organisation_id": caller.principal.org,
+            "profile": grant.profile if grant else None,
+            "grant_id": grant.id if grant else None,
+            "numero": numero,
+            "motif": motif,
+            "decision": decision,
+            "reason": reason,
+            "sections": sections or [],
+            "policy_version": policy.version,
+            "client_ip": caller.client_ip,
+            "trace_id": f"{span.trace_id:032x}" if span.is_valid else None,
+        },
+    }
+    payload = orjson.dumps(body, option=orjson.OPT_UTC_Z)
+    await outbox.add_pg_serialised(conn, event_id, CONSULTED, numero, payload, outbox.span_headers(span))
+    return event_id
 
 
 async def lookup(
@@ -131,13 +161,14 @@ async def _lookup(
         )
         verdict = decide(policy, grants, facts, motif, family_name=family_name)
         if verdict.decision == "denied":
-            event = _consulted(
-                caller, numero, motif, verdict, policy, decision="denied", reason=verdict.reason
+            audit_id = await _record(
+                conn, caller, numero, motif, verdict.grant, policy, "denied", reason=verdict.reason
             )
-            return Outcome("denied", await outbox.add_pg(conn, event), rate, reason=verdict.reason)
+            return Outcome("denied", audit_id, rate, reason=verdict.reason)
         view = filtered_view(orjson.loads(row["sections"]), verdict.sections)
-        event = _consulted(caller, numero, motif, verdict, policy, decision="granted", sections=sorted(view))
-        audit_id = await outbox.add_pg(conn, event)
+        audit_id = await _record(
+            conn, caller, numero, motif, verdict.grant, policy, "granted", sections=sorted(view)
+        )
     # The record has committed: only now may the data leave.
     body = {
         "numero": numero,
@@ -159,5 +190,5 @@ async def _refused(
     decision: Decision,
 ) -> Outcome:
     """Record a lookup refused before any grant was weighed (standing, rate, unknown numero)."""
-    event = _consulted(caller, numero, motif, None, policy, decision=decision, reason=reason)
-    return Outcome(decision, await outbox.add_pg(conn, event), rate, reason=reason)
+    audit_id = await _record(conn, caller, numero, motif, None, policy, decision, reason=reason)
+    return Outcome(decision, audit_id, rate, reason=reason)

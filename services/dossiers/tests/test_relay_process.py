@@ -1,0 +1,62 @@
+"""The relay in its own process: consultations reach Kafka from it, and a relay that dies is reported and
+started again."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from cdap_shared.relay_process import RelayProcess
+from cdap_shared.topics import named
+from cdap_testing import eventually
+
+from .conftest import Service
+from .test_outages import end_offsets, ids_since, seed
+
+pytestmark = pytest.mark.stack
+
+
+async def test_the_relay_process_delivers_and_a_dead_one_is_reported_then_replaced(
+    stack: dict[str, str], service_factory: Callable[..., Awaitable[Service]]
+) -> None:
+    svc = await service_factory()
+    relay = svc.app.state.ctx.runtime.relay
+    assert isinstance(relay, RelayProcess)  # dossiers' default: the event loop serves HTTP only
+    relay.restart_delay = 3.0  # long enough for /ready to be seen down
+    grant = await seed(svc, "1000020", "noe")
+    headers = svc.token("noe", [grant])
+    params = {"motif": "accompagnement_social"}
+    before = await end_offsets(stack["kafka"], named("dossier.consultations"))
+
+    async def delivered(audit_id: str) -> bool:
+        return audit_id in await ids_since(stack["kafka"], before)
+
+    first = (await svc.client.get("/v1/dossiers/1000020", params=params, headers=headers)).headers[
+        "X-Audit-Id"
+    ]
+    await eventually(lambda: delivered(first), within=20)
+    await eventually(lambda: _ready(svc), within=20)
+
+    assert relay.process is not None
+    os.kill(relay.process.pid, signal.SIGKILL)
+
+    async def reported() -> bool:
+        r = await svc.client.get("/ready")
+        return r.status_code == 503 and "relay" in r.json()["failed"]
+
+    await eventually(reported, within=3, interval=0.05)
+    assert relay.exits == 1
+
+    # Started again: ready, and the consultations made meanwhile are delivered by the new process.
+    second = (await svc.client.get("/v1/dossiers/1000020", params=params, headers=headers)).headers[
+        "X-Audit-Id"
+    ]
+    await eventually(lambda: _ready(svc), within=20)
+    await eventually(lambda: delivered(second), within=20)
+
+
+async def _ready(svc: Service) -> bool:
+    return (await svc.client.get("/ready")).status_code == 200

@@ -1,0 +1,191 @@
+"""The outbox relay in a process of its own, started and watched by the service process.
+
+A service whose event loop should serve HTTP alone (dossiers: the relay's batches took about a tenth of
+the lookup process's CPU, and a batch of 500 rows holds the loop for milliseconds) sets
+`CDAP_OUTBOX_RELAY_PROCESS`: `ServiceRuntime` then runs `RelayProcess`, which starts
+`python -m cdap_shared.relay_process` with the service's own settings and restarts it when it dies.
+Whatever starts the service (`make run`, the image, the test harness) therefore starts its relay too.
+
+- the child publishes exactly as the in-process relay does (`OutboxRelay`, the same advisory lock:
+  with several replicas one relay publishes, the others stand by);
+- a relay that exits is logged as an error, turns `/ready` to 503 until it runs again, and is started
+  again after `RESTART_DELAY` seconds;
+- the child stops when the service asks (SIGTERM) and when the service is gone, even SIGKILLed: its
+  standard input is a pipe from the service, and end of file stops it;
+- it reports what it published on a pipe, once a second, so the service's `/metrics` keeps
+  `cdap_outbox_published_total`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+import orjson
+import structlog
+
+from cdap_shared.db import asyncpg_dsn
+from cdap_shared.http import NotReady
+from cdap_shared.relay import PUBLISHED, OutboxRelay
+from cdap_shared.telemetry import configure_logging, configure_tracing
+
+if TYPE_CHECKING:
+    from cdap_shared.settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+RESTART_DELAY = 1.0
+REPORT_EVERY = 1.0
+
+
+class RelayNotRunning(NotReady):
+    """The relay process is not running (`/ready` shows this text)."""
+
+
+class RelayProcess:
+    """Runs the service's relay as a child process; `run()` until `stop()`."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.process: asyncio.subprocess.Process | None = None
+        self.exits = 0  # how many times the child died without being asked to stop
+        self.restart_delay = RESTART_DELAY
+        self._stopping = asyncio.Event()
+
+    def _environment(self) -> dict[str, str]:
+        """The child's settings: the service's, as this process resolved them (a test may build them in
+        code rather than from the environment)."""
+        s, login = self.settings, self.settings.kafka_login
+        env = {
+            **os.environ,
+            "CDAP_SERVICE_NAME": s.service_name,
+            "CDAP_DATABASE_URL": s.database_url,
+            "CDAP_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            "CDAP_OUTBOX_BATCH_SIZE": str(s.outbox_batch_size),
+            "CDAP_LOG_LEVEL": s.log_level,
+        }
+        for name, value in (
+            ("CDAP_KAFKA_USERNAME", login.username),
+            ("CDAP_KAFKA_PASSWORD", login.password),
+            ("CDAP_OTLP_ENDPOINT", s.otlp_endpoint),
+        ):
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        return env
+
+    async def run(self) -> None:
+        """Start the child, and start it again whenever it dies, until `stop()`."""
+        while not self._stopping.is_set():
+            read_end, write_end = os.pipe()
+            try:
+                self.process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "cdap_shared.relay_process",
+                    str(write_end),
+                    stdin=asyncio.subprocess.PIPE,
+                    env=self._environment(),
+                    pass_fds=(write_end,),
+                )
+            finally:
+                os.close(write_end)
+            reports = asyncio.create_task(_count_reports(read_end))
+            code = await self.process.wait()
+            await reports
+            if self._stopping.is_set():
+                return
+            self.exits += 1
+            log.error(
+                "outbox relay process exited, restarting it", exit_code=code, restart_in=self.restart_delay
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.restart_delay)
+
+    def stop(self) -> None:
+        """Ask the child to finish its batch and exit (`run()` then returns)."""
+        self._stopping.set()
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+
+    async def check(self) -> None:
+        """A ready check: raises while the child is not running."""
+        if self.process is None or self.process.returncode is not None:
+            raise RelayNotRunning("the outbox relay process is not running")
+
+
+async def _count_reports(read_end: int) -> None:
+    """Add the child's published counts (running totals per topic, one JSON line a second) to this
+    process's `cdap_outbox_published_total`, until the child closes the pipe."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_end, "rb")
+    )
+    seen: dict[str, float] = {}
+    try:
+        while line := await reader.readline():
+            with contextlib.suppress(ValueError):
+                for topic, total in orjson.loads(line).items():
+                    PUBLISHED.labels(topic).inc(total - seen.get(topic, 0.0))
+                    seen[topic] = total
+    finally:
+        transport.close()
+
+
+def _published() -> dict[str, float]:
+    return {
+        sample.labels["topic"]: sample.value
+        for metric in PUBLISHED.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    }
+
+
+async def _report(out: int, relay_done: asyncio.Task[None]) -> None:
+    while not relay_done.done():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(relay_done), REPORT_EVERY)
+        os.write(out, orjson.dumps(_published()) + b"\n")
+
+
+async def _serve(out: int) -> None:
+    from cdap_shared.settings import ServiceSettings
+
+    settings = ServiceSettings()
+    configure_logging(f"{settings.service_name}-relay", settings.log_level)
+    configure_tracing(settings.service_name, settings.otlp_endpoint)
+    relay = OutboxRelay(
+        asyncpg_dsn(settings.database_url),
+        settings.kafka_bootstrap,
+        batch_size=settings.outbox_batch_size,
+        login=settings.kafka_login,
+    )
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, relay.stop)
+    loop.add_signal_handler(signal.SIGINT, relay.stop)
+    # End of file on standard input: the service is gone (even SIGKILLed), so is its relay.
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    gone = asyncio.create_task(stdin.read())
+    gone.add_done_callback(lambda _: relay.stop())
+    running = asyncio.create_task(relay.run())
+    await _report(out, running)
+    gone.cancel()
+    await running
+
+
+def main() -> None:
+    """`python -m cdap_shared.relay_process FD`: run the relay of the service whose settings are in the
+    environment, reporting its counts on file descriptor FD."""
+    asyncio.run(_serve(int(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()
