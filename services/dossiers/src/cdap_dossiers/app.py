@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 from fastapi import FastAPI
 
 from cdap_dossiers import handlers, routes_dossiers, web
@@ -9,6 +13,8 @@ from cdap_dossiers.config import Context, Settings
 from cdap_dossiers.policy import load_policy
 from cdap_shared import asyncapi, standing
 from cdap_shared.auth import TokenVerifier
+from cdap_shared.db import asyncpg_dsn
+from cdap_shared.hotpool import HotPool
 from cdap_shared.http import create_app
 from cdap_shared.problems import install_error_table
 from cdap_shared.runtime import ServiceRuntime
@@ -28,9 +34,21 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         accepts=("caf.dossier.upserted", *standing.EVENT_TYPES),
     )
     runtime.publishes(named("dossier.consultations"), ("dossier.consulted", "dossier.searched"))
+
+    # The lookups' own connections (cdap_shared.hotpool: asyncpg's pool cost them more than a statement).
+    connections = HotPool(asyncpg_dsn(settings.database_url), settings.db_pool_size)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async with runtime.lifespan(app):
+            try:
+                yield
+            finally:
+                await connections.close()
+
     app = create_app(
         title="CDAP dossiers",
-        lifespan=runtime.lifespan,
+        lifespan=lifespan,
         routers=[routes_dossiers.router],
         ready_checks=runtime.ready_checks,
         trusted_proxies=settings.trusted_proxies,
@@ -41,7 +59,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         "GET", routes_dossiers.LOOKUP_PATH, routes_dossiers.well_formed, routes_dossiers.hot_lookup
     )
     asyncapi.install(app, runtime.broker, "CDAP dossiers")
-    app.state.ctx = Context(settings, policy, runtime)
+    app.state.ctx = Context(settings, policy, runtime, connections)
     app.state.sessions = runtime.sessions
     app.state.standing = standing.ProjectedStanding(runtime)
     app.state.record_refusal = routes_dossiers.record_refusal

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 
 from cdap_dossiers.policy import DEFAULT_POLICY, Policy
+from cdap_shared.hotpool import HotPool
 from cdap_shared.runtime import ServiceRuntime
 from cdap_shared.settings import ServiceSettings
 
@@ -42,9 +43,10 @@ class Settings(ServiceSettings):
 
 @dataclass(frozen=True)
 class Context:
-    """What the routes need besides the request: the settings, the policy in force, and the runtime
-    (its plain asyncpg pool, opened at start, is the lookup's)."""
+    """What the routes need besides the request: the settings, the policy in force, the runtime (its
+    plain asyncpg pool, opened at start, is the search's), and the lookup's own connections."""
 
     settings: Settings
     policy: Policy
     runtime: ServiceRuntime
+    connections: HotPool

@@ -21,6 +21,7 @@ from cdap_shared import outbox, standing
 from cdap_shared.auth import Principal
 from cdap_shared.clock import civil_today
 from cdap_shared.envelope import CONTENT_TYPE, SPEC_VERSION, new_event_id
+from cdap_shared.hotpool import HotPool
 
 SOURCE = "/cdap/dossiers"
 CONSULTED = "dossier.consulted"
@@ -71,7 +72,7 @@ _LOOKUP = f"""
 
 
 async def _record(
-    conn: asyncpg.pool.PoolConnectionProxy,  # type: ignore[type-arg]
+    conn: asyncpg.Connection,
     caller: Caller,
     numero: str,
     motif: str,
@@ -119,7 +120,7 @@ async def _record(
 
 
 async def lookup(
-    pool: asyncpg.Pool, policy: Policy, caller: Caller, numero: str, motif: str, family_name: str | None
+    pool: HotPool, policy: Policy, caller: Caller, numero: str, motif: str, family_name: str | None
 ) -> Outcome:
     """One consultation of one dossier, recorded whatever its outcome (plain asyncpg: the hot path).
 
@@ -133,7 +134,7 @@ async def lookup(
 
 
 async def _lookup(
-    pool: asyncpg.Pool, policy: Policy, caller: Caller, numero: str, motif: str, family_name: str | None
+    pool: HotPool, policy: Policy, caller: Caller, numero: str, motif: str, family_name: str | None
 ) -> Outcome:
     today = civil_today()
     principal = caller.principal
@@ -180,7 +181,7 @@ async def _lookup(
 
 
 async def _refused(
-    conn: asyncpg.pool.PoolConnectionProxy,  # type: ignore[type-arg]
+    conn: asyncpg.Connection,
     policy: Policy,
     caller: Caller,
     numero: str,
