@@ -320,7 +320,7 @@ class Demo:
             await self.request_and_approve(admin_email, org["id"], staff_email, profile, job)
             await self.activate(Account(staff_email, f"partner_user ({profile})", organisation_id=org["id"]))
         self.say(f"CAF feed: {dossier_count:,} synthetic dossiers")
-        from cdap_dossiers.generate import publish
+        from cdap_cli.caf_feed import publish
 
         await publish(
             dossier_count,

@@ -29,9 +29,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
 
+from cdap_cli.caf_feed import make_dossier
 from cdap_dossiers import handlers
 from cdap_dossiers.app import build
-from cdap_dossiers.generate import make_dossier
 from cdap_dossiers.models import Dossier
 from cdap_shared import events as ev
 from cdap_shared.authz_table import coverage_gaps

@@ -16,10 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cdap_cli.caf_feed import make_dossier
 from cdap_dossiers import handlers
 from cdap_dossiers.config import Settings
 from cdap_dossiers.domain import ActiveGrant, DossierFacts, name_key, scope_failure
-from cdap_dossiers.generate import make_dossier
 from cdap_dossiers.policy import load_policy
 from cdap_shared import events as ev
 from cdap_shared.db import create_engine, session_factory

@@ -8,8 +8,8 @@ from datetime import date, timedelta
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from cdap_cli.caf_feed import make_dossier
 from cdap_dossiers import handlers
-from cdap_dossiers.generate import make_dossier
 from cdap_shared import events as ev
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.topics import named
