@@ -1,5 +1,6 @@
-"""Every service's Kafka handlers have one shape: `handlers.HANDLERS`, a table event type -> plain
-function `(session, settings, data, at)` whose `data` is typed with the model of its event type
+"""Every service has the same shape (docs/architecture.md, "Shape of a service"): the same files, and
+Kafka handlers of one kind: `handlers.HANDLERS`, a table event type -> plain function
+`(session, settings, data, at)` whose `data` is typed with the model of its event type
 (`cdap_shared.events.EVENT_DATA`), dispatched by `handlers.handler(settings)`."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import inspect
 import typing
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -20,7 +22,24 @@ from cdap_identity.config import Settings as IdentitySettings
 from cdap_shared import events as ev
 from cdap_shared.services import SERVICES
 
+ROOT = Path(__file__).resolve().parents[1]
 WITH_HANDLERS = [s for s in SERVICES if importlib.util.find_spec(f"{s.package}.handlers") is not None]
+# What every service's package holds; the portal (no database, no Kafka) has the HTTP half only.
+EVERY_SERVICE = {"__init__.py", "app.py", "config.py", "web.py"}
+WITH_A_DATABASE = EVERY_SERVICE | {"domain.py", "handlers.py", "models.py", "schemas.py"}
+
+
+@pytest.mark.parametrize("service", [s.name for s in SERVICES])
+def test_every_service_has_the_same_files(service: str) -> None:
+    info = next(s for s in SERVICES if s.name == service)
+    folder = ROOT / "services" / service / "src" / info.package
+    files = {p.name for p in folder.glob("*.py")}
+    assert (WITH_A_DATABASE if info.database else EVERY_SERVICE) <= files
+    assert any(name.startswith("routes_") for name in files)
+    # Routes are `routes_<resource>.py`, Kafka handlers `handlers.py`: none of the older names.
+    assert not {
+        n for n in files if n.startswith("api_") or n in {"routes.py", "consumers.py", "projections.py"}
+    }
 
 
 def shape_errors(module: ModuleType) -> list[str]:
