@@ -104,14 +104,14 @@ async def _record(
             "organisation_id": caller.principal.org,
             "profile": grant.profile if grant else None,
             "grant_id": grant.id if grant else None,
-            "numero": numero,
             "motif": motif,
             "decision": decision,
             "reason": reason,
-            "sections": sections or [],
             "policy_version": policy.version,
             "client_ip": caller.client_ip,
             "trace_id": f"{span.trace_id:032x}" if span.is_valid else None,
+            "numero": numero,
+            "sections": sections or [],
         },
     }
     payload = orjson.dumps(body, option=orjson.OPT_UTC_Z)
