@@ -1,5 +1,5 @@
-"""The relay in its own process: consultations reach Kafka from it, and a relay that dies is reported and
-started again."""
+"""The relay in its own process: consultations reach Kafka from it (and its count the service's /metrics),
+and a relay that dies is reported and started again."""
 
 from __future__ import annotations
 
@@ -39,6 +39,12 @@ async def test_the_relay_process_delivers_and_a_dead_one_is_reported_then_replac
     ]
     await eventually(lambda: delivered(first), within=20)
     await eventually(lambda: _ready(svc), within=20)
+
+    async def counted() -> bool:  # the child's count reaches the service's own /metrics
+        metrics = (await svc.client.get("/metrics")).text
+        return f'cdap_outbox_published_total{{topic="{named("dossier.consultations")}"}}' in metrics
+
+    await eventually(counted, within=10)
 
     assert relay.process is not None
     os.kill(relay.process.pid, signal.SIGKILL)
