@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
 from typing import TYPE_CHECKING
 
-import orjson
 import structlog
 
 from cdap_shared.db import asyncpg_dsn
@@ -132,7 +132,7 @@ async def _count_reports(read_end: int) -> None:
     try:
         while line := await reader.readline():
             with contextlib.suppress(ValueError):
-                for topic, total in orjson.loads(line).items():
+                for topic, total in json.loads(line).items():
                     PUBLISHED.labels(topic).inc(total - seen.get(topic, 0.0))
                     seen[topic] = total
     finally:
@@ -152,7 +152,7 @@ async def _report(out: int, relay_done: asyncio.Task[None]) -> None:
     while not relay_done.done():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(relay_done), REPORT_EVERY)
-        os.write(out, orjson.dumps(_published()) + b"\n")
+        os.write(out, json.dumps(_published()).encode() + b"\n")
 
 
 async def _serve(out: int) -> None:
