@@ -31,7 +31,7 @@ from bench.common import (
     start_floor,
     wait_until_answering,
 )
-from cdap_dossiers.generate import build_pools, make_dossier
+from cdap_cli.caf_feed import build_pools, make_dossier
 from cdap_dossiers.handlers import dossier_row
 from cdap_shared import services as registry
 from cdap_testing import JwksServer, ServiceProcess, TokenMinter, free_port, migrate

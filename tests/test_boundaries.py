@@ -8,12 +8,14 @@
 - No service or `cdap-shared` declares another service, the CLI, test support or a test library as a
   runtime dependency; only the workspace's dev group brings `cdap-testing`.
 - What a service installs (its locked dependencies, followed through uv.lock) holds no test library,
-  no command-line library and no local-only tool.
+  no command-line library and no local-only tool, and each dependency it declares is one its code
+  imports (a generator of sample data belongs to the CLI, which runs it).
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from cdap_shared.services import SERVICES
 
@@ -182,3 +185,30 @@ def test_test_support_comes_only_with_the_dev_group() -> None:
     assert "cdap-testing" not in {Requirement(r).name for r in root["project"]["dependencies"]}
     assert "cdap-testing" in {Requirement(r).name for r in root["dependency-groups"]["dev"]}
     assert "rich" not in dependencies(ROOT / "shared" / "pyproject.toml")
+
+
+# Declared for what a service's framework does with it, never imported by the service's own code.
+# FastAPI's form and upload parsing; Starlette's `Jinja2Templates`, which the portal renders with.
+USED_THROUGH_THE_FRAMEWORK = {"python-multipart", "jinja2"}
+
+
+def unused_dependencies(declared: set[str], imports: list[Import]) -> set[str]:
+    """The declared distributions (canonical names) that no import of `imports` comes from."""
+    providers = importlib.metadata.packages_distributions()
+    used = {canonicalize_name(d) for i in imports for d in providers.get(top(i.module), [])}
+    return {canonicalize_name(d) for d in declared} - used - USED_THROUGH_THE_FRAMEWORK
+
+
+def test_the_unused_check_sees_a_dependency_nothing_imports() -> None:
+    """The check below can fail: a declared distribution that no import names is reported."""
+    found = list(imports_in("import orjson\n", ROOT / "x.py"))
+    assert unused_dependencies({"orjson", "Faker", "python-multipart"}, found) == {"faker"}
+
+
+@pytest.mark.parametrize("service", [s.name for s in SERVICES])
+def test_a_service_declares_only_what_its_code_imports(service: str) -> None:
+    package = next(s.package for s in SERVICES if s.name == service)
+    declared = dependencies(ROOT / "services" / service / "pyproject.toml") - {"cdap-shared"}
+    assert (
+        unused_dependencies(declared, imports_under(ROOT / "services" / service / "src" / package)) == set()
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from cdap_dossiers.generate import valid_nir
+from cdap_cli.caf_feed import valid_nir
 from cdap_shared import events as ev
 from cdap_shared.kafka_access import KafkaLogin
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -15,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cdap_shared import events as ev
 from cdap_shared.db import asyncpg_dsn
 from cdap_shared.http import create_app
+from cdap_shared.periodic import Periodic
 from cdap_shared.relay import count_backlog
 from cdap_testing import eventually
 
@@ -65,7 +64,8 @@ async def test_outbox_backlog_counts_unsent_rows_until_the_relay_publishes_them(
 ) -> None:
     p = await build_pipeline(stack, make_database, make_topic)
     pool = await asyncpg.create_pool(asyncpg_dsn(p.producer_url), min_size=1, max_size=2)
-    counter = asyncio.create_task(count_backlog(pool, every_seconds=0.1))
+    counter = Periodic("outbox-backlog", lambda: count_backlog(pool), 0.1, grace=0)
+    counter.start()
     try:
         await p.write(
             *(
@@ -87,8 +87,6 @@ async def test_outbox_backlog_counts_unsent_rows_until_the_relay_publishes_them(
         await eventually(lambda: backlog_is(0))
         assert await p.unsent() == 0
     finally:
-        counter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await counter
+        await counter.stop()
         await pool.close()
         await close_pipeline(p)

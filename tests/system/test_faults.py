@@ -18,7 +18,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from cdap_dossiers.generate import build_pools, make_dossier
+from cdap_cli.caf_feed import build_pools, make_dossier
 from cdap_shared import events as ev
 from cdap_shared.envelope import new_event_id
 from cdap_shared.kafka_access import KafkaLogin

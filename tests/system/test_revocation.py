@@ -11,7 +11,7 @@ from datetime import date, timedelta
 import httpx
 import pytest
 
-from cdap_dossiers.generate import build_pools, make_dossier
+from cdap_cli.caf_feed import build_pools, make_dossier
 from cdap_shared import events as ev
 from cdap_shared.envelope import new_event_id
 from cdap_shared.relay import make_producer

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from cdap_cli.caf_feed import build_pools, make_dossier
 from cdap_cli.devrun import LOCAL_OTLP_ENDPOINT
-from cdap_dossiers.generate import build_pools, make_dossier
 from cdap_shared import events as ev
 from cdap_shared.topics import named
 

@@ -22,6 +22,7 @@ import httpx
 import pyotp
 
 from cdap_cli.mailsink import mail_dir, mails_to
+from cdap_shared.services import local_url
 
 ROOT = Path(__file__).resolve().parents[3]
 STATE = Path(os.environ.get("CDAP_DEMO_STATE", str(ROOT / ".stack" / "demo.json")))
@@ -99,11 +100,13 @@ def _env(name: str, default: str) -> str:
 class Urls:
     """Where the services answer (the portal's settings names, so one environment serves both)."""
 
-    identity: str = field(default_factory=lambda: _env("CDAP_IDENTITY_URL", "http://127.0.0.1:8001"))
-    access: str = field(default_factory=lambda: _env("CDAP_ACCESS_REQUESTS_URL", "http://127.0.0.1:8002"))
-    dossiers: str = field(default_factory=lambda: _env("CDAP_DOSSIERS_URL", "http://127.0.0.1:8003"))
-    audit: str = field(default_factory=lambda: _env("CDAP_AUDIT_URL", "http://127.0.0.1:8004"))
-    portal: str = field(default_factory=lambda: _env("CDAP_PORTAL_URL", "http://127.0.0.1:8000"))
+    identity: str = field(default_factory=lambda: _env("CDAP_IDENTITY_URL", local_url("identity")))
+    access: str = field(
+        default_factory=lambda: _env("CDAP_ACCESS_REQUESTS_URL", local_url("access-requests"))
+    )
+    dossiers: str = field(default_factory=lambda: _env("CDAP_DOSSIERS_URL", local_url("dossiers")))
+    audit: str = field(default_factory=lambda: _env("CDAP_AUDIT_URL", local_url("audit")))
+    portal: str = field(default_factory=lambda: _env("CDAP_PORTAL_URL", local_url("portal")))
 
 
 @dataclass
@@ -320,7 +323,7 @@ class Demo:
             await self.request_and_approve(admin_email, org["id"], staff_email, profile, job)
             await self.activate(Account(staff_email, f"partner_user ({profile})", organisation_id=org["id"]))
         self.say(f"CAF feed: {dossier_count:,} synthetic dossiers")
-        from cdap_dossiers.generate import publish
+        from cdap_cli.caf_feed import publish
 
         await publish(
             dossier_count,

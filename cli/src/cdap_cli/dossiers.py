@@ -8,7 +8,7 @@ import os
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from cdap_dossiers.generate import publish
+from cdap_cli.caf_feed import publish
 
 app = typer.Typer(help="The dossiers service: synthetic CAF feed.", no_args_is_help=True)
 

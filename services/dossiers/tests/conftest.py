@@ -15,9 +15,9 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import func, select
 
+from cdap_cli.caf_feed import build_pools, make_dossier
 from cdap_dossiers.app import build
 from cdap_dossiers.config import Settings
-from cdap_dossiers.generate import build_pools, make_dossier
 from cdap_dossiers.models import Dossier, GrantRecord
 from cdap_shared import events as ev
 from cdap_shared.migrations import upgrade_to_head

@@ -29,9 +29,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
 
+from cdap_cli.caf_feed import make_dossier
 from cdap_dossiers import handlers
 from cdap_dossiers.app import build
-from cdap_dossiers.generate import make_dossier
 from cdap_dossiers.models import Dossier
 from cdap_shared import events as ev
 from cdap_shared.authz_table import coverage_gaps
@@ -120,9 +120,10 @@ async def make_world(svc: Service) -> World:
                 valid_until=today + timedelta(days=100),
             )
             events.append(ev.make_event("identity.grant.issued", source="/test", subject=sub, data=grant))
+    apply = handlers.handler(svc.settings)
     async with svc.app.state.sessions() as s, s.begin():
         for event in events:
-            await handlers.apply(s, event)
+            await apply(s, event)
     async with svc.app.state.sessions() as s:
         row = await s.get(Dossier, NUMERO)
         assert row is not None

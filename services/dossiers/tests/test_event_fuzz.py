@@ -16,9 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cdap_cli.caf_feed import make_dossier
 from cdap_dossiers import handlers
+from cdap_dossiers.config import Settings
 from cdap_dossiers.domain import ActiveGrant, DossierFacts, name_key, scope_failure
-from cdap_dossiers.generate import make_dossier
 from cdap_dossiers.policy import load_policy
 from cdap_shared import events as ev
 from cdap_shared.db import create_engine, session_factory
@@ -33,6 +34,8 @@ CONSUMED = ["caf.dossier.upserted", *(t for t in fuzz.VALID_DATA if t.startswith
 TOPIC = "caf.dossiers"
 UPSERTED = "caf.dossier.upserted"
 
+APPLY = handlers.handler(Settings())
+
 
 @pytest.fixture
 async def db(make_database: Callable[[], Awaitable[str]]) -> AsyncIterator[AsyncEngine]:
@@ -41,7 +44,7 @@ async def db(make_database: Callable[[], Awaitable[str]]) -> AsyncIterator[Async
     await upgrade_to_head(SERVICE_DIR, url)
     engine = create_engine(url, 5)
     seeds = [fuzz.encode(fuzz.envelope(t, fuzz.VALID_DATA[t])) for t in (UPSERTED, "identity.grant.issued")]
-    assert await fuzz.feed(session_factory(engine), handlers.apply, TOPIC, seeds) == {}
+    assert await fuzz.feed(session_factory(engine), APPLY, TOPIC, seeds) == {}
     yield engine
     await engine.dispose()
 
@@ -52,7 +55,7 @@ async def test_events_with_bad_data_are_dead_lettered_and_change_nothing(
     db: AsyncEngine, batch: list[bytes]
 ) -> None:
     # Nothing changes: no dossier, grant or suspension touched
-    await fuzz.assert_refused_and_unchanged(db, handlers.apply, TOPIC, batch)
+    await fuzz.assert_refused_and_unchanged(db, APPLY, TOPIC, batch)
 
 
 @fuzz.fuzz_settings(max_examples=40)
@@ -60,7 +63,7 @@ async def test_events_with_bad_data_are_dead_lettered_and_change_nothing(
 async def test_awkward_events_are_applied_or_dead_lettered_never_a_stall(
     db: AsyncEngine, batch: list[bytes]
 ) -> None:
-    dead = await fuzz.feed(session_factory(db), handlers.apply, TOPIC, batch)
+    dead = await fuzz.feed(session_factory(db), APPLY, TOPIC, batch)
     applied = await fuzz.claimed(db)
     for offset, raw in enumerate(batch):
         assert (offset in dead) != (fuzz.event_id(raw) in applied), raw[:300]

@@ -8,8 +8,8 @@ from datetime import date, timedelta
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from cdap_cli.caf_feed import make_dossier
 from cdap_dossiers import handlers
-from cdap_dossiers.generate import make_dossier
 from cdap_shared import events as ev
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.topics import named
@@ -37,12 +37,13 @@ async def seed(svc: Service, numero: str, user: str) -> dict[str, str]:
         valid_from=date.today() - timedelta(days=1),
         valid_until=date.today() + timedelta(days=30),
     )
+    apply = handlers.handler(svc.settings)
     async with svc.app.state.sessions() as session, session.begin():
         for event_type, subject, data in (
             ("caf.dossier.upserted", numero, dossier),
             ("identity.grant.issued", user, grant),
         ):
-            await handlers.apply(session, ev.make_event(event_type, source="/t", subject=subject, data=data))
+            await apply(session, ev.make_event(event_type, source="/t", subject=subject, data=data))
     return {"id": grant.grant_id, "profile": "T1", "department": "76"}
 
 

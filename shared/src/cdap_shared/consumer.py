@@ -22,9 +22,10 @@ import asyncio
 import collections
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Any, Literal, NamedTuple
+from datetime import UTC, datetime
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import asyncpg
 import structlog
@@ -49,6 +50,26 @@ log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("cdap.consumer")
 
 Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
+SettingsT = TypeVar("SettingsT")
+EventHandler = Callable[[AsyncSession, SettingsT, Any, datetime], Awaitable[None]]
+"""A row of a service's `HANDLERS` table: a plain function of the session, the service's settings, the
+event's typed data (the model its type names in `events.EVENT_DATA`) and the event's time."""
+
+
+def dispatch(
+    table: Mapping[str, EventHandler[SettingsT]], settings: SettingsT, *, then: Handler | None = None
+) -> Handler:
+    """The consumer's handler for a service's `HANDLERS` table (event type -> `EventHandler`): an event
+    with a row gets its typed data and is applied by it; the others on the topics are none of the
+    table's business. `then` sees every event after it (the callers' standing)."""
+
+    async def apply(session: AsyncSession, event: CloudEvent) -> None:
+        if (handle := table.get(event.type)) is not None:
+            await handle(session, settings, parse_data(event), event.time.astimezone(UTC))
+        if then is not None:
+            await then(session, event)
+
+    return apply
 
 
 class Incoming(NamedTuple):

@@ -161,34 +161,29 @@ class RevocationRequested(EventData):
 Decision = Literal["granted", "denied", "not_found", "rate_limited"]
 
 
-class DossierConsulted(EventData):
+class Consultation(EventData):
+    """What a lookup and a search both record: who asked, under which grant and motive, and the answer."""
+
     actor: str
     organisation_id: str | None = None
     profile: str | None = None
     grant_id: str | None = None
+    motif: str | None = None
+    decision: Decision
+    reason: str | None = None
+    policy_version: str | None = None
+    client_ip: str | None = None
+    trace_id: str | None = None
+
+
+class DossierConsulted(Consultation):
     numero: str
-    motif: str | None = None
-    decision: Decision
-    reason: str | None = None
     sections: list[str] = Field(default_factory=list)
-    policy_version: str | None = None
-    client_ip: str | None = None
-    trace_id: str | None = None
 
 
-class DossierSearched(EventData):
-    actor: str
-    organisation_id: str | None = None
-    profile: str | None = None
-    grant_id: str | None = None
-    motif: str | None = None
+class DossierSearched(Consultation):
     criteria: list[str]  # which criteria were used, never their values (NIR, phone)
-    decision: Decision
-    reason: str | None = None
     numeros: list[str] = Field(default_factory=list)
-    policy_version: str | None = None
-    client_ip: str | None = None
-    trace_id: str | None = None
 
 
 # ----------------------------------------------------------------- caf.dossiers

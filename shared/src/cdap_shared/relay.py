@@ -233,13 +233,8 @@ class OutboxRelay:
         await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", ids)
 
 
-async def count_backlog(pool: asyncpg.Pool, every_seconds: float = 5.0) -> None:
-    """Keep `BACKLOG` at the number of unsent outbox rows (the partial index `ix_outbox_unsent` makes
-    the count cheap while the relay keeps up). Every replica counts, so the figure is there whichever
-    replica holds the relay's lock; a database outage leaves the last value until the next round."""
-    while True:
-        try:
-            BACKLOG.set(await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
-        except Exception as exc:
-            log.warning("outbox backlog not counted, retrying later", error=type(exc).__name__)
-        await asyncio.sleep(every_seconds)
+async def count_backlog(pool: asyncpg.Pool) -> None:
+    """Set `BACKLOG` to the number of unsent outbox rows (the partial index `ix_outbox_unsent` makes the
+    count cheap while the relay keeps up). The runtime runs it every few seconds on every replica, so the
+    figure is there whichever replica holds the relay's lock; an outage leaves the last value."""
+    BACKLOG.set(await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))

@@ -33,6 +33,7 @@ from cdap_shared.telemetry import configure_logging, configure_tracing
 from cdap_shared.watch import ConsumerWatch
 
 log = structlog.get_logger(__name__)
+BACKLOG_SECONDS = 5.0  # how often each replica counts the unsent outbox rows (`cdap_outbox_backlog`)
 
 
 async def _reset_if_in_transaction(conn: asyncpg.Connection) -> None:
@@ -182,16 +183,16 @@ class ServiceRuntime:
                 self.settings.housekeeping_interval_seconds,
                 grace=0,
             ),
+            Periodic("outbox-backlog", lambda: count_backlog(pool), BACKLOG_SECONDS, grace=0),
         ]
         for job in self._jobs:
             job.start()
-        self._tasks.append(asyncio.create_task(count_backlog(self._pool), name="outbox-backlog"))
 
     async def stop(self) -> None:
         if self.relay is not None:
             self.relay.stop()
         for task in self._tasks:
-            if task.get_name() in {"broker", "outbox-backlog"} and not task.done():
+            if task.get_name() == "broker" and not task.done():
                 task.cancel()
         await asyncio.gather(*(job.stop() for job in self._jobs))
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):

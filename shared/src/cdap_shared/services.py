@@ -33,6 +33,11 @@ def backends() -> tuple[str, ...]:
     return tuple(s.name for s in SERVICES if s.database)
 
 
+def local_url(name: str) -> str:
+    """Where service `name` answers in the local stack: the default of every setting that points at it."""
+    return f"http://127.0.0.1:{service(name).port}"
+
+
 def service(name: str) -> ServiceInfo:
     """The service called `name`; `KeyError` naming the known ones otherwise."""
     for info in SERVICES:

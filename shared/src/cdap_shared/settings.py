@@ -9,6 +9,7 @@ from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_val
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cdap_shared.kafka_access import KafkaLogin
+from cdap_shared.services import local_url
 from cdap_shared.topics import named
 
 
@@ -31,7 +32,7 @@ class ServiceSettings(BaseSettings):
     )
     kafka_password: SecretStr | None = Field(default=None, description="the Kafka principal's password")
     jwks_url: str = Field(
-        default="http://127.0.0.1:8001/.well-known/jwks.json",
+        default=f"{local_url('identity')}/.well-known/jwks.json",
         description="identity's public keys, which access tokens are checked against",
     )
     jwt_audience: str = Field(default="cdap", description="the `aud` an access token must carry")

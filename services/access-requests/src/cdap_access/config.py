@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 
 from cdap_access.profiles import DEFAULT_PROFILES, Catalogue
+from cdap_shared.services import local_url
 from cdap_shared.settings import ServiceSettings
 
 
@@ -44,7 +45,7 @@ class Settings(ServiceSettings):
         default=300.0, ge=0, description="how often deadlines, expiries and renewals run; 0 disables"
     )
     mail_poll_seconds: float = Field(default=2.0, ge=0, description="mail outbox polling period; 0 disables")
-    portal_url: str = Field(default="http://127.0.0.1:8000", description="base of the links sent by mail")
+    portal_url: str = Field(default=local_url("portal"), description="base of the links sent by mail")
 
 
 @dataclass(frozen=True)

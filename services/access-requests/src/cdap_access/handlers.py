@@ -1,17 +1,15 @@
 """Kafka handlers of identity's events: the organisation and grant projections, and the requests they close.
 
 `HANDLERS` is the table: event type -> a plain function taking the session, the settings, the event's
-typed data and its time. Each runs inside the consumer's transaction (with the inbox claim), so a
-redelivery changes nothing. An event that does not fit a request's state (a grant for a withdrawn
-request) is logged and left: identity is the authority on grants, and dead-lettering it would not make
-it fit better.
+typed data and its time (`cdap_shared.consumer.EventHandler`); `handler(settings)` dispatches to it.
+Each runs inside the consumer's transaction (with the inbox claim), so a redelivery changes nothing.
+An event that does not fit a request's state (a grant for a withdrawn request) is logged and left:
+identity is the authority on grants, and dead-lettering it would not make it fit better.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 import structlog
 from sqlalchemy import select, update
@@ -24,8 +22,7 @@ from cdap_access.config import Settings
 from cdap_access.models import AccessRequest, IssuedGrant, PartnerOrganisation
 from cdap_shared import events as ev
 from cdap_shared import standing
-from cdap_shared.consumer import Handler
-from cdap_shared.envelope import CloudEvent
+from cdap_shared.consumer import EventHandler, Handler, dispatch
 
 log = structlog.get_logger(__name__)
 IDENTITY = "identity"  # the actor recorded in a request's history for what identity did
@@ -110,9 +107,7 @@ async def user_provisioned(
         )
 
 
-EventHandler = Callable[[AsyncSession, Settings, Any, datetime], Awaitable[None]]
-
-HANDLERS: dict[str, EventHandler] = {
+HANDLERS: dict[str, EventHandler[Settings]] = {
     "identity.organisation.registered": organisation_registered,
     "identity.organisation.updated": organisation_registered,
     "identity.grant.issued": grant_issued,
@@ -123,13 +118,6 @@ HANDLERS: dict[str, EventHandler] = {
 
 
 def handler(settings: Settings) -> Handler:
-    """The consumer's handler: every event is validated against its type's model, applied by its row of
-    `HANDLERS` if it has one, and given to the callers' standing (`cdap_shared.standing`)."""
-
-    async def apply(session: AsyncSession, event: CloudEvent) -> None:
-        data = ev.parse_data(event)
-        if (handle := HANDLERS.get(event.type)) is not None:
-            await handle(session, settings, data, event.time.astimezone(UTC))
-        await standing.apply(session, event)
-
-    return apply
+    """The consumer's handler: `HANDLERS` applied to the events it names, and every event given to the
+    callers' standing (`cdap_shared.standing`)."""
+    return dispatch(HANDLERS, settings, then=standing.apply)

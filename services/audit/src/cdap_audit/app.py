@@ -66,13 +66,9 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     runtime.consume(
         settings.identity_topic,
         group_id=f"{settings.consumer_group}-directory",
-        handler=handlers.directory(settings),
+        handler=handlers.handler(settings),
         inbox=False,
-        accepts=(
-            "identity.user.provisioned",
-            "identity.organisation.registered",
-            "identity.organisation.updated",
-        ),
+        accepts=handlers.HANDLERS,
     )
     runtime.publishes(settings.alerts_topic, asyncapi.types_with_prefix("audit.alert."))
     runtime.publishes(settings.checkpoints_topic, asyncapi.types_with_prefix("audit.checkpoint."))

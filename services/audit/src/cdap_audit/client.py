@@ -14,7 +14,9 @@ from typing import Any
 
 import httpx
 
-DEFAULT_URL = "http://127.0.0.1:8004"
+from cdap_shared.services import local_url
+
+DEFAULT_URL = local_url("audit")
 
 
 class AuditClientError(Exception):

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 
 from cdap_audit.rules import DEFAULT_RULES
+from cdap_shared.services import local_url
 from cdap_shared.settings import ServiceSettings
 
 
@@ -77,4 +78,4 @@ class Settings(ServiceSettings):
     alert_digest_hour: int = Field(
         default=7, ge=0, le=23, description="hour (Paris) from which the day's digest of warnings is mailed"
     )
-    portal_url: str = Field(default="http://127.0.0.1:8000", description="base of the links sent by mail")
+    portal_url: str = Field(default=local_url("portal"), description="base of the links sent by mail")

@@ -2,9 +2,10 @@
 
 - The **ingestion** (`ingestion(settings, rules)`, group `<group>`): every event of the four topics
   it reads becomes a log entry, batch by batch, and may raise alerts (`ingest.Ingestor`).
-- The **directory** (`directory(settings)`, group `<group>-directory`, on `identity.events` only):
+- The **directory** (`handler(settings)`, group `<group>-directory`, on `identity.events` only):
   who the ids of the log are, read by `directory.py`. `HANDLERS` is its table: event type -> a plain
-  function taking the session, the settings, the event's typed data and its time. It has its own
+  function taking the session, the settings, the event's typed data and its time
+  (`cdap_shared.consumer.EventHandler`). It has its own
   group so the ingestion's batches never wait for it, and needs no inbox: each event sets a row to
   what identity said last, and one subject's events keep their order (same key), so a redelivery
   replays them to the same state.
@@ -12,8 +13,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func
@@ -25,8 +26,7 @@ from cdap_audit.directory import ORGANISATION, PERSON
 from cdap_audit.ingest import Ingestor
 from cdap_audit.rules import RuleSet
 from cdap_shared import events as ev
-from cdap_shared.consumer import Handler
-from cdap_shared.envelope import CloudEvent
+from cdap_shared.consumer import EventHandler, Handler, dispatch
 
 
 def ingestion(settings: Settings, rules: RuleSet, on_commit: Callable[[], None] | None = None) -> Ingestor:
@@ -77,21 +77,13 @@ async def organisation_registered(
     )
 
 
-EventHandler = Callable[[AsyncSession, Settings, Any, datetime], Awaitable[None]]
-
-HANDLERS: dict[str, EventHandler] = {
+HANDLERS: dict[str, EventHandler[Settings]] = {
     "identity.user.provisioned": user_provisioned,
     "identity.organisation.registered": organisation_registered,
     "identity.organisation.updated": organisation_registered,
 }
 
 
-def directory(settings: Settings) -> Handler:
-    """The directory consumer's handler: an event with a row in `HANDLERS` is validated against its
-    type's model and applied; the others are none of the directory's business."""
-
-    async def apply(session: AsyncSession, event: CloudEvent) -> None:
-        if (handle := HANDLERS.get(event.type)) is not None:
-            await handle(session, settings, ev.parse_data(event), event.time.astimezone(UTC))
-
-    return apply
+def handler(settings: Settings) -> Handler:
+    """The directory consumer's handler: `HANDLERS` applied to the events it names."""
+    return dispatch(HANDLERS, settings)

@@ -24,8 +24,8 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         settings.caf_topic,
         settings.identity_topic,
         group_id=settings.consumer_group,
-        handler=handlers.apply,
-        accepts=("caf.dossier.upserted", *standing.EVENT_TYPES),
+        handler=handlers.handler(settings),
+        accepts=(*handlers.HANDLERS, *standing.EVENT_TYPES),
     )
     runtime.publishes(named("dossier.consultations"), ("dossier.consulted", "dossier.searched"))
     app = create_app(

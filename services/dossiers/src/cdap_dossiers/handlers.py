@@ -1,24 +1,25 @@
 """Kafka handlers of the CAF feed and of identity's events: the dossiers' read model and the grant projection.
 
-`HANDLERS` is the table: event type -> a plain function taking the session and the event's typed data.
-Each runs inside the consumer's transaction (with the inbox claim), so a redelivery changes nothing.
+`HANDLERS` is the table: event type -> a plain function taking the session, the settings, the event's
+typed data and its time (`cdap_shared.consumer.EventHandler`); `handler(settings)` dispatches to it. Each
+runs inside the consumer's transaction (with the inbox claim), so a redelivery changes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cdap_dossiers.config import Settings
 from cdap_dossiers.domain import name_key, phone_key
 from cdap_dossiers.models import Dossier, GrantRecord
 from cdap_shared import events as ev
 from cdap_shared import standing
-from cdap_shared.envelope import CloudEvent
+from cdap_shared.consumer import EventHandler, Handler, dispatch
 
 
 def _section(data: ev.DossierUpserted, name: str) -> dict[str, Any]:
@@ -80,12 +81,14 @@ async def upsert_dossiers(session: AsyncSession, rows: list[dict[str, Any]]) -> 
     )
 
 
-async def dossier_upserted(session: AsyncSession, data: ev.DossierUpserted) -> None:
+async def dossier_upserted(
+    session: AsyncSession, settings: Settings, data: ev.DossierUpserted, at: datetime
+) -> None:
     """The CAF sent a dossier, or a newer version of one."""
     await upsert_dossiers(session, [dossier_row(data)])
 
 
-async def grant_issued(session: AsyncSession, data: ev.GrantIssued) -> None:
+async def grant_issued(session: AsyncSession, settings: Settings, data: ev.GrantIssued, at: datetime) -> None:
     """Identity issued a grant: lookups in its department may use it (an ended grant stays ended)."""
     row = data.model_dump(include=set(GrantRecord.model_fields) - {"status"}) | {"status": "active"}
     stmt = insert(GrantRecord).values(row)
@@ -94,11 +97,11 @@ async def grant_issued(session: AsyncSession, data: ev.GrantIssued) -> None:
     )
 
 
-async def grant_revoked(session: AsyncSession, data: ev.GrantEnded) -> None:
+async def grant_revoked(session: AsyncSession, settings: Settings, data: ev.GrantEnded, at: datetime) -> None:
     await _grant_ended(session, data, "revoked")
 
 
-async def grant_expired(session: AsyncSession, data: ev.GrantEnded) -> None:
+async def grant_expired(session: AsyncSession, settings: Settings, data: ev.GrantEnded, at: datetime) -> None:
     await _grant_ended(session, data, "expired")
 
 
@@ -108,9 +111,7 @@ async def _grant_ended(session: AsyncSession, data: ev.GrantEnded, status: str) 
     )
 
 
-EventHandler = Callable[[AsyncSession, Any], Awaitable[None]]
-
-HANDLERS: dict[str, EventHandler] = {
+HANDLERS: dict[str, EventHandler[Settings]] = {
     "caf.dossier.upserted": dossier_upserted,
     "identity.grant.issued": grant_issued,
     "identity.grant.revoked": grant_revoked,
@@ -118,10 +119,7 @@ HANDLERS: dict[str, EventHandler] = {
 }
 
 
-async def apply(session: AsyncSession, event: CloudEvent) -> None:
-    """The consumer's handler: every event is validated against its type's model, applied by its row of
-    `HANDLERS` if it has one, and given to the callers' standing (`cdap_shared.standing`)."""
-    data = ev.parse_data(event)
-    if (handle := HANDLERS.get(event.type)) is not None:
-        await handle(session, data)
-    await standing.apply(session, event)
+def handler(settings: Settings) -> Handler:
+    """The consumer's handler: `HANDLERS` applied to the events it names, and every event given to the
+    callers' standing (`cdap_shared.standing`)."""
+    return dispatch(HANDLERS, settings, then=standing.apply)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from cdap_identity import domain
+from cdap_shared.services import local_url
 from cdap_shared.settings import ServiceSettings
 
 
@@ -16,7 +17,7 @@ class Settings(ServiceSettings):
         default="access.events", description="access-requests' events (grants to issue)"
     )
     alerts_topic: str = Field(default="audit.alerts", description="audit's alerts (an account to suspend)")
-    portal_url: str = Field(default="http://127.0.0.1:8000", description="base of the links sent by mail")
+    portal_url: str = Field(default=local_url("portal"), description="base of the links sent by mail")
     access_token_seconds: int = Field(default=300, ge=30, le=3600, description="lifetime of an access token")
     refresh_token_days: int = Field(default=7, ge=1, le=90, description="lifetime of a refresh token")
     activation_hours: int = Field(

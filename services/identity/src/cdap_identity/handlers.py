@@ -2,15 +2,14 @@
 was asked, suspend an account (or disable a partner system) a critical alert names.
 
 `HANDLERS` is the table: event type -> a plain function taking the session, the settings, the event's
-typed data and its time. Each runs inside the consumer's transaction (with the inbox claim), which
-commits; an event that cannot be applied (an unknown organisation or grant) raises, and is dead-lettered.
+typed data and its time (`cdap_shared.consumer.EventHandler`); `handler(settings)` dispatches to it.
+Each runs inside the consumer's transaction (with the inbox claim), which commits; an event that
+cannot be applied (an unknown organisation or grant) raises, and is dead-lettered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,8 +17,7 @@ from cdap_identity import accounts, habilitations
 from cdap_identity.config import Settings
 from cdap_shared import events as ev
 from cdap_shared.clock import civil_today
-from cdap_shared.consumer import Handler
-from cdap_shared.envelope import CloudEvent
+from cdap_shared.consumer import EventHandler, Handler, dispatch
 
 
 async def request_approved(
@@ -44,9 +42,7 @@ async def alert_raised(session: AsyncSession, settings: Settings, data: ev.Alert
     await habilitations.act_on_alert(session, data)
 
 
-EventHandler = Callable[[AsyncSession, Settings, Any, datetime], Awaitable[None]]
-
-HANDLERS: dict[str, EventHandler] = {
+HANDLERS: dict[str, EventHandler[Settings]] = {
     "access.request.approved": request_approved,
     "access.grant.revocation_requested": revocation_requested,
     "audit.alert.raised": alert_raised,
@@ -54,12 +50,5 @@ HANDLERS: dict[str, EventHandler] = {
 
 
 def handler(settings: Settings) -> Handler:
-    """The consumer's handler: every event is validated against its type's model and applied by its row
-    of `HANDLERS` if it has one (the other events on these topics are not identity's business)."""
-
-    async def apply(session: AsyncSession, event: CloudEvent) -> None:
-        data = ev.parse_data(event)
-        if (handle := HANDLERS.get(event.type)) is not None:
-            await handle(session, settings, data, event.time.astimezone(UTC))
-
-    return apply
+    """The consumer's handler: `HANDLERS` applied to the events it names."""
+    return dispatch(HANDLERS, settings)

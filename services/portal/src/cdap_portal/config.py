@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 
+from cdap_shared.services import local_url
 from cdap_shared.settings import ServiceSettings
 
 
@@ -17,12 +18,12 @@ class Settings(ServiceSettings):
     """
 
     service_name: str = "portal"
-    identity_url: str = Field(default="http://127.0.0.1:8001", description="the identity service")
+    identity_url: str = Field(default=local_url("identity"), description="the identity service")
     access_requests_url: str = Field(
-        default="http://127.0.0.1:8002", description="the access-requests service"
+        default=local_url("access-requests"), description="the access-requests service"
     )
-    dossiers_url: str = Field(default="http://127.0.0.1:8003", description="the dossiers service")
-    audit_url: str = Field(default="http://127.0.0.1:8004", description="the audit service")
+    dossiers_url: str = Field(default=local_url("dossiers"), description="the dossiers service")
+    audit_url: str = Field(default=local_url("audit"), description="the audit service")
     portal_secret: SecretStr | None = Field(
         default=None,
         description="keys the session cookie (encryption) and the CSRF tokens (HMAC); generated per "
