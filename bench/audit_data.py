@@ -231,7 +231,7 @@ async def load(name: str, count: int, progress: Progress, *, reseed: bool = Fals
                 edge = edge.edge(merkle.frontier(size))
                 # Rows of one batch may straddle a month boundary.
                 for m, table in enumerate(tables):
-                    part = [r for r in rows if m * per_month <= r[0] < (m + 1) * per_month]
+                    part = [r for r in rows if m * per_month <= r[1] < (m + 1) * per_month]  # r[1]: leaf_index
                     if part:
                         await conn.copy_records_to_table(
                             table.split(".")[1], schema_name=SCHEMA, records=part, columns=ENTRY_COLUMNS
