@@ -229,9 +229,9 @@ async def load(name: str, count: int, progress: Progress, *, reseed: bool = Fals
                 size, _ = merkle.append_leaves(edge, size, hashes)
                 tiles = edge.changed_rows()
                 edge = edge.edge(merkle.frontier(size))
-                # Rows of one batch may straddle a month boundary.
+                # Rows of one batch may straddle a month boundary (r[1] is the leaf index).
                 for m, table in enumerate(tables):
-                    part = [r for r in rows if m * per_month <= r[1] < (m + 1) * per_month]  # r[1]: leaf_index
+                    part = [r for r in rows if m * per_month <= r[1] < (m + 1) * per_month]
                     if part:
                         await conn.copy_records_to_table(
                             table.split(".")[1], schema_name=SCHEMA, records=part, columns=ENTRY_COLUMNS
