@@ -11,7 +11,11 @@ first committed entry (for the busy actor, the 200,001st) to a committed tree si
 from its end; lookups are sent over HTTP at a fixed rate, each with its own W3C `traceparent`, so
 its entry is found by trace id; `GET /v1/checkpoints/latest` is polled every 50 ms, and a lookup counts
 as covered at the first poll whose `tree_size` exceeds its entry's `leaf_index` (up to 50 ms of polling
-included). The same latency for the audit alone: consultations produced straight to its topic at a
+included). That run also breaks each lookup's time down by stage (`stage_breakdown`), from timestamps
+the services keep anyway: the outbox row's `created_at` and `sent_at` (dossiers' database), the
+record's Kafka timestamp (set by the relay's producer as it appends the record), the entry's
+`recorded_at` (its batch's transaction start), the committed tree size (polled every 20 ms) and the
+covering checkpoint's `signed_at`. The same latency for the audit alone: consultations produced straight to its topic at a
 fixed rate, each timed from its send to the first polled checkpoint covering it.
 """
 
@@ -28,13 +32,14 @@ from typing import Any
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench import lookup
 from bench.common import (
     KAFKA,
     RESULTS,
     KeepAliveClient,
+    database_url,
     drop_database,
     fresh_database,
     fresh_topic,
@@ -176,6 +181,133 @@ async def poll_checkpoints(
             await asyncio.sleep(0.05)
 
 
+async def poll_committed(url: str, committed: list[tuple[float, int]], stop: asyncio.Event) -> None:
+    """Append (time, committed tree size) every 20 ms until `stop`: when each entry was committed."""
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        while not stop.is_set():
+            committed.append((time.time(), await tree_size(conn)))
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+
+
+CONSULTATIONS = "dossier.consultations"
+STAGES = (
+    ("http_answer", "sent", "answered"),
+    ("to_outbox_row", "sent", "row_created"),
+    ("outbox_to_relay_claim", "row_created", "claimed"),
+    ("relay_claim_to_kafka", "claimed", "kafka"),
+    ("kafka_to_audit_batch", "kafka", "batch_started"),
+    ("audit_batch_to_commit", "batch_started", "committed"),
+    ("commit_to_signed", "committed", "signed"),
+    ("signed_to_polled", "signed", "covered"),
+)
+
+
+async def end_offsets(topic: str) -> dict[TopicPartition, int]:
+    """The end offset of each partition of `topic` now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA, **KafkaLogin.from_env().options())
+    await consumer.start()
+    try:
+        # A consumer knows the partitions of its subscriptions only; this one has none.
+        numbers = await consumer._client._wait_on_metadata(topic)
+        return dict(await consumer.end_offsets([TopicPartition(topic, p) for p in numbers]))
+    finally:
+        await consumer.stop()
+
+
+async def kafka_times(topic: str, start: dict[TopicPartition, int]) -> dict[str, float]:
+    """Trace id -> Kafka record timestamp (s) of the records of `topic` from `start` to the end now."""
+    end = await end_offsets(topic)
+    # A group of its own (never committed): without one, aiokafka's `stop()` after `assign()` raises
+    # CancelledError.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=KAFKA,
+        **KafkaLogin.from_env().options(),
+        group_id=f"bench-audit-stages-{secrets.token_hex(4)}",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    out: dict[str, float] = {}
+    try:
+        wanted = {tp: offset for tp, offset in end.items() if offset > start.get(tp, 0)}
+        consumer.assign(list(wanted))
+        for tp in wanted:
+            consumer.seek(tp, start.get(tp, 0))
+        while wanted:
+            for tp, records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).items():
+                for record in records:
+                    parent = dict(record.headers or ()).get("traceparent", b"").decode()
+                    if parent:
+                        out[parent.split("-")[1]] = record.timestamp / 1000
+                if records and records[-1].offset + 1 >= wanted.get(tp, 0):
+                    wanted.pop(tp, None)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def stage_breakdown(
+    audit_url: str,
+    since: float,
+    start: dict[TopicPartition, int],
+    times: dict[str, dict[str, float]],
+    committed: list[tuple[float, int]],
+    signed: list[tuple[float, int]],
+) -> dict[str, Any]:
+    """p50/p99/max (ms) of each stage of a lookup's way to a checkpoint (`STAGES`), over the lookups
+    whose two timestamps of it were found; `times` holds trace id -> {"sent", "answered"} on entry, and
+    gets the others. `BENCH_AUDIT_TIMES=<file>` writes them all there as JSON."""
+    dossiers = await asyncpg.connect(asyncpg_dsn(database_url(lookup.DB)))
+    audit = await asyncpg.connect(asyncpg_dsn(audit_url))
+    try:
+        rows = await dossiers.fetch(
+            "SELECT headers->>'traceparent' AS parent, extract(epoch FROM created_at) AS created,"
+            " extract(epoch FROM sent_at) AS claimed FROM outbox"
+            " WHERE topic = $1 AND created_at >= to_timestamp($2)",
+            CONSULTATIONS,
+            since - 1,
+        )
+        for row in rows:
+            trace = (row["parent"] or "--").split("-")[1]
+            if trace in times and row["claimed"] is not None:
+                times[trace] |= {"row_created": float(row["created"]), "claimed": float(row["claimed"])}
+        entries = await audit.fetch(
+            "SELECT trace_id, leaf_index, extract(epoch FROM recorded_at) AS started FROM entry"
+            " WHERE trace_id = any($1::text[])",
+            list(times),
+        )
+        checkpoints = await audit.fetch(
+            "SELECT tree_size, extract(epoch FROM signed_at) AS signed FROM checkpoint ORDER BY tree_size"
+        )
+    finally:
+        await dossiers.close()
+        await audit.close()
+    for trace, at in (await kafka_times(CONSULTATIONS, start)).items():
+        if trace in times:
+            times[trace]["kafka"] = at
+    for entry in entries:
+        leaf, at = int(entry["leaf_index"]), times[entry["trace_id"]]
+        at["batch_started"] = float(entry["started"])
+        at["committed"] = next((t for t, size in committed if size > leaf), float("nan"))
+        at["signed"] = next(float(c["signed"]) for c in checkpoints if c["tree_size"] > leaf)
+        at["covered"] = next(t for t, size in signed if size > leaf)
+    if dump := os.environ.get("BENCH_AUDIT_TIMES"):
+        Path(dump).write_text(json.dumps(times))  # every lookup's timestamps, for a closer look
+    out: dict[str, Any] = {}
+    for name, begin, end in STAGES:
+        spans = [at[end] - at[begin] for at in times.values() if begin in at and end in at]
+        spans = [span for span in spans if span == span]  # a commit after the last poll: NaN
+        out[name] = {
+            "p50_ms": round(percentile(spans, 50) * 1000, 1) if spans else None,
+            "p99_ms": round(percentile(spans, 99) * 1000, 1) if spans else None,
+            "max_ms": round(max(spans) * 1000, 1) if spans else None,
+            "lookups": len(spans),
+        }
+    return out
+
+
 async def times_to_checkpoint(
     conn: asyncpg.Connection,
     column: str,
@@ -300,10 +432,14 @@ async def lookup_to_checkpoint(rate: int, seconds: int, progress: Progress) -> d
     )
     conn = await asyncpg.connect(asyncpg_dsn(url))
     sent: dict[str, float] = {}
+    times: dict[str, dict[str, float]] = {}
     failed = 0
     signed: list[tuple[float, int]] = []
+    committed: list[tuple[float, int]] = []
     stop = asyncio.Event()
     try:
+        start = await end_offsets(CONSULTATIONS)
+        since = time.time()
         await asyncio.to_thread(audit.start, 60.0)
         await asyncio.to_thread(dossiers.start, 60.0)
         await asyncio.sleep(3)  # the audit consumer joins its group (it reads from the topic's end)
@@ -324,10 +460,12 @@ async def lookup_to_checkpoint(rate: int, seconds: int, progress: Progress) -> d
                 return
             if status == 200:
                 sent[trace] = t
+                times[trace] = {"sent": t, "answered": time.time()}
             else:
                 failed += 1
 
         poller = asyncio.create_task(poll_checkpoints(audit.url, auditor, signed, stop))
+        committer = asyncio.create_task(poll_committed(url, committed, stop))
         async with KeepAliveClient(dossiers.url, connections=100) as client:
 
             async def send(k: int) -> Awaitable[Any]:
@@ -338,9 +476,15 @@ async def lookup_to_checkpoint(rate: int, seconds: int, progress: Progress) -> d
             conn, "trace_id", sent, signed, lambda f: progress(phase, 0.5 + f / 4)
         )
         stop.set()
-        await poller
+        await asyncio.gather(poller, committer)
+        stages = await stage_breakdown(url, since, start, times, committed, signed)
         progress(phase, 1.0)
-        return {**latencies(covered, rate, achieved), "lookups": len(covered), "failed": failed}
+        return {
+            **latencies(covered, rate, achieved),
+            "lookups": len(covered),
+            "failed": failed,
+            "stages": stages,
+        }
     finally:
         stop.set()
         await conn.close()
@@ -454,8 +598,8 @@ async def run(progress: Progress, quick: bool = False) -> dict[str, Any]:
         "from its first stored batch. Peak RSS is the audit process's VmRSS sampled every 0.2 s. The lookup "
         f"latency run: {latency['lookups']} lookups answered 200 ({latency['failed']} not), offered at "
         f"500/s, achieved {latency['achieved_per_s']}/s, max {latency['max_ms']} ms; a checkpoint is signed "
-        "when a batch commits, at most one per 0.5 s (the default interval), so up to 0.5 s of any figure is "
-        "the wait for the next signing. The audit-alone run "
+        "when a batch commits, at most one per 0.1 s (the default `CDAP_CHECKPOINT_MIN_GAP`), so up to 0.1 s "
+        "of any figure is the wait for the next signing; `details.latency.stages` breaks it down by stage. The audit-alone run "
         f"produces {produced['events']} consultations straight to the audit's topic at 500/s (achieved "
         f"{produced['achieved_per_s']}/s; no dossiers service): max {produced['max_ms']} ms.",
         "details": {

@@ -3,8 +3,8 @@
 Seeding 10,000,000 entries through the service would take hours (~1,100 entries/s), so the rows are
 written directly, but computed with the service's own code: `EntryFacts` as `facts_from_event` builds
 them for a consultation, the canonical leaf bytes of `domain.leaf_bytes`, the row of `ledger.entry_row`,
-and the Merkle nodes of `merkle.append_leaves` (one frontier carried from batch to batch, as the
-ingestion does). Inclusion and consistency proofs and `cdap audit verify` therefore hold on it; bench
+and the Merkle tiles `merkle.append_leaves` extends (the right edge's tiles carried from batch to
+batch, as the ingestion does). Inclusion and consistency proofs and `cdap audit verify` therefore hold on it; bench
 /audit_scale checks a sample of proofs against the signed checkpoint on every run.
 
 Entries are spread evenly over the ten months before the load date, one monthly partition each
@@ -13,7 +13,7 @@ that PostgreSQL builds each partition's indexes once. The inbox is left empty: t
 housekeeping keeps event ids 14 days only, and every loaded entry is older than that.
 
 The database is kept between runs (`bench_meta` records what was loaded); `restore` cuts whatever a
-run appended beyond N (entries, nodes, checkpoints, inbox rows), so every run starts at exactly N.
+run appended beyond N (entries, tiles, checkpoints, inbox rows), so every run starts at exactly N.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import asyncpg
 from bench.common import ADMIN_DSN
 from cdap_audit import ledger, merkle
 from cdap_audit.domain import EntryFacts, leaf_bytes
-from cdap_audit.merkle import MemoryStore, Node
 from cdap_audit.partitions import SCHEMA, month_start, next_month, partition_name
+from cdap_audit.tiles import TileStore
 from cdap_testing import migrate
 
 Progress = Callable[[str, float], None]
@@ -158,6 +158,8 @@ async def loaded(name: str, count: int) -> bool:
         meta = await conn.fetchval("SELECT count FROM bench_meta WHERE complete")
         if meta != count:
             return False
+        # A log kept from an earlier schema is upgraded as a deployed one would be (e.g. to tiles).
+        await asyncio.to_thread(migrate, str(ROOT / "services" / "audit"), sqlalchemy_url(name))
         await restore(conn, count)
         have = await conn.fetchval("SELECT count(*) FROM entry WHERE leaf_index < $1", count)
         size = await conn.fetchval("SELECT size FROM tree_state WHERE id = 1")
@@ -171,7 +173,14 @@ async def restore(conn: asyncpg.Connection, count: int) -> None:
     async with conn.transaction():
         await conn.execute("DELETE FROM entry WHERE leaf_index >= $1", count)
         # Node (level, idx) covers leaves [idx * 2**level, (idx + 1) * 2**level).
-        await conn.execute("DELETE FROM merkle_node WHERE (idx + 1) * (1::bigint << level) > $1", count)
+        # Tile (level, idx) holds the level-8*level nodes from idx * 256 on: those [0, count) completes stay.
+        kept = "(($1::bigint >> (8 * level)) - idx * 256)::int"
+        await conn.execute(f"DELETE FROM merkle_tile WHERE {kept} <= 0", count)
+        await conn.execute(
+            f"UPDATE merkle_tile SET hashes = substring(hashes FOR 32 * {kept}) "
+            f"WHERE length(hashes) > 32 * {kept}",
+            count,
+        )
         await conn.execute("DELETE FROM checkpoint WHERE tree_size > $1", count)
         await conn.execute("DELETE FROM inbox")
         await conn.execute("DELETE FROM outbox")
@@ -201,7 +210,7 @@ async def load(name: str, count: int, progress: Progress, *, reseed: bool = Fals
         for table in tables:
             await conn.execute(f"CREATE TABLE {table} (LIKE public.entry INCLUDING DEFAULTS)")
         per_month = -(-count // MONTHS)
-        size, frontier = 0, MemoryStore()
+        size, edge = 0, TileStore()
         with ProcessPoolExecutor(max_workers=1) as pool:
             starts = list(range(0, count, BATCH))
             ahead = [
@@ -217,22 +226,17 @@ async def load(name: str, count: int, progress: Progress, *, reseed: bool = Fals
                             pool, batch, s, min(s + BATCH, count), count, first[0].isoformat()
                         )
                     )
-                size, nodes = merkle.append_leaves(frontier, size, hashes)
-                frontier = MemoryStore(
-                    Node(lv, ix, frontier.get(lv, ix) or b"") for lv, ix in merkle.frontier(size)
-                )
-                # Rows of one batch may straddle a month boundary.
+                size, _ = merkle.append_leaves(edge, size, hashes)
+                tiles = edge.changed_rows()
+                edge = edge.edge(merkle.frontier(size))
+                # Rows of one batch may straddle a month boundary (r[1] is the leaf index).
                 for m, table in enumerate(tables):
-                    part = [r for r in rows if m * per_month <= r[0] < (m + 1) * per_month]
+                    part = [r for r in rows if m * per_month <= r[1] < (m + 1) * per_month]
                     if part:
                         await conn.copy_records_to_table(
                             table.split(".")[1], schema_name=SCHEMA, records=part, columns=ENTRY_COLUMNS
                         )
-                await conn.copy_records_to_table(
-                    "merkle_node",
-                    records=[(n.level, n.index, n.hash) for n in nodes],
-                    columns=("level", "idx", "hash"),
-                )
+                await ledger.upsert_tiles(conn, tiles)
                 progress(phase, 0.8 * size / count)
         for m, table in enumerate(tables):
             lo, hi = bounds[m].isoformat(), bounds[m + 1].isoformat()

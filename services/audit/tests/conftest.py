@@ -178,6 +178,16 @@ class Audit:
         finally:
             await conn.close()
 
+    async def roll_back(self, size: int) -> None:
+        """Cut a log of fewer than 256 entries back to `size` entries as someone with write access to
+        the database could: entries, the tree's one tile (its first `size` leaf hashes stay), its size
+        and the checkpoints of larger trees."""
+        assert await self.sql("SELECT 1 FROM merkle_tile WHERE (level, idx) <> (0, 0)") == [], "one tile only"
+        await self.sql("DELETE FROM entry WHERE leaf_index >= $1", size)
+        await self.sql("UPDATE merkle_tile SET hashes = substring(hashes FOR 32 * $1::int)", size)
+        await self.sql("UPDATE tree_state SET size = $1", size)
+        await self.sql("DELETE FROM checkpoint WHERE tree_size > $1", size)
+
     async def stop(self) -> None:
         if self.running:
             self.running = False

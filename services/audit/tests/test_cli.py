@@ -108,10 +108,7 @@ async def test_verify_detects_a_truncated_log(audit: Audit, tmp_path: Path) -> N
         assert code == 1 and "entries are missing: 28 served for a signed tree of 30" in out, out
 
         # The whole log rolled back to 20 entries (rows, nodes, size, later checkpoints).
-        await audit.sql("DELETE FROM entry WHERE leaf_index >= 20")
-        await audit.sql("DELETE FROM merkle_node WHERE (idx + 1) * (1::bigint << level) > 20")
-        await audit.sql("UPDATE tree_state SET size = 20")
-        await audit.sql("DELETE FROM checkpoint WHERE tree_size > 20")
+        await audit.roll_back(20)
         await eventually(lambda: _signed(audit, 20))  # the service signs what it now holds
         code, out = await verify(url, saved, token(audit))
         assert code == 1 and "the log was truncated: 20 entries now, 30 when saved" in out, out

@@ -35,8 +35,9 @@ async def fill(audit: Audit, n: int) -> list[dict[str, Any]]:
 async def test_served_leaf_bytes_hash_to_the_stored_leaf_and_match_the_fields(audit: Audit) -> None:
     items = await fill(audit, 12)
     stored = {
-        r["idx"]: bytes(r["hash"])
-        for r in await audit.sql("SELECT idx, hash FROM merkle_node WHERE level = 0")
+        r["idx"] * 256 + i // 32: bytes(r["hashes"][i : i + 32])
+        for r in await audit.sql("SELECT idx, hashes FROM merkle_tile WHERE level = 0")
+        for i in range(0, len(r["hashes"]), 32)
     }
     for item in items:
         raw = base64.b64decode(item["leaf"])

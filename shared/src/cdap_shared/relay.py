@@ -1,8 +1,8 @@
 """The outbox relay: publishes committed outbox rows to Kafka, in order, at least once.
 
 - wakes on LISTEN/NOTIFY, with a polling fallback (a lost notification only delays, never loses); while
-  rows keep coming it polls every `busy_poll_interval` (the lookups' rows come without a notification:
-  see `outbox.add_pg`);
+  rows keep coming, and for a `poll_interval` after the last ones, it polls every `busy_poll_interval`
+  (the lookups' rows come without a notification: see `outbox.add_pg`);
 - claims rows `FOR UPDATE SKIP LOCKED` in id order and marks them sent in the same transaction, after
   the broker acknowledged them (idempotent producer, `acks=all`);
 - hands a claim to the producer as one record batch per partition (`send_batch`), each record in the
@@ -127,11 +127,18 @@ class OutboxRelay:
                 return
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             log.info("outbox relay publishing")
+            loop = asyncio.get_running_loop()
+            last_rows = -self.poll_interval
             while not self._stopping.is_set():
                 self._wake.clear()
                 published = await self.publish_batch(conn)
+                if published:
+                    last_rows = loop.time()
                 if published < self.batch_size:
-                    await self._wait_for_work(self.busy_poll_interval if published else self.poll_interval)
+                    # Busy until a whole `poll_interval` without rows: one empty poll in a stream of
+                    # unnotified rows (a pause of the service) would cost the next ones that interval.
+                    busy = loop.time() - last_rows < self.poll_interval
+                    await self._wait_for_work(self.busy_poll_interval if busy else self.poll_interval)
         finally:
             with contextlib.suppress(Exception):
                 await self.producer.stop()

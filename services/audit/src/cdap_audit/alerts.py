@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cdap_audit.domain import EntryFacts
-from cdap_audit.rules import MinuteCounts, RuleSet, Triggered, evaluate, minute_of, window_queries
+from cdap_audit.rules import MinuteCounts, RuleSet, Triggered, evaluate, minute_of
 from cdap_shared import events as ev
 from cdap_shared import outbox
 from cdap_shared.envelope import CloudEvent, new_event_id
@@ -84,7 +84,7 @@ async def evaluate_batch(
     for n, (facts, index) in enumerate(entries, 1):
         found: dict[str, int] = {}
         if facts.actor is not None and facts.type in counted:
-            queries, minute = window_queries(rules, facts), minute_of(facts.time)
+            queries, minute = rules.window_queries(facts.type, facts.decision), minute_of(facts.time)
             counts.add(facts.actor, facts, minute, queries)
             found = {q.rule: counts.count(facts.actor, q, minute) for q in queries}
         for triggered in evaluate(rules, facts, found, fired):

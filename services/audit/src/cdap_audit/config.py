@@ -50,8 +50,17 @@ class Settings(ServiceSettings):
         default=0.5,
         gt=0,
         le=1,
-        description="most seconds a committed entry waits for its checkpoint, and least between two "
-        "signings (so at least one per second while the tree grows)",
+        description="most seconds between two looks at the committed tree when this process commits "
+        "nothing: an entry another replica committed waits at most this for its checkpoint (so at least "
+        "one a second while the tree grows)",
+    )
+    checkpoint_min_gap: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="least seconds between two signings: an entry committed here is signed about this "
+        "long after its commit at most, and a growing log stores at most 1/gap checkpoints a second "
+        "(none while nothing new is committed)",
     )
     consumer_batch: int = Field(
         default=2000, ge=1, le=10_000, description="records taken per batch (one transaction each)"

@@ -3,24 +3,29 @@
 Appending
     A batch is appended at once. It first locks the one `tree_state` row (`FOR UPDATE`): replicas
     consuming other partitions wait there, so leaf indices are gapless and never assigned twice. It
-    needs the tree's frontier (its compact range: at most one node per level); a :class:`Frontier`
-    keeps it in memory from one committed batch to the next, and it is read from the database when
-    the committed size is not the one it expects (first batch, another replica appended, a batch
-    rolled back or its commit was lost). The batch's leaves and newly completed subtree nodes are
-    computed in memory, O(log n) per entry, and written with COPY, then the new size: everything in
-    the caller's transaction, which also holds the inbox marks, so a crash loses or doubles nothing.
+    needs the tiles at the tree's right edge (`tiles`: those holding its frontier, the compact range,
+    at most one partial tile per tile level); a :class:`Frontier` keeps them in memory from one
+    committed batch to the next, and they are read from the database when the committed size is not
+    the one it expects (first batch, another replica appended, a batch rolled back or its commit was
+    lost). The batch's leaves and the subtrees they complete are computed in memory, O(log n) per
+    entry; the entries are written with COPY, the tiles they extended with one upsert (a tile per 256
+    leaves, plus the partial ones), then the new size: everything in the caller's transaction, which
+    also holds the inbox marks, so a crash loses or doubles nothing.
 
 Reading
-    A root or proof needs a few nodes (`merkle.frontier`, `*_proof_nodes`): they are fetched in one
-    query into a `MemoryStore` and the pure functions of `merkle` run on it. Only committed sizes are
-    ever served, and every node of a committed size was committed in the same transaction.
+    A root or proof needs a few nodes (`merkle.frontier`, `*_proof_nodes`): the tiles holding them are
+    fetched in one query into a `TileStore` and the pure functions of `merkle` run on it. Only
+    committed sizes are ever served, and every tile hash of a committed size was committed in the same
+    transaction.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
+import asyncpg
 import orjson
 from sqlalchemy import event, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,76 +33,56 @@ from sqlalchemy.orm import Session
 
 from cdap_audit import merkle
 from cdap_audit.domain import EntryFacts, leaf_bytes
-from cdap_audit.merkle import MemoryStore, Node, NodeKey
-from cdap_audit.models import MerkleNode, TreeState
+from cdap_audit.merkle import NodeKey
+from cdap_audit.models import Entry, MerkleTile, TreeState
+from cdap_audit.tiles import TileRow, TileStore, tile_keys
 
-NODE = MerkleNode.__table__  # type: ignore[attr-defined]
+ENTRY = Entry.__table__  # type: ignore[attr-defined]
+TILE = MerkleTile.__table__  # type: ignore[attr-defined]
 STATE = TreeState.__table__  # type: ignore[attr-defined]
 
-ENTRY_COLUMNS = (
-    "leaf_index",
-    "event_id",
-    "type",
-    "source",
-    "time",
-    "subject",
-    "dossier",
-    "actor",
-    "organisation_id",
-    "profile",
-    "decision",
-    "reason",
-    "motif",
-    "sections",
-    "client_ip",
-    "trace_id",
-    "leaf",
+# The row of an entry follows the `entry` table's declaration: its index, then the columns named like
+# `EntryFacts`' attributes, `sections` (JSON text) and the leaf bytes; `recorded_at` is the database's.
+_FACT_COLUMNS = tuple(
+    column.name
+    for column in ENTRY.columns
+    if column.name not in ("leaf_index", "recorded_at", "sections", "leaf")
+)
+ENTRY_COLUMNS = ("leaf_index", *_FACT_COLUMNS, "sections", "leaf")
+_facts_of = operator.attrgetter(*_FACT_COLUMNS)
+
+UPSERT_TILES = (
+    "INSERT INTO merkle_tile (level, idx, hashes) "
+    "SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[]) "
+    "ON CONFLICT (level, idx) DO UPDATE SET hashes = excluded.hashes"
 )
 
 
 def entry_row(index: int, facts: EntryFacts, leaf: bytes) -> tuple[Any, ...]:
     """The `entry` row of `facts` at `index`, in `ENTRY_COLUMNS` order (`sections` as JSON text)."""
-    return (
-        index,
-        facts.event_id,
-        facts.type,
-        facts.source,
-        facts.time,
-        facts.subject,
-        facts.dossier,
-        facts.actor,
-        facts.organisation_id,
-        facts.profile,
-        facts.decision,
-        facts.reason,
-        facts.motif,
-        orjson.dumps(facts.sections).decode(),
-        facts.client_ip,
-        facts.trace_id,
-        leaf,
-    )
+    return (index, *_facts_of(facts), orjson.dumps(facts.sections).decode(), leaf)
 
 
 class Frontier:
-    """The tree's frontier as of the last batch this process committed, or nothing known yet;
-    `on_commit` is called after each such commit."""
+    """The tiles of the tree's right edge as of the last batch this process committed, or nothing
+    known yet; `on_commit` is called after each such commit."""
 
     def __init__(self, on_commit: Callable[[], None] | None = None) -> None:
         self._size = -1
-        self._store = MemoryStore()
+        self._edge = TileStore()
         self._on_commit = on_commit
 
-    def at(self, size: int) -> MemoryStore | None:
-        """A copy of the frontier if the committed tree has `size` leaves as expected, else None."""
-        return MemoryStore(self._store) if size == self._size else None
+    def at(self, size: int) -> TileStore | None:
+        """A copy of the edge if the committed tree has `size` leaves as expected, else None."""
+        return self._edge.edge(merkle.frontier(size)) if size == self._size else None
 
-    def keep_on_commit(self, session: AsyncSession, size: int, store: MemoryStore) -> None:
-        """Remember `store`'s frontier of `size` once (and only if) the session's transaction commits."""
-        kept = store.subset(merkle.frontier(size))
+    def keep_on_commit(self, session: AsyncSession, size: int, store: TileStore) -> None:
+        """Remember `store`'s edge at `size` once (and only if) the session's transaction commits."""
+        kept = store.edge(merkle.frontier(size))
         self._size = -1  # until the commit: a rollback leaves nothing to trust
 
         def committed(_: Session) -> None:
-            self._size, self._store = size, kept
+            self._size, self._edge = size, kept
             if self._on_commit is not None:
                 self._on_commit()
 
@@ -105,35 +90,35 @@ class Frontier:
 
 
 class Appending(NamedTuple):
-    """A batch given its leaf indices under the tree lock, its rows and nodes computed, not yet written."""
+    """A batch given its leaf indices under the tree lock, its rows and tiles computed, not yet written."""
 
     first: int
     new_size: int
-    store: MemoryStore
+    store: TileStore
     rows: list[tuple[Any, ...]]
-    nodes: list[Node]
+    tiles: list[TileRow]
 
 
 async def prepare(
     session: AsyncSession, batch: Sequence[EntryFacts], frontier: Frontier | None = None
 ) -> Appending:
-    """Lock the tree and give `batch` the next leaf indices, in order; its entries' rows and the tree's
-    new nodes are computed, nothing is written yet (`write`). `frontier`, when given, spares reading
-    the tree's frontier."""
+    """Lock the tree and give `batch` the next leaf indices, in order; its entries' rows and the tiles
+    it extends are computed, nothing is written yet (`write`). `frontier`, when given, spares reading
+    the tree's right edge."""
     size = await lock_size(session)
     store = frontier.at(size) if frontier is not None else None
     if store is None:
-        store = await load_nodes(session, merkle.frontier(size))
+        store = await load_tiles(session, merkle.frontier(size))
     leaves = [leaf_bytes(facts) for facts in batch]
-    new_size, nodes = merkle.append_leaves(store, size, [merkle.leaf_hash(leaf) for leaf in leaves])
+    new_size, _ = merkle.append_leaves(store, size, [merkle.leaf_hash(leaf) for leaf in leaves])
     rows = [
         entry_row(size + i, facts, leaf) for i, (facts, leaf) in enumerate(zip(batch, leaves, strict=True))
     ]
-    return Appending(size, new_size, store, rows, nodes)
+    return Appending(size, new_size, store, rows, store.changed_rows())
 
 
 async def write(session: AsyncSession, appending: Appending, frontier: Frontier | None = None) -> None:
-    """Write a prepared batch's entries, nodes and the new size in the caller's transaction.
+    """Write a prepared batch's entries, tiles and the new size in the caller's transaction.
 
     It only uses the session's connection: the caller may compute meanwhile (the rules) as long as it
     sends nothing else on the session until this is done."""
@@ -141,14 +126,17 @@ async def write(session: AsyncSession, appending: Appending, frontier: Frontier 
     driver = connection.driver_connection  # asyncpg: COPY, in the session's open transaction
     assert driver is not None
     await driver.copy_records_to_table("entry", records=appending.rows, columns=ENTRY_COLUMNS)
-    await driver.copy_records_to_table(
-        "merkle_node",
-        records=[(n.level, n.index, n.hash) for n in appending.nodes],
-        columns=("level", "idx", "hash"),
-    )
+    await upsert_tiles(driver, appending.tiles)
     await driver.execute("UPDATE tree_state SET size = $1 WHERE id = 1", appending.new_size)
     if frontier is not None:
         frontier.keep_on_commit(session, appending.new_size, appending.store)
+
+
+async def upsert_tiles(connection: asyncpg.Connection, tiles: Sequence[TileRow]) -> None:
+    """Write `tiles` whole, new or extended, in one statement on an asyncpg connection."""
+    if tiles:
+        levels, indices, hashes = zip(*tiles, strict=True)
+        await connection.execute(UPSERT_TILES, levels, indices, hashes)
 
 
 async def append(session: AsyncSession, batch: Sequence[EntryFacts], frontier: Frontier | None = None) -> int:
@@ -174,26 +162,29 @@ async def committed_size(session: AsyncSession) -> int:
     return int(size or 0)
 
 
-async def load_nodes(session: AsyncSession, keys: Iterable[NodeKey]) -> MemoryStore:
-    """The stored nodes among `keys`, in one query."""
-    wanted = list(dict.fromkeys(keys))
+async def load_tiles(session: AsyncSession, nodes: Iterable[NodeKey]) -> TileStore:
+    """The stored tiles holding `nodes`, in one query."""
+    wanted = tile_keys(nodes)
     if not wanted:
-        return MemoryStore()
+        return TileStore()
     rows = await session.execute(
-        select(NODE.c.level, NODE.c.idx, NODE.c.hash).where(tuple_(NODE.c.level, NODE.c.idx).in_(wanted))
+        select(TILE.c.level, TILE.c.idx, TILE.c.hashes).where(tuple_(TILE.c.level, TILE.c.idx).in_(wanted))
     )
-    return MemoryStore(Node(level, idx, bytes(h)) for level, idx, h in rows.all())
+    return TileStore((level, idx, bytes(hashes)) for level, idx, hashes in rows.all())
 
 
 async def root_at(session: AsyncSession, size: int) -> bytes:
-    return merkle.root(await load_nodes(session, merkle.frontier(size)), size)
+    """The root of the committed tree's first `size` leaves."""
+    return merkle.root(await load_tiles(session, merkle.frontier(size)), size)
 
 
 async def inclusion(session: AsyncSession, index: int, size: int) -> list[bytes]:
-    store = await load_nodes(session, merkle.inclusion_proof_nodes(index, size))
+    """The audit path of leaf `index` in the tree of `size` leaves."""
+    store = await load_tiles(session, merkle.inclusion_proof_nodes(index, size))
     return merkle.inclusion_proof(store, index, size)
 
 
 async def consistency(session: AsyncSession, first: int, second: int) -> list[bytes]:
-    store = await load_nodes(session, merkle.consistency_proof_nodes(first, second))
+    """The proof that the tree of `first` leaves is a prefix of the tree of `second`."""
+    store = await load_tiles(session, merkle.consistency_proof_nodes(first, second))
     return merkle.consistency_proof(store, first, second)

@@ -8,8 +8,8 @@ without losing the ability to prove anything about the log.
 
 Everything here is pure: the store is only reached through the small :class:`MerkleStore` protocol. An
 async/database caller can ask which nodes an operation needs (:func:`frontier`,
-:func:`inclusion_proof_nodes`, :func:`consistency_proof_nodes`), fetch them in one query into a
-:class:`MemoryStore`, and then run the same functions on it.
+:func:`inclusion_proof_nodes`, :func:`consistency_proof_nodes`), fetch them in one query into a store
+(the log's is `cdap_audit.tiles.TileStore`), and then run the same functions on it.
 """
 
 from __future__ import annotations
@@ -100,10 +100,6 @@ class MemoryStore:
     def get(self, level: int, index: int) -> bytes | None:
         """Return the hash of node ``(level, index)``, or ``None`` if it is not stored."""
         return self._nodes.get((level, index))
-
-    def subset(self, keys: Iterable[NodeKey]) -> MemoryStore:
-        """A new store with only the nodes `keys` (all of which must be stored here)."""
-        return MemoryStore(Node(level, index, self._nodes[(level, index)]) for level, index in keys)
 
     def put_many(self, nodes: Iterable[Node]) -> None:
         """Store nodes; rewriting a node with a *different* hash raises ``ValueError``.

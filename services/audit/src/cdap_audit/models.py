@@ -1,4 +1,4 @@
-"""This service's tables: the append-only log, its Merkle nodes, checkpoints, alerts.
+"""This service's tables: the append-only log, its Merkle tree's tiles, checkpoints, alerts.
 
 `entry` is range-partitioned by month on `recorded_at` (ingestion time): retention drops whole
 months, and each partition's indexes stay small. The partitions themselves live in the
@@ -86,14 +86,15 @@ class TreeState(SQLModel, table=True):
     size: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
 
 
-class MerkleNode(SQLModel, table=True):
-    """A complete subtree hash (see `merkle.py`): written once, never updated, kept after retention."""
+class MerkleTile(SQLModel, table=True):
+    """Up to 256 hashes of one tree level, concatenated (see `tiles.py`): extended until full, then
+    never updated; kept after retention. Its hashes are stored uncompressed (`STORAGE EXTERNAL`)."""
 
-    __tablename__ = "merkle_node"
+    __tablename__ = "merkle_tile"
 
     level: int = Field(sa_column=Column(SmallInteger, primary_key=True, autoincrement=False))
     idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
-    hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    hashes: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class CheckpointRecord(SQLModel, table=True):
@@ -207,7 +208,7 @@ __all__ = [
     "Entry",
     "InboxRecord",
     "KnownOrganisation",
-    "MerkleNode",
+    "MerkleTile",
     "OutboxRecord",
     "Person",
     "QueuedMail",

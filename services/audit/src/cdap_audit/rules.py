@@ -186,10 +186,10 @@ class WindowQuery:
     types: tuple[str, ...]
     decisions: tuple[str, ...] | None
 
-    @property
+    @cached_property
     def counted(self) -> tuple[timedelta, tuple[str, ...], tuple[str, ...] | None]:
         """What is counted, rule aside: rules counting the same thing (a warning and a critical
-        volume rule) share one count."""
+        volume rule) share one count. (Cached: asked several times for every counted entry.)"""
         return (self.window, self.types, self.decisions)
 
 
@@ -242,7 +242,12 @@ class MinuteCounts:
         bucket[minute] = bucket.get(minute, 0) + 1
         key = (actor, facts.type, decision, minute)
         self.added[key] = self.added.get(key, 0) + 1
-        for counted in {q.counted for q in queries}:
+        seen = set()
+        for query in queries:
+            counted = query.counted
+            if counted in seen:  # two rules counting the same thing: the event adds one, once
+                continue
+            seen.add(counted)
             known = self._known.pop((actor, counted), None)
             if known is not None and known[0] == minute:
                 self._known[(actor, counted)] = (minute, known[1] + 1)
@@ -284,8 +289,9 @@ def evaluate(
     alert for this actor and period is in `raised` (keys of alerts raised already) is not looked at."""
     fired: list[Triggered] = []
     seconds = int(facts.time.timestamp())
+    who = _who(facts)
     for rule in rules.for_type(facts.type):
-        key = _dedup_key(rule, facts, seconds)
+        key = _dedup_key(rule, who, seconds)
         if key in raised:
             continue
         detail = _detail(rule, rules, facts, counts)
@@ -296,13 +302,15 @@ def evaluate(
 
 def dedup_key(rule: Rule, facts: EntryFacts) -> str:
     """One alert per rule, actor and cooldown period (periods aligned on the epoch, event time)."""
-    return _dedup_key(rule, facts, int(facts.time.timestamp()))
+    return _dedup_key(rule, _who(facts), int(facts.time.timestamp()))
 
 
-def _dedup_key(rule: Rule, facts: EntryFacts, seconds: int) -> str:
-    return (
-        f"{rule.name}|{facts.actor or facts.organisation_id or '-'}|{seconds // (rule.cooldown_minutes * 60)}"
-    )
+def _who(facts: EntryFacts) -> str:
+    return facts.actor or facts.organisation_id or "-"
+
+
+def _dedup_key(rule: Rule, who: str, seconds: int) -> str:
+    return f"{rule.name}|{who}|{seconds // (rule.cooldown_minutes * 60)}"
 
 
 def _detail(rule: Rule, rules: RuleSet, facts: EntryFacts, counts: dict[str, int]) -> str | None:

@@ -75,14 +75,15 @@ def jobs(
     key: CheckpointKey,
     committed: asyncio.Event,
 ) -> list[Periodic]:
-    """The three jobs at the real time: signing when a batch has committed (`committed`, set by the
-    ingestion) at most once per `checkpoint_interval`, the notifier every `alert_notify_seconds`,
-    maintenance hourly."""
+    """The three jobs at the real time: signing as soon as a batch has committed (`committed`, set by
+    the ingestion) but at most once per `checkpoint_min_gap`, and at least every `checkpoint_interval`
+    otherwise; the notifier every `alert_notify_seconds`; maintenance hourly."""
 
     async def signing_pass() -> None:
-        # Sign, then wait for a batch to commit here, an interval at most (another replica may have
-        # appended); the Periodic then waits out the rest of the interval. So a committed entry is
-        # signed within one interval, and a busy log once per interval, not once per batch.
+        # Sign, then wait for a batch to commit here, `checkpoint_interval` at most (another replica may
+        # have appended); the Periodic then waits out the rest of the gap. So an entry committed here is
+        # signed within about one gap, a busy log once per gap, not once per batch, and a log where
+        # nothing new is committed not at all (`sign_if_grown` finds it has not grown).
         committed.clear()
         await sign(sessions, key, settings)
         with contextlib.suppress(TimeoutError):
@@ -95,7 +96,7 @@ def jobs(
         await maintain(engine, sessions, settings, rules, datetime.now(UTC))
 
     return [
-        Periodic("checkpoints", signing_pass, settings.checkpoint_interval),
+        Periodic("checkpoints", signing_pass, settings.checkpoint_min_gap),
         Periodic("notify", notify_pass, settings.alert_notify_seconds),
         Periodic("maintenance", maintenance_pass, MAINTENANCE_INTERVAL),
     ]
