@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import uuid6
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -23,6 +24,26 @@ def new_event_id() -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def structured_bytes(
+    event_id: str, event_type: str, source: str, subject: str, data: dict[str, Any]
+) -> bytes:
+    """What `CloudEvent(...).to_bytes()` writes for these fields, stamped now, in one orjson call and
+    without validation: for a hot path whose `data` its own test holds to the event's model (dossiers'
+    lookup, where the models cost about a tenth of its CPU)."""
+    body = {
+        "specversion": SPEC_VERSION,
+        "id": event_id,
+        "type": event_type,
+        "source": source,
+        "subject": subject,
+        "time": utcnow(),
+        "datacontenttype": CONTENT_TYPE,
+        "schemaversion": 1,
+        "data": data,
+    }
+    return orjson.dumps(body, option=orjson.OPT_UTC_Z)
 
 
 class CloudEvent(BaseModel):

@@ -150,14 +150,18 @@ async def add_pg(
     return event.id
 
 
+def traceparent(span: SpanContext) -> str:
+    """The W3C `traceparent` of `span`, written directly: the propagator's `inject` costs several times
+    more, on paths that run once per event (the relay, dossiers' lookup)."""
+    return f"00-{span.trace_id:032x}-{span.span_id:016x}-{span.trace_flags:02x}"
+
+
 def span_headers(span: SpanContext) -> str:
     """`_headers()` for a caller that already holds the current span's context: its `traceparent` (and
-    `tracestate`) written directly, as the relay writes them, without the propagator's `inject`."""
+    `tracestate`) written directly, without the propagator's `inject`."""
     if not span.is_valid:
         return _PLAIN_HEADERS
-    carrier = KAFKA_HEADERS | {
-        "traceparent": f"00-{span.trace_id:032x}-{span.span_id:016x}-{span.trace_flags:02x}"
-    }
+    carrier = KAFKA_HEADERS | {"traceparent": traceparent(span)}
     if span.trace_state:
         carrier["tracestate"] = span.trace_state.to_header()
     return json.dumps(carrier)
