@@ -37,6 +37,9 @@ from cdap_shared.runtime import ServiceRuntime
 
 log = structlog.get_logger(__name__)
 
+GC_YOUNG_THRESHOLD = 20_000
+"""Allocations between two young-generation collections during ingestion (Python's default: 700)."""
+
 
 def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = None) -> FastAPI:
     """Wire settings, rules, database, broker, consumers, background jobs and routes into one app."""
@@ -92,6 +95,9 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         # reach, a full collection during ingestion no longer walks it (~20 % of its CPU per entry).
         gc.collect()
         gc.freeze()
+        # A batch allocates thousands of containers (events, payloads, facts) that die with it, nearly
+        # none in cycles: at the default 700 allocations, young collections cost ~25 % of decoding them.
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         async with runtime.lifespan(app), running(*jobs):
             try:
                 yield

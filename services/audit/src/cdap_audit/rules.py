@@ -291,11 +291,12 @@ def evaluate(
     seconds = int(facts.time.timestamp())
     who = _who(facts)
     for rule in rules.for_type(facts.type):
-        key = _dedup_key(rule, who, seconds)
-        if key in raised:
-            continue
+        # Most entries set nothing off: their keys are not worth writing.
         detail = _detail(rule, rules, facts, counts)
-        if detail is not None:
+        if detail is None:
+            continue
+        key = _dedup_key(rule, who, seconds)
+        if key not in raised:
             fired.append(Triggered(rule.name, rule.severity, detail, key))
     return fired
 
