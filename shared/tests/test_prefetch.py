@@ -5,9 +5,10 @@ when batches are rewound by outages while the next one was already fetched."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaBroker
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cdap_shared import events as ev
 from cdap_shared.consumer import EventConsumer, Fresh
 from cdap_shared.db import create_engine, create_tables, session_factory
+from cdap_shared.envelope import CloudEvent
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.relay import make_producer
 from cdap_testing import eventually
@@ -116,3 +118,78 @@ async def _end_offsets(kafka: str, topic: str) -> dict[int, int]:
         return {tp.partition: offset for tp, offset in (await reader.end_offsets(partitions)).items()}
     finally:
         await reader.stop()
+
+
+async def test_a_prepared_record_reaches_the_handler_with_its_preparation_and_a_refused_one_the_dlq(
+    stack: dict[str, str],
+    make_database: Callable[[], Awaitable[str]],
+    make_topic: Callable[[str], Awaitable[str]],
+) -> None:
+    """`prepare` runs on each record outside the transaction; what it refuses (a `ValueError`) is
+    dead-lettered with its reason like a malformed record, and the others are applied."""
+    topic = await make_topic("prepare")
+    engine = create_engine(await make_database(), 5)
+    await create_tables(engine)
+    sessions = session_factory(engine)
+    prepared: dict[str, object] = {}
+
+    def prepare(record: ConsumerRecord[Any, Any], event: CloudEvent, data: ev.EventData) -> str:
+        if event.subject == "refused":
+            raise ValueError("refused by prepare")
+        return f"{event.subject}@{record.offset}"
+
+    async def apply(session: AsyncSession, batch: Fresh) -> None:
+        prepared.update((i.event.id, i.prepared) for i in batch)
+
+    events = [
+        ev.make_event(STAGE, source="/test", subject=subject, data=SAMPLES[STAGE])
+        for subject in ("kept-0", "refused", "kept-2")
+    ]
+    producer = make_producer(stack["kafka"])
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send_and_wait(topic, event.to_bytes(), key=b"k", partition=0)
+    finally:
+        await producer.stop()
+
+    broker = KafkaBroker(stack["kafka"], security=KafkaLogin.from_env().security(), logger=None)
+    consumer = EventConsumer(
+        broker, sessions, group_id=f"group-{topic}", batch_handler=apply, prefetch=True, prepare=prepare
+    )
+    consumer.subscribe(topic)
+    await broker.start()
+
+    async def both_applied() -> bool:
+        return len(prepared) == 2
+
+    try:
+        await eventually(both_applied, within=30)
+        dead = await _dead_letters(stack["kafka"], topic)
+    finally:
+        await broker.stop()
+        await engine.dispose()
+    assert prepared == {events[0].id: "kept-0@0", events[2].id: "kept-2@2"}
+    assert [(value, headers["x-error"]) for value, headers in dead] == [
+        (events[1].to_bytes(), "ValueError: refused by prepare")
+    ]
+
+
+async def _dead_letters(kafka: str, topic: str) -> list[tuple[bytes, dict[str, str]]]:
+    reader = AIOKafkaConsumer(
+        f"{topic}.dlq",
+        bootstrap_servers=kafka,
+        **KafkaLogin.from_env().options(),
+        auto_offset_reset="earliest",
+    )
+    await reader.start()
+    out: list[tuple[bytes, dict[str, str]]] = []
+    try:
+        for _ in range(50):
+            for records in (await reader.getmany(timeout_ms=200)).values():
+                out += [(r.value, {k: v.decode() for k, v in r.headers}) for r in records]
+            if out:
+                break
+    finally:
+        await reader.stop()
+    return out

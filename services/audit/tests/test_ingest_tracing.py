@@ -42,7 +42,7 @@ def test_each_traced_entry_gets_a_consumer_span_and_an_append_span_in_its_own_tr
             consumer_record("dossier.consultations", untraced.to_bytes(), 1), untraced, parse_data(untraced)
         ),
     ]
-    audited = [facts_from_event(event) for _, event, _ in batch]
+    audited = [facts_from_event(item.event) for item in batch]
 
     trace_entries(batch, 41, audited, (1_000, 2_000, 3_000, 4_000))
 

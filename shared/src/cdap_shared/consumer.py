@@ -73,16 +73,20 @@ def dispatch(
 
 
 class Incoming(NamedTuple):
-    """A record with its event and the event's payload, each validated once when the batch arrives."""
+    """A record with its event and the event's payload, each validated once when the batch arrives,
+    and what the consumer's `prepare` made of them (None without one)."""
 
     record: ConsumerRecord[Any, Any]
     event: CloudEvent
     data: EventData
+    prepared: Any = None
 
 
 Fresh = list[Incoming]
-Decoded = tuple[CloudEvent, EventData] | ValueError
+Decoded = Incoming | ValueError
 """A record's event and payload, or why it cannot be applied (a `ValidationError` is a `ValueError`)."""
+Prepare = Callable[[ConsumerRecord[Any, Any], CloudEvent, EventData], Any]
+"""A batch handler's own work on one validated record that needs no database (`Incoming.prepared`)."""
 Offsets = dict[TopicPartition, int]
 Fetch = Callable[[AIOKafkaConsumer], Awaitable[tuple[ConsumerRecord[Any, Any], ...]]]
 # Records validated between two yields to the event loop while a batch is prefetched.
@@ -168,6 +172,7 @@ class EventConsumer:
         outage_delay: float = 1.0,
         inbox: bool = True,
         prefetch: bool = False,
+        prepare: Prepare | None = None,
     ) -> None:
         self.broker = broker
         self.sessions = sessions
@@ -187,6 +192,8 @@ class EventConsumer:
         if prefetch and not inbox:
             raise ValueError("prefetch needs the inbox")
         self.prefetch = prefetch
+        # With `prefetch`, done while the previous batch is applied, when the event loop would wait.
+        self.prepare = prepare
         self._ahead: tuple[AIOKafkaConsumer, asyncio.Future[tuple[ConsumerRecord[Any, Any], ...]]] | None = (
             None
         )
@@ -252,11 +259,11 @@ class EventConsumer:
         parsed: Fresh = []
         poison: list[tuple[ConsumerRecord[Any, Any], BaseException]] = []
         for record in records:
-            decoded = self._decoded.pop(_key(record), None) or _decode(record)
+            decoded = self._decoded.pop(_key(record), None) or _decode(record, self.prepare)
             if isinstance(decoded, ValueError):
                 poison.append((record, decoded))
             else:
-                parsed.append(Incoming(record, *decoded))
+                parsed.append(decoded)
         try:
             await self._apply(parsed)
         except Exception as exc:
@@ -350,7 +357,7 @@ class EventConsumer:
         to the event loop every few hundred records so the batch being applied is not held up."""
         records = await self._fetch_readable(default, consumer)
         for n, record in enumerate(records, 1):
-            self._decoded[_key(record)] = _decode(record)
+            self._decoded[_key(record)] = _decode(record, self.prepare)
             if n % _SLICE == 0:
                 await asyncio.sleep(0)
         return records
@@ -537,11 +544,13 @@ def _key(record: ConsumerRecord[Any, Any]) -> tuple[str, int, int]:
     return (record.topic, record.partition, record.offset)
 
 
-def _decode(record: ConsumerRecord[Any, Any]) -> Decoded:
-    """The record's event and payload, each validated once, or why it cannot be applied."""
+def _decode(record: ConsumerRecord[Any, Any], prepare: Prepare | None = None) -> Decoded:
+    """The record's event and payload, each validated once, and `prepare`d, or why it cannot be applied
+    (a `ValueError` of `prepare` too)."""
     try:
         event = CloudEvent.from_bytes(record.value)
-        return event, parse_data(event)
+        data = parse_data(event)
+        return Incoming(record, event, data, None if prepare is None else prepare(record, event, data))
     except ValueError as exc:  # pydantic's ValidationError, an unknown type
         return exc
 

@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from cdap_shared import asyncapi
-from cdap_shared.consumer import BatchHandler, EventConsumer, Handler
+from cdap_shared.consumer import BatchHandler, EventConsumer, Handler, Prepare
 from cdap_shared.db import asyncpg_dsn, create_engine, session_factory
 from cdap_shared.housekeeping import Retention, sweep
 from cdap_shared.periodic import Periodic
@@ -109,12 +109,13 @@ class ServiceRuntime:
         max_records: int = 500,
         inbox: bool = True,
         prefetch: bool = False,
+        prepare: Prepare | None = None,
         accepts: Iterable[str] = (),
     ) -> EventConsumer:
         """Apply `handler` (or `batch_handler`, once per batch) to every event on `topics`, exactly once,
         in consumer group `group_id` (at least once with `inbox=False`: see `EventConsumer`; `prefetch`
-        validates the next batch while one is applied). `accepts`: the event types the handler acts
-        on, as the AsyncAPI document shows them (all by default)."""
+        validates the next batch while one is applied, and runs `prepare` on its records). `accepts`:
+        the event types the handler acts on, as the AsyncAPI document shows them (all by default)."""
         consumer = EventConsumer(
             self.broker,
             self.sessions,
@@ -124,6 +125,7 @@ class ServiceRuntime:
             max_attempts=self.settings.consumer_max_attempts,
             inbox=inbox,
             prefetch=prefetch,
+            prepare=prepare,
         )
         consumer.subscribe(
             *topics,

@@ -24,6 +24,7 @@ from cdap_audit import (
     signing,
 )
 from cdap_audit.config import Settings
+from cdap_audit.ingest import prepare_entry
 from cdap_audit.rules import load_rules
 from cdap_audit.stream import TreeWatcher
 from cdap_audit.web import PROBLEMS, Context
@@ -58,7 +59,9 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         group_id=settings.consumer_group,
         batch_handler=handlers.ingestion(settings, rules, on_commit=committed.set),
         max_records=settings.consumer_batch,
-        prefetch=True,  # the next batch is validated while PostgreSQL takes this one
+        # The next batch is validated, and its entries' leaves computed, while PostgreSQL takes this one.
+        prefetch=True,
+        prepare=prepare_entry,
         # Every type on those topics is logged (`caf.*` is never consumed); its own alerts come back too.
         accepts=[
             t

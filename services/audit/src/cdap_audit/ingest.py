@@ -21,8 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cdap_audit import alerts, ledger
 from cdap_audit.domain import EntryFacts, NotAudited, facts_from_event
 from cdap_audit.rules import RuleSet
+from cdap_shared import events as ev
 from cdap_shared import standing
 from cdap_shared.consumer import Fresh
+from cdap_shared.envelope import CloudEvent
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("cdap.audit")
@@ -46,6 +48,19 @@ def header_trace_id(record: ConsumerRecord[Any, Any]) -> str | None:
     return format(span.trace_id, "032x") if span.is_valid else None
 
 
+def prepare_entry(
+    record: ConsumerRecord[Any, Any], event: CloudEvent, data: ev.EventData
+) -> ledger.Leaf | NotAudited:
+    """An event's entry as far as it goes outside the batch's transaction: its facts and leaf (the
+    consumer's `prepare`, run while the previous batch is applied), or why the log must not keep it."""
+    try:
+        # The header's trace id is only read when the payload has none (parsing it costs).
+        own = getattr(data, "trace_id", None)
+        return ledger.leaf_of(facts_from_event(event, own or header_trace_id(record), data))
+    except NotAudited as exc:
+        return exc
+
+
 def trace_entries(
     batch: Fresh,
     first: int,
@@ -58,7 +73,8 @@ def trace_entries(
     `window` is (handling started, append started, append ended, handling ended), in ns."""
     indices = {facts.event_id: first + i for i, facts in enumerate(audited)}
     started, appending, appended, ended = window
-    for record, event, _ in batch:
+    for item in batch:
+        record, event = item.record, item.event
         parent = record_context(record)
         if event.id not in indices or not trace.get_current_span(parent).get_span_context().is_valid:
             continue
@@ -80,7 +96,8 @@ def trace_entries(
 
 
 class Ingestor:
-    """`async (session, [(record, event), ...]) -> None`: `ServiceRuntime.consume`'s `batch_handler`.
+    """`async (session, [Incoming, ...]) -> None`: `ServiceRuntime.consume`'s `batch_handler`, with
+    `prepare_entry` as its `prepare` (a record without its `prepared` entry is prepared here).
 
     With `traced`, each entry's trace continues in audit (`trace_entries`): two spans per event, worth
     it only when spans are exported somewhere (`CDAP_OTLP_ENDPOINT`). `on_commit` is called once a
@@ -101,19 +118,21 @@ class Ingestor:
 
     async def __call__(self, session: AsyncSession, batch: Fresh) -> None:
         started = time.time_ns()
-        audited: list[EntryFacts] = []
-        for record, event, data in batch:
-            try:
-                # The header's trace id is only read when the payload has none (parsing it costs).
-                own = getattr(data, "trace_id", None)
-                audited.append(facts_from_event(event, own or header_trace_id(record), data))
-            except NotAudited:
+        leaves: list[ledger.Leaf] = []
+        for item in batch:
+            entry = item.prepared
+            if entry is None:
+                entry = prepare_entry(item.record, item.event, item.data)
+            if isinstance(entry, NotAudited):
                 # e.g. a `caf.dossier.upserted` published on a wrong topic: its content must not be kept.
-                log.warning("event type not audited, skipped", type=event.type, event_id=event.id)
-        if not audited:
+                log.warning("event type not audited, skipped", type=item.event.type, event_id=item.event.id)
+            else:
+                leaves.append(entry)
+        if not leaves:
             return
+        audited = [leaf.facts for leaf in leaves]
         appending_ns = time.time_ns()
-        appending = await ledger.prepare(session, audited, self.frontier)
+        appending = await ledger.prepare(session, leaves, self.frontier)
         counts = await alerts.load_counts(session, self.rules, audited)
         # The rules are evaluated (Python) while PostgreSQL takes the COPY: nothing else is sent on
         # the session until the write is done, and both belong to the batch's one transaction.
@@ -126,7 +145,7 @@ class Ingestor:
             await writing
         appended = time.time_ns()
         await alerts.record(session, counts, fired, self.alerts_topic)
-        for _, event, _ in batch:
-            await standing.apply(session, event)  # who may still read the log
+        for item in batch:
+            await standing.apply(session, item.event)  # who may still read the log
         if self.traced:
             trace_entries(batch, first, audited, (started, appending_ns, appended, time.time_ns()))

@@ -60,7 +60,26 @@ UPSERT_TILES = (
 
 def entry_row(index: int, facts: EntryFacts, leaf: bytes) -> tuple[Any, ...]:
     """The `entry` row of `facts` at `index`, in `ENTRY_COLUMNS` order (`sections` as JSON text)."""
-    return (index, *_facts_of(facts), orjson.dumps(facts.sections).decode(), leaf)
+    return (index, *_unindexed_row(facts, leaf))
+
+
+def _unindexed_row(facts: EntryFacts, leaf: bytes) -> tuple[Any, ...]:
+    return (*_facts_of(facts), orjson.dumps(facts.sections).decode(), leaf)
+
+
+class Leaf(NamedTuple):
+    """An entry as far as it goes before it has an index: its facts, its `entry` row but the index,
+    its leaf hash. Computed apart from the append (`leaf_of`), e.g. while the previous batch commits."""
+
+    facts: EntryFacts
+    row: tuple[Any, ...]
+    hash: bytes
+
+
+def leaf_of(facts: EntryFacts) -> Leaf:
+    """The leaf of `facts`: all an append needs, computed ahead of it."""
+    leaf = leaf_bytes(facts)
+    return Leaf(facts, _unindexed_row(facts, leaf), merkle.leaf_hash(leaf))
 
 
 class Frontier:
@@ -100,7 +119,7 @@ class Appending(NamedTuple):
 
 
 async def prepare(
-    session: AsyncSession, batch: Sequence[EntryFacts], frontier: Frontier | None = None
+    session: AsyncSession, batch: Sequence[Leaf], frontier: Frontier | None = None
 ) -> Appending:
     """Lock the tree and give `batch` the next leaf indices, in order; its entries' rows and the tiles
     it extends are computed, nothing is written yet (`write`). `frontier`, when given, spares reading
@@ -109,11 +128,8 @@ async def prepare(
     store = frontier.at(size) if frontier is not None else None
     if store is None:
         store = await load_tiles(session, merkle.frontier(size))
-    leaves = [leaf_bytes(facts) for facts in batch]
-    new_size, _ = merkle.append_leaves(store, size, [merkle.leaf_hash(leaf) for leaf in leaves])
-    rows = [
-        entry_row(size + i, facts, leaf) for i, (facts, leaf) in enumerate(zip(batch, leaves, strict=True))
-    ]
+    new_size, _ = merkle.append_leaves(store, size, [leaf.hash for leaf in batch])
+    rows = [(size + i, *leaf.row) for i, leaf in enumerate(batch)]
     return Appending(size, new_size, store, rows, store.changed_rows())
 
 
@@ -142,7 +158,7 @@ async def upsert_tiles(connection: asyncpg.Connection, tiles: Sequence[TileRow])
 async def append(session: AsyncSession, batch: Sequence[EntryFacts], frontier: Frontier | None = None) -> int:
     """Give `batch` the next leaf indices, in order, and write it in the caller's transaction;
     returns the first index. `frontier`, when given, spares reading the tree's frontier."""
-    appending = await prepare(session, batch, frontier)
+    appending = await prepare(session, [leaf_of(facts) for facts in batch], frontier)
     await write(session, appending, frontier)
     return appending.first
 
