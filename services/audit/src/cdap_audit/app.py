@@ -38,7 +38,7 @@ from cdap_shared.runtime import ServiceRuntime
 
 log = structlog.get_logger(__name__)
 
-GC_YOUNG_THRESHOLD = 20_000
+GC_YOUNG_THRESHOLD = 100_000
 """Allocations between two young-generation collections during ingestion (Python's default: 700)."""
 
 
