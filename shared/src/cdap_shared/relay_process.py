@@ -24,17 +24,15 @@ import json
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING
 
 import structlog
+from pydantic import SecretStr
 
 from cdap_shared.db import asyncpg_dsn
 from cdap_shared.http import NotReady
 from cdap_shared.relay import PUBLISHED, OutboxRelay
+from cdap_shared.settings import ServiceSettings
 from cdap_shared.telemetry import configure_logging, configure_tracing
-
-if TYPE_CHECKING:
-    from cdap_shared.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
 
@@ -57,26 +55,20 @@ class RelayProcess:
         self._stopping = asyncio.Event()
 
     def _environment(self) -> dict[str, str]:
-        """The child's settings: the service's, as this process resolved them (a test may build them in
-        code rather than from the environment)."""
-        s, login = self.settings, self.settings.kafka_login
-        env = {
-            **os.environ,
-            "CDAP_SERVICE_NAME": s.service_name,
-            "CDAP_DATABASE_URL": s.database_url,
-            "CDAP_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-            "CDAP_OUTBOX_BATCH_SIZE": str(s.outbox_batch_size),
-            "CDAP_LOG_LEVEL": s.log_level,
-        }
-        for name, value in (
-            ("CDAP_KAFKA_USERNAME", login.username),
-            ("CDAP_KAFKA_PASSWORD", login.password),
-            ("CDAP_OTLP_ENDPOINT", s.otlp_endpoint),
-        ):
+        """The child's settings: every field of `ServiceSettings` (the class the child reads), as this
+        process resolved them (a test may build them in code rather than from the environment)."""
+        env = dict(os.environ)
+        prefix = ServiceSettings.model_config.get("env_prefix", "")
+        for name in ServiceSettings.model_fields:
+            key, value = f"{prefix}{name}".upper(), getattr(self.settings, name)
             if value is None:
-                env.pop(name, None)
+                env.pop(key, None)
+            elif isinstance(value, SecretStr):
+                env[key] = value.get_secret_value()
+            elif isinstance(value, list):  # `trusted_proxies`: comma-separated, as the settings read it
+                env[key] = ",".join(map(str, value))
             else:
-                env[name] = value
+                env[key] = str(value)
         return env
 
     async def run(self) -> None:
@@ -156,8 +148,6 @@ async def _report(out: int, relay_done: asyncio.Task[None]) -> None:
 
 
 async def _serve(out: int) -> None:
-    from cdap_shared.settings import ServiceSettings
-
     settings = ServiceSettings()
     configure_logging(f"{settings.service_name}-relay", settings.log_level)
     configure_tracing(settings.service_name, settings.otlp_endpoint)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 import structlog
+from fastapi import APIRouter
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -23,10 +24,13 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from cdap_shared import asyncapi
+from cdap_shared.auth import TokenVerifier
 from cdap_shared.consumer import BatchHandler, EventConsumer, Handler, Prepare
 from cdap_shared.db import asyncpg_dsn, create_engine, session_factory
 from cdap_shared.housekeeping import Retention, sweep
+from cdap_shared.http import ServiceApp, create_app
 from cdap_shared.periodic import Periodic
+from cdap_shared.problems import install_error_table
 from cdap_shared.relay import OutboxRelay, count_backlog
 from cdap_shared.relay_process import RelayProcess
 from cdap_shared.settings import ServiceSettings
@@ -142,6 +146,38 @@ class ServiceRuntime:
         return self.broker.publisher(
             topic, title=f"{topic}:send", description=asyncapi.KEYED, schema=asyncapi.envelopes(event_types)
         )
+
+    def create_app(
+        self,
+        *,
+        title: str,
+        lifespan: Any,
+        routers: Sequence[APIRouter],
+        problems: Mapping[type[Exception], tuple[int, str]],
+        public_paths: Sequence[str] = (),
+    ) -> ServiceApp:
+        """The service's app on this runtime (`cdap_shared.http.create_app`): `/ready` checks the
+        runtime, the domain errors answer from `problems`, `/asyncapi.json` describes the broker, and
+        `app.state` holds the runtime and its sessions."""
+        app = create_app(
+            title=title,
+            lifespan=lifespan,
+            routers=routers,
+            ready_checks=self.ready_checks,
+            public_paths=public_paths,
+            trusted_proxies=self.settings.trusted_proxies,
+            token_url=self.settings.token_url,
+        )
+        install_error_table(app, problems)
+        asyncapi.install(app, self.broker, title)
+        app.state.runtime = self
+        app.state.sessions = self.sessions
+        return app
+
+    def token_verifier(self) -> TokenVerifier:
+        """A verifier of access tokens by identity's published keys, as the settings name them."""
+        s = self.settings
+        return TokenVerifier(s.jwks_url, s.jwt_audience, s.jwt_issuer)
 
     async def _start_broker(self) -> None:
         delay = 0.5

@@ -21,10 +21,8 @@ from cdap_access.profiles import load_profiles
 from cdap_access.web import PROBLEMS
 from cdap_shared import asyncapi, standing
 from cdap_shared.auth import TokenVerifier
-from cdap_shared.http import create_app
 from cdap_shared.mail import Mailer, MailRelay
 from cdap_shared.periodic import Periodic, running
-from cdap_shared.problems import install_error_table
 from cdap_shared.runtime import ServiceRuntime
 
 
@@ -54,7 +52,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         async with runtime.lifespan(app), running(*jobs):
             yield
 
-    app = create_app(
+    app = runtime.create_app(
         title="CDAP access requests",
         lifespan=lifespan,
         routers=[
@@ -63,17 +61,9 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
             routes_grants.router,
             routes_profiles.router,
         ],
-        ready_checks=runtime.ready_checks,
-        trusted_proxies=settings.trusted_proxies,
-        token_url=settings.token_url,
+        problems=PROBLEMS,
     )
-    install_error_table(app, PROBLEMS)
-    asyncapi.install(app, runtime.broker, "CDAP access requests")
-
-    app.state.sessions = runtime.sessions
     app.state.ctx = ctx
     app.state.standing = standing.ProjectedStanding(runtime)
-    app.state.token_verifier = verifier or TokenVerifier(
-        settings.jwks_url, settings.jwt_audience, settings.jwt_issuer
-    )
+    app.state.token_verifier = verifier or runtime.token_verifier()
     return app

@@ -19,7 +19,9 @@ from datetime import date
 from enum import StrEnum
 
 from cdap_access.calendar import add_years
+from cdap_shared import refusals
 from cdap_shared.actor import Actor
+from cdap_shared.refusals import Refused as Refused  # the domain's refusals, which callers catch
 
 
 class State(StrEnum):
@@ -82,30 +84,19 @@ EVENT_TYPES = {
 }
 
 
-class Refused(Exception):
-    """A command the rules do not allow: a machine-readable `reason` and a sentence for people.
-
-    The subclass says which kind of refusal it is; the HTTP edge maps each kind to a status.
-    """
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
-class NotPermitted(Refused):
+class NotPermitted(refusals.NotPermitted):
     """Not for this actor: its role, organisation or department, its own request, or four eyes."""
 
 
-class Conflict(Refused):
+class Conflict(refusals.Conflict):
     """Not now: the request is closed, waits for something else, changed meanwhile, or is a duplicate."""
 
 
-class Invalid(Refused):
+class Invalid(refusals.Invalid):
     """Not as asked: the organisation, department, profile, dates or comment break a rule."""
 
 
-class Unknown(Refused):
+class Unknown(refusals.Unknown):
     """No such request, grant or document."""
 
 

@@ -8,18 +8,17 @@ import unicodedata
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, File, Path, Request, UploadFile
+from fastapi import APIRouter, File, Path, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from cdap_access import idempotency, queries
 from cdap_access import requests as service
 from cdap_access.requests import Upload
 from cdap_access.schemas import UUID_PATTERN
-from cdap_access.web import Ctx, RequestId, summary, write
+from cdap_access.web import RequestId, Write, summary
 from cdap_shared.auth import CurrentActor
 from cdap_shared.bodylimit import UPLOAD_MAX_BODY, max_body
 from cdap_shared.db import SessionDep
-from cdap_shared.http import Now
 from cdap_shared.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["access requests"])
@@ -52,11 +51,7 @@ def content_disposition(filename: str) -> str:
 )
 async def upload_documents(
     request_id: RequestId,
-    request: Request,
-    actor: CurrentActor,
-    ctx: Ctx,
-    now: Now,
-    session: SessionDep,
+    cmd: Write,
     files: Annotated[list[UploadFile], File(description="PDF documents, each at most 10 MB")],
 ) -> JSONResponse:
     """The partner sends documents; a request waiting for them goes back to the stage-1 queue."""
@@ -64,20 +59,22 @@ async def upload_documents(
         raise Problem(
             422, "Too many files", f"Send at most {MAX_FILES} files at once.", reason="too_many_files"
         )
-    await service.check_uploader(session, actor, request_id)
-    await session.rollback()  # end the read transaction: the upload is judged again when written
-    limit = ctx.settings.max_document_bytes
+    await service.check_uploader(cmd.session, cmd.actor, request_id)
+    await cmd.session.rollback()  # end the read transaction: the upload is judged again when written
+    limit = cmd.ctx.settings.max_document_bytes
     uploads = [Upload(safe_filename(f.filename), await f.read(limit + 1)) for f in files]
 
     async def action() -> idempotency.Outcome:
-        received = await service.upload_documents(session, ctx, actor, request_id, uploads, now)
+        received = await service.upload_documents(
+            cmd.session, cmd.ctx, cmd.actor, request_id, uploads, cmd.now
+        )
         listed = [
             {"id": d.id, "filename": d.filename, "size": d.size, "sha256": d.sha256}
             for d in received.documents
         ]
         return 201, summary(received.request) | {"documents": listed}
 
-    return await write(request, session, actor, action)
+    return await cmd.commit(action)
 
 
 @router.get(

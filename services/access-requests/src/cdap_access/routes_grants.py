@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
 from cdap_access import idempotency, removals
 from cdap_access.models import RemovalRequest
 from cdap_access.schemas import RemovalIn, RemovalOut
-from cdap_access.web import Ctx, write
-from cdap_shared.auth import CurrentActor
-from cdap_shared.db import SessionDep
-from cdap_shared.http import Now
+from cdap_access.web import Write
 
 router = APIRouter(prefix="/v1", tags=["access requests"])
 
@@ -26,11 +23,7 @@ router = APIRouter(prefix="/v1", tags=["access requests"])
 )
 async def request_removal(
     grant_id: Annotated[str, Path(min_length=1, max_length=64)],
-    request: Request,
-    actor: CurrentActor,
-    ctx: Ctx,
-    now: Now,
-    session: SessionDep,
+    cmd: Write,
     body: RemovalIn | None = None,
 ) -> JSONResponse:
     """A partner administrator asks that a grant of their organisation be removed (identity revokes it)."""
@@ -38,10 +31,12 @@ async def request_removal(
 
     async def action() -> idempotency.Outcome:
         return 202, _answer(
-            await removals.request_removal(session, ctx.settings, actor, grant_id, comment, now)
+            await removals.request_removal(
+                cmd.session, cmd.ctx.settings, cmd.actor, grant_id, comment, cmd.now
+            )
         )
 
-    return await write(request, session, actor, action)
+    return await cmd.commit(action)
 
 
 def _answer(removal: RemovalRequest) -> dict[str, Any]:

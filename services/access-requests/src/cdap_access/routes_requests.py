@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
 from cdap_access import idempotency, queries
@@ -23,7 +23,7 @@ from cdap_access.schemas import (
     SubmissionIn,
     WithdrawIn,
 )
-from cdap_access.web import Ctx, IdempotencyKey, RequestId, summary, write
+from cdap_access.web import Ctx, IdempotencyKey, RequestId, Write, summary
 from cdap_shared.auth import CurrentActor, CurrentPrincipal, Principal
 from cdap_shared.db import SessionDep
 from cdap_shared.http import Now, example_response
@@ -43,14 +43,7 @@ def _contact(principal: Principal, body: SubmissionIn) -> str | None:
     "/access-requests", status_code=201, response_model=RequestState, responses={403: {}, 409: {}, 422: {}}
 )
 async def submit(
-    body: SubmissionIn,
-    request: Request,
-    principal: CurrentPrincipal,
-    actor: CurrentActor,
-    ctx: Ctx,
-    now: Now,
-    session: SessionDep,
-    key: IdempotencyKey = None,
+    body: SubmissionIn, principal: CurrentPrincipal, cmd: Write, key: IdempotencyKey = None
 ) -> JSONResponse:
     """A partner administrator asks for a habilitation for one of their staff."""
     form = Submission(
@@ -64,9 +57,9 @@ async def submit(
     )
 
     async def action() -> idempotency.Outcome:
-        return 201, summary(await service.submit(session, ctx, actor, form, now))
+        return 201, summary(await service.submit(cmd.session, cmd.ctx, cmd.actor, form, cmd.now))
 
-    return await write(request, session, actor, action, key=key, canonical_body=body.model_dump_json())
+    return await cmd.commit(action, key=key, canonical_body=body.model_dump_json())
 
 
 @router.get("/access-requests", response_model=QueuePage, responses={400: {}, 403: {}})
@@ -129,11 +122,7 @@ async def get_request(
 async def decide(
     request_id: RequestId,
     body: DecisionIn,
-    request: Request,
-    actor: CurrentActor,
-    ctx: Ctx,
-    now: Now,
-    session: SessionDep,
+    cmd: Write,
     key: IdempotencyKey = None,
     if_match: Annotated[str | None, Header(alias="If-Match", max_length=20)] = None,
 ) -> JSONResponse:
@@ -145,19 +134,19 @@ async def decide(
 
     async def action() -> idempotency.Outcome:
         row = await service.decide(
-            session,
-            ctx,
-            actor,
+            cmd.session,
+            cmd.ctx,
+            cmd.actor,
             request_id,
             decision=body.decision,
             comment=body.comment,
             documents=body.documents,
             expected_version=expected,
-            now=now,
+            now=cmd.now,
         )
         return 200, summary(row)
 
-    return await write(request, session, actor, action, key=key, canonical_body=body.model_dump_json())
+    return await cmd.commit(action, key=key, canonical_body=body.model_dump_json())
 
 
 def _version(if_match: str | None) -> int | None:
@@ -174,38 +163,24 @@ def _version(if_match: str | None) -> int | None:
 @router.post(
     "/access-requests/{request_id}/withdraw", response_model=RequestState, responses={403: {}, 409: {}}
 )
-async def withdraw(
-    request_id: RequestId,
-    request: Request,
-    actor: CurrentActor,
-    ctx: Ctx,
-    now: Now,
-    session: SessionDep,
-    body: WithdrawIn | None = None,
-) -> JSONResponse:
+async def withdraw(request_id: RequestId, cmd: Write, body: WithdrawIn | None = None) -> JSONResponse:
     """The partner administrator withdraws a request that is still open."""
     comment = body.comment if body else None
 
     async def action() -> idempotency.Outcome:
-        return 200, summary(await service.withdraw(session, ctx, actor, request_id, comment, now))
+        return 200, summary(
+            await service.withdraw(cmd.session, cmd.ctx, cmd.actor, request_id, comment, cmd.now)
+        )
 
-    return await write(request, session, actor, action)
+    return await cmd.commit(action)
 
 
 @router.post("/access-requests/{request_id}/comments", status_code=201, responses={403: {}, 404: {}})
-async def comment(
-    request_id: RequestId,
-    body: CommentIn,
-    request: Request,
-    actor: CurrentActor,
-    ctx: Ctx,
-    now: Now,
-    session: SessionDep,
-) -> JSONResponse:
+async def comment(request_id: RequestId, body: CommentIn, cmd: Write) -> JSONResponse:
     """A message in the request's thread, between the partner and the department's CAF."""
 
     async def action() -> idempotency.Outcome:
-        entry = await service.add_comment(session, ctx, actor, request_id, body.text, now)
+        entry = await service.add_comment(cmd.session, cmd.ctx, cmd.actor, request_id, body.text, cmd.now)
         return 201, {
             "at": entry.at.isoformat(),
             "actor": entry.actor,
@@ -213,4 +188,4 @@ async def comment(
             "comment": entry.comment,
         }
 
-    return await write(request, session, actor, action)
+    return await cmd.commit(action)

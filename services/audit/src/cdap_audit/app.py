@@ -30,10 +30,8 @@ from cdap_audit.stream import TreeWatcher
 from cdap_audit.web import PROBLEMS, Context
 from cdap_shared import asyncapi, standing
 from cdap_shared.auth import TokenVerifier
-from cdap_shared.http import create_app
 from cdap_shared.mail import Mailer, MailRelay
 from cdap_shared.periodic import running
-from cdap_shared.problems import install_error_table
 from cdap_shared.runtime import ServiceRuntime
 
 log = structlog.get_logger(__name__)
@@ -107,7 +105,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
             finally:
                 await watcher.stop()
 
-    app = create_app(
+    app = runtime.create_app(
         title="CDAP audit",
         lifespan=lifespan,
         # The stream's path first: `/v1/entries/stream` is not an entry's index.
@@ -120,20 +118,11 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
             routes_checkpoints.witness_router,
             routes_freshness.router,
         ],
-        ready_checks=runtime.ready_checks,
+        problems=PROBLEMS,
         # A witness has no account: its cosignature (a key of CDAP_AUDIT_WITNESS_KEYS) is its credential.
         public_paths=("/v1/checkpoints/cosignatures",),
-        trusted_proxies=settings.trusted_proxies,
-        token_url=settings.token_url,
     )
-    install_error_table(app, PROBLEMS)
-    asyncapi.install(app, runtime.broker, "CDAP audit")
-
     app.state.ctx = Context(settings, runtime.sessions, key, witnesses, watcher, runtime.watch)
-    app.state.runtime = runtime
-    app.state.sessions = runtime.sessions
     app.state.standing = standing.ProjectedStanding(runtime)
-    app.state.token_verifier = verifier or TokenVerifier(
-        settings.jwks_url, settings.jwt_audience, settings.jwt_issuer
-    )
+    app.state.token_verifier = verifier or runtime.token_verifier()
     return app

@@ -12,12 +12,10 @@ from fastapi import FastAPI
 from cdap_dossiers import handlers, routes_dossiers, web
 from cdap_dossiers.config import Context, Settings
 from cdap_dossiers.policy import load_policy
-from cdap_shared import asyncapi, standing
+from cdap_shared import standing
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.db import asyncpg_dsn
 from cdap_shared.hotpool import HotPool
-from cdap_shared.http import create_app
-from cdap_shared.problems import install_error_table
 from cdap_shared.runtime import ServiceRuntime
 from cdap_shared.topics import named
 
@@ -52,24 +50,14 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
             finally:
                 await connections.close()
 
-    app = create_app(
-        title="CDAP dossiers",
-        lifespan=lifespan,
-        routers=[routes_dossiers.router],
-        ready_checks=runtime.ready_checks,
-        trusted_proxies=settings.trusted_proxies,
-        token_url=settings.token_url,
+    app = runtime.create_app(
+        title="CDAP dossiers", lifespan=lifespan, routers=[routes_dossiers.router], problems=web.PROBLEMS
     )
-    install_error_table(app, web.PROBLEMS)
     app.add_hot_route(
         "GET", routes_dossiers.LOOKUP_PATH, routes_dossiers.well_formed, routes_dossiers.hot_lookup
     )
-    asyncapi.install(app, runtime.broker, "CDAP dossiers")
     app.state.ctx = Context(settings, policy, runtime, connections)
-    app.state.sessions = runtime.sessions
     app.state.standing = standing.ProjectedStanding(runtime)
     app.state.record_refusal = routes_dossiers.record_refusal
-    app.state.token_verifier = verifier or TokenVerifier(
-        settings.jwks_url, settings.jwt_audience, settings.jwt_issuer
-    )
+    app.state.token_verifier = verifier or runtime.token_verifier()
     return app

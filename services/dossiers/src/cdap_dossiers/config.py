@@ -31,11 +31,9 @@ class Settings(ServiceSettings):
     search_rate_limit_client: float = Field(
         default=20.0, gt=0, description="searches per second for a partner system"
     )
-    outbox_relay_process: bool = Field(
-        default=True,
-        description="run the outbox relay in a child process, so the lookups' event loop serves HTTP only "
-        "(docs/dossiers.md)",
-    )
+    # The relay in a child process by default here: the lookups' event loop serves HTTP only
+    # (docs/dossiers.md). Only the default changes; the description is the shared setting's.
+    outbox_relay_process: bool = True
     consumer_group: str = Field(default="dossiers", description="its Kafka consumer group")
     caf_topic: str = Field(default="caf.dossiers", description="the CAF's feed of dossiers")
     identity_topic: str = Field(default="identity.events", description="identity's events (who may see what)")

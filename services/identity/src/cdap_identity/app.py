@@ -25,10 +25,8 @@ from cdap_identity.standing import OwnStanding
 from cdap_identity.web import PROBLEMS
 from cdap_shared import asyncapi
 from cdap_shared.auth import TokenVerifier
-from cdap_shared.http import create_app
 from cdap_shared.mail import Mailer, MailRelay
 from cdap_shared.periodic import Periodic, running
-from cdap_shared.problems import install_error_table
 from cdap_shared.runtime import ServiceRuntime
 from cdap_shared.topics import named
 
@@ -75,7 +73,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         async with runtime.lifespan(app), running(*jobs):
             yield
 
-    app = create_app(
+    app = runtime.create_app(
         title="CDAP identity",
         lifespan=lifespan,
         routers=[
@@ -86,7 +84,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
             routes_grants.router,
             routes_clients.router,
         ],
-        ready_checks=runtime.ready_checks,
+        problems=PROBLEMS,
         public_paths=(
             "/v1/token",
             "/v1/activations",
@@ -95,14 +93,8 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
             "/v1/totp/enrolment/confirm",
             "/v1/introspect",
         ),
-        trusted_proxies=settings.trusted_proxies,
-        token_url=settings.token_url,
     )
-    install_error_table(app, PROBLEMS)
-    asyncapi.install(app, runtime.broker, "CDAP identity")
     app.state.settings = settings
-    app.state.runtime = runtime
-    app.state.sessions = runtime.sessions
     app.state.token_verifier = verifier
     app.state.standing = OwnStanding(runtime)
     app.state.client_cache = client_cache

@@ -16,37 +16,26 @@ from typing import Literal
 
 from stdnum.fr import siret as stdnum_siret
 
+from cdap_shared import refusals
 from cdap_shared.actor import Actor
+from cdap_shared.refusals import Refused as Refused  # the domain's refusals, which callers catch
 
 # ----------------------------------------------------------------- refusals
 
 
-class Refused(Exception):
-    """A command the rules do not allow: a machine-readable `reason` and a sentence for people.
-
-    The subclass says which kind of refusal it is; the HTTP edge maps each kind to a status. `members`
-    are further facts a client can act on (the password rules a new password breaks).
-    """
-
-    def __init__(self, reason: str, detail: str, **members: object) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.members = members
-
-
-class NotPermitted(Refused):
+class NotPermitted(refusals.NotPermitted):
     """Not for this caller: its role, organisation, department, or the account's state."""
 
 
-class Unknown(Refused):
+class Unknown(refusals.Unknown):
     """No such organisation, account, grant or client (or none the caller may learn of)."""
 
 
-class Conflict(Refused):
+class Conflict(refusals.Conflict):
     """Not now: the account already exists or is activated, the grant ended, the client is disabled."""
 
 
-class Invalid(Refused):
+class Invalid(refusals.Invalid):
     """Not as asked: a SIRET, a password, a convention's or a grant's dates break a rule."""
 
 

@@ -21,17 +21,12 @@ from cdap_identity.keys import KeyRing
 from cdap_identity.tokens import TokenSettings
 from cdap_shared.actor import Actor
 from cdap_shared.auth import Principal, actor_of, require_roles
+from cdap_shared.refusals import REFUSALS
 
 T = TypeVar("T")
 
 # Domain refusal -> (status, title): the only place identity turns a refusal into HTTP.
-PROBLEMS: dict[type[Exception], tuple[int, str]] = {
-    domain.BadProof: (400, "Invalid or expired"),
-    domain.NotPermitted: (403, "Forbidden"),
-    domain.Unknown: (404, "Not found"),
-    domain.Conflict: (409, "Conflict"),
-    domain.Invalid: (422, "Invalid request"),
-}
+PROBLEMS: dict[type[Exception], tuple[int, str]] = {**REFUSALS, domain.BadProof: (400, "Invalid or expired")}
 
 Id = Annotated[str, Path(min_length=1, max_length=64)]
 
