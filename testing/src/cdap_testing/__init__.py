@@ -153,7 +153,8 @@ def locate_stack() -> Iterator[dict[str, str]]:
     pytest.fail("No Kafka/PostgreSQL: run `make up` (or set CDAP_KAFKA_BOOTSTRAP and CDAP_DATABASE_URL).")
 
 
-def _with_database(url: str, name: str) -> str:
+def with_database(url: str, name: str) -> str:
+    """`url` (SQLAlchemy or libpq) naming database `name` instead."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
 
@@ -164,15 +165,16 @@ def plain_dsn(url: str) -> str:
 
 @pytest.fixture
 async def make_database(stack: dict[str, str]) -> AsyncIterator[Callable[[], Awaitable[str]]]:
-    """Factory of throwaway databases (SQLAlchemy URLs), dropped after the test."""
+    """Factory of throwaway databases (SQLAlchemy URLs), dropped after the test; empty, or copies of a
+    `template` database."""
     created: list[str] = []
     admin_url = plain_dsn(stack["database"])
 
-    async def make() -> str:
+    async def make(template: str | None = None) -> str:
         name = f"cdap_test_{new_event_id().replace('-', '')[-16:]}"
-        await create_database(admin_url, name)
+        await create_database(admin_url, name, template)
         created.append(name)
-        return _with_database(stack["database"], name)
+        return with_database(stack["database"], name)
 
     yield make
     conn = await asyncpg.connect(admin_url)
@@ -183,11 +185,12 @@ async def make_database(stack: dict[str, str]) -> AsyncIterator[Callable[[], Awa
         await conn.close()
 
 
-async def create_database(admin_dsn: str, name: str) -> None:
-    """An empty database `name`, created through the server at `admin_dsn` (a libpq URL)."""
+async def create_database(admin_dsn: str, name: str, template: str | None = None) -> None:
+    """A database `name`, empty or a copy of database `template`, created through the server at
+    `admin_dsn` (a libpq URL)."""
     conn = await asyncpg.connect(admin_dsn)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     finally:
         await conn.close()
 
@@ -439,7 +442,7 @@ def create_database_sync(admin_url: str) -> str:
     async def create() -> str:
         name = f"cdap_test_{new_event_id().replace('-', '')[-16:]}"
         await create_database(plain_dsn(admin_url), name)
-        return _with_database(admin_url, name)
+        return with_database(admin_url, name)
 
     return run_sync(create())
 
@@ -453,3 +456,10 @@ def drop_database_sync(admin_url: str, url: str) -> None:
             await conn.close()
 
     run_sync(drop())
+
+
+# The in-process service fixtures, part of the plugin (apps.py uses the helpers above).
+from cdap_testing.apps import InProcess as InProcess  # noqa: E402
+from cdap_testing.apps import migrated_database as migrated_database  # noqa: E402
+from cdap_testing.apps import migrated_templates as migrated_templates  # noqa: E402
+from cdap_testing.apps import start_app as start_app  # noqa: E402
