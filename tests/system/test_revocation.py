@@ -16,8 +16,7 @@ from cdap_shared import events as ev
 from cdap_shared.envelope import new_event_id
 from cdap_shared.relay import make_producer
 from cdap_shared.topics import named
-
-from .harness import System, activate_and_login, bootstrap_admin, wait_ready
+from cdap_testing.system import System, activate_and_login, bootstrap_admin, wait_ready
 
 pytestmark = pytest.mark.stack
 
@@ -112,8 +111,7 @@ async def dossier_in_reach(
 async def test_identity_decision_denies_lookups_within_two_seconds(system: System, how: str) -> None:
     await system.start("identity", "dossiers")
     async with httpx.AsyncClient(timeout=10) as client:
-        for name in ("identity", "dossiers"):
-            await wait_ready(client, system.url(name))
+        await wait_ready(client, system.url("identity"), system.url("dossiers"))
         admin, email, _ = await provisioned_partner(system, client)
         user = await activate_and_login(client, system.url("identity"), email)
         _, lookup, params, r = await dossier_in_reach(system, client, user["headers"])
