@@ -25,7 +25,7 @@ from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.services import backends
 from cdap_shared.topics import PARTITIONS, named
 from cdap_testing import eventually
-from cdap_testing.events import request_approved
+from cdap_testing.events import publish, request_approved
 from cdap_testing.system import (
     MAILBOX,
     System,
@@ -41,7 +41,7 @@ from cdap_testing.system import (
     wait_ready,
 )
 
-from .test_revocation import provisioned_partner, publish
+from .test_revocation import provisioned_partner
 
 pytestmark = [pytest.mark.stack, pytest.mark.stack_lifecycle]
 FAST = {"CDAP_RATE_LIMIT_USER": "100000"}

@@ -18,9 +18,10 @@ from cdap_cli.caf_feed import build_pools, make_dossier
 from cdap_cli.devrun import LOCAL_OTLP_ENDPOINT
 from cdap_shared import events as ev
 from cdap_shared.topics import named
+from cdap_testing.events import publish
 from cdap_testing.system import System, activate_and_login, caf_staff, wait_ready
 
-from .test_revocation import provisioned_partner, publish
+from .test_revocation import provisioned_partner
 
 pytestmark = pytest.mark.stack
 VIEWER = "http://127.0.0.1:16686"

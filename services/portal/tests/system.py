@@ -15,12 +15,11 @@ import httpx
 import pyotp
 
 from cdap_shared import events as ev
-from cdap_shared.envelope import CloudEvent, new_event_id
-from cdap_shared.relay import make_producer
+from cdap_shared.envelope import new_event_id
 from cdap_shared.topics import named
 from cdap_testing import free_port, run_sync
 from cdap_testing import system as processes
-from cdap_testing.events import request_approved
+from cdap_testing.events import publish, request_approved
 from cdap_testing.system import MAILBOX
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -30,16 +29,6 @@ STRONG = "Tr0ub4dor&3-horse-staple"
 
 def unique_email(who: str) -> str:
     return f"{who}.{new_event_id()[-12:]}@example.fr"
-
-
-async def _publish(bootstrap: str, topic: str, events: list[CloudEvent]) -> None:
-    producer = make_producer(bootstrap)
-    await producer.start()
-    try:
-        for event in events:
-            await producer.send_and_wait(topic, event.to_bytes(), key=event.subject.encode())
-    finally:
-        await producer.stop()
 
 
 def wait_until(check: Any, within: float = 30.0, interval: float = 0.5, what: str = "condition") -> Any:
@@ -187,7 +176,7 @@ class System(processes.System):
     def approve_directly(self, organisation_id: str, email: str, profile: str = "T1") -> None:
         """What access-requests publishes once a request is approved (identity then provisions)."""
         event = request_approved(organisation_id, email, profile)
-        run_sync(_publish(self.kafka, named("access.events"), [event]))
+        run_sync(publish(self.kafka, named("access.events"), event))
 
     def publish_dossier(self, numero: str, department: str = "76", **overrides: Any) -> ev.DossierUpserted:
         """What the CAF core system publishes: one dossier on the CAF feed, every section filled (the
@@ -202,5 +191,5 @@ class System(processes.System):
             sections=SAMPLE_SECTIONS,
         ).model_copy(update=overrides)
         event = ev.make_event("caf.dossier.upserted", source="/caf/core", subject=numero, data=data)
-        run_sync(_publish(self.kafka, named("caf.dossiers"), [event]))
+        run_sync(publish(self.kafka, named("caf.dossiers"), event))
         return data

@@ -6,6 +6,18 @@ from datetime import date, timedelta
 
 from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent, new_event_id
+from cdap_shared.relay import make_producer
+
+
+async def publish(kafka: str, topic: str, *events: CloudEvent) -> None:
+    """Publish `events` on `topic` as a service does (keyed by subject), with a producer of their own."""
+    producer = make_producer(kafka)
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send_and_wait(topic, event.to_bytes(), key=event.subject.encode())
+    finally:
+        await producer.stop()
 
 
 def request_approved(

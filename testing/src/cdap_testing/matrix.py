@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
-from cdap_shared.authz_table import cell_mismatch
+from cdap_shared.authz_table import cell_mismatch, coverage_gaps
 
 # What a row's call is: (path, keyword arguments of the request, a text an allowed answer shows).
 Call = tuple[str, dict[str, Any], str | None]
@@ -46,3 +46,20 @@ async def table_mismatches(
             if why:
                 wrong.append((row, column, r.status_code, why))
     return wrong
+
+
+def assert_complete(
+    openapi: Mapping[str, Any],
+    table: Mapping[str, Sequence[int | str]],
+    calls: Mapping[str, Any],
+    columns: Sequence[str],
+    callers: Iterable[str],
+) -> None:
+    """Each /v1 operation of the OpenAPI document has a row, each row an operation, a call and every
+    column, and each column but the anonymous one a caller."""
+    uncovered, orphans = coverage_gaps(openapi, {method_and_path(row) for row in table})
+    assert uncovered == [], "endpoints without a row"
+    assert orphans == [], "rows naming no endpoint"
+    assert set(calls) == set(table)
+    assert all(len(cells) == len(columns) for cells in table.values())
+    assert set(callers) | {"anon"} == set(columns)
