@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,7 +34,6 @@ import pytest
 
 from cdap_cli.kafka_grant import admin_client, grant, revoke
 from cdap_cli.mailsink import mail_dir
-from cdap_cli.mailsink import mails_to as mails_to  # tests read mail through the fixtures' module
 from cdap_shared.envelope import new_event_id
 from cdap_shared.kafka_access import PRINCIPALS, TEST, KafkaLogin, export_login
 from cdap_shared.topics import all_topics, ensure_topics, prefix
@@ -46,6 +46,44 @@ LOCAL_DATABASE = "postgresql+asyncpg://cdap:cdap@127.0.0.1:5432/postgres"
 MAIL_DIR = os.environ.get(
     "CDAP_MAIL_DIR", str(mail_dir(1025, Path(__file__).resolve().parents[3] / ".stack" / "mail"))
 )
+
+
+class Mailbox:
+    """The SMTP sink's folder, each `.eml` parsed once: the sink keeps every earlier run's mail (thousands
+    of files on a developer's machine), and `cdap_cli.mailsink.mails_to` re-reads them all on each call
+    (seconds on a loaded machine), which polling for many recipients multiplies. The sink renames each
+    file into place, so a file seen is complete."""
+
+    def __init__(self, folder: str = MAIL_DIR) -> None:
+        self.folder = Path(folder)
+        self.parsed: dict[str, tuple[str, str]] = {}
+        self.lock = threading.Lock()  # the browser tests read mail from worker threads
+
+    def to(self, address: str) -> list[str]:
+        """Like `mails_to`: the text ("Subject: ...\n\nbody") of each mail for `address`, oldest first."""
+        from email import message_from_bytes, policy
+
+        with self.lock:
+            for path in self.folder.glob("*.eml"):
+                if path.name not in self.parsed:
+                    message = message_from_bytes(path.read_bytes(), policy=policy.default)
+                    body = message.get_body(preferencelist=("plain",))
+                    text = f"Subject: {message['Subject']}\n\n{body.get_content() if body else ''}"
+                    self.parsed[path.name] = (str(message.get("To", "")).lower(), text)
+            return [text for _, (to, text) in sorted(self.parsed.items()) if address.lower() in to]
+
+
+_MAILBOXES: dict[str, Mailbox] = {}
+
+
+def mailbox(folder: str = MAIL_DIR) -> Mailbox:
+    """The run's one `Mailbox` on `folder`."""
+    return _MAILBOXES.setdefault(str(folder), Mailbox(folder))
+
+
+def mails_to(folder: str, address: str) -> list[str]:
+    """The text of every mail the SMTP sink stored in `folder` for `address`, oldest first."""
+    return mailbox(folder).to(address)
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -29,11 +29,11 @@ from cdap_shared.services import SERVICES as REGISTRY
 from cdap_shared.services import service
 from cdap_shared.topics import named
 from cdap_testing import (
-    MAIL_DIR,
     ServiceProcess,
     create_database_sync,
     drop_database_sync,
     free_port,
+    mailbox,
     migrate,
     run_sync,
 )
@@ -236,30 +236,7 @@ async def wait_ready(client: httpx.AsyncClient, *urls: str, seconds: float = 30)
     await asyncio.sleep(1.5)
 
 
-class Mailbox:
-    """The SMTP sink's folder, each `.eml` parsed once: the sink keeps every earlier run's mail (thousands
-    of files on a developer's machine), and `mails_to` re-reads them all on each call (about a second),
-    which polling for many recipients multiplies. The sink renames each file into place, so a file seen
-    is complete."""
-
-    def __init__(self, folder: str = MAIL_DIR) -> None:
-        self.folder = Path(folder)
-        self.parsed: dict[str, tuple[str, str]] = {}
-
-    def to(self, address: str) -> list[str]:
-        """Like `mails_to`: the text ("Subject: ...\n\nbody") of each mail for `address`, oldest first."""
-        from email import message_from_bytes, policy
-
-        for path in self.folder.glob("*.eml"):
-            if path.name not in self.parsed:
-                message = message_from_bytes(path.read_bytes(), policy=policy.default)
-                body = message.get_body(preferencelist=("plain",))
-                text = f"Subject: {message['Subject']}\n\n{body.get_content() if body else ''}"
-                self.parsed[path.name] = (str(message.get("To", "")).lower(), text)
-        return [text for _, (to, text) in sorted(self.parsed.items()) if address.lower() in to]
-
-
-MAILBOX = Mailbox()
+MAILBOX = mailbox()
 
 
 async def activation_link_token(email: str, seconds: float = 20) -> str:
