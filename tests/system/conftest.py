@@ -1,4 +1,4 @@
-"""System tests: real service processes; see harness.py."""
+"""System tests: real service processes; see cdap_testing.system."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from .harness import CLIENT_LIMITS, System
+from cdap_testing.system import CLIENT_LIMITS, System
 
 
 @pytest.fixture

@@ -40,8 +40,7 @@ from cdap_identity.keys import jwk_thumbprint
 from cdap_shared.envelope import new_event_id
 from cdap_shared.services import backends
 from cdap_testing import plain_dsn, protected_operations
-
-from .harness import (
+from cdap_testing.system import (
     PASSWORD,
     ROOT,
     System,
@@ -190,8 +189,7 @@ async def world(stack: dict[str, str]) -> AsyncIterator[World]:
     try:
         await system.start(*SERVICES)
         async with httpx.AsyncClient(timeout=20) as client:
-            for name in SERVICES:
-                await wait_ready(client, system.url(name))
+            await wait_ready(client, *(system.url(name) for name in SERVICES))
             identity = system.url("identity")
             boot = await bootstrap_admin(system, client, unique("admin", "caf76.fr"))
             admin = Caller("", boot["headers"]["Authorization"].split()[1], totp=boot["totp"])

@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from cdap_testing import plain_dsn
+from cdap_testing.system import MAILBOX, System, activate_and_login, caf_staff, wait_ready
 
-from .harness import MAILBOX, System, activate_and_login, caf_staff, wait_ready
 from .test_revocation import dossier_in_reach, provisioned_partner
 
 pytestmark = pytest.mark.stack
@@ -102,8 +102,7 @@ async def test_a_lookup_reaches_the_auditor_s_stream_and_a_critical_alert_reache
     await system.start("identity", "dossiers", "audit", extra_env={"audit": audit_env})
     timeout = httpx.Timeout(30, read=None)
     async with httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=100)) as client:
-        for name in ("identity", "dossiers", "audit"):
-            await wait_ready(client, system.url(name))
+        await wait_ready(client, *(system.url(name) for name in ("identity", "dossiers", "audit")))
         admin, email, _ = await provisioned_partner(system, client)
         user = await activate_and_login(client, system.url("identity"), email)
         auditor = await caf_staff(system, client, admin, "auditor")

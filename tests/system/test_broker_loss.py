@@ -30,8 +30,8 @@ from cdap_shared.envelope import CloudEvent
 from cdap_shared.kafka_access import KafkaLogin, stack_dir
 from cdap_shared.topics import named
 from cdap_testing import eventually
+from cdap_testing.system import System
 
-from .harness import System
 from .test_faults import (
     BURST,
     FAST,

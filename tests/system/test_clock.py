@@ -35,8 +35,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.topics import all_topics
 from cdap_testing import eventually
-
-from .harness import (
+from cdap_testing.system import (
     CLIENT_LIMITS,
     MAILBOX,
     PASSWORD,
@@ -50,6 +49,7 @@ from .harness import (
     submit_when_known,
     wait_ready,
 )
+
 from .test_faults import seed_dossiers, until_granted
 
 pytestmark = pytest.mark.stack
@@ -196,7 +196,7 @@ async def test_deadlines_and_grant_expiry_across_simulated_days(
             "access-requests": {"CDAP_SCHEDULER_INTERVAL_SECONDS": "1", "CDAP_MAIL_POLL_SECONDS": "0.5"},
         },
     )
-    await asyncio.gather(*(wait_ready(client, system.url(name)) for name in system.processes))
+    await wait_ready(client, *(system.url(name) for name in system.processes))
     identity, access = system.url("identity"), system.url("access-requests")
     scheduler_log = system.log_path("access-requests")
     logins = Logins(client, identity, clock)

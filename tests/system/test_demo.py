@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .harness import System, wait_ready
+from cdap_testing.system import System, wait_ready
 
 pytestmark = pytest.mark.stack
 
@@ -30,8 +30,7 @@ async def cdap(*args: str, env: dict[str, str]) -> tuple[int, str]:
 async def test_demo_seeds_then_the_scenario_passes_end_to_end(system: System, tmp_path: Path) -> None:
     await system.start("identity", "access-requests", "dossiers", "audit")
     async with httpx.AsyncClient(timeout=10) as client:
-        for name in system.processes:
-            await wait_ready(client, system.url(name))
+        await wait_ready(client, *(system.url(name) for name in system.processes))
     env = {
         "CDAP_IDENTITY_URL": system.url("identity"),
         "CDAP_ACCESS_REQUESTS_URL": system.url("access-requests"),

@@ -25,8 +25,8 @@ from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.services import backends
 from cdap_shared.topics import PARTITIONS, named
 from cdap_testing import eventually
-
-from .harness import (
+from cdap_testing.events import publish, request_approved
+from cdap_testing.system import (
     MAILBOX,
     System,
     access_request,
@@ -40,7 +40,8 @@ from .harness import (
     submit_when_known,
     wait_ready,
 )
-from .test_revocation import provisioned_partner, publish
+
+from .test_revocation import provisioned_partner
 
 pytestmark = [pytest.mark.stack, pytest.mark.stack_lifecycle]
 FAST = {"CDAP_RATE_LIMIT_USER": "100000"}
@@ -81,8 +82,7 @@ async def seed_dossiers(kafka: str, first: int, count: int) -> list[str]:
 
 
 async def ready_partner(system: System, client: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
-    for name in system.processes:
-        await wait_ready(client, system.url(name))
+    await wait_ready(client, *(system.url(name) for name in system.processes))
     admin, email, _ = await provisioned_partner(system, client)
     return admin, await activate_and_login(client, system.url("identity"), email)
 
@@ -116,20 +116,8 @@ async def audit_ids(client: httpx.AsyncClient, audit: str, headers: dict[str, st
 
 
 async def auditor(system: System, client: httpx.AsyncClient, admin: dict[str, Any]) -> dict[str, str]:
-    email = f"auditeur.{new_event_id()[-8:]}@caf76.fr"
-    r = await client.post(
-        f"{system.url('identity')}/v1/users",
-        headers=admin["headers"],
-        json={
-            "email": email,
-            "family_name": "Contrôle",
-            "given_name": "Anne",
-            "roles": ["auditor"],
-            "department": "76",
-        },
-    )
-    assert r.status_code == 201, r.text
-    return (await activate_and_login(client, system.url("identity"), email))["headers"]
+    headers: dict[str, str] = (await caf_staff(system, client, admin, "auditor"))["headers"]
+    return headers
 
 
 Answer = tuple[int, str | None, str]  # status, X-Audit-Id, body
@@ -307,8 +295,7 @@ async def test_access_requests_and_identity_killed_mid_work_lose_nothing_and_dou
     second-level approvals. Every request ends provisioned, with one account and one grant, one mail of each
     kind, and each step once in the audit log."""
     await system.start("identity", "access-requests", "audit")
-    for name in system.processes:
-        await wait_ready(client, system.url(name))
+    await wait_ready(client, *(system.url(name) for name in system.processes))
     admin = await bootstrap_admin(system, client, f"admin.{new_event_id()[-10:]}@caf76.fr")
     (org, partner), instructor, manager, auditing = await asyncio.gather(
         partner_organisation(system, client, admin),
@@ -540,32 +527,16 @@ class DossiersReplicas(ReplicaScenario):
 
 class IdentityReplicas(ReplicaScenario):
     async def warm(self) -> None:
-        for name in self.system.processes:
-            await wait_ready(self.client, self.system.url(name))
+        await wait_ready(self.client, *(self.system.url(name) for name in self.system.processes))
         self.state["admin"], email, self.state["org"] = await provisioned_partner(self.system, self.client)
         await activate_and_login(self.client, self.system.url("identity"), email)  # it provisioned
 
     async def act(self, survivor: str) -> None:
         def approved(i: int) -> ev.CloudEvent:
-            request_id = f"req-{new_event_id()}"
-            return ev.make_event(
-                "access.request.approved",
-                source="/system-test",
-                subject=request_id,
-                data=ev.RequestApproved(
-                    request_id=request_id,
-                    organisation_id=self.state["org"]["id"],
-                    profile="T3",
-                    department="76",
-                    valid_until=date.today() + timedelta(days=200),
-                    by="manager",
-                    applicant=ev.Applicant(
-                        family_name="Roux",
-                        given_name="Paul",
-                        email=f"replica.{i}.{new_event_id()[-10:]}@ccas-rouen.fr",
-                        job_title="Animateur",
-                    ),
-                ),
+            email = f"replica.{i}.{new_event_id()[-10:]}@ccas-rouen.fr"
+            person = {"family_name": "Roux", "given_name": "Paul", "job_title": "Animateur"}
+            return request_approved(
+                self.state["org"]["id"], email, "T3", source="/system-test", applicant=person
             )
 
         sent = await publish_over_partitions(self.system.kafka, named("access.events"), approved)
@@ -588,8 +559,7 @@ class IdentityReplicas(ReplicaScenario):
 
 class AccessRequestsReplicas(ReplicaScenario):
     async def warm(self) -> None:
-        for name in self.system.processes:
-            await wait_ready(self.client, self.system.url(name))
+        await wait_ready(self.client, *(self.system.url(name) for name in self.system.processes))
         admin = await bootstrap_admin(self.system, self.client, f"admin.{new_event_id()[-10:]}@caf76.fr")
         self.state["org"], self.state["partner"] = await partner_organisation(self.system, self.client, admin)
         self.state["instructor"] = await caf_staff(self.system, self.client, admin, "caf_instructor")
@@ -657,8 +627,7 @@ class AccessRequestsReplicas(ReplicaScenario):
 
 class AuditReplicas(ReplicaScenario):
     async def warm(self) -> None:
-        for name in self.system.processes:
-            await wait_ready(self.client, self.system.url(name))
+        await wait_ready(self.client, *(self.system.url(name) for name in self.system.processes))
         admin = await bootstrap_admin(self.system, self.client, f"admin.{new_event_id()[-10:]}@caf76.fr")
         self.state["auditor"] = await auditor(self.system, self.client, admin)
         await self.logged(self.system.url("audit"), *await self.consultations(count=1))

@@ -24,8 +24,7 @@ from cdap_shared.bodylimit import UPLOAD_MAX_BODY
 from cdap_shared.envelope import new_event_id
 from cdap_shared.services import backends
 from cdap_testing import plain_dsn
-
-from .harness import System, bootstrap_admin, wait_ready
+from cdap_testing.system import System, bootstrap_admin, wait_ready
 
 pytestmark = pytest.mark.stack
 
@@ -64,8 +63,7 @@ async def world(stack: dict[str, str]) -> AsyncIterator[World]:
         )
         replica = await system.replica("dossiers", {**dossiers_env, "CDAP_TRUSTED_PROXIES": "127.0.0.1/32"})
         async with httpx.AsyncClient(timeout=20) as client:
-            for url in [system.url(name) for name in SERVICES] + [replica.url("dossiers")]:
-                await wait_ready(client, url)
+            await wait_ready(client, *[system.url(name) for name in SERVICES] + [replica.url("dossiers")])
             admin = await bootstrap_admin(system, client, f"admin.{new_event_id()[-10:]}@caf76.fr")
         yield World(system, replica, admin)
     finally:

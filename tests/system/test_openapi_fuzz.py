@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,36 +16,19 @@ import httpx
 import pyotp
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from cdap_shared.envelope import new_event_id
-from cdap_shared.topics import ensure_topics
-from cdap_testing import (
-    JwksServer,
-    ServiceProcess,
-    TokenMinter,
-    create_database_sync,
-    drop_database_sync,
-    free_port,
-    migrate,
+from cdap_testing.openapi import CHECKS, fuzzing, lone_service
+from cdap_testing.system import (
+    PASSWORD,
+    System,
+    bootstrap_admin,
+    caf_staff,
+    partner_organisation,
+    wait_ready,
 )
 
-from .harness import LOGS, PASSWORD, SERVICES, System, activate_and_login, bootstrap_admin, wait_ready
-
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-]
 TOPICS = {
     "access-requests": ("CDAP_ACCESS_TOPIC", "CDAP_IDENTITY_TOPIC"),
     "audit": (
@@ -58,36 +40,14 @@ TOPICS = {
     ),
 }
 ROLES = {"access-requests": ["caf_instructor"], "audit": ["auditor"]}
+FUZZ = fuzzing(max_examples=30)
 
 
 def running(name: str, stack: dict[str, str]) -> Iterator[dict[str, Any]]:
-    module, folder = SERVICES[name]
-    minter = TokenMinter()
-    jwks = JwksServer(minter.jwks)
-    url = create_database_sync(stack["database"])
-    migrate(str(folder), url)
-    run = new_event_id()[-8:]
-    topics = {var: f"fuzz.{name}.{var.lower()}.{run}" for var in TOPICS[name]}
-    asyncio.run(ensure_topics(stack["kafka"], [*topics.values(), *(f"{t}.dlq" for t in topics.values())], 1))
-    service = ServiceProcess(
-        module,
-        {
-            "CDAP_DATABASE_URL": url,
-            "CDAP_KAFKA_BOOTSTRAP": stack["kafka"],
-            "CDAP_JWKS_URL": jwks.url,
-            "CDAP_CONSUMER_GROUP": f"fuzz-{name}-{run}",
-            "CDAP_LOG_LEVEL": "WARNING",
-            **topics,
-        },
-        LOGS / f"fuzz-{name}-{run}.log",
-    ).start()
-    token = minter.mint("fuzzer", roles=ROLES[name], department="76", email="fuzz@caf76.fr")
-    try:
-        yield {"schema": schemathesis.openapi.from_url(f"{service.url}/openapi.json"), "token": token}
-    finally:
-        service.stop()
-        jwks.close()
-        drop_database_sync(stack["database"], url)
+    with lone_service(
+        name, stack, TOPICS[name], roles=ROLES[name], department="76", email="fuzz@caf76.fr"
+    ) as api:
+        yield api
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +74,6 @@ access = schemathesis.pytest.from_fixture("access_schema")
 # The live stream answers an auditor with an endless body: services/audit/tests/test_stream.py covers it
 # (roles, bad filters, resumption).
 audit = schemathesis.pytest.from_fixture("audit_schema").exclude(path="/v1/entries/stream")
-FUZZ = settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 
 
 @pytest.mark.stack
@@ -137,49 +96,16 @@ def test_audit_never_500_and_answers_as_documented(case: Any, audit_api: dict[st
 async def _identity_callers(system: System, staff: tuple[str, ...] = ()) -> dict[str, Any]:
     """A CAF admin (bootstrap), a partner administrator (organisation created by that admin), and CAF staff
     with the roles in `staff` (e-mail and TOTP secret of each)."""
-    identity = system.url("identity")
     run = new_event_id()[-10:]
     async with httpx.AsyncClient(timeout=20) as client:
-        await wait_ready(client, identity)
+        await wait_ready(client, system.url("identity"))
         admin = await bootstrap_admin(system, client, f"admin.{run}@caf76.fr")
-        partner_email = f"gestion.{run}@ccas-fuzz.fr"
-        r = await client.post(
-            f"{identity}/v1/organisations",
-            headers=admin["headers"],
-            json={
-                "siret": "21760540100017",
-                "name": "CCAS fuzz",
-                "kind": "ccas",
-                "department": "76",
-                "convention": {"reference": "CONV-FUZZ", "valid_until": "2030-12-31"},
-                "administrators": [{"email": partner_email, "family_name": "Fuzz", "given_name": "Ada"}],
-            },
-        )
-        assert r.status_code == 201, r.text
-        partner = await activate_and_login(client, identity, partner_email)
-        people: dict[str, dict[str, Any]] = {}
-        for role in staff:
-            email = f"{role.replace('_', '.')}.{run}@caf76.fr"
-            r = await client.post(
-                f"{identity}/v1/users",
-                headers=admin["headers"],
-                json={
-                    "email": email,
-                    "family_name": "Fuzz",
-                    "given_name": "Bo",
-                    "roles": [role],
-                    "department": "76",
-                },
-            )
-            assert r.status_code == 201, r.text
-            people[role] = {
-                "email": email,
-                "totp": (await activate_and_login(client, identity, email))["totp"],
-            }
+        _, partner = await partner_organisation(system, client, admin)
+        people = {role: await caf_staff(system, client, admin, role) for role in staff}
     return {
         "admin": admin["headers"]["Authorization"],
         "partner": partner["headers"]["Authorization"],
-        "partner_email": partner_email,
+        "partner_email": partner["email"],
         "staff": people,
     }
 
@@ -200,8 +126,6 @@ def identity_api(stack: dict[str, str]) -> Iterator[dict[str, Any]]:
         yield {"schema": schema, **callers}
     finally:
         system.stop()
-        for url in system.databases.values():
-            drop_database_sync(stack["database"], url)
 
 
 @pytest.fixture(scope="module")
@@ -264,30 +188,17 @@ def portal_api(stack: dict[str, str]) -> Iterator[dict[str, Any]]:
     signed in to it (tokens live an hour: a session cookie replayed after the portal refreshed its tokens
     would present a used refresh token, and identity would end the session)."""
     system = System(admin_url=stack["database"], kafka=stack["kafka"])
-    portal: ServiceProcess | None = None
     try:
         system._start(
             "identity",
             "access-requests",
             "dossiers",
             "audit",
+            "portal",
             extra_env={"identity": {"CDAP_ACCESS_TOKEN_SECONDS": "3600"}},
         )
         callers = asyncio.run(_identity_callers(system, ("caf_instructor", "auditor")))
-        port = free_port()
-        portal = ServiceProcess(
-            "cdap_portal",
-            {
-                "CDAP_IDENTITY_URL": system.url("identity"),
-                "CDAP_ACCESS_REQUESTS_URL": system.url("access-requests"),
-                "CDAP_DOSSIERS_URL": system.url("dossiers"),
-                "CDAP_AUDIT_URL": system.url("audit"),
-                "CDAP_PORTAL_SECRET": secrets.token_urlsafe(32),
-                "CDAP_LOG_LEVEL": "WARNING",
-            },
-            LOGS / f"fuzz-portal-{system.run_id}.log",
-            port=port,
-        ).start()
+        portal = system.processes["portal"]
         sessions = {"partner_admin": asyncio.run(_portal_session(portal.url, callers["partner_email"]))}
         for role, person in callers["staff"].items():
             sessions[role] = asyncio.run(_portal_session(portal.url, person["email"], person["totp"]))
@@ -297,11 +208,7 @@ def portal_api(stack: dict[str, str]) -> Iterator[dict[str, Any]]:
             "url": portal.url,
         }
     finally:
-        if portal is not None:
-            portal.stop()
         system.stop()
-        for url in system.databases.values():
-            drop_database_sync(stack["database"], url)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from datetime import date, timedelta
 
 import httpx
 import pytest
@@ -14,21 +13,11 @@ import pytest
 from cdap_cli.caf_feed import build_pools, make_dossier
 from cdap_shared import events as ev
 from cdap_shared.envelope import new_event_id
-from cdap_shared.relay import make_producer
 from cdap_shared.topics import named
-
-from .harness import System, activate_and_login, bootstrap_admin, wait_ready
+from cdap_testing.events import publish, request_approved
+from cdap_testing.system import System, activate_and_login, bootstrap_admin, wait_ready
 
 pytestmark = pytest.mark.stack
-
-
-async def publish(kafka: str, topic: str, event: ev.CloudEvent) -> None:
-    producer = make_producer(kafka)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, event.to_bytes(), key=event.subject.encode())
-    finally:
-        await producer.stop()
 
 
 async def provisioned_partner(
@@ -57,27 +46,9 @@ async def provisioned_partner(
     )
     assert org.status_code == 201, org.text
     email = f"as.{new_event_id()[-10:]}@ccas-rouen.fr"
-    request_id = f"req-{new_event_id()}"
-    await publish(
-        system.kafka,
-        named("access.events"),
-        ev.make_event(
-            "access.request.approved",
-            source="/system-test",
-            subject=request_id,
-            data=ev.RequestApproved(
-                request_id=request_id,
-                organisation_id=org.json()["id"],
-                profile="T1",
-                department="76",
-                valid_until=date.today() + timedelta(days=300),
-                by="manager",
-                applicant=ev.Applicant(
-                    family_name="Roux", given_name="Paul", email=email, job_title="Assistant social"
-                ),
-            ),
-        ),
-    )
+    person = {"family_name": "Roux", "given_name": "Paul", "job_title": "Assistant social"}
+    approval = request_approved(org.json()["id"], email, "T1", source="/system-test", applicant=person)
+    await publish(system.kafka, named("access.events"), approval)
     return admin, email, org.json()
 
 
@@ -112,8 +83,7 @@ async def dossier_in_reach(
 async def test_identity_decision_denies_lookups_within_two_seconds(system: System, how: str) -> None:
     await system.start("identity", "dossiers")
     async with httpx.AsyncClient(timeout=10) as client:
-        for name in ("identity", "dossiers"):
-            await wait_ready(client, system.url(name))
+        await wait_ready(client, system.url("identity"), system.url("dossiers"))
         admin, email, _ = await provisioned_partner(system, client)
         user = await activate_and_login(client, system.url("identity"), email)
         _, lookup, params, r = await dossier_in_reach(system, client, user["headers"])

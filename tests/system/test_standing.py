@@ -17,8 +17,8 @@ import pytest
 
 from cdap_shared.services import backends
 from cdap_testing import protected_operations
+from cdap_testing.system import LOGS, System, activate_and_login, bearer, caf_staff, wait_ready
 
-from .harness import LOGS, System, activate_and_login, bearer, caf_staff, wait_ready
 from .test_revocation import provisioned_partner
 
 pytestmark = pytest.mark.stack
@@ -85,8 +85,7 @@ async def test_suspension_and_revocation_hold_on_every_operation_of_every_servic
     await system.start(*SERVICES)
     figures: dict[str, dict[str, float]] = {}
     async with httpx.AsyncClient(timeout=20) as client:
-        for name in SERVICES:
-            await wait_ready(client, system.url(name))
+        await wait_ready(client, *(system.url(name) for name in SERVICES))
         identity = system.url("identity")
         admin, email, _org = await provisioned_partner(system, client)
         rogue = await caf_staff(system, client, admin, "caf_admin")

@@ -18,9 +18,10 @@ from cdap_cli.caf_feed import build_pools, make_dossier
 from cdap_cli.devrun import LOCAL_OTLP_ENDPOINT
 from cdap_shared import events as ev
 from cdap_shared.topics import named
+from cdap_testing.events import publish
+from cdap_testing.system import System, activate_and_login, caf_staff, wait_ready
 
-from .harness import System, activate_and_login, caf_staff, wait_ready
-from .test_revocation import provisioned_partner, publish
+from .test_revocation import provisioned_partner
 
 pytestmark = pytest.mark.stack
 VIEWER = "http://127.0.0.1:16686"
@@ -44,8 +45,7 @@ async def test_a_lookup_is_one_trace_from_the_request_to_the_audit_append(system
     system.common_env["CDAP_OTLP_ENDPOINT"] = LOCAL_OTLP_ENDPOINT
     await system.start("identity", "dossiers", "audit")
     async with httpx.AsyncClient(timeout=10) as client:
-        for name in ("identity", "dossiers", "audit"):
-            await wait_ready(client, system.url(name))
+        await wait_ready(client, *(system.url(name) for name in ("identity", "dossiers", "audit")))
         assert (await client.get(f"{VIEWER}/api/services")).status_code == 200, "run `make up`"
         admin, email, _ = await provisioned_partner(system, client)
         user = await activate_and_login(client, system.url("identity"), email)

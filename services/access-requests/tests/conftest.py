@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
-from aiokafka import AIOKafkaProducer
-from fastapi import FastAPI
-from httpx import ASGITransport, AsyncClient, Response
+from httpx import Response
 from sqlalchemy import func, select
 
 from cdap_access import handlers
@@ -24,10 +20,8 @@ from cdap_access.models import AccessRequest, Document, HistoryEntry
 from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent, new_event_id
 from cdap_shared.mail import QueuedMail
-from cdap_shared.migrations import upgrade_to_head
 from cdap_shared.outbox import OutboxRecord
-from cdap_shared.relay import make_producer
-from cdap_testing import MAIL_DIR, TokenMinter, eventually, mails_to
+from cdap_testing import MAIL_DIR, InProcess, TokenMinter, eventually, mails_to
 
 SERVICE_DIR = str(Path(__file__).resolve().parents[1])
 ORG = "org-76-ccas"
@@ -58,47 +52,17 @@ def pdf_file(catalog_extra: bytes = b"", page_extra: bytes = b"", *extra_objects
 PDF = pdf_file()
 
 
-def mint(
-    minter: TokenMinter,
-    sub: str,
-    roles: list[str],
-    *,
-    org: str | None = None,
-    department: str | None = None,
-    email: str | None = None,
-) -> str:
-    """A token as identity signs it, with the `department` and `email` claims TokenMinter cannot add."""
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "sub": sub,
-        "org": org,
-        "roles": roles,
-        "grants": [],
-        "aud": "cdap",
-        "iss": "cdap-identity",
-        "iat": now,
-        "exp": now + 300,
-        "jti": new_event_id(),
-    }
-    if department is not None:
-        claims["department"] = department
-    if email is not None:
-        claims["email"] = email
-    return jwt.encode(claims, minter.key, algorithm="EdDSA", headers={"kid": minter.kid})
-
-
-@dataclass
-class Service:
-    app: FastAPI
-    client: AsyncClient
+@dataclass(kw_only=True)
+class Service(InProcess):
     settings: Settings
     minter: TokenMinter
-    producer: AIOKafkaProducer
     tag: str  # makes this test's mail addresses unique in the shared SMTP sink
 
     # ------------------------------------------------------------------ actors
-    def headers(self, sub: str, roles: list[str], **claims: Any) -> dict[str, str]:
-        return {"Authorization": f"Bearer {mint(self.minter, sub, roles, **claims)}"}
+    def headers(self, sub: str, roles: list[str], **claims: str | None) -> dict[str, str]:
+        """A token as identity signs it; a claim given as None (no department, no e-mail) is left out."""
+        given = {name: value for name, value in claims.items() if value is not None}
+        return {"Authorization": f"Bearer {self.minter.mint(sub, roles=roles, **given)}"}
 
     def partner_email(self, sub: str = PARTNER) -> str:
         return f"{sub}-{self.tag}@partner.test"
@@ -203,12 +167,6 @@ class Service:
         return dict(r.json())
 
     # ------------------------------------------------------------------ inspection
-    async def events(self) -> list[CloudEvent]:
-        """Every event this service staged in its outbox, oldest first."""
-        async with self.app.state.sessions() as s:
-            rows = (await s.execute(select(OutboxRecord).order_by(OutboxRecord.id))).scalars().all()  # type: ignore[arg-type]
-        return [CloudEvent.from_bytes(r.payload) for r in rows]
-
     async def snapshot(self, request_id: str | None = None) -> dict[str, Any]:
         """What a refused call must leave untouched: the request, its history, documents, outboxes."""
         async with self.app.state.sessions() as s:
@@ -243,18 +201,15 @@ def assert_problem(r: Response, status: int, reason: str | None = None) -> dict[
 @pytest.fixture
 async def service_factory(
     stack: dict[str, str],
-    make_database: Callable[[], Awaitable[str]],
+    migrated_database: Callable[[str], Awaitable[str]],
     make_topic: Callable[[str], Awaitable[str]],
-) -> AsyncIterator[Callable[..., Awaitable[Service]]]:
-    opened: list[tuple[Service, Any]] = []
-
+    start_app: Callable[..., Awaitable[Service]],
+) -> Callable[..., Awaitable[Service]]:
     async def make(**overrides: Any) -> Service:
-        url = await make_database()
-        await upgrade_to_head(SERVICE_DIR, url)
         tag = new_event_id().replace("-", "")[-12:]
         settings = Settings(
             **{
-                "database_url": url,
+                "database_url": await migrated_database(SERVICE_DIR),
                 "kafka_bootstrap": stack["kafka"],
                 "identity_topic": await make_topic("identity.events"),
                 "access_topic": await make_topic("access.events"),
@@ -268,20 +223,11 @@ async def service_factory(
         )
         minter = TokenMinter()
         app = build(settings, verifier=minter.verifier())
-        lifespan = app.router.lifespan_context(app)
-        await lifespan.__aenter__()
-        producer = make_producer(stack["kafka"])
-        await producer.start()
-        client = AsyncClient(transport=ASGITransport(app=app), base_url="http://access-requests")
-        service = Service(app, client, settings, minter, producer, tag)
-        opened.append((service, lifespan))
-        return service
+        return await start_app(
+            Service, app, "http://access-requests", settings=settings, minter=minter, tag=tag
+        )
 
-    yield make
-    for service, lifespan in opened:
-        await service.client.aclose()
-        await service.producer.stop()
-        await lifespan.__aexit__(None, None, None)
+    return make
 
 
 @pytest.fixture

@@ -17,19 +17,20 @@ row is written here, so nobody adds an endpoint without deciding who may call it
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 import pytest
+from httpx import Response
 from sqlalchemy import text
 
 from cdap_access.app import build
 from cdap_shared import events as ev
-from cdap_shared.authz_table import HIDDEN, cell_mismatch, coverage_gaps
+from cdap_shared.authz_table import HIDDEN
 from cdap_shared.envelope import new_event_id
+from cdap_testing.matrix import assert_complete, table_mismatches
 
 from .conftest import ORG, OTHER_ORG, PARTNER, PDF, Service
 
@@ -242,35 +243,16 @@ async def snapshot(svc: Service) -> str:
         return str((await s.execute(SNAPSHOT)).scalar_one())
 
 
-def method_and_path(row: str) -> tuple[str, str]:
-    """A row's method and path: a note in parentheses or a query string after the path is dropped."""
-    method, rest = row.split(" ", 1)
-    return method, re.split(r"[ ?]", rest, maxsplit=1)[0]
-
-
 async def test_the_matrix(svc: Service) -> None:
     """Every row x every column; all mismatches are reported together, as (row, column, what happened)."""
     w = await make_world(svc)
-    wrong: list[tuple[str, str, Any, str]] = []
-    for row, expected in MATRIX.items():
-        method = row.split(" ", 1)[0]
-        for column, want in zip(PRINCIPALS, expected, strict=True):
-            path, kwargs, shows = await CALLS[row](w)
-            refused = want in (401, 403)
-            before = await snapshot(svc) if refused else None
-            r = await svc.client.request(method, path, headers=w.headers(column), **kwargs)
-            changed = refused and await snapshot(svc) != before
-            why = cell_mismatch(want, method, r, shows, changed)
-            if why:
-                wrong.append((row, column, r.status_code, why))
+
+    def send(method: str, path: str, column: str, kwargs: dict[str, Any]) -> Awaitable[Response]:
+        return svc.client.request(method, path, headers=w.headers(column), **kwargs)
+
+    wrong = await table_mismatches(MATRIX, PRINCIPALS, lambda row: CALLS[row](w), send, lambda: snapshot(svc))
     assert not wrong, "cells that differ from the table:\n" + "\n".join(map(repr, wrong))
 
 
 def test_every_endpoint_has_a_row() -> None:
-    """Each /v1 operation of the OpenAPI document has a row, each row an operation, a call and every column."""
-    uncovered, orphans = coverage_gaps(build().openapi(), {method_and_path(row) for row in MATRIX})
-    assert uncovered == [], "endpoints without a row"
-    assert orphans == [], "rows naming no endpoint"
-    assert set(CALLS) == set(MATRIX)
-    assert all(len(cells) == len(PRINCIPALS) for cells in MATRIX.values())
-    assert set(WHO) | {"anon"} == set(PRINCIPALS)
+    assert_complete(build().openapi(), MATRIX, CALLS, PRINCIPALS, WHO)

@@ -29,7 +29,7 @@ async def test_a_profile_that_is_not_sensitive_is_approved_at_stage_one(svc: Ser
         "version": 0,
     }
 
-    approved = (await svc.events())[-1]
+    approved = (await svc.outbox())[-1]
     assert approved.type == "access.request.approved" and approved.subject == request_id
     data = ev.parse_data(approved)
     assert isinstance(data, ev.RequestApproved)
@@ -54,13 +54,13 @@ async def test_a_sensitive_profile_needs_a_manager_after_the_instructor(svc: Ser
     request_id = await svc.submit(profile="T5")
     r = await svc.decide(request_id, svc.instructor())
     assert (r.status_code, r.json()["state"], r.json()["stage"]) == (200, "awaiting_second_approval", 2)
-    stage_approved = (await svc.events())[-1]
+    stage_approved = (await svc.outbox())[-1]
     assert stage_approved.type == "access.request.stage_approved" and stage_approved.data["stage"] == 1
     await mail_with(svc.mailbox("managers"), "premier niveau", request_id)  # the managers' queue is told
 
     r = await svc.decide(request_id, svc.manager())
     assert (r.status_code, r.json()["state"]) == (200, "approved")
-    assert [e.type for e in await svc.events()][-1] == "access.request.approved"
+    assert [e.type for e in await svc.outbox()][-1] == "access.request.approved"
     assert (await svc.get(request_id))["history"][-1]["stage"] == 2
 
 
@@ -77,7 +77,7 @@ async def test_documents_requested_then_received_return_to_stage_one(svc: Servic
     # The instructor who asked for documents is the natural one to approve: asking is not deciding.
     r = await svc.decide(request_id, svc.instructor())
     assert r.json()["state"] == "awaiting_second_approval"
-    types = [e.type.rsplit(".", 1)[1] for e in await svc.events()]
+    types = [e.type.rsplit(".", 1)[1] for e in await svc.outbox()]
     assert types == ["submitted", "documents_requested", "documents_received", "stage_approved"]
 
 
@@ -113,7 +113,7 @@ async def test_a_rejection_needs_its_reason_and_tells_the_partner(svc: Service) 
         request_id, svc.instructor(), "reject", comment="Le poste ne relève pas du profil T1"
     )
     assert (r.status_code, r.json()["state"]) == (200, "rejected")
-    rejected = (await svc.events())[-1]
+    rejected = (await svc.outbox())[-1]
     assert rejected.type == "access.request.rejected"
     assert rejected.data["comment"] == "Le poste ne relève pas du profil T1"
     await mail_with(svc.partner_email(), "refusée", "ne relève pas du profil T1")
@@ -214,12 +214,12 @@ async def test_a_retry_with_the_same_idempotency_key_has_one_effect(svc: Service
     request_id = await _at_stage_two(svc)
     headers = svc.manager() | {"Idempotency-Key": "decision-7f3a"}
     first = await svc.decide(request_id, headers, comment="ok")
-    events_after_first = len(await svc.events())
+    events_after_first = len(await svc.outbox())
     history_after_first = len((await svc.get(request_id))["history"])
     again = await svc.decide(request_id, headers, comment="ok")
     assert first.status_code == again.status_code == 200
     assert first.json() == again.json() and first.json()["state"] == "approved"
-    assert len(await svc.events()) == events_after_first
+    assert len(await svc.outbox()) == events_after_first
     assert len((await svc.get(request_id))["history"]) == history_after_first
 
     before = await svc.snapshot(request_id)
@@ -249,7 +249,7 @@ async def test_two_concurrent_decisions_one_wins_the_other_gets_409(svc: Service
         detail = await svc.get(request_id)
         decisions = [h for h in detail["history"] if h["action"] in ("approved", "rejected")]
         assert len(decisions) == 1 and detail["version"] == 2
-        types = [e.type for e in await svc.events() if e.subject == request_id]
+        types = [e.type for e in await svc.outbox() if e.subject == request_id]
         assert len([t for t in types if t.endswith(("approved", "rejected"))]) == 1
 
 
@@ -271,7 +271,7 @@ async def test_the_version_check_refuses_a_write_based_on_a_stale_read(svc: Serv
                 session, svc.settings, stale, step, actor="instructor-1", now=stale.submitted_at
             )
         await session.rollback()
-    assert len([e for e in await svc.events() if e.type == "access.request.approved"]) == 1
+    assert len([e for e in await svc.outbox() if e.type == "access.request.approved"]) == 1
 
 
 async def test_a_decision_with_a_stale_if_match_is_409(svc: Service) -> None:
@@ -303,7 +303,7 @@ async def test_withdrawal_by_the_partner_while_open(svc: Service) -> None:
         headers=svc.partner(),
     )
     assert (r.status_code, r.json()["state"]) == (200, "withdrawn")
-    assert (await svc.events())[-1].type == "access.request.withdrawn"
+    assert (await svc.outbox())[-1].type == "access.request.withdrawn"
     await mail_with(svc.mailbox("instructors"), "retirée", request_id)
 
     before = await svc.snapshot(request_id)

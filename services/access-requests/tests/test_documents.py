@@ -58,7 +58,7 @@ async def test_documents_may_also_be_sent_before_being_asked(svc: Service) -> No
     request_id = await svc.submit()
     r = await svc.upload(request_id)
     assert (r.status_code, r.json()["state"]) == (201, "submitted")
-    assert (await svc.events())[-1].type == "access.request.documents_received"
+    assert (await svc.outbox())[-1].type == "access.request.documents_received"
 
 
 @pytest.mark.parametrize(

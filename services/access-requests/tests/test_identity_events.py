@@ -49,7 +49,7 @@ async def test_a_grant_issued_then_ended_moves_its_request(svc: Service, end: st
     detail = await svc.get(request_id)
     assert (detail["state"], detail["grant_id"], detail["stage"]) == ("provisioned", "g1", None)
     assert detail["history"][-1]["action"] == "provisioned"
-    events_before = len(await svc.events())
+    events_before = len(await svc.outbox())
 
     await svc.apply("identity.grant.issued", "user-g1", grant("g1", request_id))  # redelivered: no effect
     assert len((await svc.get(request_id))["history"]) == len(detail["history"])
@@ -60,7 +60,7 @@ async def test_a_grant_issued_then_ended_moves_its_request(svc: Service, end: st
     detail = await svc.get(request_id)
     assert detail["state"] == state
     assert detail["history"][-1]["actor"] == "caf-admin"
-    assert len(await svc.events()) == events_before  # identity's events are the record: nothing re-emitted
+    assert len(await svc.outbox()) == events_before  # identity's events are the record: nothing re-emitted
     assert_problem(await svc.decide(request_id, svc.instructor("instructor-2")), 409, "request_closed")
 
 
@@ -108,7 +108,7 @@ async def test_a_partner_administrator_asks_for_a_removal(svc: Service) -> None:
     again = await svc.client.post("/v1/grants/g4/removal-requests", headers=svc.partner("partner-admin-2"))
     assert again.status_code == 202 and again.json()["id"] == removal["id"]
 
-    [event] = [e for e in await svc.events() if e.type == "access.grant.revocation_requested"]
+    [event] = [e for e in await svc.outbox() if e.type == "access.grant.revocation_requested"]
     data = ev.parse_data(event)
     assert isinstance(data, ev.RevocationRequested)
     assert (data.request_id, data.grant_id, data.user_id, data.by, data.comment) == (

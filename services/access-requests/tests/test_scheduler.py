@@ -40,7 +40,7 @@ async def test_a_stage_is_reminded_on_its_due_date_then_escalated_once_late(svc:
     late = await run(svc, morning(due + timedelta(days=1)))
     assert late.escalated == [request_id] and late.reminded == []
     assert await run(svc, morning(due + timedelta(days=5))) == Report()  # once per stage
-    escalated = [e for e in await svc.events() if e.type == "access.request.escalated"]
+    escalated = [e for e in await svc.outbox() if e.type == "access.request.escalated"]
     assert len(escalated) == 1 and escalated[0].data["stage"] == 1
     await mail_with(svc.mailbox("managers"), "en retard", request_id)
     actions = [h["action"] for h in (await svc.get(request_id))["history"]]
@@ -51,7 +51,7 @@ async def test_a_stage_is_reminded_on_its_due_date_then_escalated_once_late(svc:
     stage_two_due = date.fromisoformat((await svc.get(request_id))["due"])
     report = await run(svc, morning(stage_two_due + timedelta(days=1)))
     assert report.escalated == [request_id]
-    assert [e.data["stage"] for e in await svc.events() if e.type == "access.request.escalated"] == [1, 2]
+    assert [e.data["stage"] for e in await svc.outbox() if e.type == "access.request.escalated"] == [1, 2]
 
 
 async def test_a_request_without_documents_for_thirty_days_expires(svc: Service) -> None:
@@ -61,7 +61,7 @@ async def test_a_request_without_documents_for_thirty_days_expires(svc: Service)
     assert (await run(svc, now + timedelta(days=29))).expired == []
     assert (await run(svc, now + timedelta(days=30, minutes=1))).expired == [request_id]
     assert (await svc.get(request_id))["state"] == "expired"
-    expired = (await svc.events())[-1]
+    expired = (await svc.outbox())[-1]
     assert expired.type == "access.request.expired" and expired.subject == request_id
     await mail_with(svc.partner_email(), "expirée", request_id)
     before = await svc.snapshot(request_id)
@@ -112,7 +112,7 @@ async def test_a_grant_ending_within_thirty_days_gets_one_renewal_request(svc: S
     )
     assert renewal["applicant"] == source["applicant"] and renewal["profile"] == "T2"
     assert date.fromisoformat(renewal["valid_until"]) <= date.today() + timedelta(days=366)
-    submitted = [e for e in await svc.events() if e.subject == renewal_id]
+    submitted = [e for e in await svc.outbox() if e.subject == renewal_id]
     assert [e.type for e in submitted] == ["access.request.submitted"]
     assert submitted[0].data["by"] == "cdap-access-requests"
     await mail_with(svc.partner_email(), "renouvellement", renewal_id)

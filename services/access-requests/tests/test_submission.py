@@ -32,7 +32,7 @@ async def test_a_submission_enters_the_stage_one_queue_with_its_event_and_mail(s
     )
     assert [(h["action"], h["actor"]) for h in detail["history"]] == [("submitted", PARTNER)]
 
-    [event] = await svc.events()
+    [event] = await svc.outbox()
     assert event.type == "access.request.submitted" and event.subject == body["id"]
     data = ev.parse_data(event)
     assert isinstance(data, ev.RequestSubmitted)
@@ -172,7 +172,7 @@ async def test_a_submission_retried_with_its_idempotency_key_is_created_once(svc
     again = await svc.client.post("/v1/access-requests", json=svc.submission(), headers=headers)
     assert first.status_code == again.status_code == 201
     assert first.json() == again.json()
-    assert (await svc.snapshot())["requests"] == 1 and len(await svc.events()) == 1
+    assert (await svc.snapshot())["requests"] == 1 and len(await svc.outbox()) == 1
 
 
 async def test_the_contact_email_comes_from_the_token_else_from_the_body(svc: Service) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,22 +14,14 @@ from typing import Any
 import asyncpg
 import pytest
 import uvicorn
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
-from httpx import ASGITransport, AsyncClient
-from sqlalchemy import select
 
 from cdap_audit.app import build
 from cdap_audit.config import Settings
 from cdap_audit.rules import DEFAULT_RULES
 from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent
-from cdap_shared.kafka_access import KafkaLogin
-from cdap_shared.migrations import upgrade_to_head
-from cdap_shared.outbox import OutboxRecord
-from cdap_shared.relay import make_producer
-from cdap_testing import TokenMinter, eventually, plain_dsn
+from cdap_testing import InProcess, TokenMinter, eventually, free_port, plain_dsn
 
 SERVICE_DIR = str(Path(__file__).resolve().parents[1])
 
@@ -112,15 +102,10 @@ def suspended(user: str, by: str = "admin-1") -> CloudEvent:
     return ev.make_event("identity.user.suspended", source="/cdap/identity", subject=user, data=data)
 
 
-@dataclass
-class Audit:
-    app: FastAPI
-    client: AsyncClient
+@dataclass(kw_only=True)
+class Audit(InProcess):
     settings: Settings
     minter: TokenMinter
-    producer: AIOKafkaProducer
-    lifespan: Any
-    running: bool = field(default=True)
 
     def topic_for(self, event: CloudEvent) -> str:
         prefix = event.type.split(".")[0]
@@ -162,14 +147,6 @@ class Audit:
 
         return list(await eventually(enough, within=within))
 
-    async def outbox(self, event_type: str) -> list[CloudEvent]:
-        async with self.app.state.sessions() as s:
-            query = (
-                select(OutboxRecord).where(OutboxRecord.event_type == event_type).order_by(OutboxRecord.id)
-            )  # type: ignore[arg-type]
-            rows = (await s.execute(query)).scalars().all()
-        return [CloudEvent.from_bytes(r.payload) for r in rows]
-
     async def sql(self, query: str, *args: Any) -> Any:
         """Run SQL directly on the service's database, as an intruder (or an operator) would."""
         conn = await asyncpg.connect(plain_dsn(self.settings.database_url))
@@ -188,37 +165,22 @@ class Audit:
         await self.sql("UPDATE tree_state SET size = $1", size)
         await self.sql("DELETE FROM checkpoint WHERE tree_size > $1", size)
 
-    async def stop(self) -> None:
-        if self.running:
-            self.running = False
-            await self.client.aclose()
-            await self.producer.stop()
-            await self.lifespan.__aexit__(None, None, None)
-
 
 @pytest.fixture
 async def audit_factory(
     stack: dict[str, str],
-    make_database: Callable[[], Awaitable[str]],
+    migrated_database: Callable[[str], Awaitable[str]],
     make_topic: Callable[[str], Awaitable[str]],
+    start_app: Callable[..., Awaitable[Audit]],
     daytime_rules: Path,
-) -> AsyncIterator[Callable[..., Awaitable[Audit]]]:
-    """`await audit_factory(**settings)`; pass a previous `settings=` to restart on the same database.
-
-    The topics it makes are deleted afterwards: a local single broker has a file-descriptor budget,
-    and thousands of leftover test partitions once kept it from starting.
-    """
-    opened: list[Audit] = []
-    topics_made: list[str] = []
+) -> Callable[..., Awaitable[Audit]]:
+    """`await audit_factory(**settings)`; pass a previous `settings=` to restart on the same database."""
 
     async def make(settings: Settings | None = None, **overrides: Any) -> Audit:
         if settings is None:
-            url = await make_database()
-            await upgrade_to_head(SERVICE_DIR, url)
             topics = {name: await make_topic(name.removesuffix("_topic")) for name in TOPIC_SETTINGS}
-            topics_made.extend(topics.values())
             settings = Settings(
-                database_url=url,
+                database_url=await migrated_database(SERVICE_DIR),
                 kafka_bootstrap=stack["kafka"],
                 consumer_group=f"audit-{random.random()}",
                 checkpoint_interval=0.2,
@@ -226,42 +188,14 @@ async def audit_factory(
             )
         minter = TokenMinter()
         app = build(settings, verifier=minter.verifier())
-        lifespan = app.router.lifespan_context(app)
-        await lifespan.__aenter__()
-        producer = make_producer(stack["kafka"])
-        await producer.start()
-        client = AsyncClient(transport=ASGITransport(app=app), base_url="http://audit")
-        audit = Audit(app, client, settings, minter, producer, lifespan)
-        opened.append(audit)
-        return audit
+        return await start_app(Audit, app, "http://audit", settings=settings, minter=minter)
 
-    yield make
-    for audit in opened:
-        await audit.stop()
-    await delete_topics(stack["kafka"], [n for t in topics_made for n in (t, f"{t}.dlq")])
-
-
-async def delete_topics(bootstrap: str, names: list[str]) -> None:
-    if not names:
-        return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **KafkaLogin.from_env().options())
-    await admin.start()
-    try:
-        with contextlib.suppress(Exception):  # best effort: a leftover topic only costs disk
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
+    return make
 
 
 @pytest.fixture
 async def audit(audit_factory: Callable[..., Awaitable[Audit]]) -> Audit:
     return await audit_factory()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager

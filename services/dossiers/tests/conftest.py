@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
-from fastapi import FastAPI
-from httpx import ASGITransport, AsyncClient
 from sqlalchemy import func, select
 
 from cdap_cli.caf_feed import build_pools, make_dossier
@@ -20,10 +17,7 @@ from cdap_dossiers.app import build
 from cdap_dossiers.config import Settings
 from cdap_dossiers.models import Dossier, GrantRecord
 from cdap_shared import events as ev
-from cdap_shared.migrations import upgrade_to_head
-from cdap_shared.outbox import OutboxRecord
-from cdap_shared.relay import make_producer
-from cdap_testing import TokenMinter, eventually
+from cdap_testing import InProcess, TokenMinter, eventually
 
 SERVICE_DIR = str(Path(__file__).resolve().parents[1])
 LANDLORD = "73282932000074"
@@ -31,13 +25,10 @@ OTHER_LANDLORD = "55204944776279"
 RSA_BODY = "22760540900019"
 
 
-@dataclass
-class Service:
-    app: FastAPI
-    client: AsyncClient
+@dataclass(kw_only=True)
+class Service(InProcess):
     settings: Settings
     minter: TokenMinter
-    producer: AIOKafkaProducer
     rng: random.Random
 
     async def publish(
@@ -91,12 +82,6 @@ class Service:
         async with self.app.state.sessions() as s:
             return int((await s.execute(select(func.count()).select_from(model))).scalar_one()) >= n
 
-    async def consultations(self) -> list[ev.CloudEvent]:
-        """Every consultation event this service recorded (its outbox), oldest first."""
-        async with self.app.state.sessions() as s:
-            rows = (await s.execute(select(OutboxRecord).order_by(OutboxRecord.id))).scalars().all()  # type: ignore[arg-type]
-        return [ev.CloudEvent.from_bytes(r.payload) for r in rows]
-
 
 POOLS = build_pools(7, size=200)
 
@@ -104,16 +89,13 @@ POOLS = build_pools(7, size=200)
 @pytest.fixture
 async def service_factory(
     stack: dict[str, str],
-    make_database: Callable[[], Awaitable[str]],
+    migrated_database: Callable[[str], Awaitable[str]],
     make_topic: Callable[[str], Awaitable[str]],
-) -> AsyncIterator[Callable[..., Awaitable[Service]]]:
-    opened: list[tuple[Service, Any]] = []
-
+    start_app: Callable[..., Awaitable[Service]],
+) -> Callable[..., Awaitable[Service]]:
     async def make(**overrides: Any) -> Service:
-        url = overrides.pop("database_url", None)
-        if url is None:  # a fresh database; a given one is reused as it is (a restart)
-            url = await make_database()
-            await upgrade_to_head(SERVICE_DIR, url)
+        # A fresh database; a given one is reused as it is (a restart).
+        url = overrides.pop("database_url", None) or await migrated_database(SERVICE_DIR)
         settings = Settings(
             database_url=url,
             kafka_bootstrap=overrides.pop("kafka_bootstrap", stack["kafka"]),
@@ -124,17 +106,8 @@ async def service_factory(
         )
         minter = TokenMinter()
         app = build(settings, verifier=minter.verifier())
-        lifespan = app.router.lifespan_context(app)
-        await lifespan.__aenter__()
-        producer = make_producer(stack["kafka"])
-        await producer.start()
-        client = AsyncClient(transport=ASGITransport(app=app), base_url="http://dossiers")
-        service = Service(app, client, settings, minter, producer, random.Random(3))
-        opened.append((service, lifespan))
-        return service
+        return await start_app(
+            Service, app, "http://dossiers", settings=settings, minter=minter, rng=random.Random(3)
+        )
 
-    yield make
-    for service, lifespan in opened:
-        await service.client.aclose()
-        await service.producer.stop()
-        await lifespan.__aexit__(None, None, None)
+    return make

@@ -1,4 +1,3 @@
-# ruff: noqa: E501 - the matrix is a table: one endpoint per line, one column per principal
 """The authorization matrix of dossiers: every endpoint x every role, with a habilitation inside or
 outside the dossier's department, as one explicit table.
 
@@ -34,8 +33,8 @@ from cdap_dossiers import handlers
 from cdap_dossiers.app import build
 from cdap_dossiers.models import Dossier
 from cdap_shared import events as ev
-from cdap_shared.authz_table import coverage_gaps
 from cdap_shared.outbox import OutboxRecord
+from cdap_testing.matrix import assert_complete
 
 from .conftest import LANDLORD, POOLS, Service
 
@@ -186,11 +185,4 @@ async def test_the_matrix(service_factory: Callable[..., Any]) -> None:
 
 
 def test_every_endpoint_has_a_row() -> None:
-    """Each /v1 operation of the OpenAPI document has a row, each row an operation, a call and every column."""
-    rows = [(row.split(" ", 1)[0], row.split(" ", 1)[1]) for row in MATRIX]
-    assert coverage_gaps(build().openapi(), rows) == ([], []), (
-        "every endpoint has a row, every row an endpoint"
-    )
-    assert set(CALLS) == set(MATRIX)
-    assert all(len(cells) == len(PRINCIPALS) for cells in MATRIX.values())
-    assert set(WHO) | {"anon"} == set(PRINCIPALS)
+    assert_complete(build().openapi(), MATRIX, CALLS, PRINCIPALS, WHO)

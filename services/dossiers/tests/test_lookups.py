@@ -52,7 +52,7 @@ async def test_a_granted_lookup_returns_only_the_profile_sections_and_is_recorde
     assert body["sections"]["identite"] == dossier.sections["identite"]
     assert "rsa" not in body["sections"] and dossier.nir not in r.text
 
-    [consulted] = await svc.consultations()
+    [consulted] = await svc.outbox()
     assert r.headers["X-Audit-Id"] == consulted.id
     data = ev.parse_data(consulted)
     assert isinstance(data, ev.DossierConsulted)
@@ -87,7 +87,7 @@ async def test_denials_are_403_with_a_reason_and_recorded(
     assert r.status_code == 403
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["reason"] == reason and "sections" not in r.json()
-    [consulted] = await svc.consultations()
+    [consulted] = await svc.outbox()
     assert consulted.id == r.headers["X-Audit-Id"]
     assert consulted.data["decision"] == "denied" and consulted.data["reason"] == reason
     assert consulted.data["sections"] == []
@@ -100,7 +100,7 @@ async def test_unknown_numero_is_404_and_recorded(svc: Service) -> None:
         "/v1/dossiers/9999999", params={"motif": "accompagnement_social"}, headers=svc.token("carol", [grant])
     )
     assert r.status_code == 404
-    [consulted] = await svc.consultations()
+    [consulted] = await svc.outbox()
     assert consulted.data["decision"] == "not_found" and consulted.id == r.headers["X-Audit-Id"]
 
 
@@ -121,7 +121,7 @@ async def test_bad_input_is_a_4xx_that_records_nothing(
     await svc.wait_for_grants(1)
     r = await svc.client.get(path, params=params, headers=svc.token("dan", [grant]))
     assert 400 <= r.status_code < 500 and r.headers["content-type"] == "application/problem+json"
-    assert await svc.consultations() == []
+    assert await svc.outbox() == []
 
 
 async def test_no_token_or_a_forged_one_is_401(svc: Service) -> None:
@@ -185,7 +185,7 @@ async def test_rate_limit_answers_429_with_headers_and_records_it(
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
     assert r.headers["RateLimit-Policy"] == '"lookup";q=3;w=1'
     assert r.headers["RateLimit"] == '"lookup";r=0;t=1'
-    decisions = [c.data["decision"] for c in await svc.consultations()]
+    decisions = [c.data["decision"] for c in await svc.outbox()]
     assert decisions.count("rate_limited") == statuses.count(429)
     assert len(decisions) == 10
 
@@ -255,7 +255,7 @@ async def test_partner_systems_use_the_same_endpoint_with_their_own_limit(svc: S
         headers=svc.token("cdap-client-1", [grant], roles=["partner_system"]),
     )
     assert r.status_code == 200 and r.headers["RateLimit-Policy"] == '"lookup";q=50;w=1'
-    [consulted] = await svc.consultations()
+    [consulted] = await svc.outbox()
     assert consulted.data["actor"] == "cdap-client-1" and consulted.data["decision"] == "granted"
 
 

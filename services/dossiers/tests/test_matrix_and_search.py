@@ -51,7 +51,7 @@ async def test_every_profile_scope_opposition_and_motif_over_http(
                 dossier = await s.get(Dossier, numeros[i])
                 assert dossier is not None
             params["family_name"] = dossier.family_name if in_caseload else "Personne"
-        before = len(await svc.consultations())
+        before = len(await svc.outbox())
         r = await svc.client.get(
             f"/v1/dossiers/{numeros[i]}",
             params=params,
@@ -60,7 +60,7 @@ async def test_every_profile_scope_opposition_and_motif_over_http(
         reason = expected_reason(
             profile, in_dept, in_caseload or p.scope == "department", opposition, motif_ok
         )
-        recorded = await svc.consultations()
+        recorded = await svc.outbox()
         assert len(recorded) == before + 1, (profile, in_dept, in_caseload, opposition, motif_ok)
         event = recorded[-1]
         assert event.id == r.headers["X-Audit-Id"]
@@ -126,7 +126,7 @@ async def test_search_finds_only_inside_the_scope_and_records_no_identifier(
     )
     assert refused.status_code == 403 and refused.json()["reason"] == "motif_not_allowed"
 
-    searched = [e for e in await svc.consultations() if e.type == "dossier.searched"]
+    searched = [e for e in await svc.outbox() if e.type == "dossier.searched"]
     assert len(searched) == 9
     for event in searched:
         text = event.to_bytes().decode()
@@ -156,7 +156,7 @@ async def test_searches_are_rate_limited_and_each_refusal_is_recorded(
     assert r.json()["reason"] == "rate_limited" and r.headers["Retry-After"] == "1"
     assert r.headers["RateLimit-Policy"] == '"search";q=2;w=1'
     assert r.headers["RateLimit"] == '"search";r=0;t=1'
-    searched = [e for e in await svc.consultations() if e.type == "dossier.searched"]
+    searched = [e for e in await svc.outbox() if e.type == "dossier.searched"]
     assert [e.data["decision"] for e in searched].count("rate_limited") == statuses.count(429)
     refused = next(e for e in searched if e.id == r.headers["X-Audit-Id"])
     assert refused.data["decision"] == "rate_limited" and refused.data["numeros"] == []
@@ -179,4 +179,4 @@ async def test_bad_searches_are_422_and_record_nothing(
     svc = await service_factory()
     r = await svc.client.post("/v1/dossiers/search", json=body, headers=svc.token("sw", []))
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
-    assert await svc.consultations() == []
+    assert await svc.outbox() == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,8 +11,7 @@ from typing import Any
 
 import pyotp
 import pytest
-from fastapi import FastAPI
-from httpx import ASGITransport, AsyncClient, Response
+from httpx import Response
 from sqlalchemy import select, text
 
 from cdap_identity import accounts
@@ -20,10 +19,7 @@ from cdap_identity.app import build
 from cdap_identity.config import Settings
 from cdap_shared.envelope import CloudEvent, new_event_id
 from cdap_shared.mail import QueuedMail
-from cdap_shared.migrations import upgrade_to_head
-from cdap_shared.outbox import OutboxRecord
-from cdap_shared.relay import make_producer
-from cdap_testing import MAIL_DIR, eventually, mails_to
+from cdap_testing import MAIL_DIR, InProcess, eventually, mails_to
 
 SERVICE_DIR = str(Path(__file__).resolve().parents[1])
 STRONG = "Tr0ub4dor&3-horse-staple"
@@ -34,10 +30,8 @@ def unique_email(who: str = "user") -> str:
     return f"{who}.{new_event_id()[-12:]}@example.fr"
 
 
-@dataclass
-class Identity:
-    app: FastAPI
-    client: AsyncClient
+@dataclass(kw_only=True)
+class Identity(InProcess):
     settings: Settings
 
     async def token(self, username: str, password: str, totp: str | None = None, **extra: str) -> Response:
@@ -108,19 +102,8 @@ class Identity:
         assert r.status_code == 201, r.text
         return {**r.json(), "admin_emails": [a["email"] for a in body["administrators"]]}
 
-    async def events(self, event_type: str | None = None) -> list[CloudEvent]:
-        async with self.app.state.sessions() as s:
-            rows = (await s.execute(select(OutboxRecord).order_by(OutboxRecord.id))).scalars().all()  # type: ignore[arg-type]
-        found = [CloudEvent.from_bytes(r.payload) for r in rows]
-        return [e for e in found if event_type is None or e.type == event_type]
-
     async def publish(self, topic: str, event: CloudEvent) -> None:
-        producer = make_producer(self.settings.kafka_bootstrap)
-        await producer.start()
-        try:
-            await producer.send_and_wait(topic, event.to_bytes(), key=event.subject.encode())
-        finally:
-            await producer.stop()
+        await self.producer.send_and_wait(topic, event.to_bytes(), key=event.subject.encode())
 
     async def forget_used_codes(self) -> None:
         """Let every account use the current TOTP code again (a test need not wait 30 s for the next)."""
@@ -139,34 +122,22 @@ def auth(headers: dict[str, str]) -> dict[str, str]:
 @pytest.fixture
 async def identity_factory(
     stack: dict[str, str],
-    make_database: Callable[[], Awaitable[str]],
+    migrated_database: Callable[[str], Awaitable[str]],
     make_topic: Callable[[str], Awaitable[str]],
-) -> AsyncIterator[Callable[..., Awaitable[Identity]]]:
-    opened: list[tuple[Identity, Any]] = []
-
+    start_app: Callable[..., Awaitable[Identity]],
+) -> Callable[..., Awaitable[Identity]]:
     async def make(**overrides: Any) -> Identity:
-        url = await make_database()
-        await upgrade_to_head(SERVICE_DIR, url)
         settings = Settings(
-            database_url=url,
+            database_url=await migrated_database(SERVICE_DIR),
             kafka_bootstrap=stack["kafka"],
             access_topic=await make_topic("access.events"),
             alerts_topic=await make_topic("audit.alerts"),
             consumer_group=f"identity-{new_event_id()}",
             **overrides,
         )
-        app = build(settings)
-        lifespan = app.router.lifespan_context(app)
-        await lifespan.__aenter__()
-        client = AsyncClient(transport=ASGITransport(app=app), base_url="http://identity")
-        identity = Identity(app, client, settings)
-        opened.append((identity, lifespan))
-        return identity
+        return await start_app(Identity, build(settings), "http://identity", settings=settings)
 
-    yield make
-    for identity, lifespan in opened:
-        await identity.client.aclose()
-        await lifespan.__aexit__(None, None, None)
+    return make
 
 
 @pytest.fixture

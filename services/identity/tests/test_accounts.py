@@ -42,7 +42,7 @@ async def test_a_registered_organisation_admin_activates_by_mail_and_logs_in(idp
 
     me = await idp.client.get("/v1/me", headers={"Authorization": f"Bearer {body['access_token']}"})
     assert me.status_code == 200 and me.json()["organisation_id"] == org["id"] and me.json()["grants"] == []
-    types = [e.type for e in await idp.events()]
+    types = [e.type for e in await idp.outbox()]
     assert "identity.organisation.registered" in types and "identity.user.activated" in types
     assert "identity.login.succeeded" in types
 
@@ -84,7 +84,7 @@ async def test_a_provisioned_account_s_event_says_who_it_is(idp: Identity) -> No
     email = unique_email("auditrice")
     r = await create_staff(idp, admin, email, ("Anaïs", "Lefèvre"), "auditor")
     assert r.status_code == 201, r.text
-    [event] = [e for e in await idp.events("identity.user.provisioned") if e.data["email"] == email]
+    [event] = [e for e in await idp.outbox("identity.user.provisioned") if e.data["email"] == email]
     assert event.data["user_id"] == r.json()["id"] and event.data["roles"] == ["auditor"]
     assert (event.data["family_name"], event.data["given_name"], event.data["department"]) == (
         "Lefèvre",
@@ -127,9 +127,9 @@ async def test_five_failures_lock_the_account_until_an_admin_unlocks_it(idp: Ide
         assert (await idp.token(email, "wrong password!!")).json()["error_description"] == "bad credentials"
     locked = await idp.token(email, STRONG)
     assert locked.status_code == 400 and locked.json()["error_description"].startswith("account locked until")
-    [lock] = await idp.events("identity.user.locked")
+    [lock] = await idp.outbox("identity.user.locked")
     assert lock.data["permanent"] is False and lock.data["until"]
-    assert len(await idp.events("identity.login.failed")) == 6
+    assert len(await idp.outbox("identity.login.failed")) == 6
 
     user_id = org["administrators"][0]
     r = await idp.client.post(f"/v1/users/{user_id}/unlock", headers=auth(admin))
@@ -214,7 +214,7 @@ async def test_bad_organisations_are_refused_and_change_nothing(
     idp: Identity, field: str, value: object
 ) -> None:
     admin = await idp.caf_admin()
-    before = len(await idp.events())
+    before = len(await idp.outbox())
     body = {
         "siret": "73282932000074",
         "name": "Logeo",
@@ -226,7 +226,7 @@ async def test_bad_organisations_are_refused_and_change_nothing(
     }
     r = await idp.client.post("/v1/organisations", json=body, headers=auth(admin))
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
-    assert len(await idp.events()) == before
+    assert len(await idp.outbox()) == before
 
 
 async def test_sql_ish_names_are_just_names(idp: Identity) -> None:
@@ -282,7 +282,7 @@ async def test_suspension_refuses_login_and_reinstatement_restores_it(idp: Ident
     assert (await idp.token(email, STRONG)).status_code == 200
     assert [
         e.type
-        for e in await idp.events()
+        for e in await idp.outbox()
         if (e.subject == user_id and "user.s" in e.type) or "reinstated" in e.type
     ] == ["identity.user.suspended", "identity.user.reinstated"]
 
@@ -428,7 +428,7 @@ async def test_a_caf_admin_finds_renews_and_restores_an_organisation(idp: Identi
         "2031-12-31",
     )
     assert body["kind"] == "bailleur" and body["siret"] == SIRETS[0]  # omitted fields are unchanged
-    updates = [e for e in await idp.events("identity.organisation.updated") if e.subject == org["id"]]
+    updates = [e for e in await idp.outbox("identity.organisation.updated") if e.subject == org["id"]]
     assert [u.data["convention_valid_until"] for u in updates] == ["2031-12-31"]
     assert (
         await idp.client.patch(f"/v1/organisations/{org['id']}", json={"siret": "1"}, headers=auth(admin))
@@ -437,7 +437,7 @@ async def test_a_caf_admin_finds_renews_and_restores_an_organisation(idp: Identi
     await idp.client.post(f"/v1/organisations/{org['id']}/withdraw-delegation", headers=auth(admin))
     restored = await idp.client.post(f"/v1/organisations/{org['id']}/restore-delegation", headers=auth(admin))
     assert restored.status_code == 200 and restored.json()["delegation_withdrawn"] is False
-    updates = [e for e in await idp.events("identity.organisation.updated") if e.subject == org["id"]]
+    updates = [e for e in await idp.outbox("identity.organisation.updated") if e.subject == org["id"]]
     assert [u.data["delegation_withdrawn"] for u in updates] == [False, True, False]
 
 

@@ -17,19 +17,21 @@ row is written here, so nobody adds an endpoint without deciding who may call it
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from httpx import Response
 from sqlalchemy import text
 
 from cdap_identity import domain
 from cdap_identity.app import build
 from cdap_identity.keys import issue_access_token
 from cdap_identity.models import Client, Grant, Organisation, User
-from cdap_shared.authz_table import HIDDEN, cell_mismatch, coverage_gaps
+from cdap_shared.authz_table import HIDDEN
+from cdap_testing.matrix import assert_complete, table_mismatches
 
 from .conftest import STRONG, Identity, unique_email
 
@@ -394,32 +396,13 @@ async def snapshot(idp: Identity) -> str:
 async def test_the_matrix(idp: Identity) -> None:
     """Every row x every column; all mismatches are reported together, as (row, column, what happened)."""
     w = await make_world(idp)
-    wrong: list[tuple[str, str, Any, str]] = []
-    for row, expected in MATRIX.items():
-        method = row.split(" ", 1)[0]
-        for column, want in zip(PRINCIPALS, expected, strict=True):
-            path, kwargs, shows = CALLS[row](w)
-            refused = want in (401, 403)
-            before = await snapshot(idp) if refused else None
-            r = await idp.client.request(method, path, headers=w.headers(column), **kwargs)
-            changed = refused and await snapshot(idp) != before
-            why = cell_mismatch(want, method, r, shows, changed)
-            if why:
-                wrong.append((row, column, r.status_code, why))
+
+    def send(method: str, path: str, column: str, kwargs: dict[str, Any]) -> Awaitable[Response]:
+        return idp.client.request(method, path, headers=w.headers(column), **kwargs)
+
+    wrong = await table_mismatches(MATRIX, PRINCIPALS, lambda row: CALLS[row](w), send, lambda: snapshot(idp))
     assert not wrong, "cells that differ from the table:\n" + "\n".join(map(repr, wrong))
 
 
-def method_and_path(row: str) -> tuple[str, str]:
-    """A row's method and path, without its query string (a row may try a filter on a listed endpoint)."""
-    method, rest = row.split(" ", 1)
-    return method, rest.split("?", 1)[0]
-
-
 def test_every_endpoint_has_a_row() -> None:
-    """Each /v1 operation of the OpenAPI document has a row, each row an operation, a call and every column."""
-    uncovered, orphans = coverage_gaps(build().openapi(), {method_and_path(row) for row in MATRIX})
-    assert uncovered == [], "endpoints without a row"
-    assert orphans == [], "rows naming no endpoint"
-    assert set(CALLS) == set(MATRIX)
-    assert all(len(cells) == len(PRINCIPALS) for cells in MATRIX.values())
-    assert set(WHO) | {"anon"} == set(PRINCIPALS)
+    assert_complete(build().openapi(), MATRIX, CALLS, PRINCIPALS, WHO)

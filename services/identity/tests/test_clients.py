@@ -76,7 +76,7 @@ async def test_a_client_is_listed_rotated_disabled_and_deleted_each_with_its_eve
     assert (await client_token(idp, client_id, new_secret)).json()["error"] == "invalid_client"
     assert (await idp.client.delete(f"/v1/clients/{client_id}", headers=partner)).status_code == 404
 
-    changes = [e for e in await idp.events() if e.type.startswith("identity.client.")]
+    changes = [e for e in await idp.outbox() if e.type.startswith("identity.client.")]
     assert [e.type for e in changes] == [
         "identity.client.created",
         "identity.client.rotated",
@@ -143,7 +143,7 @@ async def test_a_critical_alert_naming_a_client_disables_it(idp: Identity) -> No
         idp.settings.alerts_topic,
         ev.make_event("audit.alert.raised", source="/audit", subject=client_id, data=alert),
     )
-    [event] = await eventually(lambda: idp.events("identity.client.disabled"))
+    [event] = await eventually(lambda: idp.outbox("identity.client.disabled"))
     assert event.data["by"] == "audit" and event.data["reason"] == "alert:volume"
     assert (await client_token(idp, client_id, secret)).json()["error"] == "invalid_client"
     assert (await organisation_as(idp, system, org["id"])).json()["reason"] == "client_disabled"
@@ -159,7 +159,7 @@ async def test_a_grant_revoked_by_a_removal_request_stops_its_client_at_once(idp
         idp.settings.access_topic,
         ev.make_event("access.grant.revocation_requested", source="/test", subject=grant["id"], data=removal),
     )
-    await eventually(lambda: idp.events("identity.grant.revoked"))
+    await eventually(lambda: idp.outbox("identity.grant.revoked"))
     refused = await client_token(idp, client_id, secret)
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
 
@@ -173,7 +173,7 @@ async def test_a_partner_systems_sign_in_is_recorded_once_per_address_and_token_
         assert (await client_token(idp, client_id, secret)).status_code == 200
     wrong = await client_token(idp, client_id, secret + "x")
     assert wrong.status_code == 401
-    [signed_in] = [e for e in await idp.events("identity.login.succeeded") if e.subject == client_id]
+    [signed_in] = [e for e in await idp.outbox("identity.login.succeeded") if e.subject == client_id]
     assert signed_in.data["method"] == "client_credentials" and signed_in.data["client_ip"]
 
 

@@ -102,7 +102,7 @@ async def test_a_partner_admin_resends_an_activation_link_and_only_the_new_one_w
     assert r.status_code == 400, "the earlier link must stop working"
     r = await idp.client.post("/v1/activations", json={"token": new_link, "password": STRONG})
     assert r.status_code == 200, r.text
-    [event] = await idp.events("identity.user.activation_resent")
+    [event] = await idp.outbox("identity.user.activation_resent")
     assert event.data["user_id"] == org["administrators"][1] and event.data["by"] == org["administrators"][0]
 
     # Already activated: nothing to resend. Another organisation's account: as if unknown.

@@ -105,7 +105,7 @@ async def test_the_running_service_dead_letters_hostile_records_and_provisions_t
     topic = idp.settings.access_topic
     await fuzz.publish(idp.settings.kafka_bootstrap, topic, [*hostile, fuzz.Hostile(approved.to_bytes())])
 
-    [grant] = await eventually(lambda: idp.events("identity.grant.issued"), within=30)
+    [grant] = await eventually(lambda: idp.outbox("identity.grant.issued"), within=30)
     assert grant.data["request_id"] == "req-fuzz"
     letters = await fuzz.read_dead_letters(idp.settings.kafka_bootstrap, topic, len(hostile))
     assert [letter.value for letter in letters] == [record.value for record in hostile]

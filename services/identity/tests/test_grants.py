@@ -15,6 +15,7 @@ from cdap_identity.models import Grant, User
 from cdap_shared import events as ev
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_testing import eventually
+from cdap_testing.events import request_approved
 
 from .conftest import STRONG, Identity, auth, unique_email
 
@@ -22,22 +23,7 @@ pytestmark = pytest.mark.stack
 
 
 def approved(org_id: str, email: str, profile: str = "T2", request_id: str = "req-1") -> ev.CloudEvent:
-    return ev.make_event(
-        "access.request.approved",
-        source="/test",
-        subject=request_id,
-        data=ev.RequestApproved(
-            request_id=request_id,
-            organisation_id=org_id,
-            profile=profile,
-            department="76",
-            valid_until=date.today() + timedelta(days=200),
-            by="manager-1",
-            applicant=ev.Applicant(
-                family_name="Petit", given_name="Jules", email=email, job_title="Gestionnaire"
-            ),
-        ),
-    )
+    return request_approved(org_id, email, profile, request_id=request_id)
 
 
 async def count(idp: Identity, model: type) -> int:
@@ -54,12 +40,12 @@ async def test_an_approved_request_provisions_account_and_grant_once(idp: Identi
     await idp.publish(idp.settings.access_topic, event)  # redelivered: no second effect
 
     async def issued() -> list[ev.CloudEvent]:
-        return await idp.events("identity.grant.issued")
+        return await idp.outbox("identity.grant.issued")
 
     [grant_event] = await eventually(issued)
     assert grant_event.data["request_id"] == "req-1" and grant_event.data["profile"] == "T1"
     assert grant_event.data["organisation_siret"] == org["siret"]
-    provisioned = await idp.events("identity.user.provisioned")
+    provisioned = await idp.outbox("identity.user.provisioned")
     assert [p.data["request_id"] for p in provisioned if p.data["request_id"]] == ["req-1"]
 
     # The new user activates from the mail; holding T1, they must enrol TOTP; their token carries the grant.
@@ -120,7 +106,7 @@ async def test_a_critical_alert_suspends_the_user(idp: Identity) -> None:
         )
 
     async def suspended() -> list[ev.CloudEvent]:
-        return await idp.events("identity.user.suspended")
+        return await idp.outbox("identity.user.suspended")
 
     [event] = await eventually(suspended)
     assert event.data["reason"] == "alert:night_use" and event.data["by"] == "audit"
@@ -137,7 +123,7 @@ async def partner_admin_with_a_grant(
     email = org["admin_emails"][0]
     await idp.activate(email)
     await idp.publish(idp.settings.access_topic, approved(org["id"], unique_email("agent")))
-    await eventually(lambda: idp.events("identity.grant.issued"))
+    await eventually(lambda: idp.outbox("identity.grant.issued"))
     partner = {"Authorization": f"Bearer {(await idp.token(email, STRONG)).json()['access_token']}"}
     [grant] = (await idp.client.get("/v1/grants", headers=partner)).json()
     return admin, org, partner, grant
@@ -178,7 +164,7 @@ async def test_partner_systems_get_tokens_while_their_grant_is_active(idp: Ident
         data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
     )
     assert after.status_code == 400 and after.json()["error"] == "invalid_grant"
-    [event] = await idp.events("identity.grant.revoked")
+    [event] = await idp.outbox("identity.grant.revoked")
     assert event.data["grant_id"] == grant["id"] and event.data["reason"] == "fin"
 
 
@@ -206,7 +192,7 @@ async def test_partner_admins_cannot_revoke_nor_see_other_organisations(idp: Ide
     org = await idp.create_organisation(admin, siret="73282932000074")
     other = await idp.create_organisation(admin, siret="55204944776279")
     await idp.publish(idp.settings.access_topic, approved(other["id"], unique_email(), request_id="req-o"))
-    await eventually(lambda: idp.events("identity.grant.issued"))
+    await eventually(lambda: idp.outbox("identity.grant.issued"))
     email = org["admin_emails"][0]
     await idp.activate(email)
     partner = {"Authorization": f"Bearer {(await idp.token(email, STRONG)).json()['access_token']}"}
@@ -223,11 +209,11 @@ async def test_the_sweep_expires_grants_after_their_last_day(idp: Identity) -> N
     admin = await idp.caf_admin()
     org = await idp.create_organisation(admin)
     await idp.publish(idp.settings.access_topic, approved(org["id"], unique_email()))
-    [issued] = await eventually(lambda: idp.events("identity.grant.issued"))
+    [issued] = await eventually(lambda: idp.outbox("identity.grant.issued"))
     last_day = date.fromisoformat(issued.data["valid_until"])
     async with idp.app.state.sessions() as s, s.begin():
         assert await habilitations.expire_due(s, last_day) == 0  # still valid on its last day
     async with idp.app.state.sessions() as s, s.begin():
         assert await habilitations.expire_due(s, last_day + timedelta(days=1)) == 1
-    [expired] = await idp.events("identity.grant.expired")
+    [expired] = await idp.outbox("identity.grant.expired")
     assert expired.data["grant_id"] == issued.data["grant_id"]

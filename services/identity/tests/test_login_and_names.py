@@ -25,7 +25,7 @@ async def test_caf_staff_still_sign_in_when_a_partner_obtains_an_account_for_the
     org = await idp.create_organisation(admin)
     # A partner files (and the CAF approves) a request naming the CAF admin's own address.
     await idp.publish(idp.settings.access_topic, approved(org["id"], admin["email"], "T2"))
-    await eventually(lambda: idp.events("identity.grant.issued"))
+    await eventually(lambda: idp.outbox("identity.grant.issued"))
     async with idp.app.state.sessions() as s:
         same = await s.execute(select(func.count()).select_from(User).where(User.email == admin["email"]))  # type: ignore[arg-type]
         assert same.scalar_one() == 2

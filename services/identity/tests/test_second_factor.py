@@ -30,7 +30,7 @@ async def t2_user_granted_t1(idp: Identity) -> tuple[str, dict[str, object]]:
     org = await idp.create_organisation(admin)
     email = unique_email("agent")
     await idp.publish(idp.settings.access_topic, approved(org["id"], email, "T2", request_id="req-t2"))
-    await eventually(lambda: idp.events("identity.grant.issued"))
+    await eventually(lambda: idp.outbox("identity.grant.issued"))
     assert (await idp.activate(email))["totp_secret"] is None  # T2: no second factor
     before = await idp.token(email, STRONG)
     assert before.status_code == 200, before.text
@@ -38,7 +38,7 @@ async def t2_user_granted_t1(idp: Identity) -> tuple[str, dict[str, object]]:
     await idp.publish(idp.settings.access_topic, approved(org["id"], email, "T1", request_id="req-t1"))
 
     async def two_grants() -> bool:
-        return len(await idp.events("identity.grant.issued")) == 2
+        return len(await idp.outbox("identity.grant.issued")) == 2
 
     await eventually(two_grants)
     return email, before.json()
@@ -96,7 +96,7 @@ async def test_a_t2_user_granted_t1_cannot_sign_in_without_totp_until_enrolled(i
     claims = jwt.decode(confirmed.json()["access_token"], options={"verify_signature": False})
     assert sorted(g["profile"] for g in claims["grants"]) == ["T1", "T2"]
     assert confirmed.json()["refresh_token"]
-    [enrolled] = await idp.events("identity.user.totp_enrolled")
+    [enrolled] = await idp.outbox("identity.user.totp_enrolled")
     assert enrolled.data["user_id"] == claims["sub"]
 
     # From now on: password and a code, like any TOTP account; the ticket was spent.
@@ -134,7 +134,7 @@ async def test_wrong_enrolment_codes_lock_the_account(idp: Identity) -> None:
         assert r.json()["reason"] == "bad_code"
     locked = await idp.client.post("/v1/totp/enrolment/confirm", json={"ticket": ticket, "code": code})
     assert locked.status_code == 403 and locked.json()["reason"] == "account_locked"
-    assert len(await idp.events("identity.user.locked")) == 1
+    assert len(await idp.outbox("identity.user.locked")) == 1
 
 
 def test_grants_that_need_totp_stay_out_of_tokens_until_it_is_enrolled() -> None:
@@ -155,7 +155,7 @@ async def test_a_partner_system_cannot_use_a_t1_grant_before_its_holder_enrols_t
     org = await idp.create_organisation(admin)
     email = unique_email("agent")
     await idp.publish(idp.settings.access_topic, approved(org["id"], email, "T1", request_id="req-t1"))
-    [issued] = await eventually(lambda: idp.events("identity.grant.issued"))
+    [issued] = await eventually(lambda: idp.outbox("identity.grant.issued"))
     created = await idp.client.post(
         "/v1/clients", headers=auth(admin), json={"grant_id": issued.data["grant_id"], "name": "SI"}
     )

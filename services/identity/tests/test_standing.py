@@ -21,7 +21,7 @@ async def test_a_suspended_caf_admin_can_do_nothing_and_its_sessions_stay_dead(i
     assert suspended.status_code == 200
 
     # Its access token is still unexpired: every call it makes is refused, and changes nothing.
-    provisioned = len(await idp.events("identity.user.provisioned"))
+    provisioned = len(await idp.outbox("identity.user.provisioned"))
     staff = {"email": unique_email("complice"), "family_name": "X", "given_name": "Y", "roles": ["caf_admin"]}
     for method, path, body in (
         ("POST", f"/v1/users/{rogue['id']}/reinstate", {}),
@@ -31,8 +31,8 @@ async def test_a_suspended_caf_admin_can_do_nothing_and_its_sessions_stay_dead(i
     ):
         r = await idp.client.request(method, path, headers=auth(rogue), json=body)
         assert r.status_code == 403 and r.json()["reason"] == "suspended", (path, r.text)
-    assert await idp.events("identity.user.reinstated") == []
-    assert len(await idp.events("identity.user.provisioned")) == provisioned
+    assert await idp.outbox("identity.user.reinstated") == []
+    assert len(await idp.outbox("identity.user.provisioned")) == provisioned
     assert (await refresh(idp, rogue["refresh"]))["error"] == "invalid_grant"
 
     reinstated = await idp.client.post(f"/v1/users/{rogue['id']}/reinstate", headers=auth(other))
@@ -51,5 +51,5 @@ async def test_a_forced_password_reset_refuses_the_current_token_and_sessions(id
     r = await idp.client.get("/v1/me", headers=auth(target))
     assert r.status_code == 403 and r.json()["reason"] == "password_reset_required"
     assert (await refresh(idp, target["refresh"]))["error"] == "invalid_grant"
-    [event] = await idp.events("identity.user.reset_required")
+    [event] = await idp.outbox("identity.user.reset_required")
     assert event.subject == target["id"] and event.data["by"] == admin["id"]

@@ -63,9 +63,8 @@ PDF = CONVENTION_PDF  # access-requests parses uploads: a real one-page PDF
 @pytest.fixture(scope="module")
 def system(stack: dict[str, str]) -> Iterator[System]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    running = System(kafka=stack["kafka"], admin_database=stack["database"], log_dir=ARTIFACTS / "logs")
+    running = System(admin_url=stack["database"], kafka=stack["kafka"], logs=ARTIFACTS / "logs")
     try:
-        running.prepare()
         running.start_core()
         running.bootstrap_admin()
         yield running

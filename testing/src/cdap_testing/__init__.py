@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,7 +34,6 @@ import pytest
 
 from cdap_cli.kafka_grant import admin_client, grant, revoke
 from cdap_cli.mailsink import mail_dir
-from cdap_cli.mailsink import mails_to as mails_to  # tests read mail through the fixtures' module
 from cdap_shared.envelope import new_event_id
 from cdap_shared.kafka_access import PRINCIPALS, TEST, KafkaLogin, export_login
 from cdap_shared.topics import all_topics, ensure_topics, prefix
@@ -46,6 +46,44 @@ LOCAL_DATABASE = "postgresql+asyncpg://cdap:cdap@127.0.0.1:5432/postgres"
 MAIL_DIR = os.environ.get(
     "CDAP_MAIL_DIR", str(mail_dir(1025, Path(__file__).resolve().parents[3] / ".stack" / "mail"))
 )
+
+
+class Mailbox:
+    """The SMTP sink's folder, each `.eml` parsed once: the sink keeps every earlier run's mail (thousands
+    of files on a developer's machine), and `cdap_cli.mailsink.mails_to` re-reads them all on each call
+    (seconds on a loaded machine), which polling for many recipients multiplies. The sink renames each
+    file into place, so a file seen is complete."""
+
+    def __init__(self, folder: str = MAIL_DIR) -> None:
+        self.folder = Path(folder)
+        self.parsed: dict[str, tuple[str, str]] = {}
+        self.lock = threading.Lock()  # the browser tests read mail from worker threads
+
+    def to(self, address: str) -> list[str]:
+        """Like `mails_to`: the text ("Subject: ...\n\nbody") of each mail for `address`, oldest first."""
+        from email import message_from_bytes, policy
+
+        with self.lock:
+            for path in self.folder.glob("*.eml"):
+                if path.name not in self.parsed:
+                    message = message_from_bytes(path.read_bytes(), policy=policy.default)
+                    body = message.get_body(preferencelist=("plain",))
+                    text = f"Subject: {message['Subject']}\n\n{body.get_content() if body else ''}"
+                    self.parsed[path.name] = (str(message.get("To", "")).lower(), text)
+            return [text for _, (to, text) in sorted(self.parsed.items()) if address.lower() in to]
+
+
+_MAILBOXES: dict[str, Mailbox] = {}
+
+
+def mailbox(folder: str = MAIL_DIR) -> Mailbox:
+    """The run's one `Mailbox` on `folder`."""
+    return _MAILBOXES.setdefault(str(folder), Mailbox(folder))
+
+
+def mails_to(folder: str, address: str) -> list[str]:
+    """The text of every mail the SMTP sink stored in `folder` for `address`, oldest first."""
+    return mailbox(folder).to(address)
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -153,7 +191,8 @@ def locate_stack() -> Iterator[dict[str, str]]:
     pytest.fail("No Kafka/PostgreSQL: run `make up` (or set CDAP_KAFKA_BOOTSTRAP and CDAP_DATABASE_URL).")
 
 
-def _with_database(url: str, name: str) -> str:
+def with_database(url: str, name: str) -> str:
+    """`url` (SQLAlchemy or libpq) naming database `name` instead."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
 
@@ -164,15 +203,16 @@ def plain_dsn(url: str) -> str:
 
 @pytest.fixture
 async def make_database(stack: dict[str, str]) -> AsyncIterator[Callable[[], Awaitable[str]]]:
-    """Factory of throwaway databases (SQLAlchemy URLs), dropped after the test."""
+    """Factory of throwaway databases (SQLAlchemy URLs), dropped after the test; empty, or copies of a
+    `template` database."""
     created: list[str] = []
     admin_url = plain_dsn(stack["database"])
 
-    async def make() -> str:
+    async def make(template: str | None = None) -> str:
         name = f"cdap_test_{new_event_id().replace('-', '')[-16:]}"
-        await create_database(admin_url, name)
+        await create_database(admin_url, name, template)
         created.append(name)
-        return _with_database(stack["database"], name)
+        return with_database(stack["database"], name)
 
     yield make
     conn = await asyncpg.connect(admin_url)
@@ -183,11 +223,12 @@ async def make_database(stack: dict[str, str]) -> AsyncIterator[Callable[[], Awa
         await conn.close()
 
 
-async def create_database(admin_dsn: str, name: str) -> None:
-    """An empty database `name`, created through the server at `admin_dsn` (a libpq URL)."""
+async def create_database(admin_dsn: str, name: str, template: str | None = None) -> None:
+    """A database `name`, empty or a copy of database `template`, created through the server at
+    `admin_dsn` (a libpq URL)."""
     conn = await asyncpg.connect(admin_dsn)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     finally:
         await conn.close()
 
@@ -439,7 +480,7 @@ def create_database_sync(admin_url: str) -> str:
     async def create() -> str:
         name = f"cdap_test_{new_event_id().replace('-', '')[-16:]}"
         await create_database(plain_dsn(admin_url), name)
-        return _with_database(admin_url, name)
+        return with_database(admin_url, name)
 
     return run_sync(create())
 
@@ -453,3 +494,10 @@ def drop_database_sync(admin_url: str, url: str) -> None:
             await conn.close()
 
     run_sync(drop())
+
+
+# The in-process service fixtures, part of the plugin (apps.py uses the helpers above).
+from cdap_testing.apps import InProcess as InProcess  # noqa: E402
+from cdap_testing.apps import migrated_database as migrated_database  # noqa: E402
+from cdap_testing.apps import migrated_templates as migrated_templates  # noqa: E402
+from cdap_testing.apps import start_app as start_app  # noqa: E402

@@ -1,14 +1,20 @@
-"""The whole system as users run it: every service a real uvicorn process, on fresh databases, against
-the local Kafka and PostgreSQL, on the test run's topics (`CDAP_TOPIC_PREFIX`, see cdap_testing). Consumer
-groups are fresh and start at the end of the run's topics, so a test never replays an earlier test's
-events. Each service logs in to Kafka as itself."""
+"""The system as users run it, for the system tests (tests/system) and the portal's browser tests: every
+service a real uvicorn process, on fresh databases (dropped at the end), against the local Kafka and
+PostgreSQL, on the test run's topics (`CDAP_TOPIC_PREFIX`, see cdap_testing). Consumer groups are fresh
+and start at the end of the run's topics, so a test never replays an earlier test's events. Each service
+logs in to Kafka as itself."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import secrets
 import signal
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +24,21 @@ import httpx
 import pyotp
 
 from cdap_shared.envelope import new_event_id
-from cdap_shared.kafka_access import local_credentials, service_principal
-from cdap_shared.services import backends, service
+from cdap_shared.kafka_access import KafkaLogin, local_credentials, service_principal
+from cdap_shared.services import SERVICES as REGISTRY
+from cdap_shared.services import service
 from cdap_shared.topics import named
-from cdap_testing import MAIL_DIR, ServiceProcess, create_database_sync, free_port, migrate
+from cdap_testing import (
+    ServiceProcess,
+    create_database_sync,
+    drop_database_sync,
+    free_port,
+    mailbox,
+    migrate,
+    run_sync,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LOGS = ROOT / "test-artifacts" / "system"
 PASSWORD = "Systeme-CDAP-2026!"
 # uvicorn closes a keep-alive connection idle for 5 s; a client reusing one at that moment gets a
@@ -31,8 +46,8 @@ PASSWORD = "Systeme-CDAP-2026!"
 # earlier on the client's side avoids the race.
 CLIENT_LIMITS = httpx.Limits(max_connections=40, keepalive_expiry=2)
 
-# name -> (package, folder) of each service behind the portal, from the one list (cdap_shared.services).
-SERVICES = {name: (service(name).package, ROOT / "services" / name) for name in backends()}
+# name -> (package, folder) of each service, from the one list (cdap_shared.services).
+SERVICES = {s.name: (s.package, ROOT / "services" / s.name) for s in REGISTRY}
 
 
 def available(name: str) -> bool:
@@ -47,6 +62,9 @@ class System:
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     databases: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    logs: Path = LOGS
+    # The databases this system made (a replica uses its primary's), dropped by `stop()`.
+    created: list[str] = field(default_factory=list)
     # A second replica logs to its own file, so each replica's partition assignments can be read apart.
     log_suffix: str = ""
     # Environment every service of this system gets (e.g. a fake clock), before each one's own.
@@ -70,26 +88,11 @@ class System:
 
         def prepare(name: str) -> ServiceProcess:
             module, folder = SERVICES[name]
-            if name not in self.databases:
+            if service(name).database and name not in self.databases:
                 self.databases[name] = create_database_sync(self.admin_url)
+                self.created.append(self.databases[name])
                 migrate(str(folder), self.databases[name])
-            env = {
-                # Each service logs in as itself, with only its own rights (the test's principal,
-                # which the fixtures use, may do anything).
-                **local_credentials(service_principal(name)),
-                "CDAP_DATABASE_URL": self.databases[name],
-                "CDAP_KAFKA_BOOTSTRAP": self.kafka,
-                "CDAP_CONSUMER_GROUP": self.consumer_group(name),
-                "CDAP_CONSUMER_OFFSET_RESET": "latest",
-                "CDAP_LOG_LEVEL": "INFO",
-                **self.common_env,
-                **(
-                    {"CDAP_JWKS_URL": f"{self.url('identity')}/.well-known/jwks.json"}
-                    if "identity" in self.ports
-                    else {}
-                ),
-                **(extra_env or {}).get(name, {}),
-            }
+            env = {**self._env(name), **self.common_env, **(extra_env or {}).get(name, {})}
             return ServiceProcess(module, env, self.log_path(name), port=self.ports[name])
 
         # Migrations and start-ups run side by side (each is mostly a Python process importing modules);
@@ -101,8 +104,38 @@ class System:
             list(pool.map(lambda name: self.processes[name].start(wait=90), names))
         return self
 
+    def _env(self, name: str) -> dict[str, str]:
+        """What service `name` runs with here: its database and its own Kafka login (the test's
+        principal, which the fixtures use, may do anything); the portal, where the others answer."""
+        if name == "portal":
+            urls = {
+                "CDAP_IDENTITY_URL": "identity",
+                "CDAP_ACCESS_REQUESTS_URL": "access-requests",
+                "CDAP_DOSSIERS_URL": "dossiers",
+                "CDAP_AUDIT_URL": "audit",
+            }
+            return {
+                **{setting: self.url(other) for setting, other in urls.items() if other in self.ports},
+                "CDAP_PORTAL_SECRET": secrets.token_urlsafe(32),
+                "CDAP_LOG_LEVEL": "WARNING",
+            }
+        return {
+            **local_credentials(service_principal(name)),
+            "CDAP_DATABASE_URL": self.databases[name],
+            "CDAP_KAFKA_BOOTSTRAP": self.kafka,
+            "CDAP_CONSUMER_GROUP": self.consumer_group(name),
+            "CDAP_CONSUMER_OFFSET_RESET": "latest",
+            "CDAP_LOG_LEVEL": "INFO",
+            **(
+                {"CDAP_JWKS_URL": f"{self.url('identity')}/.well-known/jwks.json"}
+                if "identity" in self.ports
+                else {}
+            ),
+            **({"CDAP_PORTAL_URL": self.url("portal")} if "portal" in self.ports else {}),
+        }
+
     def log_path(self, name: str) -> Path:
-        return LOGS / f"{name}-{self.run_id}{self.log_suffix}.log"
+        return self.logs / f"{name}-{self.run_id}{self.log_suffix}.log"
 
     async def replica(self, name: str, env: dict[str, str] | None = None) -> System:
         """A second replica of `name`: the same database and consumer group, its own port and log. Other
@@ -111,6 +144,7 @@ class System:
             admin_url=self.admin_url,
             kafka=self.kafka,
             run_id=self.run_id,
+            logs=self.logs,
             log_suffix="-replica",
             common_env=self.common_env,
         )
@@ -123,48 +157,86 @@ class System:
         # A start-up can take well over the default 30 s on a loaded 2-core machine.
         await asyncio.to_thread(self.processes[name].start, 90)
 
+    def wait_for_groups(self, *names: str, within: float = 60) -> None:
+        """Wait until the consumer group of each service in `names` is Stable with a member (it then
+        reads new events), from sync code."""
+        for name in names:
+            run_sync(group_joined(self.kafka, self.consumer_group(name), within))
+        time.sleep(1.0)  # the first fetch fixes the start position ("latest") just after joining
+
+    def bootstrap(self, email: str) -> str:
+        """`cdap identity bootstrap --email EMAIL --json` on identity's database, as an operator runs it:
+        the first CAF admin's activation token."""
+        out = subprocess.run(  # noqa: S603
+            [
+                str(Path(sys.executable).with_name("cdap")),
+                "identity",
+                "bootstrap",
+                "--email",
+                email,
+                "--json",
+            ],
+            env={**os.environ, "CDAP_DATABASE_URL": self.databases["identity"]},
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return str(json.loads(out.stdout.strip().splitlines()[-1])["activation_token"])
+
     def stop(self) -> None:
-        for process in self.processes.values():
+        """Stop every process, then drop the databases this system made."""
+        for process in reversed(self.processes.values()):
             process.stop()
+        for url in self.created:
+            try:
+                drop_database_sync(self.admin_url, url)
+            except Exception as exc:  # a leftover database must not hide the test's own result
+                print(f"could not drop {url.rsplit('/', 1)[-1]}: {exc!r}")
+        self.created.clear()
 
 
-async def wait_ready(client: httpx.AsyncClient, url: str, seconds: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        try:
-            if (await client.get(f"{url}/ready")).status_code == 200:
-                await asyncio.sleep(1.5)  # consumer groups settle on their partitions
-                return
-        except httpx.HTTPError:
-            pass
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"{url} not ready within {seconds}s")
+async def group_joined(bootstrap: str, group: str, within: float) -> None:
+    """Wait until consumer group `group` is Stable with at least one member."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **KafkaLogin.from_env().options())
+    await admin.start()
+    try:
+        deadline = time.monotonic() + within
+        last: Any = None
+        while time.monotonic() < deadline:
+            for response in await admin.describe_consumer_groups([group]):
+                for described in response.groups:
+                    last = described
+                    state, members = described[2], described[5]
+                    if state == "Stable" and members:
+                        return
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"consumer group {group} did not join within {within}s (last: {last!r})")
+    finally:
+        await admin.close()
 
 
-class Mailbox:
-    """The SMTP sink's folder, each `.eml` parsed once: the sink keeps every earlier run's mail (thousands
-    of files on a developer's machine), and `mails_to` re-reads them all on each call (about a second),
-    which polling for many recipients multiplies. The sink renames each file into place, so a file seen
-    is complete."""
+async def wait_ready(client: httpx.AsyncClient, *urls: str, seconds: float = 30) -> None:
+    """Wait until every service at `urls` answers `/ready`, then 1.5 s for their consumer groups to
+    settle on their partitions (once for all: each had that long since it was ready)."""
 
-    def __init__(self, folder: str = MAIL_DIR) -> None:
-        self.folder = Path(folder)
-        self.parsed: dict[str, tuple[str, str]] = {}
+    async def ready(url: str) -> None:
+        deadline = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                if (await client.get(f"{url}/ready")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.3)
+        raise AssertionError(f"{url} not ready within {seconds}s")
 
-    def to(self, address: str) -> list[str]:
-        """Like `mails_to`: the text ("Subject: ...\n\nbody") of each mail for `address`, oldest first."""
-        from email import message_from_bytes, policy
-
-        for path in self.folder.glob("*.eml"):
-            if path.name not in self.parsed:
-                message = message_from_bytes(path.read_bytes(), policy=policy.default)
-                body = message.get_body(preferencelist=("plain",))
-                text = f"Subject: {message['Subject']}\n\n{body.get_content() if body else ''}"
-                self.parsed[path.name] = (str(message.get("To", "")).lower(), text)
-        return [text for _, (to, text) in sorted(self.parsed.items()) if address.lower() in to]
+    await asyncio.gather(*(ready(url) for url in urls))
+    await asyncio.sleep(1.5)
 
 
-MAILBOX = Mailbox()
+MAILBOX = mailbox()
 
 
 async def activation_link_token(email: str, seconds: float = 20) -> str:
@@ -208,23 +280,7 @@ def bearer(token: str) -> dict[str, str]:
 
 async def bootstrap_admin(system: System, client: httpx.AsyncClient, email: str) -> dict[str, Any]:
     """`cdap identity bootstrap --json` as an operator runs it, then activation and login."""
-    import os
-    import sys
-
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("cdap")),
-        "identity",
-        "bootstrap",
-        "--email",
-        email,
-        "--json",
-        env={**os.environ, "CDAP_DATABASE_URL": system.databases["identity"]},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    token = json.loads(out)["activation_token"]
+    token = await asyncio.to_thread(system.bootstrap, email)
     identity = system.url("identity")
     r = await client.post(f"{identity}/v1/activations", json={"token": token, "password": PASSWORD})
     assert r.status_code == 200, r.text
