@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from cdap_dossiers import handlers, routes_dossiers, web
+from cdap_dossiers import handlers, lookups, routes_dossiers, web
 from cdap_dossiers.config import Context, Settings
 from cdap_dossiers.policy import load_policy
 from cdap_shared import asyncapi, standing
@@ -20,6 +20,7 @@ from cdap_shared.http import create_app
 from cdap_shared.problems import install_error_table
 from cdap_shared.runtime import ServiceRuntime
 from cdap_shared.topics import named
+from cdap_shared.warmup import WarmUp
 
 
 def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = None) -> FastAPI:
@@ -37,16 +38,16 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     runtime.publishes(named("dossier.consultations"), ("dossier.consulted", "dossier.searched"))
 
     # The lookups' own connections (cdap_shared.hotpool: asyncpg's pool cost them more than a statement).
-    connections = HotPool(asyncpg_dsn(settings.database_url), settings.db_pool_size)
+    connections = HotPool(asyncpg_dsn(settings.database_url), settings.db_pool_size, prepare=lookups.prepare)
+    verifier = verifier or TokenVerifier(settings.jwks_url, settings.jwt_audience, settings.jwt_issuer)
+    # Before /ready says ready: every lookup connection open with its statements prepared, the token keys
+    # fetched, then what exists frozen out of the collector's reach (the full collections lookups trigger
+    # no longer walk it: the lookup's p99 fell by about half, docs/architecture.md, "Dossiers: a lookup").
+    warm_up = WarmUp(connections.fill, verifier.load_keys, _freeze)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        async with runtime.lifespan(app):
-            # What exists once started (modules, models, the app) lives as long as the process: out of
-            # the collector's reach, the full collections lookups trigger no longer walk it (the lookup's
-            # p99 fell by about half: docs/architecture.md, "Dossiers: a lookup").
-            gc.collect()
-            gc.freeze()
+        async with runtime.lifespan(app), warm_up.running():
             try:
                 yield
             finally:
@@ -56,7 +57,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
         title="CDAP dossiers",
         lifespan=lifespan,
         routers=[routes_dossiers.router],
-        ready_checks=runtime.ready_checks,
+        ready_checks={**runtime.ready_checks, "warm_up": warm_up.check},
         trusted_proxies=settings.trusted_proxies,
         token_url=settings.token_url,
     )
@@ -69,7 +70,11 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app.state.sessions = runtime.sessions
     app.state.standing = standing.ProjectedStanding(runtime)
     app.state.record_refusal = routes_dossiers.record_refusal
-    app.state.token_verifier = verifier or TokenVerifier(
-        settings.jwks_url, settings.jwt_audience, settings.jwt_issuer
-    )
+    app.state.token_verifier = verifier
     return app
+
+
+async def _freeze() -> None:
+    """Collect once, then move every object that survives out of the collector's reach."""
+    gc.collect()
+    gc.freeze()
