@@ -73,3 +73,40 @@ async def test_an_unreachable_database_fails_fast_and_leaves_room(dsn: str) -> N
         with pytest.raises(OSError):
             await _pid(pool)
     await pool.close()
+
+
+async def test_fill_opens_every_connection_and_prepares_each_before_anyone_uses_it(dsn: str) -> None:
+    prepared: list[int] = []
+
+    async def prepare(conn: asyncpg.Connection) -> None:
+        prepared.append(await conn.fetchval("SELECT pg_backend_pid()"))
+
+    pool = HotPool(dsn, size=3, prepare=prepare)
+    await pool.fill()
+    assert len(set(prepared)) == 3
+    in_use: set[int] = set()
+
+    async def hold() -> None:
+        async with pool.acquire() as conn:
+            in_use.add(await conn.fetchval("SELECT pg_backend_pid()"))
+            await asyncio.sleep(0.2)
+
+    await asyncio.gather(*(hold() for _ in range(3)))
+    assert in_use == set(prepared)  # the ones filled, none opened on demand
+    await pool.close()
+
+
+async def test_a_connection_that_fails_to_prepare_is_never_handed_out_and_frees_its_slot(dsn: str) -> None:
+    failed: list[int] = []
+
+    async def prepare(conn: asyncpg.Connection) -> None:
+        if not failed:
+            failed.append(await conn.fetchval("SELECT pg_backend_pid()"))
+            raise asyncpg.PostgresError("the first connection cannot be prepared")
+
+    pool = HotPool(dsn, size=1, prepare=prepare)
+    with pytest.raises(asyncpg.PostgresError):
+        await pool.fill()
+    await pool.fill()  # the slot the failed one held is free again
+    assert await _pid(pool) not in failed
+    await pool.close()

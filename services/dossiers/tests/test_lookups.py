@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
 import pytest
 from sqlalchemy import text
 
-from cdap_dossiers import ratelimit
+from cdap_dossiers import lookups, ratelimit
 from cdap_shared import events as ev
+from cdap_shared import outbox
 from cdap_shared.topics import named
 from cdap_testing import eventually
 
@@ -304,3 +306,28 @@ async def test_the_recorded_consultation_is_exactly_what_the_event_models_write(
         assert isinstance(data, ev.DossierConsulted) and data.trace_id
         assert record_headers["content-type"] == "application/cloudevents+json"
         assert record_headers["traceparent"].split("-")[1] == data.trace_id
+
+
+async def test_once_ready_every_lookup_connection_holds_its_statements_and_the_warm_up_recorded_nothing(
+    svc: Service,
+) -> None:
+    async def ready() -> bool:
+        return (await svc.client.get("/ready")).status_code == 200
+
+    await eventually(ready)
+    pool = svc.app.state.ctx.connections
+    statements: list[set[str]] = []
+
+    async def held() -> None:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch("SELECT statement FROM pg_prepared_statements")
+            statements.append({row["statement"] for row in rows})
+            await asyncio.sleep(0.2)  # held, so that each of the others takes another connection
+
+    await asyncio.gather(*(held() for _ in range(svc.settings.db_pool_size)))
+    assert len(statements) == svc.settings.db_pool_size
+    for prepared in statements:
+        assert lookups._LOOKUP in prepared and outbox._INSERT_SQL in prepared
+    async with svc.app.state.sessions() as s:
+        assert (await s.execute(text("SELECT count(*) FROM outbox"))).scalar_one() == 0
+        assert (await s.execute(text("SELECT count(*) FROM rate_window"))).scalar_one() == 0

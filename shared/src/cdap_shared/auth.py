@@ -106,8 +106,13 @@ class TokenVerifier:
                     raise Problem(503, "Token keys unavailable", "Try again shortly.") from exc
             self._fetched_at = time.monotonic()
 
-    async def key_for(self, kid: str) -> Any:
+    async def load_keys(self) -> None:
+        """Fetch the key set now unless a fresh one is held: a service's warm-up, so that its first requests
+        wait for no fetch. Raises a 503 `Problem` if it cannot be fetched and none is held."""
         await self._refresh(force=False)
+
+    async def key_for(self, kid: str) -> Any:
+        await self.load_keys()
         if kid not in self._keys:
             await self._refresh(force=True)
         if kid not in self._keys:

@@ -7,25 +7,34 @@ one, up to `size`, or waits for one), releasing pushes it back. A connection tha
 a transaction, or from a block that raised is terminated instead, and a new one is opened when needed,
 so a database that went away and came back is reconnected to. Its users run statements outside
 transactions or close what they open; nothing sets session state.
+
+`prepare` runs on every connection the pool opens, before its first use (the lookup prepares its
+statements there), and `fill()` opens them all at start-up: the first requests then wait for no
+connection, no authentication and no statement to be parsed (they were most of the lookup's p99 in the
+first seconds after a start: docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import asyncpg
 
+Prepare = Callable[[asyncpg.Connection], Awaitable[None]]
+
 
 class HotPool:
-    """At most `size` connections to `dsn`; `acquire()` waits at most `timeout` seconds."""
+    """At most `size` connections to `dsn`, each given to `prepare` when opened; `acquire()` waits at
+    most `timeout` seconds."""
 
-    def __init__(self, dsn: str, size: int, timeout: float = 5.0) -> None:
+    def __init__(self, dsn: str, size: int, timeout: float = 5.0, *, prepare: Prepare | None = None) -> None:
         self.dsn = dsn
         self.size = size
         self.timeout = timeout
+        self.prepare = prepare
         self._idle: list[asyncpg.Connection] = []
         self._waiting: deque[asyncio.Future[asyncpg.Connection | None]] = deque()
         self._open = 0
@@ -50,13 +59,7 @@ class HotPool:
             if self._idle:
                 return self._idle.pop()
             if self._open < self.size:
-                self._open += 1
-                try:
-                    return await asyncpg.connect(self.dsn, timeout=self.timeout)
-                except BaseException:
-                    self._open -= 1
-                    self._hand_over(None)  # a waiter may try to open one in turn
-                    raise
+                return await self._connect()
             waiter: asyncio.Future[asyncpg.Connection | None] = asyncio.get_running_loop().create_future()
             self._waiting.append(waiter)
             try:
@@ -68,6 +71,33 @@ class HotPool:
             if conn is not None:
                 return conn
             # None: a connection was dropped, so there is room to open one
+
+    async def fill(self) -> None:
+        """Open (and prepare) connections until `size` are open: at start-up, so that the first requests
+        find them ready. Raises what opening one raised (the database is unreachable); those opened stay."""
+        while self._open < self.size and not self._closed:
+            conn = await self._connect()
+            if self._closed:  # closed while it was opening
+                self._drop(conn)
+            else:
+                self._give(conn)
+
+    async def _connect(self) -> asyncpg.Connection:
+        """Open one more connection (counted from now on) and prepare it."""
+        self._open += 1
+        try:
+            conn = await asyncpg.connect(self.dsn, timeout=self.timeout)
+        except BaseException:
+            self._open -= 1
+            self._hand_over(None)  # a waiter may try to open one in turn
+            raise
+        try:
+            if self.prepare is not None:
+                await self.prepare(conn)
+        except BaseException:
+            self._drop(conn)
+            raise
+        return conn
 
     def _give(self, conn: asyncpg.Connection) -> None:
         if not self._hand_over(conn):

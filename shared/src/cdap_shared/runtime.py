@@ -155,15 +155,16 @@ class ServiceRuntime:
         routers: Sequence[APIRouter],
         problems: Mapping[type[Exception], tuple[int, str]],
         public_paths: Sequence[str] = (),
+        ready_checks: Mapping[str, Any] | None = None,
     ) -> ServiceApp:
         """The service's app on this runtime (`cdap_shared.http.create_app`): `/ready` checks the
-        runtime, the domain errors answer from `problems`, `/asyncapi.json` describes the broker, and
+        runtime (and the service's own `ready_checks`), the domain errors answer from `problems`, `/asyncapi.json` describes the broker, and
         `app.state` holds the runtime and its sessions."""
         app = create_app(
             title=title,
             lifespan=lifespan,
             routers=routers,
-            ready_checks=self.ready_checks,
+            ready_checks={**self.ready_checks, **(ready_checks or {})},
             public_paths=public_paths,
             trusted_proxies=self.settings.trusted_proxies,
             token_url=self.settings.token_url,

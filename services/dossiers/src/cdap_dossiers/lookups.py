@@ -70,6 +70,19 @@ _LOOKUP = f"""
 """  # noqa: S608
 
 
+async def prepare(conn: asyncpg.Connection) -> None:
+    """Ready a new lookup connection (`HotPool`'s `prepare`): the lookup's two statements run once in a
+    transaction rolled back, so they are parsed, described and kept (asyncpg's statement cache) and the
+    server has read what they touch, yet nothing is counted or recorded."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        await conn.fetchrow(_LOOKUP, "", [], "", civil_today())
+        await outbox.add_pg_serialised(conn, new_event_id(), CONSULTED, "", b"{}", "{}")
+    finally:
+        await transaction.rollback()
+
+
 async def _record(
     conn: asyncpg.Connection,
     caller: Caller,
