@@ -7,13 +7,11 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 
-import asyncpg
 import pytest
 
-from cdap_shared.db import asyncpg_dsn
 from cdap_shared.relay_process import RelayProcess
 from cdap_shared.topics import named
-from cdap_testing import eventually
+from cdap_testing import eventually, relay_parked
 
 from .conftest import Service
 from .test_outages import end_offsets, ids_since, seed
@@ -76,7 +74,7 @@ async def test_a_lookup_wakes_the_relay_process_without_waiting_for_its_poll(
     # A relay that would look for rows once an hour: only the lookup's wake can bring its consultation.
     svc = await service_factory(outbox_poll_interval_seconds=3600)
     grant = await seed(svc, "1000021", "noe")
-    await eventually(lambda: _parked(svc), within=20)
+    await eventually(lambda: relay_parked(svc.settings.database_url), within=20)
     before = await end_offsets(stack["kafka"], named("dossier.consultations"))
     response = await svc.client.get(
         "/v1/dossiers/1000021", params={"motif": "accompagnement_social"}, headers=svc.token("noe", [grant])
@@ -87,19 +85,3 @@ async def test_a_lookup_wakes_the_relay_process_without_waiting_for_its_poll(
         return audit_id in await ids_since(stack["kafka"], before)
 
     await eventually(delivered, within=20)
-
-
-async def _parked(svc: Service) -> bool:
-    """The relay (the holder of its advisory lock) has made its first claim, found nothing, and waits for
-    its next poll: idle, its last statement no longer the LISTEN it issues before claiming."""
-    conn = await asyncpg.connect(asyncpg_dsn(svc.settings.database_url))
-    try:
-        return bool(
-            await conn.fetchval(
-                "SELECT EXISTS (SELECT FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-                " WHERE l.locktype = 'advisory' AND l.granted AND l.database = a.datid"
-                " AND a.datname = current_database() AND a.state = 'idle' AND a.query NOT LIKE 'LISTEN%')"
-            )
-        )
-    finally:
-        await conn.close()
