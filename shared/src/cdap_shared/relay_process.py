@@ -137,7 +137,8 @@ class WakeLine:
     """How the service wakes its relay child without PostgreSQL: a pipe the child waits on, and a byte of
     memory both share, set while a wake is in flight. A commit costs the service a memory read while the
     child has not taken the last wake yet, a one-byte write otherwise; the child clears the byte before
-    it claims, so a row committed after that claim began sends a new wake."""
+    it claims, so a row committed after that claim began sends a new wake. The shared byte is a memfd:
+    no file system needed (the images run with a read-only root)."""
 
     def __init__(self) -> None:
         self.pending_fd = os.memfd_create("cdap-relay-wake")
