@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -11,7 +12,7 @@ from cdap_shared import events as ev
 from cdap_shared.db import asyncpg_dsn
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.relay import OutboxRelay, make_producer
-from cdap_testing import eventually
+from cdap_testing import eventually, relay_parked
 
 from .pipeline import Pipeline
 from .samples import SAMPLES
@@ -170,3 +171,21 @@ async def test_a_transaction_staging_many_events_delivers_each_once(pipeline: Pi
     pipeline.start_relay()
     await eventually(lambda: _all_applied(pipeline, 250))
     assert await pipeline.effects() == {e.id: 1 for e in events}
+
+
+async def test_a_row_committed_by_add_pg_wakes_the_relay_without_waiting_for_its_poll(
+    pipeline: Pipeline,
+) -> None:
+    from cdap_shared import outbox
+
+    # A relay that would look for rows once an hour: only the wake can bring the event.
+    pipeline.start_relay(OutboxRelay(asyncpg_dsn(pipeline.producer_url), pipeline.kafka, poll_interval=3600))
+    await eventually(lambda: relay_parked(pipeline.producer_url))
+    event = sample("identity.login.succeeded")
+    conn = await asyncpg.connect(asyncpg_dsn(pipeline.producer_url))
+    try:
+        await outbox.add_pg(conn, event, topic=pipeline.topic)  # no transaction: committed, no notification
+    finally:
+        await conn.close()
+    await eventually(lambda: _all_applied(pipeline, 1))
+    assert await pipeline.effects() == {event.id: 1}

@@ -11,7 +11,7 @@ import pytest
 
 from cdap_shared.relay_process import RelayProcess
 from cdap_shared.topics import named
-from cdap_testing import eventually
+from cdap_testing import eventually, relay_parked
 
 from .conftest import Service
 from .test_outages import end_offsets, ids_since, seed
@@ -66,3 +66,22 @@ async def test_the_relay_process_delivers_and_a_dead_one_is_reported_then_replac
 
 async def _ready(svc: Service) -> bool:
     return (await svc.client.get("/ready")).status_code == 200
+
+
+async def test_a_lookup_wakes_the_relay_process_without_waiting_for_its_poll(
+    stack: dict[str, str], service_factory: Callable[..., Awaitable[Service]]
+) -> None:
+    # A relay that would look for rows once an hour: only the lookup's wake can bring its consultation.
+    svc = await service_factory(outbox_poll_interval_seconds=3600)
+    grant = await seed(svc, "1000021", "noe")
+    await eventually(lambda: relay_parked(svc.settings.database_url), within=20)
+    before = await end_offsets(stack["kafka"], named("dossier.consultations"))
+    response = await svc.client.get(
+        "/v1/dossiers/1000021", params={"motif": "accompagnement_social"}, headers=svc.token("noe", [grant])
+    )
+    audit_id = response.headers["X-Audit-Id"]
+
+    async def delivered() -> bool:
+        return audit_id in await ids_since(stack["kafka"], before)
+
+    await eventually(delivered, within=20)

@@ -7,7 +7,9 @@ the request that caused the event, however long the row waits.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import asyncpg
@@ -133,8 +135,30 @@ async def add_all(session: AsyncSession, events: list[CloudEvent], *, topic: str
 
 # The hot path's insert has no notification: NOTIFY takes a database-wide lock from the commit until its
 # WAL flush is done, so every notifying commit waits for the one before it (lookups lost half their
-# throughput to it). The relay, busy while lookups flow, polls every few milliseconds instead.
+# throughput to it). The relays of this process are woken directly instead (`waking`), and poll besides.
 _INSERT_SQL = _INSERT_TEMPLATE.format(*(f"${i}" for i in range(1, 7)))
+
+_relays: list[Callable[[], None]] = []  # how to wake each relay this process runs (in it or in a child)
+
+
+@contextlib.contextmanager
+def waking(wake: Callable[[], None]) -> Iterator[None]:
+    """While inside, `wake()` is called each time `add_pg` commits a row: a relay of this process is told
+    at once, without PostgreSQL, rather than finding the row at its next poll. `wake` must be cheap and
+    never raise (it runs on the lookup's path, after the commit)."""
+    _relays.append(wake)
+    try:
+        yield
+    finally:
+        _relays.remove(wake)
+
+
+def _committed(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> None:  # type: ignore[type-arg]
+    """After a staging statement: wake the relays if it committed (outside a transaction). A row staged
+    in a transaction still open is found at the relay's next poll."""
+    if not conn.is_in_transaction():
+        for wake in _relays:
+            wake()
 
 
 async def add_pg(
@@ -145,8 +169,10 @@ async def add_pg(
     topic: str | None = None,
 ) -> str:
     """`add` for a raw asyncpg connection (the lookup hot path uses one), in its transaction if it has
-    one; the relay finds the row at its next poll rather than by a notification."""
+    one; without a notification: outside a transaction, the relays of this process are woken (`waking`),
+    in one they find the row at their next poll."""
     await conn.execute(_INSERT_SQL, *_row(event, key, topic, _headers()))
+    _committed(conn)
     return event.id
 
 
@@ -181,6 +207,7 @@ async def add_pg_serialised(
     """`add_pg` for an event its caller serialised itself (`payload`, the structured-mode JSON body) with
     its record `headers` (`span_headers`): dossiers' lookup builds its consultation from a template."""
     await conn.execute(_INSERT_SQL, event_id, event_type, named(topic_for(event_type)), key, payload, headers)
+    _committed(conn)
 
 
 async def emit(

@@ -1,8 +1,10 @@
 """The outbox relay: publishes committed outbox rows to Kafka, in order, at least once.
 
-- wakes on LISTEN/NOTIFY, with a polling fallback (a lost notification only delays, never loses); while
-  rows keep coming, and for a `poll_interval` after the last ones, it polls every `busy_poll_interval`
-  (the lookups' rows come without a notification: see `outbox.add_pg`);
+- wakes on LISTEN/NOTIFY, and when `wake()` is called (the lookups' rows come without a notification:
+  `outbox.add_pg` wakes the relays of its process directly, `relay_process` carries that to a child),
+  with a polling fallback (a lost wake only delays, never loses); while rows keep coming, and for a
+  `poll_interval` after the last ones, it polls every `busy_poll_interval` (rows staged in another
+  replica's process wake no relay here);
 - claims rows `FOR UPDATE SKIP LOCKED` in id order and marks them sent in the same transaction, after
   the broker acknowledged them (idempotent producer, `acks=all`);
 - hands a claim to the producer as one record batch per partition (`send_batch`), each record in the
@@ -35,7 +37,7 @@ from opentelemetry.context import Context
 from prometheus_client import Counter, Gauge
 
 from cdap_shared.kafka_access import KafkaLogin
-from cdap_shared.outbox import NOTIFY_CHANNEL, traceparent
+from cdap_shared.outbox import NOTIFY_CHANNEL, traceparent, waking
 
 log = structlog.get_logger(__name__)
 
@@ -103,8 +105,18 @@ class OutboxRelay:
         self._stopping.set()
         self._wake.set()
 
+    def wake(self) -> None:
+        """Rows were committed: claim them now rather than at the next poll (several wakes during one
+        batch make one more claim after it)."""
+        self._wake.set()
+
     async def run(self) -> None:
-        """Publish until stopped; survives PostgreSQL and Kafka outages by retrying."""
+        """Publish until stopped; survives PostgreSQL and Kafka outages by retrying. The rows this
+        process stages with `outbox.add_pg` wake it meanwhile."""
+        with waking(self.wake):
+            await self._run()
+
+    async def _run(self) -> None:
         while not self._stopping.is_set():
             try:
                 await self._run_as_leader()
@@ -125,7 +137,7 @@ class OutboxRelay:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
                 await self._sleep(self.poll_interval)  # another replica publishes; stand by
                 return
-            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self.wake())
             log.info("outbox relay publishing")
             loop = asyncio.get_running_loop()
             last_rows = -self.poll_interval
@@ -146,11 +158,9 @@ class OutboxRelay:
                 with contextlib.suppress(Exception):
                     await conn.close()
 
-    def _on_notify(self, *_: object) -> None:
-        self._wake.set()
-
     async def _wait_for_work(self, seconds: float) -> None:
-        """Until a notification, or `seconds` (a row staged without one is found at the next poll)."""
+        """Until a notification or a wake, or `seconds` (a row staged without either is found at the next
+        poll)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 

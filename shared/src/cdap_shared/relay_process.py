@@ -13,7 +13,9 @@ Whatever starts the service (`make run`, the image, the test harness) therefore 
 - the child stops when the service asks (SIGTERM) and when the service is gone, even SIGKILLed: its
   standard input is a pipe from the service, and end of file stops it;
 - it reports what it published on a pipe, once a second, so the service's `/metrics` keeps
-  `cdap_outbox_published_total`.
+  `cdap_outbox_published_total`;
+- the rows the service commits with `outbox.add_pg` (the lookups') wake it through another pipe
+  (`WakeLine`), so it claims them at once rather than at its next poll.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import mmap
 import os
 import signal
 import sys
@@ -30,6 +33,7 @@ from pydantic import SecretStr
 
 from cdap_shared.db import asyncpg_dsn
 from cdap_shared.http import NotReady
+from cdap_shared.outbox import waking
 from cdap_shared.relay import PUBLISHED, OutboxRelay
 from cdap_shared.settings import ServiceSettings
 from cdap_shared.telemetry import configure_logging, configure_tracing
@@ -75,20 +79,28 @@ class RelayProcess:
         """Start the child, and start it again whenever it dies, until `stop()`."""
         while not self._stopping.is_set():
             read_end, write_end = os.pipe()
+            line = WakeLine()
             try:
-                self.process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "cdap_shared.relay_process",
-                    str(write_end),
-                    stdin=asyncio.subprocess.PIPE,
-                    env=self._environment(),
-                    pass_fds=(write_end,),
-                )
+                try:
+                    self.process = await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "cdap_shared.relay_process",
+                        str(write_end),
+                        str(line.read_end),
+                        str(line.pending_fd),
+                        stdin=asyncio.subprocess.PIPE,
+                        env=self._environment(),
+                        pass_fds=(write_end, line.read_end, line.pending_fd),
+                    )
+                finally:
+                    os.close(write_end)
+                    line.close_child_ends()
+                reports = asyncio.create_task(_count_reports(read_end))
+                with waking(line):
+                    code = await self.process.wait()
             finally:
-                os.close(write_end)
-            reports = asyncio.create_task(_count_reports(read_end))
-            code = await self.process.wait()
+                line.close()
             await reports
             if self._stopping.is_set():
                 return
@@ -110,6 +122,55 @@ class RelayProcess:
         """A ready check: raises while the child is not running."""
         if self.process is None or self.process.returncode is not None:
             raise RelayNotRunning("the outbox relay process is not running")
+
+
+class WakeLine:
+    """How the service wakes its relay child without PostgreSQL: a pipe the child waits on, and a byte of
+    memory both share, set while a wake is in flight. A commit costs the service a memory read while the
+    child has not taken the last wake yet, a one-byte write otherwise; the child clears the byte before
+    it claims, so a row committed after that claim began sends a new wake. The shared byte is a memfd:
+    no file system needed (the images run with a read-only root)."""
+
+    def __init__(self) -> None:
+        self.pending_fd = os.memfd_create("cdap-relay-wake")
+        os.ftruncate(self.pending_fd, 1)
+        self.pending = mmap.mmap(self.pending_fd, 1)
+        self.read_end, self.write_end = os.pipe()
+        os.set_blocking(self.write_end, False)
+
+    def __call__(self) -> None:
+        """Wake the child (after a commit, on the lookup's path: never raises)."""
+        if self.pending[0]:
+            return
+        self.pending[0] = 1
+        with contextlib.suppress(OSError):  # the child is gone: its successor claims as it starts
+            os.write(self.write_end, b"\1")
+
+    def close_child_ends(self) -> None:
+        """Once the child has them: this process keeps only the pipe's write end and its own mapping."""
+        os.close(self.read_end)
+        os.close(self.pending_fd)
+
+    def close(self) -> None:
+        os.close(self.write_end)
+        self.pending.close()
+
+
+def _take_wakes(read_end: int, pending_fd: int, relay: OutboxRelay) -> None:
+    """In the child: wake `relay` whenever the service writes to `read_end` (`WakeLine`)."""
+    loop = asyncio.get_running_loop()
+    pending = mmap.mmap(pending_fd, 1)
+    os.set_blocking(read_end, False)
+
+    def taken() -> None:
+        with contextlib.suppress(BlockingIOError):
+            if not os.read(read_end, 64):  # the service is gone (standard input says so too)
+                loop.remove_reader(read_end)
+                return
+        pending[0] = 0  # before the claim: a row committed from now on wakes the relay again
+        relay.wake()
+
+    loop.add_reader(read_end, taken)
 
 
 async def _count_reports(read_end: int) -> None:
@@ -147,7 +208,7 @@ async def _report(out: int, relay_done: asyncio.Task[None]) -> None:
         os.write(out, json.dumps(_published()).encode() + b"\n")
 
 
-async def _serve(out: int) -> None:
+async def _serve(out: int, wakes: int, pending: int) -> None:
     settings = ServiceSettings()
     configure_logging(f"{settings.service_name}-relay", settings.log_level)
     configure_tracing(settings.service_name, settings.otlp_endpoint)
@@ -155,8 +216,10 @@ async def _serve(out: int) -> None:
         asyncpg_dsn(settings.database_url),
         settings.kafka_bootstrap,
         batch_size=settings.outbox_batch_size,
+        poll_interval=settings.outbox_poll_interval_seconds,
         login=settings.kafka_login,
     )
+    _take_wakes(wakes, pending, relay)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, relay.stop)
     loop.add_signal_handler(signal.SIGINT, relay.stop)
@@ -172,9 +235,11 @@ async def _serve(out: int) -> None:
 
 
 def main() -> None:
-    """`python -m cdap_shared.relay_process FD`: run the relay of the service whose settings are in the
-    environment, reporting its counts on file descriptor FD."""
-    asyncio.run(_serve(int(sys.argv[1])))
+    """`python -m cdap_shared.relay_process OUT WAKES PENDING`: run the relay of the service whose
+    settings are in the environment, reporting its counts on file descriptor OUT, woken by the service
+    through WAKES and PENDING (`WakeLine`)."""
+    out, wakes, pending = (int(fd) for fd in sys.argv[1:4])
+    asyncio.run(_serve(out, wakes, pending))
 
 
 if __name__ == "__main__":

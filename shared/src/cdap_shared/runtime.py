@@ -84,6 +84,7 @@ class ServiceRuntime:
                 asyncpg_dsn(settings.database_url),
                 settings.kafka_bootstrap,
                 batch_size=settings.outbox_batch_size,
+                poll_interval=settings.outbox_poll_interval_seconds,
                 login=settings.kafka_login,
             )
         self._tasks: list[asyncio.Task[Any]] = []

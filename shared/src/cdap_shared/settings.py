@@ -68,6 +68,12 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = Field(
         default=500, ge=1, le=10_000, description="outbox rows published per batch by the relay"
     )
+    outbox_poll_interval_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="how often an idle outbox relay looks for rows no notification or wake announced "
+        "(another replica's); it polls every 50 ms for this long after its last rows",
+    )
     outbox_relay_process: bool = Field(
         default=False,
         description="run the outbox relay in a child process of its own (restarted if it dies, `/ready` "

@@ -315,6 +315,23 @@ async def eventually(check: Callable[[], Awaitable[Any]], within: float = 20.0, 
     raise AssertionError(f"condition not met within {within}s (last value: {last!r})")
 
 
+async def relay_parked(database_url: str) -> bool:
+    """The outbox relay of this database (the holder of its advisory lock) has made its first claim and
+    waits for its next poll: idle, its last statement no longer the LISTEN it issues before claiming. A
+    row committed from then on reaches Kafka at that poll, or sooner if something wakes the relay."""
+    conn = await asyncpg.connect(plain_dsn(database_url))
+    try:
+        return bool(
+            await conn.fetchval(
+                "SELECT EXISTS (SELECT FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                " WHERE l.locktype = 'advisory' AND l.granted AND l.database = a.datid"
+                " AND a.datname = current_database() AND a.state = 'idle' AND a.query NOT LIKE 'LISTEN%')"
+            )
+        )
+    finally:
+        await conn.close()
+
+
 class TokenMinter:
     """Signs access tokens the way identity does, with a key of its own (tests of the other services)."""
 
