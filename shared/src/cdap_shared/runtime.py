@@ -159,8 +159,8 @@ class ServiceRuntime:
         ready_checks: Mapping[str, Any] | None = None,
     ) -> ServiceApp:
         """The service's app on this runtime (`cdap_shared.http.create_app`): `/ready` checks the
-        runtime (and the service's own `ready_checks`), the domain errors answer from `problems`, `/asyncapi.json` describes the broker, and
-        `app.state` holds the runtime and its sessions."""
+        runtime and the service's own `ready_checks`, the domain errors answer from `problems`,
+        `/asyncapi.json` describes the broker, and `app.state` holds the runtime and its sessions."""
         app = create_app(
             title=title,
             lifespan=lifespan,
