@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from cdap_cli.caf_feed import valid_nir
 from cdap_shared import events as ev
+from cdap_shared.identifiers import is_nir
 from cdap_shared.kafka_access import KafkaLogin
 
 CDAP = str(Path(sys.executable).with_name("cdap"))
@@ -69,7 +69,7 @@ async def test_generate_publishes_valid_dossiers_keyed_by_numero(
         data = ev.parse_data(event)
         assert isinstance(data, ev.DossierUpserted)
         assert event.type == "caf.dossier.upserted" and record.key == data.numero.encode()
-        assert data.department == "2A" and valid_nir(data.nir) and data.nir[5:7] == "2A"
+        assert data.department == "2A" and is_nir(data.nir) and data.nir[5:7] == "2A"
         members = data.sections["foyer"]["members"]
         assert members[0]["role"] == "allocataire" and data.sections["foyer"]["children"] == sum(
             m["role"] == "enfant" for m in members

@@ -238,7 +238,7 @@ async def test_two_dossiers_replicas_hold_a_caller_to_its_limit_together(world: 
 
 async def test_searches_are_rate_limited_across_replicas(world: World) -> None:
     urls = [world.system.url("dossiers"), world.replica.url("dossiers")]
-    body = {"motif": "accompagnement_social", "nir": "185057800608436"}
+    body = {"motif": "accompagnement_social", "nir": "185057800608491"}
     async with httpx.AsyncClient(timeout=20) as client:
         await _until_next_second()
         began = time.time()

@@ -27,11 +27,6 @@ def nir_key(body: str) -> str:
     return str(nir.calc_check_digits(body))
 
 
-def valid_nir(value: str) -> bool:
-    """A 15-character NIR whose key matches its body."""
-    return nir.is_valid(value) and len(value) == 15
-
-
 @dataclass
 class Pools:
     family_names: list[str]

@@ -144,7 +144,7 @@ async def test_searches_are_rate_limited_and_each_refusal_is_recorded(
         *(
             svc.client.post(
                 "/v1/dossiers/search",
-                json={"motif": "accompagnement_social", "nir": "185057800608436"},
+                json={"motif": "accompagnement_social", "nir": "185057800608491"},
                 headers=svc.token("sw", [grant]),
             )
             for _ in range(12)
@@ -167,10 +167,11 @@ async def test_searches_are_rate_limited_and_each_refusal_is_recorded(
     [
         {"motif": "accompagnement_social"},
         {"motif": "accompagnement_social", "nir": "12345"},
+        {"motif": "accompagnement_social", "nir": "185057800608436"},  # well formed, wrong key
         {"motif": "accompagnement_social", "birth_date": "1980-01-01"},
         {"motif": "accompagnement_social", "telephone": "call me"},
-        {"motif": "accompagnement_social", "nir": "185057800608436", "extra": 1},
-        {"motif": "BAD MOTIF", "nir": "185057800608436"},
+        {"motif": "accompagnement_social", "nir": "185057800608491", "extra": 1},
+        {"motif": "BAD MOTIF", "nir": "185057800608491"},
     ],
 )
 async def test_bad_searches_are_422_and_record_nothing(

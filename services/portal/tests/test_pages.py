@@ -206,6 +206,18 @@ async def test_search_lists_matches_with_a_consult_button(portal: PortalClient) 
     assert json.loads(call.request.content) == {"motif": "accompagnement_social", "family_name": "Martin"}
 
 
+async def test_a_nir_with_a_wrong_key_is_refused_before_any_search(portal: PortalClient) -> None:
+    """A mistyped NIR (its key does not match) is told to the user and costs no recorded search."""
+    await portal.login(T1_USER)
+    token = await portal.csrf("/dossiers")
+    r = await portal.client.post(
+        "/dossiers/recherche",
+        data={"csrf_token": token, "motif": "accompagnement_social", "nir": "1 85 05 78 006 084 36"},
+    )
+    assert r.status_code == 400 and "vérifiez la clé" in r.text
+    assert portal.fakes.made("dossiers") == []
+
+
 async def test_refresh_and_back_never_record_a_second_consultation(portal: PortalClient) -> None:
     """POST-redirect-GET: the lookup answers a redirect to its result; reloading the result (or coming
     back to it) shows it again without asking the dossiers service, which records every call."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cdap_shared.identifiers import NIR_PATTERN, is_nir
 
 NAME_LENGTH = 100  # the longest family name a lookup or search takes
 
@@ -48,13 +50,18 @@ class SearchRequest(BaseModel):
     )
 
     motif: str = Field(pattern=r"^[a-z_]{1,50}$")
-    nir: str | None = Field(
-        default=None, pattern=r"^[12]\s?\d{2}\s?\d{2}\s?(\d{2}|2[AB])\s?\d{3}\s?\d{3}\s?\d{2}$"
-    )
+    nir: str | None = Field(default=None, pattern=NIR_PATTERN)
     family_name: str | None = Field(default=None, min_length=1, max_length=NAME_LENGTH)
     birth_date: date | None = None
     telephone: str | None = Field(default=None, pattern=r"^\+?[0-9 .\-]{9,20}$")
     postal_code: str | None = Field(default=None, pattern=r"^\d{5}$")
+
+    @field_validator("nir")
+    @classmethod
+    def _nir_key(cls, nir: str | None) -> str | None:
+        if nir is not None and not is_nir(nir):
+            raise ValueError("the NIR's key (its last two digits) does not match the 13 characters before it")
+        return nir
 
     @model_validator(mode="after")
     def _one_identifying_criterion(self) -> SearchRequest:

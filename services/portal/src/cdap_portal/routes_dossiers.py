@@ -20,6 +20,7 @@ from cdap_portal.clients import checked
 from cdap_portal.outcomes import Outcome
 from cdap_portal.policy import PolicyView
 from cdap_portal.web import CsrfForm, field, portal_of, redirect, render, session_of
+from cdap_shared.identifiers import is_nir
 from cdap_shared.telemetry import current_trace_id
 
 router = APIRouter(tags=["dossiers"])
@@ -27,7 +28,6 @@ PartnerUser = require("partner_user")
 
 NUMERO = re.compile(r"^\d{7}$")
 MOTIF = re.compile(r"^[a-z_]{1,50}$")
-NIR = re.compile(r"^[12]\s?\d{2}\s?\d{2}\s?(\d{2}|2[AB])\s?\d{3}\s?\d{3}\s?\d{2}$")
 PHONE = re.compile(r"^\+?[0-9 .\-]{9,20}$")
 POSTAL = re.compile(r"^\d{5}$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -213,12 +213,12 @@ async def search(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer 
     motif_error = _check_motif([c for c in choices if c["searchable"]], not policy.known(), values["motif"])
     if motif_error:
         errors["search_motif"] = motif_error
-    checks = (("nir", NIR, "Le NIR comporte 15 caractères (13 chiffres et la clé)."),
-              ("telephone", PHONE, "Numéro de téléphone invalide."),
-              ("postal_code", POSTAL, "Le code postal comporte 5 chiffres."),
-              ("birth_date", DATE, "Date invalide."))  # fmt: skip
-    for name, pattern, message in checks:
-        if values[name] and not pattern.fullmatch(values[name]):
+    checks = (("nir", is_nir, "NIR invalide : 15 caractères (13 chiffres et la clé), vérifiez la clé."),
+              ("telephone", PHONE.fullmatch, "Numéro de téléphone invalide."),
+              ("postal_code", POSTAL.fullmatch, "Le code postal comporte 5 chiffres."),
+              ("birth_date", DATE.fullmatch, "Date invalide."))  # fmt: skip
+    for name, valid, message in checks:
+        if values[name] and not valid(values[name]):
             errors[f"search_{name}"] = message
     if not (values["nir"] or values["family_name"] or values["telephone"]):
         errors.setdefault("search_family_name", "Donnez un NIR, un nom de famille ou un numéro de téléphone.")
