@@ -18,9 +18,9 @@ import asyncpg
 import httpx
 
 import cdap_testing as testing
+from cdap_cli.topics import ensure_topics
 from cdap_shared.envelope import new_event_id
 from cdap_shared.kafka_access import TEST, export_login
-from cdap_shared.topics import ensure_topics
 
 # Benchmarks make their own topics and groups, as tests do: they log in as the test principal.
 export_login(TEST)

@@ -30,7 +30,7 @@ case "${1:-}" in
     exec python -m cdap_shared.migrations wait "/app/services/$2"
     ;;
   topics)
-    exec python -m cdap_shared.topics --bootstrap "$CDAP_KAFKA_BOOTSTRAP"
+    exec cdap kafka topics --bootstrap "$CDAP_KAFKA_BOOTSTRAP"
     ;;
   kafka-access)
     exec cdap kafka grant

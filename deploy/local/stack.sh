@@ -375,7 +375,7 @@ else brokers=1; fi
 case "$brokers" in [1-9]) ;; *) die "CDAP_KAFKA_BROKERS must be a number of nodes, 1 to 9" ;; esac
 topics_up() {
   CDAP_KAFKA_USERNAME=$kafka_admin CDAP_KAFKA_PASSWORD=$admin_password \
-    "$python" -m cdap_shared.topics --bootstrap "$(bootstrap)" || die "creating topics failed"
+    "$python" -m cdap_cli.topics --bootstrap "$(bootstrap)" || die "creating topics failed"
 }
 
 case "${1:-}" in

@@ -19,11 +19,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cdap_cli.caf_feed import build_pools, make_dossier
+from cdap_cli.topics import PARTITIONS
 from cdap_shared import events as ev
 from cdap_shared.envelope import new_event_id
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.services import backends
-from cdap_shared.topics import PARTITIONS, named
+from cdap_shared.topics import named
 from cdap_testing import eventually
 from cdap_testing.events import publish, request_approved
 from cdap_testing.system import (

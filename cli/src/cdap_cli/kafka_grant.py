@@ -25,10 +25,11 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     UserScramCredentialUpsertion,
 )
 
+from cdap_cli import topics
 from cdap_shared.kafka_access import ALL_PRINCIPALS, MECHANISM, PRINCIPALS, Principal, acls, password_variable
 from cdap_shared.topics import prefix
 
-app = typer.Typer(help="A deployed Kafka's principals and ACLs.", no_args_is_help=True)
+app = typer.Typer(help="A deployed Kafka's topics, principals and ACLs.", no_args_is_help=True)
 SCRAM_ITERATIONS = 8192  # Kafka's own default for SCRAM-SHA-512
 RESOURCES = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP}
 OPERATIONS = {"Write": AclOperation.WRITE, "Read": AclOperation.READ}
@@ -115,3 +116,10 @@ def grant_command(
     typer.echo(
         f"[kafka] {len(passwords)} credentials set, {len(bindings(topic_prefix=prefix()))} ACLs granted"
     )
+
+
+@app.command("topics")
+def topics_command(bootstrap: Annotated[str, typer.Option(envvar="CDAP_KAFKA_BOOTSTRAP")]) -> None:
+    """Every CDAP topic and its `.dlq` (under `CDAP_TOPIC_PREFIX`), created where missing; logs in as
+    `CDAP_KAFKA_USERNAME` / `CDAP_KAFKA_PASSWORD` when the broker asks for it."""
+    typer.echo(topics.report(bootstrap))

@@ -34,9 +34,10 @@ import pytest
 
 from cdap_cli.kafka_grant import admin_client, grant, revoke
 from cdap_cli.mailsink import mail_dir
+from cdap_cli.topics import ensure_topics
 from cdap_shared.envelope import new_event_id
 from cdap_shared.kafka_access import PRINCIPALS, TEST, KafkaLogin, export_login
-from cdap_shared.topics import all_topics, ensure_topics, prefix
+from cdap_shared.topics import all_topics, prefix
 
 T = TypeVar("T")
 

@@ -17,8 +17,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from cdap_cli.topics import ensure_topics
 from cdap_shared.envelope import new_event_id
-from cdap_shared.topics import ensure_topics
 from cdap_testing import (
     JwksServer,
     ServiceProcess,
