@@ -228,7 +228,7 @@ def actor_of(principal: Principal) -> Actor:
     )
 
 
-def current_actor(principal: CurrentPrincipal) -> Actor:
+async def current_actor(principal: CurrentPrincipal) -> Actor:
     """Dependency: the caller as an `Actor` (401/403 as `current_principal` says)."""
     return actor_of(principal)
 

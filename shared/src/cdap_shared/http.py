@@ -364,7 +364,7 @@ def _document_problems(app: FastAPI, public_paths: Sequence[str]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def current_time() -> datetime:
+async def current_time() -> datetime:
     """Dependency: the current instant (UTC). Tests travel in time with
     `app.dependency_overrides[current_time]`. Here, at the HTTP edge, so that `cdap_shared.clock`, which
     domain modules read, stays free of FastAPI."""

@@ -42,7 +42,7 @@ IdempotencyKey = Annotated[
 ]
 
 
-def context(request: Request) -> Context:
+async def context(request: Request) -> Context:
     """The settings and profile catalogue `app.py` built."""
     ctx: Context = request.app.state.ctx
     return ctx

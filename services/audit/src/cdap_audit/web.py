@@ -54,7 +54,7 @@ class Context:
     consumers: ConsumerWatch
 
 
-def context(request: Request) -> Context:
+async def context(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx
 
@@ -91,7 +91,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
-def entry_filter(
+async def entry_filter(
     actor: Actor = None,
     dossier: Annotated[str | None, Query(pattern=r"^\d{7}$")] = None,
     type: Annotated[str | None, Query(max_length=100, pattern=r"^[a-z]+(\.[a-z_]+)+$")] = None,

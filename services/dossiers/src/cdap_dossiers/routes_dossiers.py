@@ -59,7 +59,7 @@ async def record_refusal(request: Request, principal: Principal, reason: str) ->
     no dossier and is not recorded."""
     if request.url.path != "/v1/dossiers/search":
         return {}
-    ctx = context(request)
+    ctx = await context(request)
     caller = _caller(request, ctx.settings, principal)
     return {"X-Audit-Id": await searches.record_refusal(ctx.runtime.pool, ctx.policy, caller, reason)}
 
@@ -83,7 +83,7 @@ async def hot_lookup(request: Request, params: tuple[str, str, str | None]) -> R
     401/403/422 and the OpenAPI document stay FastAPI's."""
     numero, motif, family_name = params
     principal = await verified_principal(request)
-    return await get_dossier(numero, motif, request, context(request), principal, family_name)
+    return await get_dossier(numero, motif, request, await context(request), principal, family_name)
 
 
 # Declared before `/{numero}`, which would otherwise take `policy` for a (malformed) numero.

@@ -16,7 +16,7 @@ from cdap_dossiers.domain import NotRecorded
 PROBLEMS: dict[type[Exception], tuple[int, str]] = {NotRecorded: (503, "Service unavailable")}
 
 
-def context(request: Request) -> Context:
+async def context(request: Request) -> Context:
     """The settings, policy and runtime `app.py` built."""
     ctx: Context = request.app.state.ctx
     return ctx

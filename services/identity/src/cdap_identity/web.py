@@ -31,40 +31,40 @@ PROBLEMS: dict[type[Exception], tuple[int, str]] = {**REFUSALS, domain.BadProof:
 Id = Annotated[str, Path(min_length=1, max_length=64)]
 
 
-def settings(request: Request) -> Settings:
+async def settings(request: Request) -> Settings:
     """The settings `app.py` built the service with."""
     built: Settings = request.app.state.settings
     return built
 
 
-def sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+async def sessions(request: Request) -> async_sessionmaker[AsyncSession]:
     """The session factory, for a route that opens a session only on some paths (the token endpoint)."""
     factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
     return factory
 
 
-def key_ring(request: Request) -> KeyRing:
+async def key_ring(request: Request) -> KeyRing:
     """The signing keys as last loaded (the key reload job replaces them)."""
     ring: KeyRing = request.app.state.key_ring
     return ring
 
 
-def client_cache(request: Request) -> ClientCache:
+async def client_cache(request: Request) -> ClientCache:
     cache: ClientCache = request.app.state.client_cache
     return cache
 
 
-def sign_ins(request: Request) -> SignIns:
+async def sign_ins(request: Request) -> SignIns:
     recorder: SignIns = request.app.state.sign_ins
     return recorder
 
 
-def client_ip(request: Request) -> str | None:
+async def client_ip(request: Request) -> str | None:
     """The caller's address (the socket's peer, or what a trusted proxy said)."""
     return request.client.host if request.client else None
 
 
-def caf_admin(principal: Annotated[Principal, require_roles(domain.CAF_ADMIN)]) -> Actor:
+async def caf_admin(principal: Annotated[Principal, require_roles(domain.CAF_ADMIN)]) -> Actor:
     """The caller, who must be a CAF admin (403 otherwise)."""
     return actor_of(principal)
 
@@ -78,7 +78,7 @@ ClientIp = Annotated[str | None, Depends(client_ip)]
 CafAdmin = Annotated[Actor, Depends(caf_admin)]
 
 
-def token_settings(config: Config, ring: Ring) -> TokenSettings:
+async def token_settings(config: Config, ring: Ring) -> TokenSettings:
     """What issuing tokens needs: the signing keys and the settings."""
     return TokenSettings(
         ring=ring,

@@ -250,7 +250,7 @@ class Api:
         return checked(service, await self.call(service, method, path, **kwargs))
 
 
-def api(request: Request, _: SessionCookie) -> Api:
+async def api(request: Request, _: SessionCookie) -> Api:
     return Api(request)
 
 

@@ -56,7 +56,7 @@ class EntrySearch:
     errors: dict[str, str]
 
 
-def entry_search(
+async def entry_search(
     acteur: str = "", dossier: str = "", type: str = "", du: str = "", au: str = "", trace: str = ""
 ) -> EntrySearch:
     """FastAPI dependency: the entry search of the page's query (the page and its CSV export share it)."""
