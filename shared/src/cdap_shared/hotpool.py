@@ -56,8 +56,11 @@ class HotPool:
 
     async def _take(self) -> asyncpg.Connection:
         while True:
-            if self._idle:
-                return self._idle.pop()
+            while self._idle:
+                idle = self._idle.pop()
+                if not idle.is_closed():
+                    return idle
+                self._drop(idle)  # the server closed it while it sat idle
             if self._open < self.size:
                 return await self._connect()
             waiter: asyncio.Future[asyncpg.Connection | None] = asyncio.get_running_loop().create_future()

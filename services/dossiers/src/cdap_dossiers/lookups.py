@@ -25,7 +25,9 @@ from cdap_shared.hotpool import HotPool
 SOURCE = "/cdap/dossiers"
 CONSULTED = "dossier.consulted"
 # What a database outage raises on the plain asyncpg path: the consultation is then not recorded.
-OUTAGES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: a connection whose server went away while it sat idle (asyncpg is left
+# consuming the server's farewell); the next lookup on it fails, and the pool drops it.
+OUTAGES = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
