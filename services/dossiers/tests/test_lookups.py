@@ -277,7 +277,7 @@ async def test_a_late_call_counts_in_the_newer_window_never_resets_it(svc: Servi
 
 
 async def test_the_recorded_consultation_is_exactly_what_the_event_models_write(svc: Service) -> None:
-    """The lookup serialises its event from a template (`lookups._record`): byte for byte the
+    """The lookup serialises its event from a template (`lookups._consultation`): byte for byte the
     envelope and `DossierConsulted` the models would write, with its trace in the record's headers."""
     await svc.add_dossier("1000030", opposition=False)
     grant = await svc.grant("rose", "T1")
@@ -315,7 +315,7 @@ async def test_once_ready_every_lookup_connection_holds_its_statements_and_the_w
         return (await svc.client.get("/ready")).status_code == 200
 
     await eventually(ready)
-    pool = svc.app.state.ctx.connections
+    pool = svc.app.state.ctx.lookups.pool
     statements: list[set[str]] = []
 
     async def held() -> None:
@@ -327,7 +327,10 @@ async def test_once_ready_every_lookup_connection_holds_its_statements_and_the_w
     await asyncio.gather(*(held() for _ in range(svc.settings.db_pool_size)))
     assert len(statements) == svc.settings.db_pool_size
     for prepared in statements:
-        assert lookups._LOOKUP in prepared and outbox._INSERT_SQL in prepared
+        assert lookups._LOOKUP in prepared
+    async with svc.app.state.ctx.lookups.records.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT statement FROM pg_prepared_statements")
+        assert outbox._INSERT_MANY_SQL in {row["statement"] for row in rows}
     async with svc.app.state.sessions() as s:
         assert (await s.execute(text("SELECT count(*) FROM outbox"))).scalar_one() == 0
         assert (await s.execute(text("SELECT count(*) FROM rate_window"))).scalar_one() == 0

@@ -7,6 +7,7 @@ the request that caused the event, however long the row waits.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from sqlmodel import Field, SQLModel
 
 from cdap_shared.envelope import KAFKA_HEADERS, CloudEvent
 from cdap_shared.events import EventData, make_event, topic_for
+from cdap_shared.hotpool import HotPool
 from cdap_shared.topics import named
 
 NOTIFY_CHANNEL = "cdap_outbox"
@@ -196,18 +198,101 @@ def span_headers(span: SpanContext) -> str:
 _PLAIN_HEADERS = json.dumps(KAFKA_HEADERS)
 
 
-async def add_pg_serialised(
-    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,  # type: ignore[type-arg]
-    event_id: str,
-    event_type: str,
-    key: str,
-    payload: bytes,
-    headers: str,
-) -> None:
-    """`add_pg` for an event its caller serialised itself (`payload`, the structured-mode JSON body) with
-    its record `headers` (`span_headers`): dossiers' lookup builds its consultation from a template."""
-    await conn.execute(_INSERT_SQL, event_id, event_type, named(topic_for(event_type)), key, payload, headers)
-    _committed(conn)
+# Rows of concurrent callers appended by one statement, in their callers' order (`GroupAppend`).
+_INSERT_MANY_SQL = (
+    "INSERT INTO outbox (event_id, event_type, topic, key, payload, headers) "
+    "SELECT event_id, event_type, topic, key, payload, CAST(headers AS jsonb) FROM unnest("
+    "$1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::bytea[], $6::text[]) WITH ORDINALITY "
+    "AS staging(event_id, event_type, topic, key, payload, headers, position) ORDER BY position"
+)
+
+Row = tuple[str, str, str, str, bytes, str]
+
+
+class GroupAppend:
+    """Outbox rows of concurrent requests appended together: the first caller's row goes at once, and
+    the rows that arrive while a statement runs go in the next one. Each statement commits on its own
+    (no transaction is open), so a caller's `append` returns only once its row has committed. A statement
+    that a row's content fails is retried row by row, so that row fails its own caller only; any other
+    failure (the database is unreachable) fails every caller of the statement at once.
+
+    One statement (and one commit, one WAL flush) serves many lookups under load, on a connection of its
+    own (`pool`, size 1: the rows never wait behind lookups for a connection)."""
+
+    def __init__(self, pool: HotPool, max_rows: int = 500) -> None:
+        self.pool = pool
+        self.max_rows = max_rows
+        self._waiting: list[tuple[Row, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def append(self, event_id: str, event_type: str, key: str, payload: bytes, headers: str) -> None:
+        """Stage one event its caller serialised (`payload`: its structured-mode JSON body, `headers`:
+        `span_headers`); returns once its row has committed, raises what refused it."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(
+            ((event_id, event_type, named(topic_for(event_type)), key, payload, headers), done)
+        )
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write())
+        await done
+
+    async def _write(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[: self.max_rows], self._waiting[self.max_rows :]
+                try:
+                    await self._insert(batch)
+                except Exception as exc:
+                    if len(batch) == 1 or not _refuses_a_row(exc):
+                        _settle(batch, exc)  # an outage: every caller fails now (a 503), none waits on
+                        continue
+                    for one in batch:
+                        try:
+                            await self._insert([one])
+                        except Exception as refused:
+                            _settle([one], refused)
+                except BaseException:  # cancelled (the service stops): so are its callers
+                    for _, done in [*batch, *self._waiting]:
+                        done.cancel()
+                    raise
+        finally:
+            self._writer = None
+
+    async def _insert(self, batch: list[tuple[Row, asyncio.Future[None]]]) -> None:
+        """One statement for `batch`; once it has committed, the relays are woken and the callers told."""
+        columns = [list(column) for column in zip(*(row for row, _ in batch), strict=True)]
+        async with self.pool.acquire() as conn:
+            await conn.execute(_INSERT_MANY_SQL, *columns)
+        for wake in _relays:
+            wake()
+        _settle(batch, None)
+
+
+def _refuses_a_row(exc: Exception) -> bool:
+    """Whether the database refused a row's content (SQLSTATE classes 22, data exception, and 23,
+    integrity constraint violation) rather than the statement as a whole (an outage, a timeout)."""
+    return isinstance(exc, asyncpg.PostgresError) and str(exc.sqlstate or "")[:2] in {"22", "23"}
+
+
+def _settle(batch: list[tuple[Row, asyncio.Future[None]]], error: Exception | None) -> None:
+    """Tell the callers of `batch` (those still waiting) that their rows committed, or what refused them."""
+    for _, done in batch:
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+
+async def prepare_group_append(conn: asyncpg.Connection) -> None:
+    """`HotPool`'s `prepare` for `GroupAppend`'s connection: its statement parsed once, nothing written."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        await conn.execute(_INSERT_MANY_SQL, [], [], [], [], [], [])
+    finally:
+        await transaction.rollback()
 
 
 async def emit(

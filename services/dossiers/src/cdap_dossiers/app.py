@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from cdap_dossiers import handlers, lookups, routes_dossiers, web
 from cdap_dossiers.config import Context, Settings
 from cdap_dossiers.policy import load_policy
-from cdap_shared import standing
+from cdap_shared import outbox, standing
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.db import asyncpg_dsn
 from cdap_shared.hotpool import HotPool
@@ -37,11 +37,13 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
 
     # The lookups' own connections (cdap_shared.hotpool: asyncpg's pool cost them more than a statement).
     connections = HotPool(asyncpg_dsn(settings.database_url), settings.db_pool_size, prepare=lookups.prepare)
+    # Their records, appended together on a connection of their own (outbox.GroupAppend).
+    records = HotPool(asyncpg_dsn(settings.database_url), 1, prepare=outbox.prepare_group_append)
     verifier = verifier or runtime.token_verifier()
     # Before /ready says ready: every lookup connection open with its statements prepared, the token keys
     # fetched, then what exists frozen out of the collector's reach (the full collections lookups trigger
     # no longer walk it: the lookup's p99 fell by about half, docs/architecture.md, "Dossiers: a lookup").
-    warm_up = WarmUp(connections.fill, verifier.load_keys, _freeze)
+    warm_up = WarmUp(connections.fill, records.fill, verifier.load_keys, _freeze)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -50,6 +52,7 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
                 yield
             finally:
                 await connections.close()
+                await records.close()
 
     app = runtime.create_app(
         title="CDAP dossiers",
@@ -61,7 +64,9 @@ def build(settings: Settings | None = None, *, verifier: TokenVerifier | None = 
     app.add_hot_route(
         "GET", routes_dossiers.LOOKUP_PATH, routes_dossiers.well_formed, routes_dossiers.hot_lookup
     )
-    app.state.ctx = Context(settings, policy, runtime, connections)
+    app.state.ctx = Context(
+        settings, policy, runtime, lookups.Lookups(connections, outbox.GroupAppend(records))
+    )
     app.state.standing = standing.ProjectedStanding(runtime)
     app.state.record_refusal = routes_dossiers.record_refusal
     app.state.token_verifier = verifier

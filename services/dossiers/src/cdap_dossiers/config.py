@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pydantic import Field
 
+from cdap_dossiers.lookups import Lookups
 from cdap_dossiers.policy import DEFAULT_POLICY, Policy
-from cdap_shared.hotpool import HotPool
 from cdap_shared.runtime import ServiceRuntime
 from cdap_shared.settings import ServiceSettings
 
@@ -42,9 +42,9 @@ class Settings(ServiceSettings):
 @dataclass(frozen=True)
 class Context:
     """What the routes need besides the request: the settings, the policy in force, the runtime (its
-    plain asyncpg pool, opened at start, is the search's), and the lookup's own connections."""
+    plain asyncpg pool, opened at start, is the search's), and what the lookups read and write with."""
 
     settings: Settings
     policy: Policy
     runtime: ServiceRuntime
-    connections: HotPool
+    lookups: Lookups

@@ -7,7 +7,7 @@ before the outcome is returned; if that commit fails, `NotRecorded` is raised an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import asyncpg
 import orjson
@@ -39,6 +39,16 @@ class Caller:
 
 
 Decision = Literal["granted", "denied", "not_found", "rate_limited"]
+
+
+class Staged(NamedTuple):
+    """A consultation's outbox row: `GroupAppend.append`'s arguments."""
+
+    event_id: str
+    event_type: str
+    key: str
+    payload: bytes
+    headers: str
 
 
 @dataclass
@@ -73,20 +83,19 @@ _LOOKUP = f"""
 
 
 async def prepare(conn: asyncpg.Connection) -> None:
-    """Ready a new lookup connection (`HotPool`'s `prepare`): the lookup's two statements run once in a
-    transaction rolled back, so they are parsed, described and kept (asyncpg's statement cache) and the
-    server has read what they touch, yet nothing is counted or recorded."""
+    """Ready a new lookup connection (`HotPool`'s `prepare`): the lookup's read runs once in a
+    transaction rolled back, so it is parsed, described and kept (asyncpg's statement cache) and the
+    server has read what it touches, yet nothing is counted. (`outbox.prepare_group_append` readies the
+    record's connection.)"""
     transaction = conn.transaction()
     await transaction.start()
     try:
         await conn.fetchrow(_LOOKUP, "", [], "", civil_today())
-        await outbox.add_pg_serialised(conn, new_event_id(), CONSULTED, "", b"{}", "{}")
     finally:
         await transaction.rollback()
 
 
-async def _record(
-    conn: asyncpg.Connection,
+def _consultation(
     caller: Caller,
     numero: str,
     motif: str,
@@ -96,8 +105,8 @@ async def _record(
     *,
     reason: str | None = None,
     sections: list[str] | None = None,
-) -> str:
-    """Stage the consultation in the outbox (committed at once: no transaction is open); its event id.
+) -> Staged:
+    """The consultation's outbox row, for `GroupAppend.append` (its first field is the event id).
 
     The event (`ev.DossierConsulted` in its envelope) is serialised with `envelope.structured_bytes`
     rather than through the models, which cost a lookup about a tenth of its CPU; `test_lookups` checks
@@ -119,73 +128,86 @@ async def _record(
         "sections": sections or [],
     }
     payload = structured_bytes(event_id, CONSULTED, SOURCE, numero, data)
-    await outbox.add_pg_serialised(conn, event_id, CONSULTED, numero, payload, outbox.span_headers(span))
-    return event_id
+    return Staged(event_id, CONSULTED, numero, payload, outbox.span_headers(span))
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """What a lookup writes and reads with: its connections (`pool`, to read) and the outbox rows of
+    concurrent lookups appended together (`records`, on a connection of its own)."""
+
+    pool: HotPool
+    records: outbox.GroupAppend
 
 
 async def lookup(
-    pool: HotPool, policy: Policy, caller: Caller, numero: str, motif: str, family_name: str | None
+    lookups: Lookups, policy: Policy, caller: Caller, numero: str, motif: str, family_name: str | None
 ) -> Outcome:
     """One consultation of one dossier, recorded whatever its outcome (plain asyncpg: the hot path).
 
-    Two statements, each its own transaction: the read (which counts the call) and the record. The
-    caller's standing is judged from facts the read brings, as `CurrentPrincipal` judges it elsewhere;
-    the outcome is returned only once the record has committed. Raises `NotRecorded` if it cannot be."""
+    Two statements: the read (which counts the call), then the record, appended with those of the
+    lookups running meanwhile (`GroupAppend`). The caller's standing is judged from facts the read
+    brings, as `CurrentPrincipal` judges it elsewhere; the outcome is returned only once the record has
+    committed. Raises `NotRecorded` if it cannot be."""
     try:
-        return await _lookup(pool, policy, caller, numero, motif, family_name)
+        async with lookups.pool.acquire() as conn:
+            outcome, staged = await _decide(conn, policy, caller, numero, motif, family_name)
+        # The read's connection is back in the pool: the record waits for its batch, not for a connection.
+        await lookups.records.append(*staged)
     except OUTAGES as exc:
         raise NotRecorded from exc
+    # The record has committed: only now may the data leave.
+    return outcome
 
 
-async def _lookup(
-    pool: HotPool, policy: Policy, caller: Caller, numero: str, motif: str, family_name: str | None
-) -> Outcome:
+async def _decide(
+    conn: asyncpg.Connection,
+    policy: Policy,
+    caller: Caller,
+    numero: str,
+    motif: str,
+    family_name: str | None,
+) -> tuple[Outcome, Staged]:
+    """The read and the decision: the outcome (its body not to leave before `Staged` has committed)."""
     today = civil_today()
     principal = caller.principal
-    async with pool.acquire() as conn:
-        row = await conn.fetchrow(_LOOKUP, principal.sub, [g.id for g in principal.grants], numero, today)
-        assert row is not None
-        rate = ratelimit.RateDecision("lookup", caller.lookup_limit, row["calls"])
-        try:
-            judged = standing.judge(principal, [standing.Fact.of(f) for f in row["facts"]], today)
-        except standing.NotInGoodStanding as refusal:
-            return await _refused(conn, policy, caller, numero, motif, rate, refusal.reason, "denied")
-        if not rate.allowed:
-            return await _refused(conn, policy, caller, numero, motif, rate, "rate_limited", "rate_limited")
-        if row["numero"] is None:
-            return await _refused(conn, policy, caller, numero, motif, rate, "unknown_numero", "not_found")
-        live = {g.id for g in judged.grants}
-        grants = [ActiveGrant(*g) for g in row["grants"] if g[0] in live]
-        facts = DossierFacts(
-            numero=row["numero"],
-            department=row["department"],
-            opposition=row["opposition"],
-            family_name=row["family_name"],
-            landlord_siret=row["landlord_siret"],
-            rsa_referent_siret=row["rsa_referent_siret"],
-        )
-        verdict = decide(policy, grants, facts, motif, family_name=family_name)
-        if verdict.decision == "denied":
-            audit_id = await _record(
-                conn, caller, numero, motif, verdict.grant, policy, "denied", reason=verdict.reason
-            )
-            return Outcome("denied", audit_id, rate, reason=verdict.reason)
-        view = filtered_view(orjson.loads(row["sections"]), verdict.sections)
-        audit_id = await _record(
-            conn, caller, numero, motif, verdict.grant, policy, "granted", sections=sorted(view)
-        )
-    # The record has committed: only now may the data leave.
+    row = await conn.fetchrow(_LOOKUP, principal.sub, [g.id for g in principal.grants], numero, today)
+    assert row is not None
+    rate = ratelimit.RateDecision("lookup", caller.lookup_limit, row["calls"])
+    try:
+        judged = standing.judge(principal, [standing.Fact.of(f) for f in row["facts"]], today)
+    except standing.NotInGoodStanding as refusal:
+        return _refused(policy, caller, numero, motif, rate, refusal.reason, "denied")
+    if not rate.allowed:
+        return _refused(policy, caller, numero, motif, rate, "rate_limited", "rate_limited")
+    if row["numero"] is None:
+        return _refused(policy, caller, numero, motif, rate, "unknown_numero", "not_found")
+    live = {g.id for g in judged.grants}
+    grants = [ActiveGrant(*g) for g in row["grants"] if g[0] in live]
+    facts = DossierFacts(
+        numero=row["numero"],
+        department=row["department"],
+        opposition=row["opposition"],
+        family_name=row["family_name"],
+        landlord_siret=row["landlord_siret"],
+        rsa_referent_siret=row["rsa_referent_siret"],
+    )
+    verdict = decide(policy, grants, facts, motif, family_name=family_name)
+    if verdict.decision == "denied":
+        staged = _consultation(caller, numero, motif, verdict.grant, policy, "denied", reason=verdict.reason)
+        return Outcome("denied", staged.event_id, rate, reason=verdict.reason), staged
+    view = filtered_view(orjson.loads(row["sections"]), verdict.sections)
+    staged = _consultation(caller, numero, motif, verdict.grant, policy, "granted", sections=sorted(view))
     body = {
         "numero": numero,
         "department": row["department"],
         "policy_version": policy.version,
         "sections": view,
     }
-    return Outcome("granted", audit_id, rate, body)
+    return Outcome("granted", staged.event_id, rate, body), staged
 
 
-async def _refused(
-    conn: asyncpg.Connection,
+def _refused(
     policy: Policy,
     caller: Caller,
     numero: str,
@@ -193,7 +215,7 @@ async def _refused(
     rate: ratelimit.RateDecision,
     reason: str,
     decision: Decision,
-) -> Outcome:
-    """Record a lookup refused before any grant was weighed (standing, rate, unknown numero)."""
-    audit_id = await _record(conn, caller, numero, motif, None, policy, decision, reason=reason)
-    return Outcome(decision, audit_id, rate, reason=reason)
+) -> tuple[Outcome, Staged]:
+    """A lookup refused before any grant was weighed (standing, rate, unknown numero)."""
+    staged = _consultation(caller, numero, motif, None, policy, decision, reason=reason)
+    return Outcome(decision, staged.event_id, rate, reason=reason), staged

@@ -108,7 +108,7 @@ async def get_dossier(
     # `hot_lookup` calls this with the token's principal verified, its standing not yet judged: the
     # lookup's own statement judges it (`lookups.lookup`).
     caller = _caller(request, ctx.settings, principal)
-    return _answer(await lookups.lookup(ctx.connections, ctx.policy, caller, numero, motif, family_name))
+    return _answer(await lookups.lookup(ctx.lookups, ctx.policy, caller, numero, motif, family_name))
 
 
 router.add_api_route(
