@@ -111,7 +111,7 @@ bench: up bench-tools ## benchmarks; results in bench/results/, summary in docs/
 lint: setup
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
-	@$(PY) -m mypy shared/src services/*/src cli/src testing/src
+	@$(PY) -m mypy shared/src services/*/src cli/src testing/src bench
 
 format: setup
 	@$(PY) -m ruff format .

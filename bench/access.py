@@ -388,7 +388,7 @@ async def workflow(progress: Progress, count: int, concurrency: int) -> tuple[di
     )
     minter = TokenMinter()
     jwks = JwksServer(minter.jwks)
-    headers = {
+    tokens = {
         "admin": minter.mint(
             "bench-partner-admin",
             roles=["partner_admin"],
@@ -403,7 +403,7 @@ async def workflow(progress: Progress, count: int, concurrency: int) -> tuple[di
             "bench-manager", roles=["caf_manager"], department="76", email="m@caf76.example", ttl=3600
         ),
     }
-    headers = {k: {"Authorization": f"Bearer {v}"} for k, v in headers.items()}
+    headers = {k: {"Authorization": f"Bearer {v}"} for k, v in tokens.items()}
     access_topic = await fresh_topic("wf-access")
     run = uuid.uuid4().hex[:8]
     common = {

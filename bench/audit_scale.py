@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from bench import audit_data
 from bench.audit import audit_service, publish, tree_size
-from bench.common import percentile
+from bench.common import ADMIN_DSN, percentile
 from cdap_audit import ledger, merkle, signing
 from cdap_audit.domain import EntryFacts
 
@@ -52,10 +53,10 @@ async def checkpoints(name: str, base: int, rounds: int, topic: str) -> dict[str
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     appends, signs = [], []
     try:
-        signer = await signing.load_signer(sessions, None, "cdap.audit/local")
+        signer = await signing.stored_signer(sessions, "cdap.audit/local")
         for k in range(rounds):
             i = base + k
-            facts = audit_data.facts(i, base, audit_data.datetime.now(audit_data.UTC))
+            facts = audit_data.facts(i, base, datetime.now(UTC))
             facts = EntryFacts(**{**facts.__dict__, "event_id": f"bench-checkpoint-{i}-{time.time_ns()}"})
             t0 = time.perf_counter()
             async with sessions() as session, session.begin():
@@ -84,7 +85,7 @@ async def queries(
     times: dict[str, list[float]] = {q: [] for q in QUERIES}
     verified = 0
     for r in range(rounds):
-        requests = {
+        requests: dict[str, tuple[str, dict[str, Any]]] = {
             "entries_by_actor": (
                 "/v1/entries",
                 {"actor": audit_data.actor_of(rng.randrange(base), base), "limit": 100},
@@ -130,6 +131,7 @@ async def queries(
 async def consistency_check(client: httpx.AsyncClient, conn: asyncpg.Connection, base: int) -> bool:
     """The checkpoint signed at base + 1 (step 1) is a prefix of the latest one: consistency proof."""
     old = await conn.fetchrow("SELECT tree_size, root_hash FROM checkpoint WHERE tree_size = $1", base + 1)
+    assert old is not None, f"no checkpoint at {base + 1}"
     latest = (await client.get("/v1/checkpoints/latest")).json()
     second, second_root = int(latest["tree_size"]), base64.b64decode(latest["root_hash"])
     proof = (await client.get("/v1/proofs/consistency", params={"first": base + 1, "second": second})).json()
@@ -220,7 +222,7 @@ async def run(progress: Progress, quick: bool = False, reseed: bool = False) -> 
         cdap = await measure(large_db, large, events, rounds, progress)
     finally:
         await audit_data.create_database(small_db, drop=True)
-        admin = await asyncpg.connect(audit_data.ADMIN_DSN)
+        admin = await asyncpg.connect(ADMIN_DSN)
         await admin.execute(f'DROP DATABASE IF EXISTS "{small_db}" WITH (FORCE)')
         await admin.close()
         conn = await asyncpg.connect(audit_data.dsn(large_db))

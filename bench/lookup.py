@@ -156,7 +156,7 @@ async def pair(urls: tuple[str, str], tokens: list[str], seconds: int, count: in
 
 async def profile(
     env: dict[str, str], tokens: list[str], seconds: int, count: int, quick: bool
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The dossiers service under pyinstrument (bench/profile_server.py) while wrk runs 50 connections."""
     port = free_port()
     stem = RESULTS / "logs" / "lookup-quick-profile" if quick else RESULTS / "lookup-profile"
@@ -276,7 +276,7 @@ async def run(progress: Any, quick: bool = False) -> dict[str, Any]:
         "replicas_2_p99_ms": two["p99_ms"],
         "profiled_requests_per_s": round(profiled["requests_per_s"], 1),
     }
-    layers = profiled.pop("layers", {})
+    layers: dict[str, float] = profiled.pop("layers", {})
     base_row = {
         **summary["floor"],
         "replicas_2_requests_per_s": one["requests_per_s"],

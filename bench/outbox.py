@@ -33,6 +33,7 @@ from bench.common import KAFKA, RESULTS, drop_database, fresh_database, fresh_to
 from cdap_shared import events as ev
 from cdap_shared import outbox
 from cdap_shared.db import asyncpg_dsn, create_engine, create_tables, session_factory
+from cdap_shared.envelope import CloudEvent
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.relay import PRODUCER_OPTIONS, OutboxRelay, make_producer
 from cdap_shared.telemetry import configure_tracing
@@ -90,7 +91,7 @@ class FastStreamRelay(OutboxRelay):
         await asyncio.gather(*acknowledgements)
 
 
-def consultation(i: int) -> ev.CloudEvent:
+def consultation(i: int) -> CloudEvent:
     numero = f"{1_000_000 + i % 900_000:07d}"
     data = ev.DossierConsulted(
         actor=f"user-{i % 500}",
@@ -171,7 +172,7 @@ async def run_cdap(
         # CPU per event on each side: a figure the machine's load moves less than the rates.
         cpu_here, cpu_consumer = time.process_time(), _cpu_seconds(consumer.pid)
 
-        async def writer(chunk: list[ev.CloudEvent]) -> None:
+        async def writer(chunk: list[CloudEvent]) -> None:
             for i in range(0, len(chunk), 100):
                 async with sessions() as session, session.begin():
                     await outbox.add_all(session, chunk[i : i + 100], topic=topic)
