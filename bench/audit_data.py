@@ -28,6 +28,7 @@ from typing import Any
 
 import asyncpg
 
+import cdap_testing as testing
 from bench.common import ADMIN_DSN
 from cdap_audit import ledger, merkle
 from cdap_audit.domain import EntryFacts, leaf_bytes
@@ -135,11 +136,19 @@ def sqlalchemy_url(name: str) -> str:
     return dsn(name).replace("postgresql://", "postgresql+asyncpg://")
 
 
+async def drop_database(name: str) -> None:
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await testing.drop_database(admin, name)
+    finally:
+        await admin.close()
+
+
 async def create_database(name: str, *, drop: bool) -> None:
     admin = await asyncpg.connect(ADMIN_DSN)
     try:
         if drop:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await testing.drop_database(admin, name)
         if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
             await admin.execute(f'CREATE DATABASE "{name}"')
     finally:

@@ -19,7 +19,7 @@ from cdap_identity.passwords import HASHER
 from cdap_shared import events as ev
 from cdap_shared import services as registry
 from cdap_shared.db import create_engine, session_factory
-from cdap_testing import ServiceProcess, migrate
+from cdap_testing import ServiceProcess, drop_database, migrate
 
 DB = "cdap_bench_identity"
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ async def prepare() -> tuple[str, str, list[str]]:
     """A fresh identity database with 10 organisations, their activated admins, and one client."""
     admin = await asyncpg.connect(ADMIN_DSN)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+        await drop_database(admin, DB)
         await admin.execute(f'CREATE DATABASE "{DB}"')
     finally:
         await admin.close()

@@ -235,13 +235,21 @@ async def create_database(admin_dsn: str, name: str, template: str | None = None
 
 
 async def drop_database(conn: asyncpg.Connection, name: str) -> None:
-    """DROP ... WITH (FORCE), retried: it may meet an autovacuum worker it is not allowed to terminate."""
-    for attempt in range(10):
+    """Drop `name` once the sessions on it are gone: ours are terminated, and a plain DROP stops the
+    autovacuum worker itself. `WITH (FORCE)` would refuse: it terminates every backend on the database
+    by permission, and an autovacuum worker (after a large load, vacuuming for seconds) belongs to no
+    role that ours may signal."""
+    for attempt in range(20):
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND usename = current_user AND pid <> pg_backend_pid()",
+            name,
+        )
         try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
             return
-        except asyncpg.InsufficientPrivilegeError:
-            if attempt == 9:
+        except asyncpg.ObjectInUseError:  # a session still closing: DROP waited 5 s for it
+            if attempt == 19:
                 raise
             await asyncio.sleep(0.5)
 
