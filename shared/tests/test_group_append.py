@@ -34,8 +34,8 @@ async def records(dsn: str) -> AsyncIterator[outbox.GroupAppend]:
     await pool.close()
 
 
-def staged(i: int) -> tuple[str, str, str, bytes, str]:
-    return (new_event_id(), "dossier.consulted", f"{1000000 + i:07d}", b'{"n": %d}' % i, "{}")
+def staged(i: int) -> outbox.Staged:
+    return outbox.Staged(new_event_id(), "dossier.consulted", f"{1000000 + i:07d}", b'{"n": %d}' % i, "{}")
 
 
 async def test_concurrent_rows_go_in_few_statements_each_committed_before_its_caller_returns(
@@ -47,8 +47,8 @@ async def test_concurrent_rows_go_in_few_statements_each_committed_before_its_ca
     one_at_a_time = asyncio.Lock()  # one connection runs one query at a time
     count = "SELECT count(*) FROM outbox WHERE event_id = $1"
 
-    async def append(row: tuple[str, str, str, bytes, str]) -> None:
-        await records.append(*row)
+    async def append(row: outbox.Staged) -> None:
+        await records.append(row)
         # Another connection sees the row as soon as its caller is told it is recorded: committed.
         async with one_at_a_time:
             seen_on_return.append(await observer.fetchval(count, row[0]))
@@ -69,15 +69,15 @@ async def test_a_row_the_database_refuses_fails_its_own_caller_only(
     dsn: str, records: outbox.GroupAppend
 ) -> None:
     first = staged(1)
-    await records.append(*first)
+    await records.append(first)
     second = staged(2)
-    blocker = asyncio.create_task(records.append(*second))  # the statement in flight
+    blocker = asyncio.create_task(records.append(second))  # the statement in flight
     await asyncio.sleep(0)
-    duplicate = (first[0], *first[1:])  # the same event id: the unique index refuses it
+    duplicate = outbox.Staged(*first)  # the same event id: the unique index refuses it
     batch = [staged(i) for i in range(3, 7)]
     # These queue behind the one in flight, so they go in one statement, which the duplicate fails.
     results = await asyncio.gather(
-        *(records.append(*row) for row in [batch[0], duplicate, *batch[1:]]), return_exceptions=True
+        *(records.append(row) for row in [batch[0], duplicate, *batch[1:]]), return_exceptions=True
     )
     await blocker
     assert isinstance(results[1], asyncpg.UniqueViolationError)
@@ -101,7 +101,7 @@ async def test_an_unreachable_database_fails_every_caller_at_once(monkeypatch: p
     monkeypatch.setattr(asyncpg, "connect", counted)
     pool = HotPool("postgresql://nobody@127.0.0.1:1/none", 1, timeout=1.0)
     records = outbox.GroupAppend(pool)
-    results = await asyncio.gather(*(records.append(*staged(i)) for i in range(50)), return_exceptions=True)
+    results = await asyncio.gather(*(records.append(staged(i)) for i in range(50)), return_exceptions=True)
     assert all(isinstance(result, OSError) for result in results)
     # One or two statements (the first row, then those queued behind it), not one attempt per row: with
     # each attempt taking up to the pool's timeout, lookups would wait minutes for their 503.

@@ -12,6 +12,7 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 from opentelemetry import propagate
@@ -145,9 +146,9 @@ _relays: list[Callable[[], None]] = []  # how to wake each relay this process ru
 
 @contextlib.contextmanager
 def waking(wake: Callable[[], None]) -> Iterator[None]:
-    """While inside, `wake()` is called each time `add_pg` commits a row: a relay of this process is told
-    at once, without PostgreSQL, rather than finding the row at its next poll. `wake` must be cheap and
-    never raise (it runs on the lookup's path, after the commit)."""
+    """While inside, `wake()` is called each time `add_pg` or `GroupAppend` commits rows: a relay of this
+    process is told at once, without PostgreSQL, rather than finding the row at its next poll. `wake`
+    must be cheap and never raise (it runs on the lookup's path, after the commit)."""
     _relays.append(wake)
     try:
         yield
@@ -206,7 +207,19 @@ _INSERT_MANY_SQL = (
     "AS staging(event_id, event_type, topic, key, payload, headers, position) ORDER BY position"
 )
 
-Row = tuple[str, str, str, str, bytes, str]
+
+class Staged(NamedTuple):
+    """An event its caller serialised itself, for `GroupAppend.append`: `payload` is its structured-mode
+    JSON body, `headers` its record headers (`span_headers`)."""
+
+    event_id: str
+    event_type: str
+    key: str
+    payload: bytes
+    headers: str
+
+
+_Waiting = tuple[Staged, asyncio.Future[None]]
 
 
 class GroupAppend:
@@ -222,49 +235,57 @@ class GroupAppend:
     def __init__(self, pool: HotPool, max_rows: int = 500) -> None:
         self.pool = pool
         self.max_rows = max_rows
-        self._waiting: list[tuple[Row, asyncio.Future[None]]] = []
+        self._waiting: list[_Waiting] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def append(self, event_id: str, event_type: str, key: str, payload: bytes, headers: str) -> None:
-        """Stage one event its caller serialised (`payload`: its structured-mode JSON body, `headers`:
-        `span_headers`); returns once its row has committed, raises what refused it."""
+    async def append(self, staged: Staged) -> None:
+        """Stage one event; returns once its row has committed, raises what refused it."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(
-            ((event_id, event_type, named(topic_for(event_type)), key, payload, headers), done)
-        )
+        self._waiting.append((staged, done))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write())
         await done
 
     async def _write(self) -> None:
+        batch: list[_Waiting] = []
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting[: self.max_rows], self._waiting[self.max_rows :]
-                try:
-                    await self._insert(batch)
-                except Exception as exc:
-                    if len(batch) == 1 or not _refuses_a_row(exc):
-                        _settle(batch, exc)  # an outage: every caller fails now (a 503), none waits on
-                        continue
-                    for one in batch:
-                        try:
-                            await self._insert([one])
-                        except Exception as refused:
-                            _settle([one], refused)
-                except BaseException:  # cancelled (the service stops): so are its callers
-                    for _, done in [*batch, *self._waiting]:
-                        done.cancel()
-                    raise
+                await self._append_batch(batch)
+        except BaseException:  # cancelled (the service stops): so are its callers
+            for _, done in [*batch, *self._waiting]:
+                done.cancel()
+            raise
         finally:
             self._writer = None
 
-    async def _insert(self, batch: list[tuple[Row, asyncio.Future[None]]]) -> None:
+    async def _append_batch(self, batch: list[_Waiting]) -> None:
+        try:
+            await self._insert(batch)
+        except Exception as exc:
+            if len(batch) == 1 or not _refuses_a_row(exc):
+                _settle(batch, exc)  # an outage: every caller fails now (a 503), none waits on
+                return
+            for one in batch:
+                try:
+                    await self._insert([one])
+                except Exception as refused:
+                    _settle([one], refused)
+
+    async def _insert(self, batch: list[_Waiting]) -> None:
         """One statement for `batch`; once it has committed, the relays are woken and the callers told."""
-        columns = [list(column) for column in zip(*(row for row, _ in batch), strict=True)]
+        rows = [staged for staged, _ in batch]
         async with self.pool.acquire() as conn:
-            await conn.execute(_INSERT_MANY_SQL, *columns)
-        for wake in _relays:
-            wake()
+            await conn.execute(
+                _INSERT_MANY_SQL,
+                [row.event_id for row in rows],
+                [row.event_type for row in rows],
+                [named(topic_for(row.event_type)) for row in rows],
+                [row.key for row in rows],
+                [row.payload for row in rows],
+                [row.headers for row in rows],
+            )
+            _committed(conn)
         _settle(batch, None)
 
 
@@ -274,7 +295,7 @@ def _refuses_a_row(exc: Exception) -> bool:
     return isinstance(exc, asyncpg.PostgresError) and str(exc.sqlstate or "")[:2] in {"22", "23"}
 
 
-def _settle(batch: list[tuple[Row, asyncio.Future[None]]], error: Exception | None) -> None:
+def _settle(batch: list[_Waiting], error: Exception | None) -> None:
     """Tell the callers of `batch` (those still waiting) that their rows committed, or what refused them."""
     for _, done in batch:
         if done.done():

@@ -1,7 +1,8 @@
 """The outbox relay: publishes committed outbox rows to Kafka, in order, at least once.
 
 - wakes on LISTEN/NOTIFY, and when `wake()` is called (the lookups' rows come without a notification:
-  `outbox.add_pg` wakes the relays of its process directly, `relay_process` carries that to a child),
+  `outbox.add_pg` and `GroupAppend` wake the relays of its process directly, `relay_process` carries
+  that to a child),
   with a polling fallback (a lost wake only delays, never loses); while rows keep coming, and for a
   `poll_interval` after the last ones, it polls every `busy_poll_interval` (rows staged in another
   replica's process wake no relay here);
@@ -112,7 +113,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Publish until stopped; survives PostgreSQL and Kafka outages by retrying. The rows this
-        process stages with `outbox.add_pg` wake it meanwhile."""
+        process stages with `outbox.add_pg` or `GroupAppend` wake it meanwhile."""
         with waking(self.wake):
             await self._run()
 

@@ -14,8 +14,8 @@ Whatever starts the service (`make run`, the image, the test harness) therefore 
   standard input is a pipe from the service, and end of file stops it;
 - it reports what it published on a pipe, once a second, so the service's `/metrics` keeps
   `cdap_outbox_published_total`;
-- the rows the service commits with `outbox.add_pg` (the lookups') wake it through another pipe
-  (`WakeLine`), so it claims them at once rather than at its next poll.
+- the rows the service commits with `outbox.add_pg` or `outbox.GroupAppend` (the lookups') wake it
+  through another pipe (`WakeLine`), so it claims them at once rather than at its next poll.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ before the outcome is returned; if that commit fails, `NotRecorded` is raised an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import asyncpg
 import orjson
@@ -39,16 +39,6 @@ class Caller:
 
 
 Decision = Literal["granted", "denied", "not_found", "rate_limited"]
-
-
-class Staged(NamedTuple):
-    """A consultation's outbox row: `GroupAppend.append`'s arguments."""
-
-    event_id: str
-    event_type: str
-    key: str
-    payload: bytes
-    headers: str
 
 
 @dataclass
@@ -105,7 +95,7 @@ def _consultation(
     *,
     reason: str | None = None,
     sections: list[str] | None = None,
-) -> Staged:
+) -> outbox.Staged:
     """The consultation's outbox row, for `GroupAppend.append` (its first field is the event id).
 
     The event (`ev.DossierConsulted` in its envelope) is serialised with `envelope.structured_bytes`
@@ -128,7 +118,7 @@ def _consultation(
         "sections": sections or [],
     }
     payload = structured_bytes(event_id, CONSULTED, SOURCE, numero, data)
-    return Staged(event_id, CONSULTED, numero, payload, outbox.span_headers(span))
+    return outbox.Staged(event_id, CONSULTED, numero, payload, outbox.span_headers(span))
 
 
 @dataclass(frozen=True)
@@ -153,7 +143,7 @@ async def lookup(
         async with lookups.pool.acquire() as conn:
             outcome, staged = await _decide(conn, policy, caller, numero, motif, family_name)
         # The read's connection is back in the pool: the record waits for its batch, not for a connection.
-        await lookups.records.append(*staged)
+        await lookups.records.append(staged)
     except OUTAGES as exc:
         raise NotRecorded from exc
     # The record has committed: only now may the data leave.
@@ -167,8 +157,8 @@ async def _decide(
     numero: str,
     motif: str,
     family_name: str | None,
-) -> tuple[Outcome, Staged]:
-    """The read and the decision: the outcome (its body not to leave before `Staged` has committed)."""
+) -> tuple[Outcome, outbox.Staged]:
+    """The read and the decision: the outcome (its body not to leave before its record has committed)."""
     today = civil_today()
     principal = caller.principal
     row = await conn.fetchrow(_LOOKUP, principal.sub, [g.id for g in principal.grants], numero, today)
@@ -215,7 +205,7 @@ def _refused(
     rate: ratelimit.RateDecision,
     reason: str,
     decision: Decision,
-) -> tuple[Outcome, Staged]:
+) -> tuple[Outcome, outbox.Staged]:
     """A lookup refused before any grant was weighed (standing, rate, unknown numero)."""
     staged = _consultation(caller, numero, motif, None, policy, decision, reason=reason)
     return Outcome(decision, staged.event_id, rate, reason=reason), staged
