@@ -644,7 +644,7 @@ async def measure(names: Sequence[str], quick: bool, progress: Progress) -> dict
             continue
         # The floor right before and right after each throughput part, and the part against their mean:
         # one floor for the whole run put a 3-second part next to a floor taken minutes away from it,
-        # and this machine's rate drifts by a fifth within minutes (1-2 December runs).
+        # and this machine's rate moved by up to a third within a minute (1-2 December runs).
         before = await run_plain(n, progress, f"baseline before {name}")
         out[name] = await parts[name]()
         after = await run_plain(n, progress, f"baseline after {name}")

@@ -136,14 +136,6 @@ def sqlalchemy_url(name: str) -> str:
     return dsn(name).replace("postgresql://", "postgresql+asyncpg://")
 
 
-async def drop_database(name: str) -> None:
-    admin = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await testing.drop_database(admin, name)
-    finally:
-        await admin.close()
-
-
 async def create_database(name: str, *, drop: bool) -> None:
     admin = await asyncpg.connect(ADMIN_DSN)
     try:

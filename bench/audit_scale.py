@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from bench import audit_data
 from bench.audit import audit_service, publish, tree_size
-from bench.common import percentile
+from bench.common import drop_database, percentile
 from cdap_audit import ledger, merkle, signing
 from cdap_audit.domain import EntryFacts
 
@@ -221,7 +221,7 @@ async def run(progress: Progress, quick: bool = False, reseed: bool = False) -> 
         baseline = await measure(small_db, small, events, rounds, progress)
         cdap = await measure(large_db, large, events, rounds, progress)
     finally:
-        await audit_data.drop_database(small_db)
+        await drop_database(audit_data.dsn(small_db))
         conn = await asyncpg.connect(audit_data.dsn(large_db))
         await audit_data.restore(conn, large)
         await conn.close()
