@@ -8,8 +8,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from cdap_audit.rules import DEFAULT_RULES
+from cdap_audit import alerts
+from cdap_audit.domain import facts_from_event
+from cdap_audit.rules import DEFAULT_RULES, MinuteCounts, load_rules
 from cdap_shared import events as ev
 from cdap_shared.envelope import CloudEvent
 
@@ -156,3 +159,31 @@ async def test_a_partner_system_s_lookups_and_searches_count_like_a_person_s(
     raised = await alerts_after(audit, lookups + searches)  # 101 in the hour: one over the limit of 100
     assert [(a.rule, a.severity, a.actor) for a in raised] == [("volume_per_hour", "warning", system)]
     assert "dossier.consulted/dossier.searched" in raised[0].detail
+
+
+async def test_an_alert_s_key_is_kept_only_once_its_batch_commits(
+    make_database: Callable[[], Awaitable[str]], tmp_path: Path
+) -> None:
+    """`Recorded` keeps the keys of a batch that committed, not of one rolled back; a kept key is not
+    offered again by a later batch, and another period's is."""
+    (tmp_path / "rules.toml").write_text(RULES)
+    rules = load_rules(tmp_path / "rules.toml")
+    night = [(facts_from_event(consulted("nina", "1000060", at=NIGHT)), 0)]
+    recorded = alerts.Recorded()
+    engine = create_async_engine(await make_database())
+    try:
+        fired = await alerts.evaluate_batch(rules, night, MinuteCounts(), recorded)
+        assert [t.rule for _, _, t in fired] == ["night"]
+        with pytest.raises(RuntimeError):
+            async with AsyncSession(engine) as session, session.begin():
+                recorded.keep_on_commit(session, fired)
+                raise RuntimeError("killed before the commit")
+        assert fired[0][2].dedup_key not in recorded
+        async with AsyncSession(engine) as session, session.begin():
+            recorded.keep_on_commit(session, fired)
+        assert fired[0][2].dedup_key in recorded
+    finally:
+        await engine.dispose()
+    assert await alerts.evaluate_batch(rules, night, MinuteCounts(), recorded) == []
+    next_night = [(facts_from_event(consulted("nina", "1000061", at=NIGHT + timedelta(hours=1))), 1)]
+    assert len(await alerts.evaluate_batch(rules, next_night, MinuteCounts(), recorded)) == 1

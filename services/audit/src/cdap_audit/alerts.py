@@ -11,12 +11,13 @@ that wins emits `audit.alert.raised`, so a burst of further events raises nothin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from cdap_audit.domain import EntryFacts
 from cdap_audit.rules import MinuteCounts, RuleSet, Triggered, evaluate, minute_of
@@ -73,21 +74,63 @@ async def load_counts(session: AsyncSession, rules: RuleSet, batch: Sequence[Ent
     return counts
 
 
+class Recorded:
+    """Dedup keys of the alerts this process saw committed. A later batch does not offer them to the
+    database again, where their insert would do nothing: a rule firing for 500 actors then costs one
+    row per actor and period, not 500 rows per batch. Alerts are never deleted, so a key kept here
+    stays true; past `limit` keys they are all forgotten, which only costs those inserts again."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._keys: set[str] = set()
+        self._limit = limit
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def keep_on_commit(self, session: AsyncSession, fired: Fired) -> None:
+        """Remember `fired`'s keys once (and only if) the session's transaction commits."""
+        keys = [triggered.dedup_key for _, _, triggered in fired]
+        if not keys:
+            return
+
+        def committed(_: Session) -> None:
+            if len(self._keys) + len(keys) > self._limit:
+                self._keys.clear()
+            self._keys.update(keys)
+
+        event.listen(session.sync_session, "after_commit", committed, once=True)
+
+
+class _Raised:
+    """The keys a batch must not offer again: raised earlier in the batch, or recorded before it."""
+
+    def __init__(self, batch: Container[str], recorded: Container[str]) -> None:
+        self.batch, self.recorded = batch, recorded
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.batch or key in self.recorded
+
+
 async def evaluate_batch(
-    rules: RuleSet, entries: Sequence[tuple[EntryFacts, int]], counts: MinuteCounts
+    rules: RuleSet,
+    entries: Sequence[tuple[EntryFacts, int]],
+    counts: MinuteCounts,
+    recorded: Container[str] = (),
 ) -> Fired:
     """Count the batch's `(facts, leaf index)` for the windowed rules and evaluate every rule on each
-    entry in order; no I/O. It yields to the event loop every few hundred entries, so that a COPY
-    running meanwhile on the batch's connection keeps sending (`ledger.write`)."""
+    entry in order; no I/O. Alerts whose key is in `recorded` (`Recorded`) are known to be raised
+    already. It yields to the event loop every few hundred entries, so that a COPY running meanwhile
+    on the batch's connection keeps sending (`ledger.write`)."""
     counted = rules.counted_types()
     fired: dict[str, tuple[EntryFacts, int, Triggered]] = {}
+    raised = _Raised(fired, recorded)
     for n, (facts, index) in enumerate(entries, 1):
         found: dict[str, int] = {}
         if facts.actor is not None and facts.type in counted:
             queries, minute = rules.window_queries(facts.type, facts.decision), minute_of(facts.time)
             counts.add(facts.actor, facts, minute, queries)
             found = {q.rule: counts.count(facts.actor, q, minute) for q in queries}
-        for triggered in evaluate(rules, facts, found, fired):
+        for triggered in evaluate(rules, facts, found, raised):
             fired[triggered.dedup_key] = (facts, index, triggered)  # the first one: later ones skip it
         if n % _SLICE == 0:
             await asyncio.sleep(0)

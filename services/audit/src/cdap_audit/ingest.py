@@ -114,6 +114,7 @@ class Ingestor:
         self.rules = rules
         self.alerts_topic = alerts_topic
         self.frontier = ledger.Frontier(on_commit)
+        self.recorded = alerts.Recorded()
         self.traced = traced
 
     async def __call__(self, session: AsyncSession, batch: Fresh) -> None:
@@ -140,11 +141,12 @@ class Ingestor:
         first = appending.first
         entries = [(facts, first + i) for i, facts in enumerate(audited)]
         try:
-            fired = await alerts.evaluate_batch(self.rules, entries, counts)
+            fired = await alerts.evaluate_batch(self.rules, entries, counts, self.recorded)
         finally:
             await writing
         appended = time.time_ns()
         await alerts.record(session, counts, fired, self.alerts_topic)
+        self.recorded.keep_on_commit(session, fired)
         for item in batch:
             await standing.apply(session, item.event)  # who may still read the log
         if self.traced:

@@ -291,13 +291,13 @@ def evaluate(
     seconds = int(facts.time.timestamp())
     who = _who(facts)
     for rule in rules.for_type(facts.type):
-        # Most entries set nothing off: their keys are not worth writing.
-        detail = _detail(rule, rules, facts, counts)
-        if detail is None:
+        # Most entries set nothing off: their keys are not worth writing. Of those that do, most
+        # concern an alert raised already: their detail (times formatted, ...) is not worth writing.
+        if not _fires(rule, rules, facts, counts):
             continue
         key = _dedup_key(rule, who, seconds)
         if key not in raised:
-            fired.append(Triggered(rule.name, rule.severity, detail, key))
+            fired.append(Triggered(rule.name, rule.severity, _detail(rule, rules, facts, counts), key))
     return fired
 
 
@@ -314,24 +314,33 @@ def _dedup_key(rule: Rule, who: str, seconds: int) -> str:
     return f"{rule.name}|{who}|{seconds // (rule.cooldown_minutes * 60)}"
 
 
-def _detail(rule: Rule, rules: RuleSet, facts: EntryFacts, counts: dict[str, int]) -> str | None:
-    """Why `rule` fires on `facts`, or None when it does not."""
+def _fires(rule: Rule, rules: RuleSet, facts: EntryFacts, counts: dict[str, int]) -> bool:
+    """Whether `rule` fires on `facts` (`_detail` says why)."""
+    if isinstance(rule, NightRule):
+        return is_night(facts.time.astimezone(rules.zone).time(), rule.start, rule.end)
+    if isinstance(rule, VolumeRule):
+        return counts.get(rule.name, 0) > rule.max_count
+    if isinstance(rule, DenialsRule):
+        return facts.decision in rule.decisions and counts.get(rule.name, 0) >= rule.count
+    if isinstance(rule, NetworkRule) and facts.client_ip:
+        return outside_networks(rule, rules, facts.organisation_id, facts.client_ip) is not None
+    return False
+
+
+def _detail(rule: Rule, rules: RuleSet, facts: EntryFacts, counts: dict[str, int]) -> str:
+    """Why `rule` fires on `facts`, which `_fires` said it does."""
     if isinstance(rule, NightRule):
         local = facts.time.astimezone(rules.zone)
-        if is_night(local.time(), rule.start, rule.end):
-            return f"{facts.type} at {local:%H:%M} {rules.timezone} ({format_time(facts.time)})"
-    elif isinstance(rule, VolumeRule):
+        return f"{facts.type} at {local:%H:%M} {rules.timezone} ({format_time(facts.time)})"
+    if isinstance(rule, VolumeRule):
+        what = "/".join(rule.types)
         n = counts.get(rule.name, 0)
-        if n > rule.max_count:
-            what = "/".join(rule.types)
-            return f"{n} {what} events within {rule.window_minutes} min (limit {rule.max_count})"
-    elif isinstance(rule, DenialsRule):
+        return f"{n} {what} events within {rule.window_minutes} min (limit {rule.max_count})"
+    if isinstance(rule, DenialsRule):
         n = counts.get(rule.name, 0)
-        if facts.decision in rule.decisions and n >= rule.count:
-            return f"{n} refusals ({'/'.join(rule.decisions)}) within {rule.window_minutes} min"
-    elif isinstance(rule, NetworkRule) and facts.client_ip:
-        return outside_networks(rule, rules, facts.organisation_id, facts.client_ip)
-    return None
+        return f"{n} refusals ({'/'.join(rule.decisions)}) within {rule.window_minutes} min"
+    assert isinstance(rule, NetworkRule) and facts.client_ip
+    return outside_networks(rule, rules, facts.organisation_id, facts.client_ip) or ""
 
 
 def is_night(local: time, start: time, end: time) -> bool:
