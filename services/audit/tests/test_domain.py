@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic_core import TzInfo
 
 from cdap_audit.domain import (
     EntryFacts,
     NotAudited,
     canonical_json,
     facts_from_event,
+    format_time,
     leaf_bytes,
     leaf_document,
 )
@@ -112,6 +115,19 @@ def test_time_is_utc_with_microseconds_so_it_round_trips() -> None:
     paris = timezone(timedelta(hours=1))
     event = consulted(at=datetime(2026, 1, 15, 23, 30, tzinfo=paris))
     assert json.loads(leaf_bytes(facts_from_event(event)))["time"] == "2026-01-15T22:30:00.000000+00:00"
+
+
+ZONES = st.sampled_from(
+    # pydantic parses "Z" as its own TzInfo: the type every consumed event's time has.
+    [UTC, TzInfo(0), timezone(timedelta(hours=-3, minutes=-30)), ZoneInfo("Europe/Paris")]
+)
+
+
+@given(st.datetimes(timezones=ZONES), st.booleans())
+def test_a_time_is_written_as_isoformat_writes_it_in_utc(value: datetime, whole: bool) -> None:
+    """format_time's fast path (orjson) writes what the leaves were always written with."""
+    value = value.replace(microsecond=0) if whole else value
+    assert format_time(value) == value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def test_dossier_content_is_refused() -> None:

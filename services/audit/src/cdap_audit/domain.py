@@ -91,8 +91,16 @@ _KEYS = frozenset({str})
 
 
 def format_time(value: datetime) -> str:
-    """UTC, microseconds always written: PostgreSQL keeps microseconds, so the text round-trips."""
+    """UTC, microseconds always written: PostgreSQL keeps microseconds, so the text round-trips.
+    The text is `isoformat(timespec="microseconds")`'s: `2026-12-02T05:10:00.000000+00:00`."""
+    if value.utcoffset() == _ZERO and value.year >= 1000:
+        # Every leaf writes one: orjson writes the same text ten times faster, a zero fraction aside.
+        text = orjson.dumps(value).decode()[1:-1]
+        return text if value.microsecond else f"{text[:19]}.000000{text[19:]}"
     return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+_ZERO = timedelta(0)
 
 
 def leaf_document(facts: EntryFacts) -> dict[str, Any]:
