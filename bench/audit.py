@@ -211,8 +211,8 @@ async def end_offsets(topic: str) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA, **KafkaLogin.from_env().options())
     await consumer.start()
     try:
-        # A consumer knows the partitions of its subscriptions only; this one has none.
-        numbers = await consumer._client._wait_on_metadata(topic)
+        await consumer.topics()  # fetches the cluster's metadata: a consumer without subscriptions has none
+        numbers = consumer.partitions_for_topic(topic) or set()
         return dict(await consumer.end_offsets([TopicPartition(topic, p) for p in numbers]))
     finally:
         await consumer.stop()

@@ -126,6 +126,27 @@ def test_the_cli_and_the_benchmarks_use_only_public_names(folder: str) -> None:
     assert not wrong, "\n".join(wrong)
 
 
+# Test folders and the package whose private names each may use: the one it tests.
+TEST_FOLDERS = {
+    "tests": None,
+    "testing/src": "cdap_testing",
+    "shared/tests": "cdap_shared",
+    "cli/tests": "cdap_cli",
+    **{f"services/{s.name}/tests": s.package for s in SERVICES},
+}
+
+
+@pytest.mark.parametrize("folder", sorted(TEST_FOLDERS))
+def test_tests_use_only_public_names_of_the_packages_they_do_not_test(folder: str) -> None:
+    own = TEST_FOLDERS[folder]
+    wrong = [
+        str(i)
+        for i in imports_under(ROOT / folder)
+        if top(i.module).startswith("cdap_") and top(i.module) != own and private(i)
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_the_cli_imports_no_test_support() -> None:
     wrong = [str(i) for i in imports_under(ROOT / "cli/src") if top(i.module) in TEST_LIBRARIES]
     assert not wrong, "\n".join(wrong)

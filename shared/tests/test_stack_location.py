@@ -43,8 +43,8 @@ class FakeContainer:
 def test_a_docker_host_gets_kafka_and_postgresql_containers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CDAP_KAFKA_BOOTSTRAP", raising=False)
     monkeypatch.delenv("CDAP_DATABASE_URL", raising=False)
-    monkeypatch.setattr(testing, "_port_open", lambda host, port: False)
-    monkeypatch.setattr(testing, "_docker_answers", lambda: True)
+    monkeypatch.setattr(testing, "port_open", lambda host, port: False)
+    monkeypatch.setattr(testing, "docker_answers", lambda: True)
     monkeypatch.setattr(testcontainers.community.kafka, "KafkaContainer", FakeContainer)
     monkeypatch.setattr(testcontainers.community.postgres, "PostgresContainer", FakeContainer)
 
@@ -59,7 +59,7 @@ def test_a_docker_host_gets_kafka_and_postgresql_containers(monkeypatch: pytest.
 
 def test_without_stack_or_docker_the_run_fails_saying_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CDAP_KAFKA_BOOTSTRAP", raising=False)
-    monkeypatch.setattr(testing, "_port_open", lambda host, port: False)
-    monkeypatch.setattr(testing, "_docker_answers", lambda: False)
+    monkeypatch.setattr(testing, "port_open", lambda host, port: False)
+    monkeypatch.setattr(testing, "docker_answers", lambda: False)
     with pytest.raises(pytest.fail.Exception, match="make up"), testing.locate_stack():
         pass

@@ -117,7 +117,7 @@ def identity_api(stack: dict[str, str]) -> Iterator[dict[str, Any]]:
     sends to /v1/token are generated and match none of the accounts created here."""
     system = System(admin_url=stack["database"], kafka=stack["kafka"])
     try:
-        system._start(
+        system.start_blocking(
             "identity",
             extra_env={"identity": {"CDAP_ACCESS_TOKEN_SECONDS": "3600", "CDAP_LOG_LEVEL": "WARNING"}},
         )
@@ -189,7 +189,7 @@ def portal_api(stack: dict[str, str]) -> Iterator[dict[str, Any]]:
     would present a used refresh token, and identity would end the session)."""
     system = System(admin_url=stack["database"], kafka=stack["kafka"])
     try:
-        system._start(
+        system.start_blocking(
             "identity",
             "access-requests",
             "dossiers",

@@ -330,7 +330,7 @@ async def test_once_ready_every_lookup_connection_holds_its_statements_and_the_w
         assert lookups._LOOKUP in prepared
     async with svc.app.state.ctx.lookups.records.pool.acquire() as conn:
         rows = await conn.fetch("SELECT statement FROM pg_prepared_statements")
-        assert outbox._INSERT_MANY_SQL in {row["statement"] for row in rows}
+        assert outbox.GROUP_APPEND_SQL in {row["statement"] for row in rows}
     async with svc.app.state.sessions() as s:
         assert (await s.execute(text("SELECT count(*) FROM outbox"))).scalar_one() == 0
         assert (await s.execute(text("SELECT count(*) FROM rate_window"))).scalar_one() == 0

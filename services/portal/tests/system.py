@@ -98,7 +98,7 @@ class System(processes.System):
             self.ports.setdefault(name, free_port())
         self.common_env["CDAP_LOG_LEVEL"] = "WARNING"
         # Identity reads the run's access events whole: an approval published before it joined counts.
-        self._start(
+        self.start_blocking(
             "identity",
             "dossiers",
             "portal",
@@ -108,7 +108,7 @@ class System(processes.System):
 
     def start_workflow(self) -> None:
         """access-requests and audit (the whole story, from the request to the audit trail)."""
-        self._start("access-requests", "audit")
+        self.start_blocking("access-requests", "audit")
         self.wait_for_groups("access-requests", "audit")
 
     # ------------------------------------------------------------------ acting as the CAF

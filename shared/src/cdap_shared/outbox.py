@@ -199,8 +199,9 @@ def span_headers(span: SpanContext) -> str:
 _PLAIN_HEADERS = json.dumps(KAFKA_HEADERS)
 
 
-# Rows of concurrent callers appended by one statement, in their callers' order (`GroupAppend`).
-_INSERT_MANY_SQL = (
+# Rows of concurrent callers appended by one statement, in their callers' order (`GroupAppend`);
+# prepared on each of its connections (`prepare_group_append`).
+GROUP_APPEND_SQL = (
     "INSERT INTO outbox (event_id, event_type, topic, key, payload, headers) "
     "SELECT event_id, event_type, topic, key, payload, CAST(headers AS jsonb) FROM unnest("
     "$1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::bytea[], $6::text[]) WITH ORDINALITY "
@@ -277,7 +278,7 @@ class GroupAppend:
         rows = [staged for staged, _ in batch]
         async with self.pool.acquire() as conn:
             await conn.execute(
-                _INSERT_MANY_SQL,
+                GROUP_APPEND_SQL,
                 [row.event_id for row in rows],
                 [row.event_type for row in rows],
                 [named(topic_for(row.event_type)) for row in rows],
@@ -311,7 +312,7 @@ async def prepare_group_append(conn: asyncpg.Connection) -> None:
     transaction = conn.transaction()
     await transaction.start()
     try:
-        await conn.execute(_INSERT_MANY_SQL, [], [], [], [], [], [])
+        await conn.execute(GROUP_APPEND_SQL, [], [], [], [], [], [])
     finally:
         await transaction.rollback()
 

@@ -87,13 +87,15 @@ def mails_to(folder: str, address: str) -> list[str]:
     return mailbox(folder).to(address)
 
 
-def _port_open(host: str, port: int) -> bool:
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on `host:port` (a local stack's Kafka, PostgreSQL)."""
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
 
 
-def _docker_answers() -> bool:
+def docker_answers() -> bool:
+    """Whether a Docker engine answers here (then the fixtures start Kafka and PostgreSQL in containers)."""
     if shutil.which("docker") is None:
         return False
     try:
@@ -175,11 +177,11 @@ def locate_stack() -> Iterator[dict[str, str]]:
         export_login(TEST)
         yield {"kafka": kafka, "database": database}
         return
-    if _port_open("127.0.0.1", 9092) and _port_open("127.0.0.1", 5432):
+    if port_open("127.0.0.1", 9092) and port_open("127.0.0.1", 5432):
         export_login(TEST)
         yield {"kafka": kafka or LOCAL_KAFKA, "database": database or LOCAL_DATABASE}
         return
-    if _docker_answers():
+    if docker_answers():
         from testcontainers.community.kafka import KafkaContainer
         from testcontainers.community.postgres import PostgresContainer
 

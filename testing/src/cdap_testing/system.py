@@ -75,14 +75,16 @@ class System:
 
     async def start(self, *names: str, extra_env: dict[str, dict[str, str]] | None = None) -> System:
         """Start services (blocking work in a thread: the test's event loop keeps running)."""
-        return await asyncio.to_thread(self._start, *names, extra_env=extra_env)
+        return await asyncio.to_thread(self.start_blocking, *names, extra_env=extra_env)
 
     def consumer_group(self, name: str) -> str:
         """The consumer group of service `name` in this run (it may run more groups, named after it),
         under the run's topic prefix like the topics (the services inherit `CDAP_TOPIC_PREFIX`)."""
         return named(f"{name}-{self.run_id}")
 
-    def _start(self, *names: str, extra_env: dict[str, dict[str, str]] | None = None) -> System:
+    def start_blocking(self, *names: str, extra_env: dict[str, dict[str, str]] | None = None) -> System:
+        """`start` for synchronous callers (module fixtures, a browser test's system): blocks until every
+        named service answers."""
         for name in names:
             self.ports.setdefault(name, free_port())
 
