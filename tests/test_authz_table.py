@@ -1,8 +1,8 @@
-"""The authorization tables' completeness check finds both kinds of gap."""
+"""The authorization tables' completeness check (`cdap_testing.authz_table`) finds both kinds of gap."""
 
 from __future__ import annotations
 
-from cdap_shared.authz_table import coverage_gaps
+from cdap_testing.authz_table import coverage_gaps
 
 DOCUMENT = {
     "paths": {

@@ -12,15 +12,16 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from cdap_shared import services as registry
 from cdap_shared.kafka_access import ADMIN, ALL_PRINCIPALS, SUPER_USERS, password_variable, service_principal
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".stack" / "bin"
 SCHEMAS = ROOT / ".stack" / "k8s-schemas"
 KUBERNETES_VERSION = "1.33.0"
-SERVICES = ("identity", "access-requests", "dossiers", "audit", "portal")
+SERVICES = tuple(s.name for s in registry.SERVICES)
 TRACE_VIEWER = "jaeger"
-WITH_DATABASE = ("identity", "access-requests", "dossiers", "audit")
+WITH_DATABASE = registry.backends()
 KUSTOMIZATIONS = ("base", "overlays/production")
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cdap_audit.app import build
-from cdap_shared.authz_table import coverage_gaps
+from cdap_testing.authz_table import coverage_gaps
 
 from .conftest import Audit, consulted, suspended
 

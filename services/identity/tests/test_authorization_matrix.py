@@ -30,7 +30,7 @@ from cdap_identity import domain
 from cdap_identity.app import build
 from cdap_identity.keys import issue_access_token
 from cdap_identity.models import Client, Grant, Organisation, User
-from cdap_shared.authz_table import HIDDEN
+from cdap_testing.authz_table import HIDDEN
 from cdap_testing.matrix import assert_complete, table_mismatches
 
 from .conftest import STRONG, Identity, unique_email

@@ -1,5 +1,5 @@
 """Walking a service's authorization table (`services/*/tests/test_authorization_matrix.py`): every row
-(an operation) x every column (a caller), each cell checked by `cdap_shared.authz_table.cell_mismatch`."""
+(an operation) x every column (a caller), each cell checked by `cdap_testing.authz_table.cell_mismatch`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from cdap_shared.authz_table import cell_mismatch, coverage_gaps
+from cdap_testing.authz_table import cell_mismatch, coverage_gaps
 
 # What a row's call is: (path, keyword arguments of the request, a text an allowed answer shows).
 Call = tuple[str, dict[str, Any], str | None]

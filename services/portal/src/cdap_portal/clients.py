@@ -16,8 +16,6 @@ from opentelemetry.propagate import inject
 
 from cdap_portal.config import Settings
 
-SERVICES = ("identity", "access", "dossiers", "audit")
-
 
 @dataclass
 class ApiError(Exception):
