@@ -23,7 +23,7 @@ from faststream.kafka.publisher.usecase import DefaultPublisher
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from cdap_shared import asyncapi
+from cdap_shared import asyncapi, kafka_transport
 from cdap_shared.auth import TokenVerifier
 from cdap_shared.consumer import BatchHandler, EventConsumer, Handler, Prepare
 from cdap_shared.db import asyncpg_dsn, create_engine, session_factory
@@ -56,6 +56,7 @@ class ServiceRuntime:
     def __init__(self, settings: ServiceSettings, *, run_relay: bool = True) -> None:
         self.settings = settings
         configure_logging(settings.service_name, settings.log_level)
+        kafka_transport.install()  # before any Kafka client: uvicorn runs services on uvloop
         self.tracer_provider = configure_tracing(
             settings.service_name, settings.otlp_endpoint, settings.trace_sql
         )
