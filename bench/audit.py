@@ -208,10 +208,10 @@ STAGES = (
 
 async def end_offsets(topic: str) -> dict[TopicPartition, int]:
     """The end offset of each partition of `topic` now."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA, **KafkaLogin.from_env().options())
+    # Subscribed (no group: nothing is committed), the consumer fetches the topic's metadata at start.
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=KAFKA, **KafkaLogin.from_env().options())
     await consumer.start()
     try:
-        await consumer.topics()  # fetches the cluster's metadata: a consumer without subscriptions has none
         numbers = consumer.partitions_for_topic(topic) or set()
         return dict(await consumer.end_offsets([TopicPartition(topic, p) for p in numbers]))
     finally:
