@@ -28,8 +28,8 @@ from sqlalchemy import text
 
 from cdap_access.app import build
 from cdap_shared import events as ev
-from cdap_testing.authz_table import HIDDEN
 from cdap_shared.envelope import new_event_id
+from cdap_testing.authz_table import HIDDEN
 from cdap_testing.matrix import assert_complete, table_mismatches
 
 from .conftest import ORG, OTHER_ORG, PARTNER, PDF, Service
