@@ -72,3 +72,25 @@ def test_payload_with_unknown_field_is_refused() -> None:
 def test_time_is_timezone_aware() -> None:
     event = ev.make_event("identity.user.activated", source="/t", subject="u", data=ev.UserRef(user_id="u"))
     assert isinstance(event.time, datetime) and event.time.utcoffset() is not None
+
+
+def test_a_payload_reports_a_row_by_its_field_names_and_refuses_a_row_that_lacks_one() -> None:
+    class Row:
+        id, siret, name, kind, department = "org-1", "13002526500013", "CCAS", "ccas", "76"
+        convention_reference, convention_valid_until = "CONV-1", "2027-06-30"
+        delegation_withdrawn, created_at = True, "never copied: not a field of the event"
+
+    data = ev.OrganisationRegistered.of(Row(), organisation_id=Row.id, administrators=["u-2", "u-1"])
+    assert data.model_dump(mode="json") == {
+        "organisation_id": "org-1",
+        "siret": "13002526500013",
+        "name": "CCAS",
+        "kind": "ccas",
+        "department": "76",
+        "convention_reference": "CONV-1",
+        "convention_valid_until": "2027-06-30",
+        "administrators": ["u-2", "u-1"],
+        "delegation_withdrawn": True,
+    }
+    with pytest.raises(ValidationError, match="organisation_id"):
+        ev.OrganisationRegistered.of(Row())  # the row calls it `id`: a payload without it is refused

@@ -117,9 +117,13 @@ async def test_a_grant_ending_within_thirty_days_gets_one_renewal_request(svc: S
     assert submitted[0].data["by"] == "cdap-access-requests"
     await mail_with(svc.partner_email(), "renouvellement", renewal_id)
 
-    # The renewal goes through the same stages as a new request.
+    # The renewal goes through the same stages as a new request, and its events say what it renews
+    # (the audit log records a renewal as one, not as a new request).
     r = await svc.decide(renewal_id, svc.instructor())
     assert (r.status_code, r.json()["state"]) == (200, "approved")
+    events = {e.type: e.data for e in await svc.outbox() if e.subject == renewal_id}
+    for event_type in ("access.request.submitted", "access.request.approved"):
+        assert (events[event_type]["kind"], events[event_type]["renews_grant_id"]) == ("renewal", "g-soon")
 
 
 async def test_the_lifespan_runs_the_scheduler(service_factory: Callable[..., Awaitable[Service]]) -> None:

@@ -6,7 +6,7 @@ One subject's events share a Kafka key (request id, user id, dossier numero) so 
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +20,13 @@ class EventData(BaseModel):
     """Base of every payload: unknown fields are refused so a malformed event goes to the DLQ."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def of(cls, row: object, **given: Any) -> Self:
+        """This payload reporting `row`: each field read from `row`'s attribute of the same name, unless
+        `given` (fields named otherwise on the row, or facts it does not hold). Validated like any other."""
+        names = (name for name in cls.model_fields if name not in given and hasattr(row, name))
+        return cls.model_validate({name: getattr(row, name) for name in names} | given)
 
 
 # ----------------------------------------------------------------- identity.events
@@ -113,7 +120,9 @@ class Applicant(EventData):
     job_title: str = Field(min_length=1, max_length=200)
 
 
-class RequestSubmitted(EventData):
+class RequestFacts(EventData):
+    """What a submitted or approved request says: who asks for which profile, where, until when."""
+
     request_id: str
     organisation_id: str
     applicant: Applicant
@@ -122,7 +131,11 @@ class RequestSubmitted(EventData):
     valid_until: date
     by: str
     kind: Literal["new", "renewal"] = "new"
-    renews_grant_id: str | None = None
+    renews_grant_id: str | None = None  # a renewal: the grant it follows, which runs to its own end
+
+
+class RequestSubmitted(RequestFacts):
+    """A request filed (by a partner administrator, or by the scheduler for a renewal)."""
 
 
 class RequestDecision(EventData):
@@ -135,16 +148,8 @@ class RequestDecision(EventData):
     documents: list[str] = Field(default_factory=list)
 
 
-class RequestApproved(EventData):
-    request_id: str
-    organisation_id: str
-    applicant: Applicant
-    profile: str
-    department: Department
-    valid_until: date
-    by: str
-    kind: Literal["new", "renewal"] = "new"
-    renews_grant_id: str | None = None  # a renewal: identity issues the new grant, the old one expires
+class RequestApproved(RequestFacts):
+    """The last stage approved it: identity provisions the account (if new) and issues the grant."""
 
 
 class RevocationRequested(EventData):

@@ -73,19 +73,9 @@ def event_for(
 ) -> CloudEvent:
     """The event reporting `action` on `row` (keyed, like all of a request's events, by its id)."""
     data: ev.EventData
-    common: dict[str, Any] = {
-        "request_id": row.id,
-        "organisation_id": row.organisation_id,
-        "applicant": ev.Applicant.model_validate(row.applicant),
-        "profile": row.profile,
-        "department": row.department,
-        "valid_until": row.valid_until,
-        "by": actor or SYSTEM_ACTOR,
-    }
-    if action == "submitted":
-        data = ev.RequestSubmitted(**common)
-    elif action == "approved":
-        data = ev.RequestApproved(**common)
+    if action in ("submitted", "approved"):
+        kind = ev.RequestSubmitted if action == "submitted" else ev.RequestApproved
+        data = kind.of(row, request_id=row.id, by=actor or SYSTEM_ACTOR)
     else:
         data = ev.RequestDecision(
             request_id=row.id, by=actor, stage=stage, comment=comment, documents=documents

@@ -69,20 +69,38 @@ async def _record(session: AsyncSession, event: CloudEvent) -> str:
 async def record_refusal(pool: asyncpg.Pool, policy: Policy, caller: Caller, reason: str) -> str:
     """A caller identity no longer honours (suspended, client disabled...), refused before its search:
     recorded as a denied search all the same (its id returned)."""
+    event = _searched(caller, policy, "denied", reason)
+    async with pool.acquire() as conn:
+        return await outbox.add_pg(conn, event)
+
+
+def _searched(
+    caller: Caller,
+    policy: Policy,
+    decision: Decision,
+    reason: str | None,
+    *,
+    motif: str | None = None,
+    criteria: list[str] | None = None,
+    grant: ActiveGrant | None = None,
+    numeros: list[str | None] | None = None,
+) -> CloudEvent:
+    """The `dossier.searched` event recording one search or its refusal, keyed by the caller."""
     data = ev.DossierSearched(
         actor=caller.principal.sub,
         organisation_id=caller.principal.org,
-        motif=None,
-        criteria=[],
-        decision="denied",
+        profile=grant.profile if grant else None,
+        grant_id=grant.id if grant else None,
+        motif=motif,
+        criteria=criteria or [],
+        decision=decision,
         reason=reason,
+        numeros=numeros or [],
         policy_version=policy.version,
         client_ip=caller.client_ip,
         trace_id=current_trace_id(),
     )
-    event = ev.make_event("dossier.searched", source=SOURCE, subject=caller.principal.sub, data=data)
-    async with pool.acquire() as conn:
-        return await outbox.add_pg(conn, event)
+    return ev.make_event("dossier.searched", source=SOURCE, subject=caller.principal.sub, data=data)
 
 
 @dataclass(frozen=True)
@@ -176,21 +194,16 @@ async def _search(session: AsyncSession, policy: Policy, caller: Caller, criteri
         ]
     grant = usable[0] if usable else None
     decision: Decision = "rate_limited" if reason == "rate_limited" else "denied" if reason else "granted"
-    data = ev.DossierSearched(
-        actor=caller.principal.sub,
-        organisation_id=caller.principal.org,
-        profile=grant.profile if grant else None,
-        grant_id=grant.id if grant else None,
+    event = _searched(
+        caller,
+        policy,
+        decision,
+        reason,
         motif=criteria.motif,
         criteria=criteria.used(),
-        decision=decision,
-        reason=reason,
+        grant=grant,
         numeros=[m["numero"] for m in matches],
-        policy_version=policy.version,
-        client_ip=caller.client_ip,
-        trace_id=current_trace_id(),
     )
-    event = ev.make_event("dossier.searched", source=SOURCE, subject=caller.principal.sub, data=data)
     audit_id = await _record(session, event)
     if reason:
         return Outcome(decision, audit_id, rate, reason=reason)

@@ -103,16 +103,7 @@ async def create_account(
         "identity.user.provisioned",
         source=SOURCE,
         subject=user.id,
-        data=ev.UserProvisioned(
-            user_id=user.id,
-            organisation_id=organisation_id,
-            roles=user.roles,
-            department=department,
-            request_id=request_id,
-            email=user.email,
-            family_name=family_name,
-            given_name=given_name,
-        ),
+        data=ev.UserProvisioned.of(user, user_id=user.id, request_id=request_id),
     )
     return NewAccount(user, token)
 

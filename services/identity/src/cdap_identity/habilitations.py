@@ -75,17 +75,7 @@ async def provision(
         "identity.grant.issued",
         source=SOURCE,
         subject=user.id,
-        data=ev.GrantIssued(
-            grant_id=grant.id,
-            user_id=user.id,
-            organisation_id=org.id,
-            organisation_siret=org.siret,
-            profile=grant.profile,
-            department=grant.department,
-            valid_from=valid_from,
-            valid_until=valid_until,
-            request_id=approved.request_id,
-        ),
+        data=ev.GrantIssued.of(grant, grant_id=grant.id, organisation_siret=org.siret),
     )
     return grant, new_account
 

@@ -116,15 +116,5 @@ async def publish(session: AsyncSession, org: Organisation, event_type: str) -> 
         event_type,
         source=SOURCE,
         subject=org.id,
-        data=ev.OrganisationRegistered(
-            organisation_id=org.id,
-            siret=org.siret,
-            name=org.name,
-            kind=org.kind,
-            department=org.department,
-            convention_reference=org.convention_reference,
-            convention_valid_until=org.convention_valid_until,
-            administrators=sorted(admins),
-            delegation_withdrawn=org.delegation_withdrawn,
-        ),
+        data=ev.OrganisationRegistered.of(org, organisation_id=org.id, administrators=sorted(admins)),
     )
