@@ -10,6 +10,8 @@
 - What a service installs (its locked dependencies, followed through uv.lock) holds no test library,
   no command-line library and no local-only tool, and each dependency it declares is one its code
   imports (a generator of sample data belongs to the CLI, which runs it).
+- Every service's `domain.py` reaches no I/O library (database, broker, HTTP, templates, mail), not even
+  through the CDAP modules it imports.
 """
 
 from __future__ import annotations
@@ -233,3 +235,60 @@ def test_a_service_declares_only_what_its_code_imports(service: str) -> None:
     assert (
         unused_dependencies(declared, imports_under(ROOT / "services" / service / "src" / package)) == set()
     )
+
+
+# Libraries that do I/O (a database, a broker, HTTP, templates, mail): a `domain.py` reaches none of
+# them, directly or through the CDAP modules it imports.
+IO_LIBRARIES = frozenset(
+    (
+        *("sqlalchemy", "sqlmodel", "asyncpg", "alembic", "aiokafka", "faststream", "prometheus_client"),
+        *("httpx", "fastapi", "starlette", "uvicorn", "jinja2", "aiosmtplib", "smtplib", "socket"),
+    )
+)
+
+
+def module_file(module: str) -> Path | None:
+    """The source file of a CDAP runtime module (`cdap_shared.events` -> .../events.py), else None."""
+    package, *rest = module.split(".")
+    folder = runtime_packages().get(package)
+    if folder is None:
+        return None
+    path = folder.joinpath(*rest)
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def reached_from(file: Path) -> dict[str, Import]:
+    """Every outside top-level module `file` imports, directly or through the CDAP modules it imports
+    (each with the import that brought it)."""
+    seen: set[Path] = set()
+    reached: dict[str, Import] = {}
+    todo = [file]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for item in imports_in(current.read_text(), current):
+            if top(item.module) in runtime_packages():
+                names = [f"{item.module}.{item.name}", item.module] if item.name else [item.module]
+                todo.extend(f for f in map(module_file, names) if f is not None)
+            else:
+                reached.setdefault(top(item.module), item)
+    return reached
+
+
+@pytest.mark.parametrize("service", [s.name for s in SERVICES])
+def test_a_domain_module_reaches_no_io_library(service: str) -> None:
+    package = next(s.package for s in SERVICES if s.name == service)
+    reached = reached_from(runtime_packages()[package] / "domain.py")
+    assert [str(i) for name, i in reached.items() if name in IO_LIBRARIES] == []
+
+
+def test_the_domain_check_follows_cdap_imports(tmp_path: Path) -> None:
+    """The check above can fail: an I/O library reached through a CDAP module is found."""
+    domain = tmp_path / "domain.py"
+    domain.write_text("from cdap_shared import db\n")
+    assert "sqlalchemy" in reached_from(domain)

@@ -140,6 +140,16 @@ T3_USER = {**T1_USER, "sub": "user-t3", "grants": [{"id": "g-3", "profile": "T3"
 PARTNER_ADMIN = {"sub": "padmin", "email": "admin@example.fr", "org": "org-1", "roles": ["partner_admin"]}
 INSTRUCTOR = {"sub": "instr", "email": "i@caf.fr", "roles": ["caf_instructor"], "department": "76"}
 AUDITOR = {"sub": "aud", "email": "a@caf.fr", "roles": ["auditor"], "department": "76"}
+# A new access request's form, filled in but for its end date.
+NEW_REQUEST = {
+    "family_name": "Petit",
+    "given_name": "Jules",
+    "email": "jules@bailleur.fr",
+    "job_title": "Chargé de gestion locative",
+    "profile": "T2",
+    "department": "76",
+    "justification": "Suivi des aides au logement",
+}
 
 
 @dataclass

@@ -18,6 +18,7 @@ from cdap_shared import standing
 from .conftest import (
     AUDITOR,
     INSTRUCTOR,
+    NEW_REQUEST,
     PARTNER_ADMIN,
     POLICY,
     T1_USER,
@@ -527,18 +528,7 @@ async def test_a_new_request_is_validated_then_submitted(portal: PortalClient) -
         "/v1/access-requests",
         httpx.Response(201, json={"id": REQUEST_ID, "state": "submitted"}),
     )
-    form = {
-        "csrf_token": token,
-        "family_name": "Petit",
-        "given_name": "Jules",
-        "email": "jules@bailleur.fr",
-        "job_title": "Chargé de gestion locative",
-        "profile": "T2",
-        "department": "76",
-        "justification": "Suivi des aides au logement",
-        "valid_until": "2099-01-01",
-        "idempotency_key": "k-1",
-    }
+    form = {"csrf_token": token, **NEW_REQUEST, "valid_until": "2099-01-01", "idempotency_key": "k-1"}
     too_far = await portal.client.post("/demandes/nouvelle", data=form)
     assert too_far.status_code == 400 and "au plus un an" in too_far.text
     linked = await portal.client.post("/demandes/nouvelle", data=form | {"given_name": "Jules www.evil.fr"})

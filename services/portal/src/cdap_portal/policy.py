@@ -1,5 +1,5 @@
 """The consultation policy as far as the lookup form needs it: motifs per profile, and whether a profile
-must give the family name (scope `match`) or may search.
+must give the family name (scope `match`) or may search (`domain.PolicyView`, the pure view of it).
 
 The dossiers service publishes its policy (`GET /v1/dossiers/policy`); the portal reads it with the
 signed-in person's token and keeps it for `CDAP_POLICY_CACHE_SECONDS`. Nothing here decides anything:
@@ -9,56 +9,18 @@ the dossiers service still judges every lookup; a wrong form only means a refusa
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
 from cdap_portal.clients import ApiError
+from cdap_portal.domain import PolicyView
 
 if TYPE_CHECKING:
     from cdap_portal.auth import Api
 
 log = structlog.get_logger(__name__)
 POLICY_PATH = "/v1/dossiers/policy"
-
-
-@dataclass(frozen=True)
-class ProfileRules:
-    name: str
-    label: str
-    motifs: tuple[str, ...]
-    sections: tuple[str, ...]
-    needs_family_name: bool
-    searchable: bool
-
-
-@dataclass(frozen=True)
-class PolicyView:
-    profiles: dict[str, ProfileRules] = field(default_factory=dict)
-
-    def known(self) -> bool:
-        return bool(self.profiles)
-
-    @classmethod
-    def from_document(cls, document: dict[str, Any]) -> PolicyView:
-        """The view of the policy document dossiers serves; `ValueError` when it is not one."""
-        try:
-            return cls(
-                {
-                    name: ProfileRules(
-                        name=name,
-                        label=str(body.get("label", name)),
-                        motifs=tuple(str(m) for m in body.get("motifs", ())),
-                        sections=tuple(str(s) for s in body.get("sections", ())),
-                        needs_family_name=body.get("scope") == "match",
-                        searchable=bool(body.get("searchable", False)),
-                    )
-                    for name, body in document["profiles"].items()
-                }
-            )
-        except (KeyError, AttributeError, TypeError) as exc:
-            raise ValueError(f"not a policy document: {type(exc).__name__}") from exc
 
 
 class DossiersPolicy:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -19,12 +18,10 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData
 
-from cdap_portal import texts
+from cdap_portal import domain, texts
 from cdap_portal.auth import UserApi, Viewer, require
 from cdap_portal.clients import ApiError, checked, json_of
 from cdap_portal.routes_requests import (
-    DEPARTMENT,
-    EMAIL,
     UUID,
     AccountId,
     GrantId,
@@ -37,8 +34,6 @@ from cdap_shared.clock import civil_today
 router = APIRouter(tags=["administration"])
 CafAdmin = require("caf_admin")
 
-SIRET = re.compile(r"^\d{14}$")
-KIND = re.compile(r"^[a-z_]{2,40}$")
 ORGS = "/administration/organismes"
 STAFF = "/administration/comptes"
 ClientId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -84,14 +79,7 @@ ACCOUNT_ACTIONS = {
 # After an account action, the page it came from says what was done (`?info=<action>`).
 INFOS |= {action: done for action, (_, _, done) in ACCOUNT_ACTIONS.items()}
 INFOS["compte-cree"] = "Le compte est créé ; un courriel d'activation est envoyé à la personne."
-KINDS = {
-    "ccas": "Centre communal d'action sociale",
-    "conseil_departemental": "Conseil départemental",
-    "bailleur": "Bailleur social",
-    "vacances": "Organisme de vacances et de loisirs",
-    "periscolaire": "Service périscolaire",
-    "rsa": "Partenaire RSA",
-}
+KINDS = texts.ORGANISATION_KINDS
 
 
 def _problem_text(error: ApiError) -> str:
@@ -110,7 +98,7 @@ async def organisations(
     params = {"q": values["q"]} if values["q"] else {}
     errors = {}
     if values["departement"]:
-        if DEPARTMENT.fullmatch(values["departement"]):
+        if domain.DEPARTMENT.fullmatch(values["departement"]):
             params["department"] = values["departement"]
         else:
             errors["departement"] = "Code de département invalide (exemples : 76, 2A, 974)."
@@ -134,40 +122,6 @@ def _org_values(form: FormData) -> dict[str, str]:
     return {k: field(form, k, 200) for k in (*names, "email", "family_name", "given_name")}
 
 
-def _check_org(values: dict[str, str], creating: bool) -> dict[str, str]:
-    errors: dict[str, str] = {}
-    if creating and not SIRET.fullmatch(values["siret"]):
-        errors["siret"] = "Le SIRET comporte 14 chiffres."
-    if creating and not DEPARTMENT.fullmatch(values["department"]):
-        errors["department"] = "Code de département invalide (exemples : 76, 2A, 974)."
-    if not values["name"]:
-        errors["name"] = "Saisissez le nom de l'organisme."
-    if not KIND.fullmatch(values["kind"]):
-        errors["kind"] = "Choisissez le type d'organisme."
-    if creating:
-        errors |= _check_convention(values)
-        if not EMAIL.fullmatch(values["email"]):
-            errors["email"] = "Adresse électronique invalide (exemple : prenom.nom@organisme.fr)."
-        for name in ("family_name", "given_name"):
-            if not values[name]:
-                errors[name] = "Saisissez le nom et le prénom du gestionnaire."
-    return errors
-
-
-def _check_convention(values: dict[str, str]) -> dict[str, str]:
-    errors = {}
-    if not values["reference"]:
-        errors["reference"] = "Saisissez la référence de la convention."
-    try:
-        ends = date.fromisoformat(values["valid_until"])
-    except ValueError:
-        errors["valid_until"] = "Date invalide."
-    else:
-        if ends <= civil_today():
-            errors["valid_until"] = "La convention doit se terminer après aujourd'hui."
-    return errors
-
-
 @router.get(ORGS + "/nouveau")
 async def new_organisation_page(request: Request, viewer: Viewer = CafAdmin) -> Response:
     return render(request, "admin_org_new.html", values={}, errors={}, kinds=KINDS)
@@ -178,7 +132,7 @@ async def create_organisation(
     request: Request, form: CsrfForm, api: UserApi, viewer: Viewer = CafAdmin
 ) -> Response:
     values = _org_values(form)
-    errors = _check_org(values, creating=True)
+    errors = domain.check_organisation(values, civil_today(), creating=True)
     if errors:
         return render(request, "admin_org_new.html", status=400, values=values, errors=errors, kinds=KINDS)
     body = {
@@ -272,7 +226,7 @@ async def amend_organisation(
     request: Request, form: CsrfForm, api: UserApi, organisation_id: OrganisationId, viewer: Viewer = CafAdmin
 ) -> Response:
     """Rename the organisation or change its kind (confirmed first)."""
-    return await _confirmed_amendment(request, form, api, organisation_id, _renaming)
+    return await _confirmed_amendment(request, form, api, organisation_id, domain.renaming)
 
 
 @router.post(ORGS + "/{organisation_id}/convention")
@@ -280,41 +234,7 @@ async def renew_convention(
     request: Request, form: CsrfForm, api: UserApi, organisation_id: OrganisationId, viewer: Viewer = CafAdmin
 ) -> Response:
     """Renew or amend the organisation's convention (confirmed first)."""
-    return await _confirmed_amendment(request, form, api, organisation_id, _convention)
-
-
-@dataclass(frozen=True)
-class _Amendment:
-    """A change to an organisation, as the confirmation page states it and as identity receives it."""
-
-    title: str
-    effect: str
-    body: dict[str, Any]
-    info: str  # the notice on the organisation's page once done
-
-
-def _renaming(values: dict[str, str]) -> _Amendment | dict[str, str]:
-    """A new name or kind; or the form's errors."""
-    errors = _check_org(values, creating=False)
-    kind = KINDS.get(values["kind"], values["kind"])
-    return errors or _Amendment(
-        "Modifier l'organisme",
-        f"L'organisme s'appellera « {values['name']} » ({kind}). Les autres services en sont informés.",
-        {"name": values["name"], "kind": values["kind"]},
-        "modifie",
-    )
-
-
-def _convention(values: dict[str, str]) -> _Amendment | dict[str, str]:
-    """A renewed or amended convention; or the form's errors."""
-    errors = _check_convention(values)
-    return errors or _Amendment(
-        "Renouveler ou modifier la convention",
-        f"La convention {values['reference']} court jusqu'au {texts.date_fr(values['valid_until'])}. Les "
-        "demandes d'habilitation de l'organisme sont acceptées jusqu'à cette date.",
-        {"convention": {"reference": values["reference"], "valid_until": values["valid_until"]}},
-        "convention",
-    )
+    return await _confirmed_amendment(request, form, api, organisation_id, domain.convention_change)
 
 
 async def _confirmed_amendment(
@@ -322,12 +242,12 @@ async def _confirmed_amendment(
     form: FormData,
     api: UserApi,
     organisation_id: str,
-    amendment: Callable[[dict[str, str]], _Amendment | dict[str, str]],
+    amendment: Callable[[dict[str, str], date], domain.Amendment | dict[str, str]],
 ) -> Response:
     """The form's amendment, once confirmed; the organisation's page with the form's errors otherwise."""
     values = _org_values(form)
-    change = amendment(values)
-    if not isinstance(change, _Amendment):
+    change = amendment(values, civil_today())
+    if not isinstance(change, domain.Amendment):
         return await _org_page(request, api, organisation_id, status=400, errors=change, values=values)
     return await confirmed(
         request,
@@ -472,12 +392,12 @@ async def create_staff(request: Request, form: CsrfForm, api: UserApi, viewer: V
     values = {k: field(form, k, 200) for k in ("email", "family_name", "given_name", "department")}
     roles = [r for r in form.getlist("roles") if r in STAFF_ROLES]
     errors: dict[str, str] = {}
-    if not EMAIL.fullmatch(values["email"]):
+    if not domain.EMAIL.fullmatch(values["email"]):
         errors["email"] = "Adresse électronique invalide (exemple : prenom.nom@caf.fr)."
     for name, message in (("family_name", "Saisissez le nom."), ("given_name", "Saisissez le prénom.")):
         if not values[name]:
             errors[name] = message
-    if not DEPARTMENT.fullmatch(values["department"]):
+    if not domain.DEPARTMENT.fullmatch(values["department"]):
         errors["department"] = "Code de département invalide (exemples : 76, 2A, 974)."
     if not roles:
         errors["roles"] = "Choisissez au moins un rôle."

@@ -14,7 +14,6 @@ import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -22,7 +21,7 @@ from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.datastructures import FormData
 
-from cdap_portal import texts
+from cdap_portal import domain, texts
 from cdap_portal.auth import UserApi, Viewer, fresh_session, require
 from cdap_portal.clients import ApiError, checked
 from cdap_portal.proofs import ProofCheck, check_entry
@@ -36,15 +35,6 @@ TRACE = re.compile(r"^[0-9a-f]{32}$")
 TYPE = re.compile(r"^[a-z]+(\.[a-z_]+)+$")
 CURSOR = re.compile(r"^\d{1,18}$")
 PAGE_SIZE = 50
-
-
-def _moment(value: str) -> datetime | None:
-    """A `datetime-local` (or date) field, read as Paris time."""
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=texts.PARIS)
 
 
 @dataclass(frozen=True)
@@ -79,7 +69,7 @@ async def entry_search(
                 errors[name] = message
     for name, param in (("du", "from"), ("au", "to")):
         if values[name]:
-            moment = _moment(values[name])
+            moment = domain.paris_moment(values[name])
             if moment is None:
                 errors[name] = "Date invalide."
             else:

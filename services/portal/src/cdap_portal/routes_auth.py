@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from cdap_portal import texts
+from cdap_portal import domain, texts
 from cdap_portal.auth import start_session
 from cdap_portal.clients import ApiError, OAuthFailure
 from cdap_portal.session import ENROLMENT_COOKIE, ENROLMENT_SECONDS, PENDING_COOKIE, PENDING_SECONDS
@@ -37,18 +37,13 @@ TOTP = re.compile(r"^\d{6}$")
 ENROLMENT_REQUIRED = "totp enrolment required"  # identity's error_description, with an enrolment ticket
 
 
-def safe_next(value: str | None) -> str:
-    """Where to go after signing in: a path of this site only (never `//host` or `https://...`)."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return "/"
-
-
 @router.get("/login")
 async def login_page(request: Request, raison: str | None = None, suite: str | None = None) -> Response:
     if session_of(request).authenticated:
-        return redirect(safe_next(suite))
-    return render(request, "login.html", notice=NOTICES.get(raison or ""), suite=safe_next(suite), values={})
+        return redirect(domain.safe_next(suite))
+    return render(
+        request, "login.html", notice=NOTICES.get(raison or ""), suite=domain.safe_next(suite), values={}
+    )
 
 
 @router.post("/login")
@@ -56,7 +51,7 @@ async def login(request: Request, form: CsrfForm) -> Response:
     """Step `password` (e-mail + password), then as identity asks: `organisation` (which account, when the
     password opens several), `totp` (the code) or `enrol` (a first TOTP enrolment). Between steps the
     e-mail and password wait in a pending cookie, the enrolment ticket in its own."""
-    suite = safe_next(field(form, "suite", 500))
+    suite = domain.safe_next(field(form, "suite", 500))
     organisation_id = field(form, "organisation_id", 64)
     if field(form, "step") == "totp":
         return await _totp_step(request, field(form, "totp", 10), suite, organisation_id)

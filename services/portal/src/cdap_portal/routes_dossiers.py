@@ -14,11 +14,10 @@ from typing import Any
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
-from cdap_portal import texts
+from cdap_portal import domain, texts
 from cdap_portal.auth import UserApi, Viewer, require
 from cdap_portal.clients import checked
 from cdap_portal.outcomes import Outcome
-from cdap_portal.policy import PolicyView
 from cdap_portal.web import CsrfForm, field, portal_of, redirect, render, session_of
 from cdap_shared.identifiers import is_nir
 from cdap_shared.telemetry import current_trace_id
@@ -27,40 +26,16 @@ router = APIRouter(tags=["dossiers"])
 PartnerUser = require("partner_user")
 
 NUMERO = re.compile(r"^\d{7}$")
-MOTIF = re.compile(r"^[a-z_]{1,50}$")
 PHONE = re.compile(r"^\+?[0-9 .\-]{9,20}$")
 POSTAL = re.compile(r"^\d{5}$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def motif_choices(policy: PolicyView, viewer: Viewer) -> list[dict[str, Any]]:
-    """The motifs the person's profiles allow, grouped by profile (what the lookup form offers)."""
-    groups: dict[str, dict[str, Any]] = {}
-    for grant in viewer.grants:
-        rules = policy.profiles.get(grant["profile"])
-        if rules is None or grant["profile"] in groups:
-            continue
-        groups[grant["profile"]] = {
-            "profile": rules.name,
-            "label": rules.label,
-            "motifs": [(m, texts.label(texts.MOTIFS, m)) for m in rules.motifs],
-            "needs_family_name": rules.needs_family_name,
-            "searchable": rules.searchable,
-        }
-    return list(groups.values())
-
-
-def _motif_needs_name(choices: list[dict[str, Any]], motif: str) -> bool:
-    """True when every profile offering `motif` works from numero + family name (T3, T4)."""
-    offering = [c for c in choices if any(m == motif for m, _ in c["motifs"])]
-    return bool(offering) and all(c["needs_family_name"] for c in offering)
 
 
 async def _page(
     request: Request, api: UserApi, viewer: Viewer, status: int = 200, **context: Any
 ) -> Response:
     policy = await portal_of(request).policy.view(api)
-    choices = motif_choices(policy, viewer)
+    choices = domain.motif_choices(policy, viewer)
     context.setdefault("values", {})
     context.setdefault("errors", {})
     context.setdefault("search_values", {})
@@ -82,27 +57,18 @@ async def lookup_page(request: Request, api: UserApi, viewer: Viewer = PartnerUs
     return await _page(request, api, viewer)
 
 
-def _check_motif(choices: list[dict[str, Any]], free: bool, motif: str) -> str | None:
-    allowed = {m for c in choices for m, _ in c["motifs"]}
-    if not motif:
-        return "Choisissez le motif de la consultation."
-    if not MOTIF.fullmatch(motif) or (not free and motif not in allowed):
-        return "Ce motif n'est pas proposé pour votre profil."
-    return None
-
-
 @router.post("/dossiers/consultation")
 async def consult(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer = PartnerUser) -> Response:
     values = {k: field(form, k, 100) for k in ("numero", "motif", "family_name")}
     policy = await portal_of(request).policy.view(api)
-    choices = motif_choices(policy, viewer)
+    choices = domain.motif_choices(policy, viewer)
     errors: dict[str, str] = {}
     if not NUMERO.fullmatch(values["numero"]):
         errors["numero"] = "Le numéro allocataire comporte 7 chiffres."
-    motif_error = _check_motif(choices, not policy.known(), values["motif"])
+    motif_error = domain.check_motif(choices, not policy.known(), values["motif"])
     if motif_error:
         errors["motif"] = motif_error
-    elif _motif_needs_name(choices, values["motif"]) and not values["family_name"]:
+    elif domain.motif_needs_name(choices, values["motif"]) and not values["family_name"]:
         errors["family_name"] = "Pour ce motif, saisissez le nom de famille de l'allocataire."
     if errors:
         return await _page(request, api, viewer, status=400, values=values, errors=errors)
@@ -120,7 +86,7 @@ async def consult(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer
                 200,
                 {
                     "view": view,
-                    "sections": ordered_sections(view.get("sections") or {}),
+                    "sections": domain.ordered_sections(view.get("sections") or {}),
                     "motif": values["motif"],
                     "audit_id": audit_id,
                     "trace_id": current_trace_id(),
@@ -196,21 +162,16 @@ def _reason(response: Any) -> str | None:
     return reason if isinstance(reason, str) else None
 
 
-def ordered_sections(sections: dict[str, Any]) -> list[tuple[str, Any]]:
-    """The sections the API returned — only those — in the usual reading order."""
-    known = [(name, sections[name]) for name in texts.SECTION_ORDER if name in sections]
-    extra = [(name, sections[name]) for name in sorted(sections) if name not in texts.SECTION_ORDER]
-    return known + extra
-
-
 @router.post("/dossiers/recherche")
 async def search(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer = PartnerUser) -> Response:
     names = ("motif", "nir", "family_name", "birth_date", "telephone", "postal_code")
     values = {k: field(form, k, 100) for k in names}
     policy = await portal_of(request).policy.view(api)
-    choices = motif_choices(policy, viewer)
+    choices = domain.motif_choices(policy, viewer)
     errors: dict[str, str] = {}
-    motif_error = _check_motif([c for c in choices if c["searchable"]], not policy.known(), values["motif"])
+    motif_error = domain.check_motif(
+        [c for c in choices if c["searchable"]], not policy.known(), values["motif"]
+    )
     if motif_error:
         errors["search_motif"] = motif_error
     checks = (("nir", is_nir, "NIR invalide : 15 caractères (13 chiffres et la clé), vérifiez la clé."),

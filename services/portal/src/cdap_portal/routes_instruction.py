@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from cdap_portal import texts
+from cdap_portal import domain, texts
 from cdap_portal.auth import UserApi, Viewer, require
 from cdap_portal.clients import ApiError
 from cdap_portal.routes_requests import (
@@ -97,23 +97,6 @@ async def _todo_count(api: UserApi) -> int | None:
     return total if isinstance(total, int) else None
 
 
-# The role that decides a request in each state that waits for a CAF decision.
-DECIDER_ROLE = {"submitted": "caf_instructor", "awaiting_second_approval": "caf_manager"}
-
-
-def may_decide(detail: dict[str, Any], viewer: Viewer) -> bool:
-    """Whether the decision forms are for this person: the request waits for their stage's role and they
-    have not approved it already (four eyes). Access-requests checks again; this only hides useless forms."""
-    role = DECIDER_ROLE.get(str(detail.get("state")))
-    if role is None or not viewer.has(role):
-        return False
-    approvers = {h.get("actor") for h in detail.get("history") or [] if h.get("action") in APPROVALS}
-    return viewer.sub not in approvers
-
-
-APPROVALS = ("stage_approved", "approved")
-
-
 def _detail_page(
     request: Request, detail: dict[str, Any], viewer: Viewer, status: int = 200, **context: Any
 ) -> Response:
@@ -125,38 +108,10 @@ def _detail_page(
         status=status,
         req=detail,
         mode="caf",
-        may_decide=may_decide(detail, viewer),
-        decider_role=DECIDER_ROLE.get(str(detail.get("state"))),
+        may_decide=domain.may_decide(detail, viewer),
+        decider_role=domain.DECIDER_ROLE.get(str(detail.get("state"))),
         idempotency_key=new_idempotency_key(),
         **context,
-    )
-
-
-def decision_effect(detail: dict[str, Any], decision: str, comment: str, documents: list[str]) -> str:
-    """What a decision will do, in the words of the confirmation page."""
-    applicant = detail.get("applicant") or {}
-    who = f"{applicant.get('given_name', '')} {applicant.get('family_name', '')}".strip()
-    organisation = detail.get("organisation_name") or "son organisme"
-    if decision == "reject":
-        return (
-            f"La demande de {who} ({organisation}) est refusée : c'est définitif. Le gestionnaire "
-            f"d'habilitations de l'organisme reçoit un courriel avec ce motif : « {comment} »."
-        )
-    if decision == "request_documents":
-        return (
-            f"Le gestionnaire d'habilitations de {organisation} reçoit un courriel lui demandant : "
-            f"{' ; '.join(documents)}. La demande attend ces pièces, puis revient dans la file d'instruction."
-        )
-    if detail.get("state") == "awaiting_second_approval":
-        return (
-            f"L'habilitation {detail.get('profile')} est accordée à {who} ({organisation}) jusqu'au "
-            f"{texts.date_fr(detail.get('valid_until'))} : son compte est créé ou complété, et la personne "
-            "reçoit un courriel."
-        )
-    return (
-        f"La demande de {who} ({organisation}) est validée au premier niveau. Si le profil "
-        f"{detail.get('profile')} exige un second niveau, elle part à la validation d'un responsable ; sinon "
-        "l'habilitation est accordée et la personne reçoit un courriel."
     )
 
 
@@ -214,7 +169,7 @@ async def decide(
         request,
         form,
         DECISION_TITLES[decision],
-        decision_effect(detail, decision, comment, documents),
+        domain.decision_effect(detail, decision, comment, documents),
         act,
         back=f"/instruction/{request_id}",
     )

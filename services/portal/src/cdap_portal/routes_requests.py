@@ -6,23 +6,21 @@ which CAF approvers use too.
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 from collections.abc import Iterable
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
-from cdap_portal import texts
+from cdap_portal import domain, texts
 from cdap_portal.auth import UserApi, Viewer, require
 from cdap_portal.clients import ApiError
 from cdap_portal.web import CsrfForm, field, portal_of, redirect, render
 from cdap_shared.bodylimit import UPLOAD_MAX_BODY, max_body
 from cdap_shared.clock import civil_today
-from cdap_shared.names import check_name
 
 router = APIRouter(tags=["demandes"])
 PartnerAdmin = require("partner_admin")
@@ -36,8 +34,6 @@ GrantId = Annotated[str, Path(pattern=UUID)]
 AccountId = Annotated[str, Path(pattern=UUID)]
 OrganisationId = Annotated[str, Path(pattern=UUID)]
 
-EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]{1,64}@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
-DEPARTMENT = re.compile(r"^(\d{2}|2[AB]|97[1-6])$")
 # After a message is posted in a request's thread (partner and CAF pages alike).
 MESSAGE_INFOS = {
     "message": "Votre message est envoyé ; il apparaît dans l'historique de la demande.",
@@ -122,46 +118,6 @@ async def new_request_page(request: Request, api: UserApi, viewer: Viewer = Part
 FIELDS = ("family_name", "given_name", "email", "job_title", "profile", "department", "justification")
 
 
-def _validate_request(values: dict[str, str], profiles: dict[str, Any]) -> dict[str, str]:
-    errors: dict[str, str] = {}
-    required = {
-        "family_name": "Saisissez le nom de la personne.",
-        "given_name": "Saisissez le prénom de la personne.",
-        "email": "Saisissez l'adresse électronique professionnelle de la personne.",
-        "job_title": "Indiquez la fonction de la personne.",
-        "profile": "Choisissez le profil demandé.",
-        "department": "Indiquez le département.",
-        "justification": "Expliquez pourquoi cette personne a besoin de cet accès.",
-        "valid_until": "Indiquez la date de fin de l'habilitation.",
-    }
-    for name, message in required.items():
-        if not values.get(name):
-            errors[name] = message
-    for name in ("family_name", "given_name"):
-        try:
-            check_name(values.get(name, ""))
-        except ValueError:
-            # The same rule access-requests applies: a name ends up in mails with links.
-            errors[name] = "Un nom ne peut contenir ni adresse web ou électronique, ni caractère de contrôle."
-    if values.get("email") and not EMAIL.fullmatch(values["email"]):
-        errors["email"] = "Adresse électronique invalide (exemple : prenom.nom@organisme.fr)."
-    if values.get("profile") and profiles and values["profile"] not in profiles:
-        errors["profile"] = "Ce profil n'existe pas."
-    if values.get("department") and not DEPARTMENT.fullmatch(values["department"]):
-        errors["department"] = "Code de département invalide (exemples : 76, 2A, 974)."
-    if values.get("valid_until"):
-        try:
-            end = date.fromisoformat(values["valid_until"])
-        except ValueError:
-            errors["valid_until"] = "Date invalide."
-        else:
-            if end <= civil_today():
-                errors["valid_until"] = "La date de fin doit être postérieure à aujourd'hui."
-            elif end > civil_today() + timedelta(days=366):
-                errors["valid_until"] = "Une habilitation dure au plus un an."
-    return errors
-
-
 # Which form field a refusal of the API is about, to show the message next to it.
 REASON_FIELDS = {
     "unknown_profile": "profile",
@@ -179,7 +135,7 @@ async def submit_request(
 ) -> Response:
     values = {name: field(form, name) for name in (*FIELDS, "valid_until", "idempotency_key")}
     profiles = await _profiles(api)
-    errors = _validate_request(values, profiles)
+    errors = domain.check_request(values, profiles, civil_today())
     if errors:
         return _form_page(request, profiles, values, status=400, errors=errors)
     body = {

@@ -168,6 +168,16 @@ ROLES = {
     "auditor": "Auditeur",
 }
 
+# The kinds of partner organisation (identity's `kind`), as the administration's forms offer them.
+ORGANISATION_KINDS = {
+    "ccas": "Centre communal d'action sociale",
+    "conseil_departemental": "Conseil départemental",
+    "bailleur": "Bailleur social",
+    "vacances": "Organisme de vacances et de loisirs",
+    "periscolaire": "Service périscolaire",
+    "rsa": "Partenaire RSA",
+}
+
 GRANT_STATES = {"active": "En cours", "revoked": "Révoquée", "expired": "Expirée", "ended": "Terminée"}
 # Who a request's history names when no person acted: identity's events, the service's own scheduler.
 SERVICE_ACTORS = (None, "", "identity", "cdap-access-requests")
