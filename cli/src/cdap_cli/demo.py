@@ -242,13 +242,14 @@ class Demo:
             ),
             "instructor approves (stage 1)",
         )
-        state = (
-            await self.check(
-                await self.client.get(f"{self.urls.access}/v1/access-requests/{rid}", headers=instructor),
-                "read request",
+        read = f"{self.urls.access}/v1/access-requests/{rid}"
+
+        async def state_now() -> str:
+            return str(
+                (await self.check(await self.client.get(read, headers=instructor), "read request"))["state"]
             )
-        )["state"]
-        if state == "awaiting_second_approval":
+
+        if await state_now() == "awaiting_second_approval":
             await self.check(
                 await self.client.post(
                     decide,
@@ -257,14 +258,9 @@ class Demo:
                 ),
                 "manager approves (stage 2)",
             )
+        state = "approved"
         for _ in range(100):
-            state = (
-                await self.check(
-                    await self.client.get(f"{self.urls.access}/v1/access-requests/{rid}", headers=instructor),
-                    "read request",
-                )
-            )["state"]
-            if state == "provisioned":
+            if (state := await state_now()) == "provisioned":
                 return rid
             await asyncio.sleep(0.2)
         raise DemoError(f"request {rid} for {applicant} is {state}, not provisioned, after 20 s")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
 
 from sqlalchemy import select
@@ -98,15 +98,9 @@ async def submit(
         ctx.settings,
         now=now,
         id=new_event_id(),
-        organisation_id=form.organisation_id,
-        applicant=form.applicant,
-        profile=form.profile,
-        department=form.department,
-        justification=form.justification,
-        valid_until=form.valid_until,
+        **asdict(form),
         sensitive=ctx.catalogue.is_sensitive(form.profile),
         submitted_by=actor.sub,
-        contact_email=form.contact_email,
     )
     await store.insert_request(session, ctx.settings, row, actor=actor.sub, now=now)
     return row
