@@ -105,3 +105,47 @@ async def test_a_stalled_consumer_is_not_ready_until_it_progresses(
 
 async def _zero(value: float) -> bool:
     return value == 0
+
+
+async def _send(p: Pipeline, first: int, count: int) -> None:
+    producer = make_producer(p.kafka)
+    await producer.start()
+    try:
+        for i in range(first, first + count):
+            data = SAMPLES["identity.user.activated"]
+            event = ev.make_event("identity.user.activated", source="/t", subject=f"u-{i}", data=data)
+            await producer.send_and_wait(p.topic, event.to_bytes(), key=event.subject.encode())
+    finally:
+        await producer.stop()
+
+
+async def test_a_consumer_whose_client_stops_fetching_is_restarted_and_reads_on(
+    pipeline: Pipeline, outage: Outage
+) -> None:
+    outage.down = False
+    watch = ConsumerWatch([pipeline.consumer], stall_after=60, interval=0.2)
+    restarts = {"group": pipeline.consumer.group_id}
+    before = REGISTRY.get_sample_value("cdap_consumer_restarts_total", restarts) or 0.0
+    watching = watch.periodic()
+    watching.start()
+    try:
+        await _send(pipeline, 0, 3)
+        assert await eventually(lambda: _applied(pipeline, 3))
+        client = pipeline.consumer.kafka_consumer
+        assert client is not None
+
+        def unexpected(*args: object) -> None:
+            raise RuntimeError("an error aiokafka's fetch routine does not expect")
+
+        # What aiokafka does then: the routine ends, and `getmany` returns nothing from now on, silently.
+        client._fetcher._get_actions_per_node = unexpected  # type: ignore[attr-defined]
+        await eventually(lambda: _true(pipeline.consumer.kafka_consumer is not client), within=20)
+        await _send(pipeline, 3, 3)
+        assert await eventually(lambda: _applied(pipeline, 6), within=30)
+        assert REGISTRY.get_sample_value("cdap_consumer_restarts_total", restarts) == before + 1
+    finally:
+        await watching.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -203,11 +203,43 @@ class EventConsumer:
         self.topics: tuple[str, ...] = ()
         self.max_records = 500
         self.subscriber: Any = None
+        self._restarting = False
 
     @property
     def kafka_consumer(self) -> AIOKafkaConsumer | None:
         """The running aiokafka consumer (None before the broker started the subscriber)."""
         return getattr(self.subscriber, "consumer", None)
+
+    def broken(self) -> str | None:
+        """Why this consumer will fetch nothing more until it is restarted, or None. aiokafka's fetch
+        routine ends on an error it does not expect, and `getmany` then returns nothing, forever, without
+        raising: FastStream's consume loop, which restarts itself, cannot see it."""
+        if self._restarting:
+            return "its last restart did not finish"
+        # `_fetcher` is aiokafka's; its `error_future` is the routine's task, done only once it has ended.
+        fetcher = getattr(self.kafka_consumer, "_fetcher", None)
+        routine = getattr(fetcher, "error_future", None)
+        if routine is not None and routine.done() and getattr(self.subscriber, "running", False):
+            return "aiokafka's fetch routine has ended"
+        return None
+
+    async def restart(self) -> None:
+        """Stop the subscriber and start it again: a new client joins the group and reads on from the
+        committed offsets (a batch applied but not committed is met again, and the inbox skips it)."""
+        self._restarting = True
+        client = self.kafka_consumer
+        if client is not None:
+            try:
+                await client.stop()  # leaves the group, so the new client is assigned at once
+            except kafka_errors.KafkaError:
+                # The dead routine's error, raised again when the stop awaits it, before the stop closes
+                # the client's connections: closed here.
+                await client._client.close()
+        await self.subscriber.stop()  # the client is stopped already: FastStream drops it
+        self._ahead, self._rewind, self._consumed = None, {}, {}
+        self._decoded.clear()
+        await self.subscriber.start()
+        self._restarting = False
 
     def subscribe(
         self,

@@ -4,6 +4,10 @@ A consumer that has records waiting and has committed nothing for `stall_after` 
 is named (group and topics) by `/ready`, which then answers 503, and an error is logged once saying
 why, and again when it moves. Progress is read from the group's committed offsets, so a consumer whose
 batches keep failing (rewound and retried) is stalled too, not busy.
+
+A consumer whose Kafka client has stopped fetching for good (aiokafka's fetch routine ended on an error
+it did not expect) is restarted at the next check, logged and counted in `cdap_consumer_restarts_total`:
+a restart would not help a failing batch, so only that case is restarted.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from datetime import UTC, datetime
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
-from cdap_shared.consumer import EventConsumer
+from cdap_shared.consumer import EventConsumer, describe
 from cdap_shared.http import NotReady
 from cdap_shared.kafka_access import KafkaLogin
 from cdap_shared.periodic import Periodic
@@ -32,6 +36,9 @@ SINCE_PROGRESS = Gauge(
 )
 STALLED = Gauge(
     "cdap_consumer_stalled", "1 when the group has records waiting and makes no progress", ["group"]
+)
+RESTARTS = Counter(
+    "cdap_consumer_restarts_total", "Consumers restarted: their Kafka client stopped fetching", ["group"]
 )
 
 
@@ -89,10 +96,29 @@ class ConsumerWatch:
         return Periodic("consumer-watch", self.sample_all, self.interval, grace=0)
 
     async def sample_all(self) -> None:
-        """Sample each consumer; one that cannot be read (broker away) is tried again at the next tick."""
+        """Restart each consumer whose client stopped fetching, and sample each; one that cannot be read
+        (broker away) is tried again at the next tick."""
         for consumer in self.consumers:
+            if (why := consumer.broken()) is not None:
+                await self.restart(consumer, why)
             with contextlib.suppress(Exception):
                 await self.sample(consumer)
+
+    async def restart(self, consumer: EventConsumer, why: str) -> None:
+        """Restart `consumer`, saying why; a restart that fails is tried again at the next tick."""
+        log.error("consumer stopped fetching; restarting it", group=consumer.group_id, why=why)
+        RESTARTS.labels(consumer.group_id).inc()
+        try:
+            await consumer.restart()
+        except Exception as exc:
+            log.error(
+                "consumer restart failed; tried again at the next check",
+                group=consumer.group_id,
+                error=describe(exc),
+                next_step="check that Kafka answers (`make status`, or the broker's log)",
+            )
+        else:
+            log.info("consumer restarted", group=consumer.group_id)
 
     async def sample(self, consumer: EventConsumer) -> None:
         """Read the group's committed and end offsets; update metrics and the stalled verdict."""
