@@ -3,6 +3,7 @@ called, and what a viewer may do or see. The pages' tests show the same rules th
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from cdap_portal import domain
 from cdap_portal.auth import Viewer
+from cdap_portal.routes_instruction import DECISION_TITLES, DECISIONS
 
 from .conftest import INSTRUCTOR, NEW_REQUEST, POLICY, T1_USER, T3_USER
 
@@ -103,6 +105,58 @@ def test_the_family_name_is_needed_only_when_every_profile_offering_the_motif_ma
     assert not domain.motif_needs_name(domain.motif_choices(policy, both), "tarification_vacances")
 
 
+def test_a_lookup_needs_a_numero_of_7_digits_and_the_family_name_where_the_motif_requires_it() -> None:
+    t1 = domain.motif_choices(POLICY_VIEW, Viewer.from_claims(T1_USER))
+    t3 = domain.motif_choices(POLICY_VIEW, Viewer.from_claims(T3_USER))
+    lookup = {"numero": "1234567", "motif": "accompagnement_social", "family_name": ""}
+    assert domain.check_lookup(lookup, t1, False) == {}
+    assert domain.check_lookup({**lookup, "numero": "123456"}, t1, False) == {
+        "numero": "Le numéro allocataire comporte 7 chiffres."
+    }
+    by_name = {**lookup, "motif": "tarification_vacances"}
+    assert domain.check_lookup(by_name, t3, False) == {
+        "family_name": "Pour ce motif, saisissez le nom de famille de l'allocataire."
+    }
+    assert domain.check_lookup({**by_name, "family_name": "Martin"}, t3, False) == {}
+
+
+SEARCH = {"motif": "accompagnement_social", "nir": "", "family_name": "", "birth_date": ""}
+SEARCH |= {"telephone": "", "postal_code": ""}
+
+
+def test_a_search_needs_something_to_search_by() -> None:
+    t1 = domain.motif_choices(POLICY_VIEW, Viewer.from_claims(T1_USER))
+    assert domain.check_search(SEARCH, t1, False) == {
+        "search_family_name": "Donnez un NIR, un nom de famille ou un numéro de téléphone."
+    }
+    by_phone = {**SEARCH, "birth_date": "1985-05-12", "telephone": "0601020304"}
+    assert domain.check_search(by_phone, t1, False) == {
+        "search_family_name": "La date de naissance s'utilise avec le nom de famille."
+    }
+    by_name = {**SEARCH, "family_name": "Martin", "birth_date": "1985-05-12"}
+    assert domain.check_search(by_name, t1, False) == {}
+    assert domain.check_search({**SEARCH, "nir": "1 85 05 78 006 084 91"}, t1, False) == {}
+
+
+def test_a_search_s_malformed_fields_are_named_with_the_search_prefix() -> None:
+    t1 = domain.motif_choices(POLICY_VIEW, Viewer.from_claims(T1_USER))
+    malformed = {"nir": "1 85 05 78 006 084 36", "telephone": "06", "postal_code": "7600"}
+    errors = domain.check_search({**SEARCH, **malformed, "birth_date": "12/05/1985"}, t1, False)
+    assert errors == {
+        "search_nir": "NIR invalide : 15 caractères (13 chiffres et la clé), vérifiez la clé.",
+        "search_telephone": "Numéro de téléphone invalide.",
+        "search_postal_code": "Le code postal comporte 5 chiffres.",
+        "search_birth_date": "Date invalide.",
+        "search_family_name": "La date de naissance s'utilise avec le nom de famille.",
+    }
+    # T3 does not search: its motif is not offered to a search.
+    t3 = domain.motif_choices(POLICY_VIEW, Viewer.from_claims(T3_USER))
+    by_name = {**SEARCH, "motif": "tarification_vacances", "family_name": "Martin"}
+    assert domain.check_search(by_name, t3, False) == {
+        "search_motif": "Ce motif n'est pas proposé pour votre profil."
+    }
+
+
 APPROVED_BY_INSTR = [{"actor": "instr", "action": "stage_approved", "stage": 1}]
 
 
@@ -130,6 +184,28 @@ def test_another_manager_may_take_the_second_decision() -> None:
     assert domain.may_decide(detail, manager)
 
 
+@pytest.mark.parametrize(
+    ("decision", "comment", "documents", "errors"),
+    [
+        ("", "", [], {"decision": "Choisissez une décision."}),
+        ("approve", "", [], {}),
+        (
+            "reject",
+            "",
+            [],
+            {"comment-reject": "Un refus doit être motivé : indiquez la raison dans le commentaire."},
+        ),
+        ("reject", "Pas de convention", [], {}),
+        ("request_documents", "", [], {"documents": "Indiquez quelles pièces sont demandées."}),
+        ("request_documents", "", ["Kbis"], {}),
+    ],
+)
+def test_a_refusal_gives_its_reason_and_a_request_for_documents_names_them(
+    decision: str, comment: str, documents: list[str], errors: dict[str, str]
+) -> None:
+    assert domain.check_decision(decision, comment, documents) == errors
+
+
 def test_the_second_approval_says_the_grant_is_issued_until_its_end() -> None:
     detail = {
         "state": "awaiting_second_approval",
@@ -150,6 +226,52 @@ def test_the_second_approval_says_the_grant_is_issued_until_its_end() -> None:
 def test_sign_in_goes_back_to_a_path_of_this_site_only(suite: str | None) -> None:
     assert domain.safe_next(suite) == "/"
     assert domain.safe_next("/audit?acteur=a%40b.fr") == "/audit?acteur=a%40b.fr"
+
+
+@pytest.mark.parametrize(
+    ("check", "filled", "errors"),
+    [
+        (
+            domain.check_sign_in,
+            {"email": "claire@example.fr", "password": "x"},
+            {"email": "Saisissez votre adresse électronique.", "password": "Saisissez votre mot de passe."},
+        ),
+        (
+            domain.check_client,
+            {"name": "Logiciel locatif", "grant_id": "g-2"},
+            {
+                "name": "Nommez le système (par exemple : logiciel de gestion locative).",
+                "grant_id": "Choisissez l'habilitation que ce système utilisera.",
+            },
+        ),
+    ],
+    ids=["sign-in", "partner-system client"],
+)
+def test_a_form_left_empty_names_each_field_to_fill(
+    check: Callable[[Mapping[str, str]], dict[str, str]], filled: dict[str, str], errors: dict[str, str]
+) -> None:
+    assert check(dict.fromkeys(filled, "")) == errors
+    assert check(filled) == {}
+
+
+@pytest.mark.parametrize(
+    ("password", "confirmation", "errors"),
+    [
+        ("correct horse battery", "correct horse battery", {}),
+        ("court", "court", {"password": "Le mot de passe doit comporter au moins 12 caractères."}),
+        ("123456789012", "123456789012", {}),  # 12 characters: enough here, identity judges the rest
+        (
+            "correct horse battery",
+            "correct horse batterie",
+            {"confirmation": "Les deux mots de passe ne sont pas identiques."},
+        ),
+        ("correct horse battery", None, {"confirmation": "Les deux mots de passe ne sont pas identiques."}),
+    ],
+)
+def test_an_activation_s_password_has_12_characters_and_is_typed_twice_alike(
+    password: str, confirmation: str | None, errors: dict[str, str]
+) -> None:
+    assert domain.check_activation(password, confirmation) == errors
 
 
 def test_a_convention_must_end_after_today() -> None:
@@ -175,6 +297,33 @@ def test_renaming_names_the_kind_and_sends_only_the_name_and_kind() -> None:
     }
 
 
+def test_the_organisations_search_s_department_is_a_code_when_given() -> None:
+    assert domain.check_organisation_search({"departement": "7"}) == {
+        "departement": "Code de département invalide (exemples : 76, 2A, 974)."
+    }
+    for department in ("", "76", "2A", "974"):
+        assert domain.check_organisation_search({"departement": department}) == {}
+
+
+STAFF = {"email": "agent@caf.fr", "family_name": "Durand", "given_name": "Léa", "department": "76"}
+
+
+def test_a_staff_account_s_empty_form_names_every_field_in_the_form_s_order() -> None:
+    assert domain.check_staff_account(STAFF, ["caf_instructor"]) == {}
+    empty = dict.fromkeys(STAFF, "")
+    errors = domain.check_staff_account(empty, [])
+    assert list(errors.items()) == [
+        ("email", "Adresse électronique invalide (exemple : prenom.nom@caf.fr)."),
+        ("family_name", "Saisissez le nom."),
+        ("given_name", "Saisissez le prénom."),
+        ("department", "Code de département invalide (exemples : 76, 2A, 974)."),
+        ("roles", "Choisissez au moins un rôle."),
+    ]
+    assert domain.check_staff_account({**STAFF, "email": "agent@caf"}, ["auditor"]) == {
+        "email": "Adresse électronique invalide (exemple : prenom.nom@caf.fr)."
+    }
+
+
 @pytest.mark.parametrize(
     ("typed", "utc"),
     [
@@ -189,3 +338,32 @@ def test_an_auditor_s_dates_are_paris_time(typed: str, utc: datetime) -> None:
 
 def test_an_auditor_s_date_that_is_not_one_is_none() -> None:
     assert domain.paris_moment("15/01/2026") is None
+
+
+ENTRY_SEARCH = {"acteur": "", "dossier": "", "type": "", "du": "", "au": "", "trace": ""}
+
+
+def test_an_entry_search_filters_only_by_the_fields_given_with_dates_in_paris_time() -> None:
+    assert domain.entry_filters(ENTRY_SEARCH) == domain.EntryFilters({}, {})
+    search = {**ENTRY_SEARCH, "acteur": "a@caf.fr", "dossier": "1234567", "du": "2026-01-15T10:00"}
+    assert domain.entry_filters(search).params == {
+        "actor": "a@caf.fr",
+        "dossier": "1234567",
+        "from": "2026-01-15T10:00:00+01:00",
+    }
+
+
+def test_an_entry_search_s_malformed_fields_are_refused_with_their_message() -> None:
+    search = {**ENTRY_SEARCH, "dossier": "12", "type": "Consultation", "trace": "abc", "au": "15/01/2026"}
+    found = domain.entry_filters(search)
+    assert found.errors == {
+        "dossier": "Le numéro allocataire comporte 7 chiffres.",
+        "type": "Type d'événement invalide.",
+        "trace": "L'identifiant de trace comporte 32 caractères hexadécimaux.",
+        "au": "Date invalide.",
+    }
+    assert found.params == {}
+
+
+def test_every_decision_the_domain_accepts_has_its_title_and_notice_on_the_page() -> None:
+    assert set(domain.DECISIONS) == set(DECISION_TITLES) == set(DECISIONS)

@@ -11,12 +11,13 @@ say why in the words of the form.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 from cdap_portal import texts
+from cdap_shared.identifiers import is_nir
 from cdap_shared.names import check_name
 
 EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]{1,64}@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
@@ -24,6 +25,17 @@ DEPARTMENT = re.compile(r"^(\d{2}|2[AB]|97[1-6])$")
 SIRET = re.compile(r"^\d{14}$")
 KIND = re.compile(r"^[a-z_]{2,40}$")
 MOTIF = re.compile(r"^[a-z_]{1,50}$")
+NUMERO = re.compile(r"^\d{7}$")
+PHONE = re.compile(r"^\+?[0-9 .\-]{9,20}$")
+POSTAL_CODE = re.compile(r"^\d{5}$")
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+EVENT_TYPE = re.compile(r"^[a-z]+(\.[a-z_]+)+$")
+
+# The messages of checks that more than one form makes.
+DEPARTMENT_INVALID = "Code de département invalide (exemples : 76, 2A, 974)."
+NUMERO_INVALID = "Le numéro allocataire comporte 7 chiffres."
+DATE_INVALID = "Date invalide."
 
 
 class Person(Protocol):
@@ -38,6 +50,11 @@ class Person(Protocol):
     def has(self, *roles: str) -> bool: ...
 
 
+def _required(values: Mapping[str, str], messages: Mapping[str, str]) -> dict[str, str]:
+    """The message of each field of `messages` that `values` leaves empty, in the order of `messages`."""
+    return {name: message for name, message in messages.items() if not values.get(name)}
+
+
 # ------------------------------------------------------------------------------------------ sign-in
 
 
@@ -46,6 +63,26 @@ def safe_next(value: str | None) -> str:
     if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
         return value
     return "/"
+
+
+def check_sign_in(values: Mapping[str, str]) -> dict[str, str]:
+    """The errors of the sign-in form: an e-mail and a password, both given (identity judges them)."""
+    messages = {"email": "Saisissez votre adresse électronique.", "password": "Saisissez votre mot de passe."}
+    return _required(values, messages)
+
+
+PASSWORD_MIN_LENGTH = 12  # identity's own minimum; it then applies the rest of its password policy
+
+
+def check_activation(password: str, confirmation: str | None) -> dict[str, str]:
+    """The errors of the activation form: a password of at least 12 characters, and the same password
+    again as its confirmation (None when the form sent none)."""
+    errors: dict[str, str] = {}
+    if len(password) < PASSWORD_MIN_LENGTH:
+        errors["password"] = "Le mot de passe doit comporter au moins 12 caractères."
+    if password != confirmation:
+        errors["confirmation"] = "Les deux mots de passe ne sont pas identiques."
+    return errors
 
 
 # ------------------------------------------------------------------------------------------ lookups
@@ -129,6 +166,50 @@ def check_motif(choices: list[dict[str, Any]], free: bool, motif: str) -> str | 
     return None
 
 
+def check_numero(numero: str) -> dict[str, str]:
+    """The error of a numero allocataire (field `numero`): it has 7 digits."""
+    return {} if NUMERO.fullmatch(numero) else {"numero": NUMERO_INVALID}
+
+
+def check_lookup(values: Mapping[str, str], choices: list[dict[str, Any]], free: bool) -> dict[str, str]:
+    """The errors of a lookup's form: a numero of 7 digits, a motif the choices offer (`check_motif`), and
+    the family name when that motif needs it (`motif_needs_name`)."""
+    errors = check_numero(values["numero"])
+    motif_error = check_motif(choices, free, values["motif"])
+    if motif_error:
+        errors["motif"] = motif_error
+    elif motif_needs_name(choices, values["motif"]) and not values["family_name"]:
+        errors["family_name"] = "Pour ce motif, saisissez le nom de famille de l'allocataire."
+    return errors
+
+
+# A search's fields checked when given: (field, well-formed, message).
+SEARCH_FIELDS: tuple[tuple[str, Callable[[str], object], str], ...] = (
+    ("nir", is_nir, "NIR invalide : 15 caractères (13 chiffres et la clé), vérifiez la clé."),
+    ("telephone", PHONE.fullmatch, "Numéro de téléphone invalide."),
+    ("postal_code", POSTAL_CODE.fullmatch, "Le code postal comporte 5 chiffres."),
+    ("birth_date", ISO_DATE.fullmatch, DATE_INVALID),
+)
+
+
+def check_search(values: Mapping[str, str], choices: list[dict[str, Any]], free: bool) -> dict[str, str]:
+    """The errors of a search's form, keyed `search_<field>` (the lookup's form is on the same page): a
+    motif a searchable profile offers, each field given well-formed, and a NIR, a family name or a
+    telephone to search by (a birth date only with the family name)."""
+    errors: dict[str, str] = {}
+    motif_error = check_motif([c for c in choices if c["searchable"]], free, values["motif"])
+    if motif_error:
+        errors["search_motif"] = motif_error
+    for name, valid, message in SEARCH_FIELDS:
+        if values[name] and not valid(values[name]):
+            errors[f"search_{name}"] = message
+    if not (values["nir"] or values["family_name"] or values["telephone"]):
+        errors.setdefault("search_family_name", "Donnez un NIR, un nom de famille ou un numéro de téléphone.")
+    if values["birth_date"] and not values["family_name"]:
+        errors.setdefault("search_family_name", "La date de naissance s'utilise avec le nom de famille.")
+    return errors
+
+
 def ordered_sections(sections: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """The sections the API returned — only those — in the usual reading order."""
     known = [(name, sections[name]) for name in texts.SECTION_ORDER if name in sections]
@@ -142,20 +223,19 @@ def ordered_sections(sections: Mapping[str, Any]) -> list[tuple[str, Any]]:
 def check_request(values: Mapping[str, str], profiles: Mapping[str, Any], today: date) -> dict[str, str]:
     """The errors of a new access request's form (every field, a known profile when the catalogue is
     known, an end date within a year of `today`), before access-requests is asked."""
-    errors: dict[str, str] = {}
-    required = {
-        "family_name": "Saisissez le nom de la personne.",
-        "given_name": "Saisissez le prénom de la personne.",
-        "email": "Saisissez l'adresse électronique professionnelle de la personne.",
-        "job_title": "Indiquez la fonction de la personne.",
-        "profile": "Choisissez le profil demandé.",
-        "department": "Indiquez le département.",
-        "justification": "Expliquez pourquoi cette personne a besoin de cet accès.",
-        "valid_until": "Indiquez la date de fin de l'habilitation.",
-    }
-    for name, message in required.items():
-        if not values.get(name):
-            errors[name] = message
+    errors = _required(
+        values,
+        {
+            "family_name": "Saisissez le nom de la personne.",
+            "given_name": "Saisissez le prénom de la personne.",
+            "email": "Saisissez l'adresse électronique professionnelle de la personne.",
+            "job_title": "Indiquez la fonction de la personne.",
+            "profile": "Choisissez le profil demandé.",
+            "department": "Indiquez le département.",
+            "justification": "Expliquez pourquoi cette personne a besoin de cet accès.",
+            "valid_until": "Indiquez la date de fin de l'habilitation.",
+        },
+    )
     for name in ("family_name", "given_name"):
         try:
             check_name(values.get(name, ""))
@@ -167,7 +247,7 @@ def check_request(values: Mapping[str, str], profiles: Mapping[str, Any], today:
     if values.get("profile") and profiles and values["profile"] not in profiles:
         errors["profile"] = "Ce profil n'existe pas."
     if values.get("department") and not DEPARTMENT.fullmatch(values["department"]):
-        errors["department"] = "Code de département invalide (exemples : 76, 2A, 974)."
+        errors["department"] = DEPARTMENT_INVALID
     if values.get("valid_until"):
         end = _end_after(values["valid_until"], today, "La date de fin doit être postérieure à aujourd'hui.")
         if isinstance(end, str):
@@ -177,6 +257,8 @@ def check_request(values: Mapping[str, str], profiles: Mapping[str, Any], today:
     return errors
 
 
+# The decisions an instructor or manager may take on a request.
+DECISIONS = ("approve", "reject", "request_documents")
 # The role that decides a request in each state that waits for a CAF decision.
 DECIDER_ROLE = {"submitted": "caf_instructor", "awaiting_second_approval": "caf_manager"}
 APPROVALS = ("stage_approved", "approved")
@@ -190,6 +272,18 @@ def may_decide(detail: Mapping[str, Any], viewer: Person) -> bool:
         return False
     approvers = {h.get("actor") for h in detail.get("history") or [] if h.get("action") in APPROVALS}
     return viewer.sub not in approvers
+
+
+def check_decision(decision: str, comment: str, documents: list[str]) -> dict[str, str]:
+    """The errors of a decision's form: a decision chosen; for a refusal, its reason (the partner reads
+    it); for a request for documents, the documents asked for (one a line)."""
+    if decision not in DECISIONS:
+        return {"decision": "Choisissez une décision."}
+    if decision == "reject" and not comment:
+        return {"comment-reject": texts.REQUEST_REASONS["comment_required"]}
+    if decision == "request_documents" and not documents:
+        return {"documents": texts.REQUEST_REASONS["documents_required"]}
+    return {}
 
 
 def decision_effect(detail: Mapping[str, Any], decision: str, comment: str, documents: list[str]) -> str:
@@ -223,6 +317,12 @@ def decision_effect(detail: Mapping[str, Any], decision: str, comment: str, docu
 # ------------------------------------------------------------------------------------------ organisations
 
 
+def check_organisation_search(values: Mapping[str, str]) -> dict[str, str]:
+    """The errors of the organisations' search: its department (`departement`), when given, is a code."""
+    department = values["departement"]
+    return {"departement": DEPARTMENT_INVALID} if department and not DEPARTMENT.fullmatch(department) else {}
+
+
 def check_organisation(values: Mapping[str, str], today: date, creating: bool) -> dict[str, str]:
     """The errors of an organisation's form: its name and kind; when `creating`, also its SIRET,
     department, convention and first administrator."""
@@ -230,7 +330,7 @@ def check_organisation(values: Mapping[str, str], today: date, creating: bool) -
     if creating and not SIRET.fullmatch(values["siret"]):
         errors["siret"] = "Le SIRET comporte 14 chiffres."
     if creating and not DEPARTMENT.fullmatch(values["department"]):
-        errors["department"] = "Code de département invalide (exemples : 76, 2A, 974)."
+        errors["department"] = DEPARTMENT_INVALID
     if not values["name"]:
         errors["name"] = "Saisissez le nom de l'organisme."
     if not KIND.fullmatch(values["kind"]):
@@ -263,7 +363,7 @@ def _end_after(value: str, today: date, not_after: str) -> date | str:
     try:
         end = date.fromisoformat(value)
     except ValueError:
-        return "Date invalide."
+        return DATE_INVALID
     return end if end > today else not_after
 
 
@@ -301,6 +401,34 @@ def convention_change(values: Mapping[str, str], today: date) -> Amendment | dic
     )
 
 
+# --------------------------------------------------------------------------------------- accounts and clients
+
+
+def check_staff_account(values: Mapping[str, str], roles: list[str]) -> dict[str, str]:
+    """The errors of a CAF staff account's form: an e-mail, the names, a department code, and at least
+    one of the staff roles (`roles`: those the form ticked among the ones it offers)."""
+    errors: dict[str, str] = {}
+    if not EMAIL.fullmatch(values["email"]):
+        errors["email"] = "Adresse électronique invalide (exemple : prenom.nom@caf.fr)."
+    errors |= _required(values, {"family_name": "Saisissez le nom.", "given_name": "Saisissez le prénom."})
+    if not DEPARTMENT.fullmatch(values["department"]):
+        errors["department"] = DEPARTMENT_INVALID
+    if not roles:
+        errors["roles"] = "Choisissez au moins un rôle."
+    return errors
+
+
+def check_client(values: Mapping[str, str]) -> dict[str, str]:
+    """The errors of a partner-system client's form: the system's name, and the habilitation it will use."""
+    return _required(
+        values,
+        {
+            "name": "Nommez le système (par exemple : logiciel de gestion locative).",
+            "grant_id": "Choisissez l'habilitation que ce système utilisera.",
+        },
+    )
+
+
 # ------------------------------------------------------------------------------------------ audit
 
 
@@ -311,3 +439,43 @@ def paris_moment(value: str) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=texts.PARIS)
+
+
+@dataclass(frozen=True)
+class EntryFilters:
+    """What an audit entry search's form asks: the audit API's filters (`params`) of its well-formed
+    fields, and the errors of the others."""
+
+    params: dict[str, str]
+    errors: dict[str, str]
+
+
+# The entry search's fields checked when given: (field, pattern, the audit API's filter, message).
+ENTRY_FIELDS = (
+    ("dossier", NUMERO, "dossier", NUMERO_INVALID),
+    ("type", EVENT_TYPE, "type", "Type d'événement invalide."),
+    ("trace", TRACE_ID, "trace_id", "L'identifiant de trace comporte 32 caractères hexadécimaux."),
+)
+
+
+def entry_filters(values: Mapping[str, str]) -> EntryFilters:
+    """The filters of an entry search's form (`acteur`, `dossier`, `type`, `trace`, and the dates `du`
+    and `au`, read as Paris time), each only when given, and the errors of the malformed ones."""
+    params: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    if values["acteur"]:
+        params["actor"] = values["acteur"][:254]  # an id, or an e-mail the audit resolves to its accounts
+    for name, pattern, param, message in ENTRY_FIELDS:
+        if values[name]:
+            if pattern.fullmatch(values[name]):
+                params[param] = values[name]
+            else:
+                errors[name] = message
+    for name, param in (("du", "from"), ("au", "to")):
+        if values[name]:
+            moment = paris_moment(values[name])
+            if moment is None:
+                errors[name] = DATE_INVALID
+            else:
+                params[param] = moment.isoformat()
+    return EntryFilters(params, errors)

@@ -96,12 +96,9 @@ async def organisations(
 ) -> Response:
     values = {"q": q.strip()[:100], "departement": departement.strip()}
     params = {"q": values["q"]} if values["q"] else {}
-    errors = {}
-    if values["departement"]:
-        if domain.DEPARTMENT.fullmatch(values["departement"]):
-            params["department"] = values["departement"]
-        else:
-            errors["departement"] = "Code de département invalide (exemples : 76, 2A, 974)."
+    errors = domain.check_organisation_search(values)
+    if values["departement"] and not errors:
+        params["department"] = values["departement"]
     listing = (
         [] if errors else (await api.json("identity", "GET", "/v1/organisations", params=params))["items"]
     )
@@ -391,16 +388,7 @@ async def staff_page(
 async def create_staff(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer = CafAdmin) -> Response:
     values = {k: field(form, k, 200) for k in ("email", "family_name", "given_name", "department")}
     roles = [r for r in form.getlist("roles") if r in STAFF_ROLES]
-    errors: dict[str, str] = {}
-    if not domain.EMAIL.fullmatch(values["email"]):
-        errors["email"] = "Adresse électronique invalide (exemple : prenom.nom@caf.fr)."
-    for name, message in (("family_name", "Saisissez le nom."), ("given_name", "Saisissez le prénom.")):
-        if not values[name]:
-            errors[name] = message
-    if not domain.DEPARTMENT.fullmatch(values["department"]):
-        errors["department"] = "Code de département invalide (exemples : 76, 2A, 974)."
-    if not roles:
-        errors["roles"] = "Choisissez au moins un rôle."
+    errors = domain.check_staff_account(values, roles)
     if errors:
         return _staff_page(request, values, status=400, errors=errors)
     response = await api.call("identity", "POST", "/v1/users", json={**values, "roles": roles})

@@ -30,9 +30,6 @@ from cdap_portal.web import CsrfForm, confirmed, field, portal_of, redirect, ren
 router = APIRouter(tags=["audit"])
 Auditor = require("auditor")
 
-NUMERO = re.compile(r"^\d{7}$")
-TRACE = re.compile(r"^[0-9a-f]{32}$")
-TYPE = re.compile(r"^[a-z]+(\.[a-z_]+)+$")
 CURSOR = re.compile(r"^\d{1,18}$")
 PAGE_SIZE = 50
 
@@ -52,29 +49,9 @@ async def entry_search(
     """FastAPI dependency: the entry search of the page's query (the page and its CSV export share it)."""
     values = {"acteur": acteur.strip(), "dossier": dossier.strip(), "type": type.strip()}
     values |= {"du": du.strip(), "au": au.strip(), "trace": trace.strip().lower()}
-    errors: dict[str, str] = {}
-    params: dict[str, Any] = {"order": "desc", "limit": PAGE_SIZE}
-    if values["acteur"]:
-        params["actor"] = values["acteur"][:254]  # an id, or an e-mail the audit resolves to its accounts
-    checks = (
-        ("dossier", NUMERO, "dossier", "Le numéro allocataire comporte 7 chiffres."),
-        ("type", TYPE, "type", "Type d'événement invalide."),
-        ("trace", TRACE, "trace_id", "L'identifiant de trace comporte 32 caractères hexadécimaux."),
-    )
-    for name, pattern, param, message in checks:
-        if values[name]:
-            if pattern.fullmatch(values[name]):
-                params[param] = values[name]
-            else:
-                errors[name] = message
-    for name, param in (("du", "from"), ("au", "to")):
-        if values[name]:
-            moment = domain.paris_moment(values[name])
-            if moment is None:
-                errors[name] = "Date invalide."
-            else:
-                params[param] = moment.isoformat()
-    return EntrySearch(values, params, errors)
+    filters = domain.entry_filters(values)
+    params: dict[str, Any] = {"order": "desc", "limit": PAGE_SIZE} | filters.params
+    return EntrySearch(values, params, filters.errors)
 
 
 Search = Annotated[EntrySearch, Depends(entry_search)]
@@ -180,8 +157,8 @@ async def consultations(
     numero = numero.strip()
     if not numero:
         return await _page(request, api, "audit_consultations.html", numero="", errors={}, items=None)
-    if not NUMERO.fullmatch(numero):
-        errors = {"numero": "Le numéro allocataire comporte 7 chiffres."}
+    errors = domain.check_numero(numero)
+    if errors:
         return await _page(
             request, api, "audit_consultations.html", status=400, numero=numero, errors=errors, items=None
         )
@@ -454,8 +431,8 @@ async def export_consultations(
 ) -> Response:
     """Every recorded consultation of one dossier, newest first, as CSV."""
     numero = numero.strip()
-    if not NUMERO.fullmatch(numero):
-        errors = {"numero": "Le numéro allocataire comporte 7 chiffres."}
+    errors = domain.check_numero(numero)
+    if errors:
         return await _page(
             request, api, "audit_consultations.html", status=400, numero=numero, errors=errors, items=None
         )

@@ -64,11 +64,7 @@ async def login(request: Request, form: CsrfForm) -> Response:
         return await _attempt(request, suite, *pending, organisation_id)
     email, password = field(form, "email", 254), form.get("password")
     password = password if isinstance(password, str) else ""
-    errors: dict[str, str] = {}
-    if not email:
-        errors["email"] = "Saisissez votre adresse électronique."
-    if not password:
-        errors["password"] = "Saisissez votre mot de passe."
+    errors = domain.check_sign_in({"email": email, "password": password})
     if errors:
         return _login_again(request, suite, email, errors=errors)
     return await _attempt(request, suite, email, password)
@@ -278,11 +274,7 @@ async def activate(request: Request, form: CsrfForm) -> Response:
     token = field(form, "token", 200)
     password, confirmation = form.get("password"), form.get("confirmation")
     password = password if isinstance(password, str) else ""
-    errors: dict[str, str] = {}
-    if len(password) < 12:
-        errors["password"] = "Le mot de passe doit comporter au moins 12 caractères."
-    if password != confirmation:
-        errors["confirmation"] = "Les deux mots de passe ne sont pas identiques."
+    errors = domain.check_activation(password, confirmation if isinstance(confirmation, str) else None)
     if errors:
         return render(request, "activate.html", status=400, token=token, errors=errors)
     try:

@@ -8,7 +8,6 @@ be followed with the SameSite=Lax cookie).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import APIRouter, Path, Request
@@ -19,16 +18,10 @@ from cdap_portal.auth import UserApi, Viewer, require
 from cdap_portal.clients import checked
 from cdap_portal.outcomes import Outcome
 from cdap_portal.web import CsrfForm, field, portal_of, redirect, render, session_of
-from cdap_shared.identifiers import is_nir
 from cdap_shared.telemetry import current_trace_id
 
 router = APIRouter(tags=["dossiers"])
 PartnerUser = require("partner_user")
-
-NUMERO = re.compile(r"^\d{7}$")
-PHONE = re.compile(r"^\+?[0-9 .\-]{9,20}$")
-POSTAL = re.compile(r"^\d{5}$")
-DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 async def _page(
@@ -62,14 +55,7 @@ async def consult(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer
     values = {k: field(form, k, 100) for k in ("numero", "motif", "family_name")}
     policy = await portal_of(request).policy.view(api)
     choices = domain.motif_choices(policy, viewer)
-    errors: dict[str, str] = {}
-    if not NUMERO.fullmatch(values["numero"]):
-        errors["numero"] = "Le numéro allocataire comporte 7 chiffres."
-    motif_error = domain.check_motif(choices, not policy.known(), values["motif"])
-    if motif_error:
-        errors["motif"] = motif_error
-    elif domain.motif_needs_name(choices, values["motif"]) and not values["family_name"]:
-        errors["family_name"] = "Pour ce motif, saisissez le nom de famille de l'allocataire."
+    errors = domain.check_lookup(values, choices, not policy.known())
     if errors:
         return await _page(request, api, viewer, status=400, values=values, errors=errors)
     params = {"motif": values["motif"]}
@@ -168,23 +154,7 @@ async def search(request: Request, form: CsrfForm, api: UserApi, viewer: Viewer 
     values = {k: field(form, k, 100) for k in names}
     policy = await portal_of(request).policy.view(api)
     choices = domain.motif_choices(policy, viewer)
-    errors: dict[str, str] = {}
-    motif_error = domain.check_motif(
-        [c for c in choices if c["searchable"]], not policy.known(), values["motif"]
-    )
-    if motif_error:
-        errors["search_motif"] = motif_error
-    checks = (("nir", is_nir, "NIR invalide : 15 caractères (13 chiffres et la clé), vérifiez la clé."),
-              ("telephone", PHONE.fullmatch, "Numéro de téléphone invalide."),
-              ("postal_code", POSTAL.fullmatch, "Le code postal comporte 5 chiffres."),
-              ("birth_date", DATE.fullmatch, "Date invalide."))  # fmt: skip
-    for name, valid, message in checks:
-        if values[name] and not valid(values[name]):
-            errors[f"search_{name}"] = message
-    if not (values["nir"] or values["family_name"] or values["telephone"]):
-        errors.setdefault("search_family_name", "Donnez un NIR, un nom de famille ou un numéro de téléphone.")
-    if values["birth_date"] and not values["family_name"]:
-        errors.setdefault("search_family_name", "La date de naissance s'utilise avec le nom de famille.")
+    errors = domain.check_search(values, choices, not policy.known())
     if errors:
         return await _page(request, api, viewer, status=400, search_values=values, search_errors=errors)
     body = {k: v for k, v in values.items() if v}

@@ -131,13 +131,7 @@ async def decide(
     comment = field(form, "comment")
     documents = [line.strip() for line in field(form, "documents").splitlines() if line.strip()]
     values = {"decision": decision, "comment": comment, "documents": field(form, "documents")}
-    errors: dict[str, str] = {}
-    if decision not in DECISIONS:
-        errors["decision"] = "Choisissez une décision."
-    elif decision == "reject" and not comment:
-        errors[f"comment-{decision}"] = texts.REQUEST_REASONS["comment_required"]
-    elif decision == "request_documents" and not documents:
-        errors["documents"] = texts.REQUEST_REASONS["documents_required"]
+    errors = domain.check_decision(decision, comment, documents)
     detail = await request_detail(api, request_id)
     if errors:
         return _detail_page(request, detail, viewer, status=400, errors=errors, values=values)

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from cdap_portal import domain
 from cdap_portal.auth import UserApi, Viewer
 from cdap_portal.clients import checked
 from cdap_portal.routes_admin import (
@@ -142,11 +143,7 @@ async def create_client(
 ) -> Response:
     """A partner system's credentials for one habilitation; the secret is shown on this page only."""
     values = {"grant_id": field(form, "grant_id", 64), "name": field(form, "name", 100)}
-    errors = {}
-    if not values["name"]:
-        errors["name"] = "Nommez le système (par exemple : logiciel de gestion locative)."
-    if not values["grant_id"]:
-        errors["grant_id"] = "Choisissez l'habilitation que ce système utilisera."
+    errors = domain.check_client(values)
     if errors:
         return await _clients_page(request, api, viewer, status=400, errors=errors, values=values)
     created = checked("identity", await api.call("identity", "POST", "/v1/clients", json=values))
